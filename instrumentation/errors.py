@@ -1,0 +1,43 @@
+"""The one exception family of the instrumentation package.
+
+Callers catch :class:`InstrumentationError` to handle anything this package raises on purpose;
+subclasses name the failure so that an HTTP layer can map them (pool exhausted -> 503).
+"""
+
+from __future__ import annotations
+
+
+class InstrumentationError(Exception):
+    """Base of every error raised on purpose by :mod:`instrumentation`."""
+
+
+class ConfigurationError(InstrumentationError):
+    """A setting handed to the package is unusable; the message names it and what is allowed."""
+
+
+class PoolExhaustedError(InstrumentationError):
+    """No database connection became free within ``pool_timeout`` seconds."""
+
+    def __init__(self, pool_name: str, timeout: float) -> None:
+        super().__init__(
+            f"no database connection free in pool {pool_name!r} within {timeout:g}s; "
+            "retry later or raise VRP_DB_POOL_SIZE / VRP_DB_MAX_OVERFLOW"
+        )
+        self.pool_name = pool_name
+        self.timeout = timeout
+
+
+class TransactionRetryError(InstrumentationError):
+    """A unit of work kept failing on transient errors until its attempts or deadline ran out.
+
+    ``__cause__`` holds the last transient error.
+    """
+
+    def __init__(self, attempts: int, elapsed: float, last: BaseException) -> None:
+        super().__init__(
+            f"transaction gave up after {attempts} attempt(s) in {elapsed:.2f}s: "
+            f"{type(last).__name__}"
+        )
+        self.attempts = attempts
+        self.elapsed = elapsed
+        self.last = last

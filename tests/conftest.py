@@ -1,0 +1,69 @@
+"""Fixtures shared by the whole suite.
+
+Every test that touches a database takes ``database_url`` and so runs twice: against a SQLite
+file in ``tmp_path`` and against the real PostgreSQL server. The PostgreSQL database is created
+once per test session from ``VRP_TEST_POSTGRES_URL`` under a random name and dropped at the end.
+In CI (``CI=true``) a missing server fails the run; on a laptop without one the PostgreSQL
+variants are skipped with the reason.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
+
+DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+def _as_psycopg(url: str) -> sa.URL:
+    parsed = make_url(url)
+    if parsed.drivername == "postgresql":
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A throw-away PostgreSQL database for this test session, as a ``postgresql://`` URL."""
+    admin_url = _as_psycopg(os.environ.get("VRP_TEST_POSTGRES_URL", DEFAULT_POSTGRES_URL))
+    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT", poolclass=sa.NullPool)
+    name = f"vrp_test_{uuid.uuid4().hex[:12]}"
+    try:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    except sa.exc.OperationalError as exc:
+        admin.dispose()
+        reason = f"PostgreSQL not reachable at {admin_url.render_as_string(hide_password=True)}"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"{reason} (mandatory in CI): {exc.orig}")
+        pytest.skip(reason)
+    url = admin_url.set(database=name).render_as_string(hide_password=False)
+    yield url.replace("postgresql+psycopg://", "postgresql://", 1)
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh, empty database URL: a SQLite file, or a fresh schema-less PostgreSQL database.
+
+    For PostgreSQL every test gets the same session database with all tables dropped first, so
+    tests stay independent without paying for CREATE DATABASE each time.
+    """
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'test.db'}"
+        return
+    url: str = request.getfixturevalue("postgres_url")
+    engine = sa.create_engine(_as_psycopg(url), poolclass=sa.NullPool)
+    with engine.begin() as conn:
+        conn.execute(sa.text("DROP SCHEMA public CASCADE"))
+        conn.execute(sa.text("CREATE SCHEMA public"))
+    engine.dispose()
+    yield url
