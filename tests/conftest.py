@@ -28,6 +28,15 @@ def _as_psycopg(url: str) -> sa.URL:
     return parsed
 
 
+def reset_postgres(url: str) -> None:
+    """Drop every table (and type, sequence...) of the test database."""
+    engine = sa.create_engine(_as_psycopg(url), poolclass=sa.NullPool)
+    with engine.begin() as conn:
+        conn.execute(sa.text("DROP SCHEMA public CASCADE"))
+        conn.execute(sa.text("CREATE SCHEMA public"))
+    engine.dispose()
+
+
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
     """A throw-away PostgreSQL database for this test session, as a ``postgresql://`` URL."""
@@ -61,9 +70,5 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
         yield f"sqlite:///{tmp_path / 'test.db'}"
         return
     url: str = request.getfixturevalue("postgres_url")
-    engine = sa.create_engine(_as_psycopg(url), poolclass=sa.NullPool)
-    with engine.begin() as conn:
-        conn.execute(sa.text("DROP SCHEMA public CASCADE"))
-        conn.execute(sa.text("CREATE SCHEMA public"))
-    engine.dispose()
+    reset_postgres(url)
     yield url

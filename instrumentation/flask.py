@@ -1,0 +1,522 @@
+"""Flask integration: one SERVER span, one duration point, one request id and one access-log
+record per request, plus JSON error responses for pool exhaustion (503) and crashes (500).
+
+Call :func:`instrument_app` once per app after creating it (a second call is a no-op);
+:func:`uninstrument_app` undoes it, for tests.
+
+Where the hooks sit, and why
+    ``app.wsgi_app`` is wrapped by a WSGI middleware, and the span itself starts on Flask's
+    ``request_started`` signal. The middleware sees every request - matched or not (404/405),
+    handled or crashed - so it owns the request id, the ``X-Request-ID`` response header, the
+    status code (read from ``start_response``), the duration histogram and the access log.
+    ``request_started`` is the first point where Flask has matched the URL, and it fires before
+    ``url_value_preprocessors`` and every ``before_request`` function, so the span is named by
+    its route from the start (samplers see ``http.route``) and everything after it is inside
+    the span: failing ``before_request`` hooks, flask-smorest's 422 handling, the view, error
+    handlers, ``after_request`` and ``teardown_request`` functions (database sessions closed on
+    teardown nest under the request). Should Flask fail before that signal (a broken session
+    interface), the middleware still emits a span named ``{METHOD}`` when the request ends.
+
+What callers can rely on
+    * Span ``{METHOD} {route}`` (``{METHOD}`` alone when no rule matched; ``HTTP`` stands for a
+      method outside the standard set, which is recorded as ``_OTHER`` with
+      ``http.request.method_original``), kind SERVER, parent taken from the incoming W3C
+      ``traceparent``, current while the request runs. Status ERROR for 5xx only; ``error.type``
+      is the qualified exception class when one escaped the view, else the 5xx status code.
+    * ``http.server.request.duration`` (seconds) for every request, sampled or not.
+    * ``flask.g.request_id`` and :func:`current_request_id`: the incoming ``X-Request-ID`` when
+      it is a sane token (at most 128 of ``[A-Za-z0-9._:-]``), else a fresh uuid4 hex; it is
+      echoed in the ``X-Request-ID`` response header and set as span attribute
+      ``vrp.request.id``.
+    * One INFO record on logger ``instrumentation.access`` per request.
+    * Never recorded: query strings, request headers other than ``User-Agent``, bodies.
+      Exception messages on spans pass through :func:`instrumentation.redaction.redact_text`.
+    * Routes listed in ``excluded_routes`` (URL rules as registered, e.g. ``/healthz``) get no
+      span, no duration point and no access-log record; they still get a request id. Spans
+      opened inside them are not suppressed and start their own trace.
+    * The duration ends when the view's response is ready; the time a client takes to read a
+      streamed body (``send_file``) is not included, and code running while the body streams
+      is outside the span and the request id.
+
+Errors
+    :class:`~instrumentation.errors.PoolExhaustedError` and SQLAlchemy's pool
+    ``TimeoutError`` become ``503`` with ``Retry-After: 1`` and a WARNING record. Any other
+    unhandled exception becomes a JSON ``500`` carrying the request id and no stack trace; the
+    handler is registered for ``InternalServerError`` so that Flask's own path keeps working:
+    it logs the exception at ERROR with ``exc_info``, sends ``got_request_exception``, hands the
+    error to ``teardown_request`` functions, and re-raises instead when
+    ``PROPAGATE_EXCEPTIONS`` (testing, debug) is on - the span records the error either way.
+    flask-smorest's ``HTTPException`` handler keeps answering every 4xx and other 5xx.
+
+Telemetry never breaks a request: a failure while tracing, measuring or logging is caught,
+counted in ``failures`` of the object kept in ``app.extensions`` and logged on
+``instrumentation.flask`` (WARNING for the first and every 1000th, DEBUG otherwise).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import traceback
+import uuid
+from collections.abc import Callable, Collection, Iterable, Mapping
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy.exc
+from flask import Flask, Response, g, jsonify, request
+from flask.signals import request_started
+from opentelemetry import context as otel_context
+from opentelemetry import metrics, propagate, trace
+from opentelemetry.propagators.textmap import Getter
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+from werkzeug.exceptions import InternalServerError
+
+from instrumentation.errors import PoolExhaustedError
+from instrumentation.redaction import redact_text
+
+__all__ = ["REQUEST_ID_HEADER", "current_request_id", "instrument_app", "uninstrument_app"]
+
+REQUEST_ID_HEADER = "X-Request-ID"
+EXTENSION_KEY = "vrp.instrumentation.flask"
+
+# Semantic-conventions advice for http.server.request.duration.
+DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10)
+RETRY_AFTER_SECONDS = 1
+
+_KNOWN_METHODS = frozenset(
+    {"CONNECT", "DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT", "TRACE"}
+)
+_OTHER_METHOD = "_OTHER"
+_SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+_FAILURE_LOG_EVERY = 1000
+
+_logger = logging.getLogger(__name__)
+_access_logger = logging.getLogger("instrumentation.access")
+
+_StartResponse = Callable[..., Callable[[bytes], object]]
+_WSGIApp = Callable[[dict[str, Any], _StartResponse], Iterable[bytes]]
+
+
+@dataclass(slots=True)
+class _RequestState:
+    """What the middleware and the Flask hooks share about one request."""
+
+    instrumentation: _FlaskInstrumentation
+    request_id: str
+    environ: dict[str, Any]
+    start_ns: int
+    start: float
+    status: int = 500
+    route: _Route | None = None
+    span: Span | None = None
+    token: object | None = None
+    excluded: bool = False
+    exception: BaseException | None = None
+
+
+_current: ContextVar[_RequestState | None] = ContextVar("vrp_flask_request", default=None)
+
+
+def current_request_id() -> str | None:
+    """The id of the request being served in this context, or ``None`` outside a request.
+
+    Safe to call from logging filters and formatters: it never raises and works from the start
+    of the WSGI call until the access-log record has been emitted.
+    """
+    state = _current.get()
+    return None if state is None else state.request_id
+
+
+@dataclass(slots=True)
+class _Route:
+    """Per (method, URL rule) values computed once and reused by every request."""
+
+    method: str
+    template: str | None
+    span_name: str
+    span_attributes: dict[str, Any]
+    _metric_attributes: dict[int, dict[str, Any]] = field(default_factory=dict)
+
+    @classmethod
+    def build(cls, method: str, template: str | None) -> _Route:
+        name_method = "HTTP" if method == _OTHER_METHOD else method
+        attributes: dict[str, Any] = {"http.request.method": method}
+        if template is not None:
+            attributes["http.route"] = template
+        name = name_method if template is None else f"{name_method} {template}"
+        return cls(method, template, name, attributes)
+
+    def metric_attributes(self, status: int, error_type: str | None) -> dict[str, Any]:
+        if error_type is not None:
+            return {
+                **self.span_attributes,
+                "http.response.status_code": status,
+                "error.type": error_type,
+            }
+        attributes = self._metric_attributes.get(status)
+        if attributes is None:
+            attributes = {**self.span_attributes, "http.response.status_code": status}
+            self._metric_attributes[status] = attributes
+        return attributes
+
+
+class _EnvironGetter(Getter[Mapping[str, Any]]):
+    """Reads propagation headers (``traceparent``...) straight from a WSGI environ."""
+
+    def __init__(self) -> None:
+        self._keys: dict[str, str] = {}
+
+    def get(self, carrier: Mapping[str, Any], key: str) -> list[str] | None:
+        environ_key = self._keys.get(key)
+        if environ_key is None:
+            environ_key = "HTTP_" + key.upper().replace("-", "_")
+            self._keys[key] = environ_key
+        value = carrier.get(environ_key)
+        return None if value is None else [value]
+
+    def keys(self, carrier: Mapping[str, Any]) -> list[str]:
+        return [key[5:].lower().replace("_", "-") for key in carrier if key.startswith("HTTP_")]
+
+
+_ENVIRON_GETTER = _EnvironGetter()
+
+
+class _FlaskInstrumentation:
+    """The WSGI middleware installed as ``app.wsgi_app``, and the state behind the hooks."""
+
+    def __init__(
+        self,
+        app: Flask,
+        tracer: trace.Tracer,
+        duration: metrics.Histogram,
+        excluded_routes: Collection[str],
+    ) -> None:
+        self.app = app
+        self.wrapped: _WSGIApp = app.wsgi_app
+        self.tracer = tracer
+        self.duration = duration
+        self.excluded_routes = frozenset(excluded_routes)
+        self.active = True
+        self.failures = 0
+        self._routes: dict[tuple[str, str | None], _Route] = {}
+
+    def __call__(
+        self, environ: dict[str, Any], start_response: _StartResponse
+    ) -> Iterable[bytes]:
+        if not self.active:
+            return self.wrapped(environ, start_response)
+        state = _RequestState(
+            self,
+            _request_id(environ.get("HTTP_X_REQUEST_ID")),
+            environ,
+            time.time_ns(),
+            time.perf_counter(),
+        )
+        reset = _current.set(state)
+
+        def _start_response(
+            status: str, headers: list[tuple[str, str]], exc_info: Any = None
+        ) -> Callable[[bytes], object]:
+            try:
+                state.status = int(status[:3])
+            except ValueError:
+                state.status = 500
+            if not any(name.lower() == "x-request-id" for name, _ in headers):
+                headers.append((REQUEST_ID_HEADER, state.request_id))
+            return start_response(status, headers, exc_info)
+
+        try:
+            return self.wrapped(environ, _start_response)
+        except Exception as exc:
+            state.exception = exc
+            state.status = 500
+            raise
+        finally:
+            self._finish(state)
+            _current.reset(reset)
+
+    def on_request_started(self, sender: Flask, **_: Any) -> None:
+        """``request_started`` receiver: sets ``g.request_id`` and starts the current span."""
+        state = _current.get()
+        if state is None or state.instrumentation is not self:
+            return
+        try:
+            req = request._get_current_object()
+            g.request_id = state.request_id
+            rule = req.url_rule
+            template = None if rule is None else rule.rule
+            if template in self.excluded_routes:
+                state.excluded = True
+                return
+            state.environ = req.environ
+            self._start_span(state, template, make_current=True)
+        except Exception:
+            self.telemetry_failed("start the request span")
+
+    def _route(self, raw_method: str, template: str | None) -> _Route:
+        method = raw_method if raw_method in _KNOWN_METHODS else _OTHER_METHOD
+        route = self._routes.get((method, template))
+        if route is None:
+            route = self._routes[(method, template)] = _Route.build(method, template)
+        return route
+
+    def _start_span(self, state: _RequestState, template: str | None, *, make_current: bool) -> None:
+        environ = state.environ
+        raw_method = environ.get("REQUEST_METHOD", "")
+        route = state.route = self._route(raw_method, template)
+        parent = propagate.extract(environ, getter=_ENVIRON_GETTER)
+        span = state.span = self.tracer.start_span(
+            route.span_name,
+            parent,
+            SpanKind.SERVER,
+            route.span_attributes,
+            start_time=state.start_ns,
+        )
+        if make_current:
+            state.token = otel_context.attach(trace.set_span_in_context(span, parent))
+        if span.is_recording():
+            span.set_attributes(_request_attributes(environ, route, raw_method, state.request_id))
+
+    def _finish(self, state: _RequestState) -> None:
+        if state.excluded:
+            return
+        duration = time.perf_counter() - state.start
+        try:
+            if state.route is None:
+                self._start_span(state, None, make_current=False)
+        except Exception:
+            self.telemetry_failed("start the request span")
+        route = state.route
+        if route is None:
+            return
+        status = state.status
+        exception = state.exception
+        if exception is not None:
+            error_type: str | None = _qualified_name(type(exception))
+        else:
+            error_type = str(status) if status >= 500 else None
+        try:
+            self.duration.record(duration, route.metric_attributes(status, error_type))
+        except Exception:
+            self.telemetry_failed("record the request duration")
+        try:
+            if _access_logger.isEnabledFor(logging.INFO):
+                _log_access(state, route, status, duration)
+        except Exception:
+            self.telemetry_failed("write the access log")
+        try:
+            if state.span is not None:
+                _end_span(state.span, status, error_type, exception)
+        except Exception:
+            self.telemetry_failed("end the request span")
+        finally:
+            if state.token is not None:
+                otel_context.detach(state.token)
+
+    def telemetry_failed(self, action: str) -> None:
+        """Count a telemetry failure and log it without flooding the log."""
+        self.failures += 1
+        level = logging.WARNING
+        if self.failures != 1 and self.failures % _FAILURE_LOG_EVERY:
+            level = logging.DEBUG
+        _logger.log(
+            level,
+            "could not %s (%d failure(s) so far); the request is served without it",
+            action,
+            self.failures,
+            exc_info=True,
+        )
+
+
+def instrument_app(
+    app: Flask,
+    *,
+    tracer_provider: trace.TracerProvider | None = None,
+    meter_provider: metrics.MeterProvider | None = None,
+    excluded_routes: Collection[str] = (),
+) -> None:
+    """Trace, measure and access-log every request of ``app``; answer 503/500 as JSON.
+
+    ``tracer_provider`` / ``meter_provider`` default to the global ones (resolved lazily, so
+    :func:`instrumentation.telemetry.setup` may run later). ``excluded_routes`` holds URL rules
+    exactly as registered. Idempotent per app: later calls change nothing, call
+    :func:`uninstrument_app` first to change the providers.
+    """
+    if EXTENSION_KEY in app.extensions:
+        return
+    tracer = trace.get_tracer(__name__, tracer_provider=tracer_provider)
+    meter = metrics.get_meter(__name__, meter_provider=meter_provider)
+    duration = meter.create_histogram(
+        "http.server.request.duration",
+        unit="s",
+        description="Duration of HTTP server requests.",
+        explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
+    )
+    instrumentation = _FlaskInstrumentation(app, tracer, duration, excluded_routes)
+    app.extensions[EXTENSION_KEY] = instrumentation
+    app.wsgi_app = instrumentation  # type: ignore[method-assign]
+    request_started.connect(instrumentation.on_request_started, sender=app, weak=False)
+    app.register_error_handler(PoolExhaustedError, _service_unavailable)
+    app.register_error_handler(sqlalchemy.exc.TimeoutError, _service_unavailable)
+    app.register_error_handler(InternalServerError, _internal_server_error)
+
+
+def uninstrument_app(app: Flask) -> None:
+    """Undo :func:`instrument_app`; a no-op for an app that is not instrumented.
+
+    When another middleware has wrapped ``app.wsgi_app`` since, ours stays in the chain but
+    passes requests straight through. Error handlers replaced since are left alone.
+    """
+    instrumentation = app.extensions.pop(EXTENSION_KEY, None)
+    if not isinstance(instrumentation, _FlaskInstrumentation):
+        return
+    instrumentation.active = False
+    if app.wsgi_app is instrumentation:
+        app.wsgi_app = instrumentation.wrapped  # type: ignore[method-assign]
+    request_started.disconnect(instrumentation.on_request_started, sender=app)
+    by_code = app.error_handler_spec[None]
+    for code, exc_class, handler in (
+        (None, PoolExhaustedError, _service_unavailable),
+        (None, sqlalchemy.exc.TimeoutError, _service_unavailable),
+        (500, InternalServerError, _internal_server_error),
+    ):
+        if by_code[code].get(exc_class) is handler:
+            del by_code[code][exc_class]
+
+
+def _service_unavailable(error: Exception) -> Response:
+    state = _current.get()
+    if state is not None:
+        state.exception = error
+    _logger.warning(
+        "database connections exhausted, answering 503: %s",
+        error,
+        extra={"error.type": _qualified_name(type(error))},
+    )
+    return _json_error(503, "Service Unavailable", "the service is busy; retry shortly", state)
+
+
+def _internal_server_error(error: InternalServerError) -> Response:
+    # Flask has already logged the original exception at ERROR with its traceback.
+    state = _current.get()
+    if state is not None and error.original_exception is not None:
+        state.exception = error.original_exception
+    return _json_error(500, "Internal Server Error", "internal error", state)
+
+
+def _json_error(code: int, status: str, message: str, state: _RequestState | None) -> Response:
+    body: dict[str, Any] = {"code": code, "status": status, "message": message}
+    if state is not None:
+        body["request_id"] = state.request_id
+    response = jsonify(body)
+    response.status_code = code
+    if code == 503:
+        response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+    return response
+
+
+def _request_id(incoming: str | None) -> str:
+    if incoming is not None and _SANE_REQUEST_ID.fullmatch(incoming):
+        return incoming
+    return uuid.uuid4().hex
+
+
+def _url_path(environ: Mapping[str, Any]) -> str:
+    path = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
+    if not path.isascii():
+        # PEP 3333 hands the raw bytes over as latin-1; clients send UTF-8.
+        path = path.encode("latin-1").decode("utf-8", "replace")
+    return path or "/"
+
+
+def _server_address(environ: Mapping[str, Any]) -> tuple[str | None, int | None]:
+    host = environ.get("HTTP_HOST")
+    if not host:
+        port = environ.get("SERVER_PORT", "")
+        return environ.get("SERVER_NAME"), int(port) if port.isdigit() else None
+    if host.startswith("["):
+        address, _, rest = host[1:].partition("]")
+        port = rest[1:]
+    else:
+        address, _, port = host.partition(":")
+    if port.isdigit():
+        return address, int(port)
+    return address, _DEFAULT_PORTS.get(environ.get("wsgi.url_scheme", "http"))
+
+
+def _request_attributes(
+    environ: Mapping[str, Any], route: _Route, raw_method: str, request_id: str
+) -> dict[str, Any]:
+    attributes: dict[str, Any] = {
+        "url.path": _url_path(environ),
+        "url.scheme": environ.get("wsgi.url_scheme", "http"),
+        "vrp.request.id": request_id,
+    }
+    address, port = _server_address(environ)
+    if address:
+        attributes["server.address"] = address
+    if port is not None:
+        attributes["server.port"] = port
+    user_agent = environ.get("HTTP_USER_AGENT")
+    if user_agent:
+        attributes["user_agent.original"] = user_agent
+    client = environ.get("REMOTE_ADDR")
+    if client:
+        attributes["client.address"] = client
+    if route.method == _OTHER_METHOD:
+        attributes["http.request.method_original"] = raw_method
+    return attributes
+
+
+def _end_span(
+    span: Span, status: int, error_type: str | None, exception: BaseException | None
+) -> None:
+    if span.is_recording():
+        span.set_attribute("http.response.status_code", status)
+        if error_type is not None:
+            span.set_attribute("error.type", error_type)
+        if exception is not None:
+            span.record_exception(exception, attributes=_exception_event_attributes(exception))
+        if status >= 500:
+            span.set_status(Status(StatusCode.ERROR))
+    span.end()
+
+
+def _exception_event_attributes(exception: BaseException) -> dict[str, str]:
+    # Messages may carry SQL parameter values or secrets; mask them as the log pipeline does.
+    return {
+        "exception.message": redact_text(str(exception)),
+        "exception.stacktrace": redact_text("".join(traceback.format_exception(exception))),
+    }
+
+
+def _log_access(state: _RequestState, route: _Route, status: int, duration: float) -> None:
+    environ = state.environ
+    path = _url_path(environ)
+    duration_ms = round(duration * 1000, 3)
+    _access_logger.info(
+        "%s %s %d %.1fms",
+        route.method,
+        path,
+        status,
+        duration_ms,
+        extra={
+            "request_id": state.request_id,
+            "http.request.method": route.method,
+            "http.route": route.template,
+            "url.path": path,
+            "http.response.status_code": status,
+            "duration_ms": duration_ms,
+            "client.address": environ.get("REMOTE_ADDR"),
+            "user_agent.original": environ.get("HTTP_USER_AGENT"),
+        },
+    )
+
+
+def _qualified_name(cls: type) -> str:
+    module = cls.__module__
+    return cls.__qualname__ if module == "builtins" else f"{module}.{cls.__qualname__}"

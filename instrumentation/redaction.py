@@ -1,0 +1,181 @@
+"""Masking of secrets and SQL parameter values in log text, before any handler writes it.
+
+What is masked (the value becomes ``***``, the key or scheme stays so the line still reads):
+
+* the password of any URL with user info: ``postgresql+psycopg://app:s3cret@db/x`` becomes
+  ``postgresql+psycopg://app:***@db/x``;
+* ``Authorization`` / ``Proxy-Authorization`` / ``X-Api-Key`` header values (the ``Bearer`` or
+  ``Basic`` scheme word is kept) and ``Cookie`` / ``Set-Cookie`` values;
+* ``key=value`` pairs (also in query strings) and quoted ``"key": "value"`` pairs (JSON, Python
+  reprs) whose key ends in ``password``, ``passwd``, ``pwd``, ``secret``, ``token``, ``api_key``,
+  ``apikey``, ``secret_key``, ``private_key``, ``credential(s)`` or ``auth`` - so
+  ``access_token``, ``client_secret`` and ``db_password`` are covered;
+* SQL parameter values: the ``[parameters: ...]`` block SQLAlchemy appends to DBAPI errors is
+  removed entirely (``[SQL: ...]`` stays: it holds placeholders only), and PostgreSQL's
+  ``Key (col)=(value)`` detail loses its value.
+
+:class:`RedactionFilter` applies this to a :class:`logging.LogRecord`: the message (formatted
+with its args, which are then cleared), string extra fields, the formatted exception and stack,
+and it drops record attributes named ``parameters`` / ``params``. It mutates the record in place
+(a Python 3.11 filter cannot hand a copy on), so every handler after it also sees the masked
+record - which is the intent: a secret should reach no sink. A record is redacted once however
+many handlers carry the filter.
+
+The common message costs three substring checks (every rule needs an ``@``, ``=`` or ``:``);
+one that has them costs a lowercase copy and a few more, and a regex runs only where its
+literal keyword occurs.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any
+
+MASK = "***"
+
+_KEY = (
+    r"[\w.-]*?(?:password|passwd|pwd|secret|token|api[_-]?key|apikey|secret[_-]?key"
+    r"|private[_-]?key|credentials?|auth)"
+)
+
+# Greedy up to the last "@" before the host, so an unescaped "@" inside the password is covered.
+_URL_USERINFO = re.compile(r"(?P<head>\b[a-zA-Z][a-zA-Z0-9+.-]*://[^:/?#@\s]*:)[^\s/?#]*@")
+_SQL_PARAMETERS = re.compile(r"\n?\[parameters: [^\n]*\]")
+_PG_KEY_DETAIL = re.compile(r"(?P<head>\bKey \([^)\n]*\)=\()[^\n]*?(?P<tail>\)(?: already| is)\b)")
+_HEADER = re.compile(
+    r"(?P<head>\b(?:proxy-)?authorization|x-api-key)(?P<sep>[\"']?\s*[:=]\s*[\"']?)"
+    r"(?P<scheme>(?:bearer|basic|digest|negotiate|token)\s+)?[^\s\"',;}]+",
+    re.IGNORECASE,
+)
+_COOKIE = re.compile(r"(?P<head>\b(?:set-)?cookie[\"']?\s*:\s*[\"']?)[^\r\n\"']+", re.IGNORECASE)
+_KEY_VALUE = re.compile(
+    rf"(?P<head>(?<![\w.-]){_KEY}\s*=\s*)"
+    r"(?:(?P<quote>[\"'])(?:\\.|(?!(?P=quote)).)*(?P=quote)|[^\s&,;)\]}]+)",
+    re.IGNORECASE,
+)
+_QUOTED_PAIR = re.compile(
+    rf"(?P<head>(?P<q1>[\"']){_KEY}(?P=q1)\s*:\s*)(?P<q2>[\"'])(?:\\.|(?!(?P=q2)).)*(?P=q2)",
+    re.IGNORECASE,
+)
+
+_DROPPED_ATTRIBUTES = frozenset({"parameters", "params"})
+_STANDARD_ATTRIBUTES = frozenset(
+    vars(logging.LogRecord("", logging.INFO, "", 0, "", None, None, None))
+) | {"message", "asctime"}
+_REDACTED_MARK = "_vrp_redacted"
+_EXCEPTION_FORMATTER = logging.Formatter()
+
+
+def _mask_key_value(match: re.Match[str]) -> str:
+    quote = match.group("quote") or ""
+    return f"{match.group('head')}{quote}{MASK}{quote}"
+
+
+def _mask_header(match: re.Match[str]) -> str:
+    return f"{match.group('head')}{match.group('sep')}{match.group('scheme') or ''}{MASK}"
+
+
+def redact_url(url: str) -> str:
+    """``url`` with the password of its user info and secret query values replaced by ``***``.
+
+    Safe on any text holding URLs; a string without credentials comes back unchanged.
+    """
+    if "@" in url:
+        url = _URL_USERINFO.sub(rf"\g<head>{MASK}@", url)
+    if "=" in url:
+        url = _KEY_VALUE.sub(_mask_key_value, url)
+    return url
+
+
+def redact_text(text: str) -> str:
+    """``text`` with every secret and SQL parameter value listed in the module doc masked.
+
+    Idempotent, and returns ``text`` itself when nothing needed masking.
+    """
+    has_at = "@" in text
+    has_eq = "=" in text
+    has_colon = ":" in text
+    if not (has_at or has_eq or has_colon):
+        return text
+    if has_colon and "[parameters: " in text:
+        text = _SQL_PARAMETERS.sub("", text)
+    if has_at and "://" in text:
+        text = _URL_USERINFO.sub(rf"\g<head>{MASK}@", text)
+    if has_eq and "Key (" in text:
+        text = _PG_KEY_DETAIL.sub(rf"\g<head>{MASK}\g<tail>", text)
+    # Case-insensitive regexes are slow to scan; a lowered copy gates them on literal keywords.
+    lowered = text.lower()
+    if "authoriz" in lowered or "x-api-key" in lowered:
+        text = _HEADER.sub(_mask_header, text)
+    if has_colon and "cookie" in lowered:
+        text = _COOKIE.sub(rf"\g<head>{MASK}", text)
+    if _mentions_secret_key(lowered):
+        if has_colon and ('"' in text or "'" in text):
+            text = _QUOTED_PAIR.sub(rf"\g<head>\g<q2>{MASK}\g<q2>", text)
+        if has_eq:
+            text = _KEY_VALUE.sub(_mask_key_value, text)
+    return text
+
+
+def _mentions_secret_key(lowered: str) -> bool:
+    return (
+        "pass" in lowered
+        or "pwd" in lowered
+        or "secret" in lowered
+        or "token" in lowered
+        or "key" in lowered
+        or "cred" in lowered
+        or "auth" in lowered
+    )
+
+
+def _redact_value(value: Any) -> Any:
+    if isinstance(value, str):
+        return redact_text(value)
+    if isinstance(value, dict):
+        return {
+            key: _redact_value(item)
+            for key, item in value.items()
+            if key not in _DROPPED_ATTRIBUTES
+        }
+    return value
+
+
+class RedactionFilter(logging.Filter):
+    """Masks secrets in a record in place and always lets it through (see the module doc).
+
+    It never raises: a record whose message cannot be formatted is left for the handler's own
+    error path (``Handler.handleError``) rather than breaking the caller's logging call.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(record, _REDACTED_MARK, False):
+            return True
+        try:
+            self._redact(record)
+        except Exception:  # a log call must never fail because of redaction
+            return True
+        setattr(record, _REDACTED_MARK, True)
+        return True
+
+    @staticmethod
+    def _redact(record: logging.LogRecord) -> None:
+        if isinstance(record.msg, dict) and not record.args:
+            record.msg = _redact_value(record.msg)
+        else:
+            record.msg = redact_text(record.getMessage())
+            record.args = None
+        for key, value in list(vars(record).items()):
+            if key in _STANDARD_ATTRIBUTES:
+                continue
+            if key in _DROPPED_ATTRIBUTES:
+                delattr(record, key)
+            elif isinstance(value, str | dict):
+                setattr(record, key, _redact_value(value))
+        if record.exc_info and record.exc_info[0] is not None and not record.exc_text:
+            record.exc_text = _EXCEPTION_FORMATTER.formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = redact_text(record.exc_text)
+        if record.stack_info:
+            record.stack_info = redact_text(record.stack_info)

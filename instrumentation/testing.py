@@ -1,0 +1,105 @@
+"""Test helpers: in-memory OpenTelemetry pipelines and a reset of the process-wide state.
+
+:class:`InMemoryTelemetry` gives a test its own tracer, meter and logger providers that keep
+everything in memory and are *not* installed globally, so components under test receive them
+through their ``tracer_provider`` / ``meter_provider`` keyword arguments and tests stay
+independent of each other and of :func:`instrumentation.telemetry.setup`.
+
+:func:`reset_for_tests` undoes :func:`instrumentation.telemetry.setup` and
+:func:`instrumentation.logs.configure_logging` so that a test may call them again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from opentelemetry.sdk._logs import LoggerProvider, ReadableLogRecord
+from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, SimpleLogRecordProcessor
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import DataPointT, InMemoryMetricReader
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+
+def _test_resource() -> Resource:
+    return Resource.create({"service.name": "test"})
+
+
+@dataclass
+class InMemoryTelemetry:
+    """Tracer, meter and logger providers that record everything in memory, synchronously.
+
+    Spans and log records are available as soon as they end / are emitted (simple processors,
+    no batching). Metrics are cumulative since construction: :meth:`metric_points` reads the
+    current totals, and :meth:`clear` does not reset them - build a fresh instance per test.
+    Nothing here is installed as a global provider.
+    """
+
+    resource: Resource = field(default_factory=_test_resource)
+    span_exporter: InMemorySpanExporter = field(init=False)
+    metric_reader: InMemoryMetricReader = field(init=False)
+    log_exporter: InMemoryLogRecordExporter = field(init=False)
+    tracer_provider: TracerProvider = field(init=False)
+    meter_provider: MeterProvider = field(init=False)
+    logger_provider: LoggerProvider = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.span_exporter = InMemorySpanExporter()
+        self.metric_reader = InMemoryMetricReader()
+        self.log_exporter = InMemoryLogRecordExporter()
+        self.tracer_provider = TracerProvider(resource=self.resource, shutdown_on_exit=False)
+        self.tracer_provider.add_span_processor(SimpleSpanProcessor(self.span_exporter))
+        self.meter_provider = MeterProvider(
+            metric_readers=[self.metric_reader], resource=self.resource, shutdown_on_exit=False
+        )
+        self.logger_provider = LoggerProvider(resource=self.resource, shutdown_on_exit=False)
+        self.logger_provider.add_log_record_processor(SimpleLogRecordProcessor(self.log_exporter))
+
+    def spans(self, name: str | None = None) -> list[ReadableSpan]:
+        """Finished spans in the order they ended, optionally only those called ``name``."""
+        finished = self.span_exporter.get_finished_spans()
+        return [span for span in finished if name is None or span.name == name]
+
+    def span_named(self, name: str) -> ReadableSpan:
+        """The first finished span called ``name``; ``LookupError`` listing those seen if none."""
+        for span in self.span_exporter.get_finished_spans():
+            if span.name == name:
+                return span
+        seen = sorted({span.name for span in self.span_exporter.get_finished_spans()})
+        raise LookupError(f"no finished span named {name!r}; finished spans: {seen}")
+
+    def metric_points(self, name: str) -> list[DataPointT]:
+        """Current data points of the metric called ``name`` (empty if it was never recorded).
+
+        Each point has ``attributes`` and, by instrument type, ``value`` (counters, gauges) or
+        ``count`` / ``sum`` / ``bucket_counts`` (histograms).
+        """
+        data = self.metric_reader.get_metrics_data()
+        if data is None:
+            return []
+        return [
+            point
+            for resource_metrics in data.resource_metrics
+            for scope_metrics in resource_metrics.scope_metrics
+            for metric in scope_metrics.metrics
+            if metric.name == name
+            for point in metric.data.data_points
+        ]
+
+    def logs(self) -> Sequence[ReadableLogRecord]:
+        """Log records emitted through :attr:`logger_provider`, in emission order."""
+        return self.log_exporter.get_finished_logs()
+
+    def clear(self) -> None:
+        """Forget finished spans and log records (metrics stay cumulative, see the class doc)."""
+        self.span_exporter.clear()
+        self.log_exporter.clear()
+
+    def shutdown(self) -> None:
+        """Shut the three providers down; the recorded data stays readable."""
+        self.tracer_provider.shutdown()
+        self.meter_provider.shutdown()
+        self.logger_provider.shutdown()

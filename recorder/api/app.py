@@ -1,0 +1,65 @@
+"""The Flask application factory."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Flask
+from flask_smorest import Api
+from instrumentation.database import Database
+from instrumentation.flask import instrument_app
+
+from recorder import __version__, schema_version
+from recorder.api import health, recordings, tags
+from recorder.api.context import EXTENSION, RecorderContext
+from recorder.api.errors import register_error_handlers
+from recorder.config import Settings
+from recorder.storage import BlobStore
+
+# Form fields beside the file (title, tags) never need more than this on top of the audio.
+FORM_OVERHEAD_BYTES = 64 * 1024
+
+
+def create_app(
+    settings: Settings,
+    *,
+    db: Database | None = None,
+    check_schema: bool = True,
+    tracer_provider: Any = None,
+    meter_provider: Any = None,
+) -> Flask:
+    """Build the API around ``settings``.
+
+    Raises :class:`recorder.errors.SchemaOutOfDateError` when ``check_schema`` is set and the
+    database is behind the migrations. ``db`` lets a caller share one ``Database`` (tests,
+    ``vrp up``); otherwise the app makes its own from ``settings.database``.
+    """
+    if db is None:
+        db = Database(
+            settings.database, tracer_provider=tracer_provider, meter_provider=meter_provider
+        )
+    if check_schema:
+        schema_version.check_current(db.engine)
+    app = Flask("recorder")
+    app.config.update(
+        API_TITLE="Voice Recorder Pro",
+        API_VERSION=__version__,
+        OPENAPI_VERSION="3.0.3",
+        OPENAPI_URL_PREFIX="/api",
+        OPENAPI_JSON_PATH="openapi.json",
+        MAX_CONTENT_LENGTH=settings.max_upload_bytes + FORM_OVERHEAD_BYTES,
+        JSON_SORT_KEYS=False,
+    )
+    store = BlobStore(settings.storage_dir, settings.max_upload_bytes)
+    app.extensions[EXTENSION] = RecorderContext(settings=settings, db=db, store=store)
+    api = Api(app)
+    for blueprint in (recordings.blp, tags.blp, health.blp):
+        api.register_blueprint(blueprint)
+    register_error_handlers(app)
+    instrument_app(
+        app,
+        tracer_provider=tracer_provider,
+        meter_provider=meter_provider,
+        excluded_routes=("/healthz",),
+    )
+    return app

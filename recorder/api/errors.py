@@ -1,0 +1,83 @@
+"""Map the recorder's and the database layer's errors onto JSON HTTP responses.
+
+Bodies have the flask-smorest shape (``code``, ``status``, ``message``, optionally ``errors``)
+so that a client handles every error the same way, and never hold a stack trace.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, Response, jsonify
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm.exc import StaleDataError
+from werkzeug.http import HTTP_STATUS_CODES
+
+from instrumentation.errors import TransactionRetryError
+from recorder.errors import (
+    ConflictError,
+    NotFoundError,
+    PayloadTooLargeError,
+    PreconditionFailedError,
+    PreconditionRequiredError,
+    RecorderError,
+    StorageError,
+    UnsupportedMediaError,
+)
+
+logger = logging.getLogger(__name__)
+
+STATUS_BY_ERROR: dict[type[RecorderError], int] = {
+    NotFoundError: 404,
+    ConflictError: 409,
+    PreconditionFailedError: 412,
+    PayloadTooLargeError: 413,
+    UnsupportedMediaError: 415,
+    PreconditionRequiredError: 428,
+    StorageError: 503,
+}
+
+
+def error_response(code: int, message: str, **extra: object) -> Response:
+    response = jsonify(
+        {"code": code, "status": HTTP_STATUS_CODES.get(code, "Error"), "message": message, **extra}
+    )
+    response.status_code = code
+    return response
+
+
+def _recorder_error(error: RecorderError) -> Response:
+    code = next(
+        (status for kind, status in STATUS_BY_ERROR.items() if isinstance(error, kind)), 400
+    )
+    if code >= 500:
+        logger.error("%s", error, exc_info=error)
+        response = error_response(code, "audio storage is unavailable; try again later")
+        response.headers["Retry-After"] = "5"
+        return response
+    return error_response(code, str(error))
+
+
+def _stale(error: StaleDataError) -> Response:
+    return error_response(
+        409, "the recording was changed by another request meanwhile; fetch it and retry"
+    )
+
+
+def _integrity(error: IntegrityError) -> Response:
+    logger.warning("integrity error: %s", type(error.orig).__name__)
+    return error_response(409, "the change conflicts with existing data")
+
+
+def _gave_up(error: TransactionRetryError) -> Response:
+    logger.error("%s", error)
+    response = error_response(503, "the database is busy; try again shortly")
+    response.headers["Retry-After"] = "1"
+    return response
+
+
+def register_error_handlers(app: Flask) -> None:
+    app.register_error_handler(RecorderError, _recorder_error)
+    app.register_error_handler(StaleDataError, _stale)
+    app.register_error_handler(IntegrityError, _integrity)
+    app.register_error_handler(TransactionRetryError, _gave_up)

@@ -1,0 +1,213 @@
+"""Configuration of the whole stack, read once from the environment and validated.
+
+Every ``VRP_*`` variable is declared in :class:`SettingsSchema`; an unknown ``VRP_*`` variable
+is an error too (a typo such as ``VRP_DATABSE_URL`` must not be ignored silently), except the
+``VRP_TEST_*`` family that only the test suite reads. The standard ``OTEL_*`` variables the
+project depends on are checked here as well, but the OpenTelemetry SDK keeps reading them
+itself, as the specification defines. :func:`load_settings` raises :class:`ConfigError` with
+one line naming the variable, the value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import marshmallow as ma
+from marshmallow import fields, validate
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+from instrumentation.settings import DatabaseSettings, LoggingSettings, TelemetrySettings
+from recorder import __version__
+from recorder.errors import ConfigError
+
+PREFIX = "VRP_"
+IGNORED_PREFIXES = ("VRP_TEST_",)
+SUPPORTED_DATABASES = ("sqlite", "postgresql")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
+
+
+class _Bool(fields.Boolean):
+    truthy = set(_TRUE)
+    falsy = set(_FALSE)
+
+
+def _validate_database_url(value: str) -> None:
+    try:
+        url = make_url(value)
+    except ArgumentError as exc:
+        raise ma.ValidationError("not a database URL (e.g. sqlite:///var/vrp.db)") from exc
+    if url.get_backend_name() not in SUPPORTED_DATABASES:
+        raise ma.ValidationError(f"backend must be one of {', '.join(SUPPORTED_DATABASES)}")
+
+
+class SettingsSchema(ma.Schema):
+    """The ``VRP_*`` and ``OTEL_*`` variables, by variable name."""
+
+    class Meta:
+        unknown = ma.RAISE
+
+    VRP_DATABASE_URL = fields.String(
+        load_default="sqlite:///var/vrp.db", validate=_validate_database_url
+    )
+    VRP_STORAGE_DIR = fields.String(load_default="var/recordings", validate=validate.Length(1))
+    VRP_LOG_DIR = fields.String(load_default="var/log", validate=validate.Length(1))
+    VRP_LOG_LEVEL = fields.String(load_default="INFO", validate=validate.OneOf(LOG_LEVELS))
+    VRP_LOG_FORMAT = fields.String(
+        load_default="auto", validate=validate.OneOf(("auto", "json", "text"))
+    )
+    VRP_LOG_MAX_BYTES = fields.Integer(
+        load_default=10 * 1024 * 1024, validate=validate.Range(min=1024), strict=False
+    )
+    VRP_LOG_BACKUP_COUNT = fields.Integer(load_default=5, validate=validate.Range(min=0, max=100))
+    VRP_ENVIRONMENT = fields.String(load_default="development", validate=validate.Length(1, 64))
+    VRP_API_HOST = fields.String(load_default="127.0.0.1", validate=validate.Length(1, 255))
+    VRP_API_PORT = fields.Integer(load_default=5000, validate=validate.Range(min=1, max=65535))
+    VRP_API_THREADS = fields.Integer(load_default=8, validate=validate.Range(min=1, max=256))
+    VRP_MAX_UPLOAD_BYTES = fields.Integer(
+        load_default=200 * 1024 * 1024, validate=validate.Range(min=1024)
+    )
+    VRP_REQUIRE_IF_MATCH = _Bool(load_default=False)
+    VRP_DB_POOL_SIZE = fields.Integer(load_default=5, validate=validate.Range(min=1, max=1000))
+    VRP_DB_MAX_OVERFLOW = fields.Integer(load_default=10, validate=validate.Range(min=0, max=1000))
+    VRP_DB_POOL_TIMEOUT = fields.Float(load_default=10.0, validate=validate.Range(min=0.01))
+    VRP_DB_POOL_RECYCLE = fields.Integer(load_default=1800, validate=validate.Range(min=-1))
+    VRP_DB_STATEMENT_TIMEOUT_MS = fields.Integer(
+        load_default=None, allow_none=True, validate=validate.Range(min=1)
+    )
+    VRP_DB_BUSY_TIMEOUT_MS = fields.Integer(load_default=5000, validate=validate.Range(min=0))
+    VRP_DB_LEAK_SECONDS = fields.Float(load_default=30.0, validate=validate.Range(min=0.01))
+    VRP_DB_LEAK_STACK = _Bool(load_default=False)
+    VRP_DB_RETRY_ATTEMPTS = fields.Integer(load_default=5, validate=validate.Range(min=1, max=100))
+    VRP_DB_RETRY_DEADLINE = fields.Float(load_default=10.0, validate=validate.Range(min=0.01))
+    OTEL_SDK_DISABLED = _Bool(load_default=False)
+    OTEL_SERVICE_NAME = fields.String(load_default=None, validate=validate.Length(1, 255))
+    OTEL_EXPORTER_OTLP_ENDPOINT = fields.Url(
+        load_default=None, require_tld=False, schemes={"http", "https"}
+    )
+    OTEL_TRACES_SAMPLER = fields.String(
+        load_default=None,
+        validate=validate.OneOf(
+            (
+                "always_on",
+                "always_off",
+                "traceidratio",
+                "parentbased_always_on",
+                "parentbased_always_off",
+                "parentbased_traceidratio",
+            )
+        ),
+    )
+    OTEL_TRACES_SAMPLER_ARG = fields.Float(load_default=None, validate=validate.Range(0.0, 1.0))
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Validated settings, split into the typed objects each package takes."""
+
+    database: DatabaseSettings
+    logging: LoggingSettings
+    telemetry: TelemetrySettings
+    storage_dir: Path
+    max_upload_bytes: int
+    require_if_match: bool
+    api_host: str
+    api_port: int
+    api_threads: int
+
+    def for_service(self, service_name: str) -> Settings:
+        """The same settings for another process of the stack (``vrp-dashboard``, ...)."""
+        telemetry = TelemetrySettings(
+            **{**self.telemetry.__dict__, "service_name": service_name},
+        )
+        return Settings(**{**self.__dict__, "telemetry": telemetry})
+
+
+_SCHEMA = SettingsSchema()
+_OTEL_NAMES = {name for name in _SCHEMA.fields if name.startswith("OTEL_")}
+
+
+def _describe(name: str, problem: Any, value: str | None) -> str:
+    if isinstance(problem, list):
+        problem = " ".join(str(p) for p in problem)
+    if value is None:
+        return f"{name}: {problem}"
+    return f"{name}={_shown(name, value)!r}: {problem}"
+
+
+def _shown(name: str, value: str) -> str:
+    """The value as it may appear in an error message: never a password or a token."""
+    if "TOKEN" in name or "PASSWORD" in name or "SECRET" in name:
+        return "***"
+    if name.endswith("_URL"):
+        try:
+            return make_url(value).render_as_string(hide_password=True)
+        except ArgumentError:
+            return value
+    return value
+
+
+def load_settings(
+    environ: Mapping[str, str] | None = None, *, service_name: str = "vrp-api"
+) -> Settings:
+    """Validate the environment once; raise :class:`ConfigError` naming the first bad variable."""
+    env = os.environ if environ is None else environ
+    raw = {
+        name: value
+        for name, value in env.items()
+        if (name.startswith(PREFIX) and not name.startswith(IGNORED_PREFIXES))
+        or name in _OTEL_NAMES
+    }
+    # An empty value means "unset" for every variable, as the OpenTelemetry spec says for OTEL_*.
+    raw = {name: value for name, value in raw.items() if value.strip() != ""}
+    try:
+        data = _SCHEMA.load(raw)
+    except ma.ValidationError as exc:
+        messages = exc.normalized_messages()
+        name = sorted(messages)[0]
+        problem = messages[name]
+        if problem == ["Unknown field."]:
+            problem = "unknown setting; see the Configuration section of the README"
+        raise ConfigError(_describe(name, problem, raw.get(name))) from None
+    if data["OTEL_SERVICE_NAME"]:
+        service_name = data["OTEL_SERVICE_NAME"]
+    return Settings(
+        database=DatabaseSettings(
+            url=data["VRP_DATABASE_URL"],
+            pool_size=data["VRP_DB_POOL_SIZE"],
+            max_overflow=data["VRP_DB_MAX_OVERFLOW"],
+            pool_timeout=data["VRP_DB_POOL_TIMEOUT"],
+            pool_recycle=data["VRP_DB_POOL_RECYCLE"],
+            statement_timeout_ms=data["VRP_DB_STATEMENT_TIMEOUT_MS"],
+            sqlite_busy_timeout_ms=data["VRP_DB_BUSY_TIMEOUT_MS"],
+            leak_seconds=data["VRP_DB_LEAK_SECONDS"],
+            leak_stack=data["VRP_DB_LEAK_STACK"],
+            retry_attempts=data["VRP_DB_RETRY_ATTEMPTS"],
+            retry_deadline=data["VRP_DB_RETRY_DEADLINE"],
+        ),
+        logging=LoggingSettings(
+            level=data["VRP_LOG_LEVEL"],
+            log_dir=Path(data["VRP_LOG_DIR"]),
+            max_bytes=data["VRP_LOG_MAX_BYTES"],
+            backup_count=data["VRP_LOG_BACKUP_COUNT"],
+            stderr_format=data["VRP_LOG_FORMAT"],
+        ),
+        telemetry=TelemetrySettings(
+            service_name=service_name,
+            service_version=__version__,
+            environment=data["VRP_ENVIRONMENT"],
+            disabled=data["OTEL_SDK_DISABLED"],
+        ),
+        storage_dir=Path(data["VRP_STORAGE_DIR"]),
+        max_upload_bytes=data["VRP_MAX_UPLOAD_BYTES"],
+        require_if_match=data["VRP_REQUIRE_IF_MATCH"],
+        api_host=data["VRP_API_HOST"],
+        api_port=data["VRP_API_PORT"],
+        api_threads=data["VRP_API_THREADS"],
+    )

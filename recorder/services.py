@@ -1,0 +1,239 @@
+"""The recorder's operations on recordings and tags.
+
+Every operation takes the SQLAlchemy session as its first argument and never reaches for a
+global one. Decorated with :func:`instrumentation.transactions.transactional`, an operation
+called with a ``Database`` runs as one retried unit of work (commit on success, rollback on any
+error, retry on transient database errors); called with a ``Session`` it joins the caller's
+unit through a SAVEPOINT. The views hand in the ``Database``.
+
+Blob files are written before the unit of work (content-addressed, so a retried unit finds the
+same file) and removed only after the unit that dropped their last reference has committed.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+import sqlalchemy as sa
+from instrumentation.transactions import transactional
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from recorder.audio import AudioFormat, AudioInfo
+from recorder.errors import ConflictError, NotFoundError, PreconditionFailedError
+from recorder.models import Recording, RecordingStatus, Tag, recording_tags, utcnow
+from recorder.storage import StoredBlob
+
+SORT_COLUMNS = {
+    "created_at": Recording.created_at,
+    "title": Recording.title,
+    "duration": Recording.duration_seconds,
+}
+
+
+@dataclass(frozen=True)
+class NewRecording:
+    title: str
+    original_filename: str | None
+    blob: StoredBlob
+    audio_format: AudioFormat
+    info: AudioInfo
+    tags: Sequence[str] = ()
+
+
+@dataclass(frozen=True)
+class RecordingQuery:
+    page: int = 1
+    page_size: int = 20
+    status: RecordingStatus | None = None
+    tag: str | None = None
+    q: str | None = None
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+    sort: str = "created_at"
+    order: str = "desc"
+
+
+@dataclass(frozen=True)
+class Page:
+    items: list[Recording]
+    total: int
+    page: int
+    page_size: int
+
+
+@dataclass(frozen=True)
+class RecordingChanges:
+    """Fields a PATCH may set; ``None`` leaves the field as it is."""
+
+    title: str | None = None
+    tags: Sequence[str] | None = None
+    status: RecordingStatus | None = None
+
+
+@dataclass(frozen=True)
+class TagCount:
+    name: str
+    recordings: int
+
+
+@dataclass(frozen=True)
+class PurgeResult:
+    sha256: str
+    blob_unreferenced: bool
+
+
+def _get_tags(session: Session, names: Sequence[str]) -> list[Tag]:
+    """The tags named (case-insensitively), creating the missing ones.
+
+    A concurrent unit may create the same new tag first; the insert then runs inside a
+    SAVEPOINT so that the unique-index violation costs only that insert, and the tag is re-read.
+    """
+    if not names:
+        return []
+    keys = [name.casefold() for name in names]
+    found = {
+        tag.name.casefold(): tag
+        for tag in session.scalars(sa.select(Tag).where(sa.func.lower(Tag.name).in_(keys)))
+    }
+    for name, key in zip(names, keys, strict=True):
+        if key in found:
+            continue
+        tag = Tag(name=name)
+        try:
+            with session.begin_nested():
+                session.add(tag)
+        except IntegrityError:
+            tag = session.scalars(sa.select(Tag).where(sa.func.lower(Tag.name) == key)).one()
+        found[key] = tag
+    return [found[key] for key in keys]
+
+
+def _load(session: Session, public_id: uuid.UUID) -> Recording:
+    recording = session.scalars(
+        sa.select(Recording).where(Recording.public_id == public_id)
+    ).one_or_none()
+    if recording is None:
+        raise NotFoundError(f"recording {public_id} does not exist")
+    return recording
+
+
+@transactional
+def create_recording(session: Session, new: NewRecording) -> Recording:
+    recording = Recording(
+        title=new.title,
+        original_filename=new.original_filename,
+        sha256=new.blob.sha256,
+        mime_type=new.audio_format.mime,
+        size_bytes=new.blob.size,
+        duration_seconds=new.info.duration_seconds,
+        sample_rate=new.info.sample_rate,
+        channels=new.info.channels,
+        status=RecordingStatus.ACTIVE,
+        tags=_get_tags(session, new.tags),
+    )
+    session.add(recording)
+    session.flush()
+    return recording
+
+
+@transactional
+def get_recording(session: Session, public_id: uuid.UUID) -> Recording:
+    return _load(session, public_id)
+
+
+@transactional
+def list_recordings(session: Session, query: RecordingQuery) -> Page:
+    stmt = sa.select(Recording)
+    if query.status is None:
+        stmt = stmt.where(Recording.status != RecordingStatus.DELETED)
+    else:
+        stmt = stmt.where(Recording.status == query.status)
+    if query.tag:
+        stmt = stmt.where(Recording.tags.any(sa.func.lower(Tag.name) == query.tag.casefold()))
+    if query.q:
+        pattern = query.q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        stmt = stmt.where(Recording.title.ilike(f"%{pattern}%", escape="\\"))
+    if query.created_after:
+        stmt = stmt.where(Recording.created_at >= query.created_after)
+    if query.created_before:
+        stmt = stmt.where(Recording.created_at <= query.created_before)
+    total = session.scalar(sa.select(sa.func.count()).select_from(stmt.subquery())) or 0
+    column = SORT_COLUMNS[query.sort]
+    ordered = column.asc() if query.order == "asc" else column.desc()
+    tie_break = Recording.id.asc() if query.order == "asc" else Recording.id.desc()
+    items = session.scalars(
+        stmt.order_by(ordered.nulls_last(), tie_break)
+        .limit(query.page_size)
+        .offset((query.page - 1) * query.page_size)
+    ).all()
+    return Page(items=list(items), total=total, page=query.page, page_size=query.page_size)
+
+
+@transactional
+def update_recording(
+    session: Session,
+    public_id: uuid.UUID,
+    changes: RecordingChanges,
+    expected_version: int | None = None,
+) -> Recording:
+    """Apply ``changes`` (title, tags, status); ``expected_version`` guards lost updates."""
+    recording = _load(session, public_id)
+    if expected_version is not None and expected_version != recording.version:
+        raise PreconditionFailedError(
+            f"recording {public_id} is at version {recording.version}, not {expected_version}; "
+            "fetch it again and retry with the current ETag"
+        )
+    restoring = changes.status not in (None, RecordingStatus.DELETED)
+    if recording.status == RecordingStatus.DELETED and not restoring:
+        raise ConflictError(
+            f"recording {public_id} is deleted; restore it with status 'active' or 'archived' "
+            "before changing it"
+        )
+    if changes.title is not None:
+        recording.title = changes.title
+    if changes.status is not None:
+        recording.status = changes.status
+    if changes.tags is not None:
+        recording.tags = _get_tags(session, changes.tags)
+    # A change to the tags alone touches no column of the row; bump the version anyway.
+    recording.updated_at = utcnow()
+    session.flush()
+    return recording
+
+
+@transactional
+def delete_recording(session: Session, public_id: uuid.UUID) -> Recording:
+    """Soft delete: the row and its audio stay, hidden from listings unless asked for."""
+    recording = _load(session, public_id)
+    if recording.status != RecordingStatus.DELETED:
+        recording.status = RecordingStatus.DELETED
+        session.flush()
+    return recording
+
+
+@transactional
+def purge_recording(session: Session, public_id: uuid.UUID) -> PurgeResult:
+    """Remove the row; tell the caller whether its blob has no other reference left."""
+    recording = _load(session, public_id)
+    sha256 = recording.sha256
+    session.delete(recording)
+    session.flush()
+    others = session.scalar(
+        sa.select(sa.func.count()).select_from(Recording).where(Recording.sha256 == sha256)
+    )
+    return PurgeResult(sha256=sha256, blob_unreferenced=not others)
+
+
+@transactional
+def list_tags(session: Session) -> list[TagCount]:
+    rows = session.execute(
+        sa.select(Tag.name, sa.func.count(recording_tags.c.recording_id))
+        .outerjoin(recording_tags, recording_tags.c.tag_id == Tag.id)
+        .group_by(Tag.id, Tag.name)
+        .order_by(sa.func.lower(Tag.name))
+    ).all()
+    return [TagCount(name=name, recordings=count) for name, count in rows]

@@ -1,0 +1,99 @@
+"""Fixtures for the recorder: a migrated database, the app and its test client."""
+
+from __future__ import annotations
+
+import io
+import math
+import struct
+import wave
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+
+from instrumentation.database import Database
+from instrumentation.testing import InMemoryTelemetry
+from recorder import schema_version
+from recorder.api import create_app
+from recorder.config import Settings, load_settings
+
+
+def make_wav(seconds: float = 0.5, rate: int = 8000, channels: int = 1, freq: float = 440) -> bytes:
+    """A real PCM 16-bit WAV file holding a sine tone."""
+    frames = int(seconds * rate)
+    samples = (int(8000 * math.sin(2 * math.pi * freq * i / rate)) for i in range(frames))
+    data = b"".join(struct.pack("<h", s) * channels for s in samples)
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as out:
+        out.setnchannels(channels)
+        out.setsampwidth(2)
+        out.setframerate(rate)
+        out.writeframes(data)
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def settings_env(database_url: str, tmp_path: Path) -> dict[str, str]:
+    return {
+        "VRP_DATABASE_URL": database_url,
+        "VRP_STORAGE_DIR": str(tmp_path / "recordings"),
+        "VRP_LOG_DIR": str(tmp_path / "log"),
+        "VRP_MAX_UPLOAD_BYTES": str(256 * 1024),
+        "VRP_DB_POOL_TIMEOUT": "2",
+    }
+
+
+@pytest.fixture
+def settings(settings_env: dict[str, str]) -> Settings:
+    return load_settings(settings_env)
+
+
+@pytest.fixture
+def telemetry() -> Iterator[InMemoryTelemetry]:
+    recorded = InMemoryTelemetry()
+    yield recorded
+    recorded.shutdown()
+
+
+@pytest.fixture
+def db(settings: Settings, telemetry: InMemoryTelemetry) -> Iterator[Database]:
+    database = Database(
+        settings.database,
+        tracer_provider=telemetry.tracer_provider,
+        meter_provider=telemetry.meter_provider,
+    )
+    schema_version.upgrade(database.engine)
+    yield database
+    database.dispose()
+
+
+@pytest.fixture
+def app(settings: Settings, db: Database, telemetry: InMemoryTelemetry) -> Flask:
+    return create_app(
+        settings,
+        db=db,
+        tracer_provider=telemetry.tracer_provider,
+        meter_provider=telemetry.meter_provider,
+    )
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
+
+
+def upload(
+    client: FlaskClient,
+    payload: bytes | None = None,
+    *,
+    title: str = "hello",
+    tags: list[str] | str | None = None,
+    filename: str = "hello.wav",
+) -> tuple[int, dict]:
+    data: dict[str, object] = {"title": title, "file": (io.BytesIO(payload or make_wav()), filename)}
+    if tags is not None:
+        data["tags"] = tags
+    response = client.post("/api/recordings", data=data, content_type="multipart/form-data")
+    return response.status_code, response.get_json()

@@ -1,0 +1,342 @@
+from __future__ import annotations
+
+import logging
+import math
+import random
+import struct
+import wave
+from pathlib import Path
+
+import pytest
+
+from recorder import audio
+from recorder.audio import HEAD_BYTES, AudioFormat, AudioInfo, detect_format, probe
+
+DATA = Path(__file__).parent / "data"
+
+
+def write_pcm_wav(
+    path: Path, *, channels: int, rate: int, sample_width: int, seconds: float
+) -> Path:
+    frames = round(rate * seconds)
+    with wave.open(str(path), "wb") as writer:
+        writer.setnchannels(channels)
+        writer.setsampwidth(sample_width)
+        writer.setframerate(rate)
+        writer.writeframes(bytes(frames * channels * sample_width))
+    return path
+
+
+def chunk(chunk_id: bytes, body: bytes) -> bytes:
+    padding = b"\x00" if len(body) % 2 else b""
+    return chunk_id + struct.pack("<I", len(body)) + body + padding
+
+
+def riff(*chunks: bytes) -> bytes:
+    body = b"WAVE" + b"".join(chunks)
+    return b"RIFF" + struct.pack("<I", len(body)) + body
+
+
+def fmt_chunk(tag: int, channels: int, rate: int, bits: int, extra: bytes = b"") -> bytes:
+    align = channels * bits // 8
+    return chunk(
+        b"fmt ", struct.pack("<HHIIHH", tag, channels, rate, rate * align, align, bits) + extra
+    )
+
+
+def extensible_fmt_chunk(channels: int, rate: int, bits: int) -> bytes:
+    pcm_guid = bytes.fromhex("0100000000001000800000aa00389b71")
+    extension = struct.pack("<HHI", 22, bits, 0x3) + pcm_guid
+    return fmt_chunk(0xFFFE, channels, rate, bits, extension)
+
+
+def ogg_bos_page(packet: bytes, serial: int) -> bytes:
+    header = b"OggS" + bytes([0, 0x02]) + bytes(8) + struct.pack("<III", serial, 0, 0)
+    return header + bytes([1, len(packet)]) + packet
+
+
+def detect_file(path: Path) -> AudioFormat | None:
+    return detect_format(path.read_bytes()[:HEAD_BYTES])
+
+
+FIXTURES = [
+    # file, format, duration (s), sample rate, channels
+    ("tone_mono_8k.flac", audio.FLAC, 0.5, 8000, 1),
+    ("tone_mono_8k.oga", audio.OGG_FLAC, 0.5, 8000, 1),
+    ("tone_mono_8k.opus", audio.OGG_OPUS, 0.5, 48000, 1),
+    ("tone_stereo_8k.ogg", audio.OGG_VORBIS, 0.5, 8000, 2),
+    ("tone_mono_8k.spx", audio.OGG_SPEEX, 0.5, 8000, 1),
+    ("tone_mono_8k.mp3", audio.MP3, 0.5, 8000, 1),
+    ("tone_stereo_8k_id3.mp3", audio.MP3, 0.5, 8000, 2),
+    ("tone_mono_16k.mp2", audio.MP2, 0.5, 16000, 1),
+    ("tone_stereo_8k.m4a", audio.M4A, 0.5, 8000, 2),
+    ("tone_mono_8k.aac", audio.AAC_ADTS, 0.5, 8000, 1),
+]
+
+
+@pytest.mark.parametrize(("name", "fmt", "duration", "rate", "channels"), FIXTURES)
+def test_real_file_is_detected_and_probed(
+    name: str, fmt: AudioFormat, duration: float, rate: int, channels: int
+) -> None:
+    path = DATA / name
+
+    assert detect_file(path) == fmt
+    info = probe(path, fmt)
+
+    # Lossy encoders pad to whole frames, hence the tolerance (see data/README.md).
+    assert info.duration_seconds == pytest.approx(duration, abs=0.16)
+    assert info.sample_rate == rate
+    assert info.channels == channels
+
+
+def test_webm_is_detected_but_reports_no_metadata() -> None:
+    path = DATA / "tone_mono_48k.webm"
+
+    assert detect_file(path) == audio.WEBM
+    assert probe(path, audio.WEBM) == AudioInfo(None, None, None)
+
+
+def test_formats_map_every_name_to_an_audio_mime_type() -> None:
+    assert all(audio.FORMATS[f.name] is f for f in audio.FORMATS.values())
+    assert all(f.mime.startswith("audio/") for f in audio.FORMATS.values())
+    assert {f.mime for f in audio.FORMATS.values()} == {
+        "audio/wav",
+        "audio/flac",
+        "audio/ogg",
+        "audio/mpeg",
+        "audio/mp4",
+        "audio/aac",
+        "audio/webm",
+    }
+
+
+@pytest.mark.parametrize(
+    ("channels", "rate", "sample_width", "seconds"),
+    [
+        (1, 8000, 2, 0.25),
+        (2, 8000, 2, 0.5),
+        (2, 16000, 2, 1.0),
+        (1, 44100, 1, 0.1),
+        (1, 48000, 3, 0.2),
+    ],
+)
+def test_pcm_wav_reports_exact_duration_rate_and_channels(
+    tmp_path: Path, channels: int, rate: int, sample_width: int, seconds: float
+) -> None:
+    path = write_pcm_wav(
+        tmp_path / "a.wav", channels=channels, rate=rate, sample_width=sample_width, seconds=seconds
+    )
+
+    assert detect_file(path) == audio.WAV
+    assert probe(path, audio.WAV) == AudioInfo(pytest.approx(seconds), rate, channels)
+
+
+def test_extensible_24bit_wav_refused_by_wave_module_is_still_probed(tmp_path: Path) -> None:
+    path = tmp_path / "ext.wav"
+    # An odd-sized chunk ahead of fmt checks that the walk honours RIFF's even padding.
+    path.write_bytes(
+        riff(
+            chunk(b"bext", b"x" * 7),
+            extensible_fmt_chunk(2, 48000, 24),
+            chunk(b"data", bytes(6 * 4800)),
+        )
+    )
+    with pytest.raises(wave.Error):
+        wave.open(str(path)).close()
+
+    assert detect_file(path) == audio.WAV
+    assert probe(path, audio.WAV) == AudioInfo(pytest.approx(0.1), 48000, 2)
+
+
+def test_float_wav_is_probed(tmp_path: Path) -> None:
+    path = tmp_path / "float.wav"
+    path.write_bytes(riff(fmt_chunk(3, 1, 16000, 32), chunk(b"data", bytes(4 * 8000))))
+
+    assert probe(path, audio.WAV) == AudioInfo(pytest.approx(0.5), 16000, 1)
+
+
+def test_truncated_wav_reports_duration_of_the_bytes_present(tmp_path: Path) -> None:
+    full = write_pcm_wav(tmp_path / "full.wav", channels=1, rate=8000, sample_width=2, seconds=1.0)
+    cut = tmp_path / "cut.wav"
+    cut.write_bytes(full.read_bytes()[: 44 + 8000])  # header + 4000 frames of 8000
+
+    assert probe(cut, audio.WAV) == AudioInfo(pytest.approx(0.5), 8000, 1)
+
+
+@pytest.mark.parametrize("placeholder", [0, 0xFFFFFFFF])
+def test_wav_left_unfinished_by_a_crashed_recorder_is_measured_from_disk(
+    tmp_path: Path, placeholder: int
+) -> None:
+    path = tmp_path / "crashed.wav"
+    fmt = fmt_chunk(1, 2, 8000, 16)
+    data = b"data" + struct.pack("<I", placeholder) + bytes(4 * 2000)
+    path.write_bytes(b"RIFF" + struct.pack("<I", placeholder) + b"WAVE" + fmt + data)
+
+    assert probe(path, audio.WAV) == AudioInfo(pytest.approx(0.25), 8000, 2)
+
+
+def test_wav_without_fmt_chunk_is_accepted_with_unknown_metadata(tmp_path: Path) -> None:
+    path = tmp_path / "nofmt.wav"
+    path.write_bytes(riff(chunk(b"data", bytes(1000))))
+
+    assert detect_file(path) == audio.WAV
+    assert probe(path, audio.WAV) == AudioInfo(None, None, None)
+
+
+def test_wav_with_fmt_but_no_data_chunk_reports_rate_and_channels_only(tmp_path: Path) -> None:
+    path = tmp_path / "nodata.wav"
+    path.write_bytes(riff(fmt_chunk(1, 1, 22050, 16)))
+
+    assert probe(path, audio.WAV) == AudioInfo(None, 22050, 1)
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        pytest.param(b"", id="empty"),
+        pytest.param(b"Hello, this is a plain text file.\n" * 20, id="text"),
+        pytest.param(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(100), id="png"),
+        pytest.param(b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n1 0 obj" + bytes(100), id="pdf"),
+        pytest.param(b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + bytes(100), id="jpeg"),
+        pytest.param(b"PK\x03\x04" + bytes(100), id="zip"),
+        pytest.param(b"RIFF\x24\x00\x00\x00AVI LIST" + bytes(100), id="avi"),
+        pytest.param(b"RIFF\x24\x00\x00\x00WAV", id="truncated-wav"),
+        pytest.param(b"fLa", id="truncated-flac"),
+        pytest.param(b"OggS\x00\x02", id="truncated-ogg"),
+        pytest.param(b"ID3\x04\x00", id="truncated-id3"),
+        pytest.param(b"ID3\x04\x00\x00\x80\x00\x00\x00" + bytes(100), id="id3-bad-size"),
+        pytest.param(b"\xff\xfb", id="truncated-mpeg"),
+        pytest.param(b"\xff\xfb\xf0\x00" + bytes(2000), id="mpeg-bad-bitrate"),
+        pytest.param(b"\x1a\x45\xdf\xa3", id="truncated-ebml"),
+        pytest.param(b"\x00\x00\x00\x18ftyp", id="truncated-ftyp"),
+    ],
+)
+def test_non_audio_and_cut_headers_are_not_detected(head: bytes) -> None:
+    assert detect_format(head) is None
+
+
+def test_random_bytes_are_not_detected() -> None:
+    rng = random.Random(20240501)
+    heads = [rng.randbytes(HEAD_BYTES) for _ in range(2000)]
+    # Start some with an MPEG frame sync, the cheapest magic to hit by accident.
+    heads += [
+        b"\xff" + bytes([0xE0 | rng.randrange(32)]) + rng.randbytes(HEAD_BYTES - 2)
+        for _ in range(2000)
+    ]
+
+    assert [h[:4].hex() for h in heads if detect_format(h) is not None] == []
+
+
+def test_mpeg_frame_sync_needs_a_second_frame_where_the_first_ends() -> None:
+    head = bytearray((DATA / "tone_mono_8k.mp3").read_bytes()[:HEAD_BYTES])
+    assert detect_format(bytes(head)) == audio.MP3
+
+    head[72] = 0x00  # first frame of MPEG-2.5 layer III at 8 kbit/s, 8 kHz is 72 bytes
+
+    assert detect_format(bytes(head)) is None
+
+
+def test_single_mpeg_frame_shorter_than_head_is_detected() -> None:
+    one_frame = (DATA / "tone_mono_8k.mp3").read_bytes()[:72]
+
+    assert detect_format(one_frame) == audio.MP3
+
+
+def test_id3_tag_in_front_of_adts_or_flac_is_classified_by_the_stream_behind_it(
+    tmp_path: Path,
+) -> None:
+    tag = b"ID3\x03\x00\x00\x00\x00\x00\x14" + bytes(20)
+    aac = tmp_path / "tagged.aac"
+    aac.write_bytes(tag + (DATA / "tone_mono_8k.aac").read_bytes())
+    flac = tag + (DATA / "tone_mono_8k.flac").read_bytes()[:HEAD_BYTES]
+
+    assert detect_file(aac) == audio.AAC_ADTS
+    assert probe(aac, audio.AAC_ADTS).sample_rate == 8000
+    assert detect_format(flac) == audio.FLAC
+
+
+def test_id3_tag_longer_than_the_head_is_taken_as_mp3() -> None:
+    cover_art_sized = b"ID3\x04\x00\x00\x00\x10\x00\x00"  # 256 KiB tag
+    head = cover_art_sized + bytes(HEAD_BYTES - 10)
+
+    assert detect_format(head) == audio.MP3
+
+
+def test_ogg_audio_behind_a_skeleton_stream_is_detected() -> None:
+    opus = (DATA / "tone_mono_8k.opus").read_bytes()
+    head = ogg_bos_page(b"fishead\x00" + bytes(56), serial=1) + opus
+
+    assert detect_format(head[:HEAD_BYTES]) == audio.OGG_OPUS
+
+
+def test_ogg_with_a_video_stream_is_not_audio() -> None:
+    vorbis = (DATA / "tone_stereo_8k.ogg").read_bytes()
+    theora = ogg_bos_page(b"\x80theora" + bytes(34), serial=7)
+
+    assert detect_format(theora) is None
+    assert detect_format((theora + vorbis)[:HEAD_BYTES]) is None
+
+
+def test_ogg_with_an_unknown_codec_is_not_detected() -> None:
+    assert detect_format(ogg_bos_page(b"\x80kate\x00\x00\x00" + bytes(56), serial=3)) is None
+
+
+@pytest.mark.parametrize(
+    ("brands", "expected"),
+    [
+        (b"M4A \x00\x00\x00\x00M4A mp42isom", audio.M4A),
+        (b"mp42\x00\x00\x00\x00mp42isom", audio.M4A),
+        (b"qt  \x00\x00\x00\x00qt  M4A ", audio.M4A),
+        (b"heic\x00\x00\x00\x00mif1heic", None),
+        (b"avif\x00\x00\x00\x00avifmif1miaf", None),
+        (b"M4V \x00\x00\x00\x00M4V isom", None),
+    ],
+)
+def test_iso_media_is_audio_only_for_audio_or_generic_brands(
+    brands: bytes, expected: AudioFormat | None
+) -> None:
+    ftyp = struct.pack(">I", 8 + len(brands)) + b"ftyp" + brands
+
+    assert detect_format(ftyp + bytes(64)) == expected
+
+
+def test_matroska_that_is_not_webm_is_not_detected() -> None:
+    webm = (DATA / "tone_mono_48k.webm").read_bytes()[:HEAD_BYTES]
+    doctype = webm.index(b"\x42\x82\x84webm")
+    matroska = webm[:doctype] + b"\x42\x82\x84mkv_" + webm[doctype + 7 :]
+
+    assert detect_format(webm) == audio.WEBM
+    assert detect_format(matroska) is None
+
+
+@pytest.mark.parametrize(("name", "fmt"), [(f[0], f[1]) for f in FIXTURES])
+def test_probe_of_a_cut_file_never_raises(tmp_path: Path, name: str, fmt: AudioFormat) -> None:
+    data = (DATA / name).read_bytes()
+    for keep in sorted({0, 4, 12, 40, len(data) // 3, len(data) // 2, len(data) - 1}):
+        path = tmp_path / f"cut-{keep}"
+        path.write_bytes(data[:keep])
+
+        info = probe(path, fmt)
+
+        assert isinstance(info, AudioInfo)
+        if info.duration_seconds is not None:
+            assert math.isfinite(info.duration_seconds) and info.duration_seconds >= 0
+
+
+def test_probe_of_garbage_behind_valid_magic_returns_unknown_and_logs_debug(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "fake.flac"
+    path.write_bytes(b"fLaC" + random.Random(7).randbytes(3000))
+
+    with caplog.at_level(logging.DEBUG, logger="recorder.audio"):
+        info = probe(path, audio.FLAC)
+
+    assert info == AudioInfo(None, None, None)
+    assert [r.levelno for r in caplog.records] == [logging.DEBUG]
+    assert caplog.records[0].audio_format == "flac"
+
+
+def test_probe_of_a_missing_file_returns_unknown(tmp_path: Path) -> None:
+    assert probe(tmp_path / "gone.wav", audio.WAV) == AudioInfo(None, None, None)
+    assert probe(tmp_path / "gone.mp3", audio.MP3) == AudioInfo(None, None, None)
