@@ -77,7 +77,15 @@ from werkzeug.exceptions import InternalServerError
 from instrumentation.errors import PoolExhaustedError
 from instrumentation.redaction import redact_text
 
-__all__ = ["REQUEST_ID_HEADER", "current_request_id", "instrument_app", "uninstrument_app"]
+__all__ = [
+    "DURATION_BUCKETS",
+    "EXTENSION_KEY",
+    "REQUEST_ID_HEADER",
+    "RETRY_AFTER_SECONDS",
+    "current_request_id",
+    "instrument_app",
+    "uninstrument_app",
+]
 
 REQUEST_ID_HEADER = "X-Request-ID"
 EXTENSION_KEY = "vrp.instrumentation.flask"
@@ -195,7 +203,6 @@ class _FlaskInstrumentation:
         duration: metrics.Histogram,
         excluded_routes: Collection[str],
     ) -> None:
-        self.app = app
         self.wrapped: _WSGIApp = app.wsgi_app
         self.tracer = tracer
         self.duration = duration
@@ -204,9 +211,7 @@ class _FlaskInstrumentation:
         self.failures = 0
         self._routes: dict[tuple[str, str | None], _Route] = {}
 
-    def __call__(
-        self, environ: dict[str, Any], start_response: _StartResponse
-    ) -> Iterable[bytes]:
+    def __call__(self, environ: dict[str, Any], start_response: _StartResponse) -> Iterable[bytes]:
         if not self.active:
             return self.wrapped(environ, start_response)
         state = _RequestState(
@@ -264,7 +269,9 @@ class _FlaskInstrumentation:
             route = self._routes[(method, template)] = _Route.build(method, template)
         return route
 
-    def _start_span(self, state: _RequestState, template: str | None, *, make_current: bool) -> None:
+    def _start_span(
+        self, state: _RequestState, template: str | None, *, make_current: bool
+    ) -> None:
         environ = state.environ
         raw_method = environ.get("REQUEST_METHOD", "")
         route = state.route = self._route(raw_method, template)
@@ -359,7 +366,9 @@ def instrument_app(
     instrumentation = _FlaskInstrumentation(app, tracer, duration, excluded_routes)
     app.extensions[EXTENSION_KEY] = instrumentation
     app.wsgi_app = instrumentation  # type: ignore[method-assign]
-    request_started.connect(instrumentation.on_request_started, sender=app, weak=False)
+    # Weakly held: the app and its extensions keep the receiver alive, and a collected app
+    # leaves nothing behind in the process-wide signal.
+    request_started.connect(instrumentation.on_request_started, sender=app)
     app.register_error_handler(PoolExhaustedError, _service_unavailable)
     app.register_error_handler(sqlalchemy.exc.TimeoutError, _service_unavailable)
     app.register_error_handler(InternalServerError, _internal_server_error)
@@ -377,7 +386,8 @@ def uninstrument_app(app: Flask) -> None:
     instrumentation.active = False
     if app.wsgi_app is instrumentation:
         app.wsgi_app = instrumentation.wrapped  # type: ignore[method-assign]
-    request_started.disconnect(instrumentation.on_request_started, sender=app)
+    # Without a sender: disconnecting from one sender would leave the receiver registered.
+    request_started.disconnect(instrumentation.on_request_started)
     by_code = app.error_handler_spec[None]
     for code, exc_class, handler in (
         (None, PoolExhaustedError, _service_unavailable),
@@ -397,7 +407,9 @@ def _service_unavailable(error: Exception) -> Response:
         error,
         extra={"error.type": _qualified_name(type(error))},
     )
-    return _json_error(503, "Service Unavailable", "the service is busy; retry shortly", state)
+    response = _json_error(503, "Service Unavailable", "the service is busy; retry shortly", state)
+    response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+    return response
 
 
 def _internal_server_error(error: InternalServerError) -> Response:
@@ -414,8 +426,6 @@ def _json_error(code: int, status: str, message: str, state: _RequestState | Non
         body["request_id"] = state.request_id
     response = jsonify(body)
     response.status_code = code
-    if code == 503:
-        response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
     return response
 
 

@@ -39,6 +39,9 @@ from instrumentation.errors import ConfigurationError
 from instrumentation.redaction import RedactionFilter, redact_text
 from instrumentation.settings import LoggingSettings
 
+CONTEXT_FIELDS = frozenset({"trace_id", "span_id"})
+"""Record attributes :class:`TraceContextFilter` adds (other handlers may want to skip them)."""
+
 _QUIETED_LOGGERS = ("urllib3", "werkzeug")
 _TEXT_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 _JSON_FIELDS = ("asctime", "levelname", "name", "message")
@@ -51,7 +54,8 @@ _JSON_RENAMES = {
 }
 
 _installed_handlers: list[logging.Handler] = []
-_quieted: dict[str, int] = {}
+# Levels to restore on shutdown_logging: the root's ("") and those of the quieted loggers.
+_saved_levels: dict[str, int] = {}
 
 ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None] | tuple[None, None, None]
 
@@ -175,16 +179,18 @@ def configure_logging(settings: LoggingSettings, *, service: str) -> None:
             logging.StreamHandler(stream),
             _stderr_formatter(stream, settings.stderr_format, service),
         )
-    logging.getLogger().setLevel(level)
+    root = logging.getLogger()
+    _saved_levels[""] = root.level
+    root.setLevel(level)
     for name in _QUIETED_LOGGERS:
         quieted = logging.getLogger(name)
         if quieted.level == logging.NOTSET:
             quieted.setLevel(logging.WARNING)
-            _quieted[name] = logging.NOTSET
+            _saved_levels[name] = logging.NOTSET
 
 
 def shutdown_logging() -> None:
-    """Remove and close every handler :func:`configure_logging` added; restore quieted loggers.
+    """Remove and close every handler :func:`configure_logging` added; restore the levels it set.
 
     Safe to call at any time, any number of times.
     """
@@ -193,6 +199,6 @@ def shutdown_logging() -> None:
         handler = _installed_handlers.pop()
         root.removeHandler(handler)
         handler.close()
-    for name, level in _quieted.items():
+    for name, level in _saved_levels.items():
         logging.getLogger(name).setLevel(level)
-    _quieted.clear()
+    _saved_levels.clear()

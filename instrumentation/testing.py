@@ -6,7 +6,8 @@ through their ``tracer_provider`` / ``meter_provider`` keyword arguments and tes
 independent of each other and of :func:`instrumentation.telemetry.setup`.
 
 :func:`reset_for_tests` undoes :func:`instrumentation.telemetry.setup` and
-:func:`instrumentation.logs.configure_logging` so that a test may call them again.
+:func:`instrumentation.logs.configure_logging` so that a test may call them again; use it in a
+fixture's teardown.
 """
 
 from __future__ import annotations
@@ -14,6 +15,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from opentelemetry import trace as trace_api
+from opentelemetry._logs import _internal as logs_api_internal
+from opentelemetry.metrics import _internal as metrics_api_internal
 from opentelemetry.sdk._logs import LoggerProvider, ReadableLogRecord
 from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, SimpleLogRecordProcessor
 from opentelemetry.sdk.metrics import MeterProvider
@@ -22,6 +26,9 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.util._once import Once
+
+from instrumentation import logs, telemetry
 
 
 def _test_resource() -> Resource:
@@ -103,3 +110,22 @@ class InMemoryTelemetry:
         self.tracer_provider.shutdown()
         self.meter_provider.shutdown()
         self.logger_provider.shutdown()
+
+
+def reset_for_tests() -> None:
+    """Undo :func:`~instrumentation.telemetry.setup`, its signal handler and
+    :func:`~instrumentation.logs.configure_logging`, so the next test may call them afresh.
+
+    The OpenTelemetry API lets a process install each global provider once; this clears those
+    "once" flags (private API state, read from opentelemetry-api 1.45). Tracers and meters
+    obtained from the *global* providers before the reset keep pointing at the old providers,
+    so tests should pass providers explicitly where they can.
+    """
+    telemetry._forget_state()
+    logs.shutdown_logging()
+    trace_api._TRACER_PROVIDER_SET_ONCE = Once()
+    trace_api._TRACER_PROVIDER = None
+    metrics_api_internal._METER_PROVIDER_SET_ONCE = Once()
+    metrics_api_internal._METER_PROVIDER = None
+    logs_api_internal._LOGGER_PROVIDER_SET_ONCE = Once()
+    logs_api_internal._LOGGER_PROVIDER = None

@@ -12,13 +12,18 @@ Python cannot run the body of a ``with`` block twice, so there are two entry poi
 :func:`transactional` turns a service function ``fn(session, ...)`` into one that callers hand
 either a ``Database`` (a retried unit of its own) or a ``Session`` (joins the caller's unit).
 
-Nesting. The outermost unit owns the transaction; a unit started while a transaction is active
-on the current session joins it through a SAVEPOINT: an inner failure rolls back to the
-savepoint and re-raises, the outer commit commits everything. Retrying belongs to the outermost
-unit only, because a serialization failure or a lost connection aborts the whole transaction, not
-just the savepoint: a nested :func:`run_transaction` runs ``fn`` once and lets the error reach
-the outer unit, which retries if it is itself a :func:`run_transaction`. Nested units record no
-span and no log record of their own; their SAVEPOINT statements appear under the outer unit.
+Nesting. A unit works in the current session of its ``Database`` (``db.current_session()``) or,
+if there is none, opens one around itself. The outermost unit owns the transaction; a unit
+started while a transaction is active on that session joins it through a SAVEPOINT: an inner
+failure rolls back to the savepoint and re-raises, the outer commit commits everything. Retrying
+belongs to the outermost unit only, because a serialization failure or a lost connection aborts
+the whole transaction, not just the savepoint: a nested :func:`run_transaction` runs ``fn`` once
+and lets the error reach the outer unit, which retries if it is itself a :func:`run_transaction`.
+Nested units record no span and no log record of their own; their SAVEPOINT statements appear
+under the outer unit. "Active" means begun on purpose (by a unit, or ``session.begin()``): a
+transaction SQLAlchemy autobegan for statements the session's owner ran earlier is no unit, and
+nobody would commit it (``Database.session()`` discards uncommitted work), so a unit commits it
+first and then begins its own.
 
 Telemetry of the outermost unit: one ``db.transaction`` span (INTERNAL) that covers every attempt,
 with ``db.system.name``, ``vrp.db.transaction.attempts`` and ``vrp.db.transaction.outcome``; a
@@ -32,8 +37,9 @@ one log record when the unit ends. Outcomes and their log levels:
   (integrity violation, lost connection, failed commit), an exhausted pool, or retries that ran
   out (:class:`~instrumentation.errors.TransactionRetryError`).
 
-``error.type`` on spans, events, metrics and log records is :func:`error_type`. Neither spans nor
-log records ever carry exception messages, which may quote SQL parameter values.
+``error.type`` on spans, events, metrics and log records is :func:`error_type`, the rule the
+statement spans use too. Neither spans nor log records ever carry exception messages, which may
+quote SQL parameter values.
 """
 
 from __future__ import annotations
@@ -44,11 +50,20 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from typing import TYPE_CHECKING, Concatenate, Final, Literal, NoReturn, ParamSpec, TypeVar
+from typing import (
+    TYPE_CHECKING,
+    Concatenate,
+    Final,
+    Literal,
+    NoReturn,
+    ParamSpec,
+    TypeGuard,
+    TypeVar,
+)
 
 import sqlalchemy as sa
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, SessionTransactionOrigin
 from tenacity import (
     RetryCallState,
     Retrying,
@@ -59,6 +74,7 @@ from tenacity import (
 )
 
 from instrumentation.errors import InstrumentationError, TransactionRetryError
+from instrumentation.statements import error_type
 
 if TYPE_CHECKING:
     from instrumentation.database import Database
@@ -109,30 +125,6 @@ def is_transient(exc: BaseException) -> bool:
     return _transience(exc) is not None
 
 
-def error_type(exc: BaseException) -> str:
-    """A low-cardinality name for ``exc``, as the ``error.type`` attribute wants it.
-
-    The OpenTelemetry database conventions prefer the database's status code and the original
-    exception over a generic wrapper, so this is, in order: the PostgreSQL SQLSTATE of the driver
-    error (``"40001"``), the SQLite result-code name (``"SQLITE_BUSY"``), else the qualified class
-    name of the driver error or of ``exc`` itself (``"ValueError"``,
-    ``"instrumentation.errors.TransactionRetryError"``).
-    """
-    if isinstance(exc, sa.exc.StatementError) and exc.orig is not None:
-        exc = exc.orig
-    sqlstate = getattr(exc, "sqlstate", None)
-    if isinstance(sqlstate, str) and sqlstate:
-        return sqlstate
-    if isinstance(exc, sqlite3.Error):
-        name = getattr(exc, "sqlite_errorname", None)
-        if name:
-            return str(name)
-    cls = type(exc)
-    if cls.__module__ == "builtins":
-        return cls.__qualname__
-    return f"{cls.__module__}.{cls.__qualname__}"
-
-
 @contextmanager
 def transaction(db: Database) -> Iterator[Session]:
     """One attempt of a unit of work on ``db``; yields the session to work with.
@@ -143,11 +135,11 @@ def transaction(db: Database) -> Iterator[Session]:
     transaction it joins it through a SAVEPOINT (see the module doc).
     """
     current = db.current_session()
-    if current is not None and current.in_transaction():
+    if _unit_active(current):
         with current.begin_nested():
             yield current
         return
-    with _session_for(db, current) as session, _unit(db) as unit:
+    with _session_for(db, current) as session, _unit(db, session) as unit:
         unit.attempts = 1
         with session.begin():
             yield session
@@ -173,10 +165,10 @@ def run_transaction(
     left to the outermost unit (see the module doc).
     """
     current = db.current_session()
-    if current is not None and current.in_transaction():
+    if _unit_active(current):
         with current.begin_nested():
             return fn(current, *args, **kwargs)
-    with _session_for(db, current) as session, _unit(db) as unit:
+    with _session_for(db, current) as session, _unit(db, session) as unit:
         return unit.run(session, fn, *args, **kwargs)
 
 
@@ -244,6 +236,14 @@ def _outcome_of(exc: BaseException) -> Outcome:
     return "rollback"
 
 
+def _unit_active(session: Session | None) -> TypeGuard[Session]:
+    """Whether ``session`` runs a transaction begun on purpose, which a new unit must join."""
+    if session is None:
+        return False
+    root = session.get_transaction()
+    return root is not None and root.origin is not SessionTransactionOrigin.AUTOBEGIN
+
+
 def _session_for(db: Database, current: Session | None) -> AbstractContextManager[Session]:
     """The current session as is (its owner closes it), or a new one closed with the unit."""
     if current is not None:
@@ -252,12 +252,16 @@ def _session_for(db: Database, current: Session | None) -> AbstractContextManage
 
 
 @contextmanager
-def _unit(db: Database) -> Iterator[_Unit]:
+def _unit(db: Database, session: Session) -> Iterator[_Unit]:
+    """The span, timing and log record of an outermost unit about to begin on ``session``."""
     with db.tracer.start_as_current_span(
         SPAN_NAME, kind=SpanKind.INTERNAL, record_exception=False, set_status_on_exception=False
     ) as span:
         unit = _Unit(db, span)
         try:
+            if session.in_transaction():
+                # Autobegun for the owner's earlier statements (see the module doc).
+                session.commit()
             yield unit
         except BaseException as exc:
             unit.finish(exc)

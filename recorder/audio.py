@@ -36,8 +36,10 @@ import logging
 import math
 import struct
 import wave
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 from typing import Final
 
 from mutagen import FileType
@@ -91,10 +93,24 @@ M4A: Final = AudioFormat("m4a", "audio/mp4", "m4a")
 AAC_ADTS: Final = AudioFormat("aac", "audio/aac", "aac")
 WEBM: Final = AudioFormat("webm", "audio/webm", "webm")
 
-FORMATS: Final[dict[str, AudioFormat]] = {
-    f.name: f
-    for f in (WAV, FLAC, OGG_OPUS, OGG_VORBIS, OGG_FLAC, OGG_SPEEX, MP3, MP2, M4A, AAC_ADTS, WEBM)
-}
+FORMATS: Final[Mapping[str, AudioFormat]] = MappingProxyType(
+    {
+        f.name: f
+        for f in (
+            WAV,
+            FLAC,
+            OGG_OPUS,
+            OGG_VORBIS,
+            OGG_FLAC,
+            OGG_SPEEX,
+            MP3,
+            MP2,
+            M4A,
+            AAC_ADTS,
+            WEBM,
+        )
+    }
+)
 """Every format :func:`detect_format` can return, by ``name`` (to map a stored name back)."""
 
 _UNKNOWN: Final = AudioInfo(None, None, None)
@@ -260,9 +276,12 @@ class _Frame:
     key: int  # header bits that every frame of one stream shares
 
 
+_FRAME_HEADER_BYTES: Final = 7  # ADTS; an MPEG audio header needs the first 4 of them
+
+
 def _mpeg_frame(data: bytes, offset: int) -> _Frame | None:
     """Parse the MPEG audio (layer II/III) or ADTS frame header at ``offset``, if valid."""
-    header = data[offset : offset + 7]
+    header = data[offset : offset + _FRAME_HEADER_BYTES]
     if len(header) < 4 or header[0] != 0xFF or header[1] & 0xE0 != 0xE0:
         return None
     version = (header[1] >> 3) & 0x3
@@ -309,7 +328,7 @@ def _detect_mpeg_stream(head: bytes) -> AudioFormat | None:
         return None
     # A single valid-looking header is a 1-in-10^4 accident in arbitrary bytes; the next frame
     # must follow where the first one says it ends, whenever that lies within the head.
-    if first.length + 4 <= len(head):
+    if first.length + _FRAME_HEADER_BYTES <= len(head):
         second = _mpeg_frame(head, first.length)
         if second is None or second.key != first.key:
             return None

@@ -18,10 +18,10 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import sqlalchemy as sa
-from instrumentation.transactions import transactional
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from instrumentation.transactions import transactional
 from recorder.audio import AudioFormat, AudioInfo
 from recorder.errors import ConflictError, NotFoundError, PreconditionFailedError
 from recorder.models import Recording, RecordingStatus, Tag, recording_tags, utcnow
@@ -193,12 +193,14 @@ def update_recording(
             f"recording {public_id} is deleted; restore it with status 'active' or 'archived' "
             "before changing it"
         )
+    # Tags first: their lookup autoflushes, and one flush must carry the whole change so the
+    # version moves by exactly one.
+    if changes.tags is not None:
+        recording.tags = _get_tags(session, changes.tags)
     if changes.title is not None:
         recording.title = changes.title
     if changes.status is not None:
         recording.status = changes.status
-    if changes.tags is not None:
-        recording.tags = _get_tags(session, changes.tags)
     # A change to the tags alone touches no column of the row; bump the version anyway.
     recording.updated_at = utcnow()
     session.flush()
@@ -226,6 +228,13 @@ def purge_recording(session: Session, public_id: uuid.UUID) -> PurgeResult:
         sa.select(sa.func.count()).select_from(Recording).where(Recording.sha256 == sha256)
     )
     return PurgeResult(sha256=sha256, blob_unreferenced=not others)
+
+
+@transactional
+def blob_referenced(session: Session, sha256: str) -> bool:
+    """Whether any recording (deleted ones included) still points at the blob."""
+    stmt = sa.select(Recording.id).where(Recording.sha256 == sha256).limit(1)
+    return session.scalar(stmt) is not None
 
 
 @transactional

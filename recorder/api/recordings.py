@@ -9,12 +9,14 @@ from typing import Any
 from flask import Response, request, send_file, url_for
 from flask.views import MethodView
 from flask_smorest import Blueprint, abort
+from marshmallow import RAISE
 from werkzeug.datastructures import FileStorage
 
 from recorder import services
 from recorder.api.context import recorder_context
-from recorder.audio import HEAD_BYTES, detect_format, probe
+from recorder.audio import FORMATS, HEAD_BYTES, detect_format, probe
 from recorder.errors import (
+    NotFoundError,
     PreconditionFailedError,
     PreconditionRequiredError,
     UnsupportedMediaError,
@@ -37,6 +39,7 @@ blp = Blueprint(
 )
 
 FILENAME_MAX = 255
+SUPPORTED_FORMATS = ", ".join(sorted({fmt.name.upper() for fmt in FORMATS.values()}))
 
 
 @blp.before_request
@@ -81,7 +84,7 @@ def _client_filename(upload: FileStorage) -> str | None:
 
 @blp.route("")
 class Recordings(MethodView):
-    @blp.arguments(RecordingListQuerySchema, location="query", as_kwargs=True)
+    @blp.arguments(RecordingListQuerySchema, location="query", as_kwargs=True, unknown=RAISE)
     @blp.response(200, RecordingSchema(many=True))
     @blp.doc(description="Recordings, newest first by default; deleted ones only on request.")
     def get(self, **args: Any) -> tuple[list[Any], dict[str, str]]:
@@ -100,7 +103,7 @@ class Recordings(MethodView):
             header["next_page"] = page.page + 1
         return page.items, {"X-Pagination": json.dumps(header)}
 
-    @blp.arguments(UploadFilesSchema, location="files")
+    @blp.arguments(UploadFilesSchema, location="files", unknown=RAISE)
     @blp.arguments(RecordingCreateSchema, location="form")
     @blp.response(201, RecordingSchema)
     @blp.alt_response(413, description="The upload is larger than the configured limit")
@@ -112,8 +115,7 @@ class Recordings(MethodView):
         audio_format = detect_format(head)
         if audio_format is None:
             raise UnsupportedMediaError(
-                "the file is not audio in a supported format "
-                "(WAV, FLAC, OGG/Opus, MP3, M4A/AAC, WebM)"
+                f"the file is not audio in a supported format ({SUPPORTED_FORMATS})"
             )
         upload.stream.seek(0)
         blob = ctx.store.put(upload.stream)
@@ -125,7 +127,14 @@ class Recordings(MethodView):
             info=probe(blob.path, audio_format),
             tags=form["tags"],
         )
-        recording = services.create_recording(ctx.db, new)
+        try:
+            recording = services.create_recording(ctx.db, new)
+        except Exception:
+            # A blob this request wrote must not outlive a failed insert, unless a concurrent
+            # upload of the same audio has committed a row that references it meanwhile.
+            if blob.created and not services.blob_referenced(ctx.db, blob.sha256):
+                ctx.store.delete(blob.sha256)
+            raise
         recording_id = recording.public_id
         location = url_for("recordings.Recording", recording_id=recording_id)
         return recording, 201, {"Location": location, "ETag": _etag(recording.version)}
@@ -153,7 +162,7 @@ class Recording(MethodView):
         )
         return _with_etag(recording)
 
-    @blp.arguments(DeleteQuerySchema, location="query")
+    @blp.arguments(DeleteQuerySchema, location="query", unknown=RAISE)
     @blp.response(204)
     @blp.doc(description="Soft delete; `purge=true` removes the row and, if unused, its audio.")
     def delete(self, args: dict[str, Any], recording_id: uuid.UUID) -> None:
@@ -177,8 +186,11 @@ class RecordingAudio(MethodView):
     def get(self, recording_id: uuid.UUID) -> Response:
         ctx = recorder_context()
         recording = services.get_recording(ctx.db, recording_id)
+        path = ctx.store.path_for(recording.sha256)
+        if not path.is_file():
+            raise NotFoundError(f"the audio of recording {recording_id} is missing from storage")
         return send_file(
-            ctx.store.open(recording.sha256),
+            path,
             mimetype=recording.mime_type,
             conditional=True,
             etag=recording.sha256,

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable
 
 import psycopg
 import pytest
@@ -19,7 +18,6 @@ from sqlalchemy.orm import Session
 
 from instrumentation.database import Database
 from instrumentation.errors import PoolExhaustedError, TransactionRetryError
-from instrumentation.settings import DatabaseSettings
 from instrumentation.testing import InMemoryTelemetry
 from instrumentation.transactions import (
     error_type,
@@ -30,6 +28,7 @@ from instrumentation.transactions import (
 )
 
 LOGGER = "instrumentation.transactions"
+LogReader = Callable[[], list[logging.LogRecord]]
 
 metadata = sa.MetaData()
 items = sa.Table(
@@ -38,20 +37,6 @@ items = sa.Table(
     sa.Column("id", sa.Integer, primary_key=True),
     sa.Column("name", sa.String(50), nullable=False, unique=True),
 )
-
-
-def open_database(url: str, telemetry: InMemoryTelemetry, **settings: Any) -> Database:
-    """A Database on ``url`` reporting to ``telemetry``, with the test tables created."""
-    settings.setdefault("retry_initial_delay", 0.005)
-    settings.setdefault("retry_max_delay", 0.05)
-    db = Database(
-        DatabaseSettings(url=url, **settings),
-        tracer_provider=telemetry.tracer_provider,
-        meter_provider=telemetry.meter_provider,
-    )
-    metadata.create_all(db.engine)
-    telemetry.clear()
-    return db
 
 
 def item_names(db: Database) -> list[str]:
@@ -64,35 +49,22 @@ def add_item(session: Session, name: str) -> None:
 
 
 @pytest.fixture
-def telemetry() -> Iterator[InMemoryTelemetry]:
-    recorded = InMemoryTelemetry()
-    yield recorded
-    recorded.shutdown()
+def db(db: Database, telemetry: InMemoryTelemetry) -> Database:
+    """The conftest's database (SQLite and PostgreSQL, pool checked at teardown) with tables."""
+    metadata.create_all(db.engine)
+    telemetry.clear()
+    return db
 
 
 @pytest.fixture
-def db(database_url: str, telemetry: InMemoryTelemetry) -> Iterator[Database]:
-    database = open_database(database_url, telemetry)
-    yield database
-    try:
-        assert database.pool_status().checked_out == 0
-    finally:
-        database.dispose()
-
-
-@pytest.fixture
-def unit_logs(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
-    """Records of the transactions logger, live: read it after the unit ran."""
+def unit_logs(caplog: pytest.LogCaptureFixture) -> LogReader:
+    """Reads the records of the transactions logger captured so far in the test."""
     caplog.set_level(logging.INFO, logger=LOGGER)
-    return caplog.records
-
-
-def records_of(records: list[logging.LogRecord]) -> list[logging.LogRecord]:
-    return [record for record in records if record.name == LOGGER]
+    return lambda: [record for record in caplog.records if record.name == LOGGER]
 
 
 def test_transaction_commits_when_the_block_ends(
-    db: Database, telemetry: InMemoryTelemetry, unit_logs: list[logging.LogRecord]
+    db: Database, telemetry: InMemoryTelemetry, unit_logs: LogReader
 ) -> None:
     with transaction(db) as session:
         add_item(session, "a")
@@ -105,7 +77,7 @@ def test_transaction_commits_when_the_block_ends(
     assert span.attributes["vrp.db.transaction.attempts"] == 1
     assert span.attributes["vrp.db.transaction.outcome"] == "commit"
     assert span.status.status_code is StatusCode.UNSET
-    (record,) = records_of(unit_logs)
+    (record,) = unit_logs()
     assert record.levelno == logging.INFO
     assert record.outcome == "commit"  # type: ignore[attr-defined]
     assert record.attempts == 1  # type: ignore[attr-defined]
@@ -114,7 +86,7 @@ def test_transaction_commits_when_the_block_ends(
 
 
 def test_transaction_rolls_back_and_reraises_an_application_error(
-    db: Database, telemetry: InMemoryTelemetry, unit_logs: list[logging.LogRecord]
+    db: Database, telemetry: InMemoryTelemetry, unit_logs: LogReader
 ) -> None:
     with pytest.raises(ValueError, match="no thanks"), transaction(db) as session:
         add_item(session, "a")
@@ -125,14 +97,14 @@ def test_transaction_rolls_back_and_reraises_an_application_error(
     assert span.attributes is not None
     assert span.attributes["vrp.db.transaction.outcome"] == "rollback"
     assert span.attributes["error.type"] == "ValueError"
-    (record,) = records_of(unit_logs)
+    (record,) = unit_logs()
     assert record.levelno == logging.WARNING
     assert record.outcome == "rollback"  # type: ignore[attr-defined]
     assert record.error_type == "ValueError"  # type: ignore[attr-defined]
 
 
 def test_transaction_reports_a_database_failure_as_error_without_parameter_values(
-    db: Database, telemetry: InMemoryTelemetry, unit_logs: list[logging.LogRecord]
+    db: Database, telemetry: InMemoryTelemetry, unit_logs: LogReader
 ) -> None:
     with transaction(db) as session:
         add_item(session, "secret-name")
@@ -147,14 +119,14 @@ def test_transaction_reports_a_database_failure_as_error_without_parameter_value
     assert span.status.status_code is StatusCode.ERROR
     assert span.attributes["error.type"] in {"23505", "SQLITE_CONSTRAINT_UNIQUE"}
     assert not span.events
-    record = records_of(unit_logs)[-1]
+    record = unit_logs()[-1]
     assert record.levelno == logging.ERROR
     assert record.exc_info is None
     assert "secret-name" not in record.getMessage()
 
 
 def test_inner_failure_rolls_back_to_the_savepoint_and_the_outer_unit_commits(
-    db: Database, telemetry: InMemoryTelemetry, unit_logs: list[logging.LogRecord]
+    db: Database, telemetry: InMemoryTelemetry, unit_logs: LogReader
 ) -> None:
     with transaction(db) as outer:
         add_item(outer, "outer-before")
@@ -168,7 +140,7 @@ def test_inner_failure_rolls_back_to_the_savepoint_and_the_outer_unit_commits(
     (span,) = telemetry.spans("db.transaction")
     assert span.attributes is not None
     assert span.attributes["vrp.db.transaction.outcome"] == "commit"
-    assert [record.outcome for record in records_of(unit_logs)] == ["commit"]  # type: ignore[attr-defined]
+    assert [record.outcome for record in unit_logs()] == ["commit"]  # type: ignore[attr-defined]
 
 
 def test_outer_failure_discards_what_a_committed_inner_unit_wrote(db: Database) -> None:
@@ -204,7 +176,7 @@ def test_nested_run_transaction_joins_the_outer_unit_once(
 
 
 def test_run_transaction_returns_the_result_of_the_committed_attempt(
-    db: Database, telemetry: InMemoryTelemetry, unit_logs: list[logging.LogRecord]
+    db: Database, telemetry: InMemoryTelemetry, unit_logs: LogReader
 ) -> None:
     def create(session: Session, name: str, *, suffix: str) -> int:
         result = session.execute(sa.insert(items).values(name=name + suffix))
@@ -221,7 +193,7 @@ def test_run_transaction_returns_the_result_of_the_committed_attempt(
     assert span.attributes is not None
     assert span.attributes["vrp.db.transaction.attempts"] == 1
     assert span.attributes["vrp.db.transaction.outcome"] == "commit"
-    assert [record.levelno for record in records_of(unit_logs)] == [logging.INFO]
+    assert [record.levelno for record in unit_logs()] == [logging.INFO]
 
 
 def test_span_tree_is_session_then_transaction_then_statements(
@@ -251,6 +223,26 @@ def test_span_tree_is_session_then_transaction_then_statements(
         span.attributes is not None and span.attributes["db.system.name"] == db.system
         for span in statements
     )
+
+
+def test_unit_commits_a_transaction_autobegun_by_earlier_statements(
+    db: Database, telemetry: InMemoryTelemetry
+) -> None:
+    with db.session() as session:
+        session.execute(sa.select(items.c.id)).all()
+        assert session.in_transaction()
+        run_transaction(db, add_item, "retried-unit")
+        session.execute(sa.select(items.c.id)).all()
+        with transaction(db) as inside:
+            add_item(inside, "single-attempt")
+
+    assert item_names(db) == ["retried-unit", "single-attempt"]
+    outcomes = [
+        span.attributes["vrp.db.transaction.outcome"]
+        for span in telemetry.spans("db.transaction")
+        if span.attributes is not None
+    ]
+    assert outcomes == ["commit", "commit"]
 
 
 def test_transaction_reuses_the_current_session_and_leaves_it_open(

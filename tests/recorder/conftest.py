@@ -18,6 +18,7 @@ from instrumentation.testing import InMemoryTelemetry
 from recorder import schema_version
 from recorder.api import create_app
 from recorder.config import Settings, load_settings
+from recorder.storage import BlobStore
 
 
 def make_wav(seconds: float = 0.5, rate: int = 8000, channels: int = 1, freq: float = 440) -> bytes:
@@ -84,6 +85,11 @@ def client(app: Flask) -> FlaskClient:
     return app.test_client()
 
 
+def stored_blobs(settings: Settings) -> list[str]:
+    """The sha256 of every complete blob in the store (temporary files excluded)."""
+    return list(BlobStore(settings.storage_dir, settings.max_upload_bytes).iter_blobs())
+
+
 def upload(
     client: FlaskClient,
     payload: bytes | None = None,
@@ -92,7 +98,10 @@ def upload(
     tags: list[str] | str | None = None,
     filename: str = "hello.wav",
 ) -> tuple[int, dict]:
-    data: dict[str, object] = {"title": title, "file": (io.BytesIO(payload or make_wav()), filename)}
+    data: dict[str, object] = {
+        "title": title,
+        "file": (io.BytesIO(payload or make_wav()), filename),
+    }
     if tags is not None:
         data["tags"] = tags
     response = client.post("/api/recordings", data=data, content_type="multipart/form-data")

@@ -7,7 +7,7 @@ import uuid
 
 from flask.testing import FlaskClient
 
-from tests.recorder.conftest import make_wav, upload
+from tests.recorder.conftest import make_wav, stored_blobs, upload
 
 
 def test_upload_returns_201_with_duration_and_stores_metadata(client: FlaskClient) -> None:
@@ -33,8 +33,7 @@ def test_identical_uploads_share_one_blob(client: FlaskClient, settings) -> None
     _, second = upload(client, payload)
     assert first["id"] != second["id"]
     assert first["sha256"] == second["sha256"]
-    blobs = [p for p in settings.storage_dir.rglob("*") if p.is_file() and "tmp" not in p.parts]
-    assert len(blobs) == 1
+    assert len(stored_blobs(settings)) == 1
 
 
 def test_client_filename_is_metadata_only(client: FlaskClient, settings) -> None:
@@ -76,8 +75,7 @@ def test_soft_delete_hides_and_purge_removes_blob(client: FlaskClient, settings)
     assert [r["id"] for r in deleted] == [rid]
     assert client.delete(f"/api/recordings/{rid}?purge=true").status_code == 204
     assert client.get(f"/api/recordings/{rid}").status_code == 404
-    blobs = [p for p in settings.storage_dir.rglob("*") if p.is_file() and "tmp" not in p.parts]
-    assert blobs == []
+    assert stored_blobs(settings) == []
 
 
 def test_purge_keeps_blob_still_referenced(client: FlaskClient, settings) -> None:

@@ -35,7 +35,9 @@ def test_bad_config_exits_2_with_one_line(tmp_path: Path, command: list[str]) ->
 def test_api_refuses_an_unmigrated_database(tmp_path: Path) -> None:
     result = _vrp(["api"], tmp_path, OTEL_SDK_DISABLED="true", VRP_LOG_FORMAT="json")
     assert result.returncode == 1
-    assert "run `vrp db upgrade`" in result.stderr.strip().splitlines()[-1]
+    ours = [line for line in result.stderr.splitlines() if line.startswith("vrp:")]
+    assert len(ours) == 1
+    assert "run `vrp db upgrade`" in ours[0]
 
 
 def test_db_upgrade_then_current_reports_up_to_date(tmp_path: Path) -> None:

@@ -1,0 +1,350 @@
+"""Connection-pool metrics and leak detection for one engine.
+
+Metrics (names and attributes per DESIGN.md, all with ``db.client.connection.pool.name``):
+
+* ``db.client.connection.count`` by ``db.client.connection.state`` (``idle``/``used``), moved
+  by the pool's ``connect``, ``checkout``, ``checkin``, ``close`` and ``detach`` events. Each
+  connection's state is tracked, so the event orders SQLAlchemy produces for invalidation (close
+  while checked out, then a check-in of the dead record) never count a connection twice.
+* ``db.client.connection.max``: pool_size + max_overflow, added once, removed on detach.
+* ``db.client.connection.wait_time``: time to obtain a connection from the pool. No pool event
+  fires *before* a checkout starts (``checkout`` fires at its end), so the measurement wraps
+  :meth:`Pool.connect`, which ``Engine.raw_connection`` calls for every connection a
+  ``Connection``/``Session`` takes. The wrap is a pool subclass built per instance by
+  :meth:`PoolTelemetry.pool_class`; ``Pool.recreate()`` (``engine.dispose()``) instantiates
+  ``self.__class__``, so the measurement survives a pool swap. The time includes waiting for a
+  free slot, opening a new connection and pre-ping; a checkout that times out is not a wait
+  sample but a ``db.client.connection.timeouts`` increment.
+* ``vrp.db.connection.leaks``: connections held longer than ``leak_seconds``.
+
+Leak scheme: a checkout stores ``time.monotonic()`` and the first stack frame outside
+SQLAlchemy, this package and :mod:`contextlib` (a cheap frame walk; the full stack, which costs
+far more, only when ``leak_stack`` is set). A daemon thread per pool, started on the first
+checkout and stopped by :meth:`PoolTelemetry.detach`, wakes every ``min(leak_seconds / 2, 5)``
+seconds and reports each checkout held past ``leak_seconds`` exactly once: one WARNING on the
+``instrumentation.pool`` logger and one counter increment. A sleeping thread costs nothing per
+checkout, unlike a timer per checkout, and catches a leak even when the pool sees no further
+traffic, unlike a check piggy-backed on later checkouts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+import threading
+import time
+import traceback
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from types import FrameType
+from typing import Any, ClassVar
+
+import sqlalchemy as sa
+from opentelemetry import metrics
+from sqlalchemy import event
+from sqlalchemy.pool import ConnectionPoolEntry, Pool, PoolProxiedConnection
+
+_log = logging.getLogger(__name__)
+
+# Bucket boundaries recommended by the semantic conventions for connection wait/use times.
+WAIT_TIME_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0)
+
+_LIBRARY_PREFIXES = (
+    os.path.dirname(sa.__file__) + os.sep,
+    os.path.dirname(__file__) + os.sep,
+    contextlib.__file__,
+)
+
+_EVENTS = ("connect", "checkout", "checkin", "close", "detach", "invalidate")
+
+
+def _taking_frame(frame: FrameType | None) -> FrameType | None:
+    while frame is not None and frame.f_code.co_filename.startswith(_LIBRARY_PREFIXES):
+        frame = frame.f_back
+    return frame
+
+
+@dataclass(slots=True)
+class _Checkout:
+    since: float
+    taken_at: str
+    stack: traceback.StackSummary | None = None
+    reported: bool = field(default=False)
+
+
+def _watch(ref: weakref.ref[PoolTelemetry], stop: threading.Event, interval: float) -> None:
+    # Holds its PoolTelemetry weakly: a running thread is a GC root, and the telemetry reaches the
+    # engine and its Database through the pool's records.
+    while not stop.wait(interval):
+        telemetry = ref()
+        if telemetry is None:
+            return
+        try:
+            telemetry.report_leaks()
+        except Exception:
+            _log.warning("leak check failed; retrying on the next tick", exc_info=True)
+        del telemetry
+
+
+class _TimedConnect:
+    """Pool mix-in measuring :meth:`Pool.connect`; see the module docstring."""
+
+    _vrp_telemetry: ClassVar[PoolTelemetry]
+
+    def connect(self) -> PoolProxiedConnection:
+        return self._vrp_telemetry.timed_connect(super().connect)  # type: ignore[misc]
+
+
+class PoolTelemetry:
+    """Pool metrics and leak detection for one pool name.
+
+    Use :meth:`pool_class` as ``create_engine(poolclass=...)``, then :meth:`attach` the engine.
+    ``max_connections`` is ``None`` for pools without a bound; ``leak_seconds <= 0`` disables
+    leak detection.
+    """
+
+    def __init__(
+        self,
+        *,
+        meter: metrics.Meter,
+        pool_name: str,
+        max_connections: int | None,
+        leak_seconds: float,
+        leak_stack: bool,
+    ) -> None:
+        self.pool_name = pool_name
+        self._max_connections = max_connections
+        self._leak_seconds = leak_seconds
+        self._leak_stack = leak_stack
+        self._attributes = {"db.client.connection.pool.name": pool_name}
+        self._idle_attributes = {**self._attributes, "db.client.connection.state": "idle"}
+        self._used_attributes = {**self._attributes, "db.client.connection.state": "used"}
+        self._count = meter.create_up_down_counter(
+            "db.client.connection.count",
+            unit="{connection}",
+            description="Connections currently in the pool, by state.",
+        )
+        self._max = meter.create_up_down_counter(
+            "db.client.connection.max",
+            unit="{connection}",
+            description="Most open connections the pool allows.",
+        )
+        self._wait_time = meter.create_histogram(
+            "db.client.connection.wait_time",
+            unit="s",
+            description="Time it took to obtain a connection from the pool.",
+            explicit_bucket_boundaries_advisory=WAIT_TIME_BUCKETS,
+        )
+        self._timeouts = meter.create_counter(
+            "db.client.connection.timeouts",
+            unit="{timeout}",
+            description="Checkouts that gave up after pool_timeout.",
+        )
+        self._leaks = meter.create_counter(
+            "vrp.db.connection.leaks",
+            unit="{connection}",
+            description="Checkouts held longer than leak_seconds.",
+        )
+        self._lock = threading.Lock()
+        self._idle: set[ConnectionPoolEntry] = set()
+        self._used: dict[ConnectionPoolEntry, _Checkout] = {}
+        self._engine: sa.Engine | None = None
+        self._stop = threading.Event()
+        self._watcher: threading.Thread | None = None
+
+    def pool_class(self, base: type[Pool]) -> type[Pool]:
+        """``base`` with :meth:`Pool.connect` timed into this instance's metrics."""
+        return type(f"Instrumented{base.__name__}", (_TimedConnect, base), {"_vrp_telemetry": self})
+
+    def attach(self, engine: sa.Engine) -> None:
+        """Start listening on ``engine``'s pool events and publish the connection maximum."""
+        for name in _EVENTS:
+            event.listen(engine, name, getattr(self, f"_on_{name}"))
+        self._engine = engine
+        if self._max_connections is not None:
+            self._max.add(self._max_connections, self._attributes)
+
+    def detach(self) -> None:
+        """Stop listening and watching; take this pool's connections out of the metrics.
+
+        Idempotent. Connections still checked out are subtracted from the count as well, so a
+        disposed pool leaves every series of its name at zero.
+        """
+        self.stop_watcher()
+        engine, self._engine = self._engine, None
+        if engine is None:
+            return
+        for name in _EVENTS:
+            event.remove(engine, name, getattr(self, f"_on_{name}"))
+        with self._lock:
+            idle, used = len(self._idle), len(self._used)
+            self._idle.clear()
+            self._used.clear()
+        self._guarded(self._count.add, -idle, self._idle_attributes)
+        self._guarded(self._count.add, -used, self._used_attributes)
+        if self._max_connections is not None:
+            self._guarded(self._max.add, -self._max_connections, self._attributes)
+
+    @property
+    def stop_signal(self) -> Callable[[], None]:
+        """Stops the watcher without a reference to this object (for ``weakref.finalize``)."""
+        return self._stop.set
+
+    def stop_watcher(self) -> None:
+        """Stop the leak-watch thread if it runs; safe to call from any thread, repeatedly."""
+        self._stop.set()
+        watcher = self._watcher
+        if watcher is not None and watcher is not threading.current_thread():
+            watcher.join(timeout=5)
+
+    def connection_counts(self) -> tuple[int, int]:
+        """``(idle, used)`` connections as the pool events report them."""
+        with self._lock:
+            return len(self._idle), len(self._used)
+
+    def timed_connect(self, connect: Any) -> PoolProxiedConnection:
+        """Call ``connect`` (a pool checkout), recording its wait time or its timeout."""
+        started = time.perf_counter()
+        try:
+            connection = connect()
+        except sa.exc.TimeoutError:
+            if self._engine is not None:
+                self._guarded(self._timeouts.add, 1, self._attributes)
+            raise
+        if self._engine is not None:
+            self._guarded(self._wait_time.record, time.perf_counter() - started, self._attributes)
+        return connection
+
+    def _guarded(self, record: Any, value: float, attributes: dict[str, str]) -> None:
+        try:
+            record(value, attributes)
+        except Exception:
+            _log.warning("pool metric update failed; the pool is unaffected", exc_info=True)
+
+    def _on_connect(self, dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
+        with self._lock:
+            if record in self._used or record in self._idle:
+                return
+            self._idle.add(record)
+        self._guarded(self._count.add, 1, self._idle_attributes)
+
+    def _on_checkout(
+        self, dbapi_connection: Any, record: ConnectionPoolEntry, proxy: PoolProxiedConnection
+    ) -> None:
+        try:
+            checkout = self._describe_checkout()
+        except Exception:
+            _log.warning("leak tracking failed for a checkout", exc_info=True)
+            checkout = _Checkout(time.monotonic(), "unknown")
+        with self._lock:
+            was_idle = record in self._idle
+            self._idle.discard(record)
+            newly_used = record not in self._used
+            self._used[record] = checkout
+        if was_idle:
+            self._guarded(self._count.add, -1, self._idle_attributes)
+        if newly_used:
+            self._guarded(self._count.add, 1, self._used_attributes)
+        if self._watcher is None and self._leak_seconds > 0:
+            self._start_watcher()
+
+    def _on_checkin(self, dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
+        with self._lock:
+            was_used = self._used.pop(record, None) is not None
+            # A connection invalidated while checked out comes back without a DBAPI connection.
+            now_idle = was_used and dbapi_connection is not None
+            if now_idle:
+                self._idle.add(record)
+        if was_used:
+            self._guarded(self._count.add, -1, self._used_attributes)
+        if now_idle:
+            self._guarded(self._count.add, 1, self._idle_attributes)
+
+    def _on_close(self, dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
+        with self._lock:
+            was_used = self._used.pop(record, None) is not None
+            was_idle = not was_used and record in self._idle
+            self._idle.discard(record)
+        if was_used:
+            self._guarded(self._count.add, -1, self._used_attributes)
+        elif was_idle:
+            self._guarded(self._count.add, -1, self._idle_attributes)
+
+    def _on_detach(self, dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
+        with self._lock:
+            was_used = self._used.pop(record, None) is not None
+        if was_used:
+            self._guarded(self._count.add, -1, self._used_attributes)
+
+    def _on_invalidate(
+        self, dbapi_connection: Any, record: ConnectionPoolEntry, exception: BaseException | None
+    ) -> None:
+        _log.warning(
+            "database connection invalidated in pool %r: %s",
+            self.pool_name,
+            type(exception).__name__ if exception is not None else "invalidated on request",
+            extra={"pool_name": self.pool_name},
+        )
+
+    def _describe_checkout(self) -> _Checkout:
+        taking = _taking_frame(sys._getframe(1))
+        if taking is None:
+            return _Checkout(time.monotonic(), "unknown")
+        code = taking.f_code
+        checkout = _Checkout(
+            time.monotonic(), f"{code.co_filename}:{taking.f_lineno} in {code.co_name}"
+        )
+        if self._leak_stack:
+            stack = traceback.StackSummary.extract(traceback.walk_stack(taking), lookup_lines=False)
+            stack.reverse()
+            checkout.stack = stack
+        return checkout
+
+    def _start_watcher(self) -> None:
+        with self._lock:
+            if self._watcher is not None or self._stop.is_set():
+                return
+            self._watcher = threading.Thread(
+                target=_watch,
+                args=(weakref.ref(self), self._stop, min(self._leak_seconds / 2, 5.0)),
+                name=f"vrp-leak-watch {self.pool_name}",
+                daemon=True,
+            )
+            self._watcher.start()
+
+    def report_leaks(self) -> int:
+        """Report every checkout held past ``leak_seconds`` and not reported yet; return how many.
+
+        The watcher thread calls this; it is public so that a caller can force a check.
+        """
+        now = time.monotonic()
+        with self._lock:
+            leaked = [
+                c
+                for c in self._used.values()
+                if not c.reported and now - c.since > self._leak_seconds
+            ]
+            for checkout in leaked:
+                checkout.reported = True
+        for checkout in leaked:
+            held = now - checkout.since
+            extra: dict[str, Any] = {
+                "pool_name": self.pool_name,
+                "held_seconds": round(held, 3),
+                "taken_at": checkout.taken_at,
+            }
+            if checkout.stack is not None:
+                extra["stack"] = "".join(checkout.stack.format())
+            _log.warning(
+                "database connection from pool %r held for %.1fs without being returned; "
+                "taken at %s",
+                self.pool_name,
+                held,
+                checkout.taken_at,
+                extra=extra,
+            )
+            self._guarded(self._leaks.add, 1, self._attributes)
+        return len(leaked)

@@ -1,0 +1,715 @@
+"""Process-wide OpenTelemetry bootstrap: one Resource, three providers, OTLP/HTTP exporters.
+
+:func:`setup` builds a tracer, meter and logger provider that share one Resource, installs them
+as the global providers, and attaches an OTLP log handler to the root logger; :func:`shutdown`
+flushes and stops all of it within a time budget. Both are idempotent.
+
+Resource precedence: the settings give ``service.name``, ``service.version`` and
+``deployment.environment.name``; the standard variables override them - ``OTEL_SERVICE_NAME``
+beats ``OTEL_RESOURCE_ATTRIBUTES``, which beats the settings. The settings hold the application's
+defaults, the variables are the operator's per-deployment knob, so the operator wins.
+
+Exporters, per signal (traces, metrics, logs):
+
+* OTLP/HTTP when ``settings.otlp_endpoint`` is set - the spec's ``/v1/traces``, ``/v1/metrics``,
+  ``/v1/logs`` are appended to it - or when ``OTEL_EXPORTER_OTLP_ENDPOINT`` or the signal's own
+  ``OTEL_EXPORTER_OTLP_<SIGNAL>_ENDPOINT`` is set, in which case the SDK exporter reads the
+  variables itself. Headers come from ``settings.otlp_headers`` when given, else from
+  ``OTEL_EXPORTER_OTLP_*HEADERS``. The per-request timeout is ``settings.export_timeout_ms``, so
+  a dead collector costs a bounded time and :func:`shutdown` cannot hang on it;
+* console exporters when ``settings.console``, writing to ``sys.stdout`` as it is at setup;
+* nothing otherwise: spans are still created, so log lines carry trace ids.
+
+The sampler is left to the SDK, which reads ``OTEL_TRACES_SAMPLER`` / ``OTEL_TRACES_SAMPLER_ARG``
+(default ``parentbased_always_on``). ``settings.disabled`` or ``OTEL_SDK_DISABLED=true`` yields
+``Telemetry(enabled=False)`` with no-op providers and no log handler (the SDK itself would also
+hand out no-op tracers, meters and loggers under that variable).
+
+A slow or dead collector never slows a request: spans and log records wait in bounded queues
+and the oldest are dropped when a queue is full. Drops and failed exports are counted - read
+them with :func:`telemetry_stats` - and reported by one WARNING per minute at most. Records
+logged on the export path (``opentelemetry.*``, ``urllib3``, this module, or anything logged
+while the SDK exports) are never fed back to the OTLP log handler, so a failing export cannot
+loop through the log pipeline.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, fields
+from functools import partial
+from types import FrameType
+from typing import Any, TypeVar
+
+from opentelemetry import _logs as logs_api
+from opentelemetry import metrics as metrics_api
+from opentelemetry import trace as trace_api
+from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY, get_value
+from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
+from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.sdk._logs import LoggerProvider, LoggingHandler, ReadableLogRecord
+from opentelemetry.sdk._logs.export import (
+    BatchLogRecordProcessor,
+    ConsoleLogRecordExporter,
+    LogRecordExporter,
+    LogRecordExportResult,
+)
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import (
+    ConsoleMetricExporter,
+    MetricExporter,
+    MetricExportResult,
+    MetricsData,
+    PeriodicExportingMetricReader,
+)
+from opentelemetry.sdk.resources import OTELResourceDetector, Resource
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import (
+    BatchSpanProcessor,
+    ConsoleSpanExporter,
+    SpanExporter,
+    SpanExportResult,
+)
+from opentelemetry.util.types import Attributes
+
+from instrumentation.errors import ConfigurationError
+from instrumentation.logs import CONTEXT_FIELDS
+from instrumentation.redaction import RedactionFilter, redact_text, redact_url
+from instrumentation.settings import TelemetrySettings
+
+_logger = logging.getLogger(__name__)
+
+WARNING_INTERVAL_S = 60.0
+_SIGNAL_PATHS = {"traces": "v1/traces", "metrics": "v1/metrics", "logs": "v1/logs"}
+# Loggers of the export path: their records must not re-enter the OTLP log pipeline.
+_EXPORT_PATH_ROOTS = frozenset({"opentelemetry", "urllib3", "requests"})
+# The OTLP exporters log a warning or error per failed batch; one per minute is plenty.
+_CHATTY_EXPORTER_LOGGERS = (
+    "opentelemetry.exporter.otlp.proto.http.trace_exporter",
+    "opentelemetry.exporter.otlp.proto.http.metric_exporter",
+    "opentelemetry.exporter.otlp.proto.http._log_exporter",
+)
+
+
+@dataclass(frozen=True)
+class Telemetry:
+    """What :func:`setup` built. Components take these providers as keyword arguments.
+
+    With ``enabled=False`` the providers are the API's no-op providers.
+    """
+
+    resource: Resource
+    tracer_provider: trace_api.TracerProvider
+    meter_provider: metrics_api.MeterProvider
+    logger_provider: logs_api.LoggerProvider
+    enabled: bool
+
+
+@dataclass(frozen=True)
+class TelemetryStats:
+    """Telemetry lost since :func:`setup`, for health checks and tests.
+
+    ``*_dropped`` never entered an export (queue full, or emitted after shutdown);
+    ``*_failed`` were in an export call that failed; ``export_failures`` counts failed export
+    calls of every signal, metrics included.
+    """
+
+    spans_dropped: int = 0
+    spans_failed: int = 0
+    log_records_dropped: int = 0
+    log_records_failed: int = 0
+    export_failures: int = 0
+
+
+class _LossCounter:
+    """Thread-safe loss counters that warn at most once per :data:`WARNING_INTERVAL_S`."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts = {stat.name: 0 for stat in fields(TelemetryStats)}
+        self._next_warning = 0.0
+
+    def add(self, **increments: int) -> None:
+        now = time.monotonic()
+        with self._lock:
+            for name, amount in increments.items():
+                self._counts[name] += amount
+            if now < self._next_warning:
+                return
+            self._next_warning = now + WARNING_INTERVAL_S
+            counts = dict(self._counts)
+        _logger.warning(
+            "telemetry is being lost: %d spans and %d log records dropped (queue full), "
+            "%d export calls failed so far; check that the OTLP collector is reachable",
+            counts["spans_dropped"],
+            counts["log_records_dropped"],
+            counts["export_failures"],
+            extra=counts,
+        )
+
+    def snapshot(self) -> TelemetryStats:
+        with self._lock:
+            return TelemetryStats(**self._counts)
+
+
+class _DropCountingMetrics:
+    """Stands in for the SDK batch processor's own metrics hook and counts drops through it.
+
+    opentelemetry-sdk 1.45's ``BatchProcessor.emit`` calls ``self._metrics.drop_items(1)`` for
+    each item it discards (queue full or already shut down) and nothing extra otherwise, so
+    this costs nothing on the normal path. The SDK's queue-full test is not atomic, so under
+    contention a drop can be reported that a concurrent export made unnecessary; the count is
+    then a few high, never low. It is a private hook: where it is missing
+    (:func:`_count_drops`), drops go uncounted and one warning says so.
+    """
+
+    def __init__(self, inner: Any, on_drop: Callable[[int], None]) -> None:
+        self._inner = inner
+        self._on_drop = on_drop
+
+    def register_queue_size(self, get_queue_size: Callable[[], int]) -> None:
+        self._inner.register_queue_size(get_queue_size)
+
+    def drop_items(self, count: int, error_type: str = "queue_full") -> None:
+        self._on_drop(count)
+        self._inner.drop_items(count, error_type)
+
+    def finish_items(self, count: int) -> None:
+        self._inner.finish_items(count)
+
+
+def _count_drops(
+    processor: BatchSpanProcessor | BatchLogRecordProcessor, on_drop: Callable[[int], None]
+) -> None:
+    batch = getattr(processor, "_batch_processor", None)
+    hook = getattr(batch, "_metrics", None)
+    if hook is None:
+        _logger.warning(
+            "this opentelemetry-sdk version has no batch processor metrics hook; "
+            "dropped telemetry will not be counted"
+        )
+        return
+    batch._metrics = _DropCountingMetrics(hook, on_drop)
+
+
+class _ExportGuard:
+    """Shared by the counting exporters: counts failed calls and makes shutdown idempotent."""
+
+    def __init__(self, counter: _LossCounter, failed_field: str | None) -> None:
+        self._counter = counter
+        self._failed_field = failed_field
+        self._shutdown_lock = threading.Lock()
+        self._is_shut_down = False
+
+    def run(self, export: Callable[[], bool], items: int) -> bool:
+        try:
+            succeeded = export()
+        except Exception:  # an exporter bug must cost telemetry, never the worker thread
+            _logger.debug("exporter raised", exc_info=True)
+            succeeded = False
+        if not succeeded:
+            failed = {self._failed_field: items} if self._failed_field else {}
+            self._counter.add(export_failures=1, **failed)
+        return succeeded
+
+    def shutdown_once(self, stop: Callable[[], object]) -> None:
+        with self._shutdown_lock:
+            if self._is_shut_down:
+                return
+            self._is_shut_down = True
+        stop()
+
+
+class _CountingSpanExporter(SpanExporter):
+    def __init__(self, inner: SpanExporter, counter: _LossCounter) -> None:
+        self._inner = inner
+        self._guard = _ExportGuard(counter, "spans_failed")
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        ok = self._guard.run(
+            lambda: self._inner.export(spans) is SpanExportResult.SUCCESS, len(spans)
+        )
+        return SpanExportResult.SUCCESS if ok else SpanExportResult.FAILURE
+
+    def shutdown(self) -> None:
+        self._guard.shutdown_once(self._inner.shutdown)
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return self._inner.force_flush(timeout_millis)
+
+
+class _CountingLogExporter(LogRecordExporter):
+    def __init__(self, inner: LogRecordExporter, counter: _LossCounter) -> None:
+        self._inner = inner
+        self._guard = _ExportGuard(counter, "log_records_failed")
+
+    def export(self, batch: Sequence[ReadableLogRecord]) -> LogRecordExportResult:
+        ok = self._guard.run(
+            lambda: self._inner.export(batch) is LogRecordExportResult.SUCCESS, len(batch)
+        )
+        return LogRecordExportResult.SUCCESS if ok else LogRecordExportResult.FAILURE
+
+    def shutdown(self) -> None:
+        self._guard.shutdown_once(self._inner.shutdown)
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return self._inner.force_flush(timeout_millis)
+
+
+class _CountingMetricExporter(MetricExporter):
+    def __init__(self, inner: MetricExporter, counter: _LossCounter) -> None:
+        # The reader asks the exporter for these, so the wrapper must carry the inner's choice.
+        super().__init__(
+            preferred_temporality=inner._preferred_temporality,
+            preferred_aggregation=inner._preferred_aggregation,
+        )
+        self._inner = inner
+        self._guard = _ExportGuard(counter, None)
+
+    def export(
+        self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any
+    ) -> MetricExportResult:
+        ok = self._guard.run(
+            lambda: (
+                self._inner.export(metrics_data, timeout_millis, **kwargs)
+                is MetricExportResult.SUCCESS
+            ),
+            0,
+        )
+        return MetricExportResult.SUCCESS if ok else MetricExportResult.FAILURE
+
+    def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
+        self._guard.shutdown_once(lambda: self._inner.shutdown(timeout_millis, **kwargs))
+
+    def force_flush(self, timeout_millis: float = 10_000) -> bool:
+        return self._inner.force_flush(timeout_millis)
+
+
+class _ExportPathFilter(logging.Filter):
+    """Keeps records of the export path out of the OTLP log pipeline (see the module doc)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if get_value(_SUPPRESS_INSTRUMENTATION_KEY):
+            return False
+        name = record.name
+        return name != __name__ and name.partition(".")[0] not in _EXPORT_PATH_ROOTS
+
+
+class _OncePerInterval(logging.Filter):
+    """Lets one record per message template through per :data:`WARNING_INTERVAL_S`."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._lock = threading.Lock()
+        self._next_allowed: dict[object, float] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        now = time.monotonic()
+        key = (record.name, record.msg)
+        with self._lock:
+            if now < self._next_allowed.get(key, 0.0):
+                return False
+            self._next_allowed[key] = now + WARNING_INTERVAL_S
+        return True
+
+
+class OtlpLogHandler(LoggingHandler):
+    """The SDK's OTLP logging handler, made safe for the root logger.
+
+    On top of :class:`~opentelemetry.sdk._logs.LoggingHandler` it redacts the record (message,
+    extras and the exception attributes the SDK derives from ``exc_info``), drops export-path
+    records and the ``trace_id`` / ``span_id`` fields of :mod:`instrumentation.logs` (OTLP log
+    records carry the trace context natively), and never raises into the logging call.
+    """
+
+    def __init__(self, logger_provider: logs_api.LoggerProvider) -> None:
+        # The SDK deprecates this handler in favour of opentelemetry-instrumentation-logging,
+        # which is not a dependency here; the SDK one works and ships with the pinned SDK.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            super().__init__(logger_provider=logger_provider)
+        self.addFilter(_ExportPathFilter())
+        self.addFilter(RedactionFilter())
+
+    @staticmethod
+    def _get_attributes(record: logging.LogRecord) -> Attributes:
+        attributes = LoggingHandler._get_attributes(record) or {}
+        return {
+            key: redact_text(value) if isinstance(value, str) else value
+            for key, value in attributes.items()
+            if key not in CONTEXT_FIELDS and not key.startswith("_")
+        }
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            super().emit(record)
+        except Exception:
+            self.handleError(record)
+
+    # The SDK's flush is an unbounded force_flush that would block on a dead collector; the
+    # batch processor flushes on its own schedule and in shutdown().
+    def flush(self) -> None:
+        return None
+
+
+@dataclass
+class _State:
+    settings: TelemetrySettings
+    telemetry: Telemetry
+    counter: _LossCounter
+    exporters: list[_CountingSpanExporter | _CountingLogExporter | _CountingMetricExporter] = field(
+        default_factory=list
+    )
+    log_handler: OtlpLogHandler | None = None
+    quiet_filter: _OncePerInterval | None = None
+    shut_down: bool = False
+
+
+_state_lock = threading.RLock()
+_state: _State | None = None
+_previous_sigterm: Any = None
+
+
+def _sdk_disabled_by_env() -> bool:
+    # The same test the SDK applies to OTEL_SDK_DISABLED.
+    return os.environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true"
+
+
+def _build_resource(settings: TelemetrySettings) -> Resource:
+    defaults = Resource.create(
+        {
+            "service.name": settings.service_name,
+            "service.version": settings.service_version,
+            "deployment.environment.name": settings.environment,
+        }
+    )
+    return defaults.merge(OTELResourceDetector().detect())
+
+
+def _otlp_kwargs(settings: TelemetrySettings, signal_name: str) -> dict[str, Any] | None:
+    """Keyword arguments for the signal's OTLP exporter, or None when OTLP is not wanted."""
+    signal_env = f"OTEL_EXPORTER_OTLP_{signal_name.upper()}_ENDPOINT"
+    if not (
+        settings.otlp_endpoint
+        or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+        or os.environ.get(signal_env)
+    ):
+        return None
+    kwargs: dict[str, Any] = {"timeout": settings.export_timeout_ms / 1000}
+    if settings.otlp_endpoint:
+        base = settings.otlp_endpoint.rstrip("/")
+        kwargs["endpoint"] = f"{base}/{_SIGNAL_PATHS[signal_name]}"
+    if settings.otlp_headers:
+        kwargs["headers"] = dict(settings.otlp_headers)
+    return kwargs
+
+
+_ExporterT = TypeVar("_ExporterT")
+
+
+def _chosen_exporters(
+    settings: TelemetrySettings,
+    signal_name: str,
+    otlp: Callable[..., _ExporterT],
+    console: Callable[..., _ExporterT],
+) -> list[_ExporterT]:
+    exporters: list[_ExporterT] = []
+    if (kwargs := _otlp_kwargs(settings, signal_name)) is not None:
+        exporters.append(otlp(**kwargs))
+    if settings.console:
+        exporters.append(console(out=sys.stdout))
+    return exporters
+
+
+def _install_globals(telemetry: Telemetry) -> None:
+    trace_api.set_tracer_provider(telemetry.tracer_provider)
+    metrics_api.set_meter_provider(telemetry.meter_provider)
+    logs_api.set_logger_provider(telemetry.logger_provider)
+    installed = {
+        "tracer": trace_api.get_tracer_provider() is telemetry.tracer_provider,
+        "meter": metrics_api.get_meter_provider() is telemetry.meter_provider,
+        "logger": logs_api.get_logger_provider() is telemetry.logger_provider,
+    }
+    if not all(installed.values()):
+        missing = ", ".join(name for name, ok in installed.items() if not ok)
+        _logger.warning(
+            "another global %s provider was installed before telemetry.setup(); "
+            "components using the global providers will not export through this setup",
+            missing,
+        )
+
+
+def _disabled(settings: TelemetrySettings) -> _State:
+    telemetry = Telemetry(
+        resource=_build_resource(settings),
+        tracer_provider=trace_api.NoOpTracerProvider(),
+        meter_provider=metrics_api.NoOpMeterProvider(),
+        logger_provider=logs_api.NoOpLoggerProvider(),
+        enabled=False,
+    )
+    return _State(settings=settings, telemetry=telemetry, counter=_LossCounter())
+
+
+def _metric_pipeline(
+    settings: TelemetrySettings, resource: Resource, counter: _LossCounter
+) -> tuple[MeterProvider, list[_CountingMetricExporter]]:
+    exporters = [
+        _CountingMetricExporter(exporter, counter)
+        for exporter in _chosen_exporters(
+            settings, "metrics", OTLPMetricExporter, ConsoleMetricExporter
+        )
+    ]
+    readers = [
+        PeriodicExportingMetricReader(
+            exporter,
+            export_interval_millis=settings.metric_export_interval_ms,
+            export_timeout_millis=settings.export_timeout_ms,
+        )
+        for exporter in exporters
+    ]
+    provider = MeterProvider(metric_readers=readers, resource=resource, shutdown_on_exit=False)
+    return provider, exporters
+
+
+def _trace_pipeline(
+    settings: TelemetrySettings,
+    resource: Resource,
+    counter: _LossCounter,
+    meter_provider: MeterProvider,
+) -> tuple[TracerProvider, list[_CountingSpanExporter]]:
+    exporters = [
+        _CountingSpanExporter(exporter, counter)
+        for exporter in _chosen_exporters(
+            settings,
+            "traces",
+            partial(OTLPSpanExporter, meter_provider=meter_provider),
+            ConsoleSpanExporter,
+        )
+    ]
+    provider = TracerProvider(resource=resource, shutdown_on_exit=False)
+    for exporter in exporters:
+        processor = BatchSpanProcessor(
+            exporter,
+            max_queue_size=settings.max_queue_size,
+            schedule_delay_millis=settings.schedule_delay_ms,
+            max_export_batch_size=settings.max_export_batch_size,
+            export_timeout_millis=settings.export_timeout_ms,
+            meter_provider=meter_provider,
+        )
+        _count_drops(processor, lambda count: counter.add(spans_dropped=count))
+        provider.add_span_processor(processor)
+    return provider, exporters
+
+
+def _log_pipeline(
+    settings: TelemetrySettings,
+    resource: Resource,
+    counter: _LossCounter,
+    meter_provider: MeterProvider,
+) -> tuple[LoggerProvider, list[_CountingLogExporter]]:
+    exporters = [
+        _CountingLogExporter(exporter, counter)
+        for exporter in _chosen_exporters(
+            settings,
+            "logs",
+            partial(OTLPLogExporter, meter_provider=meter_provider),
+            ConsoleLogRecordExporter,
+        )
+    ]
+    provider = LoggerProvider(resource=resource, shutdown_on_exit=False)
+    for exporter in exporters:
+        processor = BatchLogRecordProcessor(
+            exporter,
+            schedule_delay_millis=settings.schedule_delay_ms,
+            max_export_batch_size=settings.max_export_batch_size,
+            export_timeout_millis=settings.export_timeout_ms,
+            max_queue_size=settings.max_queue_size,
+            meter_provider=meter_provider,
+        )
+        _count_drops(processor, lambda count: counter.add(log_records_dropped=count))
+        provider.add_log_record_processor(processor)
+    return provider, exporters
+
+
+def _enabled(settings: TelemetrySettings) -> _State:
+    resource = _build_resource(settings)
+    counter = _LossCounter()
+    try:
+        meter_provider, metric_exporters = _metric_pipeline(settings, resource, counter)
+        tracer_provider, span_exporters = _trace_pipeline(
+            settings, resource, counter, meter_provider
+        )
+        logger_provider, log_exporters = _log_pipeline(settings, resource, counter, meter_provider)
+    except ValueError as exc:
+        raise ConfigurationError(
+            f"telemetry settings rejected by the OpenTelemetry SDK: {redact_url(str(exc))}"
+        ) from exc
+    telemetry = Telemetry(
+        resource=resource,
+        tracer_provider=tracer_provider,
+        meter_provider=meter_provider,
+        logger_provider=logger_provider,
+        enabled=True,
+    )
+    state = _State(
+        settings=settings,
+        telemetry=telemetry,
+        counter=counter,
+        exporters=[*metric_exporters, *span_exporters, *log_exporters],
+    )
+    if log_exporters:
+        state.log_handler = OtlpLogHandler(logger_provider)
+        logging.getLogger().addHandler(state.log_handler)
+    if state.exporters:
+        state.quiet_filter = _OncePerInterval()
+        for name in _CHATTY_EXPORTER_LOGGERS:
+            logging.getLogger(name).addFilter(state.quiet_filter)
+    return state
+
+
+def setup(settings: TelemetrySettings) -> Telemetry:
+    """Build the providers and exporters described in the module doc and install them globally.
+
+    Idempotent: later calls return the first call's :class:`Telemetry` (with a WARNING when
+    their settings differ, since the OpenTelemetry API allows one global provider per process).
+    Raises :class:`~instrumentation.errors.ConfigurationError` when the SDK rejects a setting
+    (for example a batch size larger than the queue).
+    """
+    global _state
+    with _state_lock:
+        if _state is not None:
+            if _state.settings != settings or _state.shut_down:
+                _logger.warning(
+                    "telemetry is already set up for service %r%s; keeping that setup",
+                    _state.settings.service_name,
+                    " and was shut down" if _state.shut_down else "",
+                )
+            return _state.telemetry
+        disabled = settings.disabled or _sdk_disabled_by_env()
+        state = _disabled(settings) if disabled else _enabled(settings)
+        _install_globals(state.telemetry)
+        _state = state
+        atexit.register(shutdown)
+        return state.telemetry
+
+
+def _stop_within(stops: Sequence[Callable[[], object]], deadline: float) -> None:
+    def run(stop: Callable[[], object]) -> None:
+        try:
+            stop()
+        except Exception:  # shutdown must finish whatever one provider does
+            _logger.warning("telemetry provider failed to shut down cleanly", exc_info=True)
+
+    workers = [
+        threading.Thread(target=run, args=(stop,), name="telemetry-shutdown", daemon=True)
+        for stop in stops
+    ]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(max(0.0, deadline - time.monotonic()))
+
+
+def shutdown(timeout_ms: int = 5000) -> None:
+    """Flush and shut down the three providers, taking at most about ``timeout_ms``.
+
+    The providers flush in parallel; whatever a slow or dead collector has not taken by the
+    deadline is abandoned (counted in :func:`telemetry_stats`). Removes the OTLP log handler;
+    the per-minute limit on the exporters' own failure logs stays, as exporter threads still
+    finishing may log. Idempotent, never raises; :func:`setup` registers it with ``atexit``.
+    """
+    with _state_lock:
+        state = _state
+        if state is None or state.shut_down:
+            return
+        state.shut_down = True
+        atexit.unregister(shutdown)
+        if state.log_handler is not None:
+            logging.getLogger().removeHandler(state.log_handler)
+    if state.telemetry.enabled:
+        _stop_providers(state, timeout_ms)
+
+
+def _stop_providers(state: _State, timeout_ms: int) -> None:
+    telemetry = state.telemetry
+    deadline = time.monotonic() + timeout_ms / 1000
+    meter_provider = telemetry.meter_provider
+    _stop_within(
+        [
+            telemetry.tracer_provider.shutdown,
+            telemetry.logger_provider.shutdown,
+            lambda: meter_provider.shutdown(timeout_millis=timeout_ms),
+        ],
+        deadline,
+    )
+    # Cuts retries still waiting on a dead collector; a no-op for exporters already stopped.
+    for exporter in state.exporters:
+        exporter.shutdown()
+
+
+def telemetry_stats() -> TelemetryStats:
+    """Telemetry lost since :func:`setup` (all zero before it)."""
+    with _state_lock:
+        state = _state
+    return state.counter.snapshot() if state is not None else TelemetryStats()
+
+
+def install_signal_handlers(timeout_ms: int = 5000) -> bool:
+    """On SIGTERM, :func:`shutdown` telemetry, then do what the previous handler would have.
+
+    A Python handler installed before is called; the default action is re-raised (the process
+    ends by SIGTERM, exit status 143 in a shell); an ignored signal stays ignored. Signal
+    handlers can only be set from the main thread: elsewhere this logs a WARNING and returns
+    False. Calling it twice installs one handler.
+    """
+    global _previous_sigterm
+    if threading.current_thread() is not threading.main_thread():
+        _logger.warning("telemetry signal handlers can only be installed from the main thread")
+        return False
+    with _state_lock:
+        if _previous_sigterm is not None:
+            return True
+        previous = signal.getsignal(signal.SIGTERM)
+
+        def on_sigterm(signum: int, frame: FrameType | None) -> None:
+            shutdown(timeout_ms)
+            if callable(previous):
+                previous(signum, frame)
+            elif previous != signal.SIG_IGN:
+                signal.signal(signum, signal.SIG_DFL)
+                os.kill(os.getpid(), signum)
+
+        signal.signal(signal.SIGTERM, on_sigterm)
+        _previous_sigterm = previous if previous is not None else signal.SIG_DFL
+        return True
+
+
+def uninstall_signal_handlers() -> None:
+    """Put back the SIGTERM handler :func:`install_signal_handlers` replaced (main thread)."""
+    global _previous_sigterm
+    with _state_lock:
+        if _previous_sigterm is None:
+            return
+        signal.signal(signal.SIGTERM, _previous_sigterm)
+        _previous_sigterm = None
+
+
+def _forget_state() -> None:
+    """For :func:`instrumentation.testing.reset_for_tests` only: shut down, then forget."""
+    global _state
+    shutdown(timeout_ms=1000)
+    uninstall_signal_handlers()
+    with _state_lock:
+        if _state is not None and _state.quiet_filter is not None:
+            for name in _CHATTY_EXPORTER_LOGGERS:
+                logging.getLogger(name).removeFilter(_state.quiet_filter)
+        _state = None

@@ -1,0 +1,240 @@
+from __future__ import annotations
+
+import io
+import json
+import logging
+import re
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from opentelemetry import trace
+
+from instrumentation.errors import ConfigurationError
+from instrumentation.logs import configure_logging, shutdown_logging
+from instrumentation.settings import LoggingSettings
+from instrumentation.testing import InMemoryTelemetry, reset_for_tests
+
+ISO_UTC_MILLIS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}(Z|\+00:00)$")
+
+
+class FakeTerminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.fixture(autouse=True)
+def clean_logging() -> Iterator[None]:
+    reset_for_tests()
+    yield
+    reset_for_tests()
+
+
+def redirect_stderr(monkeypatch: pytest.MonkeyPatch, stream: io.StringIO) -> io.StringIO:
+    # Inside the test body: pytest's own capture swaps sys.stderr between fixture setup and call.
+    monkeypatch.setattr(sys, "stderr", stream)
+    return stream
+
+
+def file_settings(tmp_path: Path, **overrides: Any) -> LoggingSettings:
+    return LoggingSettings(**{"log_dir": tmp_path, "stderr": False, "level": "INFO", **overrides})
+
+
+def json_lines(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def test_json_line_has_contract_keys_and_the_ids_of_the_current_span(tmp_path: Path) -> None:
+    configure_logging(file_settings(tmp_path), service="vrp-api")
+    tracer = InMemoryTelemetry().tracer_provider.get_tracer("test")
+
+    with tracer.start_as_current_span("work") as span:
+        logging.getLogger("vrp.test").info("stored %d recordings", 3)
+    context = span.get_span_context()
+
+    (line,) = json_lines(tmp_path / "vrp-api.log")
+    assert ISO_UTC_MILLIS.match(line["timestamp"])
+    assert line["level"] == "INFO"
+    assert line["logger"] == "vrp.test"
+    assert line["message"] == "stored 3 recordings"
+    assert line["service"] == "vrp-api"
+    assert line["trace_id"] == trace.format_trace_id(context.trace_id)
+    assert line["span_id"] == trace.format_span_id(context.span_id)
+    assert re.fullmatch(r"[0-9a-f]{32}", line["trace_id"])
+    assert re.fullmatch(r"[0-9a-f]{16}", line["span_id"])
+
+
+def test_outside_a_span_trace_and_span_ids_are_null(tmp_path: Path) -> None:
+    configure_logging(file_settings(tmp_path), service="vrp-api")
+
+    logging.getLogger("vrp.test").warning("no span here")
+
+    (line,) = json_lines(tmp_path / "vrp-api.log")
+    assert line["trace_id"] is None
+    assert line["span_id"] is None
+
+
+def test_extra_fields_and_the_exception_are_part_of_the_line(tmp_path: Path) -> None:
+    configure_logging(file_settings(tmp_path, file_name="app.jsonl"), service="vrp-api")
+
+    try:
+        raise KeyError("missing")
+    except KeyError:
+        logging.getLogger("vrp.test").exception(
+            "lookup failed", extra={"recording_id": 7, "route": "/recordings/<id>"}
+        )
+
+    (line,) = json_lines(tmp_path / "app.jsonl")
+    assert line["recording_id"] == 7
+    assert line["route"] == "/recordings/<id>"
+    assert line["level"] == "ERROR"
+    assert line["exception"].startswith("Traceback (most recent call last):")
+    assert "KeyError: 'missing'" in line["exception"]
+
+
+def test_level_filters_records_below_it(tmp_path: Path) -> None:
+    configure_logging(file_settings(tmp_path, level="warning"), service="vrp-api")
+
+    logging.getLogger("vrp.test").info("hidden")
+    logging.getLogger("vrp.test").warning("shown")
+
+    assert [line["message"] for line in json_lines(tmp_path / "vrp-api.log")] == ["shown"]
+
+
+def test_file_rotates_at_max_bytes_and_keeps_backup_count_files(tmp_path: Path) -> None:
+    configure_logging(
+        file_settings(tmp_path / "nested" / "logs", max_bytes=2000, backup_count=2),
+        service="vrp-api",
+    )
+    log = logging.getLogger("vrp.test")
+
+    for number in range(100):
+        log.info("record %03d %s", number, "x" * 50)
+    shutdown_logging()
+
+    log_dir = tmp_path / "nested" / "logs"
+    files = sorted(path.name for path in log_dir.iterdir())
+    assert files == ["vrp-api.log", "vrp-api.log.1", "vrp-api.log.2"]
+    for path in log_dir.iterdir():
+        assert path.stat().st_size <= 2000
+    newest = json_lines(log_dir / "vrp-api.log")
+    assert newest[-1]["message"].startswith("record 099")
+    kept = sum(len(json_lines(path)) for path in log_dir.iterdir())
+    assert kept < 100
+
+
+def test_configuring_twice_writes_each_record_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stderr_pipe = redirect_stderr(monkeypatch, io.StringIO())
+    settings = file_settings(tmp_path, stderr=True, stderr_format="json")
+    configure_logging(settings, service="vrp-api")
+    configure_logging(settings, service="vrp-api")
+
+    logging.getLogger("vrp.test").info("once")
+
+    assert len(json_lines(tmp_path / "vrp-api.log")) == 1
+    assert len(stderr_pipe.getvalue().splitlines()) == 1
+
+
+def test_configure_and_shutdown_leave_foreign_handlers_in_place(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    foreign = logging.NullHandler()
+    logging.getLogger().addHandler(foreign)
+    try:
+        configure_logging(file_settings(tmp_path), service="vrp-api")
+        configure_logging(file_settings(tmp_path), service="vrp-api")
+        logging.getLogger("vrp.test").warning("seen by caplog too")
+        shutdown_logging()
+
+        assert foreign in logging.getLogger().handlers
+        assert caplog.handler in logging.getLogger().handlers
+        assert [record.getMessage() for record in caplog.records] == ["seen by caplog too"]
+    finally:
+        logging.getLogger().removeHandler(foreign)
+
+
+def test_shutdown_restores_the_root_level(tmp_path: Path) -> None:
+    root = logging.getLogger()
+    before = root.level
+
+    configure_logging(file_settings(tmp_path, level="DEBUG"), service="vrp-api")
+    assert root.level == logging.DEBUG
+    shutdown_logging()
+
+    assert root.level == before
+
+
+def test_stderr_is_readable_text_on_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    terminal = redirect_stderr(monkeypatch, FakeTerminal())
+    configure_logging(LoggingSettings(log_dir=None, level="INFO"), service="vrp-api")
+
+    logging.getLogger("vrp.test").info("hello %s", "there")
+
+    line = terminal.getvalue().strip()
+    assert re.fullmatch(r"\S+Z INFO\s+vrp\.test: hello there", line)
+
+
+def test_stderr_is_json_when_not_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    stderr_pipe = redirect_stderr(monkeypatch, io.StringIO())
+    configure_logging(LoggingSettings(log_dir=None, level="INFO"), service="vrp-api")
+
+    logging.getLogger("vrp.test").info("hello")
+
+    assert json.loads(stderr_pipe.getvalue())["message"] == "hello"
+
+
+@pytest.mark.parametrize(("forced", "terminal"), [("json", True), ("text", False)])
+def test_stderr_format_can_be_forced(
+    monkeypatch: pytest.MonkeyPatch, forced: str, terminal: bool
+) -> None:
+    stream = redirect_stderr(monkeypatch, FakeTerminal() if terminal else io.StringIO())
+    configure_logging(
+        LoggingSettings(log_dir=None, level="INFO", stderr_format=forced), service="vrp-api"
+    )
+
+    logging.getLogger("vrp.test").info("hello")
+
+    output = stream.getvalue()
+    if forced == "json":
+        assert json.loads(output)["message"] == "hello"
+    else:
+        assert output.rstrip().endswith("vrp.test: hello")
+
+
+def test_noisy_libraries_are_quieted_and_restored(tmp_path: Path) -> None:
+    urllib3_logger = logging.getLogger("urllib3")
+    urllib3_logger.setLevel(logging.NOTSET)
+
+    configure_logging(file_settings(tmp_path), service="vrp-api")
+    assert urllib3_logger.level == logging.WARNING
+    shutdown_logging()
+
+    assert urllib3_logger.level == logging.NOTSET
+
+
+def test_a_level_set_by_the_application_is_kept(tmp_path: Path) -> None:
+    werkzeug_logger = logging.getLogger("werkzeug")
+    werkzeug_logger.setLevel(logging.INFO)
+    try:
+        configure_logging(file_settings(tmp_path), service="vrp-api")
+
+        assert werkzeug_logger.level == logging.INFO
+    finally:
+        werkzeug_logger.setLevel(logging.NOTSET)
+
+
+def test_unknown_level_is_a_configuration_error_naming_it(tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError, match="'LOUD'"):
+        configure_logging(file_settings(tmp_path, level="LOUD"), service="vrp-api")
+
+
+def test_unwritable_log_dir_is_a_configuration_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("")
+
+    with pytest.raises(ConfigurationError, match="cannot write logs"):
+        configure_logging(file_settings(blocker / "logs"), service="vrp-api")
