@@ -76,6 +76,7 @@ from werkzeug.exceptions import InternalServerError
 
 from instrumentation.errors import PoolExhaustedError
 from instrumentation.redaction import redact_text
+from instrumentation.requestid import REQUEST_ID, current_request_id
 
 __all__ = [
     "DURATION_BUCKETS",
@@ -127,16 +128,6 @@ class _RequestState:
 
 
 _current: ContextVar[_RequestState | None] = ContextVar("vrp_flask_request", default=None)
-
-
-def current_request_id() -> str | None:
-    """The id of the request being served in this context, or ``None`` outside a request.
-
-    Safe to call from logging filters and formatters: it never raises and works from the start
-    of the WSGI call until the access-log record has been emitted.
-    """
-    state = _current.get()
-    return None if state is None else state.request_id
 
 
 @dataclass(slots=True)
@@ -222,6 +213,7 @@ class _FlaskInstrumentation:
             time.perf_counter(),
         )
         reset = _current.set(state)
+        reset_id = REQUEST_ID.set(state.request_id)
 
         def _start_response(
             status: str, headers: list[tuple[str, str]], exc_info: Any = None
@@ -242,6 +234,7 @@ class _FlaskInstrumentation:
             raise
         finally:
             self._finish(state)
+            REQUEST_ID.reset(reset_id)
             _current.reset(reset)
 
     def on_request_started(self, sender: Flask, **_: Any) -> None:

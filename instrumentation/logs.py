@@ -9,13 +9,15 @@
 
 Every JSON line has ``timestamp`` (ISO 8601, UTC, milliseconds, ``Z``), ``level``, ``logger``,
 ``message``, ``service``, ``trace_id`` and ``span_id`` (32 / 16 lowercase hex digits of the span
-current when the record was made, ``null`` outside a valid span), then the record's ``extra``
+current when the record was made, ``null`` outside a valid span), ``request_id`` (the HTTP
+request being served, ``null`` outside one), then the record's ``extra``
 fields, and ``exception`` when there is one. Each handler carries a
 :class:`~instrumentation.redaction.RedactionFilter`, so secrets never reach the file or stderr.
 
 The level applies to the root logger. ``urllib3`` (the OTLP exporter's HTTP client, chatty on
-retries) and ``werkzeug`` (its access lines repeat what the HTTP server spans and metrics record,
-without trace ids) are set to WARNING - but only if the application left their level unset, and
+retries), ``werkzeug`` (its access lines repeat what the HTTP server spans and metrics record,
+without trace ids) and ``sqlalchemy`` (pool lifecycle chatter; statements have their own spans)
+are set to WARNING - but only if the application left their level unset, and
 :func:`shutdown_logging` puts them back.
 
 Configuring again replaces this module's handlers and never touches handlers it did not add
@@ -37,12 +39,13 @@ from pythonjsonlogger.json import JsonFormatter
 
 from instrumentation.errors import ConfigurationError
 from instrumentation.redaction import RedactionFilter, redact_text
+from instrumentation.requestid import REQUEST_ID
 from instrumentation.settings import LoggingSettings
 
 CONTEXT_FIELDS = frozenset({"trace_id", "span_id"})
 """Record attributes :class:`TraceContextFilter` adds (other handlers may want to skip them)."""
 
-_QUIETED_LOGGERS = ("urllib3", "werkzeug")
+_QUIETED_LOGGERS = ("urllib3", "werkzeug", "sqlalchemy")
 _TEXT_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 _JSON_FIELDS = ("asctime", "levelname", "name", "message")
 _JSON_RENAMES = {
@@ -74,6 +77,8 @@ class TraceContextFilter(logging.Filter):
         else:
             record.trace_id = None
             record.span_id = None
+        if getattr(record, "request_id", None) is None:
+            record.request_id = REQUEST_ID.get()
         return True
 
 

@@ -257,7 +257,8 @@ class StatementTelemetry:
 
     def attach(self, engine: sa.Engine) -> None:
         """Start listening on ``engine``."""
-        event.listen(engine, "before_cursor_execute", self._before)
+        # retval=True spares SQLAlchemy's per-call wrapper that would return these two itself.
+        event.listen(engine, "before_cursor_execute", self._before, retval=True)
         event.listen(engine, "after_cursor_execute", self._after)
         event.listen(engine, "handle_error", self._error)
         self._engine = engine
@@ -301,7 +302,7 @@ class StatementTelemetry:
         parameters: Any,
         context: ExecutionContext | None,
         executemany: bool,
-    ) -> None:
+    ) -> tuple[str, Any]:
         try:
             described = self._describe(statement)
             if described.counted:
@@ -316,6 +317,7 @@ class StatementTelemetry:
             holder._vrp_statement = (span, perf_counter(), described)
         except Exception:
             _listener_failed("before_cursor_execute")
+        return statement, parameters
 
     def _after(
         self,

@@ -225,7 +225,7 @@ def _sqlite_busy(exc: sqlite3.OperationalError) -> bool:
     code = getattr(exc, "sqlite_errorcode", None)
     if code is not None:
         # Extended result codes (SQLITE_BUSY_SNAPSHOT, ...) keep the primary code in the low byte.
-        return code & 0xFF in _SQLITE_BUSY_CODES
+        return (code & 0xFF) in _SQLITE_BUSY_CODES
     message = str(exc)
     return any(text in message for text in _SQLITE_BUSY_MESSAGES)
 

@@ -38,6 +38,7 @@ def _process(settings: Settings) -> Iterator[None]:
     """Logging and telemetry for the life of one process, flushed on the way out."""
     logs.configure_logging(settings.logging, service=settings.telemetry.service_name)
     telemetry.setup(settings.telemetry)
+    telemetry.install_signal_handlers()
     try:
         yield
     finally:

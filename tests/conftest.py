@@ -4,7 +4,8 @@ Every test that touches a database takes ``database_url`` and so runs twice: aga
 file in ``tmp_path`` and against the real PostgreSQL server. The PostgreSQL database is created
 once per test session from ``VRP_TEST_POSTGRES_URL`` under a random name and dropped at the end.
 In CI (``CI=true``) a missing server fails the run; on a laptop without one the PostgreSQL
-variants are skipped with the reason.
+variants are skipped with the reason. After every test, no open ``Database`` may still hold a
+checked-out connection.
 """
 
 from __future__ import annotations
@@ -17,6 +18,19 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
+
+from instrumentation.database import open_databases
+
+
+@pytest.fixture(autouse=True)
+def _no_connection_left_checked_out() -> Iterator[None]:
+    """After every test, no live ``Database`` may still have a connection checked out."""
+    yield
+    held = {db.name: db.pool_status().checked_out for db in open_databases()}
+    assert not any(held.values()), f"connections still checked out after the test: {held}"
+
+
+pytest_plugins = ["tests.recorder.fixtures"]
 
 DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.recorder.conftest import make_wav
+from tests.recorder.fixtures import make_wav
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -7,7 +7,7 @@ import uuid
 
 from flask.testing import FlaskClient
 
-from tests.recorder.conftest import make_wav, stored_blobs, upload
+from tests.recorder.fixtures import make_wav, stored_blobs, upload
 
 
 def test_upload_returns_201_with_duration_and_stores_metadata(client: FlaskClient) -> None:

@@ -11,7 +11,7 @@ from flask.testing import FlaskClient
 
 from recorder.api import create_app
 from recorder.config import load_settings
-from tests.recorder.conftest import make_wav, upload
+from tests.recorder.fixtures import make_wav, upload
 
 
 def _error(response, code: int) -> dict:

@@ -1,4 +1,4 @@
-"""Fixtures for the recorder: a migrated database, the app and its test client."""
+"""Fixtures for the recorder (a migrated database, the app, its test client), shared with e2e."""
 
 from __future__ import annotations
 

@@ -1,0 +1,736 @@
+"""What the instrumentation costs the recorder API, against the OpenTelemetry SDK's own floor.
+
+Run ``.venv/bin/python benchmarks/overhead.py`` (``--quick`` for a smoke run of a few seconds).
+Everything is measured in one process run, so the ratios compare like with like.
+
+What is measured
+    1. The recorder API request mix through the Flask test client, one cycle being: create (a
+       multipart upload of a 0.1 s, 8 kHz mono WAV), get, list (``page_size=20``), update
+       (PATCH of the title with ``If-Match``). Every upload differs in its last samples, so every
+       create stores a new blob (fsync included), as distinct recordings would. Three
+       configurations, each with its own app, its own SQLite file database (WAL) and its own
+       blob and log directories in a temp dir:
+
+       * ``off``: no-op tracer and meter providers (what ``OTEL_SDK_DISABLED=true`` gives), the
+         root logger at WARNING and no handler of ours: the app with nothing of ours switched on;
+       * ``full``: what ``vrp api`` runs with and every request sampled - SDK providers sending
+         spans, metrics and log records over OTLP/HTTP to a local sink, JSON log file at INFO
+         (no stderr), OTLP log handler on the root logger, sampler ``always_on``;
+       * ``ratio10``: as ``full`` with the sampler ``parentbased_traceidratio`` at 0.1. Metrics
+         and log records are still produced for every request; only spans are sampled.
+
+       Rounds interleave the configurations (off, full, ratio10, off, ...) so that machine noise
+       hits all three alike; each app is warmed up untimed first. Every request is timed alone
+       with ``perf_counter_ns``; the telemetry the phase left queued is flushed after the phase,
+       outside the per-request times (it is in the ``mean+flush`` column, see below). The OTLP
+       sink is a separate process (``benchmarks/sink.py``), so receiving costs us nothing.
+    2. The SDK's floor: empty spans through an SDK ``TracerProvider`` with a
+       ``BatchSpanProcessor`` exporting to the same sink, as a ``with start_as_current_span``
+       block and as ``start_span()`` / ``end()``. Per batch of spans the caller-side time (the
+       loop) and the export time (the flush that follows: encoding and the HTTP POST) are taken
+       apart; the processor's batch is as large as the loop, so no export runs during the loop.
+    3. Spans and log records emitted per request in ``full`` (counting processors on its
+       providers), and from them the extra time per emitted span:
+       ``(median full - median off) / spans per request``.
+
+How to read it
+    ``median`` and ``p90`` are over every timed request of a configuration (the four request
+    kinds mixed); ``rounds`` is the median of the per-round medians, a check that one noisy
+    round did not move the result. Background export runs in bursts (every 512 spans, on a
+    thread sharing the interpreter lock), so it lands on a few requests and barely moves the
+    median: ``mean+flush`` (wall time of the timed phases, flush included, per request) is the
+    figure that carries every cost. Hence two comparisons with the floor: the median-based extra
+    per span against the caller-side floor (the target), and the mean-based one against the
+    floor including export. The targets are printed with PASS or MISS; the exit status is 0
+    either way, this is a measurement and not a test. The benchmark ignores ``OTEL_*``
+    environment variables: it pins every choice itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import gc
+import io
+import json
+import logging
+import math
+import os
+import socket
+import statistics
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+import wave
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from flask.testing import FlaskClient
+from opentelemetry import metrics as metrics_api
+from opentelemetry import trace as trace_api
+from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
+from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.sdk._logs import LoggerProvider, LogRecordProcessor, ReadWriteLogRecord
+from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace.sampling import (
+    ALWAYS_ON,
+    ParentBased,
+    Sampler,
+    TraceIdRatioBased,
+)
+from werkzeug.test import TestResponse
+
+from instrumentation import logs
+from instrumentation.database import Database
+from instrumentation.settings import LoggingSettings, TelemetrySettings
+from instrumentation.telemetry import OtlpLogHandler
+from recorder import __version__, schema_version
+from recorder.api import create_app
+from recorder.config import Settings, load_settings
+
+SERVICE = "vrp-api"
+SINK_SCRIPT = Path(__file__).with_name("sink.py")
+OPERATIONS = ("create", "get", "list", "update")
+REQUESTS_PER_CYCLE = len(OPERATIONS)
+CONFIGURATIONS = ("off", "full", "ratio10")
+FLOOR_SPANS = 20_000
+FLOOR_BATCH = 2_000
+# The exporter and batch settings vrp api uses (instrumentation.settings.TelemetrySettings).
+TELEMETRY_DEFAULTS = TelemetrySettings(service_name=SERVICE)
+TARGET_EXTRA_PER_SPAN = 1.5
+TARGET_FULL = 1.25
+TARGET_RATIO10 = 1.10
+
+
+# --- payload ---------------------------------------------------------------------------------
+
+
+def make_wav(seconds: float = 0.1, rate: int = 8000, freq: float = 440.0) -> bytes:
+    """A mono PCM 16-bit WAV file holding a sine tone."""
+    frames = int(seconds * rate)
+    samples = (int(8000 * math.sin(2 * math.pi * freq * i / rate)) for i in range(frames))
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(rate)
+        out.writeframes(b"".join(struct.pack("<h", s) for s in samples))
+    return buffer.getvalue()
+
+
+def unique_payload(base: bytes, serial: int) -> bytes:
+    """``base`` with its last four samples replaced by ``serial``: still valid audio, new hash."""
+    return base[:-8] + struct.pack("<q", serial)
+
+
+# --- the OTLP sink process -------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _no_proxy_opener() -> urllib.request.OpenerDirector:
+    return urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def sink_stats(endpoint: str) -> dict[str, dict[str, int | None]]:
+    """The sink's per-signal counts (see ``benchmarks/sink.py``)."""
+    with _no_proxy_opener().open(f"{endpoint}/stats", timeout=5) as response:
+        stats: dict[str, dict[str, int | None]] = json.load(response)
+    return stats
+
+
+@contextmanager
+def running_sink(timeout: float = 10.0) -> Iterator[str]:
+    """Start ``sink.py`` on a free port, wait until it answers, yield its base URL, stop it."""
+    port = _free_port()
+    endpoint = f"http://127.0.0.1:{port}"
+    process = subprocess.Popen(
+        [sys.executable, str(SINK_SCRIPT), "--port", str(port)], stderr=subprocess.DEVNULL
+    )
+    try:
+        _wait_for_sink(process, endpoint, timeout)
+        yield endpoint
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _wait_for_sink(process: subprocess.Popen[bytes], endpoint: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        if process.poll() is not None:
+            raise RuntimeError(f"the OTLP sink exited with status {process.returncode}")
+        try:
+            sink_stats(endpoint)
+            return
+        except (urllib.error.URLError, ConnectionError):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the OTLP sink did not answer on {endpoint}") from None
+            time.sleep(0.05)
+
+
+# --- telemetry pipelines ---------------------------------------------------------------------
+
+
+class SpanCounter(SpanProcessor):
+    """Counts ended (that is, sampled) spans."""
+
+    def __init__(self) -> None:
+        self.ended = 0
+
+    def on_end(self, span: ReadableSpan) -> None:
+        self.ended += 1
+
+
+class LogRecordCounter(LogRecordProcessor):
+    """Counts log records emitted through the OTLP log handler."""
+
+    def __init__(self) -> None:
+        self.emitted = 0
+
+    def on_emit(self, log_record: ReadWriteLogRecord) -> None:
+        self.emitted += 1
+
+    def shutdown(self) -> None:
+        return None
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return True
+
+
+def resource() -> Resource:
+    return Resource.create(
+        {
+            "service.name": SERVICE,
+            "service.version": __version__,
+            "deployment.environment.name": "benchmark",
+        }
+    )
+
+
+def batch_span_processor(
+    endpoint: str, meter_provider: MeterProvider | None, **batch: Any
+) -> BatchSpanProcessor:
+    """A batch processor exporting to the sink, with vrp api's settings unless overridden."""
+    settings = TELEMETRY_DEFAULTS
+    timeout = settings.export_timeout_ms / 1000
+    exporter = OTLPSpanExporter(
+        endpoint=f"{endpoint}/v1/traces", timeout=timeout, meter_provider=meter_provider
+    )
+    options: dict[str, Any] = {
+        "max_queue_size": settings.max_queue_size,
+        "schedule_delay_millis": settings.schedule_delay_ms,
+        "max_export_batch_size": settings.max_export_batch_size,
+        "export_timeout_millis": settings.export_timeout_ms,
+        **batch,
+    }
+    return BatchSpanProcessor(exporter, meter_provider=meter_provider, **options)
+
+
+@dataclass
+class Pipelines:
+    """The SDK providers of one instrumented configuration, wired as ``vrp api`` wires them."""
+
+    tracer_provider: TracerProvider
+    meter_provider: MeterProvider
+    logger_provider: LoggerProvider
+    log_handler: OtlpLogHandler
+    spans: SpanCounter
+    log_records: LogRecordCounter
+
+    def flush(self) -> None:
+        self.tracer_provider.force_flush()
+        self.logger_provider.force_flush()
+
+    def shutdown(self) -> None:
+        self.tracer_provider.shutdown()
+        self.logger_provider.shutdown()
+        self.meter_provider.shutdown()
+
+
+def build_pipelines(endpoint: str, sampler: Sampler) -> Pipelines:
+    settings = TELEMETRY_DEFAULTS
+    timeout = settings.export_timeout_ms / 1000
+    shared = resource()
+    reader = PeriodicExportingMetricReader(
+        OTLPMetricExporter(endpoint=f"{endpoint}/v1/metrics", timeout=timeout),
+        export_interval_millis=settings.metric_export_interval_ms,
+        export_timeout_millis=settings.export_timeout_ms,
+    )
+    meter_provider = MeterProvider(metric_readers=[reader], resource=shared, shutdown_on_exit=False)
+    tracer_provider = TracerProvider(resource=shared, sampler=sampler, shutdown_on_exit=False)
+    tracer_provider.add_span_processor(batch_span_processor(endpoint, meter_provider))
+    spans = SpanCounter()
+    tracer_provider.add_span_processor(spans)
+    logger_provider = LoggerProvider(resource=shared, shutdown_on_exit=False)
+    logger_provider.add_log_record_processor(
+        BatchLogRecordProcessor(
+            OTLPLogExporter(
+                endpoint=f"{endpoint}/v1/logs", timeout=timeout, meter_provider=meter_provider
+            ),
+            schedule_delay_millis=settings.schedule_delay_ms,
+            max_export_batch_size=settings.max_export_batch_size,
+            export_timeout_millis=settings.export_timeout_ms,
+            max_queue_size=settings.max_queue_size,
+            meter_provider=meter_provider,
+        )
+    )
+    log_records = LogRecordCounter()
+    logger_provider.add_log_record_processor(log_records)
+    return Pipelines(
+        tracer_provider=tracer_provider,
+        meter_provider=meter_provider,
+        logger_provider=logger_provider,
+        log_handler=OtlpLogHandler(logger_provider),
+        spans=spans,
+        log_records=log_records,
+    )
+
+
+# --- one configuration: app, database, samples ------------------------------------------------
+
+
+@dataclass
+class Target:
+    """One configuration under test and what was measured on it."""
+
+    name: str
+    settings: Settings
+    db: Database
+    client: FlaskClient
+    pipelines: Pipelines | None
+    base_payload: bytes
+    uploads: int = 0
+    samples: dict[str, list[int]] = field(default_factory=lambda: {op: [] for op in OPERATIONS})
+    round_medians: list[float] = field(default_factory=list)
+    phase_ns: int = 0
+    spans: int = 0
+    log_records: int = 0
+
+    @property
+    def all_samples(self) -> list[int]:
+        return [ns for op in OPERATIONS for ns in self.samples[op]]
+
+    @property
+    def logging(self) -> LoggingSettings | None:
+        if self.pipelines is None:
+            return None
+        return dataclasses.replace(self.settings.logging, stderr=False)
+
+    def next_payload(self) -> bytes:
+        self.uploads += 1
+        return unique_payload(self.base_payload, self.uploads)
+
+
+def _sampler(name: str) -> Sampler | None:
+    return {"off": None, "full": ALWAYS_ON, "ratio10": ParentBased(TraceIdRatioBased(0.1))}[name]
+
+
+def build_target(name: str, root: Path, endpoint: str, payload: bytes) -> Target:
+    """An app on its own SQLite file, migrated, instrumented as configuration ``name`` says."""
+    directory = root / name
+    env = {
+        "VRP_DATABASE_URL": f"sqlite:///{directory / 'vrp.db'}",
+        "VRP_STORAGE_DIR": str(directory / "recordings"),
+        "VRP_LOG_DIR": str(directory / "log"),
+        "VRP_LOG_LEVEL": "INFO",
+        "VRP_LOG_FORMAT": "json",
+        "OTEL_SDK_DISABLED": "true" if name == "off" else "false",
+    }
+    settings = load_settings(env, service_name=SERVICE)
+    sampler = _sampler(name)
+    pipelines = None if sampler is None else build_pipelines(endpoint, sampler)
+    tracer_provider: trace_api.TracerProvider = (
+        trace_api.NoOpTracerProvider() if pipelines is None else pipelines.tracer_provider
+    )
+    meter_provider: metrics_api.MeterProvider = (
+        metrics_api.NoOpMeterProvider() if pipelines is None else pipelines.meter_provider
+    )
+    db = Database(settings.database, tracer_provider=tracer_provider, meter_provider=meter_provider)
+    schema_version.upgrade(db.engine)
+    app = create_app(
+        settings, db=db, tracer_provider=tracer_provider, meter_provider=meter_provider
+    )
+    return Target(name, settings, db, app.test_client(), pipelines, payload)
+
+
+# --- process-global logging, switched per phase ----------------------------------------------
+
+_otlp_handlers: list[logging.Handler] = []
+
+
+def use_logging(target: Target | None) -> None:
+    """Route the root logger as ``target`` wants it; ``None`` (and ``off``) means WARNING only."""
+    root = logging.getLogger()
+    logs.shutdown_logging()
+    while _otlp_handlers:
+        root.removeHandler(_otlp_handlers.pop())
+    settings = None if target is None else target.logging
+    if target is None or target.pipelines is None or settings is None:
+        root.setLevel(logging.WARNING)
+        return
+    logs.configure_logging(settings, service=SERVICE)
+    root.addHandler(target.pipelines.log_handler)
+    _otlp_handlers.append(target.pipelines.log_handler)
+
+
+# --- the request mix ------------------------------------------------------------------------
+
+
+def _timed(call: Callable[[], TestResponse]) -> tuple[int, TestResponse]:
+    started = time.perf_counter_ns()
+    response = call()
+    return time.perf_counter_ns() - started, response
+
+
+def _expect(response: TestResponse, status: int, operation: str) -> None:
+    if response.status_code != status:
+        raise RuntimeError(
+            f"{operation} answered {response.status_code}, expected {status}: "
+            f"{response.get_data(as_text=True)[:300]}"
+        )
+
+
+def run_cycle(target: Target) -> dict[str, int]:
+    """Create, get, list, update one recording; returns nanoseconds per operation."""
+    client = target.client
+    form = {"title": "benchmark", "file": (io.BytesIO(target.next_payload()), "bench.wav")}
+    created_ns, response = _timed(
+        lambda: client.post("/api/recordings", data=form, content_type="multipart/form-data")
+    )
+    _expect(response, 201, "create")
+    path = f"/api/recordings/{response.get_json()['id']}"
+
+    get_ns, response = _timed(lambda: client.get(path))
+    _expect(response, 200, "get")
+    headers = {"If-Match": response.headers["ETag"]}
+
+    list_ns, response = _timed(lambda: client.get("/api/recordings?page_size=20"))
+    _expect(response, 200, "list")
+
+    title = {"title": f"renamed {target.uploads}"}
+    update_ns, response = _timed(lambda: client.patch(path, json=title, headers=headers))
+    _expect(response, 200, "update")
+    return {"create": created_ns, "get": get_ns, "list": list_ns, "update": update_ns}
+
+
+def _counts(target: Target) -> tuple[int, int]:
+    pipelines = target.pipelines
+    if pipelines is None:
+        return 0, 0
+    return pipelines.spans.ended, pipelines.log_records.emitted
+
+
+def run_phase(target: Target, cycles: int, *, timed: bool) -> None:
+    """``cycles`` request cycles on ``target``, then a flush of what its telemetry queued."""
+    use_logging(target)
+    gc.collect()
+    spans_before, logs_before = _counts(target)
+    phase: list[int] = []
+    started = time.perf_counter_ns()
+    for _ in range(cycles):
+        for operation, ns in run_cycle(target).items():
+            phase.append(ns)
+            if timed:
+                target.samples[operation].append(ns)
+    spans_after, logs_after = _counts(target)
+    if target.pipelines is not None:
+        target.pipelines.flush()
+    elapsed = time.perf_counter_ns() - started
+    use_logging(None)
+    if timed:
+        target.phase_ns += elapsed
+        target.round_medians.append(statistics.median(phase))
+        target.spans += spans_after - spans_before
+        target.log_records += logs_after - logs_before
+
+
+# --- the SDK floor --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Floor:
+    """Microseconds per empty span, on the caller and in the export that follows."""
+
+    with_block_us: float
+    start_end_us: float
+    export_us: float
+
+    @property
+    def total_us(self) -> float:
+        return self.with_block_us + self.export_us
+
+
+def _with_block_spans(tracer: trace_api.Tracer, count: int) -> None:
+    for _ in range(count):
+        with tracer.start_as_current_span("x"):
+            pass
+
+
+def _start_end_spans(tracer: trace_api.Tracer, count: int) -> None:
+    for _ in range(count):
+        tracer.start_span("x").end()
+
+
+def _floor_batches(
+    provider: TracerProvider, emit: Callable[[trace_api.Tracer, int], None], batches: int
+) -> tuple[float, float]:
+    """Median caller and export microseconds per span over ``batches`` batches."""
+    tracer = provider.get_tracer("benchmarks.floor")
+    emit(tracer, FLOOR_BATCH)
+    provider.force_flush()
+    caller: list[float] = []
+    export: list[float] = []
+    for _ in range(batches):
+        started = time.perf_counter_ns()
+        emit(tracer, FLOOR_BATCH)
+        emitted = time.perf_counter_ns()
+        provider.force_flush()
+        flushed = time.perf_counter_ns()
+        caller.append((emitted - started) / FLOOR_BATCH / 1000)
+        export.append((flushed - emitted) / FLOOR_BATCH / 1000)
+    return statistics.median(caller), statistics.median(export)
+
+
+def measure_floor(endpoint: str, spans: int) -> tuple[Floor, int]:
+    """The SDK floor, and how many spans it sent to the sink."""
+    batches = max(1, spans // FLOOR_BATCH)
+    provider = TracerProvider(resource=resource(), sampler=ALWAYS_ON, shutdown_on_exit=False)
+    # One export per batch, after it: the loop times the caller alone, the flush the export.
+    provider.add_span_processor(
+        batch_span_processor(
+            endpoint,
+            None,
+            max_queue_size=FLOOR_BATCH,
+            max_export_batch_size=FLOOR_BATCH,
+            schedule_delay_millis=3_600_000,
+        )
+    )
+    gc.collect()
+    with_block, export = _floor_batches(provider, _with_block_spans, batches)
+    start_end, _ = _floor_batches(provider, _start_end_spans, batches)
+    provider.shutdown()
+    sent = 2 * (batches + 1) * FLOOR_BATCH
+    return Floor(with_block_us=with_block, start_end_us=start_end, export_us=export), sent
+
+
+# --- report ---------------------------------------------------------------------------------
+
+
+def _us(ns: float) -> float:
+    return ns / 1000
+
+
+def _p90(values: list[int]) -> float:
+    return statistics.quantiles(values, n=10, method="inclusive")[-1]
+
+
+@dataclass(frozen=True)
+class Summary:
+    name: str
+    requests: int
+    median_us: float
+    p90_us: float
+    rounds_us: float
+    mean_flush_us: float
+    per_operation_us: dict[str, float]
+    spans_per_request: float
+    log_records_per_request: float
+
+
+def summarise(target: Target) -> Summary:
+    values = target.all_samples
+    requests = len(values)
+    return Summary(
+        name=target.name,
+        requests=requests,
+        median_us=_us(statistics.median(values)),
+        p90_us=_us(_p90(values)),
+        rounds_us=_us(statistics.median(target.round_medians)),
+        mean_flush_us=_us(target.phase_ns / requests),
+        per_operation_us={op: _us(statistics.median(target.samples[op])) for op in OPERATIONS},
+        spans_per_request=target.spans / requests,
+        log_records_per_request=target.log_records / requests,
+    )
+
+
+def _verdict(value: float, limit: float) -> str:
+    return "PASS" if value <= limit else "MISS"
+
+
+def print_requests(summaries: list[Summary]) -> None:
+    off = summaries[0]
+    print("\nRecorder API request mix (create, get, list, update) through the Flask test client")
+    print(
+        f"{'configuration':<14}{'requests':>9}{'median us':>11}{'p90 us':>10}{'rounds us':>11}"
+        f"{'mean+flush':>12}{'x off':>8}{'x off(mean)':>13}{'spans/req':>11}{'logs/req':>10}"
+    )
+    for s in summaries:
+        print(
+            f"{s.name:<14}{s.requests:>9}{s.median_us:>11.0f}{s.p90_us:>10.0f}{s.rounds_us:>11.0f}"
+            f"{s.mean_flush_us:>12.0f}{s.median_us / off.median_us:>8.3f}"
+            f"{s.mean_flush_us / off.mean_flush_us:>13.3f}"
+            f"{s.spans_per_request:>11.2f}{s.log_records_per_request:>10.2f}"
+        )
+    print("\nmedian us per operation")
+    print(f"{'configuration':<14}" + "".join(f"{op:>10}" for op in OPERATIONS))
+    for s in summaries:
+        print(f"{s.name:<14}" + "".join(f"{s.per_operation_us[op]:>10.0f}" for op in OPERATIONS))
+
+
+def print_floor_and_targets(summaries: list[Summary], floor: Floor) -> None:
+    off, full, ratio10 = summaries
+    print("\nSDK floor, empty span, BatchSpanProcessor to the sink (median of batches)")
+    print(f"  with start_as_current_span: {floor.with_block_us:7.2f} us/span on the caller")
+    print(f"  start_span() + end():       {floor.start_end_us:7.2f} us/span on the caller")
+    print(f"  export (encode + POST):     {floor.export_us:7.2f} us/span")
+    per_span = (full.median_us - off.median_us) / full.spans_per_request
+    per_span_mean = (full.mean_flush_us - off.mean_flush_us) / full.spans_per_request
+    print(
+        f"\nfull emits {full.spans_per_request:.2f} spans and "
+        f"{full.log_records_per_request:.2f} log records per request"
+    )
+    print(
+        f"  extra per emitted span (median): {per_span:7.2f} us = "
+        f"{per_span / floor.with_block_us:.2f}x the with-block floor, "
+        f"{per_span / floor.start_end_us:.2f}x the start/end floor"
+    )
+    print(
+        f"  extra per emitted span (mean+flush): {per_span_mean:7.2f} us = "
+        f"{per_span_mean / floor.total_us:.2f}x the floor with export ({floor.total_us:.2f} us)"
+    )
+    full_ratio = full.median_us / off.median_us
+    ratio10_ratio = ratio10.median_us / off.median_us
+    extra_ratio = per_span / floor.with_block_us
+    print("\ntargets")
+    for label, value, limit in (
+        ("extra per emitted span / floor", extra_ratio, TARGET_EXTRA_PER_SPAN),
+        ("full / off (median)", full_ratio, TARGET_FULL),
+        ("ratio10 / off (median)", ratio10_ratio, TARGET_RATIO10),
+    ):
+        print(f"  {label:<32}{value:>7.3f}  <= {limit:<5} {_verdict(value, limit)}")
+
+
+def print_delivery(stats: dict[str, dict[str, int | None]], spans: int, records: int) -> None:
+    traces, log_stats = stats["traces"], stats["logs"]
+    print(
+        f"\nsink received: spans {traces['items']} of {spans} ended, "
+        f"log records {log_stats['items']} of {records} emitted; "
+        + ", ".join(
+            f"{name} {values['requests']} POSTs / {(values['bytes'] or 0) / 1e6:.1f} MB"
+            for name, values in stats.items()
+        )
+    )
+
+
+# --- main -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Plan:
+    rounds: int
+    cycles_per_round: int
+    warmup_cycles: int
+    floor_spans: int
+
+
+def parse_plan(argv: list[str] | None) -> Plan:
+    parser = argparse.ArgumentParser(
+        description="Instrumentation overhead on the recorder API against the SDK's floor."
+    )
+    parser.add_argument("--rounds", type=int, default=12, help="interleaved rounds (default 12)")
+    parser.add_argument(
+        "--requests-per-round",
+        type=int,
+        default=200,
+        help="timed requests per configuration per round, rounded up to whole cycles of "
+        f"{REQUESTS_PER_CYCLE} (default 200)",
+    )
+    parser.add_argument(
+        "--warmup-cycles", type=int, default=50, help="untimed cycles per app first (default 50)"
+    )
+    parser.add_argument("--quick", action="store_true", help="a few rounds, for a smoke check")
+    args = parser.parse_args(argv)
+    if args.quick:
+        return Plan(rounds=2, cycles_per_round=10, warmup_cycles=10, floor_spans=3 * FLOOR_BATCH)
+    if args.rounds < 1 or args.requests_per_round < 1 or args.warmup_cycles < 0:
+        parser.error("--rounds and --requests-per-round must be positive, --warmup-cycles >= 0")
+    return Plan(
+        rounds=args.rounds,
+        cycles_per_round=-(-args.requests_per_round // REQUESTS_PER_CYCLE),
+        warmup_cycles=args.warmup_cycles,
+        floor_spans=FLOOR_SPANS,
+    )
+
+
+def _ignore_otel_environment() -> None:
+    for name in [name for name in os.environ if name.startswith("OTEL_")]:
+        del os.environ[name]
+
+
+def measure(plan: Plan, endpoint: str, root: Path) -> None:
+    payload = make_wav()
+    targets = [build_target(name, root, endpoint, payload) for name in CONFIGURATIONS]
+    try:
+        for target in targets:
+            run_phase(target, plan.warmup_cycles, timed=False)
+        for done in range(plan.rounds):
+            for target in targets:
+                run_phase(target, plan.cycles_per_round, timed=True)
+            print(f"\rround {done + 1}/{plan.rounds}", end="", file=sys.stderr, flush=True)
+        print(file=sys.stderr)
+        floor, floor_spans = measure_floor(endpoint, plan.floor_spans)
+    finally:
+        use_logging(None)
+        for target in targets:
+            target.db.dispose()
+            if target.pipelines is not None:
+                target.pipelines.shutdown()
+    summaries = [summarise(target) for target in targets]
+    ended = floor_spans + sum(t.pipelines.spans.ended for t in targets if t.pipelines)
+    emitted = sum(t.pipelines.log_records.emitted for t in targets if t.pipelines)
+    print_requests(summaries)
+    print_floor_and_targets(summaries, floor)
+    print_delivery(sink_stats(endpoint), ended, emitted)
+
+
+def main(argv: list[str] | None = None) -> int:
+    plan = parse_plan(argv)
+    _ignore_otel_environment()
+    print(
+        f"{plan.rounds} rounds x {plan.cycles_per_round * REQUESTS_PER_CYCLE} requests per "
+        f"configuration, {plan.warmup_cycles} warm-up cycles, {plan.floor_spans} floor spans",
+        file=sys.stderr,
+    )
+    started = time.monotonic()
+    with running_sink() as endpoint, tempfile.TemporaryDirectory(prefix="vrp-bench-") as tmp:
+        measure(plan, endpoint, Path(tmp))
+    print(f"\ntook {time.monotonic() - started:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
