@@ -13,9 +13,9 @@ from contextlib import contextmanager
 
 import click
 import waitress
-from instrumentation.database import Database
 
 from instrumentation import logs, telemetry
+from instrumentation.database import Database
 from recorder import __version__, schema_version
 from recorder.config import Settings, load_settings
 from recorder.errors import ConfigError, SchemaOutOfDateError

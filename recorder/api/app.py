@@ -6,9 +6,9 @@ from typing import Any
 
 from flask import Flask
 from flask_smorest import Api
+
 from instrumentation.database import Database
 from instrumentation.flask import instrument_app
-
 from recorder import __version__, schema_version
 from recorder.api import health, recordings, tags
 from recorder.api.context import EXTENSION, RecorderContext

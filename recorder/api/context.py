@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from flask import current_app
-from instrumentation.database import Database
 
+from instrumentation.database import Database
 from recorder.config import Settings
 from recorder.storage import BlobStore
 
