@@ -59,6 +59,7 @@ from typing import (
     ParamSpec,
     TypeGuard,
     TypeVar,
+    overload,
 )
 
 import sqlalchemy as sa
@@ -74,6 +75,7 @@ from tenacity import (
 )
 
 from instrumentation.errors import InstrumentationError, TransactionRetryError
+from instrumentation.sqlite import READONLY_OPTION
 from instrumentation.statements import error_type
 
 if TYPE_CHECKING:
@@ -172,21 +174,44 @@ def run_transaction(
         return unit.run(session, fn, *args, **kwargs)
 
 
+Service = Callable[Concatenate[Session, P], R]
+BoundService = Callable[Concatenate["Database | Session", P], R]
+
+
+@overload
+def transactional(fn: Service[P, R], /) -> BoundService[P, R]: ...
+
+
+@overload
+def transactional(*, readonly: bool = False) -> Callable[[Service[P, R]], BoundService[P, R]]: ...
+
+
 def transactional(
-    fn: Callable[Concatenate[Session, P], R],
-) -> Callable[Concatenate[Database | Session, P], R]:
+    fn: Service[P, R] | None = None, /, *, readonly: bool = False
+) -> BoundService[P, R] | Callable[[Service[P, R]], BoundService[P, R]]:
     """Decorate a service ``fn(session, ...)`` so that callers pass a ``Database`` or a ``Session``.
 
     Given a ``Database`` the call is a retried unit of its own (:func:`run_transaction`), so
     ``fn`` may run more than once. Given a ``Session`` it joins the caller's unit: inside a
     SAVEPOINT if a transaction is active, else in a plain ``session.begin()`` block that commits
     on return; it neither retries nor records a ``db.transaction`` span there.
+
+    ``@transactional(readonly=True)`` marks a unit that only reads: on SQLite its own
+    transaction begins DEFERRED instead of IMMEDIATE, so it never queues behind writers (see
+    :data:`instrumentation.sqlite.READONLY_OPTION`); other backends ignore the mark.
     """
+    if fn is None:
+        return functools.partial(_bind, readonly=readonly)
+    return _bind(fn, readonly=readonly)
+
+
+def _bind(fn: Service[P, R], *, readonly: bool) -> BoundService[P, R]:
+    unit = functools.partial(_read_only_unit, fn) if readonly else fn
 
     @functools.wraps(fn)
     def wrapper(target: Database | Session, /, *args: P.args, **kwargs: P.kwargs) -> R:
         if not isinstance(target, Session):
-            return run_transaction(target, fn, *args, **kwargs)
+            return run_transaction(target, unit, *args, **kwargs)
         if target.in_transaction():
             with target.begin_nested():
                 return fn(target, *args, **kwargs)
@@ -194,6 +219,14 @@ def transactional(
             return fn(target, *args, **kwargs)
 
     return wrapper
+
+
+def _read_only_unit(fn: Service[P, R], session: Session, /, *args: P.args, **kwargs: P.kwargs) -> R:
+    # Only the unit's own, fresh transaction can choose how it begins; a unit joined through a
+    # SAVEPOINT already has its connection.
+    if session.get_nested_transaction() is None:
+        session.connection(execution_options={READONLY_OPTION: True})
+    return fn(session, *args, **kwargs)
 
 
 def _transience(exc: BaseException) -> _Transience | None:

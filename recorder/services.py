@@ -140,12 +140,12 @@ def create_recording(session: Session, new: NewRecording) -> Recording:
     return recording
 
 
-@transactional
+@transactional(readonly=True)
 def get_recording(session: Session, public_id: uuid.UUID) -> Recording:
     return _load(session, public_id)
 
 
-@transactional
+@transactional(readonly=True)
 def list_recordings(session: Session, query: RecordingQuery) -> Page:
     stmt = sa.select(Recording)
     if query.status is None:
@@ -230,14 +230,14 @@ def purge_recording(session: Session, public_id: uuid.UUID) -> PurgeResult:
     return PurgeResult(sha256=sha256, blob_unreferenced=not others)
 
 
-@transactional
+@transactional(readonly=True)
 def blob_referenced(session: Session, sha256: str) -> bool:
     """Whether any recording (deleted ones included) still points at the blob."""
     stmt = sa.select(Recording.id).where(Recording.sha256 == sha256).limit(1)
     return session.scalar(stmt) is not None
 
 
-@transactional
+@transactional(readonly=True)
 def list_tags(session: Session) -> list[TagCount]:
     rows = session.execute(
         sa.select(Tag.name, sa.func.count(recording_tags.c.recording_id))

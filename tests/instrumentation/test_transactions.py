@@ -368,3 +368,26 @@ def test_error_type_prefers_the_database_code_then_the_driver_class() -> None:
     assert error_type(TransactionRetryError(2, 0.1, serialization)) == (
         "instrumentation.errors.TransactionRetryError"
     )
+
+
+def test_readonly_unit_reads_while_another_connection_holds_the_write_lock(
+    tmp_path, make_database: Callable[..., Database]
+) -> None:
+    path = tmp_path / "readonly.db"
+    db = make_database(f"sqlite:///{path}", sqlite_busy_timeout_ms=50, retry_deadline=0.3)
+    with db.engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE t (x INTEGER)")
+        conn.exec_driver_sql("INSERT INTO t VALUES (1)")
+
+    def count(session: Session) -> int:
+        return int(session.scalar(sa.text("SELECT count(*) FROM t")))
+
+    writer = sqlite3.connect(path, isolation_level=None)
+    writer.execute("BEGIN IMMEDIATE")
+    try:
+        assert transactional(readonly=True)(count)(db) == 1
+        with pytest.raises(TransactionRetryError):
+            transactional(count)(db)
+    finally:
+        writer.rollback()
+        writer.close()
