@@ -97,7 +97,7 @@ from werkzeug.test import TestResponse
 
 from instrumentation import logs
 from instrumentation.database import Database
-from instrumentation.settings import LoggingSettings, TelemetrySettings
+from instrumentation.settings import TelemetrySettings
 from instrumentation.telemetry import OtlpLogHandler
 from recorder import __version__, schema_version
 from recorder.api import create_app
@@ -335,12 +335,6 @@ class Target:
     def all_samples(self) -> list[int]:
         return [ns for op in OPERATIONS for ns in self.samples[op]]
 
-    @property
-    def logging(self) -> LoggingSettings | None:
-        if self.pipelines is None:
-            return None
-        return dataclasses.replace(self.settings.logging, stderr=False)
-
     def next_payload(self) -> bytes:
         self.uploads += 1
         return unique_payload(self.base_payload, self.uploads)
@@ -384,15 +378,16 @@ _otlp_handlers: list[logging.Handler] = []
 
 
 def use_logging(target: Target | None) -> None:
-    """Route the root logger as ``target`` wants it; ``None`` (and ``off``) means WARNING only."""
+    """Route the root logger as ``target`` wants it: JSON file and OTLP handler when it is
+    instrumented, else (``off``, or ``None`` between phases) WARNING and no handler of ours."""
     root = logging.getLogger()
     logs.shutdown_logging()
     while _otlp_handlers:
         root.removeHandler(_otlp_handlers.pop())
-    settings = None if target is None else target.logging
-    if target is None or target.pipelines is None or settings is None:
+    if target is None or target.pipelines is None:
         root.setLevel(logging.WARNING)
         return
+    settings = dataclasses.replace(target.settings.logging, stderr=False)
     logs.configure_logging(settings, service=SERVICE)
     root.addHandler(target.pipelines.log_handler)
     _otlp_handlers.append(target.pipelines.log_handler)
@@ -624,19 +619,23 @@ def print_floor(floor: Floor) -> None:
 
 @dataclass(frozen=True)
 class PerSpan:
-    """Extra microseconds of ``full`` over ``off`` per span ``full`` emits, three ways."""
+    """Extra microseconds of ``full`` over ``off`` per span ``full`` emits, three ways, and the
+    marginal cost of a sampled span: ``full`` and ``ratio10`` differ in sampling only."""
 
     median: float
     cycle: float
     mean_flush: float
+    marginal: float
 
 
-def extra_per_span(off: Summary, full: Summary) -> PerSpan:
+def extra_per_span(off: Summary, full: Summary, ratio10: Summary) -> PerSpan:
     spans = full.spans_per_request
+    sampled_more = full.spans_per_request - ratio10.spans_per_request
     return PerSpan(
         median=(full.median_us - off.median_us) / spans,
         cycle=(full.cycle_us - off.cycle_us) / spans,
         mean_flush=(full.mean_flush_us - off.mean_flush_us) / spans,
+        marginal=(full.median_us - ratio10.median_us) / sampled_more,
     )
 
 
@@ -658,6 +657,10 @@ def print_per_span(per_span: PerSpan, full: Summary, floor: Floor) -> None:
         f"  from mean+flush       {per_span.mean_flush:7.2f} = "
         f"{per_span.mean_flush / floor.total_us:.2f}x the floor with export "
         f"({floor.total_us:.2f} us)"
+    )
+    print(
+        f"  marginal, sampled     {per_span.marginal:7.2f} = {per_span.marginal / with_block:.2f}x"
+        " the with-block floor (full - ratio10 medians, per extra sampled span)"
     )
 
 
@@ -687,7 +690,7 @@ def report(summaries: list[Summary], floor: Floor) -> None:
     off, full, ratio10 = summaries
     print_requests(summaries)
     print_floor(floor)
-    per_span = extra_per_span(off, full)
+    per_span = extra_per_span(off, full, ratio10)
     print_per_span(per_span, full, floor)
     print_targets(off, full, ratio10, per_span.median / floor.with_block_us)
 
@@ -707,13 +710,13 @@ def parse_plan(argv: list[str] | None) -> Plan:
     parser = argparse.ArgumentParser(
         description="Instrumentation overhead on the recorder API against the SDK's floor."
     )
-    parser.add_argument("--rounds", type=int, default=12, help="interleaved rounds (default 12)")
+    parser.add_argument("--rounds", type=int, default=20, help="interleaved rounds (default 20)")
     parser.add_argument(
         "--requests-per-round",
         type=int,
-        default=200,
+        default=300,
         help="timed requests per configuration per round, rounded up to whole cycles of "
-        f"{REQUESTS_PER_CYCLE} (default 200)",
+        f"{REQUESTS_PER_CYCLE} (default 300)",
     )
     parser.add_argument(
         "--warmup-cycles", type=int, default=50, help="untimed cycles per app first (default 50)"
@@ -771,9 +774,14 @@ def main(argv: list[str] | None = None) -> int:
         file=sys.stderr,
     )
     started = time.monotonic()
+    load_before = os.getloadavg()[0]
     with running_sink() as endpoint, tempfile.TemporaryDirectory(prefix="vrp-bench-") as tmp:
         measure(plan, endpoint, Path(tmp))
-    print(f"\ntook {time.monotonic() - started:.0f} s")
+    print(
+        f"\ntook {time.monotonic() - started:.0f} s on {os.cpu_count()} CPUs; 1-minute load "
+        f"average {load_before:.2f} before, {os.getloadavg()[0]:.2f} after (above ~1, other "
+        "processes shared the CPUs: expect noise)"
+    )
     return 0
 
 

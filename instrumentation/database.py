@@ -242,9 +242,7 @@ class Database:
         session = self._sessionmaker()
         scope = _SessionScope(self, session)
         session.info[_SCOPE_KEY] = scope
-        span = self.tracer.start_span(
-            "db.session", kind=SpanKind.INTERNAL, attributes=self._session_attributes
-        )
+        span = self._start_session_span()
         token = _SCOPES.set((*_SCOPES.get(), scope))
         started = time.perf_counter()
         failure: BaseException | None = None
@@ -268,6 +266,15 @@ class Database:
             _SCOPES.reset(token)
             self._end_session(span, scope, failure, started)
 
+    def _start_session_span(self) -> Span:
+        try:
+            return self.tracer.start_span(
+                "db.session", kind=SpanKind.INTERNAL, attributes=self._session_attributes
+            )
+        except Exception:
+            _log.warning("session span failed to start; the session runs untraced", exc_info=True)
+            return trace.INVALID_SPAN
+
     def _close_after_failure(self, session: Session) -> None:
         # The body's exception is what the caller needs to see; a failing close (say, the
         # rollback on a dead connection) is logged instead of replacing it.
@@ -287,12 +294,14 @@ class Database:
             if failure is not None:
                 scope.outcome = "error"
             if span.is_recording():
-                span.set_attribute("vrp.db.session.statements", scope.statements)
-                span.set_attribute("vrp.db.session.outcome", scope.outcome)
+                attributes: dict[str, Any] = {
+                    "vrp.db.session.statements": scope.statements,
+                    "vrp.db.session.outcome": scope.outcome,
+                }
                 if failure is not None:
-                    kind = error_type(failure)
-                    span.set_attribute("error.type", kind)
-                    span.set_status(Status(StatusCode.ERROR, kind))
+                    attributes["error.type"] = error_type(failure)
+                    span.set_status(Status(StatusCode.ERROR, attributes["error.type"]))
+                span.set_attributes(attributes)
             span.end()
             if _log.isEnabledFor(logging.DEBUG):
                 _log.debug(
@@ -382,7 +391,6 @@ class Database:
                 checked_out,
                 extra={"pool_name": self.name, "checked_out": checked_out},
             )
-        self._pool_telemetry.stop_watcher()
         self.engine.dispose()
         self._statements.detach()
         self._pool_telemetry.detach()

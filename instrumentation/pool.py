@@ -38,7 +38,7 @@ import time
 import traceback
 import weakref
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import FrameType
 from typing import Any, ClassVar
 
@@ -72,12 +72,12 @@ class _Checkout:
     since: float
     taken_at: str
     stack: traceback.StackSummary | None = None
-    reported: bool = field(default=False)
+    reported: bool = False
 
 
 def _watch(ref: weakref.ref[PoolTelemetry], stop: threading.Event, interval: float) -> None:
     # Holds its PoolTelemetry weakly: a running thread is a GC root, and the telemetry reaches the
-    # engine and its Database through the pool's records.
+    # engine, whose listeners reach the Database, which could then never be collected.
     while not stop.wait(interval):
         telemetry = ref()
         if telemetry is None:
@@ -205,7 +205,7 @@ class PoolTelemetry:
         with self._lock:
             return len(self._idle), len(self._used)
 
-    def timed_connect(self, connect: Any) -> PoolProxiedConnection:
+    def timed_connect(self, connect: Callable[[], PoolProxiedConnection]) -> PoolProxiedConnection:
         """Call ``connect`` (a pool checkout), recording its wait time or its timeout."""
         started = time.perf_counter()
         try:

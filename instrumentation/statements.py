@@ -307,9 +307,14 @@ class StatementTelemetry:
             described = self._describe(statement)
             if described.counted:
                 self._on_statement()
-            span = self._tracer.start_span(
-                described.span_name, kind=SpanKind.CLIENT, attributes=described.span_attributes
-            )
+            try:
+                span = self._tracer.start_span(
+                    described.span_name, kind=SpanKind.CLIENT, attributes=described.span_attributes
+                )
+            except Exception:
+                # A broken span pipeline must not cost the statement its duration metric.
+                _listener_failed("start_span")
+                span = trace.INVALID_SPAN
             # The execution context carries the in-flight span from before to after/error;
             # SQLAlchemy passes no context for a few dialect-internal executions, for which the
             # connection (used by one thread at a time) does the same job.

@@ -11,6 +11,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 
 from instrumentation.database import Database, PoolStatus, open_databases
 from instrumentation.errors import ConfigurationError, PoolExhaustedError
+from instrumentation.settings import DatabaseSettings
 from instrumentation.testing import InMemoryTelemetry
 from tests.instrumentation.conftest import MakeDatabase
 
@@ -289,8 +290,6 @@ def test_open_databases_tracks_live_instances_and_forgets_disposed_ones(
 
 
 def test_open_databases_holds_instances_weakly(tmp_path: Path) -> None:
-    from instrumentation.settings import DatabaseSettings
-
     db = Database(DatabaseSettings(url=f"sqlite:///{tmp_path / 'weak.db'}"))
     db.ping()
     name = db.name
@@ -345,8 +344,6 @@ def test_relative_sqlite_path_gets_its_directory_created(
     "url", ["mysql://app:s3cret@db/vrp", "not a url at all s3cret", "oracle://app:s3cret@h/x"]
 )
 def test_unusable_url_is_a_configuration_error_that_hides_the_password(url: str) -> None:
-    from instrumentation.settings import DatabaseSettings
-
     with pytest.raises(ConfigurationError) as caught:
         Database(DatabaseSettings(url=url))
 

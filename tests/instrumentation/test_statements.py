@@ -7,7 +7,7 @@ import pytest
 import sqlalchemy as sa
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
@@ -277,32 +277,38 @@ def test_statement_span_falls_back_to_the_system_name_when_the_text_has_no_keywo
     assert "db.operation.name" not in span.attributes
 
 
-def test_a_failing_tracer_never_breaks_the_statement(
+class ExplodingProcessor(SpanProcessor):
+    """A span processor that fails on every span, as a broken exporter pipeline might."""
+
+    def on_start(self, span: object, parent_context: object = None) -> None:
+        raise RuntimeError("exporter on fire")
+
+    def on_end(self, span: object) -> None:
+        raise RuntimeError("exporter on fire")
+
+
+def test_a_failing_span_pipeline_never_breaks_the_session_or_its_statements(
     database_url: str, make_database: MakeDatabase, caplog: pytest.LogCaptureFixture
 ) -> None:
     # The first failure per listener is a WARNING, repeats are DEBUG: capture both.
-    caplog.set_level(logging.DEBUG, logger="instrumentation.statements")
+    caplog.set_level(logging.DEBUG, logger="instrumentation")
     broken = InMemoryTelemetry()
-
-    class BrokenTracerProvider(TracerProvider):
-        def get_tracer(self, *args: object, **kwargs: object) -> object:
-            tracer = super().get_tracer(*args, **kwargs)
-
-            def start_span(*a: object, **k: object) -> object:
-                if a and a[0] != "db.session":
-                    raise RuntimeError("exporter on fire")
-                return type(tracer).start_span(tracer, *a, **k)
-
-            tracer.start_span = start_span
-            return tracer
-
-    broken.tracer_provider = BrokenTracerProvider()
+    broken.tracer_provider.add_span_processor(ExplodingProcessor())
     db = make_database(database_url, telemetry_=broken)
 
     with db.session() as session:
         assert session.execute(sa.text("SELECT 41 + 1")).scalar_one() == 42
 
-    assert any("statement telemetry failed" in r.getMessage() for r in caplog.records)
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("session span failed to start" in m for m in messages)
+    assert any("statement telemetry failed in start_span" in m for m in messages)
+    assert db.pool_status().checked_out == 0
+    [point] = [
+        p
+        for p in broken.metric_points("db.client.operation.duration")
+        if p.attributes["db.operation.name"] == "SELECT"
+    ]
+    assert point.count == 1
     broken.shutdown()
 
 
