@@ -26,24 +26,37 @@ What is measured
        sink is a separate process (``benchmarks/sink.py``), so receiving costs us nothing.
     2. The SDK's floor: empty spans through an SDK ``TracerProvider`` with a
        ``BatchSpanProcessor`` exporting to the same sink, as a ``with start_as_current_span``
-       block and as ``start_span()`` / ``end()``. Per batch of spans the caller-side time (the
-       loop) and the export time (the flush that follows: encoding and the HTTP POST) are taken
-       apart; the processor's batch is as large as the loop, so no export runs during the loop.
+       block and as ``start_span()`` / ``end()``, 20,000 of each in one batch per variant after
+       every round (so the floor sees the same machine as the requests). Per batch the
+       caller-side time (the loop) and the export time (the flush that follows: encoding and the
+       HTTP POST) are taken apart; the processor's batch is as large as the loop, so no export
+       runs during the loop. The figures are medians over the batches.
     3. Spans and log records emitted per request in ``full`` (counting processors on its
        providers), and from them the extra time per emitted span:
-       ``(median full - median off) / spans per request``.
+       ``(median full - median off) / spans per request``. ``full`` and ``ratio10`` differ in
+       sampling only, so ``(median full - median ratio10) / (spans per request full - ratio10)``
+       is the marginal cost of one sampled span of ours; the rest of the gap to ``off`` is paid
+       per request whatever the sampler decides (metrics, log records, unsampled spans).
 
 How to read it
     ``median`` and ``p90`` are over every timed request of a configuration (the four request
     kinds mixed); ``rounds`` is the median of the per-round medians, a check that one noisy
-    round did not move the result. Background export runs in bursts (every 512 spans, on a
-    thread sharing the interpreter lock), so it lands on a few requests and barely moves the
-    median: ``mean+flush`` (wall time of the timed phases, flush included, per request) is the
-    figure that carries every cost. Hence two comparisons with the floor: the median-based extra
-    per span against the caller-side floor (the target), and the mean-based one against the
-    floor including export. The targets are printed with PASS or MISS; the exit status is 0
-    either way, this is a measurement and not a test. The benchmark ignores ``OTEL_*``
-    environment variables: it pins every choice itself.
+    round did not move the result. The kinds differ by two to three times in cost, so the
+    all-request median sits where the faster half meets the slower; ``cycle/4`` (the median
+    cycle of one request of each kind, over four) weighs every kind alike, and the per-operation
+    table shows where the extra time lands. Background export runs in bursts (every 512 spans,
+    on a thread sharing the interpreter lock), so it lands on a few requests and barely moves
+    the median: ``mean+flush`` (wall time of the timed phases, flush included, per request) is
+    the figure that carries every cost. Hence two comparisons with the floor: the median-based
+    extra per span against the caller-side floor (the target), and the mean-based one against
+    the floor including export. ``gc`` is the time the cyclic garbage collector ran during the
+    requests, per request (telemetry allocates, and objects queued for export outlive the
+    request, which brings on full collections). The targets are printed with PASS or MISS; the
+    exit status is 0 either way, this is a measurement and not a test. The last line gives the
+    load average (the run itself adds about 1): when other processes shared the CPUs the
+    absolute figures are noisy, the ratios less so, as the configurations are interleaved. The
+    sink's counts close the report: every span and log record emitted should have arrived. The
+    benchmark ignores ``OTEL_*`` environment variables: it pins every choice itself.
 """
 
 from __future__ import annotations
@@ -109,7 +122,6 @@ OPERATIONS = ("create", "get", "list", "update")
 REQUESTS_PER_CYCLE = len(OPERATIONS)
 CONFIGURATIONS = ("off", "full", "ratio10")
 FLOOR_SPANS = 20_000
-FLOOR_BATCH = 2_000
 # The exporter and batch settings vrp api uses (instrumentation.settings.TelemetrySettings).
 TELEMETRY_DEFAULTS = TelemetrySettings(service_name=SERVICE)
 TARGET_EXTRA_PER_SPAN = 1.5
@@ -330,6 +342,7 @@ class Target:
     phase_ns: int = 0
     spans: int = 0
     log_records: int = 0
+    gc_ns: int = 0
 
     @property
     def all_samples(self) -> list[int]:
@@ -433,6 +446,28 @@ def run_cycle(target: Target) -> dict[str, int]:
     return {"create": created_ns, "get": get_ns, "list": list_ns, "update": update_ns}
 
 
+class GcClock:
+    """Time spent in the cyclic garbage collector since construction, read via ``gc.callbacks``.
+
+    The collector runs on whichever thread allocates when a threshold is crossed, so most of it
+    lands inside requests; this says how much of their time it was.
+    """
+
+    def __init__(self) -> None:
+        self.total_ns = 0
+        self._started = 0
+        gc.callbacks.append(self._on_gc)
+
+    def _on_gc(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter_ns()
+        else:
+            self.total_ns += time.perf_counter_ns() - self._started
+
+    def close(self) -> None:
+        gc.callbacks.remove(self._on_gc)
+
+
 def _counts(target: Target) -> tuple[int, int]:
     pipelines = target.pipelines
     if pipelines is None:
@@ -440,11 +475,16 @@ def _counts(target: Target) -> tuple[int, int]:
     return pipelines.spans.ended, pipelines.log_records.emitted
 
 
-def run_phase(target: Target, cycles: int, *, timed: bool) -> None:
-    """``cycles`` request cycles on ``target``, then a flush of what its telemetry queued."""
+def run_phase(target: Target, cycles: int, gc_clock: GcClock, *, timed: bool) -> None:
+    """``cycles`` request cycles on ``target``, then a flush of what its telemetry queued.
+
+    The collector is left alone between phases, as in a server that runs for days: objects that
+    outlive a request (queued telemetry) trigger full collections later, and those must land
+    where they occur rather than in an untimed ``gc.collect()``.
+    """
     use_logging(target)
-    gc.collect()
     spans_before, logs_before = _counts(target)
+    gc_before = gc_clock.total_ns
     phase: list[int] = []
     started = time.perf_counter_ns()
     for _ in range(cycles):
@@ -455,6 +495,7 @@ def run_phase(target: Target, cycles: int, *, timed: bool) -> None:
             for operation, ns in times.items():
                 target.samples[operation].append(ns)
     spans_after, logs_after = _counts(target)
+    gc_ns = gc_clock.total_ns - gc_before
     if target.pipelines is not None:
         target.pipelines.flush()
     elapsed = time.perf_counter_ns() - started
@@ -464,6 +505,11 @@ def run_phase(target: Target, cycles: int, *, timed: bool) -> None:
         target.round_medians.append(statistics.median(phase))
         target.spans += spans_after - spans_before
         target.log_records += logs_after - logs_before
+        target.gc_ns += gc_ns
+
+
+def _us(ns: float) -> float:
+    return ns / 1000
 
 
 # --- the SDK floor --------------------------------------------------------------------------
@@ -493,53 +539,63 @@ def _start_end_spans(tracer: trace_api.Tracer, count: int) -> None:
         tracer.start_span("x").end()
 
 
-def _floor_batches(
-    provider: TracerProvider, emit: Callable[[trace_api.Tracer, int], None], batches: int
-) -> tuple[float, float]:
-    """Median caller and export microseconds per span over ``batches`` batches."""
-    tracer = provider.get_tracer("benchmarks.floor")
-    emit(tracer, FLOOR_BATCH)
-    provider.force_flush()
-    caller: list[float] = []
-    export: list[float] = []
-    for _ in range(batches):
-        started = time.perf_counter_ns()
-        emit(tracer, FLOOR_BATCH)
-        emitted = time.perf_counter_ns()
-        provider.force_flush()
-        flushed = time.perf_counter_ns()
-        caller.append((emitted - started) / FLOOR_BATCH / 1000)
-        export.append((flushed - emitted) / FLOOR_BATCH / 1000)
-    return statistics.median(caller), statistics.median(export)
+FLOOR_VARIANTS: dict[str, Callable[[trace_api.Tracer, int], None]] = {
+    "with_block": _with_block_spans,
+    "start_end": _start_end_spans,
+}
 
 
-def measure_floor(endpoint: str, spans: int) -> tuple[Floor, int]:
-    """The SDK floor, and how many spans it sent to the sink."""
-    batches = max(1, spans // FLOOR_BATCH)
-    provider = TracerProvider(resource=resource(), sampler=ALWAYS_ON, shutdown_on_exit=False)
-    # One export per batch, after it: the loop times the caller alone, the flush the export.
-    provider.add_span_processor(
-        batch_span_processor(
-            endpoint,
-            None,
-            max_queue_size=FLOOR_BATCH,
-            max_export_batch_size=FLOOR_BATCH,
-            schedule_delay_millis=3_600_000,
+class FloorMeter:
+    """Empty spans through an SDK provider exporting to the sink, one batch per variant a round.
+
+    The processor's batch is as large as a measured batch and its timer never fires, so no
+    export runs during the loop: the loop times the caller alone, the flush after it the export.
+    """
+
+    def __init__(self, endpoint: str, batch: int) -> None:
+        self.batch = batch
+        self.sent = 0
+        self._provider = TracerProvider(
+            resource=resource(), sampler=ALWAYS_ON, shutdown_on_exit=False
         )
-    )
-    gc.collect()
-    with_block, export = _floor_batches(provider, _with_block_spans, batches)
-    start_end, _ = _floor_batches(provider, _start_end_spans, batches)
-    provider.shutdown()
-    sent = 2 * (batches + 1) * FLOOR_BATCH
-    return Floor(with_block_us=with_block, start_end_us=start_end, export_us=export), sent
+        self._provider.add_span_processor(
+            batch_span_processor(
+                endpoint,
+                None,
+                max_queue_size=batch,
+                max_export_batch_size=batch,
+                schedule_delay_millis=3_600_000,
+            )
+        )
+        self._tracer = self._provider.get_tracer("benchmarks.floor")
+        self._caller: dict[str, list[float]] = {name: [] for name in FLOOR_VARIANTS}
+        self._export: list[float] = []
+
+    def run_round(self, *, timed: bool = True) -> None:
+        for name, emit in FLOOR_VARIANTS.items():
+            started = time.perf_counter_ns()
+            emit(self._tracer, self.batch)
+            emitted = time.perf_counter_ns()
+            self._provider.force_flush()
+            flushed = time.perf_counter_ns()
+            self.sent += self.batch
+            if timed:
+                self._caller[name].append(_us(emitted - started) / self.batch)
+                self._export.append(_us(flushed - emitted) / self.batch)
+
+    def result(self) -> Floor:
+        """Medians over the timed batches."""
+        return Floor(
+            with_block_us=statistics.median(self._caller["with_block"]),
+            start_end_us=statistics.median(self._caller["start_end"]),
+            export_us=statistics.median(self._export),
+        )
+
+    def shutdown(self) -> None:
+        self._provider.shutdown()
 
 
 # --- report ---------------------------------------------------------------------------------
-
-
-def _us(ns: float) -> float:
-    return ns / 1000
 
 
 def _p90(values: list[int]) -> float:
@@ -557,6 +613,7 @@ class Summary:
     rounds_us: float
     cycle_us: float
     mean_flush_us: float
+    gc_us: float
     per_operation_us: dict[str, float]
     spans_per_request: float
     log_records_per_request: float
@@ -573,6 +630,7 @@ def summarise(target: Target) -> Summary:
         rounds_us=_us(statistics.median(target.round_medians)),
         cycle_us=_us(statistics.median(target.cycles) / REQUESTS_PER_CYCLE),
         mean_flush_us=_us(target.phase_ns / requests),
+        gc_us=_us(target.gc_ns / requests),
         per_operation_us={op: _us(statistics.median(target.samples[op])) for op in OPERATIONS},
         spans_per_request=target.spans / requests,
         log_records_per_request=target.log_records / requests,
@@ -586,10 +644,13 @@ def _verdict(value: float, limit: float) -> str:
 def print_requests(summaries: list[Summary]) -> None:
     off = summaries[0]
     print("\nRecorder API request mix (create, get, list, update) through the Flask test client")
-    print("microseconds per request; 'x off' is the ratio to the same column of off")
+    print(
+        "microseconds per request; 'x off' is the ratio to the same column of off; 'gc' is the"
+        " garbage collector's share, per request"
+    )
     print(
         f"{'config':<8}{'requests':>9}{'median':>8}{'p90':>8}{'rounds':>8}{'x off':>7}"
-        f"{'cycle/4':>9}{'x off':>7}{'mean+flush':>12}{'x off':>7}{'spans/req':>10}"
+        f"{'cycle/4':>9}{'x off':>7}{'mean+flush':>12}{'x off':>7}{'gc':>6}{'spans/req':>10}"
         f"{'logs/req':>9}"
     )
     for s in summaries:
@@ -597,7 +658,7 @@ def print_requests(summaries: list[Summary]) -> None:
             f"{s.name:<8}{s.requests:>9}{s.median_us:>8.0f}{s.p90_us:>8.0f}{s.rounds_us:>8.0f}"
             f"{s.median_us / off.median_us:>7.3f}{s.cycle_us:>9.0f}"
             f"{s.cycle_us / off.cycle_us:>7.3f}{s.mean_flush_us:>12.0f}"
-            f"{s.mean_flush_us / off.mean_flush_us:>7.3f}"
+            f"{s.mean_flush_us / off.mean_flush_us:>7.3f}{s.gc_us:>6.0f}"
             f"{s.spans_per_request:>10.2f}{s.log_records_per_request:>9.2f}"
         )
     print("\nmedian microseconds per operation (extra over off)")
@@ -611,7 +672,7 @@ def print_requests(summaries: list[Summary]) -> None:
 
 
 def print_floor(floor: Floor) -> None:
-    print("\nSDK floor: empty spans, BatchSpanProcessor to the sink, median of batches")
+    print("\nSDK floor: empty spans, BatchSpanProcessor to the sink, median of per-round batches")
     print(f"  with start_as_current_span   {floor.with_block_us:7.2f} us/span on the caller")
     print(f"  start_span() + end()         {floor.start_end_us:7.2f} us/span on the caller")
     print(f"  export (encode + POST)       {floor.export_us:7.2f} us/span")
@@ -628,14 +689,18 @@ class PerSpan:
     marginal: float
 
 
+def _per(amount: float, count: float) -> float:
+    return amount / count if count > 0 else math.nan
+
+
 def extra_per_span(off: Summary, full: Summary, ratio10: Summary) -> PerSpan:
     spans = full.spans_per_request
     sampled_more = full.spans_per_request - ratio10.spans_per_request
     return PerSpan(
-        median=(full.median_us - off.median_us) / spans,
-        cycle=(full.cycle_us - off.cycle_us) / spans,
-        mean_flush=(full.mean_flush_us - off.mean_flush_us) / spans,
-        marginal=(full.median_us - ratio10.median_us) / sampled_more,
+        median=_per(full.median_us - off.median_us, spans),
+        cycle=_per(full.cycle_us - off.cycle_us, spans),
+        mean_flush=_per(full.mean_flush_us - off.mean_flush_us, spans),
+        marginal=_per(full.median_us - ratio10.median_us, sampled_more),
     )
 
 
@@ -705,6 +770,11 @@ class Plan:
     warmup_cycles: int
     floor_spans: int
 
+    @property
+    def floor_batch(self) -> int:
+        """Spans per floor batch: one batch per variant per round makes ``floor_spans`` each."""
+        return max(1, self.floor_spans // self.rounds)
+
 
 def parse_plan(argv: list[str] | None) -> Plan:
     parser = argparse.ArgumentParser(
@@ -724,7 +794,7 @@ def parse_plan(argv: list[str] | None) -> Plan:
     parser.add_argument("--quick", action="store_true", help="a few rounds, for a smoke check")
     args = parser.parse_args(argv)
     if args.quick:
-        return Plan(rounds=2, cycles_per_round=10, warmup_cycles=10, floor_spans=3 * FLOOR_BATCH)
+        return Plan(rounds=2, cycles_per_round=10, warmup_cycles=10, floor_spans=4_000)
     if args.rounds < 1 or args.requests_per_round < 1 or args.warmup_cycles < 0:
         parser.error("--rounds and --requests-per-round must be positive, --warmup-cycles >= 0")
     return Plan(
@@ -735,52 +805,67 @@ def parse_plan(argv: list[str] | None) -> Plan:
     )
 
 
-def _ignore_otel_environment() -> None:
+def _isolate_environment() -> None:
+    """Drop ``OTEL_*`` (every choice is pinned here) and keep proxies away from the sink."""
     for name in [name for name in os.environ if name.startswith("OTEL_")]:
         del os.environ[name]
+    for name in ("NO_PROXY", "no_proxy"):
+        os.environ[name] = ",".join(filter(None, (os.environ.get(name), "127.0.0.1")))
 
 
-def measure(plan: Plan, endpoint: str, root: Path) -> None:
+def measure(plan: Plan, endpoint: str, root: Path) -> tuple[list[Summary], Floor, int, int]:
+    """Run the plan; return the summaries, the floor, and the spans and log records emitted."""
     payload = make_wav()
     targets = [build_target(name, root, endpoint, payload) for name in CONFIGURATIONS]
+    floor = FloorMeter(endpoint, plan.floor_batch)
+    gc_clock = GcClock()
     try:
         for target in targets:
-            run_phase(target, plan.warmup_cycles, timed=False)
+            run_phase(target, plan.warmup_cycles, gc_clock, timed=False)
+        floor.run_round(timed=False)
+        gc.collect()
         for done in range(plan.rounds):
             for target in targets:
-                run_phase(target, plan.cycles_per_round, timed=True)
+                run_phase(target, plan.cycles_per_round, gc_clock, timed=True)
+            floor.run_round()
             print(f"\rround {done + 1}/{plan.rounds}", end="", file=sys.stderr, flush=True)
         print(file=sys.stderr)
-        floor, floor_spans = measure_floor(endpoint, plan.floor_spans)
     finally:
+        gc_clock.close()
         use_logging(None)
+        floor.shutdown()
         for target in targets:
             target.db.dispose()
             if target.pipelines is not None:
                 target.pipelines.shutdown()
-    summaries = [summarise(target) for target in targets]
-    ended = floor_spans + sum(t.pipelines.spans.ended for t in targets if t.pipelines)
-    emitted = sum(t.pipelines.log_records.emitted for t in targets if t.pipelines)
-    report(summaries, floor)
-    print_delivery(sink_stats(endpoint), ended, emitted)
+    instrumented = [target.pipelines for target in targets if target.pipelines is not None]
+    spans = floor.sent + sum(pipelines.spans.ended for pipelines in instrumented)
+    records = sum(pipelines.log_records.emitted for pipelines in instrumented)
+    return [summarise(target) for target in targets], floor.result(), spans, records
 
 
 def main(argv: list[str] | None = None) -> int:
     plan = parse_plan(argv)
-    _ignore_otel_environment()
+    _isolate_environment()
     print(
         f"{plan.rounds} rounds x {plan.cycles_per_round * REQUESTS_PER_CYCLE} requests per "
-        f"configuration, {plan.warmup_cycles} warm-up cycles, {plan.floor_spans} floor spans",
+        f"configuration after {plan.warmup_cycles} warm-up cycles; floor: {plan.floor_batch} "
+        "spans per variant per round",
         file=sys.stderr,
     )
     started = time.monotonic()
     load_before = os.getloadavg()[0]
     with running_sink() as endpoint, tempfile.TemporaryDirectory(prefix="vrp-bench-") as tmp:
-        measure(plan, endpoint, Path(tmp))
+        summaries, floor, spans, records = measure(plan, endpoint, Path(tmp))
+        report(summaries, floor)
+        print_delivery(sink_stats(endpoint), spans, records)
+    load_after = os.getloadavg()[0]
+    # This run keeps about one CPU busy itself (and a run just before it leaves ~1 behind).
+    busy = load_before > 1.25 or load_after > 1.75
+    note = " (other processes shared the CPUs: expect noise)" if busy else ""
     print(
         f"\ntook {time.monotonic() - started:.0f} s on {os.cpu_count()} CPUs; 1-minute load "
-        f"average {load_before:.2f} before, {os.getloadavg()[0]:.2f} after (above ~1, other "
-        "processes shared the CPUs: expect noise)"
+        f"average {load_before:.2f} before, {load_after:.2f} after{note}"
     )
     return 0
 
