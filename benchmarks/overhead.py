@@ -823,7 +823,9 @@ def measure(plan: Plan, endpoint: str, root: Path) -> tuple[list[Summary], Floor
         for target in targets:
             run_phase(target, plan.warmup_cycles, gc_clock, timed=False)
         floor.run_round(timed=False)
+        # As `vrp api` does before serving: start-up objects stay out of every later collection.
         gc.collect()
+        gc.freeze()
         for done in range(plan.rounds):
             for target in targets:
                 run_phase(target, plan.cycles_per_round, gc_clock, timed=True)

@@ -149,6 +149,32 @@ def _install(handler: logging.Handler, formatter: logging.Formatter) -> None:
     _installed_handlers.append(handler)
 
 
+class SizeRotatingFileHandler(logging.handlers.RotatingFileHandler):
+    """A ``RotatingFileHandler`` that formats each record once.
+
+    The standard one formats every record twice on Python 3.11 (once in ``shouldRollover`` to
+    measure it, once to write it) and stats the file each time; on the request path that is
+    half the cost of a log line. Rotation happens at the same point: before a line that would
+    take the file to ``maxBytes``.
+    """
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line = self.format(record) + self.terminator
+            if self.stream is None:
+                self.stream = self._open()
+            if self.maxBytes > 0:
+                position = self.stream.tell()
+                if position and position + len(line) >= self.maxBytes:
+                    self.doRollover()
+            self.stream.write(line)
+            self.flush()
+        except RecursionError:
+            raise
+        except Exception:
+            self.handleError(record)
+
+
 def configure_logging(settings: LoggingSettings, *, service: str) -> None:
     """Route the root logger to a rotated JSON file and stderr as the module doc describes.
 
@@ -166,7 +192,7 @@ def configure_logging(settings: LoggingSettings, *, service: str) -> None:
         path = settings.log_dir / (settings.file_name or f"{service}.log")
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            file_handler = logging.handlers.RotatingFileHandler(
+            file_handler = SizeRotatingFileHandler(
                 path,
                 maxBytes=settings.max_bytes,
                 backupCount=settings.backup_count,

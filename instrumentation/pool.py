@@ -2,10 +2,12 @@
 
 Metrics (names and attributes per DESIGN.md, all with ``db.client.connection.pool.name``):
 
-* ``db.client.connection.count`` by ``db.client.connection.state`` (``idle``/``used``), moved
-  by the pool's ``connect``, ``checkout``, ``checkin``, ``close`` and ``detach`` events. Each
-  connection's state is tracked, so the event orders SQLAlchemy produces for invalidation (close
-  while checked out, then a check-in of the dead record) never count a connection twice.
+* ``db.client.connection.count`` by ``db.client.connection.state`` (``idle``/``used``): an
+  asynchronous up-down counter observed when metrics are collected, from each connection's
+  state as the pool's ``connect``, ``checkout``, ``checkin``, ``close`` and ``detach`` events
+  track it, so the event orders SQLAlchemy produces for invalidation (close while checked out,
+  then a check-in of the dead record) never count a connection twice. A detached pool reports
+  zero until it is garbage-collected.
 * ``db.client.connection.max``: pool_size + max_overflow, added once, removed on detach.
 * ``db.client.connection.wait_time``: time to obtain a connection from the pool. No pool event
   fires *before* a checkout starts (``checkout`` fires at its end), so the measurement wraps
@@ -75,6 +77,22 @@ class _Checkout:
     reported: bool = False
 
 
+def _observe_counts(
+    ref: weakref.ref[PoolTelemetry],
+) -> Callable[[metrics.CallbackOptions], list[metrics.Observation]]:
+    def observe(options: metrics.CallbackOptions) -> list[metrics.Observation]:
+        telemetry = ref()
+        if telemetry is None:
+            return []
+        idle, used = telemetry.connection_counts()
+        return [
+            metrics.Observation(idle, telemetry._idle_attributes),
+            metrics.Observation(used, telemetry._used_attributes),
+        ]
+
+    return observe
+
+
 def _watch(ref: weakref.ref[PoolTelemetry], stop: threading.Event, interval: float) -> None:
     # Holds its PoolTelemetry weakly: a running thread is a GC root, and the telemetry reaches the
     # engine, whose listeners reach the Database, which could then never be collected.
@@ -122,8 +140,11 @@ class PoolTelemetry:
         self._attributes = {"db.client.connection.pool.name": pool_name}
         self._idle_attributes = {**self._attributes, "db.client.connection.state": "idle"}
         self._used_attributes = {**self._attributes, "db.client.connection.state": "used"}
-        self._count = meter.create_up_down_counter(
+        # Observed at collection time from the tracked states: a checkout then costs no metric
+        # update at all, and the callback holds this object only weakly.
+        meter.create_observable_up_down_counter(
             "db.client.connection.count",
+            callbacks=[_observe_counts(weakref.ref(self))],
             unit="{connection}",
             description="Connections currently in the pool, by state.",
         )
@@ -180,11 +201,8 @@ class PoolTelemetry:
         for name in _EVENTS:
             event.remove(engine, name, getattr(self, f"_on_{name}"))
         with self._lock:
-            idle, used = len(self._idle), len(self._used)
             self._idle.clear()
             self._used.clear()
-        self._guarded(self._count.add, -idle, self._idle_attributes)
-        self._guarded(self._count.add, -used, self._used_attributes)
         if self._max_connections is not None:
             self._guarded(self._max.add, -self._max_connections, self._attributes)
 
@@ -229,7 +247,6 @@ class PoolTelemetry:
             if record in self._used or record in self._idle:
                 return
             self._idle.add(record)
-        self._guarded(self._count.add, 1, self._idle_attributes)
 
     def _on_checkout(
         self, dbapi_connection: Any, record: ConnectionPoolEntry, proxy: PoolProxiedConnection
@@ -240,14 +257,8 @@ class PoolTelemetry:
             _log.warning("leak tracking failed for a checkout", exc_info=True)
             checkout = _Checkout(time.monotonic(), "unknown")
         with self._lock:
-            was_idle = record in self._idle
             self._idle.discard(record)
-            newly_used = record not in self._used
             self._used[record] = checkout
-        if was_idle:
-            self._guarded(self._count.add, -1, self._idle_attributes)
-        if newly_used:
-            self._guarded(self._count.add, 1, self._used_attributes)
         if self._watcher is None and self._leak_seconds > 0:
             self._start_watcher()
 
@@ -255,29 +266,17 @@ class PoolTelemetry:
         with self._lock:
             was_used = self._used.pop(record, None) is not None
             # A connection invalidated while checked out comes back without a DBAPI connection.
-            now_idle = was_used and dbapi_connection is not None
-            if now_idle:
+            if was_used and dbapi_connection is not None:
                 self._idle.add(record)
-        if was_used:
-            self._guarded(self._count.add, -1, self._used_attributes)
-        if now_idle:
-            self._guarded(self._count.add, 1, self._idle_attributes)
 
     def _on_close(self, dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
         with self._lock:
-            was_used = self._used.pop(record, None) is not None
-            was_idle = not was_used and record in self._idle
+            self._used.pop(record, None)
             self._idle.discard(record)
-        if was_used:
-            self._guarded(self._count.add, -1, self._used_attributes)
-        elif was_idle:
-            self._guarded(self._count.add, -1, self._idle_attributes)
 
     def _on_detach(self, dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
         with self._lock:
-            was_used = self._used.pop(record, None) is not None
-        if was_used:
-            self._guarded(self._count.add, -1, self._used_attributes)
+            self._used.pop(record, None)
 
     def _on_invalidate(
         self, dbapi_connection: Any, record: ConnectionPoolEntry, exception: BaseException | None

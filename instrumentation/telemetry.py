@@ -343,8 +343,12 @@ class OtlpLogHandler(LoggingHandler):
     @staticmethod
     def _get_attributes(record: logging.LogRecord) -> Attributes:
         attributes = LoggingHandler._get_attributes(record) or {}
+        # The RedactionFilter already cleaned the message and the extra fields; only the
+        # exception.* attributes the SDK builds from exc_info are new text here.
         return {
-            key: redact_text(value) if isinstance(value, str) else value
+            key: redact_text(value)
+            if isinstance(value, str) and key.startswith("exception.")
+            else value
             for key, value in attributes.items()
             if key not in CONTEXT_FIELDS and not key.startswith("_")
         }
