@@ -17,13 +17,18 @@ import waitress
 
 from instrumentation import logs, telemetry
 from instrumentation.database import Database
+from instrumentation.errors import ConfigurationError
 from recorder import __version__, schema_version
+from recorder.api import create_app
 from recorder.config import Settings, load_settings
 from recorder.errors import ConfigError, SchemaOutOfDateError
+from recorder.storage import BlobStore
 
 logger = logging.getLogger(__name__)
 
 CONFIG_EXIT = 2
+# An upload touches its temporary file with every chunk; one untouched this long is dead.
+STALE_UPLOAD_SECONDS = 3600
 
 
 def _settings(service_name: str) -> Settings:
@@ -37,7 +42,11 @@ def _settings(service_name: str) -> Settings:
 @contextmanager
 def _process(settings: Settings) -> Iterator[None]:
     """Logging and telemetry for the life of one process, flushed on the way out."""
-    logs.configure_logging(settings.logging, service=settings.telemetry.service_name)
+    try:
+        logs.configure_logging(settings.logging, service=settings.telemetry.service_name)
+    except ConfigurationError as exc:
+        click.echo(f"vrp: invalid configuration: {exc}", err=True)
+        sys.exit(CONFIG_EXIT)
     telemetry.setup(settings.telemetry)
     telemetry.install_signal_handlers()
     try:
@@ -48,13 +57,16 @@ def _process(settings: Settings) -> Iterator[None]:
 
 
 def _serve_api(settings: Settings, db: Database) -> None:
-    from recorder.api import create_app
-
     try:
         app = create_app(settings, db=db)
     except SchemaOutOfDateError as exc:
         click.echo(f"vrp: {exc}", err=True)
         sys.exit(1)
+    swept = BlobStore(settings.storage_dir, settings.max_upload_bytes).sweep_temp(
+        STALE_UPLOAD_SECONDS
+    )
+    if swept:
+        logger.info("removed %d temporary file(s) left by interrupted uploads", swept)
     logger.info(
         "API listening on http://%s:%d",
         settings.api_host,

@@ -47,3 +47,12 @@ def test_db_upgrade_then_current_reports_up_to_date(tmp_path: Path) -> None:
     current = _vrp(["db", "current"], tmp_path, OTEL_SDK_DISABLED="true")
     assert current.returncode == 0
     assert "up to date" in current.stdout
+
+
+def test_unwritable_log_dir_exits_2_with_one_line(tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("a file where the log folder should be")
+    result = _vrp(["db", "upgrade"], tmp_path, VRP_LOG_DIR=str(blocker / "log"))
+    assert result.returncode == 2
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("vrp: invalid configuration: cannot write logs to")
