@@ -219,7 +219,12 @@ def delete_recording(session: Session, public_id: uuid.UUID) -> Recording:
 
 @transactional
 def purge_recording(session: Session, public_id: uuid.UUID) -> PurgeResult:
-    """Remove the row; tell the caller whether its blob has no other reference left."""
+    """Remove the row; tell the caller whether its blob has no other reference left.
+
+    The caller deletes the blob after the commit. An upload of the same audio that found the
+    blob on disk and commits its row between that commit and the deletion is left pointing at
+    a missing file (its audio then answers 404); the window is a few milliseconds.
+    """
     recording = _load(session, public_id)
     sha256 = recording.sha256
     session.delete(recording)
