@@ -5,7 +5,6 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from pathlib import Path
 
 import psycopg
 import pytest
@@ -14,60 +13,42 @@ from sqlalchemy.engine import make_url
 
 from instrumentation.database import Database
 from instrumentation.testing import InMemoryTelemetry
-from recorder import schema_version
-from recorder.api import create_app
-from recorder.config import load_settings
-from tests.recorder.fixtures import upload
+from tests.recorder.fixtures import MakeClient, upload
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_a_held_sqlite_write_lock_is_retried_and_the_update_commits_once(
-    settings_env: dict[str, str], telemetry: InMemoryTelemetry, tmp_path: Path
+    make_client: MakeClient, settings_env: dict[str, str], telemetry: InMemoryTelemetry
 ) -> None:
-    settings = load_settings({**settings_env, "VRP_DB_BUSY_TIMEOUT_MS": "50"})
-    db = Database(
-        settings.database,
-        tracer_provider=telemetry.tracer_provider,
-        meter_provider=telemetry.meter_provider,
+    client, _ = make_client(VRP_DB_BUSY_TIMEOUT_MS="50")
+    _, created = upload(client)
+    locker = sqlite3.connect(
+        make_url(settings_env["VRP_DATABASE_URL"]).database,
+        isolation_level=None,
+        check_same_thread=False,
     )
-    schema_version.upgrade(db.engine)
-    client = create_app(
-        settings,
-        db=db,
-        tracer_provider=telemetry.tracer_provider,
-        meter_provider=telemetry.meter_provider,
-    ).test_client()
+    locker.execute("BEGIN IMMEDIATE")
+    release = threading.Timer(0.3, locker.rollback)
+    release.start()
     try:
-        _, created = upload(client)
-        locker = sqlite3.connect(
-            make_url(settings.database.url).database,
-            isolation_level=None,
-            check_same_thread=False,
+        response = client.patch(
+            f"/api/recordings/{created['id']}", json={"title": "after the lock"}
         )
-        locker.execute("BEGIN IMMEDIATE")
-        release = threading.Timer(0.3, locker.rollback)
-        release.start()
-        try:
-            response = client.patch(
-                f"/api/recordings/{created['id']}", json={"title": "after the lock"}
-            )
-        finally:
-            release.join()
-            locker.close()
-        assert response.status_code == 200, response.get_json()
-        assert response.get_json()["version"] == 2
-        retries = telemetry.metric_points("vrp.db.transaction.retries")
-        assert sum(point.value for point in retries) >= 1
-        transaction = [
-            span
-            for span in telemetry.spans("db.transaction")
-            if span.attributes["vrp.db.transaction.attempts"] > 1
-        ]
-        assert transaction, "the unit that met the lock was retried"
-        listed = client.get("/api/recordings").get_json()
-        assert [r["title"] for r in listed] == ["after the lock"]
     finally:
-        db.dispose()
+        release.join()
+        locker.close()
+    assert response.status_code == 200, response.get_json()
+    assert response.get_json()["version"] == 2
+    retries = telemetry.metric_points("vrp.db.transaction.retries")
+    assert sum(point.value for point in retries) >= 1
+    retried = [
+        span
+        for span in telemetry.spans("db.transaction")
+        if span.attributes["vrp.db.transaction.attempts"] > 1
+    ]
+    assert retried, "the unit that met the lock was retried"
+    listed = client.get("/api/recordings").get_json()
+    assert [r["title"] for r in listed] == ["after the lock"]
 
 
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)

@@ -26,7 +26,7 @@ from instrumentation.testing import InMemoryTelemetry, reset_for_tests
 from recorder import schema_version
 from recorder.api import create_app
 from recorder.config import load_settings
-from tests.recorder.fixtures import make_wav, upload
+from tests.recorder.fixtures import MakeClient, make_wav, upload
 
 SENTINEL = "Sentinel7f3a9c"
 
@@ -122,31 +122,8 @@ def test_sentinel_values_never_reach_spans_metrics_or_logs(
 
 
 @pytest.fixture
-def tiny_pool_client(
-    settings_env: dict[str, str], telemetry: InMemoryTelemetry
-) -> Iterator[tuple[FlaskClient, Database]]:
-    settings = load_settings(
-        {
-            **settings_env,
-            "VRP_DB_POOL_SIZE": "1",
-            "VRP_DB_MAX_OVERFLOW": "0",
-            "VRP_DB_POOL_TIMEOUT": "0.3",
-        }
-    )
-    db = Database(
-        settings.database,
-        tracer_provider=telemetry.tracer_provider,
-        meter_provider=telemetry.meter_provider,
-    )
-    schema_version.upgrade(db.engine)
-    app = create_app(
-        settings,
-        db=db,
-        tracer_provider=telemetry.tracer_provider,
-        meter_provider=telemetry.meter_provider,
-    )
-    yield app.test_client(), db
-    db.dispose()
+def tiny_pool_client(make_client: MakeClient) -> tuple[FlaskClient, Database]:
+    return make_client(VRP_DB_POOL_SIZE="1", VRP_DB_MAX_OVERFLOW="0", VRP_DB_POOL_TIMEOUT="0.3")
 
 
 def test_pool_exhaustion_returns_503_within_the_timeout(

@@ -21,13 +21,6 @@ MakeDatabase = Callable[..., Database]
 
 
 @pytest.fixture
-def telemetry() -> Iterator[InMemoryTelemetry]:
-    recorded = InMemoryTelemetry()
-    yield recorded
-    recorded.shutdown()
-
-
-@pytest.fixture
 def make_database(telemetry: InMemoryTelemetry) -> Iterator[MakeDatabase]:
     opened: list[Database] = []
 

@@ -6,7 +6,7 @@ import io
 import math
 import struct
 import wave
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -58,26 +58,54 @@ def telemetry() -> Iterator[InMemoryTelemetry]:
     recorded.shutdown()
 
 
-@pytest.fixture
-def db(settings: Settings, telemetry: InMemoryTelemetry) -> Iterator[Database]:
+def migrated_database(settings: Settings, telemetry: InMemoryTelemetry) -> Database:
     database = Database(
         settings.database,
         tracer_provider=telemetry.tracer_provider,
         meter_provider=telemetry.meter_provider,
     )
     schema_version.upgrade(database.engine)
-    yield database
-    database.dispose()
+    return database
 
 
-@pytest.fixture
-def app(settings: Settings, db: Database, telemetry: InMemoryTelemetry) -> Flask:
+def recorder_app(settings: Settings, db: Database, telemetry: InMemoryTelemetry) -> Flask:
     return create_app(
         settings,
         db=db,
         tracer_provider=telemetry.tracer_provider,
         meter_provider=telemetry.meter_provider,
     )
+
+
+@pytest.fixture
+def db(settings: Settings, telemetry: InMemoryTelemetry) -> Iterator[Database]:
+    database = migrated_database(settings, telemetry)
+    yield database
+    database.dispose()
+
+
+@pytest.fixture
+def app(settings: Settings, db: Database, telemetry: InMemoryTelemetry) -> Flask:
+    return recorder_app(settings, db, telemetry)
+
+
+MakeClient = Callable[..., tuple[FlaskClient, Database]]
+
+
+@pytest.fixture
+def make_client(settings_env: dict[str, str], telemetry: InMemoryTelemetry) -> Iterator[MakeClient]:
+    """Another app on the test database, with some ``VRP_*`` settings overridden."""
+    opened: list[Database] = []
+
+    def make(**overrides: str) -> tuple[FlaskClient, Database]:
+        settings = load_settings({**settings_env, **overrides})
+        database = migrated_database(settings, telemetry)
+        opened.append(database)
+        return recorder_app(settings, database, telemetry).test_client(), database
+
+    yield make
+    for database in opened:
+        database.dispose()
 
 
 @pytest.fixture

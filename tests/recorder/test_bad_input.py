@@ -6,12 +6,9 @@ import io
 import uuid
 
 import pytest
-from flask import Flask
 from flask.testing import FlaskClient
 
-from recorder.api import create_app
-from recorder.config import load_settings
-from tests.recorder.fixtures import make_wav, upload
+from tests.recorder.fixtures import MakeClient, make_wav, upload
 
 
 def _error(response, code: int) -> dict:
@@ -154,10 +151,8 @@ def test_stale_if_match_is_412_and_changes_nothing(client: FlaskClient) -> None:
     assert client.get(url).get_json()["title"] == "hello"
 
 
-def test_missing_if_match_is_428_when_required(settings_env: dict[str, str], db, telemetry) -> None:
-    settings = load_settings({**settings_env, "VRP_REQUIRE_IF_MATCH": "true"})
-    app: Flask = create_app(settings, db=db, tracer_provider=telemetry.tracer_provider)
-    client = app.test_client()
+def test_missing_if_match_is_428_when_required(make_client: MakeClient) -> None:
+    client, _ = make_client(VRP_REQUIRE_IF_MATCH="true")
     _, created = upload(client)
     _error(client.patch(f"/api/recordings/{created['id']}", json={"title": "x"}), 428)
 
