@@ -1,7 +1,7 @@
-"""Fixtures for the database-layer tests: in-memory telemetry and self-cleaning databases.
+"""Fixtures for the database-layer tests: self-cleaning databases.
 
 ``make_database(url, **settings)`` opens a :class:`Database` reporting into the test's
-``telemetry``; at teardown it checks that the test returned every connection it took, then
+``telemetry`` (the in-memory providers shared by the whole suite); at teardown it checks that the test returned every connection it took, then
 disposes the database. ``db`` is one such database on ``database_url`` (SQLite and PostgreSQL),
 already connected once so that SQLAlchemy's first-connect queries are out of the way.
 """
