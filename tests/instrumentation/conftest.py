@@ -1,9 +1,10 @@
 """Fixtures for the database-layer tests: self-cleaning databases.
 
 ``make_database(url, **settings)`` opens a :class:`Database` reporting into the test's
-``telemetry`` (the in-memory providers shared by the whole suite); at teardown it checks that the test returned every connection it took, then
-disposes the database. ``db`` is one such database on ``database_url`` (SQLite and PostgreSQL),
-already connected once so that SQLAlchemy's first-connect queries are out of the way.
+``telemetry`` (the in-memory providers shared by the whole suite); at teardown it checks that
+the test returned every connection it took, then disposes the database. ``db`` is one such
+database on ``database_url`` (SQLite and PostgreSQL), already connected once so that
+SQLAlchemy's first-connect queries are out of the way.
 """
 
 from __future__ import annotations
