@@ -124,6 +124,10 @@ CONFIGURATIONS = ("off", "full", "ratio10")
 FLOOR_SPANS = 20_000
 # The exporter and batch settings vrp api uses (instrumentation.settings.TelemetrySettings).
 TELEMETRY_DEFAULTS = TelemetrySettings(service_name=SERVICE)
+# Where the instrumented configurations send log records; --logs narrows it to measure a part.
+LOG_SINKS = frozenset({"file", "otlp"})
+LOG_CHOICES = {"all": LOG_SINKS, "file": frozenset({"file"}), "otlp": frozenset({"otlp"})}
+LOG_CHOICES["none"] = frozenset()
 TARGET_EXTRA_PER_SPAN = 1.5
 TARGET_FULL = 1.25
 TARGET_RATIO10 = 1.10
@@ -335,6 +339,7 @@ class Target:
     client: FlaskClient
     pipelines: Pipelines | None
     base_payload: bytes
+    log_sinks: frozenset[str] = LOG_SINKS
     uploads: int = 0
     samples: dict[str, list[int]] = field(default_factory=lambda: {op: [] for op in OPERATIONS})
     cycles: list[int] = field(default_factory=list)
@@ -357,7 +362,9 @@ def _sampler(name: str) -> Sampler | None:
     return {"off": None, "full": ALWAYS_ON, "ratio10": ParentBased(TraceIdRatioBased(0.1))}[name]
 
 
-def build_target(name: str, root: Path, endpoint: str, payload: bytes) -> Target:
+def build_target(
+    name: str, root: Path, endpoint: str, payload: bytes, log_sinks: frozenset[str]
+) -> Target:
     """An app on its own SQLite file, migrated, instrumented as configuration ``name`` says."""
     directory = root / name
     env = {
@@ -382,7 +389,7 @@ def build_target(name: str, root: Path, endpoint: str, payload: bytes) -> Target
     app = create_app(
         settings, db=db, tracer_provider=tracer_provider, meter_provider=meter_provider
     )
-    return Target(name, settings, db, app.test_client(), pipelines, payload)
+    return Target(name, settings, db, app.test_client(), pipelines, payload, log_sinks)
 
 
 # --- process-global logging, switched per phase ----------------------------------------------
@@ -400,10 +407,13 @@ def use_logging(target: Target | None) -> None:
     if target is None or target.pipelines is None:
         root.setLevel(logging.WARNING)
         return
-    settings = dataclasses.replace(target.settings.logging, stderr=False)
-    logs.configure_logging(settings, service=SERVICE)
-    root.addHandler(target.pipelines.log_handler)
-    _otlp_handlers.append(target.pipelines.log_handler)
+    root.setLevel(logging.INFO if target.log_sinks else logging.WARNING)
+    if "file" in target.log_sinks:
+        settings = dataclasses.replace(target.settings.logging, stderr=False)
+        logs.configure_logging(settings, service=SERVICE)
+    if "otlp" in target.log_sinks:
+        root.addHandler(target.pipelines.log_handler)
+        _otlp_handlers.append(target.pipelines.log_handler)
 
 
 # --- the request mix ------------------------------------------------------------------------
@@ -769,6 +779,7 @@ class Plan:
     cycles_per_round: int
     warmup_cycles: int
     floor_spans: int
+    log_sinks: frozenset[str] = LOG_SINKS
 
     @property
     def floor_batch(self) -> int:
@@ -792,9 +803,22 @@ def parse_plan(argv: list[str] | None) -> Plan:
         "--warmup-cycles", type=int, default=50, help="untimed cycles per app first (default 50)"
     )
     parser.add_argument("--quick", action="store_true", help="a few rounds, for a smoke check")
+    parser.add_argument(
+        "--logs",
+        choices=sorted(LOG_CHOICES),
+        default="all",
+        help="where full and ratio10 send log records: all (file and OTLP, what vrp api does; "
+        "the default), file, otlp, or none, to measure what logging costs",
+    )
     args = parser.parse_args(argv)
     if args.quick:
-        return Plan(rounds=2, cycles_per_round=10, warmup_cycles=10, floor_spans=4_000)
+        return Plan(
+            rounds=2,
+            cycles_per_round=10,
+            warmup_cycles=10,
+            floor_spans=4_000,
+            log_sinks=LOG_CHOICES[args.logs],
+        )
     if args.rounds < 1 or args.requests_per_round < 1 or args.warmup_cycles < 0:
         parser.error("--rounds and --requests-per-round must be positive, --warmup-cycles >= 0")
     return Plan(
@@ -802,6 +826,7 @@ def parse_plan(argv: list[str] | None) -> Plan:
         cycles_per_round=-(-args.requests_per_round // REQUESTS_PER_CYCLE),
         warmup_cycles=args.warmup_cycles,
         floor_spans=FLOOR_SPANS,
+        log_sinks=LOG_CHOICES[args.logs],
     )
 
 
@@ -816,7 +841,9 @@ def _isolate_environment() -> None:
 def measure(plan: Plan, endpoint: str, root: Path) -> tuple[list[Summary], Floor, int, int]:
     """Run the plan; return the summaries, the floor, and the spans and log records emitted."""
     payload = make_wav()
-    targets = [build_target(name, root, endpoint, payload) for name in CONFIGURATIONS]
+    targets = [
+        build_target(name, root, endpoint, payload, plan.log_sinks) for name in CONFIGURATIONS
+    ]
     floor = FloorMeter(endpoint, plan.floor_batch)
     gc_clock = GcClock()
     try:
