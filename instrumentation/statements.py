@@ -30,7 +30,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from opentelemetry import metrics, trace
-from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from sqlalchemy import event
 from sqlalchemy.engine import ExceptionContext, ExecutionContext
 
@@ -319,7 +319,7 @@ class StatementTelemetry:
             # SQLAlchemy passes no context for a few dialect-internal executions, for which the
             # connection (used by one thread at a time) does the same job.
             holder: Any = context if context is not None else conn
-            holder._vrp_statement = (span, perf_counter(), described)
+            setattr(holder, _SLOT, (span, perf_counter(), described))
         except Exception:
             _listener_failed("before_cursor_execute")
         return statement, parameters
@@ -334,11 +334,9 @@ class StatementTelemetry:
         executemany: bool,
     ) -> None:
         try:
-            holder: Any = context if context is not None else conn
-            state = getattr(holder, _SLOT, None)
+            state = _take_statement(context if context is not None else conn)
             if state is None:
                 return
-            holder._vrp_statement = None
             span, started, described = state
             self._duration.record(perf_counter() - started, described.metric_attributes)
             span.end()
@@ -347,11 +345,9 @@ class StatementTelemetry:
 
     def _error(self, error: ExceptionContext) -> None:
         try:
-            holder: Any = error.execution_context or error.connection
-            state = getattr(holder, _SLOT, None)
+            state = _take_statement(error.execution_context or error.connection)
             if state is None:
                 return
-            holder._vrp_statement = None
             span, started, described = state
             kind = error_type(error.original_exception)
             self._duration.record(
@@ -366,3 +362,11 @@ class StatementTelemetry:
             span.end()
         except Exception:
             _listener_failed("handle_error")
+
+
+def _take_statement(holder: Any) -> tuple[Span, float, _Described] | None:
+    """The in-flight statement ``_before`` left on ``holder``, removed so it ends only once."""
+    state = getattr(holder, _SLOT, None)
+    if state is not None:
+        setattr(holder, _SLOT, None)
+    return state
