@@ -7,7 +7,7 @@ What is measured
     1. The recorder API request mix through the Flask test client, one cycle being: create (a
        multipart upload of a 0.1 s, 8 kHz mono WAV), get, list (``page_size=20``), update
        (PATCH of the title with ``If-Match``). Every upload differs in its last samples, so every
-       create stores a new blob (fsync included), as distinct recordings would. Three
+       create stores a new blob (fsync included), as distinct recordings would. Five
        configurations, each with its own app, its own SQLite file database (WAL) and its own
        blob and log directories in a temp dir:
 
@@ -17,13 +17,21 @@ What is measured
          spans, metrics and log records over OTLP/HTTP to a local sink, JSON log file at INFO
          (no stderr), OTLP log handler on the root logger, sampler ``always_on``;
        * ``ratio10``: as ``full`` with the sampler ``parentbased_traceidratio`` at 0.1. Metrics
-         and log records are still produced for every request; only spans are sampled.
+         and log records are still produced for every request; only spans are sampled;
+       * ``replay`` and ``replay10``: the app of ``off`` with the telemetry of ``full`` /
+         ``ratio10`` replayed around each request straight through the SDK (the same span
+         trees with the same attributes, the same metric points, the app's own log records
+         through the same handlers at the same level; see ``benchmarks/replay.py``). They cost
+         what the telemetry contract costs with no logic of ours, so ``full`` - ``replay`` is
+         the part of the overhead our instrumentation is responsible for. The templates are
+         captured once per run, before the rounds, from an app instrumented as ``full``.
 
-       Rounds interleave the configurations (off, full, ratio10, off, ...) so that machine noise
-       hits all three alike; each app is warmed up untimed first. Every request is timed alone
-       with ``perf_counter_ns``; the telemetry the phase left queued is flushed after the phase,
-       outside the per-request times (it is in the ``mean+flush`` column, see below). The OTLP
-       sink is a separate process (``benchmarks/sink.py``), so receiving costs us nothing.
+       Rounds interleave the configurations (off, full, ratio10, replay, replay10, off, ...) so
+       that machine noise hits all of them alike; each app is warmed up untimed first. Every
+       request is timed alone with ``perf_counter_ns``; the telemetry the phase left queued is
+       flushed after the phase, outside the per-request times (it is in the ``mean+flush``
+       column, see below). The OTLP sink is a separate process (``benchmarks/sink.py``), so
+       receiving costs us nothing.
     2. The SDK's floor: empty spans through an SDK ``TracerProvider`` with a
        ``BatchSpanProcessor`` exporting to the same sink, as a ``with start_as_current_span``
        block and as ``start_span()`` / ``end()``, 20,000 of each in one batch per variant after
@@ -31,12 +39,15 @@ What is measured
        caller-side time (the loop) and the export time (the flush that follows: encoding and the
        HTTP POST) are taken apart; the processor's batch is as large as the loop, so no export
        runs during the loop. The figures are medians over the batches.
-    3. Spans and log records emitted per request in ``full`` (counting processors on its
-       providers), and from them the extra time per emitted span:
+    3. Spans and log records emitted per request (counting processors on the providers), and
+       from them the extra time per emitted span:
        ``(median full - median off) / spans per request``. ``full`` and ``ratio10`` differ in
        sampling only, so ``(median full - median ratio10) / (spans per request full - ratio10)``
        is the marginal cost of one sampled span of ours; the rest of the gap to ``off`` is paid
        per request whatever the sampler decides (metrics, log records, unsampled spans).
+    4. The contract's price and ours: ``replay / off`` is what the spans, metric points and log
+       records cost by themselves; ``full / replay`` and ``full - replay`` per request and per
+       span started are what our instrumentation adds on top of them.
 
 How to read it
     ``median`` and ``p90`` are over every timed request of a configuration (the four request
@@ -108,10 +119,11 @@ from opentelemetry.sdk.trace.sampling import (
 )
 from werkzeug.test import TestResponse
 
+from benchmarks import replay
 from instrumentation import logs
 from instrumentation.database import Database
 from instrumentation.settings import TelemetrySettings
-from instrumentation.telemetry import OtlpLogHandler
+from instrumentation.telemetry import OtlpLogHandler, default_exemplar_filter
 from recorder import __version__, schema_version
 from recorder.api import create_app
 from recorder.config import Settings, load_settings
@@ -120,7 +132,9 @@ SERVICE = "vrp-api"
 SINK_SCRIPT = Path(__file__).with_name("sink.py")
 OPERATIONS = ("create", "get", "list", "update")
 REQUESTS_PER_CYCLE = len(OPERATIONS)
-CONFIGURATIONS = ("off", "full", "ratio10")
+CONFIGURATIONS = ("off", "full", "ratio10", "replay", "replay10")
+# Configurations whose app is the un-instrumented one with the captured telemetry replayed.
+REPLAYED = {"replay": "full", "replay10": "ratio10"}
 FLOOR_SPANS = 20_000
 # The exporter and batch settings vrp api uses (instrumentation.settings.TelemetrySettings).
 TELEMETRY_DEFAULTS = TelemetrySettings(service_name=SERVICE)
@@ -296,7 +310,12 @@ def build_pipelines(endpoint: str, sampler: Sampler) -> Pipelines:
         export_interval_millis=settings.metric_export_interval_ms,
         export_timeout_millis=settings.export_timeout_ms,
     )
-    meter_provider = MeterProvider(metric_readers=[reader], resource=shared, shutdown_on_exit=False)
+    meter_provider = MeterProvider(
+        metric_readers=[reader],
+        resource=shared,
+        shutdown_on_exit=False,
+        exemplar_filter=default_exemplar_filter(),
+    )
     tracer_provider = TracerProvider(resource=shared, sampler=sampler, shutdown_on_exit=False)
     tracer_provider.add_span_processor(batch_span_processor(endpoint, meter_provider))
     spans = SpanCounter()
@@ -359,13 +378,11 @@ class Target:
 
 
 def _sampler(name: str) -> Sampler | None:
+    name = REPLAYED.get(name, name)
     return {"off": None, "full": ALWAYS_ON, "ratio10": ParentBased(TraceIdRatioBased(0.1))}[name]
 
 
-def build_target(
-    name: str, root: Path, endpoint: str, payload: bytes, log_sinks: frozenset[str]
-) -> Target:
-    """An app on its own SQLite file, migrated, instrumented as configuration ``name`` says."""
+def _settings(name: str, root: Path) -> Settings:
     directory = root / name
     env = {
         "VRP_DATABASE_URL": f"sqlite:///{directory / 'vrp.db'}",
@@ -373,23 +390,79 @@ def build_target(
         "VRP_LOG_DIR": str(directory / "log"),
         "VRP_LOG_LEVEL": "INFO",
         "VRP_LOG_FORMAT": "json",
-        "OTEL_SDK_DISABLED": "true" if name == "off" else "false",
+        "OTEL_SDK_DISABLED": "false" if name in ("full", "ratio10") else "true",
     }
-    settings = load_settings(env, service_name=SERVICE)
-    sampler = _sampler(name)
-    pipelines = None if sampler is None else build_pipelines(endpoint, sampler)
-    tracer_provider: trace_api.TracerProvider = (
-        trace_api.NoOpTracerProvider() if pipelines is None else pipelines.tracer_provider
-    )
-    meter_provider: metrics_api.MeterProvider = (
-        metrics_api.NoOpMeterProvider() if pipelines is None else pipelines.meter_provider
-    )
+    return load_settings(env, service_name=SERVICE)
+
+
+def _app(
+    settings: Settings,
+    tracer_provider: trace_api.TracerProvider,
+    meter_provider: metrics_api.MeterProvider,
+) -> tuple[Database, FlaskClient]:
     db = Database(settings.database, tracer_provider=tracer_provider, meter_provider=meter_provider)
     schema_version.upgrade(db.engine)
     app = create_app(
         settings, db=db, tracer_provider=tracer_provider, meter_provider=meter_provider
     )
-    return Target(name, settings, db, app.test_client(), pipelines, payload, log_sinks)
+    return db, app.test_client()
+
+
+def operation_of(environ: dict[str, Any]) -> str:
+    """Which request of the mix ``environ`` is (see :func:`run_cycle`)."""
+    method = environ["REQUEST_METHOD"]
+    if method == "POST":
+        return "create"
+    if method == "PATCH":
+        return "update"
+    return "list" if "page_size" in environ.get("QUERY_STRING", "") else "get"
+
+
+def capture_templates(root: Path, payload: bytes) -> dict[str, replay.Template]:
+    """One request of each kind on an app instrumented as ``full``, taped (see replay.py).
+
+    The last of a few cycles is kept, so that one-off start-up work is not in the templates.
+    """
+    settings = _settings("capture", root)
+    recorder = replay.Recorder.create()
+    db, client = _app(settings, recorder.tracer_provider, recorder.meter_provider)
+    target = Target("capture", settings, db, client, None, payload)
+    templates: dict[str, replay.Template] = {}
+
+    def tape(operation: str, call: Callable[[], TestResponse]) -> tuple[int, TestResponse]:
+        templates[operation], response = recorder.take(call)
+        return 0, response
+
+    try:
+        for _ in range(3):
+            run_cycle(target, tape)
+    finally:
+        db.dispose()
+    return templates
+
+
+def build_target(
+    name: str,
+    root: Path,
+    endpoint: str,
+    payload: bytes,
+    log_sinks: frozenset[str],
+    templates: dict[str, replay.Template],
+) -> Target:
+    """An app on its own SQLite file, migrated, instrumented as configuration ``name`` says."""
+    settings = _settings(name, root)
+    sampler = _sampler(name)
+    pipelines = None if sampler is None else build_pipelines(endpoint, sampler)
+    if pipelines is None or name in REPLAYED:
+        db, client = _app(settings, trace_api.NoOpTracerProvider(), metrics_api.NoOpMeterProvider())
+    else:
+        db, client = _app(settings, pipelines.tracer_provider, pipelines.meter_provider)
+    if pipelines is not None and name in REPLAYED:
+        app = client.application
+        replayer = replay.Replayer(pipelines.tracer_provider, pipelines.meter_provider)
+        replayer.listen(db.engine)
+        app.wsgi_app = replay.ReplayMiddleware(app.wsgi_app, replayer, templates, operation_of)
+    return Target(name, settings, db, client, pipelines, payload, log_sinks)
 
 
 # --- process-global logging, switched per phase ----------------------------------------------
@@ -419,7 +492,10 @@ def use_logging(target: Target | None) -> None:
 # --- the request mix ------------------------------------------------------------------------
 
 
-def _timed(call: Callable[[], TestResponse]) -> tuple[int, TestResponse]:
+Timer = Callable[[str, Callable[[], TestResponse]], tuple[int, TestResponse]]
+
+
+def _timed(operation: str, call: Callable[[], TestResponse]) -> tuple[int, TestResponse]:
     started = time.perf_counter_ns()
     response = call()
     return time.perf_counter_ns() - started, response
@@ -433,25 +509,29 @@ def _expect(response: TestResponse, status: int, operation: str) -> None:
         )
 
 
-def run_cycle(target: Target) -> dict[str, int]:
-    """Create, get, list, update one recording; returns nanoseconds per operation."""
+def run_cycle(target: Target, timed: Timer = _timed) -> dict[str, int]:
+    """Create, get, list, update one recording; returns nanoseconds per operation.
+
+    ``timed(operation, call)`` makes each request and says how long it took.
+    """
     client = target.client
     form = {"title": "benchmark", "file": (io.BytesIO(target.next_payload()), "bench.wav")}
-    created_ns, response = _timed(
-        lambda: client.post("/api/recordings", data=form, content_type="multipart/form-data")
+    created_ns, response = timed(
+        "create",
+        lambda: client.post("/api/recordings", data=form, content_type="multipart/form-data"),
     )
     _expect(response, 201, "create")
     path = f"/api/recordings/{response.get_json()['id']}"
 
-    get_ns, response = _timed(lambda: client.get(path))
+    get_ns, response = timed("get", lambda: client.get(path))
     _expect(response, 200, "get")
     headers = {"If-Match": response.headers["ETag"]}
 
-    list_ns, response = _timed(lambda: client.get("/api/recordings?page_size=20"))
+    list_ns, response = timed("list", lambda: client.get("/api/recordings?page_size=20"))
     _expect(response, 200, "list")
 
     title = {"title": f"renamed {target.uploads}"}
-    update_ns, response = _timed(lambda: client.patch(path, json=title, headers=headers))
+    update_ns, response = timed("update", lambda: client.patch(path, json=title, headers=headers))
     _expect(response, 200, "update")
     return {"create": created_ns, "get": get_ns, "list": list_ns, "update": update_ns}
 
@@ -761,12 +841,43 @@ def print_delivery(stats: dict[str, dict[str, int | None]], spans: int, records:
     )
 
 
+def print_contract(
+    off: Summary, pairs: list[tuple[Summary, Summary]], started: float, floor: Floor
+) -> None:
+    """Each instrumented configuration against the replay of its own telemetry.
+
+    ``started`` is the number of spans a request starts (sampled or not: our listeners run for
+    each), so ``ours us/span`` is our logic's cost per span it handles.
+    """
+    print(
+        "\nthe contract's price and ours (replay: the same spans, metric points and log records"
+        " replayed through the SDK\nand the same log handlers on the un-instrumented app; see"
+        " benchmarks/replay.py), medians"
+    )
+    print(
+        f"  {'config':<9}{'replay/off':>11}{'config/off':>11}{'config/replay':>14}"
+        f"{'ours us/req':>12}{'ours us/span':>13}{'x floor':>8}"
+    )
+    for config, replayed in pairs:
+        ours = config.median_us - replayed.median_us
+        per_span = _per(ours, started)
+        print(
+            f"  {config.name:<9}{replayed.median_us / off.median_us:>11.3f}"
+            f"{config.median_us / off.median_us:>11.3f}"
+            f"{config.median_us / replayed.median_us:>14.3f}{ours:>12.0f}"
+            f"{per_span:>13.2f}{per_span / floor.with_block_us:>8.2f}"
+        )
+
+
 def report(summaries: list[Summary], floor: Floor) -> None:
-    off, full, ratio10 = summaries
+    by_name = {summary.name: summary for summary in summaries}
+    off, full, ratio10 = by_name["off"], by_name["full"], by_name["ratio10"]
     print_requests(summaries)
     print_floor(floor)
     per_span = extra_per_span(off, full, ratio10)
     print_per_span(per_span, full, floor)
+    pairs = [(by_name[name], by_name[r]) for r, name in REPLAYED.items()]
+    print_contract(off, pairs, full.spans_per_request, floor)
     print_targets(off, full, ratio10, per_span.median / floor.with_block_us)
 
 
@@ -841,8 +952,10 @@ def _isolate_environment() -> None:
 def measure(plan: Plan, endpoint: str, root: Path) -> tuple[list[Summary], Floor, int, int]:
     """Run the plan; return the summaries, the floor, and the spans and log records emitted."""
     payload = make_wav()
+    templates = capture_templates(root, payload)
     targets = [
-        build_target(name, root, endpoint, payload, plan.log_sinks) for name in CONFIGURATIONS
+        build_target(name, root, endpoint, payload, plan.log_sinks, templates)
+        for name in CONFIGURATIONS
     ]
     floor = FloorMeter(endpoint, plan.floor_batch)
     gc_clock = GcClock()

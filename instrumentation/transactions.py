@@ -393,11 +393,14 @@ class _Unit:
         kind = None if exc is None else error_type(exc)
         span = self.span
         if span.is_recording():
-            span.set_attribute("db.system.name", self.db.system)
-            span.set_attribute("vrp.db.transaction.attempts", self.attempts)
-            span.set_attribute("vrp.db.transaction.outcome", outcome)
+            attributes: dict[str, str | int] = {
+                "db.system.name": self.db.system,
+                "vrp.db.transaction.attempts": self.attempts,
+                "vrp.db.transaction.outcome": outcome,
+            }
             if kind is not None:
-                span.set_attribute("error.type", kind)
+                attributes["error.type"] = kind
+            span.set_attributes(attributes)
             if outcome == "error":
                 span.set_status(Status(StatusCode.ERROR, kind))
         level = _LOG_LEVELS[outcome]

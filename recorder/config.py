@@ -105,6 +105,9 @@ class SettingsSchema(ma.Schema):
         ),
     )
     OTEL_TRACES_SAMPLER_ARG = fields.Float(load_default=None, validate=validate.Range(0.0, 1.0))
+    OTEL_METRICS_EXEMPLAR_FILTER = fields.String(
+        load_default=None, validate=validate.OneOf(("always_on", "always_off", "trace_based"))
+    )
 
 
 @dataclass(frozen=True)

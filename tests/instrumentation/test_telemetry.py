@@ -539,3 +539,33 @@ def test_in_memory_telemetry_keeps_log_records_emitted_through_its_provider() ->
     memory.logger_provider.get_logger("vrp.test").emit(body="hello")
 
     assert [record.log_record.body for record in memory.logs()] == ["hello"]
+
+
+@pytest.mark.parametrize(
+    ("variable", "exemplars"), [(None, 0), ("trace_based", 1), ("always_off", 0)]
+)
+def test_exemplars_are_off_unless_the_standard_variable_asks_for_them(
+    otlp_sink: OtlpSink, monkeypatch: pytest.MonkeyPatch, variable: str | None, exemplars: int
+) -> None:
+    if variable is None:
+        monkeypatch.delenv("OTEL_METRICS_EXEMPLAR_FILTER", raising=False)
+    else:
+        monkeypatch.setenv("OTEL_METRICS_EXEMPLAR_FILTER", variable)
+    result = telemetry.setup(fast_settings(otlp_endpoint=otlp_sink.url))
+    histogram = result.meter_provider.get_meter("vrp.test").create_histogram("vrp.test.duration")
+    with trace.get_tracer("vrp.test").start_as_current_span("sampled"):
+        histogram.record(0.25, {"db.operation.name": "SELECT"})
+
+    telemetry.shutdown()
+
+    (point,) = [
+        point
+        for request in otlp_sink.metrics()
+        for resource_metrics in request.resource_metrics
+        for scope_metrics in resource_metrics.scope_metrics
+        for metric in scope_metrics.metrics
+        if metric.name == "vrp.test.duration"
+        for point in metric.histogram.data_points
+    ]
+    assert point.count == 1
+    assert len(point.exemplars) == exemplars

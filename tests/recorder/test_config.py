@@ -42,6 +42,10 @@ def test_values_reach_the_typed_settings() -> None:
         ({"VRP_LOG_LEVEL": "LOUD"}, "VRP_LOG_LEVEL='LOUD': Must be one of: DEBUG, INFO"),
         ({"VRP_DATABSE_URL": "x"}, "VRP_DATABSE_URL='x': unknown setting"),
         ({"OTEL_SDK_DISABLED": "maybe"}, "OTEL_SDK_DISABLED='maybe': Not a valid boolean."),
+        (
+            {"OTEL_METRICS_EXEMPLAR_FILTER": "sometimes"},
+            "OTEL_METRICS_EXEMPLAR_FILTER='sometimes': Must be one of: always_on",
+        ),
         ({"VRP_DATABASE_URL": "mysql://u@h/db"}, "backend must be one of sqlite, postgresql"),
     ],
 )

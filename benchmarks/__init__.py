@@ -1,0 +1,1 @@
+"""Runnable benchmarks; see README.md in this folder."""

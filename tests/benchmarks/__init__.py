@@ -1,0 +1,1 @@
+"""Tests of the benchmarks: they run, and what they compare is what they say."""
