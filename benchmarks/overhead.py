@@ -91,7 +91,7 @@ import urllib.error
 import urllib.request
 import wave
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -119,7 +119,7 @@ from opentelemetry.sdk.trace.sampling import (
 )
 from werkzeug.test import TestResponse
 
-from benchmarks import replay
+from benchmarks import replay, sdkcalls
 from instrumentation import logs
 from instrumentation.database import Database
 from instrumentation.settings import TelemetrySettings
@@ -891,6 +891,7 @@ class Plan:
     warmup_cycles: int
     floor_spans: int
     log_sinks: frozenset[str] = LOG_SINKS
+    sdk_calls: bool = False
 
     @property
     def floor_batch(self) -> int:
@@ -918,8 +919,14 @@ def parse_plan(argv: list[str] | None) -> Plan:
         "--logs",
         choices=sorted(LOG_CHOICES),
         default="all",
-        help="where full and ratio10 send log records: all (file and OTLP, what vrp api does; "
-        "the default), file, otlp, or none, to measure what logging costs",
+        help="where the configurations other than off send log records: all (file and OTLP, "
+        "what vrp api does; the default), file, otlp, or none, to measure what logging costs",
+    )
+    parser.add_argument(
+        "--sdk-calls",
+        action="store_true",
+        help="also time the SDK's calls inside full's requests and in a loop (see "
+        "benchmarks/sdkcalls.py; the timers slow full down a little)",
     )
     args = parser.parse_args(argv)
     if args.quick:
@@ -929,6 +936,7 @@ def parse_plan(argv: list[str] | None) -> Plan:
             warmup_cycles=10,
             floor_spans=4_000,
             log_sinks=LOG_CHOICES[args.logs],
+            sdk_calls=args.sdk_calls,
         )
     if args.rounds < 1 or args.requests_per_round < 1 or args.warmup_cycles < 0:
         parser.error("--rounds and --requests-per-round must be positive, --warmup-cycles >= 0")
@@ -938,6 +946,7 @@ def parse_plan(argv: list[str] | None) -> Plan:
         warmup_cycles=args.warmup_cycles,
         floor_spans=FLOOR_SPANS,
         log_sinks=LOG_CHOICES[args.logs],
+        sdk_calls=args.sdk_calls,
     )
 
 
@@ -949,8 +958,43 @@ def _isolate_environment() -> None:
         os.environ[name] = ",".join(filter(None, (os.environ.get(name), "127.0.0.1")))
 
 
-def measure(plan: Plan, endpoint: str, root: Path) -> tuple[list[Summary], Floor, int, int]:
-    """Run the plan; return the summaries, the floor, and the spans and log records emitted."""
+@dataclass(frozen=True)
+class Measured:
+    summaries: list[Summary]
+    floor: Floor
+    spans: int
+    records: int
+    calls: SdkCalls | None
+
+
+@dataclass(frozen=True)
+class SdkCalls:
+    """``--sdk-calls``: microseconds per call and calls per request inside ``full``'s requests,
+    and microseconds per call in a loop."""
+
+    in_requests: dict[str, tuple[float, float]]
+    in_loop: dict[str, float]
+
+
+def _sdk_calls(times: sdkcalls.CallTimes, requests: int, target: Target) -> SdkCalls:
+    pipelines = target.pipelines
+    if pipelines is None:
+        raise RuntimeError("the SDK calls are timed on an instrumented configuration")
+    use_logging(target)
+    pipelines.flush()
+    try:
+        in_loop = sdkcalls.loop_costs(pipelines.meter_provider, pipelines.tracer_provider)
+    finally:
+        use_logging(None)
+    in_requests = {
+        label: (times.ns[label] / times.calls[label] / 1000, times.calls[label] / requests)
+        for label in times.calls
+    }
+    return SdkCalls(in_requests, in_loop)
+
+
+def measure(plan: Plan, endpoint: str, root: Path) -> Measured:
+    """Run the plan; return the summaries, the floor, the spans and log records emitted."""
     payload = make_wav()
     templates = capture_templates(root, payload)
     targets = [
@@ -959,19 +1003,27 @@ def measure(plan: Plan, endpoint: str, root: Path) -> tuple[list[Summary], Floor
     ]
     floor = FloorMeter(endpoint, plan.floor_batch)
     gc_clock = GcClock()
+    times = sdkcalls.CallTimes()
+    calls = None
     try:
-        for target in targets:
-            run_phase(target, plan.warmup_cycles, gc_clock, timed=False)
-        floor.run_round(timed=False)
-        # As `vrp api` does before serving: start-up objects stay out of every later collection.
-        gc.collect()
-        gc.freeze()
-        for done in range(plan.rounds):
+        with sdkcalls.installed(times) if plan.sdk_calls else nullcontext():
             for target in targets:
-                run_phase(target, plan.cycles_per_round, gc_clock, timed=True)
-            floor.run_round()
-            print(f"\rround {done + 1}/{plan.rounds}", end="", file=sys.stderr, flush=True)
-        print(file=sys.stderr)
+                run_phase(target, plan.warmup_cycles, gc_clock, timed=False)
+            floor.run_round(timed=False)
+            # As `vrp api` does before serving: start-up objects stay out of later collections.
+            gc.collect()
+            gc.freeze()
+            for done in range(plan.rounds):
+                for target in targets:
+                    timing = plan.sdk_calls and target.name == "full"
+                    with sdkcalls.timing(times) if timing else nullcontext():
+                        run_phase(target, plan.cycles_per_round, gc_clock, timed=True)
+                floor.run_round()
+                print(f"\rround {done + 1}/{plan.rounds}", end="", file=sys.stderr, flush=True)
+            print(file=sys.stderr)
+        if plan.sdk_calls:
+            full = next(target for target in targets if target.name == "full")
+            calls = _sdk_calls(times, len(full.all_samples), full)
     finally:
         gc_clock.close()
         use_logging(None)
@@ -983,7 +1035,25 @@ def measure(plan: Plan, endpoint: str, root: Path) -> tuple[list[Summary], Floor
     instrumented = [target.pipelines for target in targets if target.pipelines is not None]
     spans = floor.sent + sum(pipelines.spans.ended for pipelines in instrumented)
     records = sum(pipelines.log_records.emitted for pipelines in instrumented)
-    return [summarise(target) for target in targets], floor.result(), spans, records
+    summaries = [summarise(target) for target in targets]
+    return Measured(summaries, floor.result(), spans, records, calls)
+
+
+def print_sdk_calls(calls: SdkCalls, floor: Floor) -> None:
+    print("\nSDK calls inside full's requests (--sdk-calls; the timers slow full a little)")
+    print(f"  {'call':<28}{'us/call':>9}{'calls/req':>11}{'us/req':>9}{'in a loop':>11}")
+    loop = {**calls.in_loop, "start_span": floor.start_end_us}
+    for label, (per_call, per_request) in sorted(calls.in_requests.items()):
+        looped = loop.get(label)
+        cell = "" if looped is None else f"{looped:.2f}"
+        print(
+            f"  {label:<28}{per_call:>9.2f}{per_request:>11.2f}{per_call * per_request:>9.1f}"
+            f"{cell:>11}"
+        )
+    print(
+        "  (in a loop: start_span is the floor's start_span() + end() of an empty span; the log"
+        " record includes making it)"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -998,9 +1068,11 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     load_before = os.getloadavg()[0]
     with running_sink() as endpoint, tempfile.TemporaryDirectory(prefix="vrp-bench-") as tmp:
-        summaries, floor, spans, records = measure(plan, endpoint, Path(tmp))
-        report(summaries, floor)
-        print_delivery(sink_stats(endpoint), spans, records)
+        measured = measure(plan, endpoint, Path(tmp))
+        report(measured.summaries, measured.floor)
+        if measured.calls is not None:
+            print_sdk_calls(measured.calls, measured.floor)
+        print_delivery(sink_stats(endpoint), measured.spans, measured.records)
     load_after = os.getloadavg()[0]
     # This run keeps about one CPU busy itself (and a run just before it leaves ~1 behind).
     busy = load_before > 1.25 or load_after > 1.75

@@ -80,7 +80,7 @@ def _nodes(nodes: list[replay.Node]):
 
 def test_quick_run_reports_every_configuration_and_loses_nothing() -> None:
     result = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "overhead.py"), "--quick"],
+        [sys.executable, str(ROOT / "benchmarks" / "overhead.py"), "--quick", "--sdk-calls"],
         capture_output=True,
         text=True,
         timeout=300,
@@ -108,3 +108,6 @@ def test_quick_run_reports_every_configuration_and_loses_nothing() -> None:
     assert delivered[1] == delivered[2]
     assert delivered[3] == delivered[4]
     assert "full / off" in out and "ratio10 / off" in out
+    calls = re.search(r"^  start_span\s+\d+\.\d\d\s+(\d+\.\d\d)\s", out, re.MULTILINE)
+    assert calls is not None
+    assert float(calls[1]) == rows["full"]

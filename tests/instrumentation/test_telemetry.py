@@ -23,6 +23,7 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
 )
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import KeyValue
+from opentelemetry.proto.metrics.v1.metrics_pb2 import Metric
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 
 from instrumentation import telemetry
@@ -61,6 +62,15 @@ class OtlpSink:
             for resource_spans in request.resource_spans
             for scope_spans in resource_spans.scope_spans
             for span in scope_spans.spans
+        ]
+
+    def all_metrics(self) -> list[Metric]:
+        return [
+            metric
+            for request in self.metrics()
+            for resource_metrics in request.resource_metrics
+            for scope_metrics in resource_metrics.scope_metrics
+            for metric in scope_metrics.metrics
         ]
 
 
@@ -165,13 +175,7 @@ def test_spans_metrics_and_logs_reach_a_real_otlp_http_sink(otlp_sink: OtlpSink)
     ]
     assert log_record.body.string_value == "listed 3 recordings"
     assert log_record.trace_id.hex() == trace.format_trace_id(span.get_span_context().trace_id)
-    metric_names = {
-        metric.name
-        for request in otlp_sink.metrics()
-        for resource_metrics in request.resource_metrics
-        for scope_metrics in resource_metrics.scope_metrics
-        for metric in scope_metrics.metrics
-    }
+    metric_names = {metric.name for metric in otlp_sink.all_metrics()}
     assert "vrp.test.requests" in metric_names
     assert all(headers.get("x-tenant") == "vrp" for headers in otlp_sink.headers)
 
@@ -560,10 +564,7 @@ def test_exemplars_are_off_unless_the_standard_variable_asks_for_them(
 
     (point,) = [
         point
-        for request in otlp_sink.metrics()
-        for resource_metrics in request.resource_metrics
-        for scope_metrics in resource_metrics.scope_metrics
-        for metric in scope_metrics.metrics
+        for metric in otlp_sink.all_metrics()
         if metric.name == "vrp.test.duration"
         for point in metric.histogram.data_points
     ]
