@@ -219,11 +219,11 @@ def delete_recording(session: Session, public_id: uuid.UUID) -> Recording:
 
 @transactional
 def purge_recording(session: Session, public_id: uuid.UUID) -> PurgeResult:
-    """Remove the row; tell the caller whether its blob has no other reference left.
+    """Remove the row; tell the caller whether its blob had no other reference left.
 
-    The caller deletes the blob after the commit. An upload of the same audio that found the
-    blob on disk and commits its row between that commit and the deletion is left pointing at
-    a missing file (its audio then answers 404); the window is a few milliseconds.
+    The caller deletes the blob after the commit, under the blob's lock and after checking
+    :func:`blob_referenced` again there (an upload of the same audio may have committed a row
+    in between; see :mod:`recorder.storage`).
     """
     recording = _load(session, public_id)
     sha256 = recording.sha256

@@ -12,6 +12,13 @@ in ``root/tmp/``, which every read ignores and :meth:`BlobStore.sweep_temp` remo
 The store does not count references: the caller deletes a blob only when no recording points
 at its hash any more. Two concurrent uploads of the same new content may both report
 ``created=True``; the second rename replaces identical bytes, so nothing is lost.
+
+Deciding to delete a blob and deciding to reference it are check-then-act steps that race
+across threads and processes (a purge finds no reference and deletes while an upload that found
+the blob on disk commits its row). :meth:`BlobStore.locked` serialises them per hash with a
+file lock (``root/locks/<first two hex digits>.lock``, 256 stripes, ``filelock``); callers hold
+it from "the blob is there" to the commit of the row, and from "no row references it" to the
+deletion.
 """
 
 from __future__ import annotations
@@ -24,9 +31,12 @@ import re
 import tempfile
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Final
+
+from filelock import FileLock, Timeout
 
 from recorder.audio import HEAD_BYTES
 from recorder.errors import NotFoundError, PayloadTooLargeError, StorageError
@@ -37,6 +47,9 @@ CHUNK_BYTES: Final = 64 * 1024
 _SHA256_HEX: Final = re.compile(r"[0-9a-f]{64}")
 _FAN_OUT: Final = re.compile(r"[0-9a-f]{2}")
 _TEMP_PREFIX: Final = "upload-"
+# A holder does a few file-system calls and one short transaction; waiting longer means a stuck
+# process, which the caller reports as storage trouble rather than hanging the request.
+LOCK_TIMEOUT_SECONDS: Final = 30.0
 # What to do about the disk failures an operator can fix, by errno.
 _ADVICE: Final = {
     errno.ENOSPC: "free disk space",
@@ -80,6 +93,7 @@ class BlobStore:
         self.root = Path(root)
         self.max_bytes = max_bytes
         self._tmp = self.root / "tmp"
+        self._locks = self.root / "locks"
 
     def put(self, stream: BinaryIO) -> StoredBlob:
         """Store everything ``stream`` yields; returns where it went and whether it is new.
@@ -127,6 +141,31 @@ class BlobStore:
             ) from e
         except OSError as e:
             raise self._error(f"cannot read audio blob {sha256}", e) from e
+
+    @contextmanager
+    def locked(self, sha256: str) -> Iterator[None]:
+        """Hold the lock of this hash (shared with 1/256 of all hashes) for the block.
+
+        Exclusive across threads and processes on this host. Raises :class:`StorageError` if
+        the lock cannot be created or is not granted within ``LOCK_TIMEOUT_SECONDS``.
+        """
+        self.path_for(sha256)
+        path = self._locks / f"{sha256[:2]}.lock"
+        try:
+            self._locks.mkdir(parents=True, exist_ok=True)
+            lock = FileLock(path, timeout=LOCK_TIMEOUT_SECONDS)
+            lock.acquire()
+        except Timeout as e:  # before OSError: filelock's Timeout is a TimeoutError
+            raise StorageError(
+                f"the audio blob lock {path} was not granted within {LOCK_TIMEOUT_SECONDS:.0f} s;"
+                " another process holds it, retry later"
+            ) from e
+        except OSError as e:
+            raise self._error("cannot take the audio blob lock", e) from e
+        try:
+            yield
+        finally:
+            lock.release()
 
     def exists(self, sha256: str) -> bool:
         """True if a complete blob with this hash is stored."""

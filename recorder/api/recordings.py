@@ -127,14 +127,21 @@ class Recordings(MethodView):
             info=probe(blob.path, audio_format),
             tags=form["tags"],
         )
-        try:
-            recording = services.create_recording(ctx.db, new)
-        except Exception:
-            # A blob this request wrote must not outlive a failed insert, unless a concurrent
-            # upload of the same audio has committed a row that references it meanwhile.
-            if blob.created and not services.blob_referenced(ctx.db, blob.sha256):
-                ctx.store.delete(blob.sha256)
-            raise
+        # From "the blob is on disk" to the commit of the row that references it, no purge of
+        # the same audio may decide that nothing references it (see recorder.storage).
+        with ctx.store.locked(blob.sha256):
+            if not ctx.store.exists(blob.sha256):
+                # A purge of the same audio removed it after our put; the upload has the bytes.
+                upload.stream.seek(0)
+                blob = ctx.store.put(upload.stream)
+            try:
+                recording = services.create_recording(ctx.db, new)
+            except Exception:
+                # A blob this request wrote must not outlive a failed insert, unless another
+                # upload of the same audio has committed a row that references it.
+                if blob.created and not services.blob_referenced(ctx.db, blob.sha256):
+                    ctx.store.delete(blob.sha256)
+                raise
         recording_id = recording.public_id
         location = url_for("recordings.Recording", recording_id=recording_id)
         return recording, 201, {"Location": location, "ETag": _etag(recording.version)}
@@ -172,7 +179,10 @@ class Recording(MethodView):
             return
         result = services.purge_recording(ctx.db, recording_id)
         if result.blob_unreferenced:
-            ctx.store.delete(result.sha256)
+            # Checked again under the lock: an upload may have committed a reference since.
+            with ctx.store.locked(result.sha256):
+                if not services.blob_referenced(ctx.db, result.sha256):
+                    ctx.store.delete(result.sha256)
 
 
 @blp.route("/<uuid:recording_id>/audio")

@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import json
 import uuid
+from typing import BinaryIO
 
+import pytest
 from flask.testing import FlaskClient
 
+from instrumentation import Database
+from recorder import services
+from recorder.storage import BlobStore, StoredBlob
 from tests.recorder.fixtures import make_wav, stored_blobs, upload
 
 
@@ -78,14 +83,68 @@ def test_soft_delete_hides_and_purge_removes_blob(client: FlaskClient, settings)
     assert stored_blobs(settings) == []
 
 
+def assert_audio(client: FlaskClient, recording_id: str, payload: bytes) -> None:
+    audio = client.get(f"/api/recordings/{recording_id}/audio")
+    assert audio.status_code == 200
+    assert audio.data == payload
+
+
 def test_purge_keeps_blob_still_referenced(client: FlaskClient, settings) -> None:
     payload = make_wav(seconds=0.3)
     _, first = upload(client, payload)
     _, second = upload(client, payload)
     assert client.delete(f"/api/recordings/{first['id']}?purge=true").status_code == 204
-    audio = client.get(f"/api/recordings/{second['id']}/audio")
-    assert audio.status_code == 200
-    assert audio.data == payload
+    assert_audio(client, second["id"], payload)
+
+
+def test_upload_survives_a_purge_that_deletes_its_blob_before_the_row_commits(
+    client: FlaskClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    payload = make_wav(seconds=0.3)
+    _, old = upload(client, payload)
+    real_put = BlobStore.put
+    purged: list[int] = []
+
+    def put_then_purge_the_old_row(store: BlobStore, stream: BinaryIO) -> StoredBlob:
+        blob = real_put(store, stream)
+        if not purged:
+            # Another request purges the only other row and, finding no reference, deletes
+            # the blob this upload has just found on disk.
+            purged.append(client.delete(f"/api/recordings/{old['id']}?purge=true").status_code)
+        return blob
+
+    monkeypatch.setattr(BlobStore, "put", put_then_purge_the_old_row)
+    status, new = upload(client, payload)
+
+    assert purged == [204]
+    assert status == 201
+    assert_audio(client, new["id"], payload)
+
+
+def test_purge_keeps_a_blob_an_upload_referenced_after_the_purge_committed(
+    client: FlaskClient, settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    payload = make_wav(seconds=0.3)
+    _, old = upload(client, payload)
+    real_purge = services.purge_recording
+    uploaded: list[dict] = []
+
+    def purge_then_upload_the_same_audio(
+        db: Database, recording_id: uuid.UUID
+    ) -> services.PurgeResult:
+        result = real_purge(db, recording_id)
+        assert result.blob_unreferenced  # the purge saw no other reference...
+        status, body = upload(client, payload)  # ...then an upload committed one
+        assert status == 201
+        uploaded.append(body)
+        return result
+
+    monkeypatch.setattr(services, "purge_recording", purge_then_upload_the_same_audio)
+    assert client.delete(f"/api/recordings/{old['id']}?purge=true").status_code == 204
+
+    (new,) = uploaded
+    assert_audio(client, new["id"], payload)
+    assert len(stored_blobs(settings)) == 1
 
 
 def test_audio_streams_with_mime_type_and_ranges(client: FlaskClient) -> None:

@@ -352,3 +352,73 @@ def test_a_blob_of_the_wrong_size_is_replaced_by_a_fresh_upload(store: BlobStore
 def test_max_bytes_must_be_positive(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="max_bytes"):
         BlobStore(tmp_path, max_bytes=0)
+
+
+SHA = "ab" + "0" * 62
+
+
+def test_locked_excludes_other_threads_until_released(store: BlobStore) -> None:
+    import threading
+
+    order: list[str] = []
+
+    def other() -> None:
+        with store.locked("ab" + "1" * 62):  # same stripe, other hash
+            order.append("other")
+
+    with store.locked(SHA):
+        thread = threading.Thread(target=other)
+        thread.start()
+        thread.join(timeout=0.3)  # it cannot finish while the lock is held
+        order.append("first")
+    thread.join(timeout=10)
+
+    assert order == ["first", "other"]
+
+
+def test_locked_excludes_another_process(store: BlobStore) -> None:
+    script = (
+        "import sys; from pathlib import Path; from recorder.storage import BlobStore;"
+        f"s = BlobStore(Path({str(store.root)!r}), 1);"
+        f"cm = s.locked({SHA!r}); cm.__enter__(); print('held', flush=True); sys.stdin.read()"
+    )
+    holder = subprocess.Popen(
+        [sys.executable, "-c", script],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    try:
+        assert holder.stdout is not None
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(storage, "LOCK_TIMEOUT_SECONDS", 0.2)
+            with pytest.raises(StorageError, match="not granted within"), store.locked(SHA):
+                pass
+    finally:
+        holder.communicate(input="", timeout=10)
+    with store.locked(SHA):  # released when the holder exited
+        pass
+
+
+def test_locked_rejects_a_non_hash(store: BlobStore) -> None:
+    with pytest.raises(ValueError), store.locked("../../etc/passwd"):
+        pass
+
+
+def test_lock_files_are_not_blobs(store: BlobStore) -> None:
+    blob = store.put(io.BytesIO(payload(100)))
+    with store.locked(blob.sha256):
+        pass
+    assert list(store.iter_blobs()) == [blob.sha256]
+
+
+def test_lock_directory_that_cannot_be_made_is_a_storage_error(store: BlobStore) -> None:
+    store.root.mkdir(parents=True)
+    (store.root / "locks").write_text("a file where the lock directory should be")
+    with (
+        pytest.raises(StorageError, match="cannot take the audio blob lock"),
+        store.locked(SHA),
+    ):
+        pass
