@@ -35,6 +35,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass, field
+from functools import partialmethod
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
@@ -133,25 +134,18 @@ class _TapedMeter:
         self._tape = tape
         self._name = name
 
-    def _make(self, kind: str, name: str, unit: str = "", description: str = "", **options: Any):
+    def _make(
+        self, kind: str, name: str, unit: str = "", description: str = "", **options: Any
+    ) -> _TapedInstrument:
         instrument = Instrument(
             self._name, kind, name, unit, description, tuple(sorted(options.items()))
         )
         return _TapedInstrument(self._tape, instrument)
 
-    def create_histogram(self, name: str, unit: str = "", description: str = "", **options: Any):
-        return self._make("histogram", name, unit, description, **options)
-
-    def create_counter(self, name: str, unit: str = "", description: str = "", **options: Any):
-        return self._make("counter", name, unit, description, **options)
-
-    def create_up_down_counter(
-        self, name: str, unit: str = "", description: str = "", **options: Any
-    ):
-        return self._make("up_down_counter", name, unit, description, **options)
-
-    def create_gauge(self, name: str, unit: str = "", description: str = "", **options: Any):
-        return self._make("gauge", name, unit, description, **options)
+    create_histogram = partialmethod(_make, "histogram")
+    create_counter = partialmethod(_make, "counter")
+    create_up_down_counter = partialmethod(_make, "up_down_counter")
+    create_gauge = partialmethod(_make, "gauge")
 
     def __getattr__(self, name: str) -> Any:  # create_observable_*: callbacks, no per-call cost
         return getattr(metrics_api.NoOpMeter(self._name), name)
