@@ -18,7 +18,9 @@ every request, replays the template of the request's operation with the fewest S
 produce it: ``start_span`` with all attributes at once (the cheapest way), ``attach`` only for
 spans that have children or points, ``record`` / ``add`` on SDK instruments of the same names,
 units and buckets. The app's own call runs inside the replayed server span, so the request does
-all of its real work. Log records are not replayed: the app writes the same access and
+all of its real work; with :meth:`Replayer.listen`, statement spans and their points are emitted
+from SQLAlchemy's cursor events around the statements the app really runs, the rest of the tree
+right after the app returns. Log records are not replayed: the app writes the same access and
 transaction records whatever the providers (``off`` only has them below the root level), so the
 replay configuration runs with ``full``'s log handlers and level and lets the app's own records,
 made while the replayed server span is current, flow through them.
