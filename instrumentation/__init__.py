@@ -20,7 +20,7 @@ from instrumentation.errors import (
     PoolExhaustedError,
     TransactionRetryError,
 )
-from instrumentation.flask import instrument_app, uninstrument_app
+from instrumentation.flask import instrument_app, record_error, uninstrument_app
 from instrumentation.logs import configure_logging, shutdown_logging
 from instrumentation.requestid import current_request_id
 from instrumentation.settings import DatabaseSettings, LoggingSettings, TelemetrySettings
@@ -44,6 +44,7 @@ __all__ = [
     "instrument_app",
     "is_transient",
     "open_databases",
+    "record_error",
     "run_transaction",
     "setup",
     "shutdown",

@@ -22,7 +22,8 @@ What callers can rely on
       method outside the standard set, which is recorded as ``_OTHER`` with
       ``http.request.method_original``), kind SERVER, parent taken from the incoming W3C
       ``traceparent``, current while the request runs. Status ERROR for 5xx only; ``error.type``
-      is the qualified exception class when one escaped the view, else the 5xx status code.
+      is the qualified exception class when one escaped the view or an error handler named it
+      with :func:`record_error`, else the 5xx status code.
     * ``http.server.request.duration`` (seconds) for every request, sampled or not.
     * ``flask.g.request_id`` and :func:`current_request_id`: the incoming ``X-Request-ID`` when
       it is a sane token (at most 128 of ``[A-Za-z0-9._:-]``), else a fresh uuid4 hex; it is
@@ -391,10 +392,22 @@ def uninstrument_app(app: Flask) -> None:
             del by_code[code][exc_class]
 
 
-def _service_unavailable(error: Exception) -> Response:
+def record_error(error: BaseException) -> None:
+    """Name ``error`` as the cause of the current request's error response.
+
+    For an application's own error handlers that turn an exception into a 5xx response: the
+    server span then carries the exception's qualified class as ``error.type`` (and an
+    exception event), and so does the duration metric, instead of the bare status code. A
+    no-op outside a request this module instruments.
+    """
     state = _current.get()
     if state is not None:
         state.exception = error
+
+
+def _service_unavailable(error: Exception) -> Response:
+    record_error(error)
+    state = _current.get()
     _logger.warning(
         "database connections exhausted, answering 503: %s",
         error,
@@ -407,10 +420,9 @@ def _service_unavailable(error: Exception) -> Response:
 
 def _internal_server_error(error: InternalServerError) -> Response:
     # Flask has already logged the original exception at ERROR with its traceback.
-    state = _current.get()
-    if state is not None and error.original_exception is not None:
-        state.exception = error.original_exception
-    return _json_error(500, "Internal Server Error", "internal error", state)
+    if error.original_exception is not None:
+        record_error(error.original_exception)
+    return _json_error(500, "Internal Server Error", "internal error", _current.get())
 
 
 def _json_error(code: int, status: str, message: str, state: _RequestState | None) -> Response:

@@ -13,6 +13,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm.exc import StaleDataError
 from werkzeug.http import HTTP_STATUS_CODES
 
+from instrumentation import record_error
 from instrumentation.errors import TransactionRetryError
 from recorder.errors import (
     ConflictError,
@@ -51,6 +52,7 @@ def _recorder_error(error: RecorderError) -> Response:
         (status for kind, status in STATUS_BY_ERROR.items() if isinstance(error, kind)), 400
     )
     if code >= 500:
+        record_error(error)
         logger.error("%s", error, exc_info=error)
         response = error_response(code, "audio storage is unavailable; try again later")
         response.headers["Retry-After"] = "5"
@@ -70,6 +72,7 @@ def _integrity(error: IntegrityError) -> Response:
 
 
 def _gave_up(error: TransactionRetryError) -> Response:
+    record_error(error)
     logger.error("%s", error)
     response = error_response(503, "the database is busy; try again shortly")
     response.headers["Retry-After"] = "1"

@@ -3,11 +3,21 @@
 from __future__ import annotations
 
 import io
+import sqlite3
+import time
 import uuid
+from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 from flask.testing import FlaskClient
+from opentelemetry.trace import SpanKind
+from sqlalchemy.orm import Session
 
+from instrumentation import Database
+from instrumentation.testing import InMemoryTelemetry
+from recorder import services
+from recorder.models import Recording
 from tests.recorder.fixtures import MakeClient, make_wav, upload
 
 
@@ -175,3 +185,107 @@ def test_non_audio_upload_is_415(client: FlaskClient, payload: bytes) -> None:
     assert status == 415
     assert "supported format" in body["message"]
     assert client.get("/api/recordings").get_json() == []
+
+
+def _error_type_of_the_503(telemetry: InMemoryTelemetry) -> object:
+    """``error.type`` of the one server span that answered 503."""
+    (span,) = [
+        span
+        for span in telemetry.span_exporter.get_finished_spans()
+        if span.kind is SpanKind.SERVER and span.attributes["http.response.status_code"] == 503
+    ]
+    return span.attributes["error.type"]
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_concurrent_update_is_409_and_keeps_the_other_change(
+    client: FlaskClient, db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # PostgreSQL only: on SQLite write units begin IMMEDIATE, so no second writer can slip in.
+    _, created = upload(client)
+    real_load = services._load
+
+    def load_then_another_request_updates(session: Session, public_id: uuid.UUID) -> Recording:
+        recording = real_load(session, public_id)
+        other = sa.create_engine(db.engine.url)
+        try:
+            with other.begin() as conn:
+                conn.execute(
+                    sa.update(Recording)
+                    .where(Recording.public_id == public_id)
+                    .values(title="theirs", version=Recording.version + 1)
+                )
+        finally:
+            other.dispose()
+        return recording
+
+    monkeypatch.setattr(services, "_load", load_then_another_request_updates)
+    response = client.patch(f"/api/recordings/{created['id']}", json={"title": "mine"})
+    monkeypatch.undo()
+
+    body = _error(response, 409)
+    assert "another request" in body["message"]
+    assert client.get(f"/api/recordings/{created['id']}").get_json()["title"] == "theirs"
+
+
+def test_pool_exhausted_is_503_with_retry_after_within_the_timeout(
+    make_client: MakeClient, telemetry: InMemoryTelemetry
+) -> None:
+    client, db = make_client(
+        VRP_DB_POOL_SIZE="1", VRP_DB_MAX_OVERFLOW="0", VRP_DB_POOL_TIMEOUT="0.3"
+    )
+    with db.engine.connect():
+        started = time.monotonic()
+        response = client.get("/api/recordings")
+        elapsed = time.monotonic() - started
+
+    _error(response, 503)
+    assert response.headers["Retry-After"]
+    assert 0.25 <= elapsed < 2.0
+    timeouts = telemetry.metric_points("db.client.connection.timeouts")
+    assert sum(p.value for p in timeouts) == 1
+    assert client.get("/api/recordings").status_code == 200
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_retries_exhausted_is_503_with_retry_after(
+    make_client: MakeClient, telemetry: InMemoryTelemetry
+) -> None:
+    client, db = make_client(
+        VRP_DB_BUSY_TIMEOUT_MS="10", VRP_DB_RETRY_ATTEMPTS="3", VRP_DB_RETRY_DEADLINE="2"
+    )
+    _, created = upload(client)
+    path = f"/api/recordings/{created['id']}"
+    holder = sqlite3.connect(str(db.engine.url.database))
+    try:
+        holder.execute("BEGIN IMMEDIATE")  # another process holds the write lock throughout
+        response = client.patch(path, json={"title": "blocked"})
+    finally:
+        holder.rollback()
+        holder.close()
+
+    body = _error(response, 503)
+    assert response.headers["Retry-After"]
+    assert "busy" in body["message"]
+    assert _error_type_of_the_503(telemetry) == "instrumentation.errors.TransactionRetryError"
+    assert client.patch(path, json={"title": "free"}).status_code == 200
+
+
+def test_storage_down_is_503_with_retry_after_and_stores_nothing(
+    make_client: MakeClient, telemetry: InMemoryTelemetry, tmp_path: Path
+) -> None:
+    blocked = tmp_path / "storage-is-a-file"
+    blocked.write_text("a file where the storage directory should be")
+    client, _ = make_client(VRP_STORAGE_DIR=str(blocked))
+
+    response = client.post(
+        "/api/recordings",
+        data={"title": "x", "file": (io.BytesIO(make_wav()), "x.wav")},
+        content_type="multipart/form-data",
+    )
+
+    body = _error(response, 503)
+    assert response.headers["Retry-After"]
+    assert str(blocked) not in body["message"]
+    assert client.get("/api/recordings").get_json() == []
+    assert _error_type_of_the_503(telemetry) == "recorder.errors.StorageError"
