@@ -4,21 +4,36 @@
 ``telemetry`` (the in-memory providers shared by the whole suite); at teardown it checks that
 the test returned every connection it took, then disposes the database. ``db`` is one such
 database on ``database_url`` (SQLite and PostgreSQL), already connected once so that
-SQLAlchemy's first-connect queries are out of the way.
+SQLAlchemy's first-connect queries are out of the way. :func:`create_recordings` gives a test
+the small ``recordings`` table the database-layer tests write to; ``unit_logs`` reads the
+records of the units of work (logger ``instrumentation.transactions``).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
 from instrumentation.database import Database
 from instrumentation.settings import DatabaseSettings
 from instrumentation.testing import InMemoryTelemetry
 
 MakeDatabase = Callable[..., Database]
+LogReader = Callable[[], list[logging.LogRecord]]
+TRANSACTIONS_LOGGER = "instrumentation.transactions"
+
+
+def create_recordings(db: Database) -> None:
+    """Create ``recordings (id INTEGER PRIMARY KEY, title TEXT NOT NULL)`` on ``db``."""
+    with db.session() as session:
+        session.execute(
+            sa.text("CREATE TABLE recordings (id INTEGER PRIMARY KEY, title TEXT NOT NULL)")
+        )
+        session.commit()
 
 
 @pytest.fixture
@@ -48,3 +63,10 @@ def db(database_url: str, make_database: MakeDatabase, telemetry: InMemoryTeleme
     database.ping()
     telemetry.clear()
     return database
+
+
+@pytest.fixture
+def unit_logs(caplog: pytest.LogCaptureFixture) -> LogReader:
+    """Reads the records of the transactions logger captured so far in the test."""
+    caplog.set_level(logging.INFO, logger=TRANSACTIONS_LOGGER)
+    return lambda: [record for record in caplog.records if record.name == TRANSACTIONS_LOGGER]

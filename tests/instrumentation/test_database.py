@@ -13,15 +13,7 @@ from instrumentation.database import Database, PoolStatus, open_databases
 from instrumentation.errors import ConfigurationError, PoolExhaustedError
 from instrumentation.settings import DatabaseSettings
 from instrumentation.testing import InMemoryTelemetry
-from tests.instrumentation.conftest import MakeDatabase
-
-CREATE_RECORDINGS = "CREATE TABLE recordings (id INTEGER PRIMARY KEY, title TEXT NOT NULL)"
-
-
-def create_recordings(db: Database) -> None:
-    with db.session() as session:
-        session.execute(sa.text(CREATE_RECORDINGS))
-        session.commit()
+from tests.instrumentation.conftest import MakeDatabase, create_recordings
 
 
 def add_recording(session: sa.orm.Session, recording_id: int, title: str = "t") -> None:

@@ -16,15 +16,9 @@ from opentelemetry.trace import SpanKind, StatusCode
 from instrumentation.database import Database
 from instrumentation.statements import ParsedStatement, error_type, parse_statement
 from instrumentation.testing import InMemoryTelemetry
-from tests.instrumentation.conftest import MakeDatabase
+from tests.instrumentation.conftest import MakeDatabase, create_recordings
 
 SENTINEL = "sentinel-7f3a9c"
-
-
-def create_recordings(db: Database) -> None:
-    with db.session() as session:
-        session.execute(sa.text("CREATE TABLE recordings (id INTEGER PRIMARY KEY, title TEXT)"))
-        session.commit()
 
 
 def all_recorded_text(telemetry: InMemoryTelemetry) -> str:

@@ -9,7 +9,6 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,10 +22,9 @@ from instrumentation.database import Database
 from instrumentation.errors import PoolExhaustedError, TransactionRetryError
 from instrumentation.testing import InMemoryTelemetry
 from instrumentation.transactions import is_transient, run_transaction
-from tests.instrumentation.conftest import MakeDatabase
+from tests.instrumentation.conftest import TRANSACTIONS_LOGGER, LogReader, MakeDatabase
 
-LOGGER = "instrumentation.transactions"
-LogReader = Callable[[], list[logging.LogRecord]]
+LOGGER = TRANSACTIONS_LOGGER
 BUSY_TIMEOUT_MS = 50
 
 metadata = sa.MetaData()
@@ -102,13 +100,6 @@ class HeldSqliteLock:
 @pytest.fixture
 def sqlite_path(tmp_path: Path) -> Path:
     return tmp_path / "faults.db"
-
-
-@pytest.fixture
-def unit_logs(caplog: pytest.LogCaptureFixture) -> LogReader:
-    """Reads the records of the transactions logger captured so far in the test."""
-    caplog.set_level(logging.INFO, logger=LOGGER)
-    return lambda: [record for record in caplog.records if record.name == LOGGER]
 
 
 def entries(db: Database) -> list[str]:

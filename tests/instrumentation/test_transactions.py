@@ -26,9 +26,9 @@ from instrumentation.transactions import (
     transaction,
     transactional,
 )
+from tests.instrumentation.conftest import TRANSACTIONS_LOGGER, LogReader
 
-LOGGER = "instrumentation.transactions"
-LogReader = Callable[[], list[logging.LogRecord]]
+LOGGER = TRANSACTIONS_LOGGER
 
 metadata = sa.MetaData()
 items = sa.Table(
@@ -54,13 +54,6 @@ def db(db: Database, telemetry: InMemoryTelemetry) -> Database:
     metadata.create_all(db.engine)
     telemetry.clear()
     return db
-
-
-@pytest.fixture
-def unit_logs(caplog: pytest.LogCaptureFixture) -> LogReader:
-    """Reads the records of the transactions logger captured so far in the test."""
-    caplog.set_level(logging.INFO, logger=LOGGER)
-    return lambda: [record for record in caplog.records if record.name == LOGGER]
 
 
 def test_transaction_commits_when_the_block_ends(
