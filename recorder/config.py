@@ -27,6 +27,8 @@ from recorder.errors import ConfigError
 
 PREFIX = "VRP_"
 IGNORED_PREFIXES = ("VRP_TEST_",)
+# The dashboard and backup packages declare and validate their own variables.
+DELEGATED_PREFIXES = ("VRP_DASHBOARD_", "VRP_BACKUP_")
 SUPPORTED_DATABASES = ("sqlite", "postgresql")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _TRUE = ("1", "true", "yes", "on")
@@ -164,7 +166,11 @@ def load_settings(
     raw = {
         name: value
         for name, value in env.items()
-        if (name.startswith(PREFIX) and not name.startswith(IGNORED_PREFIXES))
+        if (
+            name.startswith(PREFIX)
+            and not name.startswith(IGNORED_PREFIXES)
+            and not name.startswith(DELEGATED_PREFIXES)
+        )
         or name in _OTEL_NAMES
     }
     # An empty value means "unset" for every variable, as the OpenTelemetry spec says for OTEL_*.
