@@ -1,0 +1,192 @@
+"""Settings of the dashboard, read once from the ``VRP_DASHBOARD_*`` variables and validated.
+
+Every variable is declared in :class:`DashboardSettingsSchema`; an unknown ``VRP_DASHBOARD_*``
+variable is an error (a typo must not be ignored silently). :func:`load_dashboard_settings`
+raises :class:`~dashboard.errors.DashboardConfigError` with one line naming the variable, the
+value (never a token) and what is allowed. A relative SQLite path is resolved to an absolute one
+here, once, against the working folder the command was started in.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import marshmallow as ma
+from marshmallow import fields, validate
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+from dashboard.errors import DashboardConfigError
+
+PREFIX = "VRP_DASHBOARD_"
+SUPPORTED_STORES = ("sqlite", "postgresql")
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
+_UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_interval(value: str) -> float:
+    """Seconds in ``6h``, ``30m``, ``1d``, ``90s`` or a bare number of seconds.
+
+    Raises :class:`ValueError` for anything else or for a non-positive interval.
+    """
+    match = _DURATION.match(value)
+    if match is None:
+        raise ValueError(f"{value!r} is not an interval such as 6h, 30m, 1d or 3600")
+    seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    if seconds <= 0:
+        raise ValueError("the interval must be positive")
+    return seconds
+
+
+class _Interval(fields.Field):
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> float:
+        try:
+            return parse_interval(str(value))
+        except ValueError as exc:
+            raise ma.ValidationError(
+                "must be an interval such as 6h, 30m, 1d or a number of seconds"
+            ) from exc
+
+
+def _validate_store_url(value: str) -> None:
+    try:
+        url = make_url(value)
+    except ArgumentError as exc:
+        raise ma.ValidationError(
+            "not a database URL (e.g. sqlite:///var/telemetry.db or "
+            "postgresql+psycopg://user@host/db)"
+        ) from exc
+    if url.get_backend_name() not in SUPPORTED_STORES:
+        raise ma.ValidationError(f"backend must be one of {', '.join(SUPPORTED_STORES)}")
+
+
+class DashboardSettingsSchema(ma.Schema):
+    """The ``VRP_DASHBOARD_*`` variables, by variable name."""
+
+    class Meta:
+        unknown = ma.RAISE
+
+    VRP_DASHBOARD_STORE_URL = fields.String(
+        load_default="sqlite:///var/telemetry.db", validate=_validate_store_url
+    )
+    VRP_DASHBOARD_TOKEN = fields.String(load_default=None, validate=validate.Length(8, 4096))
+    VRP_DASHBOARD_HOST = fields.String(load_default="127.0.0.1", validate=validate.Length(1, 255))
+    VRP_DASHBOARD_PORT = fields.Integer(load_default=8050, validate=validate.Range(1, 65535))
+    VRP_DASHBOARD_MAX_BODY_BYTES = fields.Integer(
+        load_default=16 * 1024 * 1024, validate=validate.Range(min=1024)
+    )
+    VRP_DASHBOARD_SPAN_RETENTION_HOURS = fields.Float(
+        load_default=24.0, validate=validate.Range(min=0.01)
+    )
+    VRP_DASHBOARD_LOG_RETENTION_HOURS = fields.Float(
+        load_default=24.0, validate=validate.Range(min=0.01)
+    )
+    VRP_DASHBOARD_MAX_SPANS = fields.Integer(load_default=1_000_000, validate=validate.Range(1))
+    VRP_DASHBOARD_MAX_LOGS = fields.Integer(load_default=1_000_000, validate=validate.Range(1))
+    VRP_DASHBOARD_ROLLUP_RETENTION_DAYS = fields.Float(
+        load_default=30.0, validate=validate.Range(min=0.01)
+    )
+    VRP_DASHBOARD_BACKUP_INTERVAL = _Interval(load_default=24 * 3600.0)
+    VRP_DASHBOARD_REFRESH_SECONDS = fields.Integer(
+        load_default=10, validate=validate.Range(1, 3600)
+    )
+
+
+@dataclass(frozen=True)
+class DashboardSettings:
+    """Validated settings of the dashboard; every path is absolute."""
+
+    store_url: str = "sqlite:///var/telemetry.db"
+    token: str | None = None
+    host: str = "127.0.0.1"
+    port: int = 8050
+    max_body_bytes: int = 16 * 1024 * 1024
+    span_retention_hours: float = 24.0
+    log_retention_hours: float = 24.0
+    max_spans: int = 1_000_000
+    max_logs: int = 1_000_000
+    rollup_retention_days: float = 30.0
+    backup_interval_seconds: float = 24 * 3600.0
+    refresh_seconds: int = 10
+
+    def __repr__(self) -> str:
+        # The token must never reach a log line through a repr.
+        shown = {**self.__dict__, "token": "***" if self.token else None}
+        shown["store_url"] = _shown("VRP_DASHBOARD_STORE_URL", self.store_url)
+        body = ", ".join(f"{key}={value!r}" for key, value in shown.items())
+        return f"DashboardSettings({body})"
+
+
+_SCHEMA = DashboardSettingsSchema()
+
+
+def _shown(name: str, value: str) -> str:
+    """The value as it may appear in an error message: never a password or a token."""
+    if "TOKEN" in name:
+        return "***"
+    if name.endswith("_URL"):
+        try:
+            return make_url(value).render_as_string(hide_password=True)
+        except ArgumentError:
+            return value
+    return value
+
+
+def resolve_store_url(url: str, cwd: Path) -> str:
+    """An SQLite URL with a relative file path made absolute against ``cwd``; others unchanged."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        return url
+    database = parsed.database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return url
+    path = Path(database)
+    if not path.is_absolute():
+        path = (cwd / path).resolve()
+    return parsed.set(database=str(path)).render_as_string(hide_password=False)
+
+
+def load_dashboard_settings(
+    environ: Mapping[str, str] | None = None, cwd: Path | None = None
+) -> DashboardSettings:
+    """Validate the ``VRP_DASHBOARD_*`` variables once.
+
+    Raises :class:`DashboardConfigError` naming the first bad variable. An empty value means
+    unset.
+    """
+    env = os.environ if environ is None else environ
+    raw = {
+        name: value
+        for name, value in env.items()
+        if name.startswith(PREFIX) and value.strip() != ""
+    }
+    try:
+        data = _SCHEMA.load(raw)
+    except ma.ValidationError as exc:
+        messages = exc.normalized_messages()
+        name = sorted(messages)[0]
+        problem = messages[name]
+        if isinstance(problem, list):
+            problem = " ".join(str(p) for p in problem)
+        if problem == "Unknown field.":
+            problem = "unknown setting; see the Dashboard section of the README"
+        raise DashboardConfigError(f"{name}={_shown(name, raw[name])!r}: {problem}") from None
+    return DashboardSettings(
+        store_url=resolve_store_url(data["VRP_DASHBOARD_STORE_URL"], cwd or Path.cwd()),
+        token=data["VRP_DASHBOARD_TOKEN"],
+        host=data["VRP_DASHBOARD_HOST"],
+        port=data["VRP_DASHBOARD_PORT"],
+        max_body_bytes=data["VRP_DASHBOARD_MAX_BODY_BYTES"],
+        span_retention_hours=data["VRP_DASHBOARD_SPAN_RETENTION_HOURS"],
+        log_retention_hours=data["VRP_DASHBOARD_LOG_RETENTION_HOURS"],
+        max_spans=data["VRP_DASHBOARD_MAX_SPANS"],
+        max_logs=data["VRP_DASHBOARD_MAX_LOGS"],
+        rollup_retention_days=data["VRP_DASHBOARD_ROLLUP_RETENTION_DAYS"],
+        backup_interval_seconds=data["VRP_DASHBOARD_BACKUP_INTERVAL"],
+        refresh_seconds=data["VRP_DASHBOARD_REFRESH_SECONDS"],
+    )
