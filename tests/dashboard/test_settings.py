@@ -30,7 +30,7 @@ def test_unknown_variable_is_named() -> None:
 
 
 def test_bad_port_names_variable_value_and_range() -> None:
-    with pytest.raises(DashboardConfigError, match=r"VRP_DASHBOARD_PORT='0'.*between"):
+    with pytest.raises(DashboardConfigError, match=r"VRP_DASHBOARD_PORT='0'.*65535"):
         load_dashboard_settings({"VRP_DASHBOARD_PORT": "0"})
 
 
