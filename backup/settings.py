@@ -1,0 +1,170 @@
+"""Settings of the backup package: the ``VRP_BACKUP_*`` variables, validated once.
+
+:func:`load_backup_settings` reads the environment (or a mapping handed in), validates every
+``VRP_BACKUP_*`` variable with marshmallow, refuses unknown ones (a typo must not be ignored),
+and resolves relative paths against the working folder once, here. It raises
+:class:`~backup.errors.BackupConfigError` with one line naming the variable, the value and what
+is allowed. The database URL and the audio folder are not backup settings: they belong to the
+application, whose command line hands them in (see :class:`backup.run.BackupSource`).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import time, timedelta
+from pathlib import Path
+from typing import Any, Literal
+
+import marshmallow as ma
+from marshmallow import fields, validate
+
+from backup.errors import BackupConfigError
+
+PREFIX = "VRP_BACKUP_"
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
+_UNITS = {"minute": 60, "hour": 3600, "day": 86400}
+_EVERY = re.compile(r"every\s+(?:(\d+)\s+)?(minute|hour|day)s?")
+_DAILY = re.compile(r"daily\s+at\s+(\d{1,2}):(\d{2})")
+SCHEDULE_FORMS = "'every N minutes', 'every N hours', 'every N days' or 'daily at HH:MM'"
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """When the scheduler runs a backup.
+
+    ``kind="interval"``: every ``interval``; ``kind="daily"``: once a day at ``at`` (local
+    time, as the ``schedule`` library reads it). ``period`` is the longest normal gap between
+    two runs, which the scheduler uses to decide whether the last success is overdue.
+    """
+
+    kind: Literal["interval", "daily"]
+    interval: timedelta | None = None
+    at: time | None = None
+    text: str = ""
+
+    @property
+    def period(self) -> timedelta:
+        return self.interval if self.interval is not None else timedelta(days=1)
+
+    def __str__(self) -> str:
+        return self.text
+
+
+def parse_schedule(text: str) -> Schedule:
+    """Parse ``every 6 hours``, ``every 30 minutes``, ``every day``, ``daily at 02:00``."""
+    normalised = " ".join(text.strip().lower().split())
+    every = _EVERY.fullmatch(normalised)
+    if every:
+        count = int(every.group(1) or 1)
+        if count < 1:
+            raise ValueError(f"the interval must be at least 1 {every.group(2)}")
+        interval = timedelta(seconds=count * _UNITS[every.group(2)])
+        return Schedule(kind="interval", interval=interval, text=normalised)
+    daily = _DAILY.fullmatch(normalised)
+    if daily:
+        hour, minute = int(daily.group(1)), int(daily.group(2))
+        if hour > 23 or minute > 59:
+            raise ValueError("the time of day must be between 00:00 and 23:59")
+        return Schedule(
+            kind="daily", at=time(hour, minute), text=f"daily at {hour:02d}:{minute:02d}"
+        )
+    raise ValueError(f"not a schedule; use {SCHEDULE_FORMS}")
+
+
+@dataclass(frozen=True)
+class BackupSettings:
+    """Validated backup settings. ``backup_dir`` is absolute."""
+
+    backup_dir: Path = Path("var/backups")
+    schedule: Schedule = Schedule(kind="daily", at=time(2, 0), text="daily at 02:00")
+    keep_last: int = 7
+    keep_daily: int = 7
+    keep_weekly: int = 4
+    keep_monthly: int = 6
+    compression_level: int = 3
+    verify_after_run: bool = True
+    prune_after_run: bool = True
+
+
+class _Bool(fields.Boolean):
+    truthy = set(_TRUE)
+    falsy = set(_FALSE)
+
+
+class _ScheduleField(fields.Field):
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Schedule:
+        try:
+            return parse_schedule(str(value))
+        except ValueError as exc:
+            raise ma.ValidationError(str(exc)) from exc
+
+
+def _count(default: int) -> fields.Integer:
+    return fields.Integer(load_default=default, validate=validate.Range(min=0, max=10_000))
+
+
+class BackupSettingsSchema(ma.Schema):
+    """The ``VRP_BACKUP_*`` variables, by variable name."""
+
+    class Meta:
+        unknown = ma.RAISE
+
+    VRP_BACKUP_DIR = fields.String(load_default="var/backups", validate=validate.Length(1))
+    VRP_BACKUP_SCHEDULE = _ScheduleField(load_default=parse_schedule("daily at 02:00"))
+    VRP_BACKUP_KEEP_LAST = fields.Integer(
+        load_default=7, validate=validate.Range(min=1, max=10_000)
+    )
+    VRP_BACKUP_KEEP_DAILY = _count(7)
+    VRP_BACKUP_KEEP_WEEKLY = _count(4)
+    VRP_BACKUP_KEEP_MONTHLY = _count(6)
+    VRP_BACKUP_COMPRESSION_LEVEL = fields.Integer(
+        load_default=3, validate=validate.Range(min=1, max=22)
+    )
+    VRP_BACKUP_VERIFY = _Bool(load_default=True)
+    VRP_BACKUP_PRUNE = _Bool(load_default=True)
+
+
+_SCHEMA = BackupSettingsSchema()
+
+
+def load_backup_settings(
+    environ: Mapping[str, str] | None = None, cwd: Path | None = None
+) -> BackupSettings:
+    """Validate the ``VRP_BACKUP_*`` variables; raise BackupConfigError naming the first bad one."""
+    env = os.environ if environ is None else environ
+    raw = {
+        name: value
+        for name, value in env.items()
+        if name.startswith(PREFIX) and value.strip() != ""
+    }
+    try:
+        data = _SCHEMA.load(raw)
+    except ma.ValidationError as exc:
+        messages = exc.normalized_messages()
+        name = sorted(messages)[0]
+        problem = messages[name]
+        if problem == ["Unknown field."]:
+            allowed = ", ".join(sorted(_SCHEMA.fields))
+            problem = f"unknown setting; the backup settings are {allowed}"
+        elif isinstance(problem, list):
+            problem = " ".join(str(p) for p in problem)
+        raise BackupConfigError(f"{name}={raw.get(name)!r}: {problem}") from None
+    base = Path.cwd() if cwd is None else cwd
+    backup_dir = Path(data["VRP_BACKUP_DIR"]).expanduser()
+    if not backup_dir.is_absolute():
+        backup_dir = base / backup_dir
+    return BackupSettings(
+        backup_dir=Path(os.path.abspath(backup_dir)),
+        schedule=data["VRP_BACKUP_SCHEDULE"],
+        keep_last=data["VRP_BACKUP_KEEP_LAST"],
+        keep_daily=data["VRP_BACKUP_KEEP_DAILY"],
+        keep_weekly=data["VRP_BACKUP_KEEP_WEEKLY"],
+        keep_monthly=data["VRP_BACKUP_KEEP_MONTHLY"],
+        compression_level=data["VRP_BACKUP_COMPRESSION_LEVEL"],
+        verify_after_run=data["VRP_BACKUP_VERIFY"],
+        prune_after_run=data["VRP_BACKUP_PRUNE"],
+    )
