@@ -6,6 +6,9 @@ is an error too (a typo such as ``VRP_DATABSE_URL`` must not be ignored silently
 project depends on are checked here as well, but the OpenTelemetry SDK keeps reading them
 itself, as the specification defines. :func:`load_settings` raises :class:`ConfigError` with
 one line naming the variable, the value and what is allowed.
+
+Every folder and the file of a SQLite database come out absolute, resolved once against the
+working folder the command was started in (see :mod:`instrumentation.paths`).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from marshmallow import fields, validate
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from instrumentation.paths import absolute_path, absolute_sqlite_url
 from instrumentation.settings import DatabaseSettings, LoggingSettings, TelemetrySettings
 from recorder import __version__
 from recorder.errors import ConfigError
@@ -188,7 +192,7 @@ def load_settings(
         service_name = data["OTEL_SERVICE_NAME"]
     return Settings(
         database=DatabaseSettings(
-            url=data["VRP_DATABASE_URL"],
+            url=absolute_sqlite_url(data["VRP_DATABASE_URL"]),
             pool_size=data["VRP_DB_POOL_SIZE"],
             max_overflow=data["VRP_DB_MAX_OVERFLOW"],
             pool_timeout=data["VRP_DB_POOL_TIMEOUT"],
@@ -202,7 +206,7 @@ def load_settings(
         ),
         logging=LoggingSettings(
             level=data["VRP_LOG_LEVEL"],
-            log_dir=Path(data["VRP_LOG_DIR"]),
+            log_dir=absolute_path(data["VRP_LOG_DIR"]),
             max_bytes=data["VRP_LOG_MAX_BYTES"],
             backup_count=data["VRP_LOG_BACKUP_COUNT"],
             stderr_format=data["VRP_LOG_FORMAT"],
@@ -213,7 +217,7 @@ def load_settings(
             environment=data["VRP_ENVIRONMENT"],
             disabled=data["OTEL_SDK_DISABLED"],
         ),
-        storage_dir=Path(data["VRP_STORAGE_DIR"]),
+        storage_dir=absolute_path(data["VRP_STORAGE_DIR"]),
         max_upload_bytes=data["VRP_MAX_UPLOAD_BYTES"],
         require_if_match=data["VRP_REQUIRE_IF_MATCH"],
         api_host=data["VRP_API_HOST"],

@@ -1,4 +1,9 @@
-"""``vrp up`` on a fresh folder serves the API over real HTTP, as the README promises."""
+"""``vrp up`` in a fresh, empty folder serves the API over real HTTP, as the README promises.
+
+Nothing but free ports is configured: every path is the default relative one (``var/...``),
+which is what a newcomer runs, and what the unit tests (all on absolute ``tmp_path`` folders)
+never exercised. The stack is stopped with SIGTERM, as an operator or a supervisor would.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +11,9 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -17,6 +22,9 @@ import requests
 from tests.recorder.fixtures import make_wav
 
 ROOT = Path(__file__).resolve().parents[2]
+VRP = ROOT / ".venv" / "bin" / "vrp"
+START_SECONDS = 60
+STOP_SECONDS = 20
 
 
 def _free_port() -> int:
@@ -25,21 +33,44 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+@dataclass(frozen=True)
+class Stack:
+    base: str
+    workdir: Path
+
+
+def _stop(process: subprocess.Popen[bytes]) -> int:
+    """SIGTERM, then wait; whatever is left of the process group is killed after a timeout."""
+    process.send_signal(signal.SIGTERM)
+    try:
+        return process.wait(timeout=STOP_SECONDS)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+        raise
+
+
 @pytest.fixture
-def running_stack(tmp_path: Path) -> Iterator[str]:
-    port = _free_port()
+def running_stack(tmp_path: Path) -> Iterator[Stack]:
+    workdir = tmp_path / "fresh"
+    workdir.mkdir()
+    api_port, dashboard_port = _free_port(), _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("VRP_", "OTEL_"))}
-    env.update(PYTHONPATH=str(ROOT), VRP_API_PORT=str(port), VRP_LOG_FORMAT="json")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "recorder.cli", "up"],
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
+    env.update(VRP_API_PORT=str(api_port), VRP_DASHBOARD_PORT=str(dashboard_port))
+    output = tmp_path / "vrp-up.out"
+    with output.open("wb") as sink:
+        # A session of its own: vrp up may start child processes, and a test that fails must
+        # be able to stop all of them.
+        process = subprocess.Popen(
+            [str(VRP), "up"],
+            cwd=workdir,
+            env=env,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    base = f"http://127.0.0.1:{api_port}"
+    deadline = time.monotonic() + START_SECONDS
     while True:
         try:
             if requests.get(f"{base}/healthz", timeout=1).status_code == 200:
@@ -47,29 +78,44 @@ def running_stack(tmp_path: Path) -> Iterator[str]:
         except requests.ConnectionError:
             pass
         if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            _, err = process.communicate()
-            pytest.fail(f"vrp up did not come up: {err[-2000:]}")
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+            pytest.fail(f"vrp up did not come up: {output.read_text()[-3000:]}")
         time.sleep(0.1)
-    yield base
-    process.send_signal(signal.SIGTERM)
     try:
-        process.wait(timeout=15)
+        yield Stack(base, workdir)
     finally:
-        process.kill()
+        status = _stop(process)
+    assert status in (0, -signal.SIGTERM), output.read_text()[-3000:]
 
 
-def test_vrp_up_serves_uploads_with_duration(running_stack: str, tmp_path: Path) -> None:
-    response = requests.post(
-        f"{running_stack}/api/recordings",
-        files={"file": ("some.wav", make_wav(seconds=1.5), "application/octet-stream")},
+def test_vrp_up_with_defaults_stores_and_serves_audio(running_stack: Stack) -> None:
+    payload = make_wav(seconds=1.5)
+    created = requests.post(
+        f"{running_stack.base}/api/recordings",
+        files={"file": ("some.wav", payload, "application/octet-stream")},
         data={"title": "hello"},
         timeout=10,
     )
-    assert response.status_code == 201, response.text
-    assert response.json()["duration_seconds"] == 1.5
-    assert response.headers["X-Request-ID"]
-    assert requests.get(f"{running_stack}/readyz", timeout=5).status_code == 200
-    assert (tmp_path / "var" / "vrp.db").exists()
-    log_files = list((tmp_path / "var" / "log").glob("*.log"))
-    assert log_files, "the API writes JSON logs under var/log"
+    assert created.status_code == 201, created.text
+    assert created.json()["duration_seconds"] == 1.5
+    assert created.headers["X-Request-ID"]
+    audio_url = f"{running_stack.base}/api/recordings/{created.json()['id']}/audio"
+
+    full = requests.get(audio_url, timeout=10)
+    assert (full.status_code, full.content) == (200, payload)
+    assert full.headers["Content-Type"] == "audio/wav"
+    partial = requests.get(audio_url, headers={"Range": "bytes=100-1099"}, timeout=10)
+    head = requests.head(audio_url, timeout=10)
+    unchanged = requests.get(audio_url, headers={"If-None-Match": full.headers["ETag"]}, timeout=10)
+
+    assert (partial.status_code, partial.content) == (206, payload[100:1100])
+    assert partial.headers["Content-Range"] == f"bytes 100-1099/{len(payload)}"
+    assert (head.status_code, head.headers["Content-Length"]) == (200, str(len(payload)))
+    assert unchanged.status_code == 304
+    assert requests.get(f"{running_stack.base}/readyz", timeout=5).status_code == 200
+    var = running_stack.workdir / "var"
+    assert (var / "vrp.db").is_file()
+    assert [p.name for p in (var / "recordings").rglob("*") if p.is_file() and len(p.name) == 64]
+    assert list((var / "log").glob("*.log")), "the API writes JSON logs under var/log"

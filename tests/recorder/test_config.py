@@ -2,18 +2,70 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from recorder.config import load_settings
 from recorder.errors import ConfigError
 
 
-def test_defaults_point_at_var() -> None:
+def test_defaults_point_at_var_under_the_working_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+
     settings = load_settings({})
-    assert settings.database.url == "sqlite:///var/vrp.db"
-    assert str(settings.storage_dir) == "var/recordings"
+
+    assert settings.database.url == f"sqlite:///{tmp_path}/var/vrp.db"
+    assert settings.storage_dir == tmp_path / "var" / "recordings"
+    assert settings.logging.log_dir == tmp_path / "var" / "log"
     assert settings.api_port == 5000
     assert settings.telemetry.service_name == "vrp-api"
+
+
+def test_relative_paths_are_resolved_once_against_the_starting_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    settings = load_settings(
+        {
+            "VRP_DATABASE_URL": "sqlite:///data/../db/app.db?timeout=3",
+            "VRP_STORAGE_DIR": "audio",
+            "VRP_LOG_DIR": "./logs",
+        }
+    )
+    monkeypatch.chdir("/")
+
+    assert settings.database.url == f"sqlite:///{tmp_path}/data/../db/app.db?timeout=3"
+    assert settings.storage_dir == tmp_path / "audio"
+    assert settings.logging.log_dir == tmp_path / "logs"
+    assert settings.storage_dir.is_absolute() and settings.logging.log_dir.is_absolute()
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "sqlite:////srv/vrp/vrp.db",
+        "sqlite://",
+        "sqlite:///:memory:",
+        "sqlite:///file:vrp.db?mode=ro&uri=true",
+        "postgresql://vrp:secret@db.example:5432/vrp",
+    ],
+)
+def test_urls_without_a_relative_sqlite_file_are_kept_as_given(url: str) -> None:
+    assert load_settings({"VRP_DATABASE_URL": url}).database.url == url
+
+
+def test_absolute_and_home_paths_are_not_joined_to_the_working_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+
+    settings = load_settings({"VRP_STORAGE_DIR": "/srv/audio", "VRP_LOG_DIR": "~/logs"})
+
+    assert settings.storage_dir == Path("/srv/audio")
+    assert settings.logging.log_dir == tmp_path / "home" / "logs"
 
 
 def test_values_reach_the_typed_settings() -> None:
