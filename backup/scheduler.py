@@ -1,0 +1,332 @@
+"""``vrp scheduler``: backups on a schedule, verified and pruned, reported in a state file.
+
+The ``schedule`` library says *when* (``every 6 hours``, ``daily at 02:00``, from
+``VRP_BACKUP_SCHEDULE``); this module adds what it lacks:
+
+* **No overlap.** The loop is single-threaded (a tick that falls due during a slow run waits
+  for it), and every run takes the backup folder's run lock, so two scheduler processes (or a
+  manual ``vrp backup run``) never run at once: the loser records ``skipped`` and waits for its
+  next tick.
+* **Catch-up.** On start, when the newest complete backup is older than the schedule's period
+  (or there is none), a backup runs at once instead of waiting for the first tick.
+* **Failures do not stop it.** A failed run is logged, recorded as ``failed`` in the state file
+  and retried after an exponential backoff (capped), while the regular ticks go on; the first
+  success after failures logs one line saying so.
+* **Clean stop.** SIGTERM or SIGINT sets a flag; the loop sleeps in short slices and stops after
+  the step in progress (a backup run, or the prune after it). A second signal acts as if this
+  module had not caught the first.
+
+After each backup it verifies (``VRP_BACKUP_VERIFY``, done by the run itself) and prunes
+(``VRP_BACKUP_PRUNE``). Each step is written to :mod:`backup.state`, which
+``vrp backup status`` reads.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from types import FrameType
+from typing import TYPE_CHECKING
+
+import schedule
+
+from backup.errors import BackupError, BackupLockedError
+from backup.settings import BackupSettings, Schedule
+from backup.state import SchedulerState, write_state
+from instrumentation.redaction import redact_text
+
+if TYPE_CHECKING:
+    from backup.source import BackupSource
+
+logger = logging.getLogger(__name__)
+
+SERVICE_NAME = "vrp-scheduler"
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Delay before retrying after ``failures`` consecutive failed runs: doubling, capped."""
+
+    initial: float = 60.0
+    cap: float = 3600.0
+
+    def delay(self, failures: int) -> float:
+        return float(min(self.cap, self.initial * 2 ** max(0, failures - 1)))
+
+
+@dataclass(frozen=True)
+class JobResult:
+    """What one scheduled job did: the backup it made, whether it was verified, what it pruned."""
+
+    backup_id: str
+    verified: bool
+    pruned: int | None = None
+
+
+# A job runs one backup and what follows it; it is handed the stop flag so that it can skip
+# the steps after the current one (the prune) once a stop was asked for.
+Job = Callable[[Callable[[], bool]], JobResult]
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc) if isinstance(exc, BackupError) else f"{type(exc).__name__}: {exc}"
+    return redact_text(text)
+
+
+class BackupScheduler:
+    """The loop behind ``vrp scheduler``; :meth:`serve` runs it in the main thread."""
+
+    def __init__(
+        self,
+        settings: BackupSettings,
+        job: Job,
+        *,
+        last_backup_at: Callable[[], datetime | None],
+        backoff: Backoff | None = None,
+        slice_seconds: float = 0.5,
+    ) -> None:
+        self.settings = settings
+        self._job = job
+        self._last_backup_at = last_backup_at
+        self._backoff = backoff or Backoff()
+        self._slice = slice_seconds
+        # A plain flag, not a threading.Event: the signal handler runs in the main thread
+        # between two bytecodes, possibly while that thread holds the Event's lock.
+        self._stop_requested = False
+        self._signals_seen = 0
+        self._schedule = schedule.Scheduler()
+        self._retry_at: datetime | None = None
+        now = _utcnow()
+        self._state = SchedulerState(
+            pid=os.getpid(),
+            schedule=str(settings.schedule),
+            status="starting",
+            started_at=now,
+            updated_at=now,
+        )
+
+    @property
+    def state(self) -> SchedulerState:
+        return self._state
+
+    def stop(self) -> None:
+        """Ask the loop to stop after the step in progress (what the signal handler calls)."""
+        self._stop_requested = True
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop_requested
+
+    def serve(self) -> None:
+        """Run until stopped: catch up if overdue, then run on every tick. Main thread only."""
+        with self._signal_handlers():
+            self._register(self.settings.schedule)
+            logger.info(
+                "scheduler started: %s, backups in %s",
+                self.settings.schedule,
+                self.settings.backup_dir,
+                extra={"pid": os.getpid()},
+            )
+            if self._overdue():
+                self._attempt()
+            while not self.stopping:
+                self._record(status="idle")
+                self._sleep_until(self._next_wake())
+                if self.stopping:
+                    break
+                if self._retry_at is not None and _utcnow() >= self._retry_at:
+                    self._attempt()
+                else:
+                    self._schedule.run_pending()
+            self._record(status="stopped", next_run_at=None)
+            logger.info("scheduler stopped")
+
+    def _register(self, when: Schedule) -> None:
+        if when.kind == "daily" and when.at is not None:
+            self._schedule.every().day.at(when.at.strftime("%H:%M")).do(self._tick)
+        else:
+            seconds = max(1, int(when.period.total_seconds()))
+            self._schedule.every(seconds).seconds.do(self._tick)
+
+    def _overdue(self) -> bool:
+        last = self._last_backup_at()
+        if last is None:
+            logger.info("no backup yet: running one now")
+            return True
+        age = _utcnow() - last
+        if age > self.settings.schedule.period:
+            logger.info(
+                "the newest backup is %s old, longer than the schedule's %s: running one now",
+                _round(age),
+                _round(self.settings.schedule.period),
+            )
+            return True
+        return False
+
+    def _tick(self) -> None:
+        if not self.stopping:
+            self._attempt()
+
+    def _next_wake(self) -> datetime:
+        wake = self._scheduled_next()
+        if self._retry_at is not None and (wake is None or self._retry_at < wake):
+            wake = self._retry_at
+        return wake if wake is not None else _utcnow() + timedelta(seconds=self._slice)
+
+    def _scheduled_next(self) -> datetime | None:
+        naive = self._schedule.next_run
+        # ``schedule`` works in naive local time; astimezone() reads a naive value as local.
+        return naive.astimezone(UTC) if naive is not None else None
+
+    def _sleep_until(self, wake: datetime) -> None:
+        self._record(next_run_at=wake)
+        while not self.stopping:
+            remaining = (wake - _utcnow()).total_seconds()
+            if remaining <= 0:
+                return
+            time.sleep(min(self._slice, remaining))
+
+    def _attempt(self) -> None:
+        """One job: record it, run it, record the outcome; never raises a run's failure."""
+        started = _utcnow()
+        self._record(status="running", last_run_started_at=started, last_run_ended_at=None)
+        logger.info("scheduled backup starting")
+        try:
+            result = self._job(lambda: self.stopping)
+        except BackupLockedError as exc:
+            logger.warning("scheduled backup skipped: %s", exc)
+            self._record(
+                status="idle",
+                last_run_id=None,
+                last_run_ended_at=_utcnow(),
+                last_outcome="skipped",
+                last_error=_describe(exc),
+            )
+            return
+        except Exception as exc:
+            # A scheduler must outlive any one run, whatever broke it: log it, record it, retry.
+            failures = self._state.consecutive_failures + 1
+            delay = self._backoff.delay(failures)
+            self._retry_at = _utcnow() + timedelta(seconds=delay)
+            logger.error(
+                "scheduled backup failed (%d in a row), retrying in %ss: %s",
+                failures,
+                f"{delay:g}",
+                _describe(exc),
+                exc_info=not isinstance(exc, BackupError),
+                extra={"error.type": type(exc).__qualname__, "vrp.backup.status": "failed"},
+            )
+            self._record(
+                status="idle",
+                last_run_id=None,
+                last_run_ended_at=_utcnow(),
+                last_outcome="failed",
+                last_error=_describe(exc),
+                consecutive_failures=failures,
+            )
+            return
+        ended = _utcnow()
+        if self._state.consecutive_failures:
+            logger.info(
+                "scheduled backups recovered after %d failed run(s)",
+                self._state.consecutive_failures,
+            )
+        self._retry_at = None
+        logger.info(
+            "scheduled backup %s done in %.1fs (verified: %s, pruned: %s)",
+            result.backup_id,
+            (ended - started).total_seconds(),
+            result.verified,
+            "skipped" if result.pruned is None else result.pruned,
+            extra={"vrp.backup.id": result.backup_id, "vrp.backup.status": "success"},
+        )
+        self._record(
+            status="idle",
+            last_run_id=result.backup_id,
+            last_run_ended_at=ended,
+            last_outcome="success",
+            last_error=None,
+            last_success_at=ended,
+            consecutive_failures=0,
+        )
+
+    def _record(self, **changes: object) -> None:
+        self._state = self._state.evolve(updated_at=_utcnow(), **changes)
+        try:
+            write_state(self.settings.backup_dir, self._state)
+        except OSError as exc:
+            # The state file is a report; a full disk must not stop the backups themselves.
+            logger.warning("could not write the scheduler state file: %s", exc)
+
+    @contextmanager
+    def _signal_handlers(self) -> Iterator[None]:
+        previous = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
+
+        def on_signal(signum: int, frame: FrameType | None) -> None:
+            self._signals_seen += 1
+            if self._signals_seen > 1:
+                # A second signal: give it back to whatever handled it before us.
+                for number, handler in previous.items():
+                    signal.signal(number, handler)
+                signal.raise_signal(signum)
+                return
+            self.stop()
+
+        for signum in STOP_SIGNALS:
+            signal.signal(signum, on_signal)
+        try:
+            yield
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+
+
+def _round(delta: timedelta) -> timedelta:
+    return timedelta(seconds=round(delta.total_seconds()))
+
+
+def backup_job(settings: BackupSettings, source: BackupSource) -> Job:
+    """The real job: :func:`backup.run.run_backup`, then :func:`backup.prune.prune`."""
+    from backup.prune import prune
+    from backup.run import run_backup
+
+    def job(should_stop: Callable[[], bool]) -> JobResult:
+        result = run_backup(settings, source, trigger="schedule", verify=settings.verify_after_run)
+        pruned: int | None = None
+        if settings.prune_after_run and not should_stop():
+            try:
+                pruned = len(prune(settings).plan.deleted)
+            except BackupLockedError as exc:
+                logger.warning("prune after the backup skipped: %s", exc)
+        return JobResult(backup_id=result.backup_id, verified=result.verified, pruned=pruned)
+
+    return job
+
+
+def newest_backup_at(settings: BackupSettings) -> Callable[[], datetime | None]:
+    """When the newest complete backup in the catalog started, or None when there is none."""
+    from backup.catalog import Catalog
+
+    def newest() -> datetime | None:
+        backups = Catalog(settings.backup_dir).list()
+        return backups[-1].created_at if backups else None
+
+    return newest
+
+
+def run_scheduler(settings: BackupSettings, source: BackupSource) -> None:
+    """What ``vrp scheduler`` does: serve until SIGTERM or SIGINT."""
+    BackupScheduler(
+        settings, backup_job(settings, source), last_backup_at=newest_backup_at(settings)
+    ).serve()
