@@ -13,19 +13,68 @@ The package knows nothing of the application it serves.
 
 from __future__ import annotations
 
-from instrumentation.database import Database, PoolStatus, open_databases
-from instrumentation.errors import (
-    ConfigurationError,
-    InstrumentationError,
-    PoolExhaustedError,
-    TransactionRetryError,
-)
-from instrumentation.flask import instrument_app, record_error, uninstrument_app
-from instrumentation.logs import configure_logging, shutdown_logging
-from instrumentation.requestid import current_request_id
-from instrumentation.settings import DatabaseSettings, LoggingSettings, TelemetrySettings
-from instrumentation.telemetry import Telemetry, install_signal_handlers, setup, shutdown
-from instrumentation.transactions import is_transient, run_transaction, transaction, transactional
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from instrumentation.database import Database, PoolStatus, open_databases
+    from instrumentation.errors import (
+        ConfigurationError,
+        InstrumentationError,
+        PoolExhaustedError,
+        TransactionRetryError,
+    )
+    from instrumentation.flask import instrument_app, record_error, uninstrument_app
+    from instrumentation.logs import configure_logging, shutdown_logging
+    from instrumentation.requestid import current_request_id
+    from instrumentation.settings import DatabaseSettings, LoggingSettings, TelemetrySettings
+    from instrumentation.telemetry import Telemetry, install_signal_handlers, setup, shutdown
+    from instrumentation.transactions import (
+        is_transient,
+        run_transaction,
+        transaction,
+        transactional,
+    )
+
+# Names are imported on first use (PEP 562), so that importing one light submodule (settings,
+# errors, conventions) does not pull in SQLAlchemy, Flask and the OpenTelemetry SDK: command
+# lines that serve nothing start faster.
+_SOURCES = {
+    "Database": "database",
+    "PoolStatus": "database",
+    "open_databases": "database",
+    "ConfigurationError": "errors",
+    "InstrumentationError": "errors",
+    "PoolExhaustedError": "errors",
+    "TransactionRetryError": "errors",
+    "instrument_app": "flask",
+    "record_error": "flask",
+    "uninstrument_app": "flask",
+    "configure_logging": "logs",
+    "shutdown_logging": "logs",
+    "current_request_id": "requestid",
+    "DatabaseSettings": "settings",
+    "LoggingSettings": "settings",
+    "TelemetrySettings": "settings",
+    "Telemetry": "telemetry",
+    "install_signal_handlers": "telemetry",
+    "setup": "telemetry",
+    "shutdown": "telemetry",
+    "is_transient": "transactions",
+    "run_transaction": "transactions",
+    "transaction": "transactions",
+    "transactional": "transactions",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _SOURCES.get(name)
+    if module is None:
+        raise AttributeError(f"module 'instrumentation' has no attribute {name!r}")
+    value = getattr(import_module(f"instrumentation.{module}"), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "ConfigurationError",

@@ -1,52 +1,80 @@
 """``vrp``: the one command line of the stack.
 
 Every subcommand validates the whole configuration first: a bad value prints one line naming
-the variable and exits with status 2 before anything else happens.
+the variable and exits with status 2 before anything else happens. Failures a user can fix (a
+port already in use, a database that cannot be reached, a schema behind the code) are one line
+on stderr and exit status 1, never a traceback.
+
+Start-up cost: ``vrp --help`` and the commands that serve nothing must start fast, so this
+module imports only click at the top. The web server, the Flask app, the OpenTelemetry SDK,
+SQLAlchemy and Alembic are imported inside the commands that use them, and command groups
+mounted from other packages must keep their own ``cli`` modules as light
+(``tests/recorder/test_cli.py`` checks what ``vrp --help`` imports).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import logging
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING, NoReturn
 
 import click
-import waitress
 
-from instrumentation import logs, telemetry
-from instrumentation.database import Database
-from instrumentation.errors import ConfigurationError
-from recorder import __version__, schema_version
-from recorder.api import create_app
-from recorder.config import Settings, load_settings
-from recorder.errors import ConfigError, SchemaOutOfDateError
-from recorder.storage import BlobStore
+from recorder import __version__
+
+if TYPE_CHECKING:
+    import sqlalchemy as sa
+
+    from instrumentation.database import Database
+    from recorder.config import Settings
 
 logger = logging.getLogger(__name__)
 
 CONFIG_EXIT = 2
+FAILURE_EXIT = 1
 # An upload touches its temporary file with every chunk; one untouched this long is dead.
 STALE_UPLOAD_SECONDS = 3600
 
 
+def _fail(message: str, code: int = FAILURE_EXIT) -> NoReturn:
+    click.echo(f"vrp: {message}", err=True)
+    sys.exit(code)
+
+
 def _settings(service_name: str) -> Settings:
+    from recorder.config import load_settings
+    from recorder.errors import ConfigError
+
     try:
         return load_settings(service_name=service_name)
     except ConfigError as exc:
-        click.echo(f"vrp: invalid configuration: {exc}", err=True)
-        sys.exit(CONFIG_EXIT)
+        _fail(f"invalid configuration: {exc}", CONFIG_EXIT)
+
+
+def _server_settings(service_name: str, host: str | None, port: int | None) -> Settings:
+    """The settings with ``--host`` / ``--port`` taking precedence over ``VRP_API_*``."""
+    settings = _settings(service_name)
+    if host is not None:
+        settings = dataclasses.replace(settings, api_host=host)
+    if port is not None:
+        settings = dataclasses.replace(settings, api_port=port)
+    return settings
 
 
 @contextmanager
 def _process(settings: Settings) -> Iterator[None]:
     """Logging and telemetry for the life of one process, flushed on the way out."""
+    from instrumentation import logs, telemetry
+    from instrumentation.errors import ConfigurationError
+
     try:
         logs.configure_logging(settings.logging, service=settings.telemetry.service_name)
     except ConfigurationError as exc:
-        click.echo(f"vrp: invalid configuration: {exc}", err=True)
-        sys.exit(CONFIG_EXIT)
+        _fail(f"invalid configuration: {exc}", CONFIG_EXIT)
     telemetry.setup(settings.telemetry)
     telemetry.install_signal_handlers()
     try:
@@ -56,35 +84,134 @@ def _process(settings: Settings) -> Iterator[None]:
         logs.shutdown_logging()
 
 
+def _shown_url(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def _unreachable(url: str, exc: BaseException) -> NoReturn:
+    """One line naming the database (without its password) and why it cannot be reached."""
+    from sqlalchemy.engine import make_url
+
+    cause = getattr(exc, "orig", None) or exc
+    # Drivers spread one cause over several lines (psycopg adds a hint on the second).
+    text = " ".join(line.strip() for line in str(cause).splitlines() if line.strip())
+    password = make_url(url).password
+    if password:
+        text = text.replace(str(password), "***")
+    _fail(f"cannot reach the database {_shown_url(url)}: {text or type(cause).__name__}")
+
+
+def _open_database(settings: Settings) -> Database:
+    """The app's :class:`Database`, connected once so that an unreachable one fails here."""
+    import sqlalchemy as sa
+
+    from instrumentation.database import Database
+
+    try:
+        database = Database(settings.database)
+    except OSError as exc:  # the folder of a SQLite file cannot be created
+        _unreachable(settings.database.url, exc)
+    try:
+        with database.engine.connect():
+            pass
+    except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
+        database.dispose()
+        _unreachable(settings.database.url, exc)
+    return database
+
+
+def _read_only_engine(raw_url: str) -> sa.Engine | None:
+    """An engine that cannot change the database, or None when there is no database yet.
+
+    ``vrp db current`` only looks: a missing SQLite file is an empty database, and an existing
+    one is opened with ``mode=rw``, which never creates the file, without the pragmas of
+    :class:`Database` (the journal mode is left alone). ``mode=ro`` would be stricter, but a
+    read-only connection cannot remove the ``-wal`` and ``-shm`` files it creates beside a WAL
+    database, so it would leave two files behind.
+    """
+    import sqlite3
+    from pathlib import Path
+    from urllib.parse import quote
+
+    import sqlalchemy as sa
+    from sqlalchemy.engine import make_url
+
+    url = make_url(raw_url)
+    if url.get_backend_name() != "sqlite":
+        if url.drivername == "postgresql":
+            url = url.set(drivername="postgresql+psycopg")
+        return sa.create_engine(url, poolclass=sa.NullPool)
+    database = url.database or ""
+    if database in ("", ":memory:") or url.query.get("mode") == "memory":
+        return None
+    if url.query.get("uri"):
+        return sa.create_engine(url, poolclass=sa.NullPool)
+    path = Path(database).resolve()
+    if not path.is_file():
+        return None
+    uri = f"file:{quote(path.as_posix())}?mode=rw"
+    return sa.create_engine(
+        "sqlite://", creator=lambda: sqlite3.connect(uri, uri=True), poolclass=sa.NullPool
+    )
+
+
 def _serve_api(settings: Settings, db: Database) -> None:
+    import waitress
+    from waitress.server import MultiSocketServer
+
+    from recorder.api import create_app
+    from recorder.errors import SchemaOutOfDateError
+    from recorder.storage import BlobStore
+
     try:
         app = create_app(settings, db=db)
     except SchemaOutOfDateError as exc:
-        click.echo(f"vrp: {exc}", err=True)
-        sys.exit(1)
+        _fail(str(exc))
     swept = BlobStore(settings.storage_dir, settings.max_upload_bytes).sweep_temp(
         STALE_UPLOAD_SECONDS
     )
     if swept:
         logger.info("removed %d temporary file(s) left by interrupted uploads", swept)
-    logger.info(
-        "API listening on http://%s:%d",
-        settings.api_host,
-        settings.api_port,
-        extra={"version": __version__},
-    )
+    address = f"{settings.api_host}:{settings.api_port}"
+    try:
+        server = waitress.create_server(
+            app,
+            host=settings.api_host,
+            port=settings.api_port,
+            threads=settings.api_threads,
+            ident="vrp",
+        )
+    except OSError as exc:  # EADDRINUSE, EACCES, an address this machine does not have
+        reason = exc.strerror or str(exc)
+        _fail(f"cannot listen on {address}: {reason.lower()} (pick another with --port)")
+    except ValueError as exc:  # waitress: a host name that does not resolve
+        _fail(f"cannot listen on {address}: {exc}")
+    # Logged only now that the socket is bound, with the port the OS gave for --port 0.
+    if isinstance(server, MultiSocketServer):  # a host name with several addresses
+        listening = server.effective_listen
+    else:
+        listening = [(server.effective_host, server.effective_port)]
+    for host, port in listening:
+        logger.info("API listening on http://%s:%s", host, port, extra={"version": __version__})
     # Everything allocated so far lives as long as the process: keep it out of every future
     # collection, so that the cyclic GC only scans the per-request garbage (telemetry records
     # waiting for export make full collections otherwise long and frequent).
     gc.collect()
     gc.freeze()
-    waitress.serve(
-        app,
-        host=settings.api_host,
-        port=settings.api_port,
-        threads=settings.api_threads,
-        ident="vrp",
-    )
+    server.run()
+
+
+_HOST = click.option(
+    "--host", default=None, metavar="ADDRESS", help="Address to bind [default: VRP_API_HOST]."
+)
+_PORT = click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    help="Port to bind, 0 for any free one [default: VRP_API_PORT].",
+)
 
 
 @click.group()
@@ -94,11 +221,13 @@ def main() -> None:
 
 
 @main.command()
-def api() -> None:
+@_HOST
+@_PORT
+def api(host: str | None, port: int | None) -> None:
     """Serve the recorder API (refuses to start on an out-of-date schema)."""
-    settings = _settings("vrp-api")
+    settings = _server_settings("vrp-api", host, port)
     with _process(settings):
-        db = Database(settings.database)
+        db = _open_database(settings)
         try:
             _serve_api(settings, db)
         finally:
@@ -114,9 +243,11 @@ def db() -> None:
 @click.option("--revision", default="head", show_default=True, help="Target revision.")
 def db_upgrade(revision: str) -> None:
     """Create or upgrade the database schema."""
+    from recorder import schema_version
+
     settings = _settings("vrp-cli")
     with _process(settings):
-        database = Database(settings.database)
+        database = _open_database(settings)
         try:
             schema_version.upgrade(database.engine, revision)
             current = schema_version.current_revision(database.engine)
@@ -127,13 +258,21 @@ def db_upgrade(revision: str) -> None:
 
 @db.command("current")
 def db_current() -> None:
-    """Show the schema revision of the database and whether it is up to date."""
+    """Show the schema revision of the database and whether it is up to date (read-only)."""
+    import sqlalchemy as sa
+
+    from recorder import schema_version
+
     settings = _settings("vrp-cli")
-    database = Database(settings.database)
-    try:
-        current = schema_version.current_revision(database.engine)
-    finally:
-        database.dispose()
+    engine = _read_only_engine(settings.database.url)
+    current = None
+    if engine is not None:
+        try:
+            current = schema_version.current_revision(engine)
+        except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
+            _unreachable(settings.database.url, exc)
+        finally:
+            engine.dispose()
     head = schema_version.head_revision()
     state = "up to date" if current == head else f"behind, run `vrp db upgrade` (head {head})"
     click.echo(f"{current or 'empty'}: {state}")
@@ -141,12 +280,16 @@ def db_current() -> None:
 
 
 @main.command()
-def up() -> None:
+@_HOST
+@_PORT
+def up(host: str | None, port: int | None) -> None:
     """Run the whole stack on this machine: SQLite and audio under ./var, migrated on start."""
-    settings = _settings("vrp-api")
+    from recorder import schema_version
+
+    settings = _server_settings("vrp-api", host, port)
     settings.storage_dir.mkdir(parents=True, exist_ok=True)
     with _process(settings):
-        database = Database(settings.database)
+        database = _open_database(settings)
         try:
             schema_version.upgrade(database.engine)
             _serve_api(settings, database)

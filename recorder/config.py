@@ -44,6 +44,13 @@ class _Bool(fields.Boolean):
     falsy = set(_FALSE)
 
 
+class _UpperCase(fields.String):
+    """A name matched in any case (``debug``, ``Debug``), loaded in upper case."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
+        return super()._deserialize(value, attr, data, **kwargs).upper()
+
+
 def _validate_database_url(value: str) -> None:
     try:
         url = make_url(value)
@@ -64,7 +71,7 @@ class SettingsSchema(ma.Schema):
     )
     VRP_STORAGE_DIR = fields.String(load_default="var/recordings", validate=validate.Length(1))
     VRP_LOG_DIR = fields.String(load_default="var/log", validate=validate.Length(1))
-    VRP_LOG_LEVEL = fields.String(load_default="INFO", validate=validate.OneOf(LOG_LEVELS))
+    VRP_LOG_LEVEL = _UpperCase(load_default="INFO", validate=validate.OneOf(LOG_LEVELS))
     VRP_LOG_FORMAT = fields.String(
         load_default="auto", validate=validate.OneOf(("auto", "json", "text"))
     )

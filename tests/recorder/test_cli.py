@@ -2,22 +2,35 @@
 
 from __future__ import annotations
 
+import json
 import os
+import queue
+import signal
+import socket
 import subprocess
 import sys
+import threading
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
 
+ROOT = Path(__file__).resolve().parents[2]
 
-def _vrp(args: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
+
+def _env(**env: str) -> dict[str, str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("VRP_", "OTEL_"))}
     clean.update(env)
-    clean["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])
+    clean["PYTHONPATH"] = str(ROOT)
+    return clean
+
+
+def _vrp(args: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "recorder.cli", *args],
         cwd=cwd,
-        env=clean,
+        env=_env(**env),
         capture_output=True,
         text=True,
         timeout=60,
@@ -56,3 +69,214 @@ def test_unwritable_log_dir_exits_2_with_one_line(tmp_path: Path) -> None:
     assert result.returncode == 2
     [line] = result.stderr.strip().splitlines()
     assert line.startswith("vrp: invalid configuration: cannot write logs to")
+
+
+def _records(stderr: str) -> tuple[list[dict[str, object]], list[str]]:
+    """Split stderr into JSON log records and the other lines (the CLI's own messages)."""
+    records, others = [], []
+    for line in stderr.splitlines():
+        try:
+            records.append(json.loads(line))
+        except ValueError:
+            others.append(line)
+    return records, others
+
+
+HEAVY_MODULES = ("waitress", "flask", "opentelemetry.sdk", "sqlalchemy", "alembic", "recorder.api")
+
+
+@pytest.mark.parametrize("args", [["--help"], ["db", "--help"], ["api", "--help"]])
+def test_help_imports_no_heavy_module(tmp_path: Path, args: list[str]) -> None:
+    probe = (
+        "import sys\n"
+        "from recorder.cli import main\n"
+        "try:\n"
+        f"    main({args!r})\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        f"heavy = [m for m in {HEAVY_MODULES!r} if m in sys.modules]\n"
+        "sys.stderr.write(repr(heavy))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    result = subprocess.run(
+        [sys.executable, "-c", probe], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert "Usage: " in result.stdout
+    assert result.stderr == "[]"
+
+
+def test_log_level_accepts_any_case(tmp_path: Path) -> None:
+    result = _vrp(
+        ["db", "upgrade"],
+        tmp_path,
+        OTEL_SDK_DISABLED="true",
+        VRP_LOG_FORMAT="json",
+        VRP_LOG_LEVEL="warning",
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("database schema at revision")
+    records, _ = _records(result.stderr)
+    assert not [r for r in records if r["level"] in ("DEBUG", "INFO")]
+
+
+def test_db_current_creates_no_database_file_or_folder(tmp_path: Path) -> None:
+    result = _vrp(["db", "current"], tmp_path, VRP_DATABASE_URL="sqlite:///data/sub/vrp.db")
+    assert result.returncode == 1
+    assert result.stdout.startswith("empty: behind, run `vrp db upgrade`")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_db_current_leaves_an_existing_database_as_it_was(tmp_path: Path) -> None:
+    assert _vrp(["db", "upgrade"], tmp_path, OTEL_SDK_DISABLED="true").returncode == 0
+    folder = tmp_path / "var"
+    before = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
+    result = _vrp(["db", "current"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()} == before
+
+
+UNREACHABLE = "postgresql://vrp:s3cret-pw@127.0.0.1:1/vrp"
+
+
+@pytest.mark.parametrize("command", [["db", "current"], ["db", "upgrade"], ["api"], ["up"]])
+def test_unreachable_database_is_one_line_without_password(
+    tmp_path: Path, command: list[str]
+) -> None:
+    result = _vrp(
+        command,
+        tmp_path,
+        OTEL_SDK_DISABLED="true",
+        VRP_LOG_FORMAT="json",
+        VRP_DATABASE_URL=UNREACHABLE,
+    )
+    assert result.returncode == 1
+    _, lines = _records(result.stderr)
+    assert lines == [
+        "vrp: cannot reach the database postgresql://vrp:***@127.0.0.1:1/vrp: connection "
+        'failed: connection to server at "127.0.0.1", port 1 failed: Connection refused '
+        "Is the server running on that host and accepting TCP/IP connections?"
+    ]
+    logged = "".join(p.read_text() for p in tmp_path.rglob("*.log"))
+    assert "s3cret-pw" not in result.stderr + result.stdout + logged
+
+
+@pytest.mark.parametrize("command", [["db", "upgrade"], ["api"]])
+def test_sqlite_folder_that_cannot_be_created_is_one_line(
+    tmp_path: Path, command: list[str]
+) -> None:
+    (tmp_path / "blocker").write_text("a file where the database folder should be")
+    result = _vrp(
+        command,
+        tmp_path,
+        OTEL_SDK_DISABLED="true",
+        VRP_LOG_FORMAT="json",
+        VRP_DATABASE_URL="sqlite:///blocker/vrp.db",
+    )
+    assert result.returncode == 1
+    _, lines = _records(result.stderr)
+    assert len(lines) == 1
+    assert lines[0].startswith("vrp: cannot reach the database sqlite:///")
+    assert "blocker" in lines[0]
+
+
+class _Server:
+    """A ``vrp`` server process whose stderr is read line by line in the background."""
+
+    def __init__(self, args: list[str], cwd: Path, **env: str) -> None:
+        self.lines: queue.Queue[str | None] = queue.Queue()
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "recorder.cli", *args],
+            cwd=cwd,
+            env=_env(OTEL_SDK_DISABLED="true", VRP_LOG_FORMAT="json", **env),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.process.stderr is not None
+        for line in self.process.stderr:
+            self.lines.put(line)
+        self.lines.put(None)
+
+    def listening_url(self, timeout: float = 60) -> str:
+        """The URL of the first "listening" record; fails if the process ends first."""
+        deadline = time.monotonic() + timeout
+        seen = []
+        while (left := deadline - time.monotonic()) > 0:
+            line = self.lines.get(timeout=left)
+            if line is None:
+                break
+            seen.append(line)
+            message = str(json.loads(line).get("message", "")) if line.startswith("{") else ""
+            if message.startswith("API listening on "):
+                return message.removeprefix("API listening on ")
+        pytest.fail(f"no listening line; stderr: {''.join(seen)[-2000:]}")
+
+    def stop(self) -> None:
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=15)
+        finally:
+            self.process.kill()
+
+
+@pytest.fixture
+def migrated(tmp_path: Path) -> Path:
+    assert _vrp(["db", "upgrade"], tmp_path, OTEL_SDK_DISABLED="true").returncode == 0
+    return tmp_path
+
+
+def _listening_socket() -> socket.socket:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen()
+    return sock
+
+
+def test_port_option_wins_over_environment_and_is_bound_when_logged(migrated: Path) -> None:
+    with _listening_socket() as taken:
+        server = _Server(
+            ["api", "--host", "127.0.0.1", "--port", "0"],
+            migrated,
+            VRP_API_PORT=str(taken.getsockname()[1]),
+        )
+        try:
+            url = server.listening_url()
+            port = int(url.rsplit(":", 1)[1])
+            assert url.startswith("http://127.0.0.1:")
+            assert port not in (0, taken.getsockname()[1])
+            # The line is logged after the bind: the first request needs no retry.
+            with urllib.request.urlopen(f"{url}/healthz", timeout=10) as response:
+                assert response.status == 200
+        finally:
+            server.stop()
+
+
+def test_port_from_environment_still_works(migrated: Path) -> None:
+    with _listening_socket() as probe:
+        port = probe.getsockname()[1]
+    server = _Server(["api"], migrated, VRP_API_PORT=str(port))
+    try:
+        assert server.listening_url() == f"http://127.0.0.1:{port}"
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("command", ["api", "up"])
+def test_port_in_use_is_one_line_and_exit_1(migrated: Path, command: str) -> None:
+    with _listening_socket() as taken:
+        port = taken.getsockname()[1]
+        result = _vrp(
+            [command, "--port", str(port)],
+            migrated,
+            OTEL_SDK_DISABLED="true",
+            VRP_LOG_FORMAT="json",
+        )
+    assert result.returncode == 1
+    records, lines = _records(result.stderr)
+    assert lines == [
+        f"vrp: cannot listen on 127.0.0.1:{port}: address already in use (pick another with --port)"
+    ]
+    assert not [r for r in records if "listening" in str(r.get("message"))]
