@@ -1,0 +1,110 @@
+"""Prune: carry out the retention plan (or, for a dry run, only show it).
+
+A real prune holds the run lock for its whole length, so it never races a backup: a run in
+flight may have archived blobs that no manifest lists yet, and a prune that ran beside it would
+take them for garbage. It plans inside the lock (the catalog it reads cannot change under it),
+deletes the backups the plan drops (each manifest first, so a crash halfway leaves a folder
+that no longer lists) and only then the blobs no remaining manifest references. A dry run reads
+the catalog without the lock and changes nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from backup import telemetry
+from backup.catalog import LOCK, Catalog
+from backup.lock import run_lock
+from backup.retention import RetentionPlan, RetentionPolicy, plan_retention
+from backup.settings import BackupSettings
+from backup.telemetry import BackupTelemetry
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PruneResult:
+    """The plan, and what was actually removed (nothing for a dry run)."""
+
+    plan: RetentionPlan
+    dry_run: bool
+    deleted_backups: tuple[str, ...] = ()
+    deleted_blobs: int = 0
+    freed_bytes: int = 0
+
+
+def _size(path: Path) -> int:
+    if path.is_file():
+        return path.stat().st_size
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink())
+
+
+def plan(settings: BackupSettings) -> RetentionPlan:
+    """The retention plan for the backups on disk now, under the configured policy."""
+    catalog = Catalog(settings.backup_dir)
+    return plan_retention(
+        catalog.list(),
+        RetentionPolicy.from_settings(settings),
+        catalog.blob_archive().list_blobs(),
+    )
+
+
+def prune(
+    settings: BackupSettings, *, dry_run: bool = False, tel: BackupTelemetry | None = None
+) -> PruneResult:
+    """Apply the retention policy; raises BackupLockedError while a run holds the lock."""
+    if dry_run:
+        return PruneResult(plan=plan(settings), dry_run=True)
+    with run_lock(settings.backup_dir / LOCK):
+        return prune_locked(settings, tel=tel)
+
+
+def prune_locked(settings: BackupSettings, *, tel: BackupTelemetry | None = None) -> PruneResult:
+    """Plan and apply under the run lock, which the caller holds; one ``backup.prune`` span
+    (a child of the current span, so of ``backup.run`` when a run prunes)."""
+    catalog = Catalog(settings.backup_dir)
+    archive = catalog.blob_archive()
+    with (tel or telemetry.default()).phase("prune") as span:
+        current = plan(settings)
+        freed = 0
+        for decision in current.decisions:
+            if decision.keep:
+                continue
+            freed += _size(decision.backup.path)
+            catalog.delete(decision.backup.id)
+            logger.info(
+                "pruned backup %s (%s)",
+                decision.backup.id,
+                "; ".join(decision.reasons),
+                extra={"vrp.backup.id": decision.backup.id},
+            )
+        deleted_blobs = 0
+        for sha256 in sorted(current.blobs_to_delete):
+            path = archive.path_for(sha256)
+            size = _size(path) if path.exists() else 0
+            if archive.delete(sha256):
+                deleted_blobs += 1
+                freed += size
+        span.set_attributes(
+            {
+                "vrp.backup.pruned": len(current.deleted),
+                "vrp.backup.pruned_blobs": deleted_blobs,
+                "vrp.backup.freed_bytes": freed,
+            }
+        )
+    logger.info(
+        "prune done: %d backup(s) and %d blob(s) removed, %d bytes freed, %d backup(s) kept",
+        len(current.deleted),
+        deleted_blobs,
+        freed,
+        len(current.kept),
+    )
+    return PruneResult(
+        plan=current,
+        dry_run=False,
+        deleted_backups=tuple(b.id for b in current.deleted),
+        deleted_blobs=deleted_blobs,
+        freed_bytes=freed,
+    )
