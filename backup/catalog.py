@@ -82,14 +82,15 @@ class Catalog:
         return sorted(found, key=lambda info: (info.created_at, info.id))
 
     def get(self, backup_id: str) -> BackupInfo:
-        """The complete backup with this id; BackupNotFoundError otherwise."""
+        """The complete backup with this id; BackupNotFoundError when there is none,
+        ManifestError when its manifest is refused."""
         path = self.runs_dir / backup_id
         if not valid_id(backup_id) or not path.is_dir() or path.is_symlink():
             raise BackupNotFoundError(backup_id)
-        try:
-            return self._info(path)
-        except ManifestError as exc:
-            raise BackupNotFoundError(backup_id) from exc
+        if not (path / manifests.MANIFEST_NAME).exists():
+            raise BackupNotFoundError(backup_id)
+        # A folder whose manifest is present but refused (tampered, malformed) says why.
+        return self._info(path)
 
     def manifest(self, backup_id: str) -> manifests.Manifest:
         """The validated manifest of a complete backup."""

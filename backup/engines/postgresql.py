@@ -1,0 +1,347 @@
+"""PostgreSQL: ``pg_dump -Fc`` from the machine's client tools, streamed through zstd + sha256.
+
+One snapshot for everything: a REPEATABLE READ, READ ONLY transaction exports its snapshot
+(``pg_export_snapshot()``); ``pg_dump --snapshot`` dumps exactly that state while the same
+transaction counts the rows per table and runs the application's referenced-blobs query, so the
+manifest lists what the dump references, whatever commits meanwhile. The dump is written
+uncompressed (``-Z0``) to a pipe and compressed here at the configured zstd level in the same
+pass that hashes it.
+
+A check feeds the decompressed dump to ``pg_restore --list``; a full check restores it into a
+scratch database on the same server and compares the row counts per table with the manifest.
+The client tools must be at least as new as the server: a missing tool or an older ``pg_dump``
+is reported by name, with what to install.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import secrets
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Final
+
+import sqlalchemy as sa
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.pool import NullPool
+
+from backup.engines import Event, Snapshot
+from backup.errors import EngineError, RestoreError
+from backup.files import open_private
+from backup.manifest import Artifact
+from backup.source import ReferencedBlobs
+from backup.stream import Progress, StreamResult, compress_stream, decompress_stream
+
+logger = logging.getLogger(__name__)
+
+ARTIFACT: Final = "database.pgdump.zst"
+_VERSION: Final = re.compile(r"\(PostgreSQL\)\s+(\d+)")
+_SYSTEM_SCHEMAS: Final = ("pg_catalog", "information_schema")
+
+
+def _sa_url(url: str) -> URL:
+    parsed = make_url(url)
+    if parsed.drivername == "postgresql":
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed
+
+
+def _shown(url: str) -> str:
+    parsed = make_url(url)
+    return f"{parsed.database} on {parsed.host or 'localhost'}:{parsed.port or 5432}"
+
+
+def _libpq(url: str) -> tuple[str, dict[str, str]]:
+    """A libpq connection URI without the password, and the environment carrying it."""
+    parsed = make_url(url)
+    env = dict(os.environ)
+    if parsed.password is not None:
+        env["PGPASSWORD"] = str(parsed.password)
+    uri = parsed.set(drivername="postgresql", password=None).render_as_string(hide_password=False)
+    return uri, env
+
+
+def _tool(name: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        raise EngineError(
+            f"{name} is not on PATH; install the PostgreSQL client tools "
+            "(Debian: apt-get install postgresql-client) at the server's major version"
+        )
+    return path
+
+
+def _client_major(tool: str) -> int:
+    output = subprocess.run([tool, "--version"], capture_output=True, text=True, check=False)
+    match = _VERSION.search(output.stdout)
+    if match is None:
+        raise EngineError(f"cannot tell the version of {tool} from {output.stdout.strip()!r}")
+    return int(match.group(1))
+
+
+def _check_versions(tool: str, server_major: int) -> None:
+    client = _client_major(tool)
+    if client < server_major:
+        raise EngineError(
+            f"{Path(tool).name} {client} cannot dump or restore a PostgreSQL {server_major} "
+            f"server; install postgresql-client-{server_major} and put it first on PATH"
+        )
+
+
+@contextmanager
+def _engine(url: str) -> Iterator[sa.Engine]:
+    engine = sa.create_engine(_sa_url(url), poolclass=NullPool)
+    try:
+        yield engine
+    finally:
+        engine.dispose()
+
+
+def row_counts(connection: sa.Connection) -> dict[str, int]:
+    """Rows per user table, keyed ``schema.table``."""
+    tables = connection.execute(
+        sa.text(
+            "SELECT schemaname, tablename FROM pg_catalog.pg_tables "
+            "WHERE schemaname NOT IN ('pg_catalog', 'information_schema') "
+            "ORDER BY schemaname, tablename"
+        )
+    ).all()
+    preparer = connection.dialect.identifier_preparer
+    counts = {}
+    for schema, table in tables:
+        name = f"{preparer.quote(schema)}.{preparer.quote(table)}"
+        counts[f"{schema}.{table}"] = connection.execute(
+            sa.text(f"SELECT count(*) FROM {name}")
+        ).scalar_one()
+    return counts
+
+
+def _stderr_text(stream: IO[bytes]) -> str:
+    stream.seek(0)
+    lines = stream.read().decode("utf-8", "replace").strip().splitlines()
+    return "; ".join(lines[-3:])
+
+
+def _server_major(connection: sa.Connection) -> int:
+    return int(connection.execute(sa.text("SHOW server_version_num")).scalar_one()) // 10000
+
+
+class PostgresqlEngine:
+    """Snapshots of a PostgreSQL database through pg_dump and pg_restore."""
+
+    name = "postgresql"
+
+    def snapshot(
+        self,
+        url: str,
+        run_dir: Path,
+        *,
+        level: int,
+        referenced_blobs: ReferencedBlobs,
+        progress: Progress | None = None,
+        on_event: Event | None = None,
+    ) -> Snapshot:
+        pg_dump = _tool("pg_dump")
+        uri, env = _libpq(url)
+        artifact_path = run_dir / ARTIFACT
+        try:
+            with _engine(url) as engine, engine.connect() as connection:
+                _check_versions(pg_dump, _server_major(connection))
+                snapshot_conn = connection.execution_options(
+                    isolation_level="REPEATABLE READ", postgresql_readonly=True
+                )
+                with snapshot_conn.begin():
+                    snapshot_id = snapshot_conn.execute(
+                        sa.text("SELECT pg_export_snapshot()")
+                    ).scalar_one()
+                    tables = row_counts(snapshot_conn)
+                    blobs = tuple(sorted(set(referenced_blobs(snapshot_conn))))
+                    result = self._dump(
+                        pg_dump, uri, env, snapshot_id, artifact_path, level, progress
+                    )
+        except sa.exc.OperationalError as exc:
+            raise EngineError(
+                f"cannot reach the database {_shown(url)}: {type(exc.orig).__name__}; "
+                "check VRP_DATABASE_URL and that the server is running"
+            ) from exc
+        artifact = Artifact(
+            path=ARTIFACT,
+            sha256=result.stored_sha256,
+            bytes=result.plain_bytes,
+            stored_bytes=result.stored_bytes,
+        )
+        return Snapshot(artifact=artifact, blobs=blobs, tables=tables)
+
+    def _dump(
+        self,
+        pg_dump: str,
+        uri: str,
+        env: dict[str, str],
+        snapshot_id: str,
+        artifact_path: Path,
+        level: int,
+        progress: Progress | None,
+    ) -> StreamResult:
+        command = [pg_dump, "--format=custom", "--compress=0", f"--snapshot={snapshot_id}"]
+        with tempfile.TemporaryFile() as errors:
+            process = subprocess.Popen(
+                [*command, f"--dbname={uri}"], stdout=subprocess.PIPE, stderr=errors, env=env
+            )
+            assert process.stdout is not None
+            fd = open_private(artifact_path)
+            try:
+                result = compress_stream(process.stdout, fd, level=level, progress=progress)
+            finally:
+                os.close(fd)
+                process.stdout.close()
+                returncode = process.wait()
+            if returncode != 0:
+                message = _stderr_text(errors)
+                if "version mismatch" in message:
+                    raise EngineError(
+                        f"pg_dump is older than the server ({message}); install the client "
+                        "tools of the server's major version"
+                    )
+                raise EngineError(f"pg_dump failed (exit {returncode}): {message}")
+        return result
+
+    def check(
+        self,
+        artifact: Path,
+        tables: dict[str, int],
+        *,
+        full: bool,
+        progress: Progress | None,
+        scratch_url: str | None = None,
+    ) -> list[str]:
+        problems = self._pg_restore(artifact, ["--list"], progress=progress)
+        if problems or not full or scratch_url is None:
+            return problems
+        with self._scratch_database(scratch_url) as scratch:
+            problems = self._pg_restore(
+                artifact, ["--no-owner", "--exit-on-error", "--single-transaction"], url=scratch
+            )
+            if not problems:
+                problems = self.check_restored(scratch, tables)
+        return problems
+
+    def check_restored(self, target: str, tables: dict[str, int]) -> list[str]:
+        with _engine(target) as engine, engine.connect() as connection:
+            actual = row_counts(connection)
+        return [
+            f"table {name}: {tables[name]} rows in the manifest, {actual.get(name)} restored"
+            for name in sorted(tables)
+            if actual.get(name) != tables[name]
+        ]
+
+    def restore(
+        self, artifact: Path, target: str, *, force: bool, progress: Progress | None
+    ) -> str:
+        replaced = ""
+        existing = self._table_count(target)
+        if existing is None:
+            self._create_database(target)
+        elif existing:
+            if not force:
+                raise RestoreError(
+                    f"the database {_shown(target)} holds {existing} table(s); restore into a "
+                    "new database, or add --force to replace them"
+                )
+            replaced = f"the {existing} table(s) of the database {_shown(target)}"
+        options = ["--no-owner", "--exit-on-error", "--single-transaction"]
+        if replaced:
+            options += ["--clean", "--if-exists"]
+        problems = self._pg_restore(artifact, options, url=target, progress=progress)
+        if problems:
+            raise RestoreError(f"pg_restore into {_shown(target)} failed: {'; '.join(problems)}")
+        return replaced
+
+    def _pg_restore(
+        self,
+        artifact: Path,
+        options: list[str],
+        *,
+        url: str | None = None,
+        progress: Progress | None = None,
+    ) -> list[str]:
+        pg_restore = _tool("pg_restore")
+        command = [pg_restore, *options]
+        env = None
+        if url is not None:
+            uri, env = _libpq(url)
+            command.append(f"--dbname={uri}")
+        with tempfile.TemporaryFile() as errors:
+            process = subprocess.Popen(
+                command,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.DEVNULL,
+                stderr=errors,
+                env=env,
+            )
+            assert process.stdin is not None
+            broken = False
+            try:
+                with artifact.open("rb") as src:
+                    decompress_stream(src, process.stdin.write, progress=progress)
+            except BrokenPipeError:
+                broken = True
+            finally:
+                try:
+                    process.stdin.close()
+                except BrokenPipeError:
+                    broken = True
+                returncode = process.wait()
+            if returncode != 0 or broken:
+                return [f"pg_restore {' '.join(options)} failed: {_stderr_text(errors)}"]
+        return []
+
+    def _table_count(self, url: str) -> int | None:
+        """User tables in the database; None when the database does not exist."""
+        try:
+            with _engine(url) as engine, engine.connect() as connection:
+                return len(row_counts(connection))
+        except sa.exc.OperationalError as exc:
+            if "does not exist" in str(exc.orig):
+                return None
+            raise RestoreError(
+                f"cannot reach the database {_shown(url)}: {type(exc.orig).__name__}"
+            ) from exc
+
+    def _maintenance_url(self, url: str) -> URL:
+        return _sa_url(url).set(database="postgres")
+
+    def _create_database(self, url: str) -> None:
+        name = make_url(url).database
+        engine = sa.create_engine(
+            self._maintenance_url(url), poolclass=NullPool, isolation_level="AUTOCOMMIT"
+        )
+        try:
+            with engine.connect() as connection:
+                quoted = connection.dialect.identifier_preparer.quote(str(name))
+                connection.execute(sa.text(f"CREATE DATABASE {quoted}"))
+        finally:
+            engine.dispose()
+
+    @contextmanager
+    def _scratch_database(self, url: str) -> Iterator[str]:
+        name = f"vrp_verify_{secrets.token_hex(6)}"
+        scratch = _sa_url(url).set(database=name)
+        engine = sa.create_engine(
+            self._maintenance_url(url), poolclass=NullPool, isolation_level="AUTOCOMMIT"
+        )
+        try:
+            with engine.connect() as connection:
+                connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
+            try:
+                yield scratch.render_as_string(hide_password=False)
+            finally:
+                with engine.connect() as connection:
+                    connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        finally:
+            engine.dispose()

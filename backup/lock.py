@@ -1,0 +1,60 @@
+"""The run lock: one backup run at a time per backup folder.
+
+``backup_dir/.lock`` holds the pid of the run that owns it, and the owner keeps an exclusive
+``flock`` on it. The kernel drops a ``flock`` when its process dies, however it dies, so a lock
+whose holder was killed is free for the next run, which logs the dead pid it takes over from;
+a pid file alone would need a "is that pid still alive, and still us?" guess.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from backup.errors import BackupLockedError
+from backup.files import FILE_MODE, make_private_dir
+
+logger = logging.getLogger(__name__)
+
+
+def _read_pid(fd: int) -> int | None:
+    os.lseek(fd, 0, os.SEEK_SET)
+    text = os.read(fd, 64).decode("ascii", "replace").strip()
+    return int(text) if text.isdigit() else None
+
+
+@contextmanager
+def run_lock(path: Path) -> Iterator[int | None]:
+    """Hold the lock for the ``with`` body; yields the dead pid taken over, if any.
+
+    Raises :class:`BackupLockedError` at once when a live process holds it.
+    """
+    make_private_dir(path.parent)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, FILE_MODE)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise BackupLockedError(str(path), _read_pid(fd) or 0) from None
+        previous = _read_pid(fd)
+        if previous is not None and previous != os.getpid():
+            logger.warning(
+                "taking over the backup lock %s left by process %d, which is no longer running",
+                path,
+                previous,
+                extra={"vrp.backup.lock.previous_pid": previous},
+            )
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        os.fsync(fd)
+        try:
+            yield previous
+        finally:
+            os.ftruncate(fd, 0)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)

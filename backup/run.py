@@ -1,0 +1,342 @@
+"""One backup run: snapshot, blobs, manifest, verify, publish; all or nothing.
+
+A run takes the lock (``backup_dir/.lock``), removes what killed runs left in ``tmp/``, and
+builds the backup in ``tmp/<id>/``: the database snapshot (see :mod:`backup.engines`), then the
+referenced blobs the archive does not hold yet, then the manifest, written last and atomically,
+then (by default) a verify of what was written. Only then is the folder renamed into
+``runs/<id>`` and ``runs/`` fsynced. A run killed at any point leaves nothing in ``runs/``, so
+nothing that lists as a backup; blobs it archived are whole files (each is renamed into place),
+and retention deletes them if no manifest ever references them. A full disk fails the run
+(:class:`~backup.errors.BackupSpaceError`) after removing its temporary folder; earlier backups
+are never touched.
+
+Every run is reported: a ``backup.run`` span with a child span per phase, the
+``vrp.backup.duration`` histogram, ``vrp.backup.last_success`` on success, and one log record
+for the outcome.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import secrets
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import zstandard
+
+from backup import manifest as manifests
+from backup.blobs import BlobArchive, BlobSourceError
+from backup.catalog import LOCK, Catalog
+from backup.engines import Event, Snapshot, backend_name, engine_for
+from backup.errors import BackupError, BackupSpaceError, VerifyError
+from backup.files import fsync_dir, make_private_dir
+from backup.lock import run_lock
+from backup.manifest import BlobEntry, Manifest
+from backup.progress import NullReporter, Reporter
+from backup.settings import BackupSettings
+from backup.source import BackupSource
+from backup.telemetry import (
+    ATTR_BYTES,
+    ATTR_FILES,
+    ATTR_STATUS,
+    ATTR_STORED_BYTES,
+    ATTR_VERIFIED,
+    STATUS_FAILED,
+    STATUS_SUCCESS,
+    BackupTelemetry,
+    default,
+    failed,
+)
+from backup.verify import verify_run_dir
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["BackupResult", "BackupSource", "new_backup_id", "run_backup"]
+
+
+@dataclass(frozen=True)
+class BackupResult:
+    """A successful run (a failed one raises a :class:`~backup.errors.BackupError`)."""
+
+    backup_id: str
+    path: Path
+    trigger: str
+    bytes: int
+    stored_bytes: int
+    files: int
+    blobs_copied: int
+    blobs_skipped: int
+    verified: bool
+    seconds: float
+
+
+def new_backup_id(now: datetime) -> str:
+    """Sortable by time, unique across runs started in the same second."""
+    return f"{now.astimezone(UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
+
+
+def _clean_leftovers(catalog: Catalog, archive: BlobArchive) -> None:
+    """Remove what killed runs left behind; the caller holds the lock, so none is running."""
+    leftovers = sorted(catalog.tmp_dir.iterdir()) if catalog.tmp_dir.is_dir() else []
+    for leftover in leftovers:
+        shutil.rmtree(leftover, ignore_errors=True)
+        logger.warning("removed %s, left by an interrupted backup run", leftover)
+    swept = archive.sweep_temp()
+    if swept:
+        logger.warning("removed %d partial blob copies left by an interrupted run", swept)
+
+
+def _blob_size(archive: BlobArchive, source: Path, sha256: str) -> int:
+    try:
+        return source.stat().st_size
+    except FileNotFoundError:
+        with archive.path_for(sha256).open("rb") as stored:
+            size = zstandard.frame_content_size(stored.read(18))
+        return max(size, 0)
+
+
+def _copy_blobs(
+    source: BackupSource,
+    snapshot: Snapshot,
+    archive: BlobArchive,
+    level: int,
+    reporter: Reporter,
+    on_event: Event | None,
+) -> tuple[list[BlobEntry], int, int]:
+    """Archive the referenced blobs it lacks; (entries, stored bytes added, copied count)."""
+    missing = [sha for sha in snapshot.blobs if not archive.has(sha)]
+    entries = []
+    stored = copied = 0
+    with reporter.task("blobs", len(missing), "files") as advance:
+        for sha256 in snapshot.blobs:
+            path = source.blob_path(source.storage_dir, sha256)
+            result = archive.add(sha256, path, level=level) if sha256 in missing else None
+            if result is not None:
+                stored += result.stored_bytes
+                copied += 1
+                entries.append(BlobEntry(sha256, result.plain_bytes))
+                advance(1)
+                if on_event is not None:
+                    on_event("blobs:copied")
+            else:
+                if not archive.has(sha256):
+                    raise BlobSourceError(f"audio blob {sha256} vanished from the archive")
+                entries.append(BlobEntry(sha256, _blob_size(archive, path, sha256)))
+    return entries, stored, copied
+
+
+def run_backup(
+    settings: BackupSettings,
+    source: BackupSource,
+    *,
+    trigger: str = "manual",
+    verify: bool = True,
+    reporter: Reporter | None = None,
+    on_event: Event | None = None,
+    after_publish: Callable[[], object] | None = None,
+    telemetry: BackupTelemetry | None = None,
+) -> BackupResult:
+    """Take one backup; raise a :class:`~backup.errors.BackupError` when the run fails.
+
+    Raises :class:`~backup.errors.BackupLockedError` before starting when another run holds
+    the lock. ``on_event`` is called with the name of each step as it starts (``snapshot``,
+    ``blobs``, ``manifest``, ``verify``, ``publish``, and a few inside them), which tests use
+    to stop a run at a chosen point. ``after_publish`` runs inside the run's span and lock once
+    the backup is in place (the scheduler prunes there).
+    """
+    reporter = reporter or NullReporter()
+    telemetry = telemetry or default()
+    catalog = Catalog(settings.backup_dir)
+    archive = catalog.blob_archive()
+    started_at = datetime.now(UTC)
+    backup_id = new_backup_id(started_at)
+    with run_lock(settings.backup_dir / LOCK):
+        started = time.monotonic()
+        with telemetry.run_span(backup_id, trigger) as span:
+            work = catalog.tmp_dir / backup_id
+            try:
+                result = _run(
+                    settings, source, catalog, archive, work, backup_id, started_at,
+                    trigger, verify, reporter, on_event, telemetry,
+                )  # fmt: skip
+            except BaseException as exc:
+                shutil.rmtree(work, ignore_errors=True)
+                error = _as_backup_error(exc, settings.backup_dir)
+                failed(span, error)
+                seconds = time.monotonic() - started
+                telemetry.record_run(STATUS_FAILED, seconds, None)
+                logger.error(
+                    "backup %s failed after %.1fs: %s",
+                    backup_id,
+                    seconds,
+                    error,
+                    extra={"vrp.backup.id": backup_id, "vrp.backup.status": STATUS_FAILED,
+                           "vrp.backup.trigger": trigger, "error.type": type(error).__name__},
+                )  # fmt: skip
+                if error is exc:
+                    raise
+                raise error from exc
+            seconds = time.monotonic() - started
+            span.set_attributes(
+                {
+                    ATTR_STATUS: STATUS_SUCCESS,
+                    ATTR_BYTES: result.bytes,
+                    ATTR_STORED_BYTES: result.stored_bytes,
+                    ATTR_FILES: result.files,
+                    ATTR_VERIFIED: result.verified,
+                }
+            )
+            telemetry.record_run(STATUS_SUCCESS, seconds, time.time())
+            logger.info(
+                "backup %s done in %.1fs: %d files, %d bytes, %d stored (%d blobs copied, "
+                "%d already archived)%s",
+                backup_id, seconds, result.files, result.bytes, result.stored_bytes,
+                result.blobs_copied, result.blobs_skipped, ", verified" if result.verified else "",
+                extra={"vrp.backup.id": backup_id, "vrp.backup.status": STATUS_SUCCESS,
+                       "vrp.backup.trigger": trigger, "vrp.backup.bytes": result.bytes,
+                       "vrp.backup.stored_bytes": result.stored_bytes,
+                       "vrp.backup.verified": result.verified},
+            )  # fmt: skip
+            if after_publish is not None:
+                after_publish()
+    return BackupResult(**{**result.__dict__, "seconds": seconds})
+
+
+def _as_backup_error(exc: BaseException, backup_dir: Path) -> BaseException:
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return BackupSpaceError(
+            f"no space left on the disk of {backup_dir}; the run was discarded and earlier "
+            "backups are intact; free space or point VRP_BACKUP_DIR at a larger disk"
+        )
+    if isinstance(exc, OSError):
+        return BackupError(
+            f"the backup run failed on {exc.filename or backup_dir}: {exc.strerror or exc}; "
+            "the run was discarded and earlier backups are intact"
+        )
+    return exc
+
+
+def _run(
+    settings: BackupSettings,
+    source: BackupSource,
+    catalog: Catalog,
+    archive: BlobArchive,
+    work: Path,
+    backup_id: str,
+    started_at: datetime,
+    trigger: str,
+    verify: bool,
+    reporter: Reporter,
+    on_event: Event | None,
+    telemetry: BackupTelemetry,
+) -> BackupResult:
+    def event(name: str) -> None:
+        if on_event is not None:
+            on_event(name)
+
+    engine = engine_for(source.database_url)
+    make_private_dir(settings.backup_dir)
+    _clean_leftovers(catalog, archive)
+    make_private_dir(work)
+
+    event("snapshot")
+    with telemetry.phase("snapshot") as span:
+        size = _database_size(source.database_url)
+        with reporter.task("snapshot", size, "bytes") as advance:
+            snapshot = engine.snapshot(
+                source.database_url,
+                work,
+                level=settings.compression_level,
+                referenced_blobs=source.referenced_blobs,
+                progress=advance,
+                on_event=on_event,
+            )
+        span.set_attribute("vrp.backup.bytes", snapshot.artifact.bytes)
+        span.set_attribute("vrp.backup.stored_bytes", snapshot.artifact.stored_bytes)
+
+    event("blobs")
+    with telemetry.phase("blobs") as span:
+        blobs, blob_stored, copied = _copy_blobs(
+            source, snapshot, archive, settings.compression_level, reporter, on_event
+        )
+        span.set_attribute("vrp.backup.blobs.copied", copied)
+        span.set_attribute("vrp.backup.blobs.skipped", len(blobs) - copied)
+
+    event("manifest")
+    with telemetry.phase("manifest"):
+        manifest = Manifest(
+            id=backup_id,
+            created_at=started_at,
+            finished_at=datetime.now(UTC),
+            trigger=trigger,
+            engine=engine.name,
+            database=_database_name(source.database_url),
+            artifacts=(snapshot.artifact,),
+            blobs=tuple(blobs),
+            stored_bytes=snapshot.artifact.stored_bytes + blob_stored,
+            tables=snapshot.tables,
+        )
+        manifests.write(work, manifest)
+        fsync_dir(work)
+    event("manifest:written")
+
+    if verify:
+        event("verify")
+        with telemetry.phase("verify") as span:
+            report = verify_run_dir(
+                work, archive, database_url=source.database_url, full=True, reporter=reporter
+            )
+            span.set_attribute("vrp.backup.verified", report.ok)
+            if not report.ok:
+                raise VerifyError(
+                    f"backup {backup_id} failed its verification: "
+                    + "; ".join(str(p) for p in report.problems[:5]),
+                    report,
+                )
+            manifests.record_verified(work, True)
+
+    event("publish")
+    make_private_dir(catalog.runs_dir)
+    final = catalog.runs_dir / backup_id
+    os.rename(work, final)
+    fsync_dir(catalog.runs_dir)
+    fsync_dir(catalog.tmp_dir)
+    return BackupResult(
+        backup_id=backup_id,
+        path=final,
+        trigger=trigger,
+        bytes=manifest.bytes,
+        stored_bytes=manifest.stored_bytes,
+        files=manifest.files,
+        blobs_copied=copied,
+        blobs_skipped=len(blobs) - copied,
+        verified=verify,
+        seconds=0.0,
+    )
+
+
+def _database_size(url: str) -> int | None:
+    if backend_name(url) != "sqlite":
+        return None
+    from backup.engines.sqlite import database_path
+
+    try:
+        return database_path(url).stat().st_size
+    except OSError:
+        return None
+
+
+def _database_name(url: str) -> str:
+    """The database as the manifest shows it: a file name or ``name on host:port``, no secret."""
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        return str(parsed.database)
+    return f"{parsed.database} on {parsed.host or 'localhost'}:{parsed.port or 5432}"

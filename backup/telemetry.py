@@ -1,0 +1,133 @@
+"""Spans, metrics and log fields of backup runs and restores, as DESIGN.md names them.
+
+``backup.run`` (INTERNAL) wraps one run and carries ``vrp.backup.id``, ``vrp.backup.trigger``,
+``vrp.backup.status``, ``vrp.backup.bytes``, ``vrp.backup.stored_bytes``, ``vrp.backup.files``
+and ``vrp.backup.verified``; each phase (``snapshot``, ``blobs``, ``manifest``, ``verify``,
+``prune``) is a child span ``backup.<phase>``. ``backup.restore`` wraps a restore. The metrics
+``vrp.backup.last_success`` (gauge, unix time) and ``vrp.backup.duration`` (histogram, by
+``vrp.backup.status``) are recorded for every run. Providers are the global ones unless a test
+hands its own in; the host process sets them up (service name ``vrp-scheduler`` for scheduled
+runs, ``vrp-cli`` for a manual one).
+
+Telemetry never breaks a backup: the SDK swallows its own export errors, and nothing here
+raises on purpose.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from opentelemetry import metrics, trace
+from opentelemetry.metrics import MeterProvider
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode, TracerProvider
+
+SCOPE: Final = "backup"
+SPAN_RUN: Final = "backup.run"
+SPAN_RESTORE: Final = "backup.restore"
+PHASE_PREFIX: Final = "backup."
+METRIC_LAST_SUCCESS: Final = "vrp.backup.last_success"
+METRIC_DURATION: Final = "vrp.backup.duration"
+ATTR_ID: Final = "vrp.backup.id"
+ATTR_TRIGGER: Final = "vrp.backup.trigger"
+ATTR_STATUS: Final = "vrp.backup.status"
+ATTR_BYTES: Final = "vrp.backup.bytes"
+ATTR_STORED_BYTES: Final = "vrp.backup.stored_bytes"
+ATTR_FILES: Final = "vrp.backup.files"
+ATTR_VERIFIED: Final = "vrp.backup.verified"
+ATTR_PHASE: Final = "vrp.backup.phase"
+ATTR_ERROR_TYPE: Final = "error.type"
+STATUS_SUCCESS: Final = "success"
+STATUS_FAILED: Final = "failed"
+# Backups take seconds to hours: explicit buckets for when the exponential default is off.
+DURATION_BUCKETS: Final = (1, 5, 15, 60, 300, 900, 1800, 3600, 7200, 14400, 43200)
+
+
+@dataclass
+class BackupTelemetry:
+    """Tracer and instruments of the backup package; providers default to the global ones."""
+
+    tracer_provider: TracerProvider | None = None
+    meter_provider: MeterProvider | None = None
+    tracer: trace.Tracer = field(init=False)
+    last_success: Any = field(init=False)
+    duration: Any = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.tracer = trace.get_tracer(SCOPE, tracer_provider=self.tracer_provider)
+        meter = metrics.get_meter(SCOPE, meter_provider=self.meter_provider)
+        self.last_success = meter.create_gauge(
+            METRIC_LAST_SUCCESS, unit="s", description="Unix time of the last successful backup"
+        )
+        self.duration = meter.create_histogram(
+            METRIC_DURATION,
+            unit="s",
+            description="Duration of backup runs",
+            explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
+        )
+
+    @contextmanager
+    def run_span(self, backup_id: str, trigger: str) -> Iterator[Span]:
+        """The ``backup.run`` span, current for the body; the caller sets the outcome."""
+        attributes = {ATTR_ID: backup_id, ATTR_TRIGGER: trigger}
+        with self.tracer.start_as_current_span(
+            SPAN_RUN,
+            kind=SpanKind.INTERNAL,
+            attributes=attributes,
+            record_exception=True,
+            set_status_on_exception=True,
+        ) as span:
+            yield span
+
+    @contextmanager
+    def restore_span(self, backup_id: str) -> Iterator[Span]:
+        with self.tracer.start_as_current_span(
+            SPAN_RESTORE, kind=SpanKind.INTERNAL, attributes={ATTR_ID: backup_id}
+        ) as span:
+            try:
+                yield span
+            except BaseException as exc:
+                failed(span, exc)
+                raise
+            span.set_attribute(ATTR_STATUS, STATUS_SUCCESS)
+
+    @contextmanager
+    def phase(self, name: str) -> Iterator[Span]:
+        """A child span ``backup.<name>`` of the current run (or a root span outside one)."""
+        with self.tracer.start_as_current_span(
+            PHASE_PREFIX + name, kind=SpanKind.INTERNAL, attributes={ATTR_PHASE: name}
+        ) as span:
+            yield span
+
+    def record_run(self, status: str, seconds: float, finished_at: float | None) -> None:
+        """One run's duration, and the time of the success when it was one."""
+        self.duration.record(seconds, {ATTR_STATUS: status})
+        if status == STATUS_SUCCESS and finished_at is not None:
+            self.last_success.set(finished_at)
+
+
+def failed(span: Span, exc: BaseException) -> None:
+    """Mark a span as a failed run or restore."""
+    span.set_attribute(ATTR_STATUS, STATUS_FAILED)
+    span.set_attribute(ATTR_ERROR_TYPE, type(exc).__qualname__)
+    span.set_status(Status(StatusCode.ERROR, str(exc)))
+
+
+_default: BackupTelemetry | None = None
+
+
+def default() -> BackupTelemetry:
+    """The package's telemetry on the global providers (built on first use, after setup)."""
+    global _default
+    if _default is None:
+        _default = BackupTelemetry()
+    return _default
+
+
+@contextmanager
+def phase(name: str) -> Iterator[Span]:
+    """``with telemetry.phase("prune") as span:`` for phases run outside :mod:`backup.run`."""
+    with default().phase(name) as span:
+        yield span
