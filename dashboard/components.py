@@ -1,0 +1,198 @@
+"""Building blocks shared by the pages: tables, stat cards, alerts, number formats, links.
+
+Every table is a ``dash_table.DataTable`` sorted in the browser (``sort_action="native"``);
+numbers are sent as numbers so that they sort as numbers, and formatted by the column's
+``format`` rather than turned into strings here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+from urllib.parse import urlencode
+
+import dash_bootstrap_components as dbc
+from dash import dash_table, html
+from dash.dash_table.Format import Format, Scheme
+
+from dashboard.apiclient import ApiReadError
+from dashboard.figures import parse_time
+
+TIME_RANGES = (
+    ("15m", "last 15 minutes"),
+    ("1h", "last hour"),
+    ("6h", "last 6 hours"),
+    ("24h", "last 24 hours"),
+    ("7d", "last 7 days"),
+)
+DEFAULT_RANGE = "1h"
+ALL_SERVICES = ""
+NONE = "-"  # shown for a missing number
+
+
+def number(name: str, column_id: str, decimals: int = 2) -> dict[str, Any]:
+    """A numeric column with fixed decimals."""
+    return {
+        "name": name,
+        "id": column_id,
+        "type": "numeric",
+        "format": Format(precision=decimals, scheme=Scheme.fixed),
+    }
+
+
+def percent(name: str, column_id: str) -> dict[str, Any]:
+    """A ratio column (0..1) shown as a percentage."""
+    return {
+        "name": name,
+        "id": column_id,
+        "type": "numeric",
+        "format": Format(precision=2, scheme=Scheme.percentage),
+    }
+
+
+def text(name: str, column_id: str) -> dict[str, Any]:
+    return {"name": name, "id": column_id, "type": "text"}
+
+
+def time(name: str, column_id: str) -> dict[str, Any]:
+    """A UTC time column: ISO 8601 from the API, shown to the second (it still sorts as text)."""
+    return {"name": name, "id": column_id, "type": "datetime"}
+
+
+def fmt_time(value: str | None) -> str:
+    """``2026-11-28T20:09:52.477716+00:00`` as ``2026-11-28 20:09:52``."""
+    if not value:
+        return NONE
+    parsed = parse_time(value)
+    return parsed.strftime("%Y-%m-%d %H:%M:%S") if parsed else NONE
+
+
+def link(name: str, column_id: str) -> dict[str, Any]:
+    """A column of Markdown links (see :func:`trace_link`)."""
+    return {"name": name, "id": column_id, "type": "text", "presentation": "markdown"}
+
+
+def trace_href(trace_id: str) -> str:
+    return "/traces?" + urlencode({"trace": trace_id})
+
+
+def trace_link(trace_id: str | None, label: str | None = None) -> str:
+    """A Markdown link that opens the trace's waterfall ('' when there is no trace)."""
+    if not trace_id:
+        return ""
+    return f"[{label or trace_id[:16]}]({trace_href(trace_id)})"
+
+
+def table(
+    table_id: str,
+    columns: Sequence[Mapping[str, Any]],
+    rows: Sequence[Mapping[str, Any]],
+    *,
+    page_size: int = 15,
+    selectable: bool = False,
+    wrap: Sequence[str] = (),
+) -> dash_table.DataTable:
+    """A sortable table; ``selectable`` highlights the clicked row (rows then need an ``id``)."""
+    times = [c["id"] for c in columns if c.get("type") == "datetime"]
+    data = [{**r, **{t: fmt_time(r.get(t)) for t in times}} for r in rows]
+    return dash_table.DataTable(
+        id=table_id,
+        columns=list(columns),
+        data=data,
+        sort_action="native",
+        sort_mode="single",
+        page_action="native",
+        page_size=page_size,
+        markdown_options={"link_target": "_self"},
+        cell_selectable=selectable or any(c.get("presentation") == "markdown" for c in columns),
+        style_table={"overflowX": "auto"},
+        style_header={"fontWeight": "600", "backgroundColor": "#f8f9fa"},
+        style_cell={
+            "fontFamily": "system-ui, sans-serif",
+            "fontSize": "13px",
+            "padding": "4px 8px",
+            "textAlign": "left",
+            "maxWidth": "480px",
+            "overflow": "hidden",
+            "textOverflow": "ellipsis",
+        },
+        style_cell_conditional=[
+            {"if": {"column_id": c}, "whiteSpace": "normal", "fontFamily": "monospace"}
+            for c in wrap
+        ],
+        style_data_conditional=(
+            [
+                {
+                    "if": {"state": "active"},
+                    "backgroundColor": "#e7f1ff",
+                    "border": "1px solid #0d6efd",
+                }
+            ]
+            if selectable
+            else []
+        ),
+    )
+
+
+def stat(label: str, value: str, *, color: str = "light", detail: str | None = None) -> dbc.Col:
+    """A small card holding one number."""
+    body = [html.Div(label, className="stat-label"), html.Div(value, className="stat-value")]
+    if detail:
+        body.append(html.Div(detail, className="stat-detail"))
+    inverse = color not in ("light", "warning")
+    return dbc.Col(
+        dbc.Card(dbc.CardBody(body), color=color, inverse=inverse, className="stat-card"),
+        xs=6,
+        md=3,
+    )
+
+
+def section(title: str, *children: Any) -> html.Div:
+    return html.Div([html.H5(title, className="section-title"), *children], className="section")
+
+
+def read_error(exc: ApiReadError) -> dbc.Alert:
+    return dbc.Alert(f"Could not read {exc.path}: {exc}", color="danger", className="read-error")
+
+
+def notice(message: str, color: str = "secondary") -> dbc.Alert:
+    return dbc.Alert(message, color=color, className="notice")
+
+
+def fmt_ms(value: float | None) -> str:
+    if value is None:
+        return NONE
+    if value >= 1000:
+        return f"{value / 1000:.2f} s"
+    return f"{value:.1f} ms" if value >= 10 else f"{value:.2f} ms"
+
+
+def fmt_rate(value: float | None) -> str:
+    return NONE if value is None else f"{value:.2f}/s"
+
+
+def fmt_percent(value: float | None) -> str:
+    return NONE if value is None else f"{100 * value:.2f}%"
+
+
+def fmt_bytes(value: float | None) -> str:
+    if value is None:
+        return NONE
+    size = float(value)
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1000 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    return f"{size:.1f} GB"
+
+
+def fmt_age(seconds: float | None) -> str:
+    if seconds is None:
+        return NONE
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 172800:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} days"

@@ -1,0 +1,128 @@
+"""Backups: is the last good backup recent enough, and how did the runs go.
+
+The age of the last good backup is green below the expected interval, amber up to twice it and
+red beyond (``VRP_DASHBOARD_BACKUP_INTERVAL``); until any backup telemetry has arrived the page
+says so instead of showing an alarming red.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import dash_bootstrap_components as dbc
+from dash import Dash, Output, dcc, html
+
+from dashboard import components as ui
+from dashboard import figures
+from dashboard.apiclient import ApiClient, ApiReadError
+from dashboard.pages.base import FILTERS, Page, window
+
+STATES = {
+    "ok": ("success", "on time"),
+    "late": ("warning", "late"),
+    "overdue": ("danger", "overdue"),
+}
+COLUMNS = (
+    ui.text("backup", "backup_id"),
+    ui.text("trigger", "trigger"),
+    ui.text("status", "status"),
+    ui.time("start (UTC)", "start"),
+    ui.number("duration s", "duration_s"),
+    ui.number("size MB", "mb"),
+    ui.number("stored MB", "stored_mb"),
+    ui.number("files", "files", 0),
+    ui.text("verified", "verified_text"),
+    ui.link("trace", "trace"),
+)
+
+
+def layout() -> html.Div:
+    return html.Div(
+        [
+            html.H3("Backups"),
+            dcc.Loading(html.Div(id="backups-body"), delay_show=500),
+        ]
+    )
+
+
+def _status(body: dict[str, Any]) -> dbc.Alert:
+    color, word = STATES.get(body["state"], ("secondary", body["state"]))
+    expected = ui.fmt_age(body.get("expected_interval_s"))
+    if body.get("last_success") is None:
+        message = f"No successful backup yet (one is expected every {expected})."
+        color = "danger"
+    else:
+        age = ui.fmt_age(body.get("last_success_age_s"))
+        message = (
+            f"Last good backup {age} ago, at {ui.fmt_time(body['last_success'])} UTC: {word} "
+            f"(expected every {expected})."
+        )
+    return dbc.Alert(
+        html.B(message), color=color, id="backups-state", className=f"state-{body['state']}"
+    )
+
+
+def _row(run: dict[str, Any]) -> dict[str, Any]:
+    def mb(value: float | None) -> float | None:
+        return None if value is None else value / 1_000_000
+
+    duration = run.get("duration_ms")
+    return {
+        **run,
+        "duration_s": None if duration is None else duration / 1000,
+        "mb": mb(run.get("bytes")),
+        "stored_mb": mb(run.get("stored_bytes")),
+        "verified_text": {True: "yes", False: "no"}.get(run.get("verified"), ui.NONE),
+        "trace": ui.trace_link(run.get("trace_id")),
+    }
+
+
+def register(app: Dash, api: ApiClient) -> None:
+    @app.callback(Output("backups-body", "children"), *FILTERS)
+    def refresh(range_value: str, service: str, _tick: int) -> Any:
+        try:
+            body = api.get("/api/backups", window(range_value, service))
+        except ApiReadError as exc:
+            return ui.read_error(exc)
+        if not body["has_telemetry"]:
+            return ui.notice(
+                "No backup telemetry has arrived yet: no backup.run span and no "
+                "vrp.backup.last_success metric. Runs appear here once the backup scheduler "
+                "(vrp scheduler) or a manual backup exports its telemetry to this dashboard.",
+                color="info",
+            )
+        runs = body["runs"]
+        return [
+            _status(body),
+            ui.section(
+                "Runs",
+                ui.table("backups-table", COLUMNS, [_row(r) for r in runs])
+                if runs
+                else ui.notice("No backup run in this time range."),
+            ),
+            dbc.Row(
+                [
+                    dbc.Col(
+                        dcc.Graph(
+                            id="backups-sizes",
+                            figure=figures.backup_runs_figure(
+                                runs, "bytes", title="Backup size", y_title="MB"
+                            ),
+                        ),
+                        lg=6,
+                    ),
+                    dbc.Col(
+                        dcc.Graph(
+                            id="backups-durations",
+                            figure=figures.backup_runs_figure(
+                                runs, "duration_ms", title="Backup duration", y_title="s"
+                            ),
+                        ),
+                        lg=6,
+                    ),
+                ]
+            ),
+        ]
+
+
+PAGE = Page(path="/backups", title="Backups", layout=layout, register=register)

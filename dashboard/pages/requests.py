@@ -1,0 +1,91 @@
+"""Requests: every HTTP route (or server span name) with its rate, errors and percentiles."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlencode
+
+import dash_bootstrap_components as dbc
+from dash import Dash, Output, dcc, html
+
+from dashboard import components as ui
+from dashboard import figures
+from dashboard.apiclient import ApiClient, ApiReadError
+from dashboard.pages.base import FILTERS, Page, window
+
+COLUMNS = (
+    ui.text("service", "service"),
+    ui.text("operation", "operation"),
+    ui.text("kind", "kind"),
+    ui.text("source", "source"),
+    ui.number("count", "count", 0),
+    ui.number("rate /s", "rate_per_s"),
+    ui.number("errors", "errors", 0),
+    ui.percent("error rate", "error_rate"),
+    ui.number("p50 ms", "p50_ms"),
+    ui.number("p95 ms", "p95_ms"),
+    ui.number("p99 ms", "p99_ms"),
+    ui.link("traces", "traces"),
+)
+
+
+def layout() -> html.Div:
+    return html.Div(
+        [
+            html.H3("Requests"),
+            html.P(
+                "Per route from http.server.request.duration; services that send only spans "
+                "are rolled up per span name (source: spans).",
+                className="text-muted",
+            ),
+            dcc.Loading(html.Div(id="requests-body"), delay_show=500),
+        ]
+    )
+
+
+def _traces_link(row: dict[str, Any]) -> str:
+    query = urlencode({"operation": row["operation"], "service": row["service"]})
+    return f"[traces](/traces?{query})"
+
+
+def register(app: Dash, api: ApiClient) -> None:
+    @app.callback(Output("requests-body", "children"), *FILTERS)
+    def refresh(range_value: str, service: str, _tick: int) -> Any:
+        params = window(range_value, service)
+        try:
+            operations = api.get("/api/operations", params)["operations"]
+            series = api.get("/api/summary", params)["series"]
+        except ApiReadError as exc:
+            return ui.read_error(exc)
+        rows = [{**row, "traces": _traces_link(row)} for row in operations]
+        return [
+            ui.section("Operations", ui.table("requests-table", COLUMNS, rows)),
+            dbc.Row(
+                [
+                    dbc.Col(
+                        dcc.Graph(
+                            id="requests-latency",
+                            figure=figures.percentiles_figure(
+                                series, group_by="service", title="Latency p50 / p95 / p99"
+                            ),
+                        ),
+                        lg=7,
+                    ),
+                    dbc.Col(
+                        dcc.Graph(
+                            figure=figures.lines_figure(
+                                series,
+                                "rate_per_s",
+                                group_by="service",
+                                title="Requests per second",
+                                y_title="req/s",
+                            )
+                        ),
+                        lg=5,
+                    ),
+                ]
+            ),
+        ]
+
+
+PAGE = Page(path="/requests", title="Requests", layout=layout, register=register)
