@@ -1,0 +1,261 @@
+"""``vrp backup``: run, list, verify and restore backups from the command line.
+
+The application mounts the :data:`backup` group with :func:`mount`, handing in a
+:class:`BackupHost`: how to build its :class:`~backup.source.BackupSource` from its validated
+settings, and how to set up logging and telemetry for a command under a service name. Nothing
+here imports the application. Exit codes: 0 done, 1 the work failed (a failed run or verify, a
+refused restore), 2 a bad setting (one line naming the variable).
+
+This module imports only click at the top so that ``vrp --help`` stays fast; everything else is
+imported inside the commands.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, NoReturn
+
+import click
+
+if TYPE_CHECKING:
+    from backup.settings import BackupSettings
+    from backup.source import BackupSource
+
+CONFIG_EXIT = 2
+FAILURE_EXIT = 1
+SERVICE_NAME = "vrp-cli"
+
+
+@dataclass(frozen=True)
+class BackupHost:
+    """What the application hands the backup commands.
+
+    ``source()`` validates the application's settings (exiting 2 on a bad one) and returns its
+    database and blob folder; ``process(service_name)`` is a context manager that sets up
+    logging and telemetry for the command and flushes them on the way out.
+    """
+
+    source: Callable[[], BackupSource]
+    process: Callable[[str], AbstractContextManager[object]]
+
+
+_host: BackupHost | None = None
+
+
+def host() -> BackupHost:
+    """The host given to :func:`mount` (commands registered on this group use it too)."""
+    if _host is None:
+        raise click.UsageError("the backup commands were not mounted by an application")
+    return _host
+
+
+def _fail(message: str, code: int = FAILURE_EXIT) -> NoReturn:
+    click.echo(f"vrp: {message}", err=True)
+    sys.exit(code)
+
+
+def settings() -> BackupSettings:
+    """The validated ``VRP_BACKUP_*`` settings; exit 2 naming a bad variable."""
+    from backup.errors import BackupConfigError
+    from backup.settings import load_backup_settings
+
+    try:
+        return load_backup_settings()
+    except BackupConfigError as exc:
+        _fail(f"invalid configuration: {exc}", CONFIG_EXIT)
+
+
+def _size(value: int) -> str:
+    amount = float(value)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if amount < 1024 or unit == "GiB":
+            return f"{amount:.0f} {unit}" if unit == "B" else f"{amount:.1f} {unit}"
+        amount /= 1024
+    return f"{value} B"
+
+
+@click.group()
+def backup() -> None:
+    """Back up, list, verify and restore the database and its audio."""
+
+
+@backup.command("run")
+@click.option(
+    "--verify/--no-verify",
+    default=None,
+    help="Verify the backup before publishing it [default: VRP_BACKUP_VERIFY].",
+)
+def run_command(verify: bool | None) -> None:
+    """Take a backup now (manual trigger)."""
+    from backup.errors import BackupError
+    from backup.progress import for_stream
+    from backup.run import run_backup
+
+    config = settings()
+    source = host().source()
+    with host().process(SERVICE_NAME):
+        try:
+            result = run_backup(
+                config,
+                source,
+                trigger="manual",
+                verify=config.verify_after_run if verify is None else verify,
+                reporter=for_stream(sys.stderr),
+            )
+        except BackupError as exc:
+            _fail(f"backup failed: {exc}")
+    click.echo(
+        f"backup {result.backup_id}: {result.files} files, {_size(result.bytes)}, "
+        f"{_size(result.stored_bytes)} stored, {result.blobs_copied} blobs copied, "
+        f"{result.blobs_skipped} already archived, "
+        f"{'verified' if result.verified else 'not verified'}, {result.seconds:.1f}s"
+    )
+
+
+@backup.command("list")
+@click.option("--json", "as_json", is_flag=True, help="One JSON array, for scripts.")
+def list_command(as_json: bool) -> None:
+    """List the complete backups, oldest first."""
+    from backup.catalog import Catalog
+
+    backups = Catalog(settings().backup_dir).list()
+    if as_json:
+        import orjson
+
+        rows = [
+            {
+                "id": b.id,
+                "created_at": b.created_at.isoformat(),
+                "trigger": b.trigger,
+                "engine": b.engine,
+                "verified": b.verified,
+                "files": b.files,
+                "blobs": len(b.blobs),
+                "bytes": b.bytes,
+                "stored_bytes": b.stored_bytes,
+                "path": str(b.path),
+            }
+            for b in backups
+        ]
+        click.echo(orjson.dumps(rows, option=orjson.OPT_INDENT_2).decode())
+        return
+    if not backups:
+        click.echo("no backups yet; take one with `vrp backup run`")
+        return
+    header = f"{'id':<24} {'created (UTC)':<19} {'trigger':<8} {'verified':<8} {'files':>6} "
+    click.echo(header + f"{'size':>10} {'stored':>10}")
+    for b in backups:
+        click.echo(
+            f"{b.id:<24} {b.created_at:%Y-%m-%d %H:%M:%S} {b.trigger:<8} "
+            f"{'yes' if b.verified else 'no':<8} {b.files:>6} {_size(b.bytes):>10} "
+            f"{_size(b.stored_bytes):>10}"
+        )
+
+
+@backup.command("verify")
+@click.argument("backup_id")
+def verify_command(backup_id: str) -> None:
+    """Recompute every checksum, open the snapshot, check every referenced blob."""
+    from backup.errors import BackupError
+    from backup.progress import for_stream
+    from backup.verify import verify_backup
+
+    config = settings()
+    source = host().source()
+    with host().process(SERVICE_NAME):
+        try:
+            report = verify_backup(
+                config,
+                backup_id,
+                database_url=source.database_url,
+                reporter=for_stream(sys.stderr),
+            )
+        except BackupError as exc:
+            _fail(str(exc))
+    if report.ok:
+        click.echo(f"backup {backup_id} verified: {report.files} files, {_size(report.bytes)}")
+        return
+    for problem in report.problems:
+        click.echo(str(problem))
+    _fail(f"backup {backup_id} failed verification: {len(report.problems)} problem(s)")
+
+
+@backup.command("restore")
+@click.argument("backup_id")
+@click.option(
+    "--to",
+    "to_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="SQLite file to restore into (must not exist unless --force).",
+)
+@click.option("--database-url", help="PostgreSQL database to restore into (new or empty).")
+@click.option(
+    "--storage-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folder to restore the audio blobs into [default: VRP_STORAGE_DIR].",
+)
+@click.option("--force", is_flag=True, help="Replace an existing database, even the live one.")
+def restore_command(
+    backup_id: str,
+    to_path: Path | None,
+    database_url: str | None,
+    storage_dir: Path | None,
+    force: bool,
+) -> None:
+    """Restore a backup into a new database file or database, and its audio."""
+    from backup.errors import BackupError
+    from backup.progress import for_stream
+    from backup.restore import plan_restore, restore_backup
+
+    if (to_path is None) == (database_url is None):
+        raise click.UsageError("give exactly one of --to PATH and --database-url URL")
+    config = settings()
+    source = host().source()
+    with host().process(SERVICE_NAME):
+        try:
+            plan = plan_restore(
+                config,
+                backup_id,
+                to_path=to_path,
+                database_url=database_url,
+                storage_dir=storage_dir or source.storage_dir,
+                live_database_url=source.database_url,
+            )
+            if plan.replaces:
+                click.echo(f"vrp: this restore replaces {plan.replaces}", err=True)
+                if not force:
+                    _fail("refusing to replace it without --force")
+            result = restore_backup(
+                config,
+                plan,
+                force=force,
+                blob_path=source.blob_path,
+                reporter=for_stream(sys.stderr),
+            )
+        except BackupError as exc:
+            _fail(f"restore failed: {exc}")
+    replaced = f", replacing {result.replaced}" if result.replaced else ""
+    click.echo(
+        f"restored backup {backup_id} into {_target(result.target)}{replaced}; "
+        f"{result.blobs_written} blobs written, {result.blobs_kept} already present in "
+        f"{plan.storage_dir}"
+    )
+
+
+def _target(target: str) -> str:
+    if "://" not in target:
+        return target
+    from sqlalchemy.engine import make_url
+
+    return make_url(target).render_as_string(hide_password=True)
+
+
+def mount(parent: click.Group, backup_host: BackupHost) -> None:
+    """Add ``backup`` to the application's command group."""
+    global _host
+    _host = backup_host
+    parent.add_command(backup)

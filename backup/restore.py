@@ -1,0 +1,219 @@
+"""Restore: a backup back into a database and a blob folder, proven before it is called done.
+
+By default a restore goes somewhere new: a SQLite backup into a file that does not exist yet
+(``--to PATH``), a PostgreSQL backup into a database that does not exist yet or holds no tables
+(``--database-url URL``). Replacing anything, and above all the live database, needs
+``force=True``; the caller is told what will be replaced before it happens. Before writing, the
+database artifact's sha256 is checked against the manifest; afterwards the restored database
+must pass its integrity check and hold the manifest's row counts per table. Every blob the
+snapshot references is written into ``storage_dir`` (existing identical ones are kept) and its
+content hash checked against its name.
+
+Only the validated manifest is followed: artifact paths are plain relative names inside the
+run folder, never absolute, never through a symlink (see :mod:`backup.manifest`), and blobs are
+addressed by sha256 digests, so a tampered manifest cannot read or write outside its folders.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy.engine import make_url
+
+from backup import manifest as manifests
+from backup.catalog import Catalog
+from backup.engines import backend_name, engine_named
+from backup.errors import ManifestError, RestoreError
+from backup.progress import NullReporter, Reporter
+from backup.settings import BackupSettings
+from backup.source import BlobPath, fan_out_path
+from backup.stream import sha256_file
+from backup.telemetry import BackupTelemetry, default
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RestorePlan:
+    """What a restore will write, and what it will replace (empty: nothing)."""
+
+    backup_id: str
+    engine: str
+    target: str
+    storage_dir: Path
+    blobs: int
+    replaces: str
+
+
+@dataclass(frozen=True)
+class RestoreResult:
+    backup_id: str
+    target: str
+    replaced: str
+    blobs_written: int
+    blobs_kept: int
+
+
+def _same_sqlite_file(target: str, live_url: str | None) -> bool:
+    if live_url is None or backend_name(live_url) != "sqlite":
+        return False
+    from backup.engines.sqlite import database_path
+
+    return Path(target).absolute() == database_path(live_url)
+
+
+def _same_pg_database(target: str, live_url: str | None) -> bool:
+    if live_url is None or backend_name(live_url) != "postgresql":
+        return False
+    a, b = make_url(target), make_url(live_url)
+    return (a.host or "localhost", a.port or 5432, a.database) == (
+        b.host or "localhost",
+        b.port or 5432,
+        b.database,
+    )
+
+
+def plan_restore(
+    settings: BackupSettings,
+    backup_id: str,
+    *,
+    to_path: Path | None = None,
+    database_url: str | None = None,
+    storage_dir: Path,
+    live_database_url: str | None = None,
+) -> RestorePlan:
+    """Check the request against the backup and say what it would replace, changing nothing."""
+    manifest = Catalog(settings.backup_dir).manifest(backup_id)
+    if manifest.engine == "sqlite":
+        if to_path is None or database_url is not None:
+            raise RestoreError(
+                f"backup {backup_id} is a SQLite snapshot; restore it with --to PATH"
+            )
+        target = str(to_path.absolute())
+        live = _same_sqlite_file(target, live_database_url)
+        exists = Path(target).exists()
+        replaces = f"the SQLite database {target}" if exists else ""
+    else:
+        if database_url is None or to_path is not None:
+            raise RestoreError(
+                f"backup {backup_id} is a PostgreSQL dump; restore it with --database-url URL"
+            )
+        if backend_name(database_url) != "postgresql":
+            raise RestoreError("--database-url must be a postgresql:// URL for this backup")
+        target = database_url
+        live = _same_pg_database(target, live_database_url)
+        parsed = make_url(target)
+        replaces = f"the database {parsed.database} on {parsed.host}:{parsed.port or 5432}"
+    if live:
+        replaces = f"the LIVE database (VRP_DATABASE_URL): {replaces.removeprefix('the ')}"
+    elif manifest.engine == "postgresql":
+        replaces = ""  # the engine tells whether the database holds tables when it restores
+    return RestorePlan(
+        backup_id=backup_id,
+        engine=manifest.engine,
+        target=target,
+        storage_dir=storage_dir.absolute(),
+        blobs=len(manifest.blobs),
+        replaces=replaces,
+    )
+
+
+def _blob_matches(path: Path, sha256: str) -> bool:
+    try:
+        with path.open("rb") as existing:
+            return sha256_file(existing)[0] == sha256
+    except OSError:
+        return False
+
+
+def _restore_blobs(
+    catalog: Catalog,
+    manifest: manifests.Manifest,
+    storage_dir: Path,
+    blob_path: BlobPath,
+    reporter: Reporter,
+) -> tuple[int, int]:
+    archive = catalog.blob_archive()
+    root = storage_dir.resolve()
+    written = kept = 0
+    with reporter.task("restore blobs", len(manifest.blobs), "files") as advance:
+        for blob in manifest.blobs:
+            target = blob_path(storage_dir, blob.sha256)
+            if target.is_symlink() or not target.resolve().is_relative_to(root):
+                raise ManifestError(
+                    f"blob {blob.sha256} would be written outside {storage_dir}; refusing"
+                )
+            if target.exists() and _blob_matches(target, blob.sha256):
+                kept += 1
+            else:
+                if target.exists():
+                    logger.warning("replacing damaged blob %s in %s", blob.sha256, storage_dir)
+                try:
+                    actual = archive.restore_to(blob.sha256, target)
+                except FileNotFoundError as exc:
+                    raise RestoreError(
+                        f"blob {blob.sha256} is missing from the backup archive; run "
+                        f"`vrp backup verify {manifest.id}`"
+                    ) from exc
+                if actual != blob.sha256:
+                    target.unlink(missing_ok=True)
+                    raise RestoreError(
+                        f"blob {blob.sha256} restored with content sha256 {actual}; the "
+                        "archive copy is damaged"
+                    )
+                written += 1
+            advance(1)
+    return written, kept
+
+
+def restore_backup(
+    settings: BackupSettings,
+    plan: RestorePlan,
+    *,
+    force: bool = False,
+    blob_path: BlobPath = fan_out_path,
+    reporter: Reporter | None = None,
+    telemetry: BackupTelemetry | None = None,
+) -> RestoreResult:
+    """Carry out a plan from :func:`plan_restore`; RestoreError if refused or unproven."""
+    reporter = reporter or NullReporter()
+    telemetry = telemetry or default()
+    catalog = Catalog(settings.backup_dir)
+    with telemetry.restore_span(plan.backup_id):
+        if plan.replaces and not force:
+            raise RestoreError(f"this restore would replace {plan.replaces}; add --force")
+        info = catalog.get(plan.backup_id)
+        manifest = manifests.read(info.path)
+        artifact = manifest.database_artifact
+        path = manifests.resolve_inside(info.path, artifact.path)
+        checking = reporter.task("check snapshot", artifact.stored_bytes, "bytes")
+        with checking as advance, path.open("rb") as stored:
+            actual, _ = sha256_file(stored, advance)
+        if actual != artifact.sha256:
+            raise RestoreError(
+                f"runs/{plan.backup_id}/{artifact.path}: checksum mismatch (expected sha256 "
+                f"{artifact.sha256}, actual {actual}); this backup cannot be restored"
+            )
+        engine = engine_named(plan.engine)
+        if plan.replaces:
+            logger.warning("restore of backup %s replaces %s", plan.backup_id, plan.replaces)
+        with reporter.task("restore database", artifact.bytes, "bytes") as advance:
+            replaced = engine.restore(path, plan.target, force=force, progress=advance)
+        problems = engine.check_restored(plan.target, manifest.tables)
+        if problems:
+            raise RestoreError(
+                f"the restored database does not match backup {plan.backup_id}: "
+                + "; ".join(problems[:5])
+            )
+        written, kept = _restore_blobs(catalog, manifest, plan.storage_dir, blob_path, reporter)
+    logger.info(
+        "restored backup %s: database and %d blobs (%d written, %d already present)",
+        plan.backup_id,
+        len(manifest.blobs),
+        written,
+        kept,
+        extra={"vrp.backup.id": plan.backup_id, "vrp.backup.status": "success"},
+    )
+    return RestoreResult(plan.backup_id, plan.target, replaced or plan.replaces, written, kept)
