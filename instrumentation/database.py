@@ -35,7 +35,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import Pool, QueuePool, StaticPool
 
-from instrumentation import sqlite
+from instrumentation import sqlite, uow
 from instrumentation.errors import ConfigurationError, PoolExhaustedError
 from instrumentation.pool import PoolTelemetry
 from instrumentation.settings import DatabaseSettings
@@ -242,6 +242,7 @@ class Database:
         session = self._sessionmaker()
         scope = _SessionScope(self, session)
         session.info[_SCOPE_KEY] = scope
+        uow.note_session()
         span = self._start_session_span()
         token = _SCOPES.set((*_SCOPES.get(), scope))
         started = time.perf_counter()

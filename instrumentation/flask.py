@@ -29,7 +29,11 @@ What callers can rely on
       it is a sane token (at most 128 of ``[A-Za-z0-9._:-]``), else a fresh uuid4 hex; it is
       echoed in the ``X-Request-ID`` response header and set as span attribute
       ``vrp.request.id``.
-    * One INFO record on logger ``instrumentation.access`` per request.
+    * One INFO record on logger ``instrumentation.access`` per request, the canonical log line:
+      it also carries the request's unit-of-work summary (``vrp.db.sessions``,
+      ``vrp.db.transactions`` and per outcome, ``vrp.db.attempts``, ``vrp.db.retries``,
+      ``vrp.db.statements``, ``vrp.db.duration_ms``; see :mod:`instrumentation.uow`), so that
+      the units of work inside the request log their commits at DEBUG.
     * Never recorded: query strings, request headers other than ``User-Agent``, bodies.
       Exception messages on spans pass through :func:`instrumentation.redaction.redact_text`.
     * Routes listed in ``excluded_routes`` (URL rules as registered, e.g. ``/healthz``) get no
@@ -75,6 +79,7 @@ from opentelemetry.propagators.textmap import Getter
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from werkzeug.exceptions import InternalServerError
 
+from instrumentation import uow
 from instrumentation.errors import PoolExhaustedError
 from instrumentation.redaction import redact_text
 from instrumentation.requestid import REQUEST_ID, current_request_id
@@ -215,6 +220,7 @@ class _FlaskInstrumentation:
         )
         reset = _current.set(state)
         reset_id = REQUEST_ID.set(state.request_id)
+        reset_work = uow.begin()
 
         def _start_response(
             status: str, headers: list[tuple[str, str]], exc_info: Any = None
@@ -235,6 +241,7 @@ class _FlaskInstrumentation:
             raise
         finally:
             self._finish(state)
+            uow.end(reset_work)
             REQUEST_ID.reset(reset_id)
             _current.reset(reset)
 
@@ -250,6 +257,7 @@ class _FlaskInstrumentation:
             template = None if rule is None else rule.rule
             if template in self.excluded_routes:
                 state.excluded = True
+                uow.discard()
                 return
             state.environ = req.environ
             self._start_span(state, template, make_current=True)
@@ -528,8 +536,14 @@ def _log_access(state: _RequestState, route: _Route, status: int, duration: floa
             "duration_ms": duration_ms,
             "client.address": environ.get("REMOTE_ADDR"),
             "user_agent.original": environ.get("HTTP_USER_AGENT"),
+            **_work_fields(),
         },
     )
+
+
+def _work_fields() -> dict[str, int | float]:
+    summary = uow.current()
+    return {} if summary is None else summary.fields()
 
 
 def _qualified_name(cls: type) -> str:

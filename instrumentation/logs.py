@@ -14,6 +14,14 @@ request being served, ``null`` outside one), then the record's ``extra``
 fields, and ``exception`` when there is one. Each handler carries a
 :class:`~instrumentation.redaction.RedactionFilter`, so secrets never reach the file or stderr.
 
+The lean path. A record on the request path is cheap: it is redacted once and serialised once,
+with orjson, and when both the file and stderr write JSON they share the bytes
+(:meth:`JsonLineFormatter.line` keeps them on the record). Looking up the caller (file, function,
+line) walks the stack on every record, so it is skipped (:data:`logging._srcfile` unset, the
+switch the standard library provides for this) unless the level is DEBUG or
+``LoggingSettings.caller`` asks for it; records at WARNING and above still get their caller,
+looked up by :class:`CallerFilter` only for them.
+
 The level applies to the root logger. ``urllib3`` (the OTLP exporter's HTTP client, chatty on
 retries), ``werkzeug`` (its access lines repeat what the HTTP server spans and metrics record,
 without trace ids) and ``sqlalchemy`` (pool lifecycle chatter; statements have their own spans)
@@ -27,15 +35,17 @@ may be set up in either order.
 
 from __future__ import annotations
 
+import json
 import logging
 import logging.handlers
+import os
 import sys
-from datetime import UTC, datetime
-from types import TracebackType
-from typing import TextIO
+import time
+from types import FrameType, TracebackType
+from typing import Any, TextIO
 
+import orjson
 from opentelemetry import trace
-from pythonjsonlogger.json import JsonFormatter
 
 from instrumentation.errors import ConfigurationError
 from instrumentation.redaction import RedactionFilter, redact_text
@@ -47,18 +57,21 @@ CONTEXT_FIELDS = frozenset({"trace_id", "span_id"})
 
 _QUIETED_LOGGERS = ("urllib3", "werkzeug", "sqlalchemy")
 _TEXT_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
-_JSON_FIELDS = ("asctime", "levelname", "name", "message")
-_JSON_RENAMES = {
-    "asctime": "timestamp",
-    "levelname": "level",
-    "name": "logger",
-    "exc_info": "exception",
-    "stack_info": "stack",
-}
+# Attributes every LogRecord has (plus what formatters add): everything else is an extra field.
+RECORD_ATTRIBUTES = frozenset(
+    vars(logging.LogRecord("", logging.INFO, "", 0, "", None, None, None))
+) | {"message", "asctime", "taskName"}
+_CONTEXT_MARK = "_vrp_context"
+_LINE_MARK = "_vrp_json"
+_ORJSON_OPTIONS = orjson.OPT_NON_STR_KEYS
+# The file the logging module's own frames come from (what logging._srcfile holds by default).
+_LOGGING_SOURCE = logging.addLevelName.__code__.co_filename
+_UNKNOWN_FILE = "(unknown file)"
 
 _installed_handlers: list[logging.Handler] = []
 # Levels to restore on shutdown_logging: the root's ("") and those of the quieted loggers.
 _saved_levels: dict[str, int] = {}
+_saved_srcfile: list[str | None] = []
 
 ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None] | tuple[None, None, None]
 
@@ -70,6 +83,9 @@ class TraceContextFilter(logging.Filter):
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
+        fields = record.__dict__
+        if _CONTEXT_MARK in fields:  # a handler before this one did it
+            return True
         context = trace.get_current_span().get_span_context()
         if context.is_valid:
             record.trace_id = trace.format_trace_id(context.trace_id)
@@ -77,33 +93,113 @@ class TraceContextFilter(logging.Filter):
         else:
             record.trace_id = None
             record.span_id = None
-        if getattr(record, "request_id", None) is None:
+        if fields.get("request_id") is None:
             record.request_id = REQUEST_ID.get()
+        fields[_CONTEXT_MARK] = True
         return True
 
 
-def _utc_iso_millis(created: float) -> str:
-    moment = datetime.fromtimestamp(created, tz=UTC)
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+class CallerFilter(logging.Filter):
+    """Fills in the caller of a WARNING-or-worse record made without caller lookup.
+
+    With :data:`logging._srcfile` unset (see the module doc) every record comes with
+    ``pathname`` ``"(unknown file)"`` and ``lineno`` 0. Warnings and errors are rare and their
+    location is worth a stack walk: the filter runs inside the logging call, so the caller is
+    the first frame past the logging module's own. ``stacklevel`` is not honoured here.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.lineno or record.levelno < logging.WARNING or record.pathname != _UNKNOWN_FILE:
+            return True
+        frame: FrameType | None = sys._getframe(1)
+        inside_logging = False
+        while frame is not None:
+            code = frame.f_code
+            if code.co_filename == _LOGGING_SOURCE:
+                inside_logging = True
+            elif inside_logging:
+                record.pathname = code.co_filename
+                record.filename = os.path.basename(code.co_filename)
+                record.module = os.path.splitext(record.filename)[0]
+                record.lineno = frame.f_lineno
+                record.funcName = code.co_name
+                break
+            frame = frame.f_back
+        return True
 
 
-class JsonLineFormatter(JsonFormatter):
-    """python-json-logger's formatter with the field names and timestamp of the log contract."""
+_second: list[tuple[int, str]] = [(-1, "")]
+
+
+def _utc_iso_millis(created: float, msecs: float | None = None) -> str:
+    # strftime once per second: most records of a busy service share their second.
+    second = int(created)
+    cached_second, prefix = _second[0]
+    if second != cached_second:
+        prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        _second[0] = (second, prefix)
+    millis = int((created - second) * 1000) if msecs is None else int(msecs)
+    return f"{prefix}.{millis:03d}Z"
+
+
+def _dumps(fields: dict[str, Any]) -> bytes:
+    try:
+        return orjson.dumps(fields, default=str, option=_ORJSON_OPTIONS)
+    except (orjson.JSONEncodeError, TypeError):
+        # orjson refuses integers beyond 64 bits and some exotic keys; json takes anything.
+        return json.dumps(fields, default=str, ensure_ascii=False).encode("utf-8")
+
+
+class JsonLineFormatter(logging.Formatter):
+    """One JSON object per record with the fields of the log contract (see the module doc).
+
+    :meth:`line` serialises a record once per formatter and keeps the bytes on the record, so
+    handlers sharing this formatter (the file and stderr) format each record once.
+    """
 
     def __init__(self, service: str) -> None:
-        super().__init__(
-            list(_JSON_FIELDS),
-            rename_fields=dict(_JSON_RENAMES),
-            static_fields={"service": service},
-            json_ensure_ascii=False,
-        )
+        super().__init__()
+        self.service = service
 
-    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
-        return _utc_iso_millis(record.created)
+    def format(self, record: logging.LogRecord) -> str:
+        return self.line(record).decode("utf-8")
 
-    # python-json-logger formats exc_info afresh instead of reusing the redacted exc_text cache.
-    def formatException(self, ei: ExcInfo) -> str:
-        return redact_text(super().formatException(ei))
+    def line(self, record: logging.LogRecord) -> bytes:
+        """The record as UTF-8 JSON, without the line terminator."""
+        fields = record.__dict__
+        cached = fields.get(_LINE_MARK)
+        if cached is not None and cached[0] is self:
+            line: bytes = cached[1]
+            return line
+        msg = record.msg
+        merged: dict[str, Any] | None = None
+        if isinstance(msg, dict) and not record.args:
+            # A dict logged as the message contributes its keys, as python-json-logger did.
+            merged, message = msg, ""
+        else:
+            message = record.getMessage()
+        data: dict[str, Any] = {
+            "timestamp": _utc_iso_millis(record.created, record.msecs),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": message,
+            "service": self.service,
+        }
+        if merged:
+            data.update(merged)
+        for key, value in fields.items():
+            if key not in RECORD_ATTRIBUTES and key[0] != "_":
+                data[key] = value
+        exception = record.exc_text
+        if not exception and record.exc_info and record.exc_info[0] is not None:
+            exception = redact_text(self.formatException(record.exc_info))
+        if exception:
+            data["exception"] = exception
+        if record.stack_info:
+            data["stack"] = record.stack_info
+        line = _dumps(data)
+        fields[_LINE_MARK] = (self, line)
+        return line
 
 
 class TextFormatter(logging.Formatter):
@@ -113,7 +209,7 @@ class TextFormatter(logging.Formatter):
         super().__init__(_TEXT_FORMAT)
 
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
-        return _utc_iso_millis(record.created)
+        return _utc_iso_millis(record.created, record.msecs)
 
     def formatException(self, ei: ExcInfo) -> str:
         return redact_text(super().formatException(ei))
@@ -135,44 +231,76 @@ def _is_terminal(stream: TextIO) -> bool:
         return False
 
 
-def _stderr_formatter(stream: TextIO, choice: str, service: str) -> logging.Formatter:
-    if choice == "text" or (choice == "auto" and _is_terminal(stream)):
-        return TextFormatter()
-    return JsonLineFormatter(service)
-
-
 def _install(handler: logging.Handler, formatter: logging.Formatter) -> None:
     handler.setFormatter(formatter)
     handler.addFilter(TraceContextFilter())
+    handler.addFilter(CallerFilter())
     handler.addFilter(RedactionFilter())
     logging.getLogger().addHandler(handler)
     _installed_handlers.append(handler)
 
 
+def _encoded_line(handler: logging.Handler, record: logging.LogRecord) -> bytes:
+    formatter = handler.formatter
+    if isinstance(formatter, JsonLineFormatter):
+        return formatter.line(record) + b"\n"
+    return (handler.format(record) + "\n").encode("utf-8")
+
+
 class SizeRotatingFileHandler(logging.handlers.RotatingFileHandler):
-    """A ``RotatingFileHandler`` that formats each record once.
+    """A ``RotatingFileHandler`` that writes each record's bytes as formatted, once.
 
     The standard one formats every record twice on Python 3.11 (once in ``shouldRollover`` to
-    measure it, once to write it) and stats the file each time; on the request path that is
-    half the cost of a log line. Rotation happens at the same point: before a line that would
-    take the file to ``maxBytes``.
+    measure it, once to write it) and stats the file each time; this one takes the JSON bytes
+    the formatter already made (shared with stderr) and writes them to the file opened in
+    binary mode, so nothing is encoded twice. Rotation happens at the same point: before a line
+    that would take the file to ``maxBytes``.
     """
+
+    def __init__(self, filename: str | os.PathLike[str], maxBytes: int, backupCount: int) -> None:
+        super().__init__(filename, maxBytes=maxBytes, backupCount=backupCount, delay=True)
+        self.mode = "ab"
+        self.encoding = None
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            line = self.format(record) + self.terminator
+            line = _encoded_line(self, record)
             if self.stream is None:
                 self.stream = self._open()
             if self.maxBytes > 0:
                 position = self.stream.tell()
                 if position and position + len(line) >= self.maxBytes:
                     self.doRollover()
+                    if self.stream is None:
+                        self.stream = self._open()
             self.stream.write(line)
+            self.stream.flush()
+        except RecursionError:
+            raise
+        except Exception:
+            self.handleError(record)
+
+
+class _JsonStreamHandler(logging.StreamHandler[TextIO]):
+    """A ``StreamHandler`` writing the JSON line the shared formatter already made."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            formatter = self.formatter
+            if isinstance(formatter, JsonLineFormatter):
+                text = formatter.line(record).decode("utf-8")
+            else:
+                text = self.format(record)
+            self.stream.write(text + self.terminator)
             self.flush()
         except RecursionError:
             raise
         except Exception:
             self.handleError(record)
+
+
+def _wants_caller(settings: LoggingSettings, level: int) -> bool:
+    return level <= logging.DEBUG or settings.caller
 
 
 def configure_logging(settings: LoggingSettings, *, service: str) -> None:
@@ -188,28 +316,31 @@ def configure_logging(settings: LoggingSettings, *, service: str) -> None:
             f"stderr log format {settings.stderr_format!r} is not one of auto, json, text"
         )
     shutdown_logging()
+    json_formatter = JsonLineFormatter(service)
     if settings.log_dir is not None:
         path = settings.log_dir / (settings.file_name or f"{service}.log")
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             file_handler = SizeRotatingFileHandler(
-                path,
-                maxBytes=settings.max_bytes,
-                backupCount=settings.backup_count,
-                encoding="utf-8",
+                path, maxBytes=settings.max_bytes, backupCount=settings.backup_count
             )
+            file_handler.stream = file_handler._open()
         except OSError as exc:
             raise ConfigurationError(
                 f"cannot write logs to {str(path)!r}: {exc.strerror}; "
                 "point the log directory at a writable place"
             ) from exc
-        _install(file_handler, JsonLineFormatter(service))
+        _install(file_handler, json_formatter)
     if settings.stderr:
         stream = sys.stderr
-        _install(
-            logging.StreamHandler(stream),
-            _stderr_formatter(stream, settings.stderr_format, service),
-        )
+        choice = settings.stderr_format
+        if choice == "text" or (choice == "auto" and _is_terminal(stream)):
+            _install(logging.StreamHandler(stream), TextFormatter())
+        else:
+            _install(_JsonStreamHandler(stream), json_formatter)
+    _saved_srcfile.append(logging._srcfile)
+    if not _wants_caller(settings, level):
+        logging._srcfile = None
     root = logging.getLogger()
     _saved_levels[""] = root.level
     root.setLevel(level)
@@ -233,3 +364,6 @@ def shutdown_logging() -> None:
     for name, level in _saved_levels.items():
         logging.getLogger(name).setLevel(level)
     _saved_levels.clear()
+    if _saved_srcfile:
+        logging._srcfile = _saved_srcfile[0]
+        _saved_srcfile.clear()

@@ -45,6 +45,9 @@ class LoggingSettings:
     backup_count: int = 5
     stderr: bool = True
     stderr_format: Literal["auto", "json", "text"] = "auto"
+    # Caller lookup (file, function, line of every record) costs a stack walk per record; off,
+    # only DEBUG logging and records at WARNING and above get it (see instrumentation.logs).
+    caller: bool = False
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,8 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from sqlalchemy import event
 from sqlalchemy.engine import ExceptionContext, ExecutionContext
 
+from instrumentation.uow import note_statement
+
 _log = logging.getLogger(__name__)
 
 # Bucket boundaries recommended by the semantic conventions for db.client.operation.duration.
@@ -338,7 +340,9 @@ class StatementTelemetry:
             if state is None:
                 return
             span, started, described = state
-            self._duration.record(perf_counter() - started, described.metric_attributes)
+            elapsed = perf_counter() - started
+            self._duration.record(elapsed, described.metric_attributes)
+            note_statement(elapsed, described.counted)
             span.end()
         except Exception:
             _listener_failed("after_cursor_execute")
@@ -350,9 +354,9 @@ class StatementTelemetry:
                 return
             span, started, described = state
             kind = error_type(error.original_exception)
-            self._duration.record(
-                perf_counter() - started, {**described.metric_attributes, "error.type": kind}
-            )
+            elapsed = perf_counter() - started
+            self._duration.record(elapsed, {**described.metric_attributes, "error.type": kind})
+            note_statement(elapsed, described.counted)
             if span.is_recording():
                 span.set_attribute("error.type", kind)
                 code = response_status_code(error.original_exception)

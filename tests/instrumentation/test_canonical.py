@@ -1,0 +1,168 @@
+"""The canonical log line: one INFO record per request, carrying its unit-of-work summary.
+
+A real Flask app instrumented by :func:`instrumentation.flask.instrument_app` runs units of work
+on the real databases (a SQLite file and PostgreSQL, through ``db``); records are read with
+``caplog`` at DEBUG so that nothing is hidden by a level.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import sqlite3
+from collections.abc import Iterator
+
+import pytest
+import sqlalchemy as sa
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy.orm import Session
+
+from instrumentation import uow
+from instrumentation.database import Database
+from instrumentation.flask import instrument_app, uninstrument_app
+from instrumentation.testing import InMemoryTelemetry
+from tests.instrumentation.conftest import TRANSACTIONS_LOGGER, create_recordings
+
+ACCESS_LOGGER = "instrumentation.access"
+_ids = itertools.count(1)
+
+
+def insert(session: Session, title: str) -> None:
+    session.execute(
+        sa.text("INSERT INTO recordings (id, title) VALUES (:id, :title)"),
+        {"id": next(_ids), "title": title},
+    )
+
+
+def build_app(db: Database, telemetry: InMemoryTelemetry) -> Flask:
+    app = Flask(__name__)
+    failures = {"left": 0}
+
+    def flaky_insert(session: Session) -> None:
+        insert(session, "second")
+        if failures["left"]:
+            failures["left"] -= 1
+            raise sqlite3.OperationalError("database is locked")
+
+    @app.post("/two-units")
+    def two_units() -> dict[str, str]:
+        failures["left"] = 1
+        db.run_transaction(insert, "first")
+        db.run_transaction(flaky_insert)
+        return {"ok": "yes"}
+
+    @app.post("/one-unit")
+    def one_unit() -> dict[str, str]:
+        db.run_transaction(insert, "only")
+        return {"ok": "yes"}
+
+    @app.get("/nothing")
+    def nothing() -> dict[str, str]:
+        return {"ok": "yes"}
+
+    @app.get("/healthz")
+    def healthz() -> str:
+        db.run_transaction(insert, "probe")
+        return "ok"
+
+    instrument_app(
+        app,
+        tracer_provider=telemetry.tracer_provider,
+        meter_provider=telemetry.meter_provider,
+        excluded_routes=["/healthz"],
+    )
+    return app
+
+
+@pytest.fixture
+def client(db: Database, telemetry: InMemoryTelemetry) -> Iterator[FlaskClient]:
+    create_recordings(db)
+    app = build_app(db, telemetry)
+    yield app.test_client()
+    uninstrument_app(app)
+
+
+@pytest.fixture
+def records(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
+    caplog.set_level(logging.DEBUG)
+    caplog.clear()
+    return caplog
+
+
+def named(caplog: pytest.LogCaptureFixture, name: str) -> list[logging.LogRecord]:
+    return [record for record in caplog.records if record.name == name]
+
+
+def test_a_request_with_two_units_one_retried_logs_one_info_record_with_the_summary(
+    client: FlaskClient, records: pytest.LogCaptureFixture
+) -> None:
+    response = client.post("/two-units")
+
+    assert response.status_code == 200
+    info = [record for record in records.records if record.levelno == logging.INFO]
+    assert [record.name for record in info] == [ACCESS_LOGGER]
+    fields = info[0].__dict__
+    assert fields["http.response.status_code"] == 200
+    assert fields["vrp.db.sessions"] == 2
+    assert fields["vrp.db.transactions"] == 2
+    assert fields["vrp.db.transactions.commit"] == 2
+    assert fields["vrp.db.transactions.rollback"] == 0
+    assert fields["vrp.db.transactions.error"] == 0
+    assert fields["vrp.db.attempts"] == 3
+    assert fields["vrp.db.retries"] == 1
+    # One INSERT in the first unit, one in each attempt of the second; BEGIN/COMMIT excluded.
+    assert fields["vrp.db.statements"] == 3
+    assert 0 < fields["vrp.db.duration_ms"] <= fields["duration_ms"]
+
+
+def test_the_retry_stays_a_warning_record_of_its_own(
+    client: FlaskClient, records: pytest.LogCaptureFixture
+) -> None:
+    client.post("/two-units")
+
+    warnings = [record for record in records.records if record.levelno >= logging.WARNING]
+    assert [record.name for record in warnings] == [TRANSACTIONS_LOGGER]
+    assert "retrying" in warnings[0].getMessage()
+
+
+def test_commit_records_are_debug_inside_a_request(
+    client: FlaskClient, records: pytest.LogCaptureFixture
+) -> None:
+    client.post("/one-unit")
+
+    (commit,) = named(records, TRANSACTIONS_LOGGER)
+    assert commit.levelno == logging.DEBUG
+    assert "committed" in commit.getMessage()
+
+
+def test_a_unit_outside_a_request_logs_its_commit_at_info(
+    client: FlaskClient, db: Database, records: pytest.LogCaptureFixture
+) -> None:
+    db.run_transaction(insert, "from a script")
+
+    (commit,) = named(records, TRANSACTIONS_LOGGER)
+    assert commit.levelno == logging.INFO
+    assert "committed" in commit.getMessage()
+    assert uow.current() is None
+
+
+def test_a_request_without_database_work_reports_zeros(
+    client: FlaskClient, records: pytest.LogCaptureFixture
+) -> None:
+    client.get("/nothing")
+
+    (access,) = named(records, ACCESS_LOGGER)
+    assert access.__dict__["vrp.db.sessions"] == 0
+    assert access.__dict__["vrp.db.statements"] == 0
+    assert access.__dict__["vrp.db.duration_ms"] == 0
+
+
+def test_an_excluded_route_writes_no_access_record_so_its_commit_stays_info(
+    client: FlaskClient, records: pytest.LogCaptureFixture
+) -> None:
+    client.get("/healthz")
+
+    assert named(records, ACCESS_LOGGER) == []
+    (commit,) = named(records, TRANSACTIONS_LOGGER)
+    assert commit.levelno == logging.INFO
