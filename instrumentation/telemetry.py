@@ -597,7 +597,7 @@ def default_exemplar_filter() -> ExemplarFilter | None:
 # octaves) keep scale 5 for any values within a factor of 4e9 of each other, say 1 us
 # (statements on a local SQLite file) to an hour. The SDK grows its bucket array to the span
 # actually observed, so the cap costs nothing until it is used; its default (160 buckets,
-# scale 20) would fall to scale 3 over 0.1 ms to 60 s, 4.4 % off.
+# scale 20) would fall to scale 3 over 0.1 ms to 60 s, 4.5 % off.
 DURATION_HISTOGRAM_MAX_SCALE = 5
 DURATION_HISTOGRAM_MAX_SIZE = 1024
 HISTOGRAM_AGGREGATION_VARIABLE = "OTEL_EXPORTER_OTLP_METRICS_DEFAULT_HISTOGRAM_AGGREGATION"

@@ -1,0 +1,134 @@
+"""Every name of the telemetry contract: spans, metrics, attributes, attribute values, log fields.
+
+The instrumentation emits these names and the dashboard reads them, so both import them from
+here and a rename is one edit. They follow the OpenTelemetry semantic conventions where one
+exists (HTTP server, database client spans and metrics: ``http.*``, ``db.*``, ``server.*``,
+``error.type``); the project's own names start with ``vrp.``. ``docs/telemetry.md`` is the
+reference for users; ``tests/instrumentation/test_conventions.py`` keeps it in step with this
+module. This module imports nothing, so any process may read it for free.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+# -- Resource -----------------------------------------------------------------------------------
+
+SERVICE_NAME: Final = "service.name"
+SERVICE_VERSION: Final = "service.version"
+DEPLOYMENT_ENVIRONMENT_NAME: Final = "deployment.environment.name"
+
+# -- Span names ---------------------------------------------------------------------------------
+# SERVER spans are named "{http.request.method} {http.route}" (the method alone, or "HTTP" for
+# an unknown method, when no route matched); CLIENT statement spans are named by the statement's
+# db.query.summary, "{db.operation.name} {db.collection.name}" (the database system when the
+# statement cannot be parsed).
+
+DB_SESSION_SPAN: Final = "db.session"
+DB_TRANSACTION_SPAN: Final = "db.transaction"
+BACKUP_RUN_SPAN: Final = "backup.run"
+BACKUP_RESTORE_SPAN: Final = "backup.restore"
+
+# Span events.
+RETRY_EVENT: Final = "retry"
+LANDED_CHECK_EVENT: Final = "landed_check"
+
+# -- Attributes: HTTP ---------------------------------------------------------------------------
+
+HTTP_REQUEST_METHOD: Final = "http.request.method"
+HTTP_REQUEST_METHOD_ORIGINAL: Final = "http.request.method_original"
+HTTP_ROUTE: Final = "http.route"
+HTTP_RESPONSE_STATUS_CODE: Final = "http.response.status_code"
+SERVER_ADDRESS: Final = "server.address"
+SERVER_PORT: Final = "server.port"
+ERROR_TYPE: Final = "error.type"
+VRP_REQUEST_ID: Final = "vrp.request.id"
+
+# -- Attributes: database -----------------------------------------------------------------------
+
+DB_SYSTEM_NAME: Final = "db.system.name"
+DB_NAMESPACE: Final = "db.namespace"
+DB_OPERATION_NAME: Final = "db.operation.name"
+DB_COLLECTION_NAME: Final = "db.collection.name"
+DB_QUERY_TEXT: Final = "db.query.text"
+DB_QUERY_SUMMARY: Final = "db.query.summary"
+DB_RESPONSE_STATUS_CODE: Final = "db.response.status_code"
+DB_CLIENT_CONNECTION_POOL_NAME: Final = "db.client.connection.pool.name"
+DB_CLIENT_CONNECTION_STATE: Final = "db.client.connection.state"
+
+VRP_DB_SESSION_STATEMENTS: Final = "vrp.db.session.statements"
+VRP_DB_SESSION_OUTCOME: Final = "vrp.db.session.outcome"
+VRP_DB_TRANSACTION_ATTEMPTS: Final = "vrp.db.transaction.attempts"
+VRP_DB_TRANSACTION_OUTCOME: Final = "vrp.db.transaction.outcome"
+# On retry events and retry / landed-check log records.
+VRP_DB_TRANSACTION_ATTEMPT: Final = "vrp.db.transaction.attempt"
+VRP_DB_TRANSACTION_RETRY_DELAY: Final = "vrp.db.transaction.retry_delay_s"
+VRP_DB_TRANSACTION_LANDED: Final = "vrp.db.transaction.landed"
+
+# -- Attributes: backups ------------------------------------------------------------------------
+
+VRP_BACKUP_ID: Final = "vrp.backup.id"
+VRP_BACKUP_TRIGGER: Final = "vrp.backup.trigger"
+VRP_BACKUP_STATUS: Final = "vrp.backup.status"
+VRP_BACKUP_BYTES: Final = "vrp.backup.bytes"
+VRP_BACKUP_STORED_BYTES: Final = "vrp.backup.stored_bytes"
+VRP_BACKUP_FILES: Final = "vrp.backup.files"
+VRP_BACKUP_VERIFIED: Final = "vrp.backup.verified"
+
+# -- Attribute values ---------------------------------------------------------------------------
+
+DB_SYSTEM_SQLITE: Final = "sqlite"
+DB_SYSTEM_POSTGRESQL: Final = "postgresql"
+SESSION_OUTCOMES: Final = ("commit", "rollback", "closed", "error")
+TRANSACTION_OUTCOMES: Final = ("commit", "rollback", "error")
+CONNECTION_STATE_IDLE: Final = "idle"
+CONNECTION_STATE_USED: Final = "used"
+BACKUP_TRIGGER_SCHEDULE: Final = "schedule"
+BACKUP_TRIGGER_MANUAL: Final = "manual"
+BACKUP_STATUS_SUCCESS: Final = "success"
+BACKUP_STATUS_FAILED: Final = "failed"
+
+# -- Metrics ------------------------------------------------------------------------------------
+
+HTTP_SERVER_REQUEST_DURATION: Final = "http.server.request.duration"
+DB_CLIENT_OPERATION_DURATION: Final = "db.client.operation.duration"
+DB_CLIENT_CONNECTION_COUNT: Final = "db.client.connection.count"
+DB_CLIENT_CONNECTION_MAX: Final = "db.client.connection.max"
+DB_CLIENT_CONNECTION_WAIT_TIME: Final = "db.client.connection.wait_time"
+DB_CLIENT_CONNECTION_TIMEOUTS: Final = "db.client.connection.timeouts"
+VRP_DB_TRANSACTION_RETRIES: Final = "vrp.db.transaction.retries"
+VRP_DB_CONNECTION_LEAKS: Final = "vrp.db.connection.leaks"
+VRP_BACKUP_LAST_SUCCESS: Final = "vrp.backup.last_success"
+VRP_BACKUP_DURATION: Final = "vrp.backup.duration"
+
+# The histograms of durations, in seconds: exported as base-2 exponential histograms by default
+# (see instrumentation.telemetry.duration_histogram_views).
+DURATION_HISTOGRAMS: Final = (
+    HTTP_SERVER_REQUEST_DURATION,
+    DB_CLIENT_OPERATION_DURATION,
+    DB_CLIENT_CONNECTION_WAIT_TIME,
+    VRP_BACKUP_DURATION,
+)
+
+# -- Log records --------------------------------------------------------------------------------
+# Every JSON log line carries these fields, plus the record's extra fields named with the
+# attribute names above (http.route, db.system.name, error.type, ...).
+
+LOG_TIMESTAMP: Final = "timestamp"
+LOG_LEVEL: Final = "level"
+LOG_LOGGER: Final = "logger"
+LOG_MESSAGE: Final = "message"
+LOG_SERVICE: Final = "service"
+LOG_TRACE_ID: Final = "trace_id"
+LOG_SPAN_ID: Final = "span_id"
+LOG_REQUEST_ID: Final = "request_id"
+LOG_FIELDS: Final = (
+    LOG_TIMESTAMP,
+    LOG_LEVEL,
+    LOG_LOGGER,
+    LOG_MESSAGE,
+    LOG_SERVICE,
+    LOG_TRACE_ID,
+    LOG_SPAN_ID,
+    LOG_REQUEST_ID,
+)
