@@ -15,6 +15,7 @@ from opentelemetry import trace
 from instrumentation.errors import ConfigurationError
 from instrumentation.logs import configure_logging, shutdown_logging
 from instrumentation.settings import LoggingSettings
+from instrumentation.telemetry import OtlpLogHandler
 from instrumentation.testing import InMemoryTelemetry, reset_for_tests
 
 ISO_UTC_MILLIS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}(Z|\+00:00)$")
@@ -238,3 +239,69 @@ def test_unwritable_log_dir_is_a_configuration_error(tmp_path: Path) -> None:
 
     with pytest.raises(ConfigurationError, match="cannot write logs"):
         configure_logging(file_settings(blocker / "logs"), service="vrp-api")
+
+
+def test_file_stderr_and_otlp_get_the_same_masked_record_with_trace_ids(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stderr_pipe = redirect_stderr(monkeypatch, io.StringIO())
+    configure_logging(file_settings(tmp_path, stderr=True, stderr_format="json"), service="vrp")
+    telemetry = InMemoryTelemetry()
+    otlp = OtlpLogHandler(telemetry.logger_provider)
+    logging.getLogger().addHandler(otlp)
+    tracer = telemetry.tracer_provider.get_tracer("test")
+    try:
+        with tracer.start_as_current_span("work") as span:
+            logging.getLogger("vrp.test").info(
+                "connect %s", "postgresql://app:url-pw@db/x", extra={"token": "token=tok-1"}
+            )
+    finally:
+        logging.getLogger().removeHandler(otlp)
+    context = span.get_span_context()
+
+    file_text = (tmp_path / "vrp.log").read_text(encoding="utf-8")
+    assert stderr_pipe.getvalue() == file_text
+    (exported,) = telemetry.logs()
+    otlp_text = str(exported.log_record.body) + repr(dict(exported.log_record.attributes or {}))
+    for text in (file_text, otlp_text):
+        assert "url-pw" not in text
+        assert "tok-1" not in text
+    (line,) = json_lines(tmp_path / "vrp.log")
+    assert line["message"] == "connect postgresql://app:***@db/x"
+    assert line["trace_id"] == trace.format_trace_id(context.trace_id)
+    assert exported.log_record.trace_id == context.trace_id
+    assert exported.log_record.body == line["message"]
+
+
+def test_only_warnings_and_above_pay_for_the_caller_lookup_at_info(tmp_path: Path) -> None:
+    telemetry = InMemoryTelemetry()
+    configure_logging(file_settings(tmp_path), service="vrp")
+    otlp = OtlpLogHandler(telemetry.logger_provider)
+    logging.getLogger().addHandler(otlp)
+    try:
+        logging.getLogger("vrp.test").info("routine")
+        logging.getLogger("vrp.test").warning("worth locating")
+    finally:
+        logging.getLogger().removeHandler(otlp)
+
+    info, warning = telemetry.logs()
+    assert "code.line.number" not in (info.log_record.attributes or {})
+    attributes = dict(warning.log_record.attributes or {})
+    assert attributes["code.file.path"] == __file__
+    assert attributes["code.function.name"] == (
+        "test_only_warnings_and_above_pay_for_the_caller_lookup_at_info"
+    )
+
+
+def test_the_caller_setting_and_debug_level_keep_the_caller_of_every_record(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    for settings in (file_settings(tmp_path, caller=True), file_settings(tmp_path, level="DEBUG")):
+        configure_logging(settings, service="vrp")
+        caplog.clear()
+        logging.getLogger("vrp.test").info("located")
+        assert caplog.records[0].funcName == (
+            "test_the_caller_setting_and_debug_level_keep_the_caller_of_every_record"
+        )
+        shutdown_logging()
