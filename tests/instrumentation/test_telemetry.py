@@ -2,7 +2,9 @@ from __future__ import annotations
 
 import gc
 import logging
+import math
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -23,10 +25,10 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
 )
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import KeyValue
-from opentelemetry.proto.metrics.v1.metrics_pb2 import Metric
+from opentelemetry.proto.metrics.v1.metrics_pb2 import ExponentialHistogramDataPoint, Metric
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 
-from instrumentation import telemetry
+from instrumentation import conventions, telemetry
 from instrumentation.errors import ConfigurationError
 from instrumentation.settings import TelemetrySettings
 from instrumentation.testing import InMemoryTelemetry, reset_for_tests
@@ -570,3 +572,97 @@ def test_exemplars_are_off_unless_the_standard_variable_asks_for_them(
     ]
     assert point.count == 1
     assert len(point.exemplars) == exemplars
+
+
+def _exponential_quantile(point: ExponentialHistogramDataPoint, q: float) -> float:
+    """The q-quantile as the middle of the bucket holding it (buckets are (b**i, b**(i+1)])."""
+    base = 2.0 ** (2.0**-point.scale)
+    rank = math.ceil(q * point.count)
+    seen = point.zero_count
+    for position, count in enumerate(point.positive.bucket_counts):
+        seen += count
+        if seen >= rank:
+            index = point.positive.offset + position
+            return (base**index + base ** (index + 1)) / 2
+    raise AssertionError(f"rank {rank} beyond the {point.count} values of the point")
+
+
+def _only_point(sink: OtlpSink, name: str) -> Metric:
+    (metric,) = [metric for metric in sink.all_metrics() if metric.name == name]
+    return metric
+
+
+def test_duration_histograms_are_exponential_and_keep_percentiles_within_2_percent(
+    otlp_sink: OtlpSink,
+) -> None:
+    result = telemetry.setup(fast_settings(otlp_endpoint=otlp_sink.url))
+    meter = result.meter_provider.get_meter("vrp.test")
+    randomness = random.Random(7)
+    values = {
+        # Log-uniform over the range the contract names: 0.1 ms to 60 s.
+        conventions.HTTP_SERVER_REQUEST_DURATION: [
+            10 ** randomness.uniform(-4, math.log10(60)) for _ in range(20_000)
+        ],
+        # Statements on a local SQLite file: a few microseconds to a second.
+        conventions.DB_CLIENT_OPERATION_DURATION: [
+            10 ** randomness.uniform(-5.5, 0) for _ in range(5_000)
+        ],
+    }
+    for name, recorded in values.items():
+        histogram = meter.create_histogram(
+            name, unit="s", explicit_bucket_boundaries_advisory=[0.01, 0.1, 1.0]
+        )
+        for value in recorded:
+            histogram.record(value, {conventions.HTTP_ROUTE: "/x"})
+
+    telemetry.shutdown()
+
+    for name, recorded in values.items():
+        metric = _only_point(otlp_sink, name)
+        assert metric.WhichOneof("data") == "exponential_histogram"
+        (point,) = metric.exponential_histogram.data_points
+        assert point.scale == telemetry.DURATION_HISTOGRAM_MAX_SCALE
+        ordered = sorted(recorded)
+        for q in (0.5, 0.95, 0.99):
+            exact = ordered[math.ceil(q * len(ordered)) - 1]
+            assert _exponential_quantile(point, q) == pytest.approx(exact, rel=0.02)
+
+
+def test_other_histograms_keep_explicit_buckets(otlp_sink: OtlpSink) -> None:
+    result = telemetry.setup(fast_settings(otlp_endpoint=otlp_sink.url))
+    meter = result.meter_provider.get_meter("vrp.test")
+    meter.create_histogram("vrp.test.sizes", unit="By").record(512)
+
+    telemetry.shutdown()
+
+    assert _only_point(otlp_sink, "vrp.test.sizes").WhichOneof("data") == "histogram"
+
+
+@pytest.mark.parametrize(
+    ("variable", "kind"),
+    [
+        ("explicit_bucket_histogram", "histogram"),
+        ("base2_exponential_bucket_histogram", "exponential_histogram"),
+    ],
+)
+def test_standard_histogram_aggregation_variable_overrides_the_default(
+    otlp_sink: OtlpSink, monkeypatch: pytest.MonkeyPatch, variable: str, kind: str
+) -> None:
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_METRICS_DEFAULT_HISTOGRAM_AGGREGATION", variable)
+    result = telemetry.setup(fast_settings(otlp_endpoint=otlp_sink.url))
+    meter = result.meter_provider.get_meter("vrp.test")
+    meter.create_histogram(
+        conventions.HTTP_SERVER_REQUEST_DURATION,
+        unit="s",
+        explicit_bucket_boundaries_advisory=[0.01, 0.1, 1.0],
+    ).record(0.05)
+
+    telemetry.shutdown()
+
+    metric = _only_point(otlp_sink, conventions.HTTP_SERVER_REQUEST_DURATION)
+    assert metric.WhichOneof("data") == kind
+    if kind == "histogram":
+        assert list(metric.histogram.data_points[0].explicit_bounds) == [0.01, 0.1, 1.0]
+    else:
+        # The SDK's own exponential default (scale up to 20), not this package's scale 5.
+        assert metric.exponential_histogram.data_points[0].scale > 5
