@@ -112,7 +112,7 @@ def check_relative(name: str) -> str:
     pure = PurePosixPath(name)
     if not name or pure.is_absolute() or "\\" in name or name.startswith("~"):
         raise ManifestError(f"manifest path {name!r} is absolute; refusing this manifest")
-    if any(part in ("..", "") for part in name.split("/")) or pure.parts[0] == ".":
+    if any(part in ("..", ".", "") for part in name.split("/")):
         raise ManifestError(f"manifest path {name!r} escapes the backup folder; refusing it")
     return name
 

@@ -17,6 +17,7 @@ discards the run before any manifest is written).
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import sqlite3
@@ -117,6 +118,8 @@ def copy_online(source: Path, target: Path, progress: Progress | None = None) ->
         # One self-contained file: no -wal/-shm beside the copy or a restored database.
         dst.execute("PRAGMA journal_mode=DELETE").fetchone()
     except sqlite3.Error as exc:
+        if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(target)) from exc
         raise EngineError(f"the online backup of {source} failed: {exc}") from exc
     finally:
         dst.close()

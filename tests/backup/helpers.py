@@ -1,0 +1,69 @@
+"""A small application for the backup tests: a SQLite or PostgreSQL table of rows that
+reference content-addressed blobs in a folder, the shape the backup package expects."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from backup.settings import BackupSettings, load_backup_settings
+from backup.source import BackupSource, fan_out_path
+
+SCHEMA = "CREATE TABLE items (id INTEGER PRIMARY KEY, sha256 TEXT, payload BLOB)"
+
+
+def referenced_blobs(connection: sa.Connection) -> Iterator[str]:
+    for (sha256,) in connection.execute(sa.text("SELECT DISTINCT sha256 FROM items")):
+        if sha256 is not None:
+            yield sha256
+
+
+def write_blob(storage: Path, data: bytes) -> str:
+    sha256 = hashlib.sha256(data).hexdigest()
+    path = fan_out_path(storage, sha256)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return sha256
+
+
+def make_sqlite_app(
+    root: Path, *, rows: int = 50, blobs: int = 4, blob_bytes: int = 20_000
+) -> BackupSource:
+    """A WAL SQLite database with ``rows`` rows referencing ``blobs`` blobs."""
+    storage = root / "storage"
+    db = root / "app.db"
+    shas = [write_blob(storage, os.urandom(blob_bytes)) for _ in range(blobs)]
+    connection = sqlite3.connect(db)
+    connection.execute("PRAGMA journal_mode=WAL")
+    connection.execute(SCHEMA)
+    connection.executemany(
+        "INSERT INTO items (sha256, payload) VALUES (?, ?)",
+        [(shas[i % len(shas)] if shas else None, os.urandom(200)) for i in range(rows)],
+    )
+    connection.commit()
+    connection.close()
+    return BackupSource(f"sqlite:///{db}", storage, referenced_blobs)
+
+
+def backup_settings(root: Path, **env: str) -> BackupSettings:
+    return load_backup_settings({"VRP_BACKUP_DIR": str(root / "backups"), **env}, cwd=root)
+
+
+def sqlite_rows(path: Path) -> int:
+    connection = sqlite3.connect(path)
+    try:
+        return connection.execute("SELECT count(*) FROM items").fetchone()[0]
+    finally:
+        connection.close()
+
+
+def flip_byte(path: Path, offset: int) -> None:
+    """Flip every bit of one byte; a negative offset counts from the end."""
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0xFF
+    path.write_bytes(bytes(data))
