@@ -41,8 +41,21 @@ HTTP_ROUTE: Final = "http.route"
 HTTP_RESPONSE_STATUS_CODE: Final = "http.response.status_code"
 SERVER_ADDRESS: Final = "server.address"
 SERVER_PORT: Final = "server.port"
+URL_PATH: Final = "url.path"
+URL_SCHEME: Final = "url.scheme"
+CLIENT_ADDRESS: Final = "client.address"
+USER_AGENT_ORIGINAL: Final = "user_agent.original"
 ERROR_TYPE: Final = "error.type"
 VRP_REQUEST_ID: Final = "vrp.request.id"
+
+# -- Attributes: exceptions (span events, log records) and code locations (log records) -------
+
+EXCEPTION_TYPE: Final = "exception.type"
+EXCEPTION_MESSAGE: Final = "exception.message"
+EXCEPTION_STACKTRACE: Final = "exception.stacktrace"
+CODE_FILE_PATH: Final = "code.file.path"
+CODE_FUNCTION_NAME: Final = "code.function.name"
+CODE_LINE_NUMBER: Final = "code.line.number"
 
 # -- Attributes: database -----------------------------------------------------------------------
 
@@ -132,3 +145,16 @@ LOG_FIELDS: Final = (
     LOG_SPAN_ID,
     LOG_REQUEST_ID,
 )
+
+# The access record (one INFO record per HTTP request) adds the request's attributes above, its
+# duration, and the summary of the database work the request did (instrumentation.uow).
+LOG_DURATION_MS: Final = "duration_ms"
+VRP_DB_SESSIONS: Final = "vrp.db.sessions"
+VRP_DB_TRANSACTIONS: Final = "vrp.db.transactions"
+VRP_DB_TRANSACTIONS_COMMIT: Final = "vrp.db.transactions.commit"
+VRP_DB_TRANSACTIONS_ROLLBACK: Final = "vrp.db.transactions.rollback"
+VRP_DB_TRANSACTIONS_ERROR: Final = "vrp.db.transactions.error"
+VRP_DB_ATTEMPTS: Final = "vrp.db.attempts"
+VRP_DB_RETRIES: Final = "vrp.db.retries"
+VRP_DB_STATEMENTS: Final = "vrp.db.statements"
+VRP_DB_DURATION_MS: Final = "vrp.db.duration_ms"

@@ -35,7 +35,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import Pool, QueuePool, StaticPool
 
-from instrumentation import sqlite, uow
+from instrumentation import conventions, sqlite, uow
 from instrumentation.errors import ConfigurationError, PoolExhaustedError
 from instrumentation.pool import PoolTelemetry
 from instrumentation.settings import DatabaseSettings
@@ -183,17 +183,17 @@ class Database:
             base_pool, engine_arguments = sqlite.engine_arguments(url, settings)
             namespace = ":memory:" if sqlite.is_memory_database(url) else url.database
             engine_attributes: dict[str, Any] = {
-                "db.system.name": "sqlite",
-                "db.namespace": Path(namespace).name if namespace else None,
+                conventions.DB_SYSTEM_NAME: conventions.DB_SYSTEM_SQLITE,
+                conventions.DB_NAMESPACE: Path(namespace).name if namespace else None,
             }
         else:
             base_pool = QueuePool
             engine_arguments = _postgresql_arguments(url, settings)
             engine_attributes = {
-                "db.system.name": "postgresql",
-                "db.namespace": url.database,
-                "server.address": url.host,
-                "server.port": url.port or 5432,
+                conventions.DB_SYSTEM_NAME: conventions.DB_SYSTEM_POSTGRESQL,
+                conventions.DB_NAMESPACE: url.database,
+                conventions.SERVER_ADDRESS: url.host,
+                conventions.SERVER_PORT: url.port or 5432,
             }
 
         self._pool_telemetry = PoolTelemetry(
@@ -221,7 +221,7 @@ class Database:
         self._sessionmaker = sessionmaker(bind=self.engine, expire_on_commit=False, autoflush=True)
         event.listen(self._sessionmaker, "after_commit", _on_commit)
         event.listen(self._sessionmaker, "after_rollback", _on_rollback)
-        self._session_attributes = {"db.system.name": self.system}
+        self._session_attributes = {conventions.DB_SYSTEM_NAME: self.system}
         self._dispose_lock = threading.Lock()
         self._disposed = False
         _OPEN.add(self)
@@ -270,7 +270,9 @@ class Database:
     def _start_session_span(self) -> Span:
         try:
             return self.tracer.start_span(
-                "db.session", kind=SpanKind.INTERNAL, attributes=self._session_attributes
+                conventions.DB_SESSION_SPAN,
+                kind=SpanKind.INTERNAL,
+                attributes=self._session_attributes,
             )
         except Exception:
             _log.warning("session span failed to start; the session runs untraced", exc_info=True)
@@ -296,12 +298,12 @@ class Database:
                 scope.outcome = "error"
             if span.is_recording():
                 attributes: dict[str, Any] = {
-                    "vrp.db.session.statements": scope.statements,
-                    "vrp.db.session.outcome": scope.outcome,
+                    conventions.VRP_DB_SESSION_STATEMENTS: scope.statements,
+                    conventions.VRP_DB_SESSION_OUTCOME: scope.outcome,
                 }
                 if failure is not None:
-                    attributes["error.type"] = error_type(failure)
-                    span.set_status(Status(StatusCode.ERROR, attributes["error.type"]))
+                    attributes[conventions.ERROR_TYPE] = error_type(failure)
+                    span.set_status(Status(StatusCode.ERROR, attributes[conventions.ERROR_TYPE]))
                 span.set_attributes(attributes)
             span.end()
             if _log.isEnabledFor(logging.DEBUG):

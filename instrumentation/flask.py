@@ -79,7 +79,7 @@ from opentelemetry.propagators.textmap import Getter
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from werkzeug.exceptions import InternalServerError
 
-from instrumentation import uow
+from instrumentation import conventions, uow
 from instrumentation.errors import PoolExhaustedError
 from instrumentation.redaction import redact_text
 from instrumentation.requestid import REQUEST_ID, current_request_id
@@ -149,9 +149,9 @@ class _Route:
     @classmethod
     def build(cls, method: str, template: str | None) -> _Route:
         name_method = "HTTP" if method == _OTHER_METHOD else method
-        attributes: dict[str, Any] = {"http.request.method": method}
+        attributes: dict[str, Any] = {conventions.HTTP_REQUEST_METHOD: method}
         if template is not None:
-            attributes["http.route"] = template
+            attributes[conventions.HTTP_ROUTE] = template
         name = name_method if template is None else f"{name_method} {template}"
         return cls(method, template, name, attributes)
 
@@ -159,12 +159,12 @@ class _Route:
         if error_type is not None:
             return {
                 **self.span_attributes,
-                "http.response.status_code": status,
-                "error.type": error_type,
+                conventions.HTTP_RESPONSE_STATUS_CODE: status,
+                conventions.ERROR_TYPE: error_type,
             }
         attributes = self._metric_attributes.get(status)
         if attributes is None:
-            attributes = {**self.span_attributes, "http.response.status_code": status}
+            attributes = {**self.span_attributes, conventions.HTTP_RESPONSE_STATUS_CODE: status}
             self._metric_attributes[status] = attributes
         return attributes
 
@@ -360,7 +360,7 @@ def instrument_app(
     tracer = trace.get_tracer(__name__, tracer_provider=tracer_provider)
     meter = metrics.get_meter(__name__, meter_provider=meter_provider)
     duration = meter.create_histogram(
-        "http.server.request.duration",
+        conventions.HTTP_SERVER_REQUEST_DURATION,
         unit="s",
         description="Duration of HTTP server requests.",
         explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
@@ -419,7 +419,7 @@ def _service_unavailable(error: Exception) -> Response:
     _logger.warning(
         "database connections exhausted, answering 503: %s",
         error,
-        extra={"error.type": _qualified_name(type(error))},
+        extra={conventions.ERROR_TYPE: _qualified_name(type(error))},
     )
     response = _json_error(503, "Service Unavailable", "the service is busy; retry shortly", state)
     response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
@@ -475,23 +475,23 @@ def _request_attributes(
     environ: Mapping[str, Any], route: _Route, raw_method: str, request_id: str
 ) -> dict[str, Any]:
     attributes: dict[str, Any] = {
-        "url.path": _url_path(environ),
-        "url.scheme": environ.get("wsgi.url_scheme", "http"),
-        "vrp.request.id": request_id,
+        conventions.URL_PATH: _url_path(environ),
+        conventions.URL_SCHEME: environ.get("wsgi.url_scheme", "http"),
+        conventions.VRP_REQUEST_ID: request_id,
     }
     address, port = _server_address(environ)
     if address:
-        attributes["server.address"] = address
+        attributes[conventions.SERVER_ADDRESS] = address
     if port is not None:
-        attributes["server.port"] = port
+        attributes[conventions.SERVER_PORT] = port
     user_agent = environ.get("HTTP_USER_AGENT")
     if user_agent:
-        attributes["user_agent.original"] = user_agent
+        attributes[conventions.USER_AGENT_ORIGINAL] = user_agent
     client = environ.get("REMOTE_ADDR")
     if client:
-        attributes["client.address"] = client
+        attributes[conventions.CLIENT_ADDRESS] = client
     if route.method == _OTHER_METHOD:
-        attributes["http.request.method_original"] = raw_method
+        attributes[conventions.HTTP_REQUEST_METHOD_ORIGINAL] = raw_method
     return attributes
 
 
@@ -499,9 +499,9 @@ def _end_span(
     span: Span, status: int, error_type: str | None, exception: BaseException | None
 ) -> None:
     if span.is_recording():
-        span.set_attribute("http.response.status_code", status)
+        span.set_attribute(conventions.HTTP_RESPONSE_STATUS_CODE, status)
         if error_type is not None:
-            span.set_attribute("error.type", error_type)
+            span.set_attribute(conventions.ERROR_TYPE, error_type)
         if exception is not None:
             span.record_exception(exception, attributes=_exception_event_attributes(exception))
         if status >= 500:
@@ -512,8 +512,10 @@ def _end_span(
 def _exception_event_attributes(exception: BaseException) -> dict[str, str]:
     # Messages may carry SQL parameter values or secrets; mask them as the log pipeline does.
     return {
-        "exception.message": redact_text(str(exception)),
-        "exception.stacktrace": redact_text("".join(traceback.format_exception(exception))),
+        conventions.EXCEPTION_MESSAGE: redact_text(str(exception)),
+        conventions.EXCEPTION_STACKTRACE: redact_text(
+            "".join(traceback.format_exception(exception))
+        ),
     }
 
 
@@ -528,14 +530,14 @@ def _log_access(state: _RequestState, route: _Route, status: int, duration: floa
         status,
         duration_ms,
         extra={
-            "request_id": state.request_id,
-            "http.request.method": route.method,
-            "http.route": route.template,
-            "url.path": path,
-            "http.response.status_code": status,
-            "duration_ms": duration_ms,
-            "client.address": environ.get("REMOTE_ADDR"),
-            "user_agent.original": environ.get("HTTP_USER_AGENT"),
+            conventions.LOG_REQUEST_ID: state.request_id,
+            conventions.HTTP_REQUEST_METHOD: route.method,
+            conventions.HTTP_ROUTE: route.template,
+            conventions.URL_PATH: path,
+            conventions.HTTP_RESPONSE_STATUS_CODE: status,
+            conventions.LOG_DURATION_MS: duration_ms,
+            conventions.CLIENT_ADDRESS: environ.get("REMOTE_ADDR"),
+            conventions.USER_AGENT_ORIGINAL: environ.get("HTTP_USER_AGENT"),
             **_work_fields(),
         },
     )

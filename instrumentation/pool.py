@@ -49,6 +49,8 @@ from opentelemetry import metrics
 from sqlalchemy import event
 from sqlalchemy.pool import ConnectionPoolEntry, Pool, PoolProxiedConnection
 
+from instrumentation import conventions
+
 _log = logging.getLogger(__name__)
 
 # Bucket boundaries recommended by the semantic conventions for connection wait/use times.
@@ -137,35 +139,41 @@ class PoolTelemetry:
         self._max_connections = max_connections
         self._leak_seconds = leak_seconds
         self._leak_stack = leak_stack
-        self._attributes = {"db.client.connection.pool.name": pool_name}
-        self._idle_attributes = {**self._attributes, "db.client.connection.state": "idle"}
-        self._used_attributes = {**self._attributes, "db.client.connection.state": "used"}
+        self._attributes = {conventions.DB_CLIENT_CONNECTION_POOL_NAME: pool_name}
+        self._idle_attributes = {
+            **self._attributes,
+            conventions.DB_CLIENT_CONNECTION_STATE: conventions.CONNECTION_STATE_IDLE,
+        }
+        self._used_attributes = {
+            **self._attributes,
+            conventions.DB_CLIENT_CONNECTION_STATE: conventions.CONNECTION_STATE_USED,
+        }
         # Observed at collection time from the tracked states: a checkout then costs no metric
         # update at all, and the callback holds this object only weakly.
         meter.create_observable_up_down_counter(
-            "db.client.connection.count",
+            conventions.DB_CLIENT_CONNECTION_COUNT,
             callbacks=[_observe_counts(weakref.ref(self))],
             unit="{connection}",
             description="Connections currently in the pool, by state.",
         )
         self._max = meter.create_up_down_counter(
-            "db.client.connection.max",
+            conventions.DB_CLIENT_CONNECTION_MAX,
             unit="{connection}",
             description="Most open connections the pool allows.",
         )
         self._wait_time = meter.create_histogram(
-            "db.client.connection.wait_time",
+            conventions.DB_CLIENT_CONNECTION_WAIT_TIME,
             unit="s",
             description="Time it took to obtain a connection from the pool.",
             explicit_bucket_boundaries_advisory=WAIT_TIME_BUCKETS,
         )
         self._timeouts = meter.create_counter(
-            "db.client.connection.timeouts",
+            conventions.DB_CLIENT_CONNECTION_TIMEOUTS,
             unit="{timeout}",
             description="Checkouts that gave up after pool_timeout.",
         )
         self._leaks = meter.create_counter(
-            "vrp.db.connection.leaks",
+            conventions.VRP_DB_CONNECTION_LEAKS,
             unit="{connection}",
             description="Checkouts held longer than leak_seconds.",
         )

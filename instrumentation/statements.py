@@ -34,6 +34,7 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from sqlalchemy import event
 from sqlalchemy.engine import ExceptionContext, ExecutionContext
 
+from instrumentation import conventions
 from instrumentation.uow import note_statement
 
 _log = logging.getLogger(__name__)
@@ -249,7 +250,7 @@ class StatementTelemetry:
         self._engine_attributes = dict(engine_attributes)
         self._on_statement = on_statement
         self._duration = meter.create_histogram(
-            "db.client.operation.duration",
+            conventions.DB_CLIENT_OPERATION_DURATION,
             unit="s",
             description="Duration of database client operations.",
             explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
@@ -279,15 +280,15 @@ class StatementTelemetry:
         parsed = parse_statement(statement)
         summary = parsed.summary
         statement_attributes = {
-            "db.operation.name": parsed.operation,
-            "db.collection.name": parsed.collection,
+            conventions.DB_OPERATION_NAME: parsed.operation,
+            conventions.DB_COLLECTION_NAME: parsed.collection,
         }
         span_attributes = {**self._engine_attributes, **statement_attributes}
-        span_attributes["db.query.text"] = statement
+        span_attributes[conventions.DB_QUERY_TEXT] = statement
         metric_attributes = {
-            "db.system.name": self._system,
+            conventions.DB_SYSTEM_NAME: self._system,
             **statement_attributes,
-            "db.query.summary": summary,
+            conventions.DB_QUERY_SUMMARY: summary,
         }
         return _Described(
             span_name=summary or self._system,
@@ -355,13 +356,15 @@ class StatementTelemetry:
             span, started, described = state
             kind = error_type(error.original_exception)
             elapsed = perf_counter() - started
-            self._duration.record(elapsed, {**described.metric_attributes, "error.type": kind})
+            self._duration.record(
+                elapsed, {**described.metric_attributes, conventions.ERROR_TYPE: kind}
+            )
             note_statement(elapsed, described.counted)
             if span.is_recording():
-                span.set_attribute("error.type", kind)
+                span.set_attribute(conventions.ERROR_TYPE, kind)
                 code = response_status_code(error.original_exception)
                 if code is not None:
-                    span.set_attribute("db.response.status_code", code)
+                    span.set_attribute(conventions.DB_RESPONSE_STATUS_CODE, code)
                 span.set_status(Status(StatusCode.ERROR, kind))
             span.end()
         except Exception:

@@ -385,9 +385,9 @@ class OtlpLogHandler(logging.Handler):
                 text = value if isinstance(value, str) else str(value)
                 attributes[key] = text if max_length is None else text[:max_length]
         if record.lineno:
-            attributes["code.file.path"] = record.pathname
-            attributes["code.function.name"] = record.funcName
-            attributes["code.line.number"] = record.lineno
+            attributes[conventions.CODE_FILE_PATH] = record.pathname
+            attributes[conventions.CODE_FUNCTION_NAME] = record.funcName
+            attributes[conventions.CODE_LINE_NUMBER] = record.lineno
         exc_info = record.exc_info
         if exc_info and exc_info[0] is not None:
             attributes.update(_exception_attributes(record, exc_info))
@@ -440,12 +440,12 @@ _SEVERITY_TEXT = {"WARNING": "WARN", "CRITICAL": "FATAL"}
 
 def _exception_attributes(record: logging.LogRecord, exc_info: Any) -> dict[str, str]:
     exc_type, value, _ = exc_info
-    attributes = {"exception.type": exc_type.__name__}
+    attributes = {conventions.EXCEPTION_TYPE: exc_type.__name__}
     if value is not None and value.args:
-        attributes["exception.message"] = redact_text(str(value.args[0]))
+        attributes[conventions.EXCEPTION_MESSAGE] = redact_text(str(value.args[0]))
     # The RedactionFilter formatted and masked the traceback into exc_text already.
     stacktrace = record.exc_text or redact_text("".join(traceback.format_exception(*exc_info)))
-    attributes["exception.stacktrace"] = stacktrace
+    attributes[conventions.EXCEPTION_STACKTRACE] = stacktrace
     return attributes
 
 

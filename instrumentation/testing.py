@@ -28,11 +28,11 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.util._once import Once
 
-from instrumentation import logs, telemetry
+from instrumentation import conventions, logs, telemetry
 
 
 def _test_resource() -> Resource:
-    return Resource.create({"service.name": "test"})
+    return Resource.create({conventions.SERVICE_NAME: "test"})
 
 
 @dataclass

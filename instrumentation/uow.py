@@ -30,6 +30,8 @@ from __future__ import annotations
 from contextvars import ContextVar, Token
 from typing import Final
 
+from instrumentation import conventions
+
 __all__ = [
     "WorkSummary",
     "begin",
@@ -41,17 +43,17 @@ __all__ = [
     "note_transaction",
 ]
 
-SESSIONS: Final = "vrp.db.sessions"
-TRANSACTIONS: Final = "vrp.db.transactions"
+SESSIONS: Final = conventions.VRP_DB_SESSIONS
+TRANSACTIONS: Final = conventions.VRP_DB_TRANSACTIONS
 TRANSACTIONS_BY_OUTCOME: Final = {
-    "commit": "vrp.db.transactions.commit",
-    "rollback": "vrp.db.transactions.rollback",
-    "error": "vrp.db.transactions.error",
+    "commit": conventions.VRP_DB_TRANSACTIONS_COMMIT,
+    "rollback": conventions.VRP_DB_TRANSACTIONS_ROLLBACK,
+    "error": conventions.VRP_DB_TRANSACTIONS_ERROR,
 }
-ATTEMPTS: Final = "vrp.db.attempts"
-RETRIES: Final = "vrp.db.retries"
-STATEMENTS: Final = "vrp.db.statements"
-DURATION_MS: Final = "vrp.db.duration_ms"
+ATTEMPTS: Final = conventions.VRP_DB_ATTEMPTS
+RETRIES: Final = conventions.VRP_DB_RETRIES
+STATEMENTS: Final = conventions.VRP_DB_STATEMENTS
+DURATION_MS: Final = conventions.VRP_DB_DURATION_MS
 
 
 class WorkSummary:
