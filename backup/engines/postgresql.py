@@ -153,6 +153,7 @@ class PostgresqlEngine:
         try:
             with _engine(url) as engine, engine.connect() as connection:
                 _check_versions(pg_dump, _server_major(connection))
+                connection.rollback()
                 snapshot_conn = connection.execution_options(
                     isolation_level="REPEATABLE READ", postgresql_readonly=True
                 )
