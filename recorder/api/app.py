@@ -10,7 +10,7 @@ from flask_smorest import Api
 from instrumentation.database import Database
 from instrumentation.flask import instrument_app
 from recorder import __version__, schema_version
-from recorder.api import health, recordings, tags
+from recorder.api import health, jsonbody, recordings, tags
 from recorder.api.context import EXTENSION, RecorderContext
 from recorder.api.errors import register_error_handlers
 from recorder.config import Settings
@@ -56,6 +56,7 @@ def create_app(
     for blueprint in (recordings.blp, tags.blp, health.blp):
         api.register_blueprint(blueprint)
     register_error_handlers(app)
+    jsonbody.install(app)
     instrument_app(
         app,
         tracer_provider=tracer_provider,
