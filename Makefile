@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench clean
+.PHONY: run test lint bench bench-contrib clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,19 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(VENV)/bin/python benchmarks/overhead.py
+
+# The contrib instrumentations need SQLAlchemy < 2.1: they get their own venv, never .venv.
+CONTRIB_VENV := .venv-contrib
+CONTRIB_STAMP := $(CONTRIB_VENV)/.installed
+
+$(CONTRIB_STAMP): pyproject.toml benchmarks/contrib-requirements.txt
+	$(PYTHON) -m venv $(CONTRIB_VENV)
+	$(CONTRIB_VENV)/bin/pip install --quiet --upgrade pip
+	$(CONTRIB_VENV)/bin/pip install --quiet -e . -r benchmarks/contrib-requirements.txt
+	touch $(CONTRIB_STAMP)
+
+bench-contrib: $(CONTRIB_STAMP)
+	$(CONTRIB_VENV)/bin/python benchmarks/overhead.py --contrib
 
 clean:
 	rm -rf $(VENV) var

@@ -98,6 +98,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from flask import Flask, Response
 from flask.testing import FlaskClient
 from opentelemetry import metrics as metrics_api
 from opentelemetry import trace as trace_api
@@ -119,7 +120,7 @@ from opentelemetry.sdk.trace.sampling import (
 )
 from werkzeug.test import TestResponse
 
-from benchmarks import replay, sdkcalls
+from benchmarks import contrib, replay, sdkcalls
 from instrumentation import logs
 from instrumentation.database import Database
 from instrumentation.settings import TelemetrySettings
@@ -133,6 +134,12 @@ SINK_SCRIPT = Path(__file__).with_name("sink.py")
 OPERATIONS = ("create", "get", "list", "update")
 REQUESTS_PER_CYCLE = len(OPERATIONS)
 CONFIGURATIONS = ("off", "full", "ratio10", "replay", "replay10")
+# --contrib: the app instrumented by the OpenTelemetry contrib packages (benchmarks/contrib.py).
+CONTRIB_CONFIGURATIONS = ("contrib", "contrib10")
+# --logs: full plus one more INFO record per request, for the price of one record in a request.
+RECORD_CONFIGURATION = "fullrec"
+# Sampling of each configuration that has SDK pipelines (replays use their original's).
+SAMPLED = {"full": "all", "ratio10": "10%", "contrib": "all", "contrib10": "10%", "fullrec": "all"}
 # Configurations whose app is the un-instrumented one with the captured telemetry replayed.
 REPLAYED = {"replay": "full", "replay10": "ratio10"}
 FLOOR_SPANS = 20_000
@@ -142,9 +149,31 @@ TELEMETRY_DEFAULTS = TelemetrySettings(service_name=SERVICE)
 LOG_SINKS = frozenset({"file", "otlp"})
 LOG_CHOICES = {"all": LOG_SINKS, "file": frozenset({"file"}), "otlp": frozenset({"otlp"})}
 LOG_CHOICES["none"] = frozenset()
-TARGET_EXTRA_PER_SPAN = 1.5
+TARGET_OURS_PER_SPAN = 0.5
 TARGET_FULL = 1.25
 TARGET_RATIO10 = 1.10
+TARGET_RECORD_US = 120.0
+# A record shaped like the access record: its message arguments and extra fields.
+RECORD_FIELDS: dict[str, Any] = {
+    "request_id": "0af7651916cd43dd8448eb211c80319c",
+    "http.request.method": "GET",
+    "http.route": "/api/recordings/<recording_id>",
+    "url.path": "/api/recordings/0af7651916cd43dd",
+    "http.response.status_code": 200,
+    "duration_ms": 1.234,
+    "client.address": "127.0.0.1",
+    "user_agent.original": "werkzeug/3.1",
+    "vrp.db.sessions": 1,
+    "vrp.db.transactions": 1,
+    "vrp.db.transactions.commit": 1,
+    "vrp.db.transactions.rollback": 0,
+    "vrp.db.transactions.error": 0,
+    "vrp.db.attempts": 1,
+    "vrp.db.retries": 0,
+    "vrp.db.statements": 2,
+    "vrp.db.duration_ms": 0.321,
+}
+RECORD_LOGGER = "benchmarks.record"
 
 
 # --- payload ---------------------------------------------------------------------------------
@@ -251,6 +280,26 @@ class LogRecordCounter(LogRecordProcessor):
         return True
 
 
+class MeasurementCounter:
+    """Counts the measurements (metric points) recorded through one ``MeterProvider``.
+
+    It wraps the provider's measurement consumer, the one call every synchronous instrument of
+    the SDK makes per ``add`` / ``record`` (a private attribute, read once here); observable
+    instruments, collected on the export schedule, are not counted.
+    """
+
+    def __init__(self, meter_provider: MeterProvider) -> None:
+        self.recorded = 0
+        consumer = meter_provider._measurement_consumer
+        consume = consumer.consume_measurement
+
+        def counted(*args: Any, **kwargs: Any) -> None:
+            self.recorded += 1
+            consume(*args, **kwargs)
+
+        consumer.consume_measurement = counted
+
+
 def resource() -> Resource:
     return Resource.create(
         {
@@ -290,6 +339,7 @@ class Pipelines:
     log_handler: OtlpLogHandler
     spans: SpanCounter
     log_records: LogRecordCounter
+    points: MeasurementCounter
 
     def flush(self) -> None:
         self.tracer_provider.force_flush()
@@ -316,6 +366,7 @@ def build_pipelines(endpoint: str, sampler: Sampler) -> Pipelines:
         shutdown_on_exit=False,
         exemplar_filter=default_exemplar_filter(),
     )
+    points = MeasurementCounter(meter_provider)
     tracer_provider = TracerProvider(resource=shared, sampler=sampler, shutdown_on_exit=False)
     tracer_provider.add_span_processor(batch_span_processor(endpoint, meter_provider))
     spans = SpanCounter()
@@ -342,6 +393,7 @@ def build_pipelines(endpoint: str, sampler: Sampler) -> Pipelines:
         log_handler=OtlpLogHandler(logger_provider),
         spans=spans,
         log_records=log_records,
+        points=points,
     )
 
 
@@ -366,6 +418,7 @@ class Target:
     phase_ns: int = 0
     spans: int = 0
     log_records: int = 0
+    points: int = 0
     gc_ns: int = 0
 
     @property
@@ -378,8 +431,10 @@ class Target:
 
 
 def _sampler(name: str) -> Sampler | None:
-    name = REPLAYED.get(name, name)
-    return {"off": None, "full": ALWAYS_ON, "ratio10": ParentBased(TraceIdRatioBased(0.1))}[name]
+    sampled = SAMPLED.get(REPLAYED.get(name, name))
+    if sampled is None:
+        return None
+    return ALWAYS_ON if sampled == "all" else ParentBased(TraceIdRatioBased(0.1))
 
 
 def _settings(name: str, root: Path) -> Settings:
@@ -390,7 +445,7 @@ def _settings(name: str, root: Path) -> Settings:
         "VRP_LOG_DIR": str(directory / "log"),
         "VRP_LOG_LEVEL": "INFO",
         "VRP_LOG_FORMAT": "json",
-        "OTEL_SDK_DISABLED": "false" if name in ("full", "ratio10") else "true",
+        "OTEL_SDK_DISABLED": "false" if name in ("full", "ratio10", "fullrec") else "true",
     }
     return load_settings(env, service_name=SERVICE)
 
@@ -453,16 +508,35 @@ def build_target(
     settings = _settings(name, root)
     sampler = _sampler(name)
     pipelines = None if sampler is None else build_pipelines(endpoint, sampler)
-    if pipelines is None or name in REPLAYED:
+    ours = name in ("full", "ratio10", RECORD_CONFIGURATION)
+    if pipelines is None or not ours:
         db, client = _app(settings, trace_api.NoOpTracerProvider(), metrics_api.NoOpMeterProvider())
     else:
         db, client = _app(settings, pipelines.tracer_provider, pipelines.meter_provider)
+    if pipelines is not None and name in CONTRIB_CONFIGURATIONS:
+        contrib.instrument(
+            client.application, db.engine, pipelines.tracer_provider, pipelines.meter_provider
+        )
+        # Like off: the contrib packages emit no log records, and the app's own are below WARNING.
+        log_sinks = frozenset()
+    if name == RECORD_CONFIGURATION:
+        _log_one_more_record(client.application)
     if pipelines is not None and name in REPLAYED:
         app = client.application
         replayer = replay.Replayer(pipelines.tracer_provider, pipelines.meter_provider)
         replayer.listen(db.engine)
         app.wsgi_app = replay.ReplayMiddleware(app.wsgi_app, replayer, templates, operation_of)
     return Target(name, settings, db, client, pipelines, payload, log_sinks)
+
+
+def _log_one_more_record(app: Flask) -> None:
+    """Make ``app`` log one more INFO record per request, shaped like the access record."""
+    log = logging.getLogger(RECORD_LOGGER)
+
+    @app.after_request
+    def one_more_record(response: Response) -> Response:
+        log.info("%s %s %d", "GET", "/api/recordings/0af7651916cd43dd", 200, extra=RECORD_FIELDS)
+        return response
 
 
 # --- process-global logging, switched per phase ----------------------------------------------
@@ -558,11 +632,11 @@ class GcClock:
         gc.callbacks.remove(self._on_gc)
 
 
-def _counts(target: Target) -> tuple[int, int]:
+def _counts(target: Target) -> tuple[int, int, int]:
     pipelines = target.pipelines
     if pipelines is None:
-        return 0, 0
-    return pipelines.spans.ended, pipelines.log_records.emitted
+        return 0, 0, 0
+    return pipelines.spans.ended, pipelines.log_records.emitted, pipelines.points.recorded
 
 
 def run_phase(target: Target, cycles: int, gc_clock: GcClock, *, timed: bool) -> None:
@@ -573,7 +647,7 @@ def run_phase(target: Target, cycles: int, gc_clock: GcClock, *, timed: bool) ->
     where they occur rather than in an untimed ``gc.collect()``.
     """
     use_logging(target)
-    spans_before, logs_before = _counts(target)
+    spans_before, logs_before, points_before = _counts(target)
     gc_before = gc_clock.total_ns
     phase: list[int] = []
     started = time.perf_counter_ns()
@@ -584,7 +658,7 @@ def run_phase(target: Target, cycles: int, gc_clock: GcClock, *, timed: bool) ->
             target.cycles.append(sum(times.values()))
             for operation, ns in times.items():
                 target.samples[operation].append(ns)
-    spans_after, logs_after = _counts(target)
+    spans_after, logs_after, points_after = _counts(target)
     gc_ns = gc_clock.total_ns - gc_before
     if target.pipelines is not None:
         target.pipelines.flush()
@@ -595,6 +669,7 @@ def run_phase(target: Target, cycles: int, gc_clock: GcClock, *, timed: bool) ->
         target.round_medians.append(statistics.median(phase))
         target.spans += spans_after - spans_before
         target.log_records += logs_after - logs_before
+        target.points += points_after - points_before
         target.gc_ns += gc_ns
 
 
@@ -707,6 +782,7 @@ class Summary:
     per_operation_us: dict[str, float]
     spans_per_request: float
     log_records_per_request: float
+    points_per_request: float
 
 
 def summarise(target: Target) -> Summary:
@@ -724,6 +800,7 @@ def summarise(target: Target) -> Summary:
         per_operation_us={op: _us(statistics.median(target.samples[op])) for op in OPERATIONS},
         spans_per_request=target.spans / requests,
         log_records_per_request=target.log_records / requests,
+        points_per_request=target.points / requests,
     )
 
 
@@ -741,7 +818,7 @@ def print_requests(summaries: list[Summary]) -> None:
     print(
         f"{'config':<8}{'requests':>9}{'median':>8}{'p90':>8}{'rounds':>8}{'x off':>7}"
         f"{'cycle/4':>9}{'x off':>7}{'mean+flush':>12}{'x off':>7}{'gc':>6}{'spans/req':>10}"
-        f"{'logs/req':>9}"
+        f"{'points/req':>11}{'logs/req':>9}"
     )
     for s in summaries:
         print(
@@ -749,7 +826,8 @@ def print_requests(summaries: list[Summary]) -> None:
             f"{s.median_us / off.median_us:>7.3f}{s.cycle_us:>9.0f}"
             f"{s.cycle_us / off.cycle_us:>7.3f}{s.mean_flush_us:>12.0f}"
             f"{s.mean_flush_us / off.mean_flush_us:>7.3f}{s.gc_us:>6.0f}"
-            f"{s.spans_per_request:>10.2f}{s.log_records_per_request:>9.2f}"
+            f"{s.spans_per_request:>10.2f}{s.points_per_request:>11.2f}"
+            f"{s.log_records_per_request:>9.2f}"
         )
     print("\nmedian microseconds per operation (extra over off)")
     print(f"{'config':<8}" + "".join(f"{op:>16}" for op in OPERATIONS))
@@ -819,14 +897,38 @@ def print_per_span(per_span: PerSpan, full: Summary, floor: Floor) -> None:
     )
 
 
-def print_targets(off: Summary, full: Summary, ratio10: Summary, extra_ratio: float) -> None:
-    print("\ntargets (medians over all timed requests)")
-    for label, value, limit in (
-        ("extra per emitted span / floor", extra_ratio, TARGET_EXTRA_PER_SPAN),
+def print_targets(
+    by_name: dict[str, Summary], floor: Floor, record: RecordCost | None = None
+) -> None:
+    off, full, ratio10 = by_name["off"], by_name["full"], by_name["ratio10"]
+    ours_per_span = _per(full.median_us - by_name["replay"].median_us, full.spans_per_request)
+    rows = [
         ("full / off", full.median_us / off.median_us, TARGET_FULL),
         ("ratio10 / off", ratio10.median_us / off.median_us, TARGET_RATIO10),
-    ):
-        print(f"  {label:<32}{value:>7.3f}  <= {limit:<5} {_verdict(value, limit)}")
+        (
+            "ours per span (full-replay) / floor",
+            ours_per_span / floor.with_block_us,
+            TARGET_OURS_PER_SPAN,
+        ),
+    ]
+    if "contrib" in by_name:
+        rows.append(
+            (
+                "full / contrib (below 1: ours cheaper)",
+                full.median_us / by_name["contrib"].median_us,
+                1.0,
+            )
+        )
+        rows.append(
+            ("ratio10 / contrib10", ratio10.median_us / by_name["contrib10"].median_us, 1.0)
+        )
+    if record is not None:
+        rows.append(
+            ("one record in a request, export incl., us", record.request_flush_us, TARGET_RECORD_US)
+        )
+    print("\ntargets (medians over all timed requests; the record's cost from mean+flush)")
+    for label, value, limit in rows:
+        print(f"  {label:<44}{value:>8.3f}  <= {limit:<5} {_verdict(value, limit)}")
 
 
 def print_delivery(stats: dict[str, dict[str, int | None]], spans: int, records: int) -> None:
@@ -869,7 +971,54 @@ def print_contract(
         )
 
 
-def report(summaries: list[Summary], floor: Floor) -> None:
+def print_contrib(by_name: dict[str, Summary]) -> None:
+    """Ours against the contrib instrumentations, per sampling, with what each emits."""
+    off = by_name["off"]
+    print(
+        "\nours against the contrib Flask + SQLAlchemy instrumentations (same app, exporters,"
+        " sink), medians"
+    )
+    print(
+        f"  {'pair':<20}{'extra us/req':>13}{'x off':>7}{'spans':>7}{'points':>8}{'logs':>6}"
+        f"{'ours/contrib':>13}"
+    )
+    for ours, theirs in (("full", "contrib"), ("ratio10", "contrib10")):
+        for name in (ours, theirs):
+            s = by_name[name]
+            ratio = by_name[ours].median_us / by_name[theirs].median_us
+            print(
+                f"  {name:<20}{s.median_us - off.median_us:>13.0f}"
+                f"{s.median_us / off.median_us:>7.3f}{s.spans_per_request:>7.2f}"
+                f"{s.points_per_request:>8.2f}{s.log_records_per_request:>6.2f}"
+                + (f"{ratio:>13.3f}" if name == ours else "")
+            )
+
+
+@dataclass(frozen=True)
+class RecordCost:
+    """``--logs``: microseconds of one log record through the handlers in use."""
+
+    loop_caller_us: float
+    loop_flush_us: float
+    request_median_us: float
+    request_flush_us: float
+    handlers: str
+
+
+def print_record_cost(cost: RecordCost) -> None:
+    print(f"\none log record shaped like the access record, through {cost.handlers}")
+    print(f"  in a loop, on the caller            {cost.loop_caller_us:8.1f} us")
+    print(
+        f"  in a loop, caller + export          {cost.loop_caller_us + cost.loop_flush_us:8.1f}"
+        " us (the flush after the loop: encoding and POST)"
+    )
+    print(
+        f"  in a request (fullrec - full)       {cost.request_median_us:8.1f} us from the medians"
+    )
+    print(f"  in a request, export included       {cost.request_flush_us:8.1f} us, mean+flush")
+
+
+def report(summaries: list[Summary], floor: Floor, record: RecordCost | None = None) -> None:
     by_name = {summary.name: summary for summary in summaries}
     off, full, ratio10 = by_name["off"], by_name["full"], by_name["ratio10"]
     print_requests(summaries)
@@ -878,7 +1027,11 @@ def report(summaries: list[Summary], floor: Floor) -> None:
     print_per_span(per_span, full, floor)
     pairs = [(by_name[name], by_name[r]) for r, name in REPLAYED.items()]
     print_contract(off, pairs, full.spans_per_request, floor)
-    print_targets(off, full, ratio10, per_span.median / floor.with_block_us)
+    if "contrib" in by_name:
+        print_contrib(by_name)
+    if record is not None:
+        print_record_cost(record)
+    print_targets(by_name, floor, record)
 
 
 # --- main -----------------------------------------------------------------------------------
@@ -892,6 +1045,18 @@ class Plan:
     floor_spans: int
     log_sinks: frozenset[str] = LOG_SINKS
     sdk_calls: bool = False
+    contrib: bool = False
+    record_cost: bool = False
+    record_loop: int = 2_000
+
+    @property
+    def configurations(self) -> tuple[str, ...]:
+        names = CONFIGURATIONS
+        if self.contrib:
+            names += CONTRIB_CONFIGURATIONS
+        if self.record_cost:
+            names += (RECORD_CONFIGURATION,)
+        return names
 
     @property
     def floor_batch(self) -> int:
@@ -917,10 +1082,19 @@ def parse_plan(argv: list[str] | None) -> Plan:
     parser.add_argument("--quick", action="store_true", help="a few rounds, for a smoke check")
     parser.add_argument(
         "--logs",
+        nargs="?",
+        const="all",
         choices=sorted(LOG_CHOICES),
-        default="all",
         help="where the configurations other than off send log records: all (file and OTLP, "
-        "what vrp api does; the default), file, otlp, or none, to measure what logging costs",
+        "what vrp api does; the default), file, otlp, or none; given at all, it also reports "
+        "the cost of one log record through those handlers, in a loop and inside a request "
+        "(configuration fullrec: full plus one more record per request)",
+    )
+    parser.add_argument(
+        "--contrib",
+        action="store_true",
+        help="add contrib and contrib10: the app instrumented by opentelemetry-instrumentation-"
+        "flask and -sqlalchemy instead of ours (needs .venv-contrib: make bench-contrib)",
     )
     parser.add_argument(
         "--sdk-calls",
@@ -929,14 +1103,19 @@ def parse_plan(argv: list[str] | None) -> Plan:
         "benchmarks/sdkcalls.py; the timers slow full down a little)",
     )
     args = parser.parse_args(argv)
+    log_sinks = LOG_CHOICES[args.logs or "all"]
+    record_cost = args.logs is not None and bool(log_sinks)
     if args.quick:
         return Plan(
             rounds=2,
             cycles_per_round=10,
             warmup_cycles=10,
             floor_spans=4_000,
-            log_sinks=LOG_CHOICES[args.logs],
+            log_sinks=log_sinks,
             sdk_calls=args.sdk_calls,
+            contrib=args.contrib,
+            record_cost=record_cost,
+            record_loop=300,
         )
     if args.rounds < 1 or args.requests_per_round < 1 or args.warmup_cycles < 0:
         parser.error("--rounds and --requests-per-round must be positive, --warmup-cycles >= 0")
@@ -945,8 +1124,10 @@ def parse_plan(argv: list[str] | None) -> Plan:
         cycles_per_round=-(-args.requests_per_round // REQUESTS_PER_CYCLE),
         warmup_cycles=args.warmup_cycles,
         floor_spans=FLOOR_SPANS,
-        log_sinks=LOG_CHOICES[args.logs],
+        log_sinks=log_sinks,
         sdk_calls=args.sdk_calls,
+        contrib=args.contrib,
+        record_cost=record_cost,
     )
 
 
@@ -965,6 +1146,7 @@ class Measured:
     spans: int
     records: int
     calls: SdkCalls | None
+    record: RecordCost | None
 
 
 @dataclass(frozen=True)
@@ -993,18 +1175,65 @@ def _sdk_calls(times: sdkcalls.CallTimes, requests: int, target: Target) -> SdkC
     return SdkCalls(in_requests, in_loop)
 
 
+def record_loop_cost(target: Target, count: int) -> tuple[float, float]:
+    """One record shaped like the access record, ``count`` times in a loop inside a span,
+    through ``target``'s handlers: microseconds per record on the caller, and in the flush that
+    follows (the export of what the loop queued). Medians of three batches."""
+    pipelines = target.pipelines
+    if pipelines is None:
+        raise RuntimeError("the cost of a record is measured on an instrumented configuration")
+    log = logging.getLogger(RECORD_LOGGER)
+    tracer = pipelines.tracer_provider.get_tracer(RECORD_LOGGER)
+    caller: list[float] = []
+    flush: list[float] = []
+    use_logging(target)
+    try:
+        pipelines.flush()
+        for _ in range(3):
+            with tracer.start_as_current_span("loop"):
+                started = time.perf_counter_ns()
+                for _ in range(count):
+                    log.info("%s %s %d", "GET", "/api/recordings/x", 200, extra=RECORD_FIELDS)
+                emitted = time.perf_counter_ns()
+            pipelines.logger_provider.force_flush()
+            flushed = time.perf_counter_ns()
+            caller.append(_us(emitted - started) / count)
+            flush.append(_us(flushed - emitted) / count)
+    finally:
+        use_logging(None)
+    return statistics.median(caller), statistics.median(flush)
+
+
+def _record_cost(
+    plan: Plan, summaries: list[Summary], loop: tuple[float, float] | None
+) -> RecordCost | None:
+    if loop is None:
+        return None
+    by_name = {summary.name: summary for summary in summaries}
+    with_record, full = by_name[RECORD_CONFIGURATION], by_name["full"]
+    names = {"file": "the JSON file", "otlp": "OTLP"}
+    return RecordCost(
+        loop_caller_us=loop[0],
+        loop_flush_us=loop[1],
+        request_median_us=with_record.median_us - full.median_us,
+        request_flush_us=with_record.mean_flush_us - full.mean_flush_us,
+        handlers=" + ".join(names[sink] for sink in sorted(plan.log_sinks)),
+    )
+
+
 def measure(plan: Plan, endpoint: str, root: Path) -> Measured:
     """Run the plan; return the summaries, the floor, the spans and log records emitted."""
     payload = make_wav()
     templates = capture_templates(root, payload)
     targets = [
         build_target(name, root, endpoint, payload, plan.log_sinks, templates)
-        for name in CONFIGURATIONS
+        for name in plan.configurations
     ]
     floor = FloorMeter(endpoint, plan.floor_batch)
     gc_clock = GcClock()
     times = sdkcalls.CallTimes()
     calls = None
+    loop = None
     try:
         with sdkcalls.installed(times) if plan.sdk_calls else nullcontext():
             for target in targets:
@@ -1024,6 +1253,9 @@ def measure(plan: Plan, endpoint: str, root: Path) -> Measured:
         if plan.sdk_calls:
             full = next(target for target in targets if target.name == "full")
             calls = _sdk_calls(times, len(full.all_samples), full)
+        if plan.record_cost:
+            full = next(target for target in targets if target.name == "full")
+            loop = record_loop_cost(full, plan.record_loop)
     finally:
         gc_clock.close()
         use_logging(None)
@@ -1036,7 +1268,8 @@ def measure(plan: Plan, endpoint: str, root: Path) -> Measured:
     spans = floor.sent + sum(pipelines.spans.ended for pipelines in instrumented)
     records = sum(pipelines.log_records.emitted for pipelines in instrumented)
     summaries = [summarise(target) for target in targets]
-    return Measured(summaries, floor.result(), spans, records, calls)
+    record = _record_cost(plan, summaries, loop)
+    return Measured(summaries, floor.result(), spans, records, calls, record)
 
 
 def print_sdk_calls(calls: SdkCalls, floor: Floor) -> None:
@@ -1058,6 +1291,12 @@ def print_sdk_calls(calls: SdkCalls, floor: Floor) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     plan = parse_plan(argv)
+    if plan.contrib:
+        try:
+            contrib.check_available()
+        except contrib.ContribUnavailableError as exc:
+            print(f"overhead.py --contrib: {exc}", file=sys.stderr)
+            return 2
     _isolate_environment()
     print(
         f"{plan.rounds} rounds x {plan.cycles_per_round * REQUESTS_PER_CYCLE} requests per "
@@ -1069,7 +1308,7 @@ def main(argv: list[str] | None = None) -> int:
     load_before = os.getloadavg()[0]
     with running_sink() as endpoint, tempfile.TemporaryDirectory(prefix="vrp-bench-") as tmp:
         measured = measure(plan, endpoint, Path(tmp))
-        report(measured.summaries, measured.floor)
+        report(measured.summaries, measured.floor, measured.record)
         if measured.calls is not None:
             print_sdk_calls(measured.calls, measured.floor)
         print_delivery(sink_stats(endpoint), measured.spans, measured.records)

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from opentelemetry.trace import SpanKind
 
 from benchmarks import overhead, replay
@@ -80,7 +81,13 @@ def _nodes(nodes: list[replay.Node]):
 
 def test_quick_run_reports_every_configuration_and_loses_nothing() -> None:
     result = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "overhead.py"), "--quick", "--sdk-calls"],
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "overhead.py"),
+            "--quick",
+            "--sdk-calls",
+            "--logs",
+        ],
         capture_output=True,
         text=True,
         timeout=300,
@@ -90,17 +97,21 @@ def test_quick_run_reports_every_configuration_and_loses_nothing() -> None:
     assert result.returncode == 0, result.stderr[-2000:]
     out = result.stdout
     rows = {
-        match["name"]: float(match["spans"])
+        match["name"]: (float(match["spans"]), float(match["points"]), float(match["logs"]))
         for match in re.finditer(
-            r"^(?P<name>off|full|ratio10|replay|replay10)\s+\d+\s.*\s(?P<spans>\d+\.\d\d)\s+"
-            r"\d+\.\d\d$",
+            r"^(?P<name>off|full|ratio10|replay|replay10|fullrec)\s+\d+\s.*"
+            r"\s(?P<spans>\d+\.\d\d)\s+(?P<points>\d+\.\d\d)\s+(?P<logs>\d+\.\d\d)$",
             out,
             re.MULTILINE,
         )
     }
-    assert set(rows) == set(overhead.CONFIGURATIONS)
-    assert rows["off"] == 0
-    assert rows["replay"] == rows["full"] > 3
+    assert set(rows) == {*overhead.CONFIGURATIONS, overhead.RECORD_CONFIGURATION}
+    assert rows["off"] == (0, 0, 0)
+    assert rows["replay"][0] == rows["full"][0] > 3
+    assert rows["replay"][1] == rows["full"][1] > 3
+    # The canonical log line: one record per request, and fullrec adds exactly one more.
+    assert rows["full"][2] == rows["ratio10"][2] == rows["replay"][2] == 1
+    assert rows["fullrec"][2] == 2
     delivered = re.search(
         r"sink received spans (\d+) of (\d+) ended, log records (\d+) of (\d+)", out
     )
@@ -108,6 +119,27 @@ def test_quick_run_reports_every_configuration_and_loses_nothing() -> None:
     assert delivered[1] == delivered[2]
     assert delivered[3] == delivered[4]
     assert "full / off" in out and "ratio10 / off" in out
+    assert re.search(r"^  in a loop, on the caller\s+\d+\.\d us$", out, re.MULTILINE)
+    assert re.search(r"^  one record in a request, export incl\., us\s+-?\d", out, re.MULTILINE)
     calls = re.search(r"^  start_span\s+\d+\.\d\d\s+(\d+\.\d\d)\s", out, re.MULTILINE)
     assert calls is not None
-    assert float(calls[1]) == rows["full"]
+    assert float(calls[1]) == rows["full"][0]
+
+
+def test_contrib_without_its_venv_says_how_to_get_it() -> None:
+    try:
+        import opentelemetry.instrumentation.flask  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        pytest.skip("the contrib instrumentations are installed in this environment")
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "overhead.py"), "--quick", "--contrib"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    assert result.returncode == 2
+    assert "make bench-contrib" in result.stderr
