@@ -1,0 +1,233 @@
+"""The JSON API under ``/api/`` (flask-smorest; OpenAPI at ``/api/openapi.json``).
+
+Every endpoint is a GET whose query parameters are validated by marshmallow: a bad value is a
+422 naming the parameter, never a 500. ``since``/``until`` take ISO 8601 with a zone or a
+relative ``15m``/``1h``/``24h``/``7d`` (now minus that); the default is the last hour up to now.
+The documents returned are built by :mod:`dashboard.queries`.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import marshmallow as ma
+from flask import Flask, current_app
+from flask.views import MethodView
+from flask_smorest import Api, Blueprint, abort
+from marshmallow import fields, validate
+
+from dashboard import queries
+from dashboard.errors import TraceNotFoundError
+from dashboard.settings import DashboardSettings, parse_interval
+from dashboard.store import TelemetryStore
+
+_RELATIVE = re.compile(r"^\d+(\.\d+)?[smhd]$")
+_TRACE_ID = re.compile(r"^[0-9a-f]{32}$")
+_HEX_TRACE_ID = validate.Regexp(_TRACE_ID, error="must be 32 lower-case hex digits")
+
+
+class _Instant(fields.Field):
+    """ISO 8601 with a time zone, or ``15m``/``1h``/``24h``/``7d`` before now."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> datetime:
+        text = str(value).strip()
+        if _RELATIVE.match(text):
+            return datetime.now(UTC) - timedelta(seconds=parse_interval(text))
+        try:
+            moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        except ValueError:
+            raise ma.ValidationError(
+                "must be ISO 8601 with a time zone (2026-11-28T20:00:00Z) or relative "
+                "(15m, 1h, 24h, 7d)"
+            ) from None
+        if moment.tzinfo is None:
+            raise ma.ValidationError("must include a time zone, e.g. 2026-11-28T20:00:00Z")
+        return moment.astimezone(UTC)
+
+
+class RangeArgs(ma.Schema):
+    since = _Instant(metadata={"description": "ISO 8601 with zone, or 15m/1h/24h/7d"})
+    until = _Instant(metadata={"description": "ISO 8601 with zone, or relative; default now"})
+    service = fields.String(
+        validate=validate.Regexp(r"^[^\x00-\x1f]{1,255}$", error="must be 1-255 printable chars")
+    )
+
+    default_span = timedelta(hours=1)
+
+    @ma.validates_schema
+    def _ordered(self, data: dict[str, Any], **kwargs: Any) -> None:
+        since, until = data.get("since"), data.get("until")
+        if since is not None and until is not None and since >= until:
+            raise ma.ValidationError("must be after since", field_name="until")
+
+    @ma.post_load
+    def _window(self, data: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+        until = data.pop("until", None) or datetime.now(UTC)
+        since = data.pop("since", None) or until - self.default_span
+        if since >= until:
+            raise ma.ValidationError("must be before until", field_name="since")
+        data["window"] = queries.TimeRange(since, until, data.pop("service", None))
+        return data
+
+
+class QueriesArgs(RangeArgs):
+    summary = fields.String(validate=validate.Length(1, 1024))
+
+
+class LogsArgs(RangeArgs):
+    level = fields.String(validate=validate.OneOf(sorted(queries.SEVERITIES)))
+    trace_id = fields.String(validate=_HEX_TRACE_ID)
+    q = fields.String(validate=validate.Length(1, 200))
+    limit = fields.Integer(load_default=200, validate=validate.Range(1, 1000))
+
+
+class TracesArgs(RangeArgs):
+    operation = fields.String(validate=validate.Length(1, 1024))
+    min_duration_ms = fields.Float(validate=validate.Range(min=0))
+    status = fields.String(validate=validate.OneOf(("ok", "error")))
+    limit = fields.Integer(load_default=50, validate=validate.Range(1, 1000))
+
+
+class BackupsArgs(RangeArgs):
+    default_span = timedelta(days=30)
+
+
+def _store() -> TelemetryStore:
+    return current_app.extensions["telemetry_store"]
+
+
+def _settings() -> DashboardSettings:
+    return current_app.extensions["dashboard_settings"]
+
+
+blp = Blueprint("api", __name__, url_prefix="/api", description="Telemetry read by the dashboard")
+
+
+@blp.route("/services")
+class ServicesView(MethodView):
+    @blp.response(200)
+    def get(self) -> dict[str, Any]:
+        """Services that sent telemetry, with what they sent and when last."""
+        return queries.services(_store())
+
+
+@blp.route("/summary")
+class SummaryView(MethodView):
+    @blp.arguments(RangeArgs, location="query")
+    @blp.response(200)
+    def get(self, args: dict[str, Any]) -> dict[str, Any]:
+        """Rate, error rate and p50/p95/p99 per service, and over time."""
+        return queries.summary(_store(), args["window"])
+
+
+@blp.route("/operations")
+class OperationsView(MethodView):
+    @blp.arguments(RangeArgs, location="query")
+    @blp.response(200)
+    def get(self, args: dict[str, Any]) -> dict[str, Any]:
+        """Per route and method (from the HTTP metric), or per span name (spans-only)."""
+        return queries.operations(_store(), args["window"])
+
+
+@blp.route("/queries")
+class QueriesView(MethodView):
+    @blp.arguments(QueriesArgs, location="query")
+    @blp.response(200)
+    def get(self, args: dict[str, Any]) -> dict[str, Any]:
+        """Per ``db.query.summary``; slowest examples; N+1 sessions."""
+        return queries.queries(_store(), args["window"], args.get("summary"))
+
+
+@blp.route("/pool")
+class PoolView(MethodView):
+    @blp.arguments(RangeArgs, location="query")
+    @blp.response(200)
+    def get(self, args: dict[str, Any]) -> dict[str, Any]:
+        """Connections by state, wait time, timeouts and leaks per pool."""
+        return queries.pool(_store(), args["window"])
+
+
+@blp.route("/transactions")
+class TransactionsView(MethodView):
+    @blp.arguments(RangeArgs, location="query")
+    @blp.response(200)
+    def get(self, args: dict[str, Any]) -> dict[str, Any]:
+        """Transaction outcomes and retries by ``error.type``."""
+        return queries.transactions(_store(), args["window"])
+
+
+@blp.route("/logs")
+class LogsView(MethodView):
+    @blp.arguments(LogsArgs, location="query")
+    @blp.response(200)
+    def get(self, args: dict[str, Any]) -> dict[str, Any]:
+        """Log records, newest first."""
+        return queries.log_records(
+            _store(),
+            args["window"],
+            level=args.get("level"),
+            trace_id=args.get("trace_id"),
+            text=args.get("q"),
+            limit=args["limit"],
+        )
+
+
+@blp.route("/traces")
+class TracesView(MethodView):
+    @blp.arguments(TracesArgs, location="query")
+    @blp.response(200)
+    def get(self, args: dict[str, Any]) -> dict[str, Any]:
+        """Traces by root span, slowest first."""
+        return queries.traces(
+            _store(),
+            args["window"],
+            operation=args.get("operation"),
+            min_duration_ms=args.get("min_duration_ms"),
+            status=args.get("status"),
+            limit=args["limit"],
+        )
+
+
+@blp.route("/traces/<trace_id>")
+class TraceView(MethodView):
+    @blp.response(200)
+    @blp.alt_response(404, description="No span of this trace is stored")
+    @blp.alt_response(422, description="Malformed trace id")
+    def get(self, trace_id: str) -> dict[str, Any]:
+        """The span tree of one trace, parents before children, siblings by start."""
+        if not _TRACE_ID.match(trace_id):
+            abort(
+                422,
+                message="Unprocessable Entity",
+                errors={"path": {"trace_id": ["must be 32 lower-case hex digits"]}},
+            )
+        try:
+            return queries.trace(_store(), trace_id)
+        except TraceNotFoundError as exc:
+            abort(404, message=str(exc))
+            raise AssertionError("unreachable") from exc
+
+
+@blp.route("/backups")
+class BackupsView(MethodView):
+    @blp.arguments(BackupsArgs, location="query")
+    @blp.response(200)
+    def get(self, args: dict[str, Any]) -> dict[str, Any]:
+        """Backup runs, and the age of the last good backup against the expected interval."""
+        return queries.backups(
+            _store(), args["window"], _settings().backup_interval_seconds, datetime.now(UTC)
+        )
+
+
+def register_api(app: Flask) -> Api:
+    """Mount ``/api/`` and its OpenAPI document on ``app``."""
+    app.config.setdefault("API_TITLE", "Voice Recorder Pro dashboard")
+    app.config.setdefault("API_VERSION", "1")
+    app.config.setdefault("OPENAPI_VERSION", "3.0.3")
+    app.config.setdefault("OPENAPI_URL_PREFIX", "/api")
+    app.config.setdefault("OPENAPI_JSON_PATH", "openapi.json")
+    api = Api(app)
+    api.register_blueprint(blp)
+    return api

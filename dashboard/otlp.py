@@ -1,0 +1,339 @@
+"""OTLP request bodies (protobuf or the spec's JSON mapping) into plain records.
+
+Protobuf is parsed with the generated classes of ``opentelemetry-proto``. JSON is parsed with
+orjson and handed to protobuf's ``json_format`` once the OTLP deviations from the standard
+proto3 JSON mapping are undone: trace and span ids are hex strings in OTLP/JSON, not base64
+(``json_format`` already accepts lowerCamelCase and snake_case keys, enums as numbers and 64-bit
+integers as strings, and unknown fields are ignored as the spec requires).
+
+Limits against hostile bodies (the body size itself is limited by the receiver): at most
+:data:`MAX_ATTRIBUTES` attributes on one span, event, log record or resource, and no string or
+bytes value longer than :data:`MAX_VALUE_BYTES`; a body breaking them is refused whole with
+:class:`~dashboard.errors.PayloadDecodeError`. Items that are well-formed but unusable (ids of
+the wrong length, summary metric points) are counted as rejected for ``partial_success``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from google.protobuf import json_format
+from google.protobuf.message import DecodeError, Message
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+    ExportMetricsServiceRequest,
+)
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+from dashboard.errors import PayloadDecodeError
+
+MAX_ATTRIBUTES = 1024
+MAX_VALUE_BYTES = 64 * 1024
+UNKNOWN_SERVICE = "unknown_service"
+PROTOBUF = "application/x-protobuf"
+JSON = "application/json"
+
+# OTLP enum values (opentelemetry/proto/trace/v1/trace.proto, metrics.proto).
+SPAN_KIND_SERVER = 2
+SPAN_KIND_CLIENT = 3
+STATUS_ERROR = 2
+TEMPORALITY_DELTA = 1
+TEMPORALITY_CUMULATIVE = 2
+
+
+@dataclass(slots=True)
+class SpanRecord:
+    trace_id: str
+    span_id: str
+    parent_span_id: str | None
+    service: str
+    name: str
+    kind: int
+    start_ns: int
+    end_ns: int
+    status_code: int
+    status_message: str
+    attributes: dict[str, Any]
+    events: list[dict[str, Any]]
+
+
+@dataclass(slots=True)
+class LogRecord:
+    time_ns: int
+    service: str
+    severity_number: int
+    severity_text: str
+    body: str
+    trace_id: str | None
+    span_id: str | None
+    attributes: dict[str, Any]
+
+
+@dataclass(slots=True)
+class MetricPoint:
+    """One data point of a gauge, sum or histogram, with what identifies its stream."""
+
+    service: str
+    stream: str
+    name: str
+    unit: str
+    kind: str  # "gauge", "sum", "histogram" or "exponential_histogram"
+    temporality: int
+    monotonic: bool
+    attributes: dict[str, Any]
+    start_ns: int
+    time_ns: int
+    value: float = 0.0
+    count: int = 0
+    sum: float = 0.0
+    min: float | None = None
+    max: float | None = None
+    bounds: tuple[float, ...] = ()
+    bucket_counts: list[int] = field(default_factory=list)
+    scale: int = 0
+    zero_count: int = 0
+    offset: int = 0
+
+
+@dataclass
+class Decoded:
+    """What a request held: the usable records and how many items were rejected, and why."""
+
+    records: list[Any]
+    rejected: int = 0
+    error_message: str = ""
+
+    def reject(self, message: str, n: int = 1) -> None:
+        self.rejected += n
+        if not self.error_message:
+            self.error_message = message
+
+
+def parse(body: bytes, content_type: str, message: Message) -> Message:
+    """Fill ``message`` from ``body``; raise :class:`PayloadDecodeError` if it cannot be read."""
+    if content_type == PROTOBUF:
+        try:
+            message.ParseFromString(body)
+        except (DecodeError, RecursionError, ValueError) as exc:
+            raise PayloadDecodeError(
+                f"body is not a valid {type(message).__name__} protobuf message ({exc}); "
+                "check the exporter's protocol setting"
+            ) from None
+        return message
+    try:
+        document = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise PayloadDecodeError(f"body is not valid JSON ({exc})") from None
+    if not isinstance(document, dict):
+        raise PayloadDecodeError("a JSON body must be an object, per the OTLP/JSON mapping")
+    try:
+        _hex_ids_to_base64(document)
+        json_format.ParseDict(document, message, ignore_unknown_fields=True)
+    except (json_format.ParseError, RecursionError, TypeError, ValueError) as exc:
+        raise PayloadDecodeError(
+            f"body does not follow the OTLP/JSON mapping of {type(message).__name__}: {exc}"
+        ) from None
+    return message
+
+
+_ID_KEYS = frozenset(("traceId", "spanId", "parentSpanId", "trace_id", "span_id", "parent_span_id"))
+
+
+def _hex_ids_to_base64(node: Any, depth: int = 0) -> None:
+    """Rewrite OTLP/JSON hex ids in place to the base64 the proto3 JSON mapping expects."""
+    if depth > 64:
+        raise ValueError("nesting deeper than any OTLP message allows")
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key in _ID_KEYS and isinstance(value, str):
+                try:
+                    node[key] = base64.b64encode(bytes.fromhex(value)).decode("ascii")
+                except ValueError:
+                    raise ValueError(f"{key} {value[:40]!r} is not a hex string") from None
+            elif isinstance(value, (dict, list)):
+                _hex_ids_to_base64(value, depth + 1)
+    elif isinstance(node, list):
+        for value in node:
+            if isinstance(value, (dict, list)):
+                _hex_ids_to_base64(value, depth + 1)
+
+
+def any_value(value: Any) -> Any:
+    """An OTLP ``AnyValue`` as a JSON-serialisable Python value (bytes as base64)."""
+    which = value.WhichOneof("value")
+    if which == "string_value":
+        text = value.string_value
+        if len(text) > MAX_VALUE_BYTES:
+            raise PayloadDecodeError(
+                f"an attribute or body value has {len(text)} characters, above the limit of "
+                f"{MAX_VALUE_BYTES}; set an attribute value length limit in the SDK"
+            )
+        return text
+    if which == "int_value":
+        return value.int_value
+    if which == "double_value":
+        return value.double_value
+    if which == "bool_value":
+        return value.bool_value
+    if which == "array_value":
+        return [any_value(item) for item in value.array_value.values]
+    if which == "kvlist_value":
+        return attributes(value.kvlist_value.values)
+    if which == "bytes_value":
+        raw = value.bytes_value
+        if len(raw) > MAX_VALUE_BYTES:
+            raise PayloadDecodeError(
+                f"a bytes value has {len(raw)} bytes, above the limit of {MAX_VALUE_BYTES}"
+            )
+        return binascii.b2a_base64(raw, newline=False).decode("ascii")
+    return None
+
+
+def attributes(pairs: Any) -> dict[str, Any]:
+    if len(pairs) > MAX_ATTRIBUTES:
+        raise PayloadDecodeError(
+            f"an item carries {len(pairs)} attributes, above the limit of {MAX_ATTRIBUTES}; "
+            "set an attribute count limit in the SDK"
+        )
+    return {kv.key: any_value(kv.value) for kv in pairs}
+
+
+def _service(resource_attributes: dict[str, Any]) -> str:
+    name = resource_attributes.get("service.name")
+    return name if isinstance(name, str) and name else UNKNOWN_SERVICE
+
+
+def decode_traces(body: bytes, content_type: str) -> Decoded:
+    request = parse(body, content_type, ExportTraceServiceRequest())
+    decoded = Decoded([])
+    records = decoded.records
+    for resource_spans in request.resource_spans:
+        service = _service(attributes(resource_spans.resource.attributes))
+        for scope_spans in resource_spans.scope_spans:
+            for span in scope_spans.spans:
+                trace_id, span_id = span.trace_id, span.span_id
+                if len(trace_id) != 16 or len(span_id) != 8 or not any(trace_id):
+                    decoded.reject("span with a trace id not of 16 bytes or a span id not of 8")
+                    continue
+                parent = span.parent_span_id
+                records.append(
+                    SpanRecord(
+                        trace_id.hex(),
+                        span_id.hex(),
+                        parent.hex() if len(parent) == 8 else None,
+                        service,
+                        span.name,
+                        span.kind,
+                        span.start_time_unix_nano,
+                        span.end_time_unix_nano,
+                        span.status.code,
+                        span.status.message,
+                        attributes(span.attributes),
+                        [
+                            {
+                                "name": event.name,
+                                "time_ns": event.time_unix_nano,
+                                "attributes": attributes(event.attributes),
+                            }
+                            for event in span.events
+                        ],
+                    )
+                )
+    return decoded
+
+
+def decode_logs(body: bytes, content_type: str) -> Decoded:
+    request = parse(body, content_type, ExportLogsServiceRequest())
+    decoded = Decoded([])
+    for resource_logs in request.resource_logs:
+        service = _service(attributes(resource_logs.resource.attributes))
+        for scope_logs in resource_logs.scope_logs:
+            for log in scope_logs.log_records:
+                body_value = any_value(log.body) if log.HasField("body") else ""
+                decoded.records.append(
+                    LogRecord(
+                        log.time_unix_nano or log.observed_time_unix_nano,
+                        service,
+                        log.severity_number,
+                        log.severity_text,
+                        body_value
+                        if isinstance(body_value, str)
+                        else orjson.dumps(body_value).decode(),
+                        log.trace_id.hex() if len(log.trace_id) == 16 else None,
+                        log.span_id.hex() if len(log.span_id) == 8 else None,
+                        attributes(log.attributes),
+                    )
+                )
+    return decoded
+
+
+def decode_metrics(body: bytes, content_type: str) -> Decoded:
+    request = parse(body, content_type, ExportMetricsServiceRequest())
+    decoded = Decoded([])
+    points = decoded.records
+    for resource_metrics in request.resource_metrics:
+        resource = attributes(resource_metrics.resource.attributes)
+        service = _service(resource)
+        resource_key = orjson.dumps(resource, option=orjson.OPT_SORT_KEYS).decode()
+        for scope_metrics in resource_metrics.scope_metrics:
+            scope = scope_metrics.scope.name
+            for metric in scope_metrics.metrics:
+                kind = metric.WhichOneof("data")
+                if kind not in ("gauge", "sum", "histogram", "exponential_histogram"):
+                    data = getattr(metric, kind) if kind else None
+                    decoded.reject(
+                        f"metric {metric.name!r}: {kind or 'empty'} points are not stored",
+                        len(data.data_points) if data is not None else 1,
+                    )
+                    continue
+                data = getattr(metric, kind)
+                temporality = getattr(data, "aggregation_temporality", 0)
+                monotonic = bool(getattr(data, "is_monotonic", False))
+                for point in data.data_points:
+                    point_attributes = attributes(point.attributes)
+                    stream = orjson.dumps(
+                        [resource_key, scope, metric.name, point_attributes],
+                        option=orjson.OPT_SORT_KEYS,
+                    ).decode()
+                    record = MetricPoint(
+                        service,
+                        stream,
+                        metric.name,
+                        metric.unit,
+                        kind,
+                        temporality,
+                        monotonic,
+                        point_attributes,
+                        point.start_time_unix_nano,
+                        point.time_unix_nano,
+                    )
+                    _fill_point(record, kind, point)
+                    points.append(record)
+    return decoded
+
+
+def _fill_point(record: MetricPoint, kind: str, point: Any) -> None:
+    if kind in ("gauge", "sum"):
+        which = point.WhichOneof("value")
+        record.value = float(point.as_int if which == "as_int" else point.as_double)
+        record.count = 1
+        return
+    record.count = point.count
+    record.sum = point.sum if point.HasField("sum") else 0.0
+    record.min = point.min if point.HasField("min") else None
+    record.max = point.max if point.HasField("max") else None
+    if kind == "histogram":
+        record.bounds = tuple(point.explicit_bounds)
+        record.bucket_counts = list(point.bucket_counts)
+        if len(record.bucket_counts) != len(record.bounds) + 1:
+            # The spec allows no buckets at all (count and sum only); anything else is invalid.
+            record.bucket_counts = [0] * len(record.bounds) + [point.count]
+    else:
+        record.scale = point.scale
+        record.zero_count = point.zero_count
+        record.offset = point.positive.offset
+        record.bucket_counts = list(point.positive.bucket_counts)

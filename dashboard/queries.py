@@ -1,0 +1,862 @@
+"""The reads behind ``/api/``: each function returns one JSON document of the API contract.
+
+Rates and percentiles come from rollups (minute rollups for ranges up to 6 h, hour rollups
+beyond), so their cost depends on the number of series and time buckets in the range, not on
+the number of spans. Raw spans serve drill-down only: examples, traces, waterfalls, N+1.
+Durations are milliseconds; times are ISO 8601 UTC; a percentile with no data is ``None``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+import sqlalchemy as sa
+
+from dashboard.errors import TraceNotFoundError
+from dashboard.histograms import (
+    STORE_SCALE,
+    ExpHistogram,
+    ExplicitHistogram,
+    quantiles,
+    unpack_counts,
+)
+from dashboard.otlp import SPAN_KIND_CLIENT, SPAN_KIND_SERVER, STATUS_ERROR
+from dashboard.rollups import HOUR, MINUTE
+from dashboard.schema import (
+    backup_runs,
+    examples,
+    logs,
+    n_plus_one,
+    rollup,
+    series,
+    services_seen,
+    spans,
+)
+from dashboard.store import N_PLUS_ONE_THRESHOLD, TelemetryStore
+from instrumentation import conventions as names
+
+MINUTE_ROLLUPS_UP_TO_S = 6 * 3600
+PERCENTILES = (0.5, 0.95, 0.99)
+SPAN_KINDS = {
+    0: "UNSPECIFIED",
+    1: "INTERNAL",
+    2: "SERVER",
+    3: "CLIENT",
+    4: "PRODUCER",
+    5: "CONSUMER",
+}
+SEVERITIES = {
+    "TRACE": 1,
+    "DEBUG": 5,
+    "INFO": 9,
+    "WARN": 13,
+    "WARNING": 13,
+    "ERROR": 17,
+    "CRITICAL": 21,
+    "FATAL": 21,
+}
+EXAMPLES_LIMIT = 20
+N_PLUS_ONE_LIMIT = 50
+_CHUNK = 500
+
+
+@dataclass(frozen=True)
+class TimeRange:
+    """A validated ``since``/``until`` pair (aware datetimes) and the optional service."""
+
+    since: datetime
+    until: datetime
+    service: str | None = None
+
+    @property
+    def seconds(self) -> float:
+        return max((self.until - self.since).total_seconds(), 1.0)
+
+    @property
+    def resolution(self) -> int:
+        return MINUTE if self.seconds <= MINUTE_ROLLUPS_UP_TO_S else HOUR
+
+    @property
+    def first_bucket(self) -> int:
+        start = int(self.since.timestamp())
+        return start // self.resolution * self.resolution
+
+    @property
+    def last_bucket(self) -> int:
+        return int(self.until.timestamp())
+
+    @property
+    def since_ns(self) -> int:
+        return int(self.since.timestamp() * 1e9)
+
+    @property
+    def until_ns(self) -> int:
+        return int(self.until.timestamp() * 1e9)
+
+
+def iso(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="milliseconds")
+
+
+def iso_ns(nanoseconds: int) -> str:
+    return iso(nanoseconds / 1e9)
+
+
+@dataclass(frozen=True, slots=True)
+class Series:
+    id: int
+    service: str
+    name: str
+    span_kind: int | None
+    attributes: dict[str, Any]
+    histogram: str | None
+    bounds: tuple[float, ...]
+    to_ms: float
+
+
+def _series(
+    conn: sa.Connection,
+    source: str,
+    metric_names: Sequence[str] | None,
+    service: str | None,
+    span_kinds: Sequence[int] | None = None,
+) -> list[Series]:
+    query = sa.select(series).where(series.c.source == source)
+    if metric_names is not None:
+        query = query.where(series.c.name.in_(metric_names))
+    if service is not None:
+        query = query.where(series.c.service == service)
+    if span_kinds is not None:
+        query = query.where(series.c.span_kind.in_(span_kinds))
+    result = []
+    for row in conn.execute(query):
+        unit = row.unit or "s"
+        result.append(
+            Series(
+                row.id,
+                row.service,
+                row.name,
+                row.span_kind,
+                orjson.loads(row.attributes),
+                row.histogram,
+                tuple(orjson.loads(row.bounds)) if row.bounds else (),
+                1.0 if unit == "ms" else 1000.0,
+            )
+        )
+    return result
+
+
+@dataclass(slots=True)
+class Row:
+    series: Series
+    t: int
+    count: int
+    sum: float
+    min: float | None
+    max: float | None
+    errors: int
+    zero_count: int
+    offset: int
+    counts: list[int]
+    last_value: float | None
+    last_time: int | None
+
+
+def _rows(conn: sa.Connection, found: Sequence[Series], window: TimeRange) -> list[Row]:
+    by_id = {s.id: s for s in found}
+    ids = sorted(by_id)
+    result: list[Row] = []
+    for start in range(0, len(ids), _CHUNK):
+        query = sa.select(rollup).where(
+            rollup.c.series_id.in_(ids[start : start + _CHUNK]),
+            rollup.c.resolution == window.resolution,
+            rollup.c.start_s >= window.first_bucket,
+            rollup.c.start_s <= window.last_bucket,
+        )
+        for r in conn.execute(query):
+            if not r.count:
+                continue
+            result.append(
+                Row(
+                    by_id[r.series_id],
+                    r.start_s,
+                    r.count,
+                    r.sum,
+                    r.min,
+                    r.max,
+                    r.errors,
+                    r.zero_count,
+                    r.bucket_offset,
+                    unpack_counts(r.buckets),
+                    r.last_value,
+                    r.last_time,
+                )
+            )
+    return result
+
+
+@dataclass(slots=True)
+class Acc:
+    """Adds up rollup rows of one quantity; quantiles in milliseconds."""
+
+    count: int = 0
+    errors: int = 0
+    sum: float = 0.0
+    last_value: float | None = None
+    last_time: int = -1
+    to_ms: float = 1000.0
+    _exp: list[Row] = field(default_factory=list)
+    _explicit: list[Row] = field(default_factory=list)
+
+    def add(self, row: Row) -> None:
+        self.count += row.count
+        self.errors += row.errors
+        self.sum += row.sum
+        self.to_ms = row.series.to_ms
+        if row.last_time is not None and row.last_time > self.last_time:
+            self.last_value, self.last_time = row.last_value, row.last_time
+        if row.series.histogram == "explicit":
+            self._explicit.append(row)
+        elif row.series.histogram == "exponential":
+            self._exp.append(row)
+
+    def percentiles(self, qs: Sequence[float] = PERCENTILES) -> list[float | None]:
+        parts: list[ExpHistogram | ExplicitHistogram] = []
+        if self._exp:
+            parts.append(_merge_exponential(self._exp))
+        for row in self._explicit:
+            parts.append(
+                ExplicitHistogram(
+                    row.series.bounds, row.counts, row.count, row.sum, row.min, row.max
+                )
+            )
+        return [None if v is None else v * self.to_ms for v in quantiles(parts, qs)]
+
+    def stats(self, seconds: float) -> dict[str, Any]:
+        p50, p95, p99 = self.percentiles()
+        return {
+            "count": self.count,
+            "rate_per_s": self.count / seconds,
+            "errors": self.errors,
+            "error_rate": self.errors / self.count if self.count else None,
+            "p50_ms": p50,
+            "p95_ms": p95,
+            "p99_ms": p99,
+        }
+
+
+def _merge_exponential(rows: Sequence[Row]) -> ExpHistogram:
+    """One histogram from many rows: one dense array sized once, each row added in place."""
+    with_buckets = [r for r in rows if r.counts]
+    low = min((r.min for r in rows if r.min is not None), default=None)
+    high = max((r.max for r in rows if r.max is not None), default=None)
+    histogram = ExpHistogram(scale=STORE_SCALE, min=low, max=high)
+    histogram.zero_count = sum(r.zero_count for r in rows)
+    histogram.count = sum(r.count for r in rows)
+    if not with_buckets:
+        return histogram
+    start = min(r.offset for r in with_buckets)
+    end = max(r.offset + len(r.counts) for r in with_buckets)
+    merged = [0] * (end - start)
+    for r in with_buckets:
+        base = r.offset - start
+        for position, n in enumerate(r.counts, base):
+            merged[position] += n
+    histogram.offset, histogram.counts = start, merged
+    return histogram
+
+
+def _grouped(rows: Iterable[Row], key: Any) -> dict[Any, Acc]:
+    groups: dict[Any, Acc] = defaultdict(Acc)
+    for row in rows:
+        groups[key(row)].add(row)
+    return groups
+
+
+def _duration_rows(
+    conn: sa.Connection, window: TimeRange, metric: str, span_kinds: Sequence[int]
+) -> tuple[list[Row], list[Row]]:
+    """Rows of ``metric``, and span rollup rows of ``span_kinds`` for services without it."""
+    metric_series = _series(conn, "metric", [metric], window.service)
+    with_metric = {s.service for s in metric_series}
+    span_series = [
+        s
+        for s in _series(conn, "span", None, window.service, span_kinds)
+        if s.service not in with_metric
+    ]
+    return _rows(conn, metric_series, window), _rows(conn, span_series, window)
+
+
+# -- panels -----------------------------------------------------------------------------------
+
+
+def services(store: TelemetryStore) -> dict[str, Any]:
+    found: dict[str, dict[str, Any]] = {}
+    with store.engine.connect() as conn:
+        for service, source, last_seen in conn.execute(
+            sa.select(services_seen).order_by(services_seen.c.service, services_seen.c.source)
+        ):
+            entry = found.setdefault(service, {"name": service, "last_seen": 0, "sources": []})
+            entry["sources"].append(source)
+            entry["last_seen"] = max(entry["last_seen"], last_seen)
+    for entry in found.values():
+        entry["last_seen"] = iso_ns(entry["last_seen"])
+    return {"services": list(found.values())}
+
+
+def summary(store: TelemetryStore, window: TimeRange) -> dict[str, Any]:
+    with store.engine.connect() as conn:
+        metric_rows, span_rows = _duration_rows(
+            conn, window, names.HTTP_SERVER_REQUEST_DURATION, [SPAN_KIND_SERVER]
+        )
+    result = []
+    points = []
+    for source, rows in (("metrics", metric_rows), ("spans", span_rows)):
+        for service, acc in sorted(_grouped(rows, lambda r: r.series.service).items()):
+            result.append({"service": service, "source": source, **acc.stats(window.seconds)})
+        for (t, service), acc in _grouped(rows, lambda r: (r.t, r.series.service)).items():
+            stats = acc.stats(window.resolution)
+            points.append(
+                {
+                    "t": iso(t),
+                    "service": service,
+                    "rate_per_s": stats["rate_per_s"],
+                    "error_rate": stats["error_rate"],
+                    "p50_ms": stats["p50_ms"],
+                    "p95_ms": stats["p95_ms"],
+                    "p99_ms": stats["p99_ms"],
+                }
+            )
+    points.sort(key=lambda p: (p["t"], p["service"]))
+    return {
+        "since": window.since.isoformat(),
+        "until": window.until.isoformat(),
+        "services": result,
+        "series": points,
+    }
+
+
+def _operation_name(attributes: dict[str, Any]) -> str:
+    method = attributes.get(names.HTTP_REQUEST_METHOD) or "HTTP"
+    route = attributes.get(names.HTTP_ROUTE)
+    return f"{method} {route}" if route else str(method)
+
+
+def operations(store: TelemetryStore, window: TimeRange) -> dict[str, Any]:
+    with store.engine.connect() as conn:
+        metric_rows, span_rows = _duration_rows(
+            conn, window, names.HTTP_SERVER_REQUEST_DURATION, [1, 2, 5]
+        )
+    result = []
+    for (service, operation), acc in _grouped(
+        metric_rows, lambda r: (r.series.service, _operation_name(r.series.attributes))
+    ).items():
+        result.append(
+            {
+                "service": service,
+                "operation": operation,
+                "kind": "SERVER",
+                "source": "metrics",
+                **acc.stats(window.seconds),
+            }
+        )
+    for (service, name, kind), acc in _grouped(
+        span_rows, lambda r: (r.series.service, r.series.name, r.series.span_kind)
+    ).items():
+        result.append(
+            {
+                "service": service,
+                "operation": name,
+                "kind": SPAN_KINDS.get(kind or 0, "UNSPECIFIED"),
+                "source": "spans",
+                **acc.stats(window.seconds),
+            }
+        )
+    result.sort(key=lambda o: (-o["count"], o["service"], o["operation"]))
+    return {"operations": result}
+
+
+def queries(store: TelemetryStore, window: TimeRange, summary: str | None = None) -> dict[str, Any]:
+    with store.engine.connect() as conn:
+        metric_rows, span_rows = _duration_rows(
+            conn, window, names.DB_CLIENT_OPERATION_DURATION, [SPAN_KIND_CLIENT]
+        )
+
+        def summary_of(row: Row) -> str:
+            if row.series.span_kind is not None:
+                return row.series.name
+            attrs = row.series.attributes
+            return str(attrs.get(names.DB_QUERY_SUMMARY) or attrs.get(names.DB_SYSTEM_NAME) or "")
+
+        rows = metric_rows + span_rows
+        if summary is not None:
+            rows = [r for r in rows if summary_of(r) == summary]
+        result = []
+        for (service, text), acc in _grouped(
+            rows, lambda r: (r.series.service, summary_of(r))
+        ).items():
+            stats = acc.stats(window.seconds)
+            del stats["error_rate"]
+            result.append({"service": service, "summary": text, **stats})
+        result.sort(key=lambda q: (-(q["p95_ms"] or 0.0), q["service"], q["summary"]))
+        points = []
+        if summary is not None:
+            for t, acc in sorted(_grouped(rows, lambda r: r.t).items()):
+                p50, p95, p99 = acc.percentiles()
+                points.append(
+                    {
+                        "t": iso(t),
+                        "summary": summary,
+                        "count": acc.count,
+                        "p50_ms": p50,
+                        "p95_ms": p95,
+                        "p99_ms": p99,
+                    }
+                )
+        return {
+            "queries": result,
+            "series": points,
+            "examples": _examples(conn, window, summary),
+            "n_plus_one": _n_plus_one(conn, window),
+        }
+
+
+def _examples(conn: sa.Connection, window: TimeRange, summary: str | None) -> list[dict[str, Any]]:
+    query = (
+        sa.select(examples)
+        .where(
+            examples.c.start_s >= window.since_ns // 60_000_000_000 * 60,
+            examples.c.start_s <= window.last_bucket,
+            examples.c.start_ns >= window.since_ns,
+            examples.c.start_ns <= window.until_ns,
+        )
+        .order_by(examples.c.duration_ms.desc())
+        .limit(EXAMPLES_LIMIT)
+    )
+    if summary is not None:
+        query = query.where(examples.c.summary == summary)
+    if window.service is not None:
+        query = query.where(examples.c.service == window.service)
+    return [
+        {
+            "summary": r.summary,
+            "query_text": r.query_text,
+            "duration_ms": r.duration_ms,
+            "trace_id": r.trace_id,
+            "span_id": r.span_id,
+            "start": iso_ns(r.start_ns),
+            "service": r.service,
+        }
+        for r in conn.execute(query)
+    ]
+
+
+def _n_plus_one_row(r: Any) -> dict[str, Any]:
+    return {
+        "trace_id": r.trace_id,
+        "session_span_id": r.session_span_id,
+        "query_text": r.query_text,
+        "count": r.count,
+        "service": r.service,
+        "start": iso_ns(r.start_ns),
+    }
+
+
+def _n_plus_one(conn: sa.Connection, window: TimeRange) -> list[dict[str, Any]]:
+    query = (
+        sa.select(n_plus_one)
+        .where(n_plus_one.c.start_ns >= window.since_ns, n_plus_one.c.start_ns <= window.until_ns)
+        .order_by(n_plus_one.c.start_ns.desc())
+        .limit(N_PLUS_ONE_LIMIT)
+    )
+    if window.service is not None:
+        query = query.where(n_plus_one.c.service == window.service)
+    return [_n_plus_one_row(r) for r in conn.execute(query)]
+
+
+def pool(store: TelemetryStore, window: TimeRange) -> dict[str, Any]:
+    wanted = [
+        names.DB_CLIENT_CONNECTION_COUNT,
+        names.DB_CLIENT_CONNECTION_MAX,
+        names.DB_CLIENT_CONNECTION_WAIT_TIME,
+        names.DB_CLIENT_CONNECTION_TIMEOUTS,
+        names.VRP_DB_CONNECTION_LEAKS,
+    ]
+    with store.engine.connect() as conn:
+        rows = _rows(conn, _series(conn, "metric", wanted, window.service), window)
+
+    def field_of(row: Row) -> str:
+        name = row.series.name
+        if name == names.DB_CLIENT_CONNECTION_COUNT:
+            return str(row.series.attributes.get(names.DB_CLIENT_CONNECTION_STATE, "used"))
+        return {
+            names.DB_CLIENT_CONNECTION_MAX: "max",
+            names.DB_CLIENT_CONNECTION_WAIT_TIME: "wait",
+            names.DB_CLIENT_CONNECTION_TIMEOUTS: "timeouts",
+            names.VRP_DB_CONNECTION_LEAKS: "leaks",
+        }[name]
+
+    def pool_of(row: Row) -> tuple[str, str]:
+        attrs = row.series.attributes
+        return row.series.service, str(attrs.get(names.DB_CLIENT_CONNECTION_POOL_NAME, ""))
+
+    totals = _grouped(rows, lambda r: (*pool_of(r), field_of(r)))
+    by_time = _grouped(rows, lambda r: (r.t, *pool_of(r), field_of(r)))
+    pools = sorted({(s, p) for s, p, _ in totals})
+
+    def gauge(acc: Acc | None) -> float | None:
+        return None if acc is None else acc.last_value
+
+    result = []
+    for service, name in pools:
+        wait = totals.get((service, name, "wait"))
+        timeouts = totals.get((service, name, "timeouts"))
+        leaks = totals.get((service, name, "leaks"))
+        result.append(
+            {
+                "service": service,
+                "pool": name,
+                "used": gauge(totals.get((service, name, "used"))),
+                "idle": gauge(totals.get((service, name, "idle"))),
+                "max": gauge(totals.get((service, name, "max"))),
+                "wait_p95_ms": wait.percentiles((0.95,))[0] if wait else None,
+                "timeouts": int(timeouts.sum) if timeouts else 0,
+                "leaks": int(leaks.sum) if leaks else 0,
+            }
+        )
+    points = []
+    for t, service, name in sorted({(t, s, p) for t, s, p, _ in by_time}):
+        wait = by_time.get((t, service, name, "wait"))
+        points.append(
+            {
+                "t": iso(t),
+                "service": service,
+                "pool": name,
+                "used": gauge(by_time.get((t, service, name, "used"))),
+                "idle": gauge(by_time.get((t, service, name, "idle"))),
+                "max": gauge(by_time.get((t, service, name, "max"))),
+                "wait_p95_ms": wait.percentiles((0.95,))[0] if wait else None,
+            }
+        )
+    return {"pools": result, "series": points}
+
+
+def transactions(store: TelemetryStore, window: TimeRange) -> dict[str, Any]:
+    with store.engine.connect() as conn:
+        span_series = [
+            s
+            for s in _series(conn, "span", [names.DB_TRANSACTION_SPAN], window.service)
+            if s.attributes.get(names.VRP_DB_TRANSACTION_OUTCOME) is not None
+        ]
+        outcome_rows = _rows(conn, span_series, window)
+        retry_rows = _rows(
+            conn,
+            _series(conn, "metric", [names.VRP_DB_TRANSACTION_RETRIES], window.service),
+            window,
+        )
+
+    def outcome(row: Row) -> str:
+        return str(row.series.attributes[names.VRP_DB_TRANSACTION_OUTCOME])
+
+    outcomes = [
+        {"service": service, "outcome": name, "count": acc.count}
+        for (service, name), acc in sorted(
+            _grouped(outcome_rows, lambda r: (r.series.service, outcome(r))).items()
+        )
+    ]
+    retries = [
+        {"service": service, "error_type": error_type, "count": int(acc.sum)}
+        for (service, error_type), acc in sorted(
+            _grouped(
+                retry_rows,
+                lambda r: (r.series.service, str(r.series.attributes.get(names.ERROR_TYPE, ""))),
+            ).items()
+        )
+    ]
+    points = [
+        {"t": iso(t), "outcome": name, "count": acc.count}
+        for (t, name), acc in sorted(_grouped(outcome_rows, lambda r: (r.t, outcome(r))).items())
+    ]
+    return {"outcomes": outcomes, "retries": retries, "series": points}
+
+
+def _like_pattern(text: str) -> str:
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+def log_records(
+    store: TelemetryStore,
+    window: TimeRange,
+    *,
+    level: str | None = None,
+    trace_id: str | None = None,
+    text: str | None = None,
+    limit: int = 200,
+) -> dict[str, Any]:
+    query = (
+        sa.select(logs)
+        .where(logs.c.time_ns >= window.since_ns, logs.c.time_ns <= window.until_ns)
+        .order_by(logs.c.time_ns.desc(), logs.c.id.desc())
+        .limit(limit)
+    )
+    if window.service is not None:
+        query = query.where(logs.c.service == window.service)
+    if level is not None:
+        query = query.where(logs.c.severity_number >= SEVERITIES[level.upper()])
+    if trace_id is not None:
+        query = query.where(logs.c.trace_id == trace_id)
+    if text:
+        query = query.where(logs.c.body.like(_like_pattern(text), escape="\\"))
+    with store.engine.connect() as conn:
+        return {
+            "logs": [
+                {
+                    "time": iso_ns(r.time_ns),
+                    "service": r.service,
+                    "level": r.severity_text,
+                    "message": r.body,
+                    "trace_id": r.trace_id,
+                    "span_id": r.span_id,
+                    "attributes": orjson.loads(r.attributes),
+                }
+                for r in conn.execute(query)
+            ]
+        }
+
+
+def traces(
+    store: TelemetryStore,
+    window: TimeRange,
+    *,
+    operation: str | None = None,
+    min_duration_ms: float | None = None,
+    status: str | None = None,
+    limit: int = 50,
+) -> dict[str, Any]:
+    roots = spans.alias("roots")
+    errored = sa.exists().where(
+        spans.c.trace_id == roots.c.trace_id, spans.c.status_code == STATUS_ERROR
+    )
+    query = (
+        sa.select(roots)
+        .where(
+            roots.c.is_root.is_(True),
+            roots.c.start_ns >= window.since_ns,
+            roots.c.start_ns <= window.until_ns,
+        )
+        .order_by(roots.c.duration_ms.desc())
+        .limit(limit)
+    )
+    if window.service is not None:
+        query = query.where(roots.c.service == window.service)
+    if operation is not None:
+        query = query.where(roots.c.name == operation)
+    if min_duration_ms is not None:
+        query = query.where(roots.c.duration_ms >= min_duration_ms)
+    if status == "error":
+        query = query.where(errored)
+    elif status == "ok":
+        query = query.where(~errored)
+    with store.engine.connect() as conn:
+        found = conn.execute(query).all()
+        ids = [r.trace_id for r in found]
+        counts: dict[str, tuple[int, int]] = {}
+        flagged: set[str] = set()
+        if ids:
+            stats = (
+                sa.select(
+                    spans.c.trace_id,
+                    sa.func.count(),
+                    sa.func.sum(sa.case((spans.c.status_code == STATUS_ERROR, 1), else_=0)),
+                )
+                .where(spans.c.trace_id.in_(ids))
+                .group_by(spans.c.trace_id)
+            )
+            counts = {trace: (n, errors or 0) for trace, n, errors in conn.execute(stats)}
+            flagged = set(
+                conn.execute(
+                    sa.select(n_plus_one.c.trace_id).where(n_plus_one.c.trace_id.in_(ids))
+                ).scalars()
+            )
+    return {
+        "traces": [
+            {
+                "trace_id": r.trace_id,
+                "service": r.service,
+                "root_name": r.name,
+                "start": iso_ns(r.start_ns),
+                "duration_ms": r.duration_ms,
+                "span_count": counts.get(r.trace_id, (1, 0))[0],
+                "error": counts.get(r.trace_id, (1, 0))[1] > 0,
+                "n_plus_one": r.trace_id in flagged,
+            }
+            for r in found
+        ]
+    }
+
+
+def trace(store: TelemetryStore, trace_id: str) -> dict[str, Any]:
+    """The span tree of one trace; raises :class:`TraceNotFoundError` if none of it is stored."""
+    with store.engine.connect() as conn:
+        rows = conn.execute(sa.select(spans).where(spans.c.trace_id == trace_id)).all()
+    if not rows:
+        raise TraceNotFoundError(
+            f"no span of trace {trace_id} is in the store (never received, or pruned by retention)"
+        )
+    present = {r.span_id for r in rows}
+    children: dict[str | None, list[Any]] = defaultdict(list)
+    for r in rows:
+        parent = r.parent_span_id if r.parent_span_id in present else None
+        children[parent].append(r)
+    for members in children.values():
+        members.sort(key=lambda r: (r.start_ns, r.span_id))
+    origin = min(r.start_ns for r in rows)
+    ordered: list[dict[str, Any]] = []
+    statement_texts: dict[str, str] = {}
+    stack = [(r, 0) for r in reversed(children[None])]
+    while stack:
+        r, depth = stack.pop()
+        attributes = orjson.loads(r.attributes)
+        if r.kind == SPAN_KIND_CLIENT and isinstance(attributes.get(names.DB_QUERY_TEXT), str):
+            statement_texts[r.span_id] = attributes[names.DB_QUERY_TEXT]
+        ordered.append(
+            {
+                "span_id": r.span_id,
+                "parent_span_id": r.parent_span_id,
+                "service": r.service,
+                "name": r.name,
+                "kind": SPAN_KINDS.get(r.kind, "UNSPECIFIED"),
+                "start": iso_ns(r.start_ns),
+                "offset_ms": (r.start_ns - origin) / 1e6,
+                "duration_ms": r.duration_ms,
+                "status": "error" if r.status_code == STATUS_ERROR else "ok",
+                "attributes": attributes,
+                "events": [
+                    {
+                        "name": event.get("name", ""),
+                        "time": iso_ns(event.get("time_ns", 0)),
+                        "attributes": event.get("attributes", {}),
+                    }
+                    for event in orjson.loads(r.events)
+                ],
+                "depth": depth,
+            }
+        )
+        stack.extend((child, depth + 1) for child in reversed(children.get(r.span_id, [])))
+    return {
+        "trace_id": trace_id,
+        "spans": ordered,
+        "n_plus_one": _trace_n_plus_one(rows, children, statement_texts),
+    }
+
+
+def _trace_n_plus_one(
+    rows: Sequence[Any], children: dict[str | None, list[Any]], texts: dict[str, str]
+) -> list[dict[str, Any]]:
+    found = []
+    for session in rows:
+        if session.name != names.DB_SESSION_SPAN:
+            continue
+        counts: dict[str, int] = defaultdict(int)
+        stack = list(children.get(session.span_id, ()))
+        while stack:
+            span = stack.pop()
+            if span.span_id in texts:
+                counts[texts[span.span_id]] += 1
+            stack.extend(children.get(span.span_id, ()))
+        for text, count in counts.items():
+            if count >= N_PLUS_ONE_THRESHOLD:
+                found.append(
+                    {
+                        "trace_id": session.trace_id,
+                        "session_span_id": session.span_id,
+                        "query_text": text,
+                        "count": count,
+                        "service": session.service,
+                        "start": iso_ns(session.start_ns),
+                    }
+                )
+    return found
+
+
+def backups(
+    store: TelemetryStore, window: TimeRange, expected_interval_s: float, now: datetime
+) -> dict[str, Any]:
+    with store.engine.connect() as conn:
+        query = (
+            sa.select(backup_runs)
+            .where(
+                backup_runs.c.start_ns >= window.since_ns, backup_runs.c.start_ns <= window.until_ns
+            )
+            .order_by(backup_runs.c.start_ns.desc())
+            .limit(1000)
+        )
+        if window.service is not None:
+            query = query.where(backup_runs.c.service == window.service)
+        runs = conn.execute(query).all()
+        gauge_ids = [
+            s.id for s in _series(conn, "metric", [names.VRP_BACKUP_LAST_SUCCESS], window.service)
+        ]
+        last_gauge = None
+        if gauge_ids:
+            last_gauge = conn.execute(
+                sa.select(rollup.c.last_value)
+                .where(
+                    rollup.c.series_id.in_(gauge_ids),
+                    rollup.c.resolution == MINUTE,
+                    rollup.c.last_value.is_not(None),
+                )
+                .order_by(rollup.c.last_time.desc())
+                .limit(1)
+            ).scalar()
+        newest_success = conn.execute(
+            sa.select(backup_runs.c.start_ns, backup_runs.c.duration_ms)
+            .where(backup_runs.c.status == names.BACKUP_STATUS_SUCCESS)
+            .order_by(backup_runs.c.start_ns.desc())
+            .limit(1)
+        ).first()
+        any_run = conn.execute(sa.select(backup_runs.c.span_id).limit(1)).first() is not None
+    last_success: float | None = None
+    if last_gauge is not None and math.isfinite(last_gauge) and last_gauge > 0:
+        last_success = float(last_gauge)
+    elif newest_success is not None:
+        last_success = newest_success.start_ns / 1e9 + newest_success.duration_ms / 1e3
+    has_telemetry = any_run or bool(gauge_ids)
+    age = None if last_success is None else max(now.timestamp() - last_success, 0.0)
+    if age is None:
+        state = "none" if not has_telemetry else "overdue"
+    elif age < expected_interval_s:
+        state = "ok"
+    elif age < 2 * expected_interval_s:
+        state = "late"
+    else:
+        state = "overdue"
+    return {
+        "runs": [
+            {
+                "backup_id": r.backup_id,
+                "trigger": r.trigger,
+                "status": r.status,
+                "start": iso_ns(r.start_ns),
+                "duration_ms": r.duration_ms,
+                "bytes": r.bytes,
+                "stored_bytes": r.stored_bytes,
+                "files": r.files,
+                "verified": r.verified,
+                "trace_id": r.trace_id,
+            }
+            for r in runs
+        ],
+        "last_success": None if last_success is None else iso(last_success),
+        "last_success_age_s": age,
+        "expected_interval_s": expected_interval_s,
+        "state": state,
+        "has_telemetry": has_telemetry,
+    }

@@ -1,0 +1,178 @@
+"""The OTLP/HTTP receiver: ``POST /v1/traces``, ``/v1/metrics`` and ``/v1/logs``.
+
+As the OTLP specification (``docs/specification.md``, "OTLP/HTTP") defines it: bodies are
+``application/x-protobuf`` or ``application/json`` (the OTLP JSON mapping), optionally
+``Content-Encoding: gzip``; success is 200 with the matching ``Export*ServiceResponse``, whose
+``partial_success`` counts the items that were refused; failures carry a ``google.rpc.Status``
+encoded like the request. 400 for an undecodable body, 413 when the body (after decompression,
+checked while inflating so a gzip bomb is never inflated whole) exceeds the limit, 415 for
+another content type or encoding, 401 when a token is configured and the bearer token is missing
+or wrong, 503 (retryable, with ``Retry-After``) when the store cannot be written.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import zlib
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+import sqlalchemy as sa
+from flask import Blueprint, Response, request
+from google.protobuf import json_format
+from google.protobuf.message import Message
+from google.rpc import status_pb2
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceResponse
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+    ExportMetricsServiceResponse,
+)
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
+
+from dashboard import otlp
+from dashboard.errors import (
+    PayloadDecodeError,
+    PayloadTooLargeError,
+    UnsupportedContentTypeError,
+)
+from dashboard.settings import DashboardSettings
+from dashboard.store import TelemetryStore
+
+logger = logging.getLogger(__name__)
+_READ_CHUNK = 64 * 1024
+
+# (decoder, store writer name, response class, partial-success field)
+_SIGNALS: dict[str, tuple[Callable[[bytes, str], otlp.Decoded], str, type[Message], str]] = {
+    "traces": (otlp.decode_traces, "write_spans", ExportTraceServiceResponse, "rejected_spans"),
+    "metrics": (
+        otlp.decode_metrics,
+        "write_metrics",
+        ExportMetricsServiceResponse,
+        "rejected_data_points",
+    ),
+    "logs": (otlp.decode_logs, "write_logs", ExportLogsServiceResponse, "rejected_log_records"),
+}
+
+
+def inflate(data: bytes, limit: int) -> bytes:
+    """Gunzip ``data``, refusing as soon as the output would exceed ``limit`` bytes."""
+    out = bytearray()
+    remaining = data
+    while remaining:
+        inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+        pending = remaining
+        try:
+            while pending:
+                # max_length caps what one call may produce: the bomb is never inflated whole.
+                chunk = inflater.decompress(pending, limit + 1 - len(out))
+                out += chunk
+                if len(out) > limit:
+                    raise PayloadTooLargeError(limit)
+                pending = inflater.unconsumed_tail
+            if not inflater.eof:
+                raise PayloadDecodeError("gzip body is truncated")
+        except zlib.error as exc:
+            raise PayloadDecodeError(f"body is not valid gzip ({exc})") from None
+        # A gzip file may hold several members one after another.
+        remaining = inflater.unused_data
+    return bytes(out)
+
+
+def _read_body(max_bytes: int) -> bytes:
+    encoding = (request.headers.get("Content-Encoding") or "identity").strip().lower()
+    if encoding not in ("gzip", "identity"):
+        raise UnsupportedContentTypeError(
+            f"Content-Encoding {encoding!r} is not supported; send gzip or no encoding"
+        )
+    length = request.content_length
+    if length is not None and length > max_bytes:
+        raise PayloadTooLargeError(max_bytes)
+    raw = bytearray()
+    stream = request.stream
+    while True:
+        chunk = stream.read(min(_READ_CHUNK, max_bytes + 1 - len(raw)))
+        if not chunk:
+            break
+        raw += chunk
+        if len(raw) > max_bytes:
+            raise PayloadTooLargeError(max_bytes)
+    if encoding == "gzip":
+        return inflate(bytes(raw), max_bytes)
+    return bytes(raw)
+
+
+def _content_type() -> str:
+    mimetype = request.mimetype
+    if mimetype not in (otlp.PROTOBUF, otlp.JSON):
+        raise UnsupportedContentTypeError(
+            f"Content-Type {request.content_type or '(none)'!r} is not supported; "
+            f"send {otlp.PROTOBUF} or {otlp.JSON}"
+        )
+    return mimetype
+
+
+def _encode(message: Message, content_type: str) -> bytes:
+    if content_type == otlp.JSON:
+        return orjson.dumps(json_format.MessageToDict(message))
+    return message.SerializeToString()
+
+
+def _status(code: int, message: str, content_type: str, http_status: int) -> Response:
+    body = _encode(status_pb2.Status(code=code, message=message), content_type)
+    response = Response(body, status=http_status, content_type=content_type)
+    if http_status == 503:
+        response.headers["Retry-After"] = "5"
+    return response
+
+
+def create_receiver_blueprint(settings: DashboardSettings, store: TelemetryStore) -> Blueprint:
+    """The ``/v1/*`` endpoints writing into ``store``."""
+    blueprint = Blueprint("otlp_receiver", __name__)
+    token = settings.token
+
+    def handle(signal: str) -> Response:
+        reply_type = request.mimetype if request.mimetype == otlp.JSON else otlp.PROTOBUF
+        if token is not None:
+            header = request.headers.get("Authorization", "")
+            scheme, _, given = header.partition(" ")
+            if scheme.lower() != "bearer" or not hmac.compare_digest(
+                given.strip().encode(), token.encode()
+            ):
+                return _status(
+                    16,
+                    "missing or wrong bearer token: set the exporter's Authorization "
+                    "header to 'Bearer <VRP_DASHBOARD_TOKEN>'",
+                    reply_type,
+                    401,
+                )
+        decode, writer, response_type, rejected_field = _SIGNALS[signal]
+        try:
+            content_type = _content_type()
+            body = _read_body(settings.max_body_bytes)
+            decoded = decode(body, content_type)
+        except UnsupportedContentTypeError as exc:
+            return _status(3, str(exc), reply_type, 415)
+        except PayloadTooLargeError as exc:
+            return _status(8, str(exc), reply_type, 413)
+        except PayloadDecodeError as exc:
+            return _status(3, str(exc), reply_type, 400)
+        try:
+            getattr(store, writer)(decoded.records)
+        except sa.exc.SQLAlchemyError as exc:
+            logger.warning("telemetry store write failed for %s: %s", signal, type(exc).__name__)
+            return _status(14, "telemetry store unavailable; retry later", content_type, 503)
+        response: Any = response_type()
+        if decoded.rejected:
+            setattr(response.partial_success, rejected_field, decoded.rejected)
+            response.partial_success.error_message = decoded.error_message
+        return Response(_encode(response, content_type), status=200, content_type=content_type)
+
+    for signal in _SIGNALS:
+        blueprint.add_url_rule(
+            f"/v1/{signal}",
+            endpoint=signal,
+            view_func=lambda signal=signal: handle(signal),
+            methods=["POST"],
+        )
+    return blueprint

@@ -1,0 +1,624 @@
+"""Per-minute and per-hour rollups of spans and metric points, merged safely by many writers.
+
+A rollup row holds, for one series (a service's metric with one attribute set, or a service's
+spans of one kind and name) and one minute or hour: count, sum, min, max, errors, the last
+value (gauges, up-down counters) and a histogram. Duration histograms are kept as exponential
+histograms at :data:`~dashboard.histograms.STORE_SCALE` (dense bucket counts from an offset),
+explicit-bucket histograms as their bucket counts; merging either is adding counts.
+
+Concurrency: a writer first inserts the rollup rows it will touch (``ON CONFLICT DO NOTHING``,
+in key order), then reads them ``FOR UPDATE`` on PostgreSQL (SQLite transactions already hold
+the database's one write lock), merges in Python and writes them back. Two receivers therefore
+never lose or double an increment; lock order is the key order, and a deadlock is retried by
+the store.
+
+Cumulative streams are turned into per-interval deltas against the previous point of the same
+stream, kept in ``telemetry_stream_state`` under the same locking. A point with a new start
+time, or a smaller count or value, is a reset: it counts in full, never as a negative delta.
+The first point of a stream counts in full (everything since its start time).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import orjson
+import sqlalchemy as sa
+
+from dashboard.histograms import STORE_SCALE, ExpHistogram, map_to_index, pack_counts, unpack_counts
+from dashboard.otlp import STATUS_ERROR, TEMPORALITY_CUMULATIVE, MetricPoint, SpanRecord
+from dashboard.schema import insert_for, rollup, series, stream_state
+from instrumentation import conventions as names
+
+if TYPE_CHECKING:
+    from dashboard.store import TelemetryStore
+
+MINUTE = 60
+HOUR = 3600
+RESOLUTIONS = (MINUTE, HOUR)
+# Span attributes that split a span name's rollups (low-cardinality outcomes the panels count).
+SPAN_DIMENSIONS = (
+    names.VRP_DB_TRANSACTION_OUTCOME,
+    names.VRP_DB_SESSION_OUTCOME,
+    names.VRP_BACKUP_STATUS,
+)
+# The duration metrics are rolled up per operation only: the attributes that vary within one
+# operation (status code, error.type) are folded into the rollup's error count, which keeps the
+# number of rows a panel reads small. Other metrics keep their whole attribute set.
+METRIC_DIMENSIONS: dict[str, tuple[str, ...]] = {
+    names.HTTP_SERVER_REQUEST_DURATION: (names.HTTP_REQUEST_METHOD, names.HTTP_ROUTE),
+    names.DB_CLIENT_OPERATION_DURATION: (names.DB_SYSTEM_NAME, names.DB_QUERY_SUMMARY),
+}
+EXPONENTIAL = "exponential"
+EXPLICIT = "explicit"
+
+
+@dataclass(slots=True)
+class Agg:
+    """A mergeable rollup: counts and a dense histogram (``counts`` from bucket ``offset``)."""
+
+    count: int = 0
+    sum: float = 0.0
+    min: float | None = None
+    max: float | None = None
+    errors: int = 0
+    zero_count: int = 0
+    offset: int = 0
+    counts: list[int] = field(default_factory=list)
+    last_value: float | None = None
+    last_time: int | None = None
+
+    def merge(self, other: Agg) -> None:
+        self.count += other.count
+        self.sum += other.sum
+        self.errors += other.errors
+        self.zero_count += other.zero_count
+        if other.min is not None and (self.min is None or other.min < self.min):
+            self.min = other.min
+        if other.max is not None and (self.max is None or other.max > self.max):
+            self.max = other.max
+        if other.counts:
+            self.offset, self.counts = merge_dense(
+                self.offset, self.counts, other.offset, other.counts
+            )
+        if other.last_time is not None and (
+            self.last_time is None or other.last_time >= self.last_time
+        ):
+            self.last_value, self.last_time = other.last_value, other.last_time
+
+
+def merge_dense(
+    offset_a: int, counts_a: list[int], offset_b: int, counts_b: Sequence[int]
+) -> tuple[int, list[int]]:
+    """Add two dense bucket arrays that start at different offsets."""
+    if not counts_a:
+        return offset_b, list(counts_b)
+    if not counts_b:
+        return offset_a, counts_a
+    start = min(offset_a, offset_b)
+    end = max(offset_a + len(counts_a), offset_b + len(counts_b))
+    if start == offset_a and end == offset_a + len(counts_a):
+        merged = counts_a
+    else:
+        merged = [0] * (end - start)
+        for position, n in enumerate(counts_a, offset_a - start):
+            merged[position] = n
+    for position, n in enumerate(counts_b, offset_b - start):
+        merged[position] += n
+    return start, merged
+
+
+def series_key(*parts: Any) -> str:
+    return hashlib.sha256(orjson.dumps(parts, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class SeriesInfo:
+    id: int
+    histogram: str | None
+    bounds: tuple[float, ...]
+
+
+class SeriesCatalog:
+    """Ids of series, created on first sight and cached for the life of the process."""
+
+    def __init__(self, store: TelemetryStore) -> None:
+        self._store = store
+        self._by_span: dict[tuple[str, int, str, tuple[Any, ...]], int] = {}
+        self._by_point: dict[tuple[str, str, str, str, tuple[float, ...]], SeriesInfo] = {}
+
+    @staticmethod
+    def span_identity(record: SpanRecord) -> tuple[str, int, str, tuple[Any, ...]]:
+        attrs = record.attributes
+        dims = tuple(attrs.get(name) for name in SPAN_DIMENSIONS)
+        return (record.service, record.kind, record.name, dims)
+
+    @staticmethod
+    def point_identity(point: MetricPoint) -> tuple[str, str, str, str, tuple[float, ...]]:
+        histogram = {"histogram": EXPLICIT, "exponential_histogram": EXPONENTIAL}.get(
+            point.kind, ""
+        )
+        kept = METRIC_DIMENSIONS.get(point.name)
+        attributes = point.attributes
+        if kept is not None:
+            attributes = {k: attributes[k] for k in kept if k in attributes}
+        attrs = orjson.dumps(attributes, option=orjson.OPT_SORT_KEYS).decode()
+        return (point.service, point.name, attrs, histogram, point.bounds)
+
+    def span_series(self, record: SpanRecord) -> int:
+        return self._by_span[self.span_identity(record)]
+
+    def point_series(self, point: MetricPoint) -> SeriesInfo:
+        return self._by_point[self.point_identity(point)]
+
+    def resolve_spans(self, records: Iterable[SpanRecord]) -> None:
+        missing = {}
+        for record in records:
+            identity = self.span_identity(record)
+            if identity not in self._by_span and identity not in missing:
+                service, kind, name, dims = identity
+                attrs = {k: v for k, v in zip(SPAN_DIMENSIONS, dims, strict=True) if v is not None}
+                missing[identity] = {
+                    "key": series_key("span", service, kind, name, attrs),
+                    "source": "span",
+                    "service": service,
+                    "name": name,
+                    "span_kind": kind,
+                    "attributes": orjson.dumps(attrs).decode(),
+                    "histogram": EXPONENTIAL,
+                    "bounds": None,
+                    "unit": "s",
+                }
+        if missing:
+            ids = self._create(list(missing.values()))
+            for identity, row in missing.items():
+                self._by_span[identity] = ids[row["key"]]
+
+    def resolve_points(self, points: Iterable[MetricPoint]) -> None:
+        missing = {}
+        for point in points:
+            identity = self.point_identity(point)
+            if identity not in self._by_point and identity not in missing:
+                service, name, attrs, histogram, bounds = identity
+                missing[identity] = {
+                    "key": series_key("metric", service, name, attrs, histogram, list(bounds)),
+                    "source": "metric",
+                    "service": service,
+                    "name": name,
+                    "span_kind": None,
+                    "attributes": attrs,
+                    "histogram": histogram or None,
+                    "bounds": orjson.dumps(list(bounds)).decode()
+                    if histogram == EXPLICIT
+                    else None,
+                    "unit": point.unit[:64],
+                }
+        if missing:
+            ids = self._create(list(missing.values()))
+            for identity, row in missing.items():
+                self._by_point[identity] = SeriesInfo(
+                    ids[row["key"]], identity[3] or None, identity[4]
+                )
+
+    def _create(self, rows: list[dict[str, Any]]) -> dict[str, int]:
+        store = self._store
+        rows.sort(key=lambda row: row["key"])
+
+        def work(conn: sa.Connection) -> dict[str, int]:
+            conn.execute(insert_for(store.engine, series).on_conflict_do_nothing(), rows)
+            keys = [row["key"] for row in rows]
+            found = conn.execute(sa.select(series.c.key, series.c.id).where(series.c.key.in_(keys)))
+            return {key: series_id for key, series_id in found}
+
+        return store.transaction(work)
+
+
+RollupKey = tuple[int, int, int]  # (series id, resolution, t in unix seconds)
+
+
+def aggregate_spans(records: Iterable[SpanRecord], catalog: SeriesCatalog) -> dict[RollupKey, Agg]:
+    """Minute and hour rollups of span durations (seconds), errors = spans with ERROR status."""
+    minutes: dict[RollupKey, Agg] = {}
+    for record in records:
+        key = (catalog.span_series(record), MINUTE, record.start_ns // 60_000_000_000 * 60)
+        agg = minutes.get(key)
+        if agg is None:
+            agg = minutes[key] = Agg()
+        seconds = (record.end_ns - record.start_ns) / 1e9
+        agg.count += 1
+        agg.sum += seconds
+        if agg.min is None or seconds < agg.min:
+            agg.min = seconds
+        if agg.max is None or seconds > agg.max:
+            agg.max = seconds
+        if record.status_code == STATUS_ERROR:
+            agg.errors += 1
+        if seconds <= 0:
+            agg.zero_count += 1
+            continue
+        index = map_to_index(seconds, STORE_SCALE)
+        counts = agg.counts
+        if not counts:
+            agg.offset = index
+            counts.append(1)
+            continue
+        position = index - agg.offset
+        if 0 <= position < len(counts):
+            counts[position] += 1
+        else:
+            agg.offset, agg.counts = merge_dense(agg.offset, counts, index, [1])
+    return with_hours(minutes)
+
+
+def with_hours(minutes: dict[RollupKey, Agg]) -> dict[RollupKey, Agg]:
+    """The minute rollups plus the hour rollups they add up to."""
+    result = dict(minutes)
+    for (series_id, _, t), agg in minutes.items():
+        key = (series_id, HOUR, t // HOUR * HOUR)
+        hour = result.get(key)
+        if hour is None:
+            hour = result[key] = Agg()
+        hour.merge(agg)
+    return result
+
+
+def aggregate_points(
+    deltas: Iterable[tuple[int, int, Agg]], _catalog: SeriesCatalog
+) -> dict[RollupKey, Agg]:
+    minutes: dict[RollupKey, Agg] = {}
+    for series_id, time_ns, agg in deltas:
+        key = (series_id, MINUTE, time_ns // 60_000_000_000 * 60)
+        existing = minutes.get(key)
+        if existing is None:
+            minutes[key] = agg
+        else:
+            existing.merge(agg)
+    return with_hours(minutes)
+
+
+def _is_error(attributes: dict[str, Any]) -> bool:
+    if attributes.get(names.ERROR_TYPE):
+        return True
+    status = attributes.get(names.HTTP_RESPONSE_STATUS_CODE)
+    return isinstance(status, int) and status >= 500
+
+
+def _point_histogram(point: MetricPoint) -> tuple[int, int, list[int]]:
+    """(zero count, offset, counts) of a histogram point, exponential ones at the store scale."""
+    if point.kind == "histogram":
+        return 0, 0, list(point.bucket_counts)
+    histogram = ExpHistogram(scale=STORE_SCALE)
+    histogram.add_buckets(point.offset, point.bucket_counts, point.scale)
+    return point.zero_count, histogram.offset, histogram.counts
+
+
+@dataclass(slots=True)
+class _State:
+    start_ns: int
+    time_ns: int
+    count: int
+    sum: float
+    value: float
+    min: float | None
+    max: float | None
+    zero_count: int
+    offset: int
+    counts: list[int]
+    changed: bool = False
+
+
+def deltas_from_points(
+    conn: sa.Connection, store: TelemetryStore, points: Sequence[MetricPoint]
+) -> list[tuple[int, int, Agg]]:
+    """Each point as the rollup contribution of its interval: (series id, time, Agg)."""
+    stateful = sorted({_stream_key(p) for p in points if _needs_state(p)})
+    states: dict[str, _State] = {}
+    if stateful:
+        placeholder = {
+            "start_ns": -1,
+            "time_ns": -1,
+            "count": 0,
+            "sum": 0.0,
+            "value": 0.0,
+            "min": None,
+            "max": None,
+            "zero_count": 0,
+            "bucket_offset": 0,
+            "buckets": None,
+        }
+        conn.execute(
+            insert_for(store.engine, stream_state).on_conflict_do_nothing(),
+            [{"key": key, **placeholder} for key in stateful],
+        )
+        query = (
+            sa.select(stream_state)
+            .where(stream_state.c.key.in_(stateful))
+            .order_by(stream_state.c.key)
+        )
+        if store.is_postgresql:
+            query = query.with_for_update()
+        for row in conn.execute(query):
+            states[row.key] = _State(
+                row.start_ns,
+                row.time_ns,
+                row.count,
+                row.sum,
+                row.value,
+                row.min,
+                row.max,
+                row.zero_count,
+                row.bucket_offset,
+                unpack_counts(row.buckets),
+            )
+    result = []
+    for point in sorted(points, key=lambda p: p.time_ns):
+        info = store.series.point_series(point)
+        state = states.get(_stream_key(point)) if _needs_state(point) else None
+        agg = _contribution(point, state)
+        if agg is not None:
+            result.append((info.id, point.time_ns, agg))
+    changed = [(key, s) for key, s in sorted(states.items()) if s.changed]
+    if changed:
+        conn.execute(
+            stream_state.update()
+            .where(stream_state.c.key == sa.bindparam("b_key"))
+            .values(
+                start_ns=sa.bindparam("start_ns"),
+                time_ns=sa.bindparam("time_ns"),
+                count=sa.bindparam("count"),
+                sum=sa.bindparam("sum"),
+                value=sa.bindparam("value"),
+                min=sa.bindparam("min"),
+                max=sa.bindparam("max"),
+                zero_count=sa.bindparam("zero_count"),
+                bucket_offset=sa.bindparam("bucket_offset"),
+                buckets=sa.bindparam("buckets"),
+            ),
+            [
+                {
+                    "b_key": key,
+                    "start_ns": s.start_ns,
+                    "time_ns": s.time_ns,
+                    "count": s.count,
+                    "sum": s.sum,
+                    "value": s.value,
+                    "min": s.min,
+                    "max": s.max,
+                    "zero_count": s.zero_count,
+                    "bucket_offset": s.offset,
+                    "buckets": pack_counts(s.counts) if s.counts else None,
+                }
+                for key, s in changed
+            ],
+        )
+    return result
+
+
+def _needs_state(point: MetricPoint) -> bool:
+    if point.kind == "gauge":
+        return False
+    if point.kind == "sum" and not point.monotonic:
+        # An up-down counter's value is its running total; delta points must be added up.
+        return point.temporality != TEMPORALITY_CUMULATIVE
+    return point.temporality == TEMPORALITY_CUMULATIVE
+
+
+def _stream_key(point: MetricPoint) -> str:
+    return hashlib.sha256(point.stream.encode()).hexdigest()
+
+
+def _contribution(point: MetricPoint, state: _State | None) -> Agg | None:
+    if point.kind == "gauge" or (point.kind == "sum" and not point.monotonic):
+        value = point.value
+        if state is not None:
+            value = state.value + point.value
+            state.value, state.time_ns, state.changed = value, point.time_ns, True
+        return Agg(
+            count=1, sum=value, min=value, max=value, last_value=value, last_time=point.time_ns
+        )
+    if point.kind == "sum":
+        delta = point.value
+        if state is not None:
+            same = state.start_ns == point.start_ns and state.time_ns >= 0
+            if same and point.time_ns <= state.time_ns:
+                return None
+            if same and point.value >= state.value:
+                delta = point.value - state.value
+            state.start_ns, state.time_ns, state.value = point.start_ns, point.time_ns, point.value
+            state.changed = True
+        return Agg(count=1, sum=delta, last_value=point.value, last_time=point.time_ns)
+    zero, offset, counts = _point_histogram(point)
+    errors = point.count if _is_error(point.attributes) else 0
+    agg = Agg(
+        count=point.count,
+        sum=point.sum,
+        min=point.min,
+        max=point.max,
+        errors=errors,
+        zero_count=zero,
+        offset=offset,
+        counts=counts,
+    )
+    if state is None:
+        return agg if point.count else None
+    same = state.start_ns == point.start_ns and state.time_ns >= 0
+    if same and point.time_ns <= state.time_ns:
+        return None
+    previous = (
+        state.count,
+        state.sum,
+        state.min,
+        state.max,
+        state.zero_count,
+        state.offset,
+        state.counts,
+    )
+    state.start_ns, state.time_ns, state.count, state.sum = (
+        point.start_ns,
+        point.time_ns,
+        point.count,
+        point.sum,
+    )
+    state.min, state.max, state.zero_count, state.offset, state.counts = (
+        point.min,
+        point.max,
+        zero,
+        offset,
+        counts,
+    )
+    state.changed = True
+    if same and point.count >= previous[0]:
+        delta = _subtract(agg, previous, point)
+        if delta is not None:
+            return delta if delta.count else None
+    return agg if point.count else None
+
+
+def _subtract(current: Agg, previous: tuple[Any, ...], point: MetricPoint) -> Agg | None:
+    """``current - previous`` of one cumulative histogram stream, or None if it was a reset."""
+    count, total, low, high, zero, offset, counts = previous
+    delta_counts = list(current.counts)
+    delta_offset = current.offset
+    if counts:
+        delta_offset, delta_counts = merge_dense(
+            current.offset, delta_counts, offset, [-n for n in counts]
+        )
+    if any(n < 0 for n in delta_counts) or current.zero_count < zero:
+        return None
+    while delta_counts and delta_counts[-1] == 0:
+        delta_counts.pop()
+    while delta_counts and delta_counts[0] == 0:
+        delta_counts.pop(0)
+        delta_offset += 1
+    delta = Agg(
+        count=current.count - count,
+        sum=current.sum - total,
+        errors=current.count - count if current.errors else 0,
+        zero_count=current.zero_count - zero,
+        offset=delta_offset,
+        counts=delta_counts,
+    )
+    # The stream's min and max cover its whole life; this interval's are the new extremes if
+    # they moved, else bounded by the interval's outermost non-empty buckets.
+    low_edge, high_edge = _edges(point, delta)
+    if current.min is not None:
+        delta.min = current.min if low is None or current.min < low else max(current.min, low_edge)
+    if current.max is not None:
+        delta.max = (
+            current.max if high is None or current.max > high else min(current.max, high_edge)
+        )
+    return delta
+
+
+def _edges(point: MetricPoint, delta: Agg) -> tuple[float, float]:
+    if not delta.counts:
+        return 0.0, 0.0
+    first, last = delta.offset, delta.offset + len(delta.counts) - 1
+    if point.kind == "exponential_histogram":
+        step = 1 << STORE_SCALE
+        low = 0.0 if delta.zero_count else 2.0 ** (first / step)
+        return low, 2.0 ** ((last + 1) / step)
+    bounds = point.bounds
+    low = bounds[first - 1] if 0 < first <= len(bounds) else 0.0
+    high = bounds[last] if last < len(bounds) else float("inf")
+    return low, high
+
+
+def apply(conn: sa.Connection, store: TelemetryStore, aggs: dict[RollupKey, Agg]) -> None:
+    """Merge ``aggs`` into the stored rollups (see the module docstring for the locking)."""
+    if not aggs:
+        return
+    keys = sorted(aggs)
+    conn.execute(
+        insert_for(store.engine, rollup).on_conflict_do_nothing(),
+        [
+            {
+                "series_id": s,
+                "resolution": r,
+                "start_s": t,
+                "count": 0,
+                "sum": 0.0,
+                "min": None,
+                "max": None,
+                "errors": 0,
+                "zero_count": 0,
+                "bucket_offset": 0,
+                "buckets": None,
+                "last_value": None,
+                "last_time": None,
+            }
+            for s, r, t in keys
+        ],
+    )
+    stored: dict[RollupKey, Agg] = {}
+    for chunk_start in range(0, len(keys), 500):
+        chunk = keys[chunk_start : chunk_start + 500]
+        query = (
+            sa.select(rollup)
+            .where(sa.tuple_(rollup.c.series_id, rollup.c.resolution, rollup.c.start_s).in_(chunk))
+            .order_by(rollup.c.series_id, rollup.c.resolution, rollup.c.start_s)
+        )
+        if store.is_postgresql:
+            query = query.with_for_update()
+        for row in conn.execute(query):
+            stored[(row.series_id, row.resolution, row.start_s)] = row_to_agg(row)
+    updates = []
+    for key in keys:
+        agg = stored.get(key) or Agg()
+        agg.merge(aggs[key])
+        updates.append(
+            {
+                "b_series": key[0],
+                "b_resolution": key[1],
+                "b_t": key[2],
+                "count": agg.count,
+                "sum": agg.sum,
+                "min": agg.min,
+                "max": agg.max,
+                "errors": agg.errors,
+                "zero_count": agg.zero_count,
+                "bucket_offset": agg.offset,
+                "buckets": pack_counts(agg.counts) if agg.counts else None,
+                "last_value": agg.last_value,
+                "last_time": agg.last_time,
+            }
+        )
+    conn.execute(
+        rollup.update()
+        .where(
+            rollup.c.series_id == sa.bindparam("b_series"),
+            rollup.c.resolution == sa.bindparam("b_resolution"),
+            rollup.c.start_s == sa.bindparam("b_t"),
+        )
+        .values(
+            count=sa.bindparam("count"),
+            sum=sa.bindparam("sum"),
+            min=sa.bindparam("min"),
+            max=sa.bindparam("max"),
+            errors=sa.bindparam("errors"),
+            zero_count=sa.bindparam("zero_count"),
+            bucket_offset=sa.bindparam("bucket_offset"),
+            buckets=sa.bindparam("buckets"),
+            last_value=sa.bindparam("last_value"),
+            last_time=sa.bindparam("last_time"),
+        ),
+        updates,
+    )
+
+
+def row_to_agg(row: Any) -> Agg:
+    return Agg(
+        count=row.count,
+        sum=row.sum,
+        min=row.min,
+        max=row.max,
+        errors=row.errors,
+        zero_count=row.zero_count,
+        offset=row.bucket_offset,
+        counts=unpack_counts(row.buckets),
+        last_value=row.last_value,
+        last_time=row.last_time,
+    )

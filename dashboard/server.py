@@ -1,0 +1,53 @@
+"""The dashboard's Flask server: telemetry store, OTLP receiver, JSON API, background pruning.
+
+:func:`create_server` builds it; the Dash UI (:mod:`dashboard.app`) mounts on it as Dash's
+``server=``. Nothing starts at import or construction: :meth:`DashboardServer.start_background`
+starts the pruning thread and :meth:`DashboardServer.stop_background` stops it (and closes the
+store the server opened itself).
+"""
+
+from __future__ import annotations
+
+from flask import Flask
+
+from dashboard.api import register_api
+from dashboard.receiver import create_receiver_blueprint
+from dashboard.retention import Pruner
+from dashboard.settings import DashboardSettings
+from dashboard.store import TelemetryStore
+
+
+class DashboardServer(Flask):
+    """A Flask app that owns a telemetry store and its pruning thread."""
+
+    store: TelemetryStore
+    pruner: Pruner
+    owns_store: bool
+
+    def start_background(self) -> None:
+        """Start pruning the store (idempotent)."""
+        self.pruner.start()
+
+    def stop_background(self) -> None:
+        """Stop pruning; close the store if this server opened it (idempotent)."""
+        self.pruner.stop()
+        if self.owns_store:
+            self.store.dispose()
+
+
+def create_server(
+    settings: DashboardSettings, *, store: TelemetryStore | None = None
+) -> DashboardServer:
+    """The server for ``settings``; opens and upgrades the store unless one is given."""
+    app = DashboardServer("dashboard")
+    app.owns_store = store is None
+    if store is None:
+        store = TelemetryStore(settings.store_url)
+        store.upgrade()
+    app.store = store
+    app.pruner = Pruner(store, settings)
+    app.extensions["telemetry_store"] = store
+    app.extensions["dashboard_settings"] = settings
+    app.register_blueprint(create_receiver_blueprint(settings, store))
+    register_api(app)
+    return app
