@@ -258,4 +258,7 @@ def mount(parent: click.Group, backup_host: BackupHost) -> None:
     """Add ``backup`` to the application's command group."""
     global _host
     _host = backup_host
+    from backup.schedule_cli import register  # prune and status
+
+    register(backup)
     parent.add_command(backup)

@@ -43,10 +43,10 @@ from instrumentation.redaction import redact_text
 
 if TYPE_CHECKING:
     from backup.source import BackupSource
+    from backup.telemetry import BackupTelemetry
 
 logger = logging.getLogger(__name__)
 
-SERVICE_NAME = "vrp-scheduler"
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
@@ -296,20 +296,45 @@ def _round(delta: timedelta) -> timedelta:
     return timedelta(seconds=round(delta.total_seconds()))
 
 
-def backup_job(settings: BackupSettings, source: BackupSource) -> Job:
-    """The real job: :func:`backup.run.run_backup`, then :func:`backup.prune.prune`."""
-    from backup.prune import prune
+def backup_job(
+    settings: BackupSettings, source: BackupSource, *, telemetry: BackupTelemetry | None = None
+) -> Job:
+    """The real job: :func:`backup.run.run_backup` (which verifies when
+    ``VRP_BACKUP_VERIFY``), then, inside the same lock and ``backup.run`` span, a prune when
+    ``VRP_BACKUP_PRUNE`` and no stop was asked for."""
+    from backup.prune import prune_locked
     from backup.run import run_backup
 
     def job(should_stop: Callable[[], bool]) -> JobResult:
-        result = run_backup(settings, source, trigger="schedule", verify=settings.verify_after_run)
-        pruned: int | None = None
-        if settings.prune_after_run and not should_stop():
+        pruned: list[int] = []
+
+        def prune_after_publish() -> None:
+            if not settings.prune_after_run or should_stop():
+                return
             try:
-                pruned = len(prune(settings).plan.deleted)
-            except BackupLockedError as exc:
-                logger.warning("prune after the backup skipped: %s", exc)
-        return JobResult(backup_id=result.backup_id, verified=result.verified, pruned=pruned)
+                pruned.append(len(prune_locked(settings, tel=telemetry).deleted_backups))
+            except Exception as exc:
+                # The backup is published; a failed prune is retried after the next run.
+                logger.error(
+                    "prune after the backup failed: %s",
+                    _describe(exc),
+                    exc_info=not isinstance(exc, BackupError),
+                    extra={"error.type": type(exc).__qualname__},
+                )
+
+        result = run_backup(
+            settings,
+            source,
+            trigger="schedule",
+            verify=settings.verify_after_run,
+            after_publish=prune_after_publish,
+            telemetry=telemetry,
+        )
+        return JobResult(
+            backup_id=result.backup_id,
+            verified=result.verified,
+            pruned=pruned[0] if pruned else None,
+        )
 
     return job
 

@@ -7,20 +7,25 @@ Backups are laid down with the package's own manifest and blob archive code, at 
 from __future__ import annotations
 
 import hashlib
+from contextlib import nullcontext
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import click
 import pytest
+from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from backup import manifest as manifests
 from backup.catalog import LOCK, Catalog
+from backup.cli import BackupHost, mount
 from backup.errors import BackupLockedError
 from backup.lock import run_lock
 from backup.prune import prune
 from backup.retention import RetentionPolicy, plan_retention
 from backup.settings import BackupSettings
+from backup.source import BackupSource
 from backup.telemetry import BackupTelemetry
 from instrumentation.testing import InMemoryTelemetry
 
@@ -219,3 +224,47 @@ def test_prune_on_disk_keeps_the_promises_and_is_idempotent(
             assert archive.has(sha), f"{sha} referenced by {backup.id} was deleted"
     second = prune(_settings(backup_dir, policy))
     assert second.deleted_backups == () and second.deleted_blobs == 0
+
+
+def _cli(backup_dir: Path, *args: str, **env: str) -> str:
+    group = click.Group("vrp")
+    source = BackupSource(database_url="sqlite:///unused.db", storage_dir=backup_dir / "audio")
+    mount(group, BackupHost(source=lambda: source, process=lambda _: nullcontext()))
+    result = CliRunner().invoke(group, list(args), env={"VRP_BACKUP_DIR": str(backup_dir), **env})
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def test_the_dry_run_command_prints_every_decision_and_why_and_changes_nothing(
+    tmp_path: Path,
+) -> None:
+    backup_dir = tmp_path / "backups"
+    ids = [
+        lay_down_backup(backup_dir, START + timedelta(days=day), [day], verified=day == 0, n=day)
+        for day in range(4)
+    ]
+    before = _files(backup_dir)
+    keep_one = {f"VRP_BACKUP_KEEP_{k}": "0" for k in ("DAILY", "WEEKLY", "MONTHLY")}
+    output = _cli(backup_dir, "backup", "prune", "--dry-run", VRP_BACKUP_KEEP_LAST="1", **keep_one)
+    assert _files(backup_dir) == before
+    lines = output.splitlines()
+    assert lines[0] == "policy: last 1, 0 daily, 0 weekly, 0 monthly"
+    assert lines[1].startswith(f"keep   {ids[0]}") and lines[1].endswith("newest verified")
+    for backup_id in ids[1:3]:
+        [line] = [x for x in lines if backup_id in x]
+        assert line.startswith("delete") and line.endswith("not among the last 1")
+    [newest] = [x for x in lines if ids[3] in x]
+    assert newest.startswith("keep") and newest.endswith("last 1 (#1)")
+    assert lines[-1] == (
+        "dry run: would delete 2 backup(s) and 2 unreferenced blob(s), keep 2; nothing was changed"
+    )
+
+
+def test_the_prune_command_deletes_and_says_what_it_freed(tmp_path: Path) -> None:
+    backup_dir = tmp_path / "backups"
+    for day in range(3):
+        lay_down_backup(backup_dir, START + timedelta(days=day), [day], verified=False, n=day)
+    keep_two = {f"VRP_BACKUP_KEEP_{k}": "0" for k in ("DAILY", "WEEKLY", "MONTHLY")}
+    output = _cli(backup_dir, "backup", "prune", VRP_BACKUP_KEEP_LAST="2", **keep_two)
+    assert "deleted 1 backup(s) and 1 unreferenced blob(s), freed" in output.splitlines()[-1]
+    assert len(Catalog(backup_dir).list()) == 2
