@@ -21,6 +21,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 STORE_SCALE = 5
+# Indexes are clamped to 2**-40 .. 2**40 (seconds: under a picosecond to 35,000 years), so a
+# hostile point cannot make a dense bucket array of billions of entries.
+MAX_INDEX = 40 << STORE_SCALE
+MIN_INDEX = -MAX_INDEX
 _LN2 = math.log(2.0)
 
 
@@ -81,6 +85,9 @@ class ExpHistogram:
 
     def add_bucket(self, index: int, n: int) -> None:
         """Add ``n`` to bucket ``index`` without touching count, sum, min or max."""
+        limit = MAX_INDEX >> (STORE_SCALE - self.scale) if self.scale <= STORE_SCALE else None
+        if limit is not None:
+            index = min(max(index, -limit), limit)
         counts = self.counts
         if not counts:
             self.offset = index

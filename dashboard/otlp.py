@@ -294,6 +294,11 @@ def decode_metrics(body: bytes, content_type: str) -> Decoded:
                 temporality = getattr(data, "aggregation_temporality", 0)
                 monotonic = bool(getattr(data, "is_monotonic", False))
                 for point in data.data_points:
+                    if kind == "exponential_histogram" and not -10 <= point.scale <= 20:
+                        decoded.reject(
+                            f"metric {metric.name!r}: scale {point.scale} outside -10..20"
+                        )
+                        continue
                     point_attributes = attributes(point.attributes)
                     stream = orjson.dumps(
                         [resource_key, scope, metric.name, point_attributes],
