@@ -145,10 +145,11 @@ class BackupScheduler:
                 self._sleep_until(self._next_wake())
                 if self.stopping:
                     break
-                if self._retry_at is not None and _utcnow() >= self._retry_at:
-                    self._attempt()
-                else:
+                # A tick that is due covers a retry that is due too: one run, not two.
+                if (self._schedule.idle_seconds or 0) <= 0:
                     self._schedule.run_pending()
+                elif self._retry_at is not None and _utcnow() >= self._retry_at:
+                    self._attempt()
             self._record(status="stopped", next_run_at=None)
             logger.info("scheduler stopped")
 
@@ -172,6 +173,11 @@ class BackupScheduler:
                 _round(self.settings.schedule.period),
             )
             return True
+        logger.info(
+            "the newest backup is %s old, within the schedule's %s: waiting for the next run",
+            _round(age),
+            _round(self.settings.schedule.period),
+        )
         return False
 
     def _tick(self) -> None:
