@@ -72,7 +72,10 @@ def create_store_engine(url: str) -> sa.Engine:
     """
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
-        return sa.create_engine(url, pool_pre_ping=True, pool_size=8, max_overflow=8)
+        if parsed.drivername == "postgresql":
+            # postgresql:// means psycopg 3 here, as in the rest of the project.
+            parsed = parsed.set(drivername="postgresql+psycopg")
+        return sa.create_engine(parsed, pool_pre_ping=True, pool_size=8, max_overflow=8)
     database = parsed.database
     if database and database != ":memory:" and not database.startswith("file:"):
         Path(database).parent.mkdir(parents=True, exist_ok=True)
@@ -118,6 +121,9 @@ class TelemetryStore:
         """Create or upgrade the schema to the newest revision (idempotent)."""
         config = alembic_config()
         with self.engine.begin() as conn:
+            if self.is_postgresql:
+                # Receivers starting together on one PostgreSQL store upgrade one at a time.
+                conn.execute(sa.text("SELECT pg_advisory_xact_lock(8050)"))
             config.attributes["connection"] = conn
             command.upgrade(config, "head")
 

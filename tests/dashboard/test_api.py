@@ -1,0 +1,210 @@
+"""The JSON API: parameter validation, N+1 detection, span trees, backups, spans-only services."""
+
+from __future__ import annotations
+
+import random
+import time
+
+import pytest
+
+from dashboard.otlp import decode_traces
+from dashboard.store import TelemetryStore
+from instrumentation import conventions as c
+from tests.dashboard.conftest import Live
+from tests.dashboard.otlp_bodies import request_trace, span, traces_request
+
+PROTOBUF = "application/x-protobuf"
+MS = 10**6
+CLIENT = 3
+
+
+def write(store: TelemetryStore, spans_: list) -> None:
+    body = traces_request(spans_).SerializeToString()
+    store.write_spans(decode_traces(body, PROTOBUF).records)
+
+
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [
+        ({"since": "yesterday"}, "since"),
+        ({"since": "2026-11-28T10:00:00"}, "since"),
+        ({"until": "12x"}, "until"),
+        ({"since": "1h", "until": "2h"}, "until"),
+        ({"service": ""}, "service"),
+        ({"service": "x" * 300}, "service"),
+        ({"service": "bad\nname"}, "service"),
+    ],
+)
+@pytest.mark.parametrize("path", ["/api/summary", "/api/operations", "/api/queries", "/api/logs"])
+def test_bad_range_or_service_is_a_422_naming_the_parameter(
+    live: Live, path: str, params: dict[str, str], field: str
+) -> None:
+    with live.app.test_client() as client:
+        response = client.get(path, query_string=params)
+    assert response.status_code == 422
+    assert field in response.get_json()["errors"]["query"]
+
+
+@pytest.mark.parametrize(
+    ("path", "params", "field"),
+    [
+        ("/api/logs", {"level": "LOUD"}, "level"),
+        ("/api/logs", {"limit": "5000"}, "limit"),
+        ("/api/logs", {"trace_id": "xyz"}, "trace_id"),
+        ("/api/traces", {"status": "maybe"}, "status"),
+        ("/api/traces", {"min_duration_ms": "-1"}, "min_duration_ms"),
+    ],
+)
+def test_bad_filters_are_422s(live: Live, path: str, params: dict[str, str], field: str) -> None:
+    with live.app.test_client() as client:
+        response = client.get(path, query_string=params)
+    assert response.status_code == 422
+    assert field in response.get_json()["errors"]["query"]
+
+
+def test_unknown_trace_is_404_and_malformed_id_422(live: Live) -> None:
+    with live.app.test_client() as client:
+        assert client.get(f"/api/traces/{'0' * 31}1").status_code == 404
+        assert client.get("/api/traces/not-a-trace").status_code == 422
+        assert client.get("/api/openapi.json").get_json()["info"]["title"]
+
+
+def n_plus_one_trace(rng: random.Random, repeats: int, now: int) -> tuple[str, list]:
+    trace_id, root, session = rng.randbytes(16), rng.randbytes(8), rng.randbytes(8)
+    text = "SELECT tags.name FROM tags WHERE tags.recording_id = ?"
+    result = [
+        span(trace_id, root, "GET /r", now, 50 * MS, kind=2),
+        span(
+            trace_id,
+            session,
+            c.DB_SESSION_SPAN,
+            now + MS,
+            40 * MS,
+            parent=root,
+            attributes={c.VRP_DB_SESSION_STATEMENTS: repeats + 1},
+        ),
+        span(
+            trace_id,
+            rng.randbytes(8),
+            "SELECT recordings",
+            now + 2 * MS,
+            MS,
+            parent=session,
+            kind=CLIENT,
+            attributes={c.DB_QUERY_TEXT: "SELECT recordings.id FROM recordings"},
+        ),
+    ]
+    transaction = rng.randbytes(8)
+    result.append(
+        span(trace_id, transaction, c.DB_TRANSACTION_SPAN, now + 3 * MS, 30 * MS, parent=session)
+    )
+    for i in range(repeats):
+        result.append(
+            span(
+                trace_id,
+                rng.randbytes(8),
+                "SELECT tags",
+                now + (3 + i) * MS,
+                MS,
+                parent=transaction,
+                kind=CLIENT,
+                attributes={c.DB_QUERY_TEXT: text},
+            )
+        )
+    return trace_id.hex(), result
+
+
+def test_n_plus_one_is_flagged_at_five_repeats_in_one_session_even_across_batches(
+    live: Live,
+) -> None:
+    rng = random.Random(5)
+    now = time.time_ns() - 60 * 10**9
+    flagged, flagged_spans = n_plus_one_trace(rng, 5, now)
+    clean, clean_spans = n_plus_one_trace(rng, 4, now + 10**9)
+    split, split_spans = n_plus_one_trace(rng, 7, now + 2 * 10**9)
+    write(live.store, flagged_spans + clean_spans)
+    # Statements exported in an earlier batch than the session that ran them.
+    statements = [s for s in split_spans if s.kind == CLIENT]
+    write(live.store, statements)
+    write(live.store, [s for s in split_spans if s.kind != CLIENT])
+
+    found = live.get("/api/queries")["n_plus_one"]
+    assert {(n["trace_id"], n["count"]) for n in found} == {(flagged, 5), (split, 7)}
+    traces = {t["trace_id"]: t["n_plus_one"] for t in live.get("/api/traces")["traces"]}
+    assert traces == {flagged: True, clean: False, split: True}
+    tree = live.get(f"/api/traces/{split}")
+    assert [n["count"] for n in tree["n_plus_one"]] == [7]
+    depths = [(s["name"], s["depth"]) for s in tree["spans"][:5]]
+    assert depths == [
+        ("GET /r", 0),
+        (c.DB_SESSION_SPAN, 1),
+        ("SELECT recordings", 2),
+        (c.DB_TRANSACTION_SPAN, 2),
+        ("SELECT tags", 3),
+    ]
+    offsets = [s["offset_ms"] for s in tree["spans"]]
+    assert offsets[0] == 0 and all(o >= 0 for o in offsets)
+
+
+def test_a_spans_only_service_gets_rollups_from_its_server_spans(live: Live) -> None:
+    rng = random.Random(11)
+    now = time.time_ns() - 120 * 10**9
+    batch = []
+    for i in range(50):
+        batch += request_trace(rng, now + i * 10**8)
+    write(live.store, batch)
+    [service] = live.get("/api/summary", since="1h")["services"]
+    assert (service["service"], service["source"], service["count"]) == ("vrp-api", "spans", 50)
+    durations = sorted(
+        (s.end_time_unix_nano - s.start_time_unix_nano) / 1e6 for s in batch if s.kind == 2
+    )
+    assert service["p50_ms"] == pytest.approx(durations[24], rel=0.02)
+    operations = live.get("/api/operations")["operations"]
+    assert {o["source"] for o in operations} == {"spans"}
+    assert sum(o["count"] for o in operations if o["kind"] == "SERVER") == 50
+    outcomes = live.get("/api/transactions")["outcomes"]
+    assert outcomes == [{"service": "vrp-api", "outcome": "commit", "count": 50}]
+    queries = live.get("/api/queries")
+    assert {q["summary"] for q in queries["queries"]} == {
+        "SELECT recordings",
+        "SELECT tags",
+        "SELECT recording_tags",
+    }
+    durations_ms = [e["duration_ms"] for e in queries["examples"]]
+    assert durations_ms == sorted(durations_ms, reverse=True)
+
+
+def test_backups_state_follows_the_age_of_the_last_success(live: Live) -> None:
+    assert live.get("/api/backups")["state"] == "none"
+    rng = random.Random(2)
+    now = time.time_ns()
+    runs = [
+        span(
+            rng.randbytes(16),
+            rng.randbytes(8),
+            c.BACKUP_RUN_SPAN,
+            now - 30 * 3600 * 10**9,
+            5 * 10**9,
+            attributes={
+                c.VRP_BACKUP_STATUS: "success",
+                c.VRP_BACKUP_BYTES: 1000,
+                c.VRP_BACKUP_ID: "b1",
+                c.VRP_BACKUP_VERIFIED: True,
+            },
+        ),
+        span(
+            rng.randbytes(16),
+            rng.randbytes(8),
+            c.BACKUP_RUN_SPAN,
+            now - 3600 * 10**9,
+            10**9,
+            attributes={c.VRP_BACKUP_STATUS: "failed", c.VRP_BACKUP_ID: "b2"},
+        ),
+    ]
+    write(live.store, runs)
+    backups = live.get("/api/backups")
+    assert [r["backup_id"] for r in backups["runs"]] == ["b2", "b1"]
+    assert backups["runs"][1]["verified"] is True
+    assert backups["state"] == "late"  # 30 h against the default 24 h
+    assert backups["has_telemetry"] is True
+    assert 29 * 3600 < backups["last_success_age_s"] < 31 * 3600
