@@ -41,3 +41,21 @@ class TransactionRetryError(InstrumentationError):
         self.attempts = attempts
         self.elapsed = elapsed
         self.last = last
+
+
+class CommitOutcomeUnknownError(InstrumentationError):
+    """COMMIT got no answer (the connection went away): the unit may or may not have committed.
+
+    Raised for a unit that declared no way to check whether its commit landed; running it again
+    could apply it twice. ``__cause__`` holds the driver error. An HTTP layer answers 503 with
+    ``Retry-After``: the client should look for the effect before repeating the request.
+    """
+
+    def __init__(self, attempts: int, last: BaseException) -> None:
+        super().__init__(
+            f"the database connection was lost during COMMIT (attempt {attempts}, "
+            f"{type(last).__name__}); whether the transaction committed is unknown: check for "
+            "its effect before repeating it"
+        )
+        self.attempts = attempts
+        self.last = last

@@ -8,6 +8,8 @@ Python cannot run the body of a ``with`` block twice, so there are two entry poi
   it again, in a fresh transaction, when it fails on a transient error (see :func:`is_transient`).
   ``fn`` may therefore run several times: it must not have side effects outside the database
   that it cannot repeat (send no mail, move no file), or it must make them idempotent.
+* :func:`run_transaction_with_check` does the same for a unit that can tell whether an earlier
+  COMMIT of it landed (see "A failed COMMIT" below).
 
 :func:`transactional` turns a service function ``fn(session, ...)`` into one that callers hand
 either a ``Database`` (a retried unit of its own) or a ``Session`` (joins the caller's unit).
@@ -25,17 +27,39 @@ transaction SQLAlchemy autobegan for statements the session's owner ran earlier 
 nobody would commit it (``Database.session()`` discards uncommitted work), so a unit commits it
 first and then begins its own.
 
+A failed COMMIT. When COMMIT itself fails the unit may or may not have committed, and running
+it again blindly could apply it twice. What happens next depends on what the unit declared:
+
+* A unit with a *landed check* (``landed(session, *args, **kwargs)``, same arguments as the unit,
+  returning what the unit would have returned if its commit landed, else ``None``; a create
+  whose key is chosen before the insert looks its row up by that key) is resolved: after any
+  database failure at COMMIT that is transient or unanswered, the next attempt first runs the
+  check in a new transaction and returns what it found, and runs the unit again only if it
+  found nothing.
+* A unit without one: a COMMIT the server answered with an error (an SQLSTATE such as
+  ``57P01`` or ``40001``) did not commit, so it is retried like any other transient error (a
+  non-transient answer is re-raised). A COMMIT that got no answer at all (the connection went
+  away) raises :class:`~instrumentation.errors.CommitOutcomeUnknownError`.
+
 Telemetry of the outermost unit: one ``db.transaction`` span (INTERNAL) that covers every attempt,
 with ``db.system.name``, ``vrp.db.transaction.attempts`` and ``vrp.db.transaction.outcome``; a
 ``retry`` event, a ``vrp.db.transaction.retries`` count and a WARNING log record per retry; and
 one log record when the unit ends. Outcomes and their log levels:
 
-* ``commit`` (INFO): committed.
-* ``rollback`` (WARNING): the unit's code raised an application exception (a validation error, a
-  not-found, ...); the transaction was rolled back and the exception re-raised.
+* ``commit`` (INFO): committed; DEBUG inside an HTTP request, whose access record counts the
+  unit (:mod:`instrumentation.uow`).
+* ``rollback``: the unit's code raised an application exception; the transaction was rolled
+  back and the exception re-raised. DEBUG when the exception's class sets ``client_error =
+  True`` (the caller asked for something that cannot be done: a not-found, a conflict, a failed
+  precondition; answering it is the service working as intended), WARNING otherwise.
 * ``error`` (ERROR): the database or this package failed the unit: a SQLAlchemy / driver error
-  (integrity violation, lost connection, failed commit), an exhausted pool, or retries that ran
-  out (:class:`~instrumentation.errors.TransactionRetryError`).
+  (integrity violation, lost connection, failed commit), an exhausted pool, retries that ran
+  out (:class:`~instrumentation.errors.TransactionRetryError`) or a COMMIT whose outcome is
+  unknown (:class:`~instrumentation.errors.CommitOutcomeUnknownError`).
+
+Log records carry their fields under the OpenTelemetry attribute names the span uses
+(``db.system.name``, ``error.type``, ``vrp.db.transaction.outcome``,
+``vrp.db.transaction.attempts``, ...), as the access record does, plus ``duration_ms``.
 
 ``error.type`` on spans, events, metrics and log records is :func:`error_type`, the rule the
 statement spans use too. Neither spans nor log records ever carry exception messages, which may
@@ -74,14 +98,28 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
-from instrumentation.errors import InstrumentationError, TransactionRetryError
+from instrumentation import conventions
+from instrumentation.errors import (
+    CommitOutcomeUnknownError,
+    InstrumentationError,
+    TransactionRetryError,
+)
 from instrumentation.sqlite import READONLY_OPTION
 from instrumentation.statements import error_type
+from instrumentation.uow import note_transaction
 
 if TYPE_CHECKING:
     from instrumentation.database import Database
 
-__all__ = ["error_type", "is_transient", "run_transaction", "transaction", "transactional"]
+__all__ = [
+    "LandedCheck",
+    "error_type",
+    "is_transient",
+    "run_transaction",
+    "run_transaction_with_check",
+    "transaction",
+    "transactional",
+]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -91,14 +129,13 @@ _Transience = Literal["conflict", "disconnect"]
 
 logger = logging.getLogger(__name__)
 
-SPAN_NAME: Final = "db.transaction"
-RETRIES_METRIC: Final = "vrp.db.transaction.retries"
-
 _LOG_LEVELS: Final[dict[Outcome, int]] = {
     "commit": logging.INFO,
     "rollback": logging.WARNING,
     "error": logging.ERROR,
 }
+# Attribute an application exception class sets to say "the caller's request was refused".
+CLIENT_ERROR_FLAG: Final = "client_error"
 _LOG_VERBS: Final[dict[Outcome, str]] = {
     "commit": "committed",
     "rollback": "rolled back",
@@ -112,6 +149,22 @@ _CONFLICT_SQLSTATES: Final = frozenset({"40001", "40P01"})
 _SHUTDOWN_SQLSTATES: Final = frozenset({"57P01", "57P02", "57P03"})
 _SQLITE_BUSY_CODES: Final = frozenset({sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED})
 _SQLITE_BUSY_MESSAGES: Final = ("database is locked", "database table is locked")
+# Errors that end a unit's retrying for good; they wrap a transient cause that is already spent.
+_FINAL_ERRORS: Final = (TransactionRetryError, CommitOutcomeUnknownError)
+
+# Whether a failed COMMIT committed. PostgreSQL answers a COMMIT that did not commit with an
+# ErrorResponse carrying an SQLSTATE (serialization failure 40001 at commit under SERIALIZABLE,
+# a deferred constraint, or 57P01 "terminating connection due to administrator command" when
+# the backend was killed before it ran the COMMIT): such an answer means "not committed". The
+# case PostgreSQL documents as committed despite a failure is the wait for synchronous
+# replication cut short: the backend has already written the commit locally and only sends a
+# WARNING ("canceling the wait for synchronous replication and terminating connection due to
+# administrator command", DETAIL "The transaction has already committed locally, but might not
+# have been replicated to the standby"); when the wait is cancelled the COMMIT succeeds, when
+# the backend is terminated it closes the connection without an error answer. A COMMIT with no
+# answer at all (connection closed or reset, the server or the network gone) is therefore
+# always treated as unknown, never as "not committed". SQLite runs in-process: its errors are
+# always an answer, and a COMMIT it refuses (SQLITE_BUSY) leaves nothing committed.
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -125,6 +178,11 @@ def is_transient(exc: BaseException) -> bool:
     except that a :class:`TransactionRetryError` (a unit that already gave up) is never transient.
     """
     return _transience(exc) is not None
+
+
+LandedCheck = Callable[Concatenate[Session, P], R | None]
+"""``landed(session, *args, **kwargs)``: what the unit returned if an earlier COMMIT of it landed,
+else ``None``; runs in a transaction of its own, with the unit's arguments."""
 
 
 @contextmanager
@@ -143,8 +201,16 @@ def transaction(db: Database) -> Iterator[Session]:
         return
     with _session_for(db, current) as session, _unit(db, session) as unit:
         unit.attempts = 1
-        with session.begin():
-            yield session
+        committing = False
+        try:
+            with session.begin():
+                yield session
+                session.flush()
+                committing = True
+        except sa.exc.DBAPIError as exc:
+            if committing and not _commit_answered(exc):
+                raise CommitOutcomeUnknownError(1, exc) from exc
+            raise
 
 
 def run_transaction(
@@ -159,19 +225,50 @@ def run_transaction(
     from the first attempt, raising :class:`TransactionRetryError` from the last error. Only the
     attempt running when the deadline passes can overrun it.
 
-    A connection lost while COMMIT was in flight is not retried: the server may have committed,
-    and running the unit again could apply it twice. That error is re-raised unchanged, as is any
-    non-transient one (after the rollback). Returns what ``fn`` returned on the committed attempt.
+    A COMMIT the server answered with a transient error did not commit and is retried; one that
+    got no answer may have committed, so the unit is not run again and
+    :class:`~instrumentation.errors.CommitOutcomeUnknownError` is raised from the driver error
+    (use :func:`run_transaction_with_check` for units that can tell). Any non-transient error is
+    re-raised unchanged after the rollback. Returns what ``fn`` returned on the committed attempt.
 
     Inside an active transaction ``fn`` runs once, joined through a SAVEPOINT, and retrying is
     left to the outermost unit (see the module doc).
     """
+    return _run(db, fn, None, args, kwargs)
+
+
+def run_transaction_with_check(
+    db: Database,
+    fn: Callable[Concatenate[Session, P], R],
+    landed: LandedCheck[P, R],
+    /,
+    *args: P.args,
+    **kwargs: P.kwargs,
+) -> R:
+    """:func:`run_transaction` for a unit that can tell whether an earlier COMMIT of it landed.
+
+    After a database failure at COMMIT that is transient or got no answer, the next attempt
+    first runs ``landed(session, *args, **kwargs)`` in a transaction of its own; if that returns
+    something other than ``None`` it is the unit's result and ``fn`` is not run again. Only if
+    the retries run out before any check could answer does the call raise
+    :class:`~instrumentation.errors.CommitOutcomeUnknownError`.
+    """
+    return _run(db, fn, landed, args, kwargs)
+
+
+def _run(
+    db: Database,
+    fn: Callable[..., R],
+    landed: Callable[..., R | None] | None,
+    args: tuple[object, ...],
+    kwargs: dict[str, object],
+) -> R:
     current = db.current_session()
     if _unit_active(current):
         with current.begin_nested():
             return fn(current, *args, **kwargs)
     with _session_for(db, current) as session, _unit(db, session) as unit:
-        return unit.run(session, fn, *args, **kwargs)
+        return unit.run(session, fn, landed, args, kwargs)
 
 
 Service = Callable[Concatenate[Session, P], R]
@@ -183,11 +280,17 @@ def transactional(fn: Service[P, R], /) -> BoundService[P, R]: ...
 
 
 @overload
-def transactional(*, readonly: bool = False) -> Callable[[Service[P, R]], BoundService[P, R]]: ...
+def transactional(
+    *, readonly: bool = False, landed: LandedCheck[P, R] | None = None
+) -> Callable[[Service[P, R]], BoundService[P, R]]: ...
 
 
 def transactional(
-    fn: Service[P, R] | None = None, /, *, readonly: bool = False
+    fn: Service[P, R] | None = None,
+    /,
+    *,
+    readonly: bool = False,
+    landed: LandedCheck[P, R] | None = None,
 ) -> BoundService[P, R] | Callable[[Service[P, R]], BoundService[P, R]]:
     """Decorate a service ``fn(session, ...)`` so that callers pass a ``Database`` or a ``Session``.
 
@@ -199,19 +302,24 @@ def transactional(
     ``@transactional(readonly=True)`` marks a unit that only reads: on SQLite its own
     transaction begins DEFERRED instead of IMMEDIATE, so it never queues behind writers (see
     :data:`instrumentation.sqlite.READONLY_OPTION`); other backends ignore the mark.
+
+    ``@transactional(landed=check)`` gives the unit a landed check (see
+    :func:`run_transaction_with_check`), used when it runs as a unit of its own.
     """
     if fn is None:
-        return functools.partial(_bind, readonly=readonly)
-    return _bind(fn, readonly=readonly)
+        return functools.partial(_bind, readonly=readonly, landed=landed)
+    return _bind(fn, readonly=readonly, landed=landed)
 
 
-def _bind(fn: Service[P, R], *, readonly: bool) -> BoundService[P, R]:
+def _bind(
+    fn: Service[P, R], *, readonly: bool, landed: LandedCheck[P, R] | None
+) -> BoundService[P, R]:
     unit = functools.partial(_read_only_unit, fn) if readonly else fn
 
     @functools.wraps(fn)
     def wrapper(target: Database | Session, /, *args: P.args, **kwargs: P.kwargs) -> R:
         if not isinstance(target, Session):
-            return run_transaction(target, unit, *args, **kwargs)
+            return _run(target, unit, landed, args, kwargs)
         if target.in_transaction():
             with target.begin_nested():
                 return fn(target, *args, **kwargs)
@@ -234,7 +342,7 @@ def _transience(exc: BaseException) -> _Transience | None:
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
-        if isinstance(current, TransactionRetryError):
+        if isinstance(current, _FINAL_ERRORS):
             return None
         seen.add(id(current))
         if isinstance(current, sa.exc.DBAPIError) and current.connection_invalidated:
@@ -263,6 +371,23 @@ def _sqlite_busy(exc: sqlite3.OperationalError) -> bool:
     return any(text in message for text in _SQLITE_BUSY_MESSAGES)
 
 
+def _commit_answered(exc: BaseException) -> bool:
+    """Whether the database answered a failed COMMIT with an error (see the note on top)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(getattr(current, "sqlstate", None), str) or isinstance(
+            current, sqlite3.Error
+        ):
+            return True
+        if isinstance(current, sa.exc.StatementError) and current.orig is not None:
+            current = current.orig
+        else:
+            current = current.__cause__
+    return False
+
+
 def _outcome_of(exc: BaseException) -> Outcome:
     if isinstance(exc, sa.exc.SQLAlchemyError | InstrumentationError):
         return "error"
@@ -288,7 +413,10 @@ def _session_for(db: Database, current: Session | None) -> AbstractContextManage
 def _unit(db: Database, session: Session) -> Iterator[_Unit]:
     """The span, timing and log record of an outermost unit about to begin on ``session``."""
     with db.tracer.start_as_current_span(
-        SPAN_NAME, kind=SpanKind.INTERNAL, record_exception=False, set_status_on_exception=False
+        conventions.DB_TRANSACTION_SPAN,
+        kind=SpanKind.INTERNAL,
+        record_exception=False,
+        set_status_on_exception=False,
     ) as span:
         unit = _Unit(db, span)
         try:
@@ -305,7 +433,7 @@ def _unit(db: Database, session: Session) -> Iterator[_Unit]:
 class _Unit:
     """The telemetry and retry state of one outermost unit of work."""
 
-    __slots__ = ("attempts", "committing", "db", "span", "start")
+    __slots__ = ("attempts", "committing", "db", "span", "start", "unresolved")
 
     def __init__(self, db: Database, span: Span) -> None:
         self.db = db
@@ -313,25 +441,39 @@ class _Unit:
         self.start = time.monotonic()
         self.attempts = 0
         self.committing = False
+        # A COMMIT of this unit failed and no landed check has answered since.
+        self.unresolved = False
 
     def run(
         self,
         session: Session,
-        fn: Callable[Concatenate[Session, P], R],
-        /,
-        *args: P.args,
-        **kwargs: P.kwargs,
+        fn: Callable[..., R],
+        landed: Callable[..., R | None] | None,
+        args: tuple[object, ...],
+        kwargs: dict[str, object],
     ) -> R:
         settings = self.db.settings
 
         def attempt() -> R:
             self.attempts += 1
             self.committing = False
-            with session.begin():
-                result = fn(session, *args, **kwargs)
-                # Flush here so that only COMMIT itself counts as "in flight" below.
-                session.flush()
-                self.committing = True
+            if self.unresolved and landed is not None:
+                with session.begin():
+                    found = landed(session, *args, **kwargs)
+                self.unresolved = False
+                self._checked(found is not None)
+                if found is not None:
+                    return found
+            try:
+                with session.begin():
+                    result = fn(session, *args, **kwargs)
+                    # Flush here so that only COMMIT itself counts as "in flight" below.
+                    session.flush()
+                    self.committing = True
+            except sa.exc.DBAPIError as exc:
+                if self.committing:
+                    self._commit_failed(exc, checkable=landed is not None)
+                raise
             return result
 
         retrying = Retrying(
@@ -348,9 +490,32 @@ class _Unit:
         )
         return retrying(attempt)
 
+    def _commit_failed(self, exc: sa.exc.DBAPIError, *, checkable: bool) -> None:
+        answered = _commit_answered(exc)
+        if checkable and (not answered or is_transient(exc)):
+            self.unresolved = True
+        elif not answered:
+            raise CommitOutcomeUnknownError(self.attempts, exc) from exc
+
+    def _checked(self, landed: bool) -> None:
+        if self.span.is_recording():
+            self.span.add_event(
+                conventions.LANDED_CHECK_EVENT, {conventions.VRP_DB_TRANSACTION_LANDED: landed}
+            )
+        if logger.isEnabledFor(logging.INFO):
+            logger.info(
+                "the failed COMMIT of attempt %d %s",
+                self.attempts - 1,
+                "had landed; its result is used" if landed else "had not landed; running again",
+                extra={
+                    conventions.DB_SYSTEM_NAME: self.db.system,
+                    conventions.VRP_DB_TRANSACTION_ATTEMPT: self.attempts,
+                    conventions.VRP_DB_TRANSACTION_LANDED: landed,
+                },
+            )
+
     def _retryable(self, exc: BaseException) -> bool:
-        transience = _transience(exc)
-        return transience == "conflict" or (transience == "disconnect" and not self.committing)
+        return self.unresolved or _transience(exc) is not None
 
     def _on_retry(self, state: RetryCallState) -> None:
         exc = _failure(state)
@@ -358,18 +523,18 @@ class _Unit:
         delay = state.upcoming_sleep
         if self.span.is_recording():
             self.span.add_event(
-                "retry",
+                conventions.RETRY_EVENT,
                 {
-                    "error.type": kind,
-                    "vrp.db.transaction.attempt": state.attempt_number,
-                    "vrp.db.transaction.retry_delay_s": delay,
+                    conventions.ERROR_TYPE: kind,
+                    conventions.VRP_DB_TRANSACTION_ATTEMPT: state.attempt_number,
+                    conventions.VRP_DB_TRANSACTION_RETRY_DELAY: delay,
                 },
             )
         self.db.meter.create_counter(
-            RETRIES_METRIC,
+            conventions.VRP_DB_TRANSACTION_RETRIES,
             unit="{retry}",
             description="Units of work run again after a transient database error.",
-        ).add(1, {"error.type": kind})
+        ).add(1, {conventions.ERROR_TYPE: kind})
         if logger.isEnabledFor(logging.WARNING):
             logger.warning(
                 "transaction attempt %d failed with %s; retrying in %.3f s",
@@ -377,15 +542,17 @@ class _Unit:
                 kind,
                 delay,
                 extra={
-                    "attempt": state.attempt_number,
-                    "error_type": kind,
-                    "delay_s": delay,
-                    "db_system": self.db.system,
+                    conventions.DB_SYSTEM_NAME: self.db.system,
+                    conventions.ERROR_TYPE: kind,
+                    conventions.VRP_DB_TRANSACTION_ATTEMPT: state.attempt_number,
+                    conventions.VRP_DB_TRANSACTION_RETRY_DELAY: delay,
                 },
             )
 
     def _give_up(self, state: RetryCallState) -> NoReturn:
         last = _failure(state)
+        if self.unresolved:
+            raise CommitOutcomeUnknownError(self.attempts, last) from last
         raise TransactionRetryError(self.attempts, time.monotonic() - self.start, last) from last
 
     def finish(self, exc: BaseException | None) -> None:
@@ -394,26 +561,31 @@ class _Unit:
         span = self.span
         if span.is_recording():
             attributes: dict[str, str | int] = {
-                "db.system.name": self.db.system,
-                "vrp.db.transaction.attempts": self.attempts,
-                "vrp.db.transaction.outcome": outcome,
+                conventions.DB_SYSTEM_NAME: self.db.system,
+                conventions.VRP_DB_TRANSACTION_ATTEMPTS: self.attempts,
+                conventions.VRP_DB_TRANSACTION_OUTCOME: outcome,
             }
             if kind is not None:
-                attributes["error.type"] = kind
+                attributes[conventions.ERROR_TYPE] = kind
             span.set_attributes(attributes)
             if outcome == "error":
                 span.set_status(Status(StatusCode.ERROR, kind))
         level = _LOG_LEVELS[outcome]
+        if outcome == "rollback" and getattr(exc, CLIENT_ERROR_FLAG, False) is True:
+            level = logging.DEBUG
+        if note_transaction(outcome, self.attempts) and outcome == "commit":
+            # Inside a request the access record carries the unit (the canonical log line).
+            level = logging.DEBUG
         if logger.isEnabledFor(level):
             duration_ms = (time.monotonic() - self.start) * 1000.0
             extra: dict[str, object] = {
-                "outcome": outcome,
-                "attempts": self.attempts,
-                "duration_ms": round(duration_ms, 3),
-                "db_system": self.db.system,
+                conventions.DB_SYSTEM_NAME: self.db.system,
+                conventions.VRP_DB_TRANSACTION_OUTCOME: outcome,
+                conventions.VRP_DB_TRANSACTION_ATTEMPTS: self.attempts,
+                conventions.LOG_DURATION_MS: round(duration_ms, 3),
             }
             if kind is not None:
-                extra["error_type"] = kind
+                extra[conventions.ERROR_TYPE] = kind
             logger.log(
                 level,
                 "transaction %s after %d attempt(s) in %.1f ms%s",

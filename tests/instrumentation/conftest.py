@@ -65,6 +65,11 @@ def db(database_url: str, make_database: MakeDatabase, telemetry: InMemoryTeleme
     return database
 
 
+def field(record: logging.LogRecord, name: str) -> Any:
+    """An extra field of a log record, by its OpenTelemetry attribute name (``error.type``)."""
+    return record.__dict__[name]
+
+
 @pytest.fixture
 def unit_logs(caplog: pytest.LogCaptureFixture) -> LogReader:
     """Reads the records of the transactions logger captured so far in the test."""

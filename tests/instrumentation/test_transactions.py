@@ -26,7 +26,7 @@ from instrumentation.transactions import (
     transaction,
     transactional,
 )
-from tests.instrumentation.conftest import TRANSACTIONS_LOGGER, LogReader
+from tests.instrumentation.conftest import TRANSACTIONS_LOGGER, LogReader, field
 
 LOGGER = TRANSACTIONS_LOGGER
 
@@ -72,10 +72,10 @@ def test_transaction_commits_when_the_block_ends(
     assert span.status.status_code is StatusCode.UNSET
     (record,) = unit_logs()
     assert record.levelno == logging.INFO
-    assert record.outcome == "commit"  # type: ignore[attr-defined]
-    assert record.attempts == 1  # type: ignore[attr-defined]
-    assert record.db_system == db.system  # type: ignore[attr-defined]
-    assert record.duration_ms >= 0  # type: ignore[attr-defined]
+    assert field(record, "vrp.db.transaction.outcome") == "commit"
+    assert field(record, "vrp.db.transaction.attempts") == 1
+    assert field(record, "db.system.name") == db.system
+    assert field(record, "duration_ms") >= 0
 
 
 def test_transaction_rolls_back_and_reraises_an_application_error(
@@ -92,8 +92,33 @@ def test_transaction_rolls_back_and_reraises_an_application_error(
     assert span.attributes["error.type"] == "ValueError"
     (record,) = unit_logs()
     assert record.levelno == logging.WARNING
-    assert record.outcome == "rollback"  # type: ignore[attr-defined]
-    assert record.error_type == "ValueError"  # type: ignore[attr-defined]
+    assert field(record, "vrp.db.transaction.outcome") == "rollback"
+    assert field(record, "error.type") == "ValueError"
+
+
+class RefusedError(Exception):
+    """An application error that refuses the caller's request (a not-found, say)."""
+
+    client_error = True
+
+
+def test_a_unit_refused_by_a_client_error_rolls_back_at_debug_not_warning(
+    db: Database, telemetry: InMemoryTelemetry, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="instrumentation.transactions")
+
+    with pytest.raises(RefusedError), transaction(db) as session:
+        add_item(session, "a")
+        raise RefusedError("no such item")
+
+    assert item_names(db) == []
+    span = telemetry.span_named("db.transaction")
+    assert span.attributes is not None
+    assert span.attributes["vrp.db.transaction.outcome"] == "rollback"
+    (record,) = [r for r in caplog.records if r.name == "instrumentation.transactions"]
+    assert record.levelno == logging.DEBUG
+    assert field(record, "vrp.db.transaction.outcome") == "rollback"
+    assert field(record, "error.type") == f"{__name__}.RefusedError"
 
 
 def test_transaction_reports_a_database_failure_as_error_without_parameter_values(
@@ -133,7 +158,7 @@ def test_inner_failure_rolls_back_to_the_savepoint_and_the_outer_unit_commits(
     (span,) = telemetry.spans("db.transaction")
     assert span.attributes is not None
     assert span.attributes["vrp.db.transaction.outcome"] == "commit"
-    assert [record.outcome for record in unit_logs()] == ["commit"]  # type: ignore[attr-defined]
+    assert [field(record, "vrp.db.transaction.outcome") for record in unit_logs()] == ["commit"]
 
 
 def test_outer_failure_discards_what_a_committed_inner_unit_wrote(db: Database) -> None:
