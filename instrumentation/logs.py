@@ -187,9 +187,13 @@ class JsonLineFormatter(logging.Formatter):
         }
         if merged:
             data.update(merged)
-        for key, value in fields.items():
-            if key not in RECORD_ATTRIBUTES and key[0] != "_":
-                data[key] = value
+        data.update(
+            {
+                key: value
+                for key, value in fields.items()
+                if key not in RECORD_ATTRIBUTES and key[0] != "_"
+            }
+        )
         exception = record.exc_text
         if not exception and record.exc_info and record.exc_info[0] is not None:
             exception = redact_text(self.formatException(record.exc_info))

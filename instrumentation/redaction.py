@@ -161,18 +161,34 @@ class RedactionFilter(logging.Filter):
 
     @staticmethod
     def _redact(record: logging.LogRecord) -> None:
-        if isinstance(record.msg, dict) and not record.args:
-            record.msg = _redact_value(record.msg)
+        msg = record.msg
+        if isinstance(msg, dict) and not record.args:
+            record.msg = _redact_value(msg)
         else:
-            record.msg = redact_text(record.getMessage())
+            record.msg = redact_text(
+                msg if type(msg) is str and not record.args else record.getMessage()
+            )
             record.args = None
-        for key, value in list(vars(record).items()):
-            if key in _STANDARD_ATTRIBUTES:
+        fields = record.__dict__
+        for key in _DROPPED_ATTRIBUTES:
+            fields.pop(key, None)
+        # Only text can carry a secret: the standard attributes are set aside by one set
+        # difference, numbers, None and booleans by one type test, and a string without "@",
+        # "=" or ":" by redact_text's first three substring tests.
+        masked: list[tuple[str, Any]] = []
+        for key in fields.keys() - _STANDARD_ATTRIBUTES:
+            value = fields[key]
+            kind = type(value)
+            if kind is str:
+                cleaned = redact_text(value)
+            elif kind is dict or isinstance(value, str | dict):
+                cleaned = _redact_value(value)
+            else:
                 continue
-            if key in _DROPPED_ATTRIBUTES:
-                delattr(record, key)
-            elif isinstance(value, str | dict):
-                setattr(record, key, _redact_value(value))
+            if cleaned is not value:
+                masked.append((key, cleaned))
+        for key, cleaned in masked:
+            fields[key] = cleaned
         if record.exc_info and record.exc_info[0] is not None and not record.exc_text:
             record.exc_text = _EXCEPTION_FORMATTER.formatException(record.exc_info)
         if record.exc_text:

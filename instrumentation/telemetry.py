@@ -373,25 +373,27 @@ class OtlpLogHandler(logging.Handler):
         return cached
 
     def _attributes(self, record: logging.LogRecord) -> dict[str, Any]:
-        limits = self._limits
-        max_length = limits.max_attribute_length
-        attributes: dict[str, Any] = {}
-        for key, value in record.__dict__.items():
-            if key in RECORD_ATTRIBUTES or key[0] == "_" or key in CONTEXT_FIELDS:
-                continue
-            if value is None or isinstance(value, bool | int | float):
-                attributes[key] = value
-            else:
-                text = value if isinstance(value, str) else str(value)
-                attributes[key] = text if max_length is None else text[:max_length]
+        fields = record.__dict__
+        attributes = {
+            key: value
+            for key, value in fields.items()
+            if key not in _NOT_ATTRIBUTES and key[0] != "_"
+        }
+        max_length = self._limits.max_attribute_length
+        for key, value in attributes.items():
+            if type(value) not in _VALID_TYPES:
+                # What the SDK would do with it: anything but the OTLP scalars becomes text.
+                value = attributes[key] = str(value)
+            if max_length is not None and type(value) is str:
+                attributes[key] = value[:max_length]
         if record.lineno:
-            attributes[conventions.CODE_FILE_PATH] = record.pathname
-            attributes[conventions.CODE_FUNCTION_NAME] = record.funcName
-            attributes[conventions.CODE_LINE_NUMBER] = record.lineno
+            attributes["code.file.path"] = record.pathname
+            attributes["code.function.name"] = record.funcName
+            attributes["code.line.number"] = record.lineno
         exc_info = record.exc_info
         if exc_info and exc_info[0] is not None:
             attributes.update(_exception_attributes(record, exc_info))
-        max_count = limits.max_attributes
+        max_count = self._limits.max_attributes
         if max_count is not None and len(attributes) > max_count:
             attributes = dict(list(attributes.items())[:max_count])
         return attributes
@@ -434,6 +436,9 @@ class OtlpLogHandler(logging.Handler):
         return None
 
 
+# Record attributes that are not exported as log record attributes.
+_NOT_ATTRIBUTES = RECORD_ATTRIBUTES | CONTEXT_FIELDS
+_VALID_TYPES = frozenset({str, int, float, bool, type(None)})
 # The OpenTelemetry log data model's severity texts for Python's level names.
 _SEVERITY_TEXT = {"WARNING": "WARN", "CRITICAL": "FATAL"}
 
