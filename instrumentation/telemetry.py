@@ -387,9 +387,9 @@ class OtlpLogHandler(logging.Handler):
             if max_length is not None and type(value) is str:
                 attributes[key] = value[:max_length]
         if record.lineno:
-            attributes["code.file.path"] = record.pathname
-            attributes["code.function.name"] = record.funcName
-            attributes["code.line.number"] = record.lineno
+            attributes[conventions.CODE_FILE_PATH] = record.pathname
+            attributes[conventions.CODE_FUNCTION_NAME] = record.funcName
+            attributes[conventions.CODE_LINE_NUMBER] = record.lineno
         exc_info = record.exc_info
         if exc_info and exc_info[0] is not None:
             attributes.update(_exception_attributes(record, exc_info))
