@@ -117,6 +117,8 @@ class Recordings(MethodView):
             raise UnsupportedMediaError(
                 f"the file is not audio in a supported format ({SUPPORTED_FORMATS})"
             )
+        # Before anything is stored: 415 naming what is missing unless it really holds audio.
+        info = probe(upload.stream, audio_format)
         upload.stream.seek(0)
         blob = ctx.store.put(upload.stream)
         new = services.NewRecording(
@@ -124,7 +126,7 @@ class Recordings(MethodView):
             original_filename=_client_filename(upload),
             blob=blob,
             audio_format=audio_format,
-            info=probe(blob.path, audio_format),
+            info=info,
             tags=form["tags"],
         )
         # From "the blob is on disk" to the commit of the row that references it, no purge of

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import io
 import logging
 import math
 import random
@@ -8,9 +9,12 @@ import wave
 from pathlib import Path
 
 import pytest
+from mutagen.mp4 import MP4
 
 from recorder import audio
 from recorder.audio import HEAD_BYTES, AudioFormat, AudioInfo, detect_format, probe
+from recorder.errors import UnsupportedMediaError
+from tests.recorder.m4a import build_m4a
 
 DATA = Path(__file__).parent / "data"
 
@@ -70,6 +74,8 @@ FIXTURES = [
     ("tone_stereo_8k_id3.mp3", audio.MP3, 0.5, 8000, 2),
     ("tone_mono_16k.mp2", audio.MP2, 0.5, 16000, 1),
     ("tone_stereo_8k.m4a", audio.M4A, 0.5, 8000, 2),
+    ("tone_mono_8k.m4a", audio.M4A, 0.5, 8000, 1),
+    ("tone_mono_48k.webm", audio.WEBM, 0.5, 48000, 1),
     ("tone_mono_8k.aac", audio.AAC_ADTS, 0.5, 8000, 1),
 ]
 
@@ -89,11 +95,63 @@ def test_real_file_is_detected_and_probed(
     assert info.channels == channels
 
 
-def test_webm_is_detected_but_reports_no_metadata() -> None:
-    path = DATA / "tone_mono_48k.webm"
+def refused(data: bytes, fmt: AudioFormat | None = None) -> str:
+    """The 415 message :func:`probe` gives ``data`` (detected as ``fmt`` unless given)."""
+    fmt = fmt or detect_format(data[:HEAD_BYTES])
+    assert fmt is not None, "the sample must pass detection to test the container check"
+    with pytest.raises(UnsupportedMediaError) as caught:
+        probe(io.BytesIO(data), fmt)
+    return str(caught.value)
 
-    assert detect_file(path) == audio.WEBM
-    assert probe(path, audio.WEBM) == AudioInfo(None, None, None)
+
+def test_ffmpeg_style_mono_m4a_reports_the_channels_of_its_audio_specific_config() -> None:
+    path = DATA / "tone_mono_8k.m4a"
+
+    # The mp4a sample entry says 2 (a template value); the AudioSpecificConfig says mono.
+    assert MP4(path).info.channels == 2
+    assert probe(path, audio.M4A).channels == 1
+
+
+def test_mono_m4a_sample_is_what_the_remuxer_makes_of_the_adts_sample() -> None:
+    adts = (DATA / "tone_mono_8k.aac").read_bytes()
+
+    assert build_m4a(adts) == (DATA / "tone_mono_8k.m4a").read_bytes()
+
+
+def test_webm_recorded_live_without_a_duration_still_reports_rate_and_channels() -> None:
+    webm = (DATA / "tone_mono_48k.webm").read_bytes()
+    duration = webm.index(b"\x44\x89\x88")  # Duration, an 8-byte float
+    live = webm[:duration] + b"\xec\x89" + bytes(9) + webm[duration + 11 :]  # as a Void
+
+    assert probe(io.BytesIO(live), audio.WEBM) == AudioInfo(None, 48000, 1)
+
+
+def test_webm_without_an_audio_track_is_refused() -> None:
+    webm = (DATA / "tone_mono_48k.webm").read_bytes()
+    track_type = webm.index(b"\x83\x81\x02")
+    video = webm[:track_type] + b"\x83\x81\x01" + webm[track_type + 3 :]
+
+    assert "has no audio track (a TrackEntry of TrackType audio)" in refused(video)
+
+
+def test_m4a_whose_only_track_is_video_is_refused() -> None:
+    m4a = (DATA / "tone_mono_8k.m4a").read_bytes().replace(b"soun", b"vide")
+
+    assert "has no audio track" in refused(m4a)
+
+
+def test_m4a_cut_before_its_moov_box_is_refused() -> None:
+    m4a = (DATA / "tone_stereo_8k.m4a").read_bytes()
+
+    assert "has no 'moov' box" in refused(m4a[: m4a.index(b"moov") - 4])
+
+
+def test_probe_reads_an_upload_stream_and_leaves_it_at_the_start() -> None:
+    stream = io.BytesIO((DATA / "tone_mono_8k.flac").read_bytes())
+    stream.seek(100)
+
+    assert probe(stream, audio.FLAC) == AudioInfo(0.5, 8000, 1)
+    assert stream.tell() == 0
 
 
 def test_formats_map_every_name_to_an_audio_mime_type() -> None:
@@ -175,19 +233,98 @@ def test_wav_left_unfinished_by_a_crashed_recorder_is_measured_from_disk(
     assert probe(path, audio.WAV) == AudioInfo(pytest.approx(0.25), 8000, 2)
 
 
-def test_wav_without_fmt_chunk_is_accepted_with_unknown_metadata(tmp_path: Path) -> None:
-    path = tmp_path / "nofmt.wav"
-    path.write_bytes(riff(chunk(b"data", bytes(1000))))
-
-    assert detect_file(path) == audio.WAV
-    assert probe(path, audio.WAV) == AudioInfo(None, None, None)
+def test_wav_with_fmt_but_no_data_chunk_is_refused() -> None:
+    assert "has no 'data' chunk" in refused(riff(fmt_chunk(1, 1, 22050, 16)))
 
 
-def test_wav_with_fmt_but_no_data_chunk_reports_rate_and_channels_only(tmp_path: Path) -> None:
-    path = tmp_path / "nodata.wav"
-    path.write_bytes(riff(fmt_chunk(1, 1, 22050, 16)))
+def test_wav_with_an_empty_data_chunk_is_a_recording_of_no_time() -> None:
+    data = riff(fmt_chunk(1, 1, 22050, 16), chunk(b"data", b""))
 
-    assert probe(path, audio.WAV) == AudioInfo(None, 22050, 1)
+    assert probe(io.BytesIO(data), audio.WAV) == AudioInfo(0.0, 22050, 1)
+
+
+def test_wav_with_its_data_chunk_before_fmt_is_probed() -> None:
+    data = riff(chunk(b"data", bytes(16000)), fmt_chunk(1, 1, 16000, 16))
+
+    assert probe(io.BytesIO(data), audio.WAV) == AudioInfo(0.5, 16000, 1)
+
+
+_MP3 = (DATA / "tone_mono_8k.mp3").read_bytes()
+_AAC = (DATA / "tone_mono_8k.aac").read_bytes()
+_NOISE = random.Random(20261128).randbytes(4000)
+
+
+@pytest.mark.parametrize(
+    ("data", "problem"),
+    [
+        pytest.param(b"fLaC", "has no STREAMINFO block", id="flac-alone"),
+        pytest.param(b"fLaC" + bytes([0x84]) + _NOISE, "has no STREAMINFO", id="flac-noise"),
+        pytest.param(
+            b"fLaC\x80" + (DATA / "tone_mono_8k.flac").read_bytes()[5:42],  # STREAMINFO, last
+            "has no audio frame after its metadata",
+            id="flac-metadata-only",
+        ),
+        pytest.param(
+            (DATA / "tone_mono_8k.flac").read_bytes()[:42],
+            "its metadata is cut short",
+            id="flac-cut-in-metadata",
+        ),
+        pytest.param(_MP3[:4] + _NOISE[:60], "fewer than 3 consecutive", id="mp3-header-noise"),
+        pytest.param(_MP3[:72], "fewer than 3 consecutive", id="one-mp3-frame"),
+        pytest.param(_AAC[:7] + _NOISE[:40], "fewer than 3 consecutive", id="adts-header-noise"),
+        pytest.param(
+            b"ID3\x03\x00\x00\x00\x00\x00\x14" + bytes(20) + _NOISE,
+            "has no audio frame where the stream should start",
+            id="id3-noise",
+        ),
+        pytest.param(
+            b"ID3\x04\x00\x00\x00\x10\x00\x00" + _NOISE * 80,
+            "has no audio frame where the stream should start",
+            id="id3-large-tag-noise",
+        ),
+        pytest.param(
+            b"\x00\x00\x00\x1cftypM4A \x00\x00\x02\x00M4A isomiso2" + _NOISE,
+            "has no 'moov' box",
+            id="ftyp-m4a-noise",
+        ),
+        pytest.param(
+            riff(chunk(b"data", bytes(1000))), "has no 'fmt ' chunk", id="wav-without-fmt"
+        ),
+        pytest.param(
+            riff(fmt_chunk(1, 1, 8000, 16))[:30], "'fmt ' chunk is cut short", id="wav-cut-fmt"
+        ),
+        pytest.param(
+            riff(chunk(b"fmt ", bytes(8)), chunk(b"data", bytes(100))),
+            "'fmt ' chunk is cut short",
+            id="wav-short-fmt",
+        ),
+        pytest.param(
+            riff(fmt_chunk(1, 0, 8000, 16), chunk(b"data", bytes(100))),
+            "no valid channel count (0)",
+            id="wav-zero-channels",
+        ),
+        pytest.param(
+            riff(fmt_chunk(1, 1, 2_000_000_000, 16), chunk(b"data", bytes(100))),
+            "no valid sample rate",
+            id="wav-absurd-rate",
+        ),
+        pytest.param(
+            (DATA / "tone_mono_48k.webm").read_bytes()[:40], "has no Segment", id="ebml-only"
+        ),
+        pytest.param(
+            (DATA / "tone_mono_8k.opus").read_bytes()[:841],
+            "has no complete audio page",
+            id="opus-headers-only",
+        ),
+    ],
+)
+def test_files_that_only_start_like_audio_are_refused_naming_what_is_missing(
+    data: bytes, problem: str
+) -> None:
+    message = refused(data)
+
+    assert problem in message
+    assert message.endswith("upload the complete recording")
 
 
 @pytest.mark.parametrize(
@@ -310,33 +447,56 @@ def test_matroska_that_is_not_webm_is_not_detected() -> None:
 
 
 @pytest.mark.parametrize(("name", "fmt"), [(f[0], f[1]) for f in FIXTURES])
-def test_probe_of_a_cut_file_never_raises(tmp_path: Path, name: str, fmt: AudioFormat) -> None:
+def test_a_cut_file_is_either_probed_or_refused_with_415(name: str, fmt: AudioFormat) -> None:
     data = (DATA / name).read_bytes()
-    for keep in sorted({0, 4, 12, 40, len(data) // 3, len(data) // 2, len(data) - 1}):
-        path = tmp_path / f"cut-{keep}"
-        path.write_bytes(data[:keep])
-
-        info = probe(path, fmt)
-
-        assert isinstance(info, AudioInfo)
+    for keep in range(0, len(data), max(1, len(data) // 97)):
+        try:
+            info = probe(io.BytesIO(data[:keep]), fmt)
+        except UnsupportedMediaError:
+            continue
+        assert info.sample_rate > 0 and info.channels > 0
         if info.duration_seconds is not None:
             assert math.isfinite(info.duration_seconds) and info.duration_seconds >= 0
 
 
-def test_probe_of_garbage_behind_valid_magic_returns_unknown_and_logs_debug(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+@pytest.mark.parametrize(
+    ("name", "fmt"),
+    [
+        ("tone_mono_8k.mp3", audio.MP3),
+        ("tone_stereo_8k_id3.mp3", audio.MP3),
+        ("tone_mono_16k.mp2", audio.MP2),
+        ("tone_mono_8k.aac", audio.AAC_ADTS),
+    ],
+)
+def test_a_frame_stream_cut_in_half_reports_about_half_its_duration(
+    name: str, fmt: AudioFormat
 ) -> None:
-    path = tmp_path / "fake.flac"
-    path.write_bytes(b"fLaC" + random.Random(7).randbytes(3000))
+    data = (DATA / name).read_bytes()
+    whole = probe(io.BytesIO(data), fmt)
 
+    half = probe(io.BytesIO(data[: len(data) // 2]), fmt)
+
+    assert whole.duration_seconds is not None and half.duration_seconds is not None
+    assert half.duration_seconds == pytest.approx(whole.duration_seconds / 2, rel=0.25)
+    assert (half.sample_rate, half.channels) == (whole.sample_rate, whole.channels)
+
+
+def test_noise_behind_a_valid_container_header_is_refused(caplog: pytest.LogCaptureFixture) -> None:
+    rng = random.Random(7)
+    heads = {
+        audio.FLAC: (DATA / "tone_mono_8k.flac").read_bytes()[:4],
+        audio.M4A: (DATA / "tone_stereo_8k.m4a").read_bytes()[:28],
+        audio.WEBM: (DATA / "tone_mono_48k.webm").read_bytes()[:40],
+        audio.OGG_OPUS: (DATA / "tone_mono_8k.opus").read_bytes()[:47],
+        audio.WAV: riff()[:12],
+    }
     with caplog.at_level(logging.DEBUG, logger="recorder.audio"):
-        info = probe(path, audio.FLAC)
+        for fmt, head in heads.items():
+            for _ in range(200):
+                with pytest.raises(UnsupportedMediaError):
+                    probe(io.BytesIO(head + rng.randbytes(rng.randrange(4000))), fmt)
 
-    assert info == AudioInfo(None, None, None)
-    assert [r.levelno for r in caplog.records] == [logging.DEBUG]
-    assert caplog.records[0].audio_format == "flac"
 
-
-def test_probe_of_a_missing_file_returns_unknown(tmp_path: Path) -> None:
-    assert probe(tmp_path / "gone.wav", audio.WAV) == AudioInfo(None, None, None)
-    assert probe(tmp_path / "gone.mp3", audio.MP3) == AudioInfo(None, None, None)
+def test_a_missing_file_is_an_os_error_not_a_verdict_on_the_upload(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError):
+        probe(tmp_path / "gone.wav", audio.WAV)

@@ -1,0 +1,103 @@
+"""An upload is stored only if it holds an audio stream; anything else is 415 naming why."""
+
+from __future__ import annotations
+
+import random
+import struct
+from pathlib import Path
+
+import pytest
+from flask.testing import FlaskClient
+
+from recorder.config import Settings
+from tests.recorder.fixtures import make_wav, stored_blobs, upload
+
+DATA = Path(__file__).parent / "data"
+_NOISE = random.Random(415).randbytes(3000)
+
+
+def _wave_header(data_size: int, riff_size: int) -> bytes:
+    fmt = struct.pack("<HHIIHH", 1, 1, 8000, 16000, 2, 16)
+    return (
+        b"RIFF"
+        + struct.pack("<I", riff_size)
+        + b"WAVEfmt "
+        + struct.pack("<I", len(fmt))
+        + fmt
+        + b"data"
+        + struct.pack("<I", data_size)
+    )
+
+
+@pytest.mark.parametrize(
+    ("payload", "problem"),
+    [
+        pytest.param(b"fLaC", "STREAMINFO", id="flac-alone"),
+        pytest.param(
+            (DATA / "tone_mono_8k.mp3").read_bytes()[:4] + _NOISE[:50],
+            "consecutive valid audio frames",
+            id="mp3-header-noise",
+        ),
+        pytest.param(
+            (DATA / "tone_mono_8k.aac").read_bytes()[:7] + _NOISE[:50],
+            "consecutive valid audio frames",
+            id="adts-header-noise",
+        ),
+        pytest.param(b"ID3\x04\x00\x00\x00\x00\x00\x00" + _NOISE, "audio frame", id="id3-noise"),
+        pytest.param(
+            b"\x00\x00\x00\x1cftypM4A \x00\x00\x02\x00M4A isomiso2" + _NOISE,
+            "'moov' box",
+            id="ftyp-m4a-noise",
+        ),
+        pytest.param(
+            b"RIFF\x24\x00\x00\x00WAVEdata\x00\x10\x00\x00" + bytes(4096),
+            "'fmt ' chunk",
+            id="wave-without-fmt",
+        ),
+        pytest.param(_wave_header(0, 0)[:30], "'fmt ' chunk", id="wave-cut-in-fmt"),
+    ],
+)
+def test_upload_that_only_starts_like_audio_is_415_and_stores_nothing(
+    client: FlaskClient, settings: Settings, payload: bytes, problem: str
+) -> None:
+    status, body = upload(client, payload, filename="hostile.bin")
+
+    assert status == 415, body
+    assert problem in body["message"]
+    assert stored_blobs(settings) == []
+    assert client.get("/api/recordings").get_json() == []
+
+
+def test_wav_left_unfinished_by_a_crashed_recorder_is_stored_with_the_duration_there(
+    client: FlaskClient,
+) -> None:
+    samples = bytes(2 * 8000 * 3 // 4)  # 0.75 s of mono 16-bit at 8 kHz
+    payload = _wave_header(0xFFFFFFFF, 0xFFFFFFFF) + samples
+
+    status, body = upload(client, payload, filename="crashed.wav")
+
+    assert status == 201, body
+    assert (body["duration_seconds"], body["sample_rate"], body["channels"]) == (0.75, 8000, 1)
+
+
+def test_wav_cut_mid_data_is_stored_with_the_duration_of_what_arrived(client: FlaskClient) -> None:
+    whole = make_wav(seconds=1.0)
+
+    status, body = upload(client, whole[: 44 + 8000])  # the header and 4000 of 8000 frames
+
+    assert status == 201, body
+    assert body["duration_seconds"] == 0.5
+
+
+@pytest.mark.parametrize(
+    ("name", "rate", "channels"),
+    [("tone_mono_8k.m4a", 8000, 1), ("tone_mono_48k.webm", 48000, 1)],
+)
+def test_real_m4a_and_webm_report_their_stream(
+    client: FlaskClient, name: str, rate: int, channels: int
+) -> None:
+    status, body = upload(client, (DATA / name).read_bytes(), filename=name)
+
+    assert status == 201, body
+    assert (body["sample_rate"], body["channels"]) == (rate, channels)
+    assert body["duration_seconds"] == pytest.approx(0.5, abs=0.16)
