@@ -3,9 +3,15 @@
 Callers catch :class:`RecorderError` to handle anything this package raises on purpose; each
 subclass names one failure and maps to one HTTP status in the API layer (noted per class).
 Messages say what happened and what the caller can do about it.
+
+Classes that refuse a caller's request (404, 409, 412, 422) set ``client_error = True``: a unit of
+work they roll back is logged at DEBUG, not as a warning (see
+:mod:`instrumentation.transactions`).
 """
 
 from __future__ import annotations
+
+from typing import ClassVar
 
 
 class RecorderError(Exception):
@@ -15,13 +21,32 @@ class RecorderError(Exception):
 class NotFoundError(RecorderError):
     """The recording or blob asked for does not exist (HTTP 404)."""
 
+    client_error: ClassVar[bool] = True
+
 
 class ConflictError(RecorderError):
     """The request clashes with the current state of a resource (HTTP 409)."""
 
+    client_error: ClassVar[bool] = True
+
 
 class PreconditionFailedError(RecorderError):
     """An ``If-Match`` / ``If-Unmodified-Since`` precondition did not hold (HTTP 412)."""
+
+    client_error: ClassVar[bool] = True
+
+
+class IdempotencyKeyReusedError(RecorderError):
+    """An ``Idempotency-Key`` already names a different upload (HTTP 422)."""
+
+    client_error: ClassVar[bool] = True
+
+    def __init__(self) -> None:
+        super().__init__(
+            "the Idempotency-Key header names an earlier upload with a different title, tags "
+            "or audio; send a new key for a new recording, or repeat the original request "
+            "unchanged"
+        )
 
 
 class PayloadTooLargeError(RecorderError):

@@ -88,6 +88,11 @@ class Recording(Base):
     original_filename: Mapped[str | None] = mapped_column(sa.String(255))
     sha256: Mapped[str] = mapped_column(sa.String(64), index=True)
     mime_type: Mapped[str] = mapped_column(sa.String(64))
+    # recorder.audio.FORMATS name; NULL for rows stored before revision 0002.
+    audio_format: Mapped[str | None] = mapped_column(sa.String(16))
+    # The client's Idempotency-Key and a digest of what it created (title, tags, audio).
+    idempotency_key: Mapped[str | None] = mapped_column(sa.String(255), unique=True, index=True)
+    idempotency_fingerprint: Mapped[str | None] = mapped_column(sa.String(64))
     size_bytes: Mapped[int] = mapped_column(sa.BigInteger)
     duration_seconds: Mapped[float | None] = mapped_column(sa.Float)
     sample_rate: Mapped[int | None] = mapped_column(sa.Integer)

@@ -25,6 +25,9 @@ SORT_KEYS = ("created_at", "title", "duration")
 _TAG_PATTERN = re.compile(r"^[\w][\w .\-]*$")
 # Control characters (other than none at all) make titles unprintable in logs and UIs.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+IDEMPOTENCY_KEY_MAX = 255
+# Printable ASCII (space included): what every HTTP stack carries unchanged in a header value.
+_IDEMPOTENCY_KEY = re.compile(r"\A[\x20-\x7e]+\Z")
 
 
 class Trimmed(fields.String):
@@ -139,6 +142,25 @@ class IfMatchHeaderSchema(ma.Schema):
         unknown = ma.EXCLUDE
 
     if_match = Trimmed(data_key="If-Match", validate=validate.Length(1, 64))
+
+
+class IdempotencyKeyHeaderSchema(ma.Schema):
+    """``Idempotency-Key`` on uploads (optional); other headers pass by."""
+
+    class Meta:
+        unknown = ma.EXCLUDE
+
+    idempotency_key = fields.String(
+        data_key="Idempotency-Key",
+        validate=[
+            validate.Length(1, IDEMPOTENCY_KEY_MAX),
+            validate.Regexp(_IDEMPOTENCY_KEY, error="Must hold printable ASCII characters only."),
+        ],
+        metadata={
+            "description": "A key of your choice (1-255 printable ASCII characters) that makes "
+            "the upload safe to repeat: a repeat returns the recording the first one created."
+        },
+    )
 
 
 class RecordingSchema(ma.Schema):

@@ -8,13 +8,20 @@ unit through a SAVEPOINT. The views hand in the ``Database``.
 
 Blob files are written before the unit of work (content-addressed, so a retried unit finds the
 same file) and removed only after the unit that dropped their last reference has committed.
+
+Creating a recording is safe to repeat: its public id is chosen before the insert, so when a
+COMMIT fails without saying whether it landed, the retry looks the row up by that id first
+(a landed check, see :mod:`instrumentation.transactions`). A client's ``Idempotency-Key`` is
+stored with the row; a repeat finds it, and the same key with another upload is refused.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 import sqlalchemy as sa
@@ -23,7 +30,12 @@ from sqlalchemy.orm import Session
 
 from instrumentation.transactions import transactional
 from recorder.audio import AudioFormat, AudioInfo
-from recorder.errors import ConflictError, NotFoundError, PreconditionFailedError
+from recorder.errors import (
+    ConflictError,
+    IdempotencyKeyReusedError,
+    NotFoundError,
+    PreconditionFailedError,
+)
 from recorder.models import Recording, RecordingStatus, Tag, recording_tags, utcnow
 from recorder.storage import StoredBlob
 
@@ -36,12 +48,21 @@ SORT_COLUMNS = {
 
 @dataclass(frozen=True)
 class NewRecording:
+    """What an upload creates; ``public_id`` is chosen here, before any attempt to insert it."""
+
     title: str
     original_filename: str | None
     blob: StoredBlob
     audio_format: AudioFormat
     info: AudioInfo
     tags: Sequence[str] = ()
+    idempotency_key: str | None = None
+    public_id: uuid.UUID = field(default_factory=uuid.uuid4)
+
+    def fingerprint(self) -> str:
+        """A digest of what the client sent (title, tags in any order or case, the audio)."""
+        body = [self.title, sorted(tag.casefold() for tag in self.tags), self.blob.sha256]
+        return hashlib.sha256(json.dumps(body).encode()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -121,22 +142,67 @@ def _load(session: Session, public_id: uuid.UUID) -> Recording:
     return recording
 
 
-@transactional
+def _created(session: Session, new: NewRecording) -> Recording | None:
+    """The row an earlier attempt of :func:`create_recording` committed, if any."""
+    return session.scalars(
+        sa.select(Recording).where(Recording.public_id == new.public_id)
+    ).one_or_none()
+
+
+def _by_idempotency_key(session: Session, new: NewRecording) -> Recording | None:
+    """The recording created under ``new``'s key; refuses it if that held another upload."""
+    recording = session.scalars(
+        sa.select(Recording).where(Recording.idempotency_key == new.idempotency_key)
+    ).one_or_none()
+    if recording is not None and recording.idempotency_fingerprint != new.fingerprint():
+        raise IdempotencyKeyReusedError()
+    return recording
+
+
+@transactional(landed=_created)
 def create_recording(session: Session, new: NewRecording) -> Recording:
+    """Insert ``new``, or return the recording an earlier upload with its key created.
+
+    The caller tells a repeat by its ``public_id``, which differs from ``new.public_id``.
+    Raises :class:`IdempotencyKeyReusedError` if the key names a different upload.
+    """
+    if new.idempotency_key is not None:
+        earlier = _by_idempotency_key(session, new)
+        if earlier is not None:
+            return earlier
     recording = Recording(
+        public_id=new.public_id,
         title=new.title,
         original_filename=new.original_filename,
         sha256=new.blob.sha256,
         mime_type=new.audio_format.mime,
+        audio_format=new.audio_format.name,
         size_bytes=new.blob.size,
         duration_seconds=new.info.duration_seconds,
         sample_rate=new.info.sample_rate,
         channels=new.info.channels,
         status=RecordingStatus.ACTIVE,
         tags=_get_tags(session, new.tags),
+        idempotency_key=new.idempotency_key,
+        idempotency_fingerprint=None if new.idempotency_key is None else new.fingerprint(),
     )
-    session.add(recording)
-    session.flush()
+    if new.idempotency_key is None:
+        session.add(recording)
+        session.flush()
+    else:
+        try:
+            # A concurrent upload with the same key may commit first: the unique index refuses
+            # this insert, and that upload's row is the answer.
+            with session.begin_nested():
+                session.add(recording)
+        except IntegrityError:
+            earlier = _by_idempotency_key(session, new)
+            if earlier is None:
+                raise
+            return earlier
+    # Tags in the order every read gives them (the database's), so that the answer to this
+    # upload, a repeat of it and a GET are the same document.
+    session.refresh(recording, ["tags"])
     return recording
 
 
@@ -244,9 +310,17 @@ def blob_referenced(session: Session, sha256: str) -> bool:
 
 @transactional(readonly=True)
 def list_tags(session: Session) -> list[TagCount]:
+    """Tags in use by at least one recording that is not deleted, with that count."""
     rows = session.execute(
-        sa.select(Tag.name, sa.func.count(recording_tags.c.recording_id))
-        .outerjoin(recording_tags, recording_tags.c.tag_id == Tag.id)
+        sa.select(Tag.name, sa.func.count(Recording.id))
+        .join(recording_tags, recording_tags.c.tag_id == Tag.id)
+        .join(
+            Recording,
+            sa.and_(
+                Recording.id == recording_tags.c.recording_id,
+                Recording.status != RecordingStatus.DELETED,
+            ),
+        )
         .group_by(Tag.id, Tag.name)
         .order_by(sa.func.lower(Tag.name))
     ).all()

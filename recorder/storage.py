@@ -47,6 +47,9 @@ CHUNK_BYTES: Final = 64 * 1024
 _SHA256_HEX: Final = re.compile(r"[0-9a-f]{64}")
 _FAN_OUT: Final = re.compile(r"[0-9a-f]{2}")
 _TEMP_PREFIX: Final = "upload-"
+# Renames into a fan-out folder that a concurrent purge just removed; one retry nearly always
+# suffices, a few bound it.
+_RENAME_ATTEMPTS: Final = 5
 # A holder does a few file-system calls and one short transaction; waiting longer means a stuck
 # process, which the caller reports as storage trouble rather than hanging the request.
 LOCK_TIMEOUT_SECONDS: Final = 30.0
@@ -172,7 +175,7 @@ class BlobStore:
         return self.path_for(sha256).is_file()
 
     def delete(self, sha256: str) -> bool:
-        """Remove a blob; returns False if it was already gone.
+        """Remove a blob and the fan-out folders it leaves empty; False if it was already gone.
 
         Call only once no recording references the hash any more.
         """
@@ -183,7 +186,20 @@ class BlobStore:
             return False
         except OSError as e:
             raise self._error(f"cannot delete audio blob {sha256}", e) from e
+        self._prune(path.parent)
         return True
+
+    def _prune(self, leaf: Path) -> None:
+        """Remove ``leaf`` and then its parent if they are empty; never below ``root``.
+
+        ``rmdir`` refuses a folder that is not empty, so a blob another upload renamed in
+        meanwhile is never lost; an upload racing the removal recreates the folder (``_commit``).
+        """
+        for directory in (leaf, leaf.parent):
+            try:
+                directory.rmdir()
+            except OSError:
+                return
 
     def check_writable(self) -> None:
         """Prove the store accepts writes by creating, syncing and removing a probe file.
@@ -266,11 +282,19 @@ class BlobStore:
             # Only a damaged disk or a hand edit can give a content-addressed file the wrong
             # size; the fresh, complete copy replaces it.
             logger.warning("replacing damaged audio blob", extra={"sha256": sha256})
-        for directory in (final.parent.parent, final.parent):
-            if not directory.is_dir():
-                directory.mkdir(exist_ok=True)
-                _fsync_dir(directory.parent)
-        os.replace(tmp, final)
+        # A purge of another blob may remove an empty fan-out folder between our mkdir and the
+        # rename (see _prune); the rename then finds no folder and is tried again.
+        for attempt in range(_RENAME_ATTEMPTS):
+            try:
+                for directory in (final.parent.parent, final.parent):
+                    if not directory.is_dir():
+                        directory.mkdir(exist_ok=True)
+                        _fsync_dir(directory.parent)
+                os.replace(tmp, final)
+                break
+            except FileNotFoundError:
+                if attempt == _RENAME_ATTEMPTS - 1 or not tmp.exists():
+                    raise
         _fsync_dir(final.parent)
         return StoredBlob(sha256, size, final, created=True, head=head)
 

@@ -14,9 +14,10 @@ from sqlalchemy.orm.exc import StaleDataError
 from werkzeug.http import HTTP_STATUS_CODES
 
 from instrumentation import record_error
-from instrumentation.errors import TransactionRetryError
+from instrumentation.errors import CommitOutcomeUnknownError, TransactionRetryError
 from recorder.errors import (
     ConflictError,
+    IdempotencyKeyReusedError,
     NotFoundError,
     PayloadTooLargeError,
     PreconditionFailedError,
@@ -34,6 +35,7 @@ STATUS_BY_ERROR: dict[type[RecorderError], int] = {
     PreconditionFailedError: 412,
     PayloadTooLargeError: 413,
     UnsupportedMediaError: 415,
+    IdempotencyKeyReusedError: 422,
     PreconditionRequiredError: 428,
     StorageError: 503,
 }
@@ -79,8 +81,22 @@ def _gave_up(error: TransactionRetryError) -> Response:
     return response
 
 
+def _outcome_unknown(error: CommitOutcomeUnknownError) -> Response:
+    record_error(error)
+    logger.error("%s", error)
+    response = error_response(
+        503,
+        "the database connection was lost while the change was being committed, so whether it "
+        "was saved is unknown; fetch the resource to check before repeating the request",
+        outcome="unknown",
+    )
+    response.headers["Retry-After"] = "1"
+    return response
+
+
 def register_error_handlers(app: Flask) -> None:
     app.register_error_handler(RecorderError, _recorder_error)
     app.register_error_handler(StaleDataError, _stale)
     app.register_error_handler(IntegrityError, _integrity)
     app.register_error_handler(TransactionRetryError, _gave_up)
+    app.register_error_handler(CommitOutcomeUnknownError, _outcome_unknown)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import unicodedata
 import uuid
 from typing import Any
+from urllib.parse import quote
 
 from flask import Response, request, send_file, url_for
 from flask.views import MethodView
@@ -23,6 +25,7 @@ from recorder.errors import (
 )
 from recorder.schemas import (
     DeleteQuerySchema,
+    IdempotencyKeyHeaderSchema,
     IfMatchHeaderSchema,
     RecordingCreateSchema,
     RecordingListQuerySchema,
@@ -39,6 +42,14 @@ blp = Blueprint(
 )
 
 FILENAME_MAX = 255
+# Download names keep this much of the original stem (the extension is added after it).
+DOWNLOAD_STEM_MAX = 200
+# Characters a download name drops: path separators, quotes, and what file systems refuse.
+_UNSAFE_IN_FILENAMES = frozenset('/\\"*:<>?|;')
+# RFC 5987 attr-char: what filename* may carry unencoded.
+_ATTR_CHARS = "!#$&+-.^_`|~"
+# Extensions for rows stored before the format was (revision 0002): one per MIME type.
+_LEGACY_EXTENSIONS = {"audio/ogg": "ogg", "audio/mpeg": "mp3"}
 SUPPORTED_FORMATS = ", ".join(sorted({fmt.name.upper() for fmt in FORMATS.values()}))
 
 
@@ -75,6 +86,34 @@ def _with_etag(recording: Any, status: int = 200) -> tuple[Any, int, dict[str, s
     return recording, status, {"ETag": _etag(recording.version)}
 
 
+def _extension(recording: Any) -> str:
+    audio_format = FORMATS.get(recording.audio_format or "")
+    if audio_format is not None:
+        return audio_format.extension
+    if recording.mime_type in _LEGACY_EXTENSIONS:
+        return _LEGACY_EXTENSIONS[recording.mime_type]
+    return next((f.extension for f in FORMATS.values() if f.mime == recording.mime_type), "bin")
+
+
+def _content_disposition(recording: Any) -> dict[str, str]:
+    """``inline`` with the original name (RFC 6266): UTF-8 ``filename*``, ASCII ``filename``.
+
+    The stem is the client's file name without its extension, stripped of characters no file
+    system or header takes; the extension is the detected format's, whatever the client said.
+    """
+    name = unicodedata.normalize("NFC", recording.original_filename or "")
+    stem = name.rsplit(".", 1)[0] if "." in name.lstrip(".") else name
+    stem = "".join(ch for ch in stem if ch.isprintable() and ch not in _UNSAFE_IN_FILENAMES).strip(
+        " ."
+    )[:DOWNLOAD_STEM_MAX]
+    ascii_stem = unicodedata.normalize("NFKD", stem).encode("ascii", "ignore").decode()
+    ascii_stem = ascii_stem.replace("%", "_").strip(" .")
+    extension = _extension(recording)
+    full = f"{stem or 'recording'}.{extension}"
+    fallback = f"{ascii_stem or 'recording'}.{extension}"
+    return {"filename": fallback, "filename*": f"UTF-8''{quote(full, safe=_ATTR_CHARS)}"}
+
+
 def _client_filename(upload: FileStorage) -> str | None:
     """The client's file name, kept as metadata only (it never becomes a path)."""
     name = (upload.filename or "").replace("\\", "/").rsplit("/", 1)[-1].strip()
@@ -103,12 +142,26 @@ class Recordings(MethodView):
             header["next_page"] = page.page + 1
         return page.items, {"X-Pagination": json.dumps(header)}
 
+    @blp.arguments(IdempotencyKeyHeaderSchema, location="headers")
     @blp.arguments(UploadFilesSchema, location="files", unknown=RAISE)
     @blp.arguments(RecordingCreateSchema, location="form")
     @blp.response(201, RecordingSchema)
     @blp.alt_response(413, description="The upload is larger than the configured limit")
     @blp.alt_response(415, description="The file is not audio in a supported format")
-    def post(self, files: dict[str, FileStorage], form: dict[str, Any]) -> Any:
+    @blp.alt_response(
+        422, description="Invalid fields, or an Idempotency-Key already used for another upload"
+    )
+    @blp.alt_response(
+        503, description="The database is busy, or the outcome of the upload is unknown"
+    )
+    @blp.doc(
+        description="Upload a recording. With an `Idempotency-Key` header a repeat of the same "
+        "upload returns the recording the first one created (201, the same Location, and "
+        "`Idempotent-Replayed: true`) instead of creating another."
+    )
+    def post(
+        self, headers: dict[str, str], files: dict[str, FileStorage], form: dict[str, Any]
+    ) -> Any:
         ctx = recorder_context()
         upload = files["file"]
         head = upload.stream.read(HEAD_BYTES)
@@ -128,6 +181,7 @@ class Recordings(MethodView):
             audio_format=audio_format,
             info=info,
             tags=form["tags"],
+            idempotency_key=headers.get("idempotency_key"),
         )
         # From "the blob is on disk" to the commit of the row that references it, no purge of
         # the same audio may decide that nothing references it (see recorder.storage).
@@ -146,7 +200,10 @@ class Recordings(MethodView):
                 raise
         recording_id = recording.public_id
         location = url_for("recordings.Recording", recording_id=recording_id)
-        return recording, 201, {"Location": location, "ETag": _etag(recording.version)}
+        response_headers = {"Location": location, "ETag": _etag(recording.version)}
+        if recording_id != new.public_id:
+            response_headers["Idempotent-Replayed"] = "true"
+        return recording, 201, response_headers
 
 
 @blp.route("/<uuid:recording_id>")
@@ -201,7 +258,7 @@ class RecordingAudio(MethodView):
         path = ctx.store.path_for(recording.sha256)
         if not path.is_file():
             raise NotFoundError(f"the audio of recording {recording_id} is missing from storage")
-        return send_file(
+        response = send_file(
             path,
             mimetype=recording.mime_type,
             conditional=True,
@@ -209,3 +266,5 @@ class RecordingAudio(MethodView):
             last_modified=recording.created_at,
             max_age=3600,
         )
+        response.headers.set("Content-Disposition", "inline", **_content_disposition(recording))
+        return response
