@@ -500,3 +500,76 @@ def test_noise_behind_a_valid_container_header_is_refused(caplog: pytest.LogCapt
 def test_a_missing_file_is_an_os_error_not_a_verdict_on_the_upload(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError):
         probe(tmp_path / "gone.wav", audio.WAV)
+
+
+def _ogg_crc(page: bytes) -> int:
+    """The CRC-32 of an Ogg page (RFC 3533: polynomial 0x04C11DB7, no reflection, init 0)."""
+    crc = 0
+    for byte in page:
+        crc ^= byte << 24
+        for _ in range(8):
+            crc = ((crc << 1) ^ 0x04C11DB7 if crc & 0x80000000 else crc << 1) & 0xFFFFFFFF
+    return crc
+
+
+def _ogg_page(packets: list[bytes], granule: int, serial: int, sequence: int, flags: int) -> bytes:
+    table = b"".join(bytes([255] * (len(p) // 255) + [len(p) % 255]) for p in packets)
+    header = struct.pack("<4sBBqIIIB", b"OggS", 0, flags, granule, serial, sequence, 0, len(table))
+    page = header + table + b"".join(packets)
+    return page[:22] + struct.pack("<I", _ogg_crc(page)) + page[26:]
+
+
+def _opus_in_pages_of(packets_per_page: int) -> tuple[bytes, list[int]]:
+    """The Opus sample re-paged with ``packets_per_page`` audio packets a page (each 20 ms).
+
+    Returns the file and the offset at which each audio page starts.
+    """
+    data = (DATA / "tone_mono_8k.opus").read_bytes()
+    headers, audio_page = data[:841], data[841:]
+    serial, final_granule = struct.unpack_from("<I", audio_page, 14)[0], audio_page[6:14]
+    table = audio_page[27 : 27 + audio_page[26]]
+    body, packets, start, end = audio_page[27 + len(table) :], [], 0, 0
+    for lace in table:
+        end += lace
+        if lace < 255:
+            packets.append(body[start:end])
+            start = end
+    assert {p[0] for p in packets} == {0x08}, "SILK 20 ms, one frame a packet"
+    pre_skip = int.from_bytes(headers[38:40], "little")
+    out, offsets = bytearray(headers), []
+    for index in range(0, len(packets), packets_per_page):
+        chunk = packets[index : index + packets_per_page]
+        last = index + packets_per_page >= len(packets)
+        granule = (
+            int.from_bytes(final_granule, "little", signed=True)
+            if last
+            else pre_skip + 960 * (index + len(chunk))
+        )
+        offsets.append(len(out))
+        out += _ogg_page(chunk, granule, serial, 2 + index // packets_per_page, 4 if last else 0)
+    return bytes(out), offsets
+
+
+def test_ogg_cut_mid_page_reports_the_time_up_to_the_last_whole_page() -> None:
+    whole, pages = _opus_in_pages_of(6)  # granules 0.12, 0.24, 0.36, 0.48 s, then the end
+
+    assert probe(io.BytesIO(whole), audio.OGG_OPUS) == AudioInfo(0.5, 48000, 1)
+    for page, seconds in enumerate((0.12, 0.24, 0.36, 0.48)):
+        cut = whole[: pages[page + 1] + 40]  # inside the next page
+        assert probe(io.BytesIO(cut), audio.OGG_OPUS) == AudioInfo(pytest.approx(seconds), 48000, 1)
+
+
+@pytest.mark.parametrize(("name", "fmt"), [(f[0], f[1]) for f in FIXTURES])
+def test_damaged_real_files_are_probed_or_refused_never_crash(name: str, fmt: AudioFormat) -> None:
+    data = (DATA / name).read_bytes()
+    rng = random.Random(name)
+    for _ in range(300):
+        damaged = bytearray(data)
+        for _ in range(rng.randrange(1, 8)):
+            damaged[rng.randrange(len(damaged))] = rng.randrange(256)
+        try:
+            info = probe(io.BytesIO(bytes(damaged)), fmt)
+        except UnsupportedMediaError:
+            continue
+        assert audio.MIN_SAMPLE_RATE <= info.sample_rate <= audio.MAX_SAMPLE_RATE
+        assert 1 <= info.channels <= audio.MAX_CHANNELS
