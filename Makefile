@@ -1,26 +1,34 @@
 # `make run` serves the whole stack on SQLite and local files; `make test` runs every test.
-# Both create .venv and install the project on first use.
+# Both create .venv on first use; `run` installs only what running needs, `test` adds the test
+# extras. Each install is remembered by a stamp and redone when pyproject.toml changes.
 PYTHON ?= python3
 VENV := .venv
-STAMP := $(VENV)/.installed
+RUN_STAMP := $(VENV)/.installed-run
+TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: run test lint bench bench-contrib clean
+.PHONY: run test bench bench-contrib clean
 
-$(STAMP): pyproject.toml
+$(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
-	$(VENV)/bin/pip install --quiet -e '.[test]'
-	touch $(STAMP)
 
-run: $(STAMP)
+$(RUN_STAMP): pyproject.toml | $(VENV)/bin/python
+	$(VENV)/bin/pip install --quiet -e .
+	touch $@
+
+$(TEST_STAMP): pyproject.toml $(RUN_STAMP)
+	$(VENV)/bin/pip install --quiet -e '.[test]'
+	touch $@
+
+run: $(RUN_STAMP)
 	$(VENV)/bin/vrp up
 
-test: $(STAMP)
+test: $(TEST_STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/pytest
 
-bench: $(STAMP)
+bench: $(TEST_STAMP)
 	$(VENV)/bin/python benchmarks/overhead.py
 
 # The contrib instrumentations need SQLAlchemy < 2.1: they get their own venv, never .venv.
