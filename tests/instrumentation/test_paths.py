@@ -1,4 +1,4 @@
-"""Configured paths come out absolute, joined to the folder given (the working folder by default)."""
+"""Configured paths come out absolute, joined to a base folder (by default the working one)."""
 
 from __future__ import annotations
 
