@@ -58,9 +58,15 @@ def compress_stream(
     *,
     level: int,
     threads: int = 0,
+    hash_plain: bool = True,
     progress: Progress | None = None,
 ) -> StreamResult:
-    """Compress ``source`` into the open file ``fd``, hashing both sides; fsync before returning."""
+    """Compress ``source`` into the open file ``fd``, hashing both sides; fsync before returning.
+
+    ``threads`` as zstd takes it (0: compress on this thread; -1: one worker per core, this
+    thread then only reads and hashes). ``hash_plain=False`` skips the plain side's hash
+    (``plain_sha256`` is then empty) where nobody needs it.
+    """
     plain = hashlib.sha256()
     plain_bytes = 0
     sink = _HashingWriter(fd)
@@ -70,13 +76,15 @@ def compress_stream(
     compressor = zstandard.ZstdCompressor(compression_params=params)
     with compressor.stream_writer(sink, write_size=CHUNK, closefd=False) as writer:
         while chunk := source.read(CHUNK):
-            plain.update(chunk)
+            if hash_plain:
+                plain.update(chunk)
             plain_bytes += len(chunk)
             writer.write(chunk)
             if progress is not None:
                 progress(len(chunk))
     os.fsync(fd)
-    return StreamResult(plain.hexdigest(), plain_bytes, sink.hash.hexdigest(), sink.count)
+    plain_sha256 = plain.hexdigest() if hash_plain else ""
+    return StreamResult(plain_sha256, plain_bytes, sink.hash.hexdigest(), sink.count)
 
 
 class _HashingReader:

@@ -1,4 +1,4 @@
-"""SQLite: the online backup API in bounded steps, checked, compressed in one pass.
+"""SQLite: the online backup API in bounded steps, compressed while it copies.
 
 Consistency while other connections write: the source connection opens a read transaction
 before the first step and keeps it until the last one. In WAL mode (the recorder's mode) that
@@ -9,10 +9,16 @@ connection that holds no transaction, which with a busy writer may be forever). 
 journal mode the held read lock makes writers wait until the copy is done; the copy is still
 consistent. Steps of a few MiB with a short sleep between them keep each step short.
 
-The copy is switched to the rollback journal (one self-contained file), then checked with
-``PRAGMA integrity_check`` and queried for the referenced blobs and row counts in one thread
-while the main thread compresses and hashes it (both release the GIL; a check failure
-discards the run before any manifest is written).
+One pass: the backup API copies pages in order into a scratch file in the run folder, and the
+pages each step completed are read back (from the page cache) and compressed and hashed while
+the next steps run, on another thread. What is compressed is the snapshot's image page for
+page (page 1 as the first step wrote it, before the API's final schema-cookie bump of the
+destination), a database file identical to the source at the snapshot. Once the copy is done
+its thread runs ``PRAGMA quick_check`` on it, counts the rows per table and runs the
+application's referenced-blobs query on it, while compression finishes. The full
+``PRAGMA integrity_check`` (which also cross-checks every index entry and costs several times
+the copy) runs when the backup is verified, on the decompressed artifact: by default after
+every run, and on demand with ``vrp backup verify``.
 """
 
 from __future__ import annotations
@@ -42,7 +48,7 @@ logger = logging.getLogger(__name__)
 
 ARTIFACT: Final = "database.sqlite.zst"
 STEP_BYTES: Final = 8 * 1024 * 1024
-STEP_SLEEP_SECONDS: Final = 0.002
+STEP_SLEEP_SECONDS: Final = 0.001
 BUSY_TIMEOUT_SECONDS: Final = 30.0
 
 
@@ -58,8 +64,11 @@ def _quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def _open_readonly(path: Path) -> sqlite3.Connection:
-    return sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
+def _open_copy(path: Path) -> sqlite3.Connection:
+    """Open a copy we own, never creating it. Read-write on purpose: the image keeps the
+    source's WAL flag, and only a read-write connection removes the ``-wal`` and ``-shm``
+    files beside it when it closes."""
+    return sqlite3.connect(f"file:{path}?mode=rw", uri=True, check_same_thread=False)
 
 
 def integrity_problems(connection: sqlite3.Connection) -> list[str]:
@@ -83,13 +92,14 @@ def row_counts(connection: sqlite3.Connection) -> dict[str, int]:
     }
 
 
-def copy_online(source: Path, target: Path, progress: Progress | None = None) -> None:
+def _copy(source: Path, target: Path, follower: _Follower, cancelled: threading.Event) -> None:
     """Copy ``source`` into the new file ``target`` with the online backup API, in steps."""
-    fd = open_private(target)
-    os.close(fd)
     src = sqlite3.connect(source, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None)
     dst = sqlite3.connect(target, isolation_level=None)
     try:
+        # The scratch copy needs no journal and no fsync: it is read back, never kept.
+        dst.execute("PRAGMA journal_mode=OFF").fetchone()
+        dst.execute("PRAGMA synchronous=OFF")
         page_size = src.execute("PRAGMA page_size").fetchone()[0]
         mode = src.execute("PRAGMA journal_mode").fetchone()[0]
         if mode != "wal":
@@ -99,24 +109,17 @@ def copy_online(source: Path, target: Path, progress: Progress | None = None) ->
         # The read transaction pins one snapshot for every step (see the module docstring).
         src.execute("BEGIN")
         src.execute("SELECT count(*) FROM sqlite_master").fetchone()
-        copied = 0
 
         def on_step(status: int, remaining: int, total: int) -> None:
-            nonlocal copied
-            done = (total - remaining) * page_size
-            if progress is not None and done > copied:
-                progress(done - copied)
-            copied = done
+            if cancelled.is_set():
+                raise _Cancelled
+            follower.advance((total - remaining) * page_size)
+            time.sleep(STEP_SLEEP_SECONDS)
 
-        src.backup(
-            dst,
-            pages=max(64, STEP_BYTES // page_size),
-            progress=on_step,
-            sleep=STEP_SLEEP_SECONDS,
-        )
+        src.backup(dst, pages=max(64, STEP_BYTES // page_size), progress=on_step)
+        pages = src.execute("PRAGMA page_count").fetchone()[0]
         src.execute("COMMIT")
-        # One self-contained file: no -wal/-shm beside the copy or a restored database.
-        dst.execute("PRAGMA journal_mode=DELETE").fetchone()
+        follower.finish(pages * page_size)
     except sqlite3.Error as exc:
         if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(target)) from exc
@@ -124,46 +127,115 @@ def copy_online(source: Path, target: Path, progress: Progress | None = None) ->
     finally:
         dst.close()
         src.close()
-    with target.open("rb+") as out:
-        os.fsync(out.fileno())
 
 
-class _CopyCheck:
-    """Integrity check, row counts and referenced blobs of a copy, in a thread of its own."""
+class _Cancelled(Exception):
+    """Raised in the backup's progress callback to stop a copy nobody will read."""
 
-    def __init__(self, copy: Path, referenced_blobs: ReferencedBlobs) -> None:
+
+class _Follower:
+    """A file read while another thread writes it: reads block until the bytes are final."""
+
+    def __init__(self, path: Path) -> None:
+        self.file = path.open("rb")
+        self.position = 0
+        self.available = 0
+        self.done = False
+        self.failed = False
+        self.condition = threading.Condition()
+
+    def advance(self, available: int) -> None:
+        with self.condition:
+            self.available = max(self.available, available)
+            self.condition.notify_all()
+
+    def finish(self, size: int | None) -> None:
+        """The copy is done (``size`` bytes) or failed (None)."""
+        with self.condition:
+            if size is None:
+                self.failed = True
+            else:
+                self.available = size
+            self.done = True
+            self.condition.notify_all()
+
+    def read(self, size: int = -1) -> bytes:
+        with self.condition:
+            while self.position >= self.available and not self.done:
+                self.condition.wait()
+            if self.failed:
+                return b""
+            limit = self.available - self.position
+        data = self.file.read(limit if size < 0 else min(size, limit))
+        self.position += len(data)
+        return data
+
+    def close(self) -> None:
+        self.file.close()
+
+
+class _CopyThread:
+    """The copy, then the quick check, row counts and referenced blobs of the copy."""
+
+    def __init__(
+        self,
+        source: Path,
+        copy: Path,
+        referenced_blobs: ReferencedBlobs,
+        on_event: Event | None,
+    ) -> None:
+        self.source = source
         self.copy = copy
         self.referenced_blobs = referenced_blobs
+        self.on_event = on_event
+        self.follower = _Follower(copy)
+        self.cancelled = threading.Event()
         self.problems: list[str] = []
         self.tables: dict[str, int] = {}
         self.blobs: tuple[str, ...] = ()
         self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, name="backup-sqlite-check", daemon=True)
+        self.thread = threading.Thread(target=self._run, name="backup-sqlite-copy", daemon=True)
 
     def _run(self) -> None:
         try:
-            connection = _open_readonly(self.copy)
-            try:
-                self.problems = integrity_problems(connection)
-                self.tables = row_counts(connection)
-            finally:
-                connection.close()
-            engine = sa.create_engine(
-                "sqlite://", creator=lambda: _open_readonly(self.copy), poolclass=NullPool
-            )
-            try:
-                with engine.connect() as conn:
-                    self.blobs = tuple(sorted(set(self.referenced_blobs(conn))))
-            finally:
-                engine.dispose()
+            _copy(self.source, self.copy, self.follower, self.cancelled)
+        except BaseException as exc:
+            self.follower.finish(None)
+            self.error = None if isinstance(exc, _Cancelled) else exc
+            return
+        try:
+            if self.on_event is not None:
+                self.on_event("snapshot:copied")
+            self._check()
         except BaseException as exc:
             self.error = exc
+
+    def _check(self) -> None:
+        connection = _open_copy(self.copy)
+        try:
+            rows = [row[0] for row in connection.execute("PRAGMA quick_check(20)")]
+            self.problems = [] if rows == ["ok"] else rows
+            self.tables = row_counts(connection)
+        finally:
+            connection.close()
+        engine = sa.create_engine(
+            "sqlite://", creator=lambda: _open_copy(self.copy), poolclass=NullPool
+        )
+        try:
+            with engine.connect() as conn:
+                self.blobs = tuple(sorted(set(self.referenced_blobs(conn))))
+        finally:
+            engine.dispose()
 
     def start(self) -> None:
         self.thread.start()
 
-    def join(self) -> None:
+    def stop(self) -> None:
+        """Wait for the thread; a copy still running is cancelled at its next step."""
+        if self.thread.is_alive() and not self.follower.done:
+            self.cancelled.set()
         self.thread.join()
+        self.follower.close()
 
 
 class SqliteEngine:
@@ -188,28 +260,28 @@ class SqliteEngine:
                 "or point VRP_DATABASE_URL at it"
             )
         copy = run_dir / "database.sqlite"
-        started = time.monotonic()
-        copy_online(source, copy, progress)
-        logger.debug("copied %s in %.2fs", source, time.monotonic() - started)
-        if on_event is not None:
-            on_event("snapshot:copied")
-        check = _CopyCheck(copy, referenced_blobs)
-        check.start()
+        os.close(open_private(copy))
+        worker = _CopyThread(source, copy, referenced_blobs, on_event)
+        worker.start()
         artifact_path = run_dir / ARTIFACT
-        fd = open_private(artifact_path)
         try:
-            with copy.open("rb") as plain:
-                result = compress_stream(plain, fd, level=level)
+            fd = open_private(artifact_path)
+            try:
+                result = compress_stream(
+                    worker.follower, fd, level=level, threads=-1, hash_plain=False,
+                    progress=progress,
+                )  # fmt: skip
+            finally:
+                os.close(fd)
         finally:
-            os.close(fd)
-            check.join()
-        if check.error is not None:
-            if isinstance(check.error, sqlite3.Error):
-                raise EngineError(f"checking the copy of {source} failed: {check.error}")
-            raise check.error
-        if check.problems:
+            worker.stop()
+        if worker.error is not None:
+            if isinstance(worker.error, sqlite3.Error):
+                raise EngineError(f"checking the copy of {source} failed: {worker.error}")
+            raise worker.error
+        if worker.problems:
             raise EngineError(
-                f"the copy of {source} failed its integrity check: {'; '.join(check.problems[:3])}"
+                f"the copy of {source} failed its quick check: {'; '.join(worker.problems[:3])}"
             )
         copy.unlink()
         fsync_dir(run_dir)
@@ -219,7 +291,7 @@ class SqliteEngine:
             bytes=result.plain_bytes,
             stored_bytes=result.stored_bytes,
         )
-        return Snapshot(artifact=artifact, blobs=check.blobs, tables=check.tables)
+        return Snapshot(artifact=artifact, blobs=worker.blobs, tables=worker.tables)
 
     def check(
         self,
@@ -234,7 +306,7 @@ class SqliteEngine:
         with tempfile.TemporaryDirectory(prefix="vrp-verify-") as scratch:
             copy = Path(scratch) / "database.sqlite"
             _decompress_to(artifact, copy, progress)
-            connection = _open_readonly(copy)
+            connection = _open_copy(copy)
             try:
                 problems = [f"integrity check: {p}" for p in integrity_problems(connection)]
                 if not problems:
@@ -246,7 +318,7 @@ class SqliteEngine:
         return problems
 
     def check_restored(self, target: str, tables: dict[str, int]) -> list[str]:
-        connection = _open_readonly(Path(target))
+        connection = _open_copy(Path(target))
         try:
             problems = [f"integrity check: {p}" for p in integrity_problems(connection)]
             return problems or _compare_counts(tables, row_counts(connection))
@@ -269,7 +341,7 @@ class SqliteEngine:
         tmp = path.with_name(f".{path.name}.restore-{os.getpid()}")
         try:
             _decompress_to(artifact, tmp, progress)
-            connection = _open_readonly(tmp)
+            connection = _open_copy(tmp)
             try:
                 problems = integrity_problems(connection)
             finally:

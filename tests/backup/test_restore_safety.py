@@ -41,6 +41,7 @@ def test_restore_writes_the_database_and_every_referenced_blob(
         settings, plan_restore(settings, backup_id, to_path=target, storage_dir=audio)
     )
     assert sqlite_rows(target) == 30
+    assert sorted(p.name for p in tmp_path.iterdir() if "new.db" in p.name) == ["new.db"]
     blobs = Catalog(settings.backup_dir).get(backup_id).blobs
     for sha256 in blobs:
         assert (
