@@ -30,7 +30,7 @@ from backup.progress import NullReporter, Reporter
 from backup.settings import BackupSettings
 from backup.source import BlobPath, fan_out_path
 from backup.stream import sha256_file
-from backup.telemetry import BackupTelemetry, default
+from backup.telemetry import ATTR_ID, ATTR_STATUS, STATUS_SUCCESS, BackupTelemetry, default
 
 logger = logging.getLogger(__name__)
 
@@ -214,6 +214,6 @@ def restore_backup(
         len(manifest.blobs),
         written,
         kept,
-        extra={"vrp.backup.id": plan.backup_id, "vrp.backup.status": "success"},
+        extra={ATTR_ID: plan.backup_id, ATTR_STATUS: STATUS_SUCCESS},
     )
     return RestoreResult(plan.backup_id, plan.target, replaced or plan.replaces, written, kept)

@@ -43,9 +43,12 @@ from backup.settings import BackupSettings
 from backup.source import BackupSource
 from backup.telemetry import (
     ATTR_BYTES,
+    ATTR_ERROR_TYPE,
     ATTR_FILES,
+    ATTR_ID,
     ATTR_STATUS,
     ATTR_STORED_BYTES,
+    ATTR_TRIGGER,
     ATTR_VERIFIED,
     STATUS_FAILED,
     STATUS_SUCCESS,
@@ -176,8 +179,8 @@ def run_backup(
                     backup_id,
                     seconds,
                     error,
-                    extra={"vrp.backup.id": backup_id, "vrp.backup.status": STATUS_FAILED,
-                           "vrp.backup.trigger": trigger, "error.type": type(error).__name__},
+                    extra={ATTR_ID: backup_id, ATTR_STATUS: STATUS_FAILED,
+                           ATTR_TRIGGER: trigger, ATTR_ERROR_TYPE: type(error).__name__},
                 )  # fmt: skip
                 if error is exc:
                     raise
@@ -198,10 +201,9 @@ def run_backup(
                 "%d already archived)%s",
                 backup_id, seconds, result.files, result.bytes, result.stored_bytes,
                 result.blobs_copied, result.blobs_skipped, ", verified" if result.verified else "",
-                extra={"vrp.backup.id": backup_id, "vrp.backup.status": STATUS_SUCCESS,
-                       "vrp.backup.trigger": trigger, "vrp.backup.bytes": result.bytes,
-                       "vrp.backup.stored_bytes": result.stored_bytes,
-                       "vrp.backup.verified": result.verified},
+                extra={ATTR_ID: backup_id, ATTR_STATUS: STATUS_SUCCESS, ATTR_TRIGGER: trigger,
+                       ATTR_BYTES: result.bytes, ATTR_STORED_BYTES: result.stored_bytes,
+                       ATTR_VERIFIED: result.verified},
             )  # fmt: skip
             if after_publish is not None:
                 after_publish()
@@ -257,8 +259,8 @@ def _run(
                 progress=advance,
                 on_event=on_event,
             )
-        span.set_attribute("vrp.backup.bytes", snapshot.artifact.bytes)
-        span.set_attribute("vrp.backup.stored_bytes", snapshot.artifact.stored_bytes)
+        span.set_attribute(ATTR_BYTES, snapshot.artifact.bytes)
+        span.set_attribute(ATTR_STORED_BYTES, snapshot.artifact.stored_bytes)
 
     event("blobs")
     with telemetry.phase("blobs") as span:
@@ -292,7 +294,7 @@ def _run(
             report = verify_run_dir(
                 work, archive, database_url=source.database_url, full=True, reporter=reporter
             )
-            span.set_attribute("vrp.backup.verified", report.ok)
+            span.set_attribute(ATTR_VERIFIED, report.ok)
             if not report.ok:
                 raise VerifyError(
                     f"backup {backup_id} failed its verification: "

@@ -3,7 +3,8 @@
 ``backup.run`` (INTERNAL) wraps one run and carries ``vrp.backup.id``, ``vrp.backup.trigger``,
 ``vrp.backup.status``, ``vrp.backup.bytes``, ``vrp.backup.stored_bytes``, ``vrp.backup.files``
 and ``vrp.backup.verified``; each phase (``snapshot``, ``blobs``, ``manifest``, ``verify``,
-``prune``) is a child span ``backup.<phase>``. ``backup.restore`` wraps a restore. The metrics
+``prune``) is a child span ``backup.<phase>``. Names come from
+:mod:`instrumentation.conventions`. ``backup.restore`` wraps a restore. The metrics
 ``vrp.backup.last_success`` (gauge, unix time) and ``vrp.backup.duration`` (histogram, by
 ``vrp.backup.status``) are recorded for every run. Providers are the global ones unless a test
 hands its own in; the host process sets them up (service name ``vrp-scheduler`` for scheduled
@@ -24,23 +25,26 @@ from opentelemetry import metrics, trace
 from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode, TracerProvider
 
+from instrumentation import conventions
+
 SCOPE: Final = "backup"
-SPAN_RUN: Final = "backup.run"
-SPAN_RESTORE: Final = "backup.restore"
+SPAN_RUN: Final = conventions.BACKUP_RUN_SPAN
+SPAN_RESTORE: Final = conventions.BACKUP_RESTORE_SPAN
+# Phase spans are ours, below backup.run: backup.snapshot, backup.blobs, ..., backup.prune.
 PHASE_PREFIX: Final = "backup."
-METRIC_LAST_SUCCESS: Final = "vrp.backup.last_success"
-METRIC_DURATION: Final = "vrp.backup.duration"
-ATTR_ID: Final = "vrp.backup.id"
-ATTR_TRIGGER: Final = "vrp.backup.trigger"
-ATTR_STATUS: Final = "vrp.backup.status"
-ATTR_BYTES: Final = "vrp.backup.bytes"
-ATTR_STORED_BYTES: Final = "vrp.backup.stored_bytes"
-ATTR_FILES: Final = "vrp.backup.files"
-ATTR_VERIFIED: Final = "vrp.backup.verified"
+METRIC_LAST_SUCCESS: Final = conventions.VRP_BACKUP_LAST_SUCCESS
+METRIC_DURATION: Final = conventions.VRP_BACKUP_DURATION
+ATTR_ID: Final = conventions.VRP_BACKUP_ID
+ATTR_TRIGGER: Final = conventions.VRP_BACKUP_TRIGGER
+ATTR_STATUS: Final = conventions.VRP_BACKUP_STATUS
+ATTR_BYTES: Final = conventions.VRP_BACKUP_BYTES
+ATTR_STORED_BYTES: Final = conventions.VRP_BACKUP_STORED_BYTES
+ATTR_FILES: Final = conventions.VRP_BACKUP_FILES
+ATTR_VERIFIED: Final = conventions.VRP_BACKUP_VERIFIED
 ATTR_PHASE: Final = "vrp.backup.phase"
-ATTR_ERROR_TYPE: Final = "error.type"
-STATUS_SUCCESS: Final = "success"
-STATUS_FAILED: Final = "failed"
+ATTR_ERROR_TYPE: Final = conventions.ERROR_TYPE
+STATUS_SUCCESS: Final = conventions.BACKUP_STATUS_SUCCESS
+STATUS_FAILED: Final = conventions.BACKUP_STATUS_FAILED
 # Backups take seconds to hours: explicit buckets for when the exponential default is off.
 DURATION_BUCKETS: Final = (1, 5, 15, 60, 300, 900, 1800, 3600, 7200, 14400, 43200)
 

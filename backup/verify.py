@@ -25,6 +25,7 @@ from backup.errors import BackupNotFoundError, ManifestError
 from backup.progress import NullReporter, Reporter
 from backup.settings import BackupSettings
 from backup.stream import sha256_file
+from backup.telemetry import ATTR_ID, ATTR_VERIFIED
 
 logger = logging.getLogger(__name__)
 
@@ -172,13 +173,13 @@ def verify_backup(
             backup_id,
             report.files,
             report.bytes,
-            extra={"vrp.backup.id": backup_id, "vrp.backup.verified": True},
+            extra={ATTR_ID: backup_id, ATTR_VERIFIED: True},
         )
     else:
         logger.error(
             "backup %s failed verification: %s",
             backup_id,
             "; ".join(str(p) for p in report.problems[:5]),
-            extra={"vrp.backup.id": backup_id, "vrp.backup.verified": False},
+            extra={ATTR_ID: backup_id, ATTR_VERIFIED: False},
         )
     return report

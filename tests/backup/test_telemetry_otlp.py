@@ -1,0 +1,137 @@
+"""A manual ``vrp backup run``'s spans and metrics reach an OTLP/HTTP receiver through the real
+SDK exporters, with the names and attributes of DESIGN.md, under service name ``vrp-cli``."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+    ExportMetricsServiceRequest,
+)
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue
+
+from tests.backup.helpers import write_blob
+
+REPO = Path(__file__).resolve().parents[2]
+PHASES = ["backup.snapshot", "backup.blobs", "backup.manifest", "backup.verify"]
+
+
+class _Receiver(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.bodies: dict[str, list[bytes]] = {"/v1/traces": [], "/v1/metrics": [], "/v1/logs": []}
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: _Receiver
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        if self.headers.get("Content-Encoding") == "gzip":
+            body = gzip.decompress(body)
+        self.server.bodies.setdefault(self.path, []).append(body)
+        self.send_response(200)
+        self.send_header("Content-Type", "application/x-protobuf")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Quiet: the test reads what arrived, not the access log."""
+
+
+@pytest.fixture
+def receiver() -> Iterator[_Receiver]:
+    server = _Receiver()
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def _value(value: AnyValue) -> object:
+    return getattr(value, value.WhichOneof("value"))
+
+
+def _attributes(items: Any) -> dict[str, object]:
+    return {item.key: _value(item.value) for item in items}
+
+
+def _vrp(cwd: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "recorder.cli", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_a_manual_run_exports_its_span_tree_and_metrics_over_otlp(
+    tmp_path: Path, receiver: _Receiver
+) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("VRP_", "OTEL_"))}
+    env.update(
+        PYTHONPATH=str(REPO),
+        OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{receiver.server_port}",
+        OTEL_METRIC_EXPORT_INTERVAL="60000",
+    )
+    assert _vrp(tmp_path, env, "db", "upgrade").returncode == 0
+    write_blob(tmp_path / "var" / "recordings", b"not referenced by any row")
+
+    done = _vrp(tmp_path, env, "backup", "run")
+    assert done.returncode == 0, done.stderr
+
+    spans = {}
+    resources = set()
+    for body in receiver.bodies["/v1/traces"]:
+        request = ExportTraceServiceRequest.FromString(body)
+        for resource_spans in request.resource_spans:
+            resources.add(_attributes(resource_spans.resource.attributes)["service.name"])
+            for scope in resource_spans.scope_spans:
+                for span in scope.spans:
+                    spans[span.name] = span
+    assert resources == {"vrp-cli"}
+    run = spans["backup.run"]
+    attributes = _attributes(run.attributes)
+    assert attributes["vrp.backup.trigger"] == "manual"
+    assert attributes["vrp.backup.status"] == "success"
+    assert attributes["vrp.backup.verified"] is True
+    assert attributes["vrp.backup.files"] == 1
+    assert attributes["vrp.backup.bytes"] > 0 and attributes["vrp.backup.stored_bytes"] > 0
+    assert str(attributes["vrp.backup.id"]) in done.stdout
+    for phase in PHASES:
+        assert spans[phase].parent_span_id == run.span_id, phase
+        assert spans[phase].trace_id == run.trace_id
+
+    metrics: dict[str, Any] = {}
+    for body in receiver.bodies["/v1/metrics"]:
+        request = ExportMetricsServiceRequest.FromString(body)
+        for resource_metrics in request.resource_metrics:
+            for scope in resource_metrics.scope_metrics:
+                for metric in scope.metrics:
+                    metrics[metric.name] = metric
+    duration = metrics["vrp.backup.duration"]
+    assert duration.unit == "s"
+    kind = duration.WhichOneof("data")
+    assert kind in ("histogram", "exponential_histogram")
+    (point,) = getattr(duration, kind).data_points
+    assert point.count == 1
+    assert _attributes(point.attributes) == {"vrp.backup.status": "success"}
+    last_success = metrics["vrp.backup.last_success"]
+    (gauge_point,) = last_success.gauge.data_points
+    assert gauge_point.as_double > 1.7e9
