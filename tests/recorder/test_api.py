@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
+import os
+import re
 import uuid
+from pathlib import Path
 from typing import BinaryIO
 
 import pytest
@@ -13,6 +18,8 @@ from instrumentation import Database
 from recorder import services
 from recorder.storage import BlobStore, StoredBlob
 from tests.recorder.fixtures import make_wav, stored_blobs, upload
+
+DATA = Path(__file__).parent / "data"
 
 
 def test_upload_returns_201_with_duration_and_stores_metadata(client: FlaskClient) -> None:
@@ -204,3 +211,128 @@ def test_openapi_document_is_served(client: FlaskClient) -> None:
 def test_unknown_and_malformed_ids_give_404(client: FlaskClient) -> None:
     assert client.get(f"/api/recordings/{uuid.uuid4()}").status_code == 404
     assert client.get("/api/recordings/not-a-uuid").status_code == 404
+
+
+def tag_counts(client: FlaskClient) -> dict[str, int]:
+    return {t["name"]: t["recordings"] for t in client.get("/api/tags").get_json()}
+
+
+def test_tags_count_only_recordings_not_deleted_and_drop_tags_left_unused(
+    client: FlaskClient,
+) -> None:
+    _, first = upload(client, tags="solo, shared")
+    _, second = upload(client, make_wav(freq=660), tags="shared")
+    assert tag_counts(client) == {"shared": 2, "solo": 1}
+
+    assert client.delete(f"/api/recordings/{first['id']}").status_code == 204
+    assert tag_counts(client) == {"shared": 1}
+
+    restored = client.patch(f"/api/recordings/{first['id']}", json={"status": "active"})
+    assert restored.status_code == 200
+    assert tag_counts(client) == {"shared": 2, "solo": 1}
+
+    assert client.delete(f"/api/recordings/{second['id']}?purge=true").status_code == 204
+    assert tag_counts(client) == {"shared": 1, "solo": 1}
+
+
+def fan_out_folders(settings) -> list[str]:
+    return sorted(
+        str(path.relative_to(settings.storage_dir))
+        for path in settings.storage_dir.glob("*")
+        if path.is_dir() and re.fullmatch(r"[0-9a-f]{2}", path.name)
+    )
+
+
+def test_purge_removes_the_fan_out_folders_it_leaves_empty(client: FlaskClient, settings) -> None:
+    _, body = upload(client)
+    assert fan_out_folders(settings) == [body["sha256"][:2]]
+
+    assert client.delete(f"/api/recordings/{body['id']}?purge=true").status_code == 204
+
+    assert fan_out_folders(settings) == []
+    assert stored_blobs(settings) == []
+
+
+def test_deleting_a_blob_keeps_the_fan_out_folders_another_blob_still_uses(
+    settings,
+) -> None:
+    store = BlobStore(settings.storage_dir, settings.max_upload_bytes)
+    kept = store.put(io.BytesIO(make_wav()))
+    # A second blob in the same two folders (the store never checks the content of a name).
+    neighbour = (
+        kept.sha256[:4] + "0" * 60 if kept.sha256[4:] != "0" * 60 else kept.sha256[:4] + "1" * 60
+    )
+    store.path_for(neighbour).write_bytes(b"neighbour")
+
+    assert store.delete(kept.sha256)
+
+    assert list(store.iter_blobs()) == [neighbour]
+    assert store.delete(neighbour)
+    assert fan_out_folders(settings) == []
+
+
+def test_an_upload_into_a_fan_out_folder_a_purge_just_removed_still_lands(
+    settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = BlobStore(settings.storage_dir, settings.max_upload_bytes)
+    payload = make_wav()
+    target = store.path_for(hashlib.sha256(payload).hexdigest())
+    real_replace = os.replace
+    raced: list[bool] = []
+
+    def replace_after_a_purge_pruned_the_folder(src: str, dst: str) -> None:
+        if not raced:
+            raced.append(True)
+            target.parent.rmdir()
+            target.parent.parent.rmdir()
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace_after_a_purge_pruned_the_folder)
+
+    blob = store.put(io.BytesIO(payload))
+
+    assert raced == [True]
+    assert blob.created
+    assert blob.path.read_bytes() == payload
+
+
+def disposition(client: FlaskClient, recording_id: str) -> str:
+    response = client.get(f"/api/recordings/{recording_id}/audio")
+    assert response.status_code == 200
+    return response.headers["Content-Disposition"]
+
+
+def test_audio_carries_the_original_file_name_with_the_detected_extension(
+    client: FlaskClient,
+) -> None:
+    _, body = upload(client, filename="Réunion d'équipe.mp3")
+
+    assert disposition(client, body["id"]) == (
+        'inline; filename="Reunion d\'equipe.wav"; '
+        "filename*=UTF-8''R%C3%A9union%20d%27%C3%A9quipe.wav"
+    )
+
+
+@pytest.mark.parametrize(
+    ("filename", "data_file", "expected"),
+    [
+        ("..\\..\\bad:na*me?|.wav", None, "filename=badname.wav; filename*=UTF-8''badname.wav"),
+        ("", None, "filename=recording.wav; filename*=UTF-8''recording.wav"),
+        (
+            "日本語.wav",
+            None,
+            "filename=recording.wav; filename*=UTF-8''%E6%97%A5%E6%9C%AC%E8%AA%9E.wav",
+        ),
+        ("memo.mp3", "tone_mono_16k.mp2", "filename=memo.mp2; filename*=UTF-8''memo.mp2"),
+        ("voice", "tone_mono_8k.opus", "filename=voice.opus; filename*=UTF-8''voice.opus"),
+    ],
+    ids=["hostile", "nameless", "non-latin", "mp2-named-mp3", "no-extension"],
+)
+def test_audio_file_names_are_sanitised_and_take_the_format_extension(
+    client: FlaskClient, filename: str, data_file: str | None, expected: str
+) -> None:
+    payload = (DATA / data_file).read_bytes() if data_file else make_wav()
+    status, body = upload(client, payload, filename=filename)
+    assert status == 201, body
+
+    assert disposition(client, body["id"]) == f"inline; {expected}"
