@@ -10,7 +10,7 @@ import pytest
 from flask.testing import FlaskClient
 
 from recorder.config import Settings
-from tests.recorder.fixtures import make_wav, stored_blobs, upload
+from tests.recorder.fixtures import MakeClient, make_wav, stored_blobs, upload
 
 DATA = Path(__file__).parent / "data"
 _NOISE = random.Random(415).randbytes(3000)
@@ -89,15 +89,24 @@ def test_wav_cut_mid_data_is_stored_with_the_duration_of_what_arrived(client: Fl
     assert body["duration_seconds"] == 0.5
 
 
-@pytest.mark.parametrize(
-    ("name", "rate", "channels"),
-    [("tone_mono_8k.m4a", 8000, 1), ("tone_mono_48k.webm", 48000, 1)],
-)
-def test_real_m4a_and_webm_report_their_stream(
-    client: FlaskClient, name: str, rate: int, channels: int
-) -> None:
+@pytest.mark.parametrize("name", sorted(p.name for p in DATA.glob("tone_*")))
+def test_every_real_sample_is_stored_with_its_stream(client: FlaskClient, name: str) -> None:
+    channels = 2 if "stereo" in name else 1
+    rate = 48000 if name.endswith((".opus", ".webm")) else 16000 if "16k" in name else 8000
+
     status, body = upload(client, (DATA / name).read_bytes(), filename=name)
 
     assert status == 201, body
     assert (body["sample_rate"], body["channels"]) == (rate, channels)
     assert body["duration_seconds"] == pytest.approx(0.5, abs=0.16)
+
+
+def test_an_upload_spooled_to_disk_is_checked_and_stored_whole(make_client: MakeClient) -> None:
+    client, _ = make_client(VRP_MAX_UPLOAD_BYTES=str(4 * 1024 * 1024))
+    payload = make_wav(seconds=60.0)  # 960 KB: werkzeug spools uploads over 500 KB to a file
+
+    status, body = upload(client, payload)
+
+    assert status == 201, body
+    assert body["duration_seconds"] == 60.0
+    assert client.get(f"/api/recordings/{body['id']}/audio").data == payload
