@@ -176,6 +176,8 @@ def verify_command(backup_id: str) -> None:
             )
         except BackupError as exc:
             _fail(str(exc))
+        except OSError as exc:
+            _fail(f"verify failed on {exc.filename or config.backup_dir}: {exc.strerror or exc}")
     if report.ok:
         click.echo(f"backup {backup_id} verified: {report.files} files, {_size(report.bytes)}")
         return
@@ -238,6 +240,8 @@ def restore_command(
             )
         except BackupError as exc:
             _fail(f"restore failed: {exc}")
+        except OSError as exc:
+            _fail(f"restore failed on {exc.filename or backup_id}: {exc.strerror or exc}")
     replaced = f", replacing {result.replaced}" if result.replaced else ""
     click.echo(
         f"restored backup {backup_id} into {_target(result.target)}{replaced}; "

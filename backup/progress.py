@@ -54,6 +54,10 @@ class BarReporter:
 
     @contextmanager
     def task(self, label: str, total: int | None, unit: Unit) -> Iterator[Advance]:
+        if not total:  # a bar needs a length: lines for work of unknown size (pg_dump)
+            with PlainReporter(self.stream).task(label, total, unit) as advance:
+                yield advance
+            return
         with click.progressbar(
             length=total,
             label=label,

@@ -39,7 +39,7 @@ from sqlalchemy.pool import NullPool
 
 from backup.engines import Event, Snapshot
 from backup.errors import EngineError, RestoreError
-from backup.files import fsync_dir, open_private
+from backup.files import fsync_dir, make_private_dir, open_private
 from backup.manifest import Artifact
 from backup.source import ReferencedBlobs
 from backup.stream import Progress, compress_stream, decompress_stream
@@ -336,8 +336,7 @@ class SqliteEngine:
                     f"{path} exists; restore into a new path, or add --force to replace it"
                 )
             replaced = f"the SQLite database {path}"
-        if not path.parent.is_dir():
-            raise RestoreError(f"the folder {path.parent} does not exist; create it first")
+        make_private_dir(path.parent)
         tmp = path.with_name(f".{path.name}.restore-{os.getpid()}")
         try:
             _decompress_to(artifact, tmp, progress)
