@@ -98,7 +98,6 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from flask import Flask, Response
 from flask.testing import FlaskClient
 from opentelemetry import metrics as metrics_api
 from opentelemetry import trace as trace_api
@@ -136,10 +135,8 @@ REQUESTS_PER_CYCLE = len(OPERATIONS)
 CONFIGURATIONS = ("off", "full", "ratio10", "replay", "replay10")
 # --contrib: the app instrumented by the OpenTelemetry contrib packages (benchmarks/contrib.py).
 CONTRIB_CONFIGURATIONS = ("contrib", "contrib10")
-# --logs: full plus one more INFO record per request, for the price of one record in a request.
-RECORD_CONFIGURATION = "fullrec"
 # Sampling of each configuration that has SDK pipelines (replays use their original's).
-SAMPLED = {"full": "all", "ratio10": "10%", "contrib": "all", "contrib10": "10%", "fullrec": "all"}
+SAMPLED = {"full": "all", "ratio10": "10%", "contrib": "all", "contrib10": "10%"}
 # Configurations whose app is the un-instrumented one with the captured telemetry replayed.
 REPLAYED = {"replay": "full", "replay10": "ratio10"}
 FLOOR_SPANS = 20_000
@@ -445,7 +442,7 @@ def _settings(name: str, root: Path) -> Settings:
         "VRP_LOG_DIR": str(directory / "log"),
         "VRP_LOG_LEVEL": "INFO",
         "VRP_LOG_FORMAT": "json",
-        "OTEL_SDK_DISABLED": "false" if name in ("full", "ratio10", "fullrec") else "true",
+        "OTEL_SDK_DISABLED": "false" if name in ("full", "ratio10") else "true",
     }
     return load_settings(env, service_name=SERVICE)
 
@@ -508,7 +505,7 @@ def build_target(
     settings = _settings(name, root)
     sampler = _sampler(name)
     pipelines = None if sampler is None else build_pipelines(endpoint, sampler)
-    ours = name in ("full", "ratio10", RECORD_CONFIGURATION)
+    ours = name in ("full", "ratio10")
     if pipelines is None or not ours:
         db, client = _app(settings, trace_api.NoOpTracerProvider(), metrics_api.NoOpMeterProvider())
     else:
@@ -519,24 +516,12 @@ def build_target(
         )
         # Like off: the contrib packages emit no log records, and the app's own are below WARNING.
         log_sinks = frozenset()
-    if name == RECORD_CONFIGURATION:
-        _log_one_more_record(client.application)
     if pipelines is not None and name in REPLAYED:
         app = client.application
         replayer = replay.Replayer(pipelines.tracer_provider, pipelines.meter_provider)
         replayer.listen(db.engine)
         app.wsgi_app = replay.ReplayMiddleware(app.wsgi_app, replayer, templates, operation_of)
     return Target(name, settings, db, client, pipelines, payload, log_sinks)
-
-
-def _log_one_more_record(app: Flask) -> None:
-    """Make ``app`` log one more INFO record per request, shaped like the access record."""
-    log = logging.getLogger(RECORD_LOGGER)
-
-    @app.after_request
-    def one_more_record(response: Response) -> Response:
-        log.info("%s %s %d", "GET", "/api/recordings/0af7651916cd43dd", 200, extra=RECORD_FIELDS)
-        return response
 
 
 # --- process-global logging, switched per phase ----------------------------------------------
@@ -924,7 +909,7 @@ def print_targets(
         )
     if record is not None:
         rows.append(
-            ("one record in a request, export incl., us", record.request_flush_us, TARGET_RECORD_US)
+            ("one record in a request, export incl., us", record.in_request_us, TARGET_RECORD_US)
         )
     print("\ntargets (medians over all timed requests; the record's cost from mean+flush)")
     for label, value, limit in rows:
@@ -996,26 +981,36 @@ def print_contrib(by_name: dict[str, Summary]) -> None:
 
 @dataclass(frozen=True)
 class RecordCost:
-    """``--logs``: microseconds of one log record through the handlers in use."""
+    """``--logs``: CPU microseconds of one log record through the handlers in use.
+
+    ``loop_*``: a record shaped like the access record, in a tight loop; ``export_us`` is the CPU
+    time of the flush that follows, per record (protobuf encoding and the HTTP POST, on the
+    flushing thread). ``request_us``: the app's own records inside ``full``'s timed requests,
+    the logging call from ``makeRecord`` to the last handler. CPU time (``thread_time``), not
+    wall time, so that other processes on the machine do not count.
+    """
 
     loop_caller_us: float
-    loop_flush_us: float
-    request_median_us: float
-    request_flush_us: float
+    export_us: float
+    request_us: float
+    records_per_request: float
     handlers: str
+
+    @property
+    def in_request_us(self) -> float:
+        """One record inside a request, its export included."""
+        return self.request_us + self.export_us
 
 
 def print_record_cost(cost: RecordCost) -> None:
-    print(f"\none log record shaped like the access record, through {cost.handlers}")
+    print(f"\none log record through {cost.handlers}, CPU time (thread_time)")
     print(f"  in a loop, on the caller            {cost.loop_caller_us:8.1f} us")
+    print(f"  its export (encoding + POST)        {cost.export_us:8.1f} us")
     print(
-        f"  in a loop, caller + export          {cost.loop_caller_us + cost.loop_flush_us:8.1f}"
-        " us (the flush after the loop: encoding and POST)"
+        f"  in full's requests, on the caller   {cost.request_us:8.1f} us"
+        f" ({cost.records_per_request:.2f} records per request)"
     )
-    print(
-        f"  in a request (fullrec - full)       {cost.request_median_us:8.1f} us from the medians"
-    )
-    print(f"  in a request, export included       {cost.request_flush_us:8.1f} us, mean+flush")
+    print(f"  in a request, export included       {cost.in_request_us:8.1f} us")
 
 
 def report(summaries: list[Summary], floor: Floor, record: RecordCost | None = None) -> None:
@@ -1054,8 +1049,6 @@ class Plan:
         names = CONFIGURATIONS
         if self.contrib:
             names += CONTRIB_CONFIGURATIONS
-        if self.record_cost:
-            names += (RECORD_CONFIGURATION,)
         return names
 
     @property
@@ -1088,7 +1081,7 @@ def parse_plan(argv: list[str] | None) -> Plan:
         help="where the configurations other than off send log records: all (file and OTLP, "
         "what vrp api does; the default), file, otlp, or none; given at all, it also reports "
         "the cost of one log record through those handlers, in a loop and inside a request "
-        "(configuration fullrec: full plus one more record per request)",
+        "(the app's own records in full's requests, timed)",
     )
     parser.add_argument(
         "--contrib",
@@ -1177,46 +1170,76 @@ def _sdk_calls(times: sdkcalls.CallTimes, requests: int, target: Target) -> SdkC
 
 def record_loop_cost(target: Target, count: int) -> tuple[float, float]:
     """One record shaped like the access record, ``count`` times in a loop inside a span,
-    through ``target``'s handlers: microseconds per record on the caller, and in the flush that
-    follows (the export of what the loop queued). Medians of three batches."""
+    through ``target``'s handlers: CPU microseconds per record on the caller, and in the flush
+    that follows (the export of what the loop queued, run on the flushing thread). Medians of
+    three batches."""
     pipelines = target.pipelines
     if pipelines is None:
         raise RuntimeError("the cost of a record is measured on an instrumented configuration")
     log = logging.getLogger(RECORD_LOGGER)
     tracer = pipelines.tracer_provider.get_tracer(RECORD_LOGGER)
     caller: list[float] = []
-    flush: list[float] = []
+    export: list[float] = []
     use_logging(target)
     try:
         pipelines.flush()
         for _ in range(3):
             with tracer.start_as_current_span("loop"):
-                started = time.perf_counter_ns()
+                started = time.thread_time_ns()
                 for _ in range(count):
                     log.info("%s %s %d", "GET", "/api/recordings/x", 200, extra=RECORD_FIELDS)
-                emitted = time.perf_counter_ns()
+                emitted = time.thread_time_ns()
             pipelines.logger_provider.force_flush()
-            flushed = time.perf_counter_ns()
+            flushed = time.thread_time_ns()
             caller.append(_us(emitted - started) / count)
-            flush.append(_us(flushed - emitted) / count)
+            export.append(_us(flushed - emitted) / count)
     finally:
         use_logging(None)
-    return statistics.median(caller), statistics.median(flush)
+    return statistics.median(caller), statistics.median(export)
+
+
+@dataclass
+class LogCallTimes:
+    """CPU nanoseconds spent in logging calls (``Logger._log``) while ``active``."""
+
+    ns: int = 0
+    calls: int = 0
+    active: bool = False
+
+
+@contextmanager
+def timing_log_calls(times: LogCallTimes) -> Iterator[None]:
+    """Time every ``Logger._log`` (making the record and every handler) while active."""
+    original = logging.Logger._log
+
+    def timed(self: logging.Logger, *args: Any, **kwargs: Any) -> None:
+        if not times.active:
+            return original(self, *args, **kwargs)
+        started = time.thread_time_ns()
+        try:
+            return original(self, *args, **kwargs)
+        finally:
+            times.ns += time.thread_time_ns() - started
+            times.calls += 1
+
+    logging.Logger._log = timed  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        logging.Logger._log = original  # type: ignore[method-assign]
 
 
 def _record_cost(
-    plan: Plan, summaries: list[Summary], loop: tuple[float, float] | None
+    plan: Plan, log_calls: LogCallTimes, requests: int, loop: tuple[float, float] | None
 ) -> RecordCost | None:
-    if loop is None:
+    if loop is None or not log_calls.calls:
         return None
-    by_name = {summary.name: summary for summary in summaries}
-    with_record, full = by_name[RECORD_CONFIGURATION], by_name["full"]
     names = {"file": "the JSON file", "otlp": "OTLP"}
     return RecordCost(
         loop_caller_us=loop[0],
-        loop_flush_us=loop[1],
-        request_median_us=with_record.median_us - full.median_us,
-        request_flush_us=with_record.mean_flush_us - full.mean_flush_us,
+        export_us=loop[1],
+        request_us=_us(log_calls.ns / log_calls.calls),
+        records_per_request=log_calls.calls / requests,
         handlers=" + ".join(names[sink] for sink in sorted(plan.log_sinks)),
     )
 
@@ -1232,10 +1255,14 @@ def measure(plan: Plan, endpoint: str, root: Path) -> Measured:
     floor = FloorMeter(endpoint, plan.floor_batch)
     gc_clock = GcClock()
     times = sdkcalls.CallTimes()
+    log_calls = LogCallTimes()
     calls = None
     loop = None
     try:
-        with sdkcalls.installed(times) if plan.sdk_calls else nullcontext():
+        with (
+            sdkcalls.installed(times) if plan.sdk_calls else nullcontext(),
+            timing_log_calls(log_calls) if plan.record_cost else nullcontext(),
+        ):
             for target in targets:
                 run_phase(target, plan.warmup_cycles, gc_clock, timed=False)
             floor.run_round(timed=False)
@@ -1245,8 +1272,10 @@ def measure(plan: Plan, endpoint: str, root: Path) -> Measured:
             for done in range(plan.rounds):
                 for target in targets:
                     timing = plan.sdk_calls and target.name == "full"
+                    log_calls.active = target.name == "full"
                     with sdkcalls.timing(times) if timing else nullcontext():
                         run_phase(target, plan.cycles_per_round, gc_clock, timed=True)
+                    log_calls.active = False
                 floor.run_round()
                 print(f"\rround {done + 1}/{plan.rounds}", end="", file=sys.stderr, flush=True)
             print(file=sys.stderr)
@@ -1268,7 +1297,8 @@ def measure(plan: Plan, endpoint: str, root: Path) -> Measured:
     spans = floor.sent + sum(pipelines.spans.ended for pipelines in instrumented)
     records = sum(pipelines.log_records.emitted for pipelines in instrumented)
     summaries = [summarise(target) for target in targets]
-    record = _record_cost(plan, summaries, loop)
+    full_requests = next(s.requests for s in summaries if s.name == "full")
+    record = _record_cost(plan, log_calls, full_requests, loop)
     return Measured(summaries, floor.result(), spans, records, calls, record)
 
 

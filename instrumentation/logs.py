@@ -20,12 +20,14 @@ with orjson, and when both the file and stderr write JSON they share the bytes
 line) walks the stack on every record, so it is skipped (:data:`logging._srcfile` unset, the
 switch the standard library provides for this) unless the level is DEBUG or
 ``LoggingSettings.caller`` asks for it; records at WARNING and above still get their caller,
-looked up by :class:`CallerFilter` only for them.
+looked up by :class:`CallerFilter` only for them. In the same lean mode records do not look up
+the thread and process names (``logging.logThreads`` and friends), which no output here shows.
 
 The level applies to the root logger. ``urllib3`` (the OTLP exporter's HTTP client, chatty on
 retries), ``werkzeug`` (its access lines repeat what the HTTP server spans and metrics record,
-without trace ids) and ``sqlalchemy`` (pool lifecycle chatter; statements have their own spans)
-are set to WARNING - but only if the application left their level unset, and
+without trace ids), ``sqlalchemy`` (pool lifecycle chatter; statements have their own spans)
+and ``alembic`` (its migration context lines at every start-up) are set to WARNING - but only if
+the application left their level unset, and
 :func:`shutdown_logging` puts them back.
 
 Configuring again replaces this module's handlers and never touches handlers it did not add
@@ -55,7 +57,7 @@ from instrumentation.settings import LoggingSettings
 CONTEXT_FIELDS = frozenset({"trace_id", "span_id"})
 """Record attributes :class:`TraceContextFilter` adds (other handlers may want to skip them)."""
 
-_QUIETED_LOGGERS = ("urllib3", "werkzeug", "sqlalchemy")
+_QUIETED_LOGGERS = ("urllib3", "werkzeug", "sqlalchemy", "alembic")
 _TEXT_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 # Attributes every LogRecord has (plus what formatters add): everything else is an extra field.
 RECORD_ATTRIBUTES = frozenset(
@@ -71,7 +73,9 @@ _UNKNOWN_FILE = "(unknown file)"
 _installed_handlers: list[logging.Handler] = []
 # Levels to restore on shutdown_logging: the root's ("") and those of the quieted loggers.
 _saved_levels: dict[str, int] = {}
-_saved_srcfile: list[str | None] = []
+# The standard library's switches the lean mode turns off, with their values to restore.
+_LEAN_SWITCHES = ("_srcfile", "logThreads", "logProcesses", "logMultiprocessing")
+_saved_switches: dict[str, object] = {}
 
 ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None] | tuple[None, None, None]
 
@@ -265,6 +269,13 @@ class SizeRotatingFileHandler(logging.handlers.RotatingFileHandler):
         super().__init__(filename, maxBytes=maxBytes, backupCount=backupCount, delay=True)
         self.mode = "ab"
         self.encoding = None
+        # Where the next line lands, kept here rather than asked of the file (a syscall) per line.
+        self._position = 0
+
+    def _open(self) -> Any:
+        stream = super()._open()
+        self._position = stream.seek(0, os.SEEK_END)
+        return stream
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
@@ -272,13 +283,14 @@ class SizeRotatingFileHandler(logging.handlers.RotatingFileHandler):
             if self.stream is None:
                 self.stream = self._open()
             if self.maxBytes > 0:
-                position = self.stream.tell()
+                position = self._position
                 if position and position + len(line) >= self.maxBytes:
                     self.doRollover()
                     if self.stream is None:
                         self.stream = self._open()
             self.stream.write(line)
             self.stream.flush()
+            self._position += len(line)
         except RecursionError:
             raise
         except Exception:
@@ -342,9 +354,10 @@ def configure_logging(settings: LoggingSettings, *, service: str) -> None:
             _install(logging.StreamHandler(stream), TextFormatter())
         else:
             _install(_JsonStreamHandler(stream), json_formatter)
-    _saved_srcfile.append(logging._srcfile)
     if not _wants_caller(settings, level):
-        logging._srcfile = None
+        for switch in _LEAN_SWITCHES:
+            _saved_switches[switch] = getattr(logging, switch)
+            setattr(logging, switch, None if switch == "_srcfile" else False)
     root = logging.getLogger()
     _saved_levels[""] = root.level
     root.setLevel(level)
@@ -368,6 +381,6 @@ def shutdown_logging() -> None:
     for name, level in _saved_levels.items():
         logging.getLogger(name).setLevel(level)
     _saved_levels.clear()
-    if _saved_srcfile:
-        logging._srcfile = _saved_srcfile[0]
-        _saved_srcfile.clear()
+    for switch, value in _saved_switches.items():
+        setattr(logging, switch, value)
+    _saved_switches.clear()

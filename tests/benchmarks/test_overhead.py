@@ -99,19 +99,18 @@ def test_quick_run_reports_every_configuration_and_loses_nothing() -> None:
     rows = {
         match["name"]: (float(match["spans"]), float(match["points"]), float(match["logs"]))
         for match in re.finditer(
-            r"^(?P<name>off|full|ratio10|replay|replay10|fullrec)\s+\d+\s.*"
+            r"^(?P<name>off|full|ratio10|replay|replay10)\s+\d+\s.*"
             r"\s(?P<spans>\d+\.\d\d)\s+(?P<points>\d+\.\d\d)\s+(?P<logs>\d+\.\d\d)$",
             out,
             re.MULTILINE,
         )
     }
-    assert set(rows) == {*overhead.CONFIGURATIONS, overhead.RECORD_CONFIGURATION}
+    assert set(rows) == set(overhead.CONFIGURATIONS)
     assert rows["off"] == (0, 0, 0)
     assert rows["replay"][0] == rows["full"][0] > 3
     assert rows["replay"][1] == rows["full"][1] > 3
-    # The canonical log line: one record per request, and fullrec adds exactly one more.
+    # The canonical log line: one record per request.
     assert rows["full"][2] == rows["ratio10"][2] == rows["replay"][2] == 1
-    assert rows["fullrec"][2] == 2
     delivered = re.search(
         r"sink received spans (\d+) of (\d+) ended, log records (\d+) of (\d+)", out
     )
@@ -120,7 +119,10 @@ def test_quick_run_reports_every_configuration_and_loses_nothing() -> None:
     assert delivered[3] == delivered[4]
     assert "full / off" in out and "ratio10 / off" in out
     assert re.search(r"^  in a loop, on the caller\s+\d+\.\d us$", out, re.MULTILINE)
-    assert re.search(r"^  one record in a request, export incl\., us\s+-?\d", out, re.MULTILINE)
+    per_request = re.search(r"^  in full's requests, on .* \((\d\.\d\d) records", out, re.M)
+    assert per_request is not None
+    assert float(per_request[1]) == 1.0
+    assert re.search(r"^  one record in a request, export incl\., us\s+\d", out, re.MULTILINE)
     calls = re.search(r"^  start_span\s+\d+\.\d\d\s+(\d+\.\d\d)\s", out, re.MULTILINE)
     assert calls is not None
     assert float(calls[1]) == rows["full"][0]
