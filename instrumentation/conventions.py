@@ -26,6 +26,8 @@ DEPLOYMENT_ENVIRONMENT_NAME: Final = "deployment.environment.name"
 
 DB_SESSION_SPAN: Final = "db.session"
 DB_TRANSACTION_SPAN: Final = "db.transaction"
+# Around the schema check at start-up and migrations (recorder.schema_version).
+DB_MIGRATE_SPAN: Final = "db.migrate"
 BACKUP_RUN_SPAN: Final = "backup.run"
 BACKUP_RESTORE_SPAN: Final = "backup.restore"
 

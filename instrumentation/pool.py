@@ -186,7 +186,11 @@ class PoolTelemetry:
 
     def pool_class(self, base: type[Pool]) -> type[Pool]:
         """``base`` with :meth:`Pool.connect` timed into this instance's metrics."""
-        return type(f"Instrumented{base.__name__}", (_TimedConnect, base), {"_vrp_telemetry": self})
+        # SQLAlchemy names a pool's logger after its class's module; keeping the base's module
+        # keeps its lifecycle lines ("Pool disposed", ...) under ``sqlalchemy.pool``, where the
+        # logging set-up quiets them, instead of under ``instrumentation.pool``.
+        namespace = {"_vrp_telemetry": self, "__module__": base.__module__}
+        return type(f"Instrumented{base.__name__}", (_TimedConnect, base), namespace)
 
     def attach(self, engine: sa.Engine) -> None:
         """Start listening on ``engine``'s pool events and publish the connection maximum."""

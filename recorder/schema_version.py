@@ -3,18 +3,28 @@
 The Alembic scripts live in ``recorder/migrations`` (one file per revision under
 ``versions/``, linear history, named ``NNNN_<what>.py``). There is no ``alembic.ini``: the
 configuration is built here so that ``vrp db upgrade`` works from any working directory.
+
+Checking and upgrading run inside one ``db.migrate`` span, so that the statements Alembic sends
+on an instrumented engine sit under it instead of each starting a trace of its own. Alembic's
+own INFO lines ("Context impl ...") are quieted where logging is configured
+(:mod:`instrumentation.logs`).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind
 
+from instrumentation import conventions
 from recorder.errors import SchemaOutOfDateError
 
 logger = logging.getLogger(__name__)
@@ -35,23 +45,45 @@ def head_revision() -> str:
     return head
 
 
+@contextmanager
+def _migrate_span(engine: sa.Engine, tracer: trace.Tracer | None) -> Iterator[None]:
+    tracer = tracer or trace.get_tracer(__name__)
+    with tracer.start_as_current_span(
+        conventions.DB_MIGRATE_SPAN,
+        kind=SpanKind.INTERNAL,
+        attributes={conventions.DB_SYSTEM_NAME: engine.dialect.name},
+    ):
+        yield
+
+
 def current_revision(engine: sa.Engine) -> str | None:
     with engine.connect() as conn:
         return MigrationContext.configure(conn).get_current_revision()
 
 
-def upgrade(engine: sa.Engine, revision: str = "head") -> None:
-    """Create or upgrade the schema to ``revision`` inside one transaction where the backend can."""
+def upgrade(
+    engine: sa.Engine, revision: str = "head", *, tracer: trace.Tracer | None = None
+) -> None:
+    """Create or upgrade the schema to ``revision`` inside one transaction where the backend can.
+
+    ``tracer`` is the engine's (the global provider's when omitted).
+    """
     config = alembic_config()
-    with engine.begin() as conn:
-        config.attributes["connection"] = conn
-        command.upgrade(config, revision)
-    logger.info("database schema at revision %s", current_revision(engine))
+    with _migrate_span(engine, tracer):
+        with engine.begin() as conn:
+            config.attributes["connection"] = conn
+            command.upgrade(config, revision)
+        current = current_revision(engine)
+    logger.info("database schema at revision %s", current)
 
 
-def check_current(engine: sa.Engine) -> None:
-    """Raise :class:`SchemaOutOfDateError` unless the database is at the newest revision."""
-    current = current_revision(engine)
+def check_current(engine: sa.Engine, *, tracer: trace.Tracer | None = None) -> None:
+    """Raise :class:`SchemaOutOfDateError` unless the database is at the newest revision.
+
+    ``tracer`` is the engine's (the global provider's when omitted).
+    """
+    with _migrate_span(engine, tracer):
+        current = current_revision(engine)
     head = head_revision()
     if current != head:
         raise SchemaOutOfDateError(

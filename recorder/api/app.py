@@ -39,7 +39,7 @@ def create_app(
             settings.database, tracer_provider=tracer_provider, meter_provider=meter_provider
         )
     if check_schema:
-        schema_version.check_current(db.engine)
+        schema_version.check_current(db.engine, tracer=db.tracer)
     app = Flask("recorder")
     app.config.update(
         API_TITLE="Voice Recorder Pro",
