@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from instrumentation.database import Database, PoolStatus, open_databases
     from instrumentation.errors import (
+        CommitOutcomeUnknownError,
         ConfigurationError,
         InstrumentationError,
         PoolExhaustedError,
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
     from instrumentation.transactions import (
         is_transient,
         run_transaction,
+        run_transaction_with_check,
         transaction,
         transactional,
     )
@@ -43,6 +45,7 @@ _SOURCES = {
     "Database": "database",
     "PoolStatus": "database",
     "open_databases": "database",
+    "CommitOutcomeUnknownError": "errors",
     "ConfigurationError": "errors",
     "InstrumentationError": "errors",
     "PoolExhaustedError": "errors",
@@ -62,6 +65,7 @@ _SOURCES = {
     "shutdown": "telemetry",
     "is_transient": "transactions",
     "run_transaction": "transactions",
+    "run_transaction_with_check": "transactions",
     "transaction": "transactions",
     "transactional": "transactions",
 }
@@ -77,6 +81,7 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "CommitOutcomeUnknownError",
     "ConfigurationError",
     "Database",
     "DatabaseSettings",
@@ -95,6 +100,7 @@ __all__ = [
     "open_databases",
     "record_error",
     "run_transaction",
+    "run_transaction_with_check",
     "setup",
     "shutdown",
     "shutdown_logging",
