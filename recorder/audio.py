@@ -21,12 +21,14 @@ Ogg FLAC/Vorbis/Speex/Opus  last granule        ID header    ID header (Opus: 48
 MP3, MP2                    mutagen (Xing...)   frame        frame
 M4A (first audio track)     mdhd                ASC / entry  AudioSpecificConfig / entry
 AAC (ADTS)                  estimate (bitrate)  frame        frame
-WebM (first audio track)    Info Duration       Audio        Audio
+WebM (first audio track)    last block          Audio        Audio
 ==========================  ==================  ===========  ==============================
 
 Opus always decodes at 48 kHz whatever rate the recording was made at (RFC 7845, section 5.1),
-so 48000 is the stream's real rate. Browsers record WebM live and write no Duration: finding it
-would mean walking every cluster, so it is ``None``.
+so 48000 is the stream's real rate. Browsers record WebM live and write no Duration: it is the
+time of the last block, found from the end of the file (:mod:`recorder.containers.webm`).
+FLAC's STREAMINFO and M4A's ``mdhd`` state the length the encoder meant to write; a FLAC file
+cut short reports that length, an M4A file cut before its ``moov`` box is refused.
 """
 
 from __future__ import annotations
@@ -295,13 +297,12 @@ def probe(source: Path | BinaryIO, fmt: AudioFormat) -> AudioInfo:
         size = f.tell()
         try:
             stream = _READERS[fmt.name](f, size)
-        except UnsupportedMediaError:
+        except (UnsupportedMediaError, OSError):
             raise
-        # Parsers of untrusted bytes fail in many ways (mutagen's own errors, struct.error,
-        # EOFError, IndexError...): all of them mean the container does not parse.
-        except Exception as exc:
-            if isinstance(exc, OSError) and not _is_mutagen_error(exc):
-                raise
+        # The readers raise UnsupportedMediaError for what they check; anything else they meet
+        # in untrusted bytes (struct.error, IndexError, ValueError...) still means the container
+        # does not parse, and is kept at DEBUG for whoever improves the reader.
+        except Exception:
             logger.debug(
                 "audio container unreadable", extra={"audio_format": fmt.name}, exc_info=True
             )
@@ -312,11 +313,6 @@ def probe(source: Path | BinaryIO, fmt: AudioFormat) -> AudioInfo:
         finally:
             f.seek(0)
     return _checked(stream, fmt)
-
-
-def _is_mutagen_error(exc: Exception) -> bool:
-    # mutagen's MutagenError subclasses derive from OSError for historical reasons.
-    return type(exc).__module__.startswith("mutagen")
 
 
 @contextmanager
@@ -346,25 +342,9 @@ def _checked(stream: Stream, fmt: AudioFormat) -> AudioInfo:
     return AudioInfo(duration, int(stream.sample_rate), int(stream.channels))
 
 
-def _read_wav(f: BinaryIO, size: int) -> Stream:
-    return wav.read(f, size)
-
-
 def _read_flac(f: BinaryIO, size: int) -> Stream:
     f.seek(0)
     return flac.read(f, _id3_size(f.read(10)) or 0)
-
-
-def _read_mp4(f: BinaryIO, size: int) -> Stream:
-    return mp4.read(f, size)
-
-
-def _read_webm(f: BinaryIO, size: int) -> Stream:
-    return webm.read(f, size)
-
-
-def _read_ogg(f: BinaryIO, size: int, kind: str) -> Stream:
-    return ogg.read(f, size, kind)
 
 
 def _read_frames(f: BinaryIO, size: int, fmt: AudioFormat) -> Stream:
@@ -384,10 +364,10 @@ def _read_frames(f: BinaryIO, size: int, fmt: AudioFormat) -> Stream:
 
 
 _READERS: Final[dict[str, Callable[[BinaryIO, int], Stream]]] = {
-    WAV.name: _read_wav,
+    WAV.name: wav.read,
     FLAC.name: _read_flac,
-    M4A.name: _read_mp4,
-    WEBM.name: _read_webm,
-    **{name: partial(_read_ogg, kind=kind) for name, kind in _OGG_KINDS.items()},
+    M4A.name: mp4.read,
+    WEBM.name: webm.read,
+    **{name: partial(ogg.read, kind=kind) for name, kind in _OGG_KINDS.items()},
     **{fmt.name: partial(_read_frames, fmt=fmt) for fmt in _FRAME_FORMATS.values()},
 }

@@ -2,8 +2,14 @@
 
 A file is audio when its Segment holds a TrackEntry of TrackType 2 (audio) with an Audio
 element; SamplingFrequency and Channels take the defaults the Matroska specification gives them
-when absent (8000 Hz, 1 channel). The duration is the Info element's Duration, which files
-recorded live (MediaRecorder) usually lack: finding it would mean walking every cluster.
+when absent (8000 Hz, 1 channel).
+
+Files recorded live (MediaRecorder) carry no Duration in their Info element, and a recording
+cut short carries the Duration it was meant to have, so the duration is measured from the data:
+the time of the last block of the audio track in the last Cluster, found from the end of the
+file (clusters start at least every 32.767 s, block timestamps being 16-bit). The Info Duration
+is kept when the last block starts less than :data:`BLOCK_SLACK_SECONDS` before it (the last
+block's own length is not recorded anywhere cheap).
 """
 
 from __future__ import annotations
@@ -31,6 +37,15 @@ _AUDIO: Final = 0xE1
 _SAMPLING_FREQUENCY: Final = 0xB5
 _CHANNELS: Final = 0x9F
 _CLUSTER: Final = 0x1F43B675
+_CLUSTER_BYTES: Final = b"\x1f\x43\xb6\x75"
+_CLUSTER_TIMESTAMP: Final = 0xE7
+_SIMPLE_BLOCK: Final = 0xA3
+_BLOCK_GROUP: Final = 0xA0
+_BLOCK: Final = 0xA1
+_TRACK_NUMBER: Final = 0xD7
+TAIL_BYTES: Final = 1 << 20  # where the last cluster starts, for audio bitrates
+# Longer than one audio block: Opus packets are at most 120 ms, AAC frames at 8 kHz 128 ms.
+BLOCK_SLACK_SECONDS: Final = 0.25
 _DEFAULT_RATE: Final = 8000.0
 _DEFAULT_TIMESTAMP_SCALE: Final = 1_000_000  # nanoseconds per tick
 _NANOSECONDS: Final = 1e9
@@ -104,26 +119,20 @@ def read(f: BinaryIO, size: int) -> Stream:
     segment = next(((s, e) for i, s, e in top[1:] if i == _SEGMENT), None)
     if segment is None:
         raise missing(NAME, "has no Segment after its EBML header")
-    duration: float | None = None
+    info: tuple[int, int] | None = None
     for element_id, start, end in _elements(f, *segment):
         if element_id == _INFO:
-            duration = _duration(f, (start, end))
+            info = (start, end)
         elif element_id == _TRACKS:
-            return _audio_track(f, (start, end), duration)
+            rate, channels, track = _audio_track(f, (start, end))
+            return Stream(rate, channels, _duration(f, size, info, track))
         elif element_id == _CLUSTER:
             break  # audio data before any track description
     raise missing(NAME, "has no Tracks element, so no audio track")
 
 
-def _duration(f: BinaryIO, info: tuple[int, int]) -> float | None:
-    ticks = _float(f, _child(f, info, _DURATION), None)
-    scale = _uint(f, _child(f, info, _TIMESTAMP_SCALE), _DEFAULT_TIMESTAMP_SCALE)
-    if ticks is None or not ticks > 0:
-        return None
-    return ticks * scale / _NANOSECONDS
-
-
-def _audio_track(f: BinaryIO, tracks: tuple[int, int], duration: float | None) -> Stream:
+def _audio_track(f: BinaryIO, tracks: tuple[int, int]) -> tuple[int, int, int]:
+    """(sampling frequency, channels, track number) of the first audio TrackEntry."""
     for element_id, start, end in _elements(f, *tracks):
         if element_id != _TRACK_ENTRY:
             continue
@@ -134,5 +143,62 @@ def _audio_track(f: BinaryIO, tracks: tuple[int, int], duration: float | None) -
             raise missing(NAME, "its audio track has no Audio element (sampling frequency)")
         rate = _float(f, _child(f, audio, _SAMPLING_FREQUENCY), _DEFAULT_RATE)
         channels = _uint(f, _child(f, audio, _CHANNELS), 1)
-        return Stream(int(rate or 0), channels, duration)
+        return int(rate or 0), channels, _uint(f, _child(f, (start, end), _TRACK_NUMBER), 0)
     raise missing(NAME, "has no audio track (a TrackEntry of TrackType audio)")
+
+
+def _duration(f: BinaryIO, size: int, info: tuple[int, int] | None, track: int) -> float | None:
+    scale = _DEFAULT_TIMESTAMP_SCALE
+    declared = None
+    if info is not None:
+        scale = _uint(f, _child(f, info, _TIMESTAMP_SCALE), _DEFAULT_TIMESTAMP_SCALE)
+        ticks = _float(f, _child(f, info, _DURATION), None)
+        declared = ticks * scale / _NANOSECONDS if ticks is not None and ticks > 0 else None
+    last = _last_block_ticks(f, size, track)
+    measured = last * scale / _NANOSECONDS if last is not None else None
+    if measured is None or (declared is not None and measured + BLOCK_SLACK_SECONDS >= declared):
+        return declared
+    return measured
+
+
+def _last_block_ticks(f: BinaryIO, size: int, track: int) -> int | None:
+    """Timestamp of the last block of ``track`` in the last Cluster that parses, if any."""
+    start = max(size - TAIL_BYTES, 0)
+    f.seek(start)
+    tail = f.read(size - start)
+    position = len(tail)
+    while (position := tail.rfind(_CLUSTER_BYTES, 0, position)) >= 0:
+        ticks = _cluster_last_block(f, start + position, size, track)
+        if ticks is not None:
+            return ticks
+    return None
+
+
+def _cluster_last_block(f: BinaryIO, offset: int, size: int, track: int) -> int | None:
+    cluster = next(_elements(f, offset, size), None)
+    if cluster is None or cluster[0] != _CLUSTER:
+        return None
+    base = latest = None
+    for element_id, start, end in _elements(f, cluster[1], cluster[2]):
+        if element_id == _CLUSTER:
+            break  # a cluster of unknown size runs until the next one
+        if element_id == _CLUSTER_TIMESTAMP:
+            base = _uint(f, (start, end), 0)
+            continue
+        if element_id == _BLOCK_GROUP:
+            block = _child(f, (start, end), _BLOCK)
+            if block is None:
+                continue
+            start, end = block
+        elif element_id != _SIMPLE_BLOCK:
+            continue
+        f.seek(start)
+        header = f.read(11)  # track number (1-8 bytes), signed 16-bit relative timestamp
+        number = read_vint(header, 0, keep_marker=False)
+        if number is None or number[0] != track or len(header) < number[1] + 2:
+            continue
+        relative = int.from_bytes(header[number[1] : number[1] + 2], "big", signed=True)
+        latest = relative if latest is None else max(latest, relative)
+    if base is None or latest is None:
+        return None
+    return max(base + latest, 0)

@@ -118,12 +118,43 @@ def test_mono_m4a_sample_is_what_the_remuxer_makes_of_the_adts_sample() -> None:
     assert build_m4a(adts) == (DATA / "tone_mono_8k.m4a").read_bytes()
 
 
-def test_webm_recorded_live_without_a_duration_still_reports_rate_and_channels() -> None:
-    webm = (DATA / "tone_mono_48k.webm").read_bytes()
+def _without_duration(webm: bytes) -> bytes:
+    """``webm`` as a live recorder writes it: no Duration in Info (here turned into a Void)."""
     duration = webm.index(b"\x44\x89\x88")  # Duration, an 8-byte float
-    live = webm[:duration] + b"\xec\x89" + bytes(9) + webm[duration + 11 :]  # as a Void
+    return webm[:duration] + b"\xec\x89" + bytes(9) + webm[duration + 11 :]
 
-    assert probe(io.BytesIO(live), audio.WEBM) == AudioInfo(None, 48000, 1)
+
+def test_webm_recorded_live_is_measured_up_to_its_last_block() -> None:
+    live = _without_duration((DATA / "tone_mono_48k.webm").read_bytes())
+
+    info = probe(io.BytesIO(live), audio.WEBM)
+
+    assert (info.sample_rate, info.channels) == (48000, 1)
+    assert info.duration_seconds == pytest.approx(0.5, abs=0.03)  # minus the last 20 ms block
+
+
+@pytest.mark.parametrize("live", [False, True])
+def test_webm_cut_short_reports_the_time_up_to_the_cut(live: bool) -> None:
+    webm = (DATA / "tone_mono_48k.webm").read_bytes()
+    if live:
+        webm = _without_duration(webm)
+    whole = probe(io.BytesIO(webm), audio.WEBM).duration_seconds
+    first_block = webm.index(b"\xa3", webm.index(b"\x1f\x43\xb6\x75"))  # in the first Cluster
+
+    durations = [
+        probe(io.BytesIO(webm[:keep]), audio.WEBM).duration_seconds
+        for keep in range(first_block + 20, len(webm) - 150, 100)
+    ]
+
+    # A cut that loses more than one block's length (BLOCK_SLACK_SECONDS) is measured.
+    quarter = webm[: first_block + (len(webm) - first_block) // 4]
+    early = probe(io.BytesIO(quarter), audio.WEBM).duration_seconds
+
+    assert whole is not None and early is not None
+    assert all(d is not None and d <= whole for d in durations)
+    assert durations == sorted(durations)
+    assert durations[0] < 0.1
+    assert 0 < early < whole / 2
 
 
 def test_webm_without_an_audio_track_is_refused() -> None:
