@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import queue
@@ -85,8 +86,8 @@ def _records(stderr: str) -> tuple[list[dict[str, object]], list[str]]:
 HEAVY_MODULES = ("waitress", "flask", "opentelemetry.sdk", "sqlalchemy", "alembic", "recorder.api")
 
 
-@pytest.mark.parametrize("args", [["--help"], ["db", "--help"], ["api", "--help"]])
-def test_help_imports_no_heavy_module(tmp_path: Path, args: list[str]) -> None:
+def _imported(args: list[str], cwd: Path, modules: tuple[str, ...]) -> list[str]:
+    """Which of ``modules`` running ``vrp args`` in a fresh interpreter imported."""
     probe = (
         "import sys\n"
         "from recorder.cli import main\n"
@@ -94,15 +95,22 @@ def test_help_imports_no_heavy_module(tmp_path: Path, args: list[str]) -> None:
         f"    main({args!r})\n"
         "except SystemExit:\n"
         "    pass\n"
-        f"heavy = [m for m in {HEAVY_MODULES!r} if m in sys.modules]\n"
-        "sys.stderr.write(repr(heavy))\n"
+        f"sys.stderr.write(repr([m for m in {modules!r} if m in sys.modules]))\n"
     )
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
     result = subprocess.run(
-        [sys.executable, "-c", probe], cwd=tmp_path, env=env, capture_output=True, text=True
+        [sys.executable, "-c", probe], cwd=cwd, env=_env(), capture_output=True, text=True
     )
-    assert "Usage: " in result.stdout
-    assert result.stderr == "[]"
+    return ast.literal_eval(result.stderr.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("args", [["--help"], ["db", "--help"], ["api", "--help"]])
+def test_help_imports_no_heavy_module(tmp_path: Path, args: list[str]) -> None:
+    assert _imported(args, tmp_path, HEAVY_MODULES) == []
+
+
+def test_db_current_imports_no_server_and_no_telemetry_sdk(tmp_path: Path) -> None:
+    server_side = ("waitress", "flask", "opentelemetry.sdk", "recorder.api")
+    assert _imported(["db", "current"], tmp_path, server_side) == []
 
 
 def test_log_level_accepts_any_case(tmp_path: Path) -> None:
