@@ -150,7 +150,8 @@ def run_backup(
     Raises :class:`~backup.errors.BackupLockedError` before starting when another run holds
     the lock. ``on_event`` is called with the name of each step as it starts (``snapshot``,
     ``blobs``, ``manifest``, ``verify``, ``publish``, and a few inside them), which tests use
-    to stop a run at a chosen point. ``after_publish`` runs inside the run's span and lock once
+    to stop a run at a chosen point; it may be called from the snapshot's worker thread.
+    ``after_publish`` runs inside the run's span and lock once
     the backup is in place (the scheduler prunes there).
     """
     reporter = reporter or NullReporter()
