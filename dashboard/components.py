@@ -12,7 +12,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 import dash_bootstrap_components as dbc
-from dash import dash_table, html
+from dash import dash_table, dcc, html
 from dash.dash_table.Format import Format, Scheme
 
 from dashboard.apiclient import ApiReadError
@@ -145,6 +145,11 @@ def stat(label: str, value: str, *, color: str = "light", detail: str | None = N
         xs=6,
         md=3,
     )
+
+
+def graph(figure: Any, **kwargs: Any) -> dcc.Graph:
+    """A plot without Plotly's tool bar (drag to zoom, double-click to reset still work)."""
+    return dcc.Graph(figure=figure, config={"displayModeBar": False}, **kwargs)
 
 
 def section(title: str, *children: Any) -> html.Div:

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, NoReturn
 
 import click
 
+from dashboard import cli as dashboard_cli
 from recorder import __version__
 
 if TYPE_CHECKING:
@@ -279,22 +280,75 @@ def db_current() -> None:
     sys.exit(0 if current == head else 1)
 
 
+@contextmanager
+def _dashboard_scope(export_telemetry: bool) -> Iterator[None]:
+    """Logging and telemetry of ``vrp dashboard``, from the same ``VRP_LOG_*`` and ``OTEL_*``."""
+    settings = _settings("vrp-dashboard")
+    if not export_telemetry:
+        telemetry = dataclasses.replace(settings.telemetry, disabled=True)
+        settings = dataclasses.replace(settings, telemetry=telemetry)
+    with _process(settings):
+        yield
+
+
+main.add_command(dashboard_cli.make_command(_dashboard_scope))
+
+
+def _vrp(*args: str) -> list[str]:
+    """The command line of a ``vrp`` subcommand run by this interpreter."""
+    return [sys.executable, "-m", "recorder.cli", *args]
+
+
 @main.command()
 @_HOST
 @_PORT
-def up(host: str | None, port: int | None) -> None:
-    """Run the whole stack on this machine: SQLite and audio under ./var, migrated on start."""
-    from recorder import schema_version
+@click.option(
+    "--dashboard-port",
+    type=click.IntRange(1, 65535),
+    default=None,
+    help="Port of the dashboard [default: VRP_DASHBOARD_PORT, 8050].",
+)
+def up(host: str | None, port: int | None, dashboard_port: int | None) -> None:
+    """Run the whole stack on this machine: migrate, then serve the API and the dashboard.
 
-    settings = _server_settings("vrp-api", host, port)
+    The API exports its telemetry to the dashboard unless an OTLP endpoint is configured.
+    Ctrl-C or SIGTERM stops everything; if one server dies, the others are stopped too.
+    """
+    import os
+
+    from dashboard.errors import DashboardConfigError
+    from dashboard.settings import load_dashboard_settings
+    from recorder import schema_version, supervisor
+
+    settings = _server_settings("vrp-up", host, port)
+    try:
+        dashboard = load_dashboard_settings()
+    except DashboardConfigError as exc:
+        _fail(f"invalid configuration: {exc}", CONFIG_EXIT)
+    dashboard_port = dashboard_port or dashboard.port
+    for bind_host, bind_port, option in (
+        (settings.api_host, settings.api_port, "--port"),
+        (dashboard.host, dashboard_port, "--dashboard-port"),
+    ):
+        if reason := supervisor.bind_error(bind_host, bind_port):
+            _fail(
+                f"cannot listen on {bind_host}:{bind_port}: {reason} (pick another with {option})"
+            )
     settings.storage_dir.mkdir(parents=True, exist_ok=True)
     with _process(settings):
         database = _open_database(settings)
         try:
             schema_version.upgrade(database.engine)
-            _serve_api(settings, database)
         finally:
             database.dispose()
+        api_address = ("--host", settings.api_host, "--port", str(settings.api_port))
+        api_env = supervisor.otlp_env(os.environ, dashboard.host, dashboard_port, dashboard.token)
+        children = [
+            supervisor.Child("api", _vrp("api", *api_address), env=api_env),
+            supervisor.Child("dashboard", _vrp("dashboard", "--port", str(dashboard_port))),
+        ]
+        status = supervisor.run(children, os.environ)
+    sys.exit(status)
 
 
 if __name__ == "__main__":

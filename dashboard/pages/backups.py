@@ -10,13 +10,14 @@ from __future__ import annotations
 from typing import Any
 
 import dash_bootstrap_components as dbc
-from dash import Dash, Output, dcc, html
+from dash import Dash, Input, Output, dcc, html
 
 from dashboard import components as ui
 from dashboard import figures
 from dashboard.apiclient import ApiClient, ApiReadError
-from dashboard.pages.base import FILTERS, Page, window
+from dashboard.pages.base import REFRESH_ID, Page
 
+HISTORY = "30d"
 STATES = {
     "ok": ("success", "on time"),
     "late": ("warning", "late"),
@@ -40,6 +41,11 @@ def layout() -> html.Div:
     return html.Div(
         [
             html.H3("Backups"),
+            html.P(
+                "Runs of the last 30 days from backup.run spans, whatever the time range and "
+                "service chosen above: backups run daily, not by the minute.",
+                className="text-muted",
+            ),
             dcc.Loading(html.Div(id="backups-body"), delay_show=500),
         ]
     )
@@ -78,10 +84,10 @@ def _row(run: dict[str, Any]) -> dict[str, Any]:
 
 
 def register(app: Dash, api: ApiClient) -> None:
-    @app.callback(Output("backups-body", "children"), *FILTERS)
-    def refresh(range_value: str, service: str, _tick: int) -> Any:
+    @app.callback(Output("backups-body", "children"), Input(REFRESH_ID, "n_intervals"))
+    def refresh(_tick: int) -> Any:
         try:
-            body = api.get("/api/backups", window(range_value, service))
+            body = api.get("/api/backups", {"since": HISTORY})
         except ApiReadError as exc:
             return ui.read_error(exc)
         if not body["has_telemetry"]:
@@ -103,7 +109,7 @@ def register(app: Dash, api: ApiClient) -> None:
             dbc.Row(
                 [
                     dbc.Col(
-                        dcc.Graph(
+                        ui.graph(
                             id="backups-sizes",
                             figure=figures.backup_runs_figure(
                                 runs, "bytes", title="Backup size", y_title="MB"
@@ -112,7 +118,7 @@ def register(app: Dash, api: ApiClient) -> None:
                         lg=6,
                     ),
                     dbc.Col(
-                        dcc.Graph(
+                        ui.graph(
                             id="backups-durations",
                             figure=figures.backup_runs_figure(
                                 runs, "duration_ms", title="Backup duration", y_title="s"

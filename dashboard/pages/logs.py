@@ -22,8 +22,10 @@ COLUMNS = (
 )
 LEVEL_STYLES = [
     {"if": {"filter_query": '{level} = "WARNING"'}, "backgroundColor": "#fff3cd"},
+    {"if": {"filter_query": '{level} = "WARN"'}, "backgroundColor": "#fff3cd"},
     {"if": {"filter_query": '{level} = "ERROR"'}, "backgroundColor": "#f8d7da"},
     {"if": {"filter_query": '{level} = "CRITICAL"'}, "backgroundColor": "#f1aeb5"},
+    {"if": {"filter_query": '{level} = "FATAL"'}, "backgroundColor": "#f1aeb5"},
 ]
 
 

@@ -83,7 +83,7 @@ def register(app: Dash, api: ApiClient) -> None:
         return [
             _cards(services),
             ui.section("Services", ui.table("overview-services", COLUMNS, services, page_size=10)),
-            dcc.Graph(
+            ui.graph(
                 id="overview-latency",
                 figure=figures.percentiles_figure(
                     series, group_by="service", title="Request latency p50 / p95 / p99"
@@ -92,7 +92,7 @@ def register(app: Dash, api: ApiClient) -> None:
             dbc.Row(
                 [
                     dbc.Col(
-                        dcc.Graph(
+                        ui.graph(
                             figure=figures.lines_figure(
                                 series,
                                 "rate_per_s",
@@ -104,7 +104,7 @@ def register(app: Dash, api: ApiClient) -> None:
                         md=6,
                     ),
                     dbc.Col(
-                        dcc.Graph(
+                        ui.graph(
                             figure=figures.lines_figure(
                                 series,
                                 "error_rate",

@@ -93,7 +93,7 @@ def _detail(summary: str | None, body: dict[str, Any]) -> list[Any]:
         ]
     return [
         html.H4(summary, id="queries-detail-title", className="mt-2"),
-        dcc.Graph(
+        ui.graph(
             id="queries-latency",
             figure=figures.percentiles_figure(body["series"], title=f"{summary}: p50 / p95 / p99"),
         ),

@@ -63,7 +63,7 @@ def register(app: Dash, api: ApiClient) -> None:
             dbc.Row(
                 [
                     dbc.Col(
-                        dcc.Graph(
+                        ui.graph(
                             id="requests-latency",
                             figure=figures.percentiles_figure(
                                 series, group_by="service", title="Latency p50 / p95 / p99"
@@ -72,7 +72,7 @@ def register(app: Dash, api: ApiClient) -> None:
                         lg=7,
                     ),
                     dbc.Col(
-                        dcc.Graph(
+                        ui.graph(
                             figure=figures.lines_figure(
                                 series,
                                 "rate_per_s",

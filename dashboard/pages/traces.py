@@ -132,7 +132,7 @@ def _waterfall(trace: dict[str, Any]) -> list[Any]:
             className="mb-2",
         ),
         *alerts,
-        dcc.Graph(id="traces-waterfall-graph", figure=figures.waterfall_figure(trace)),
+        ui.graph(id="traces-waterfall-graph", figure=figures.waterfall_figure(trace)),
         html.Details(
             [
                 html.Summary("spans as a table"),

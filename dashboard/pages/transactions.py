@@ -81,7 +81,7 @@ def register(app: Dash, api: ApiClient) -> None:
                     ),
                 ]
             ),
-            dcc.Graph(
+            ui.graph(
                 id="transactions-series",
                 figure=figures.stacked_counts_figure(
                     transactions["series"],
@@ -94,13 +94,11 @@ def register(app: Dash, api: ApiClient) -> None:
             dbc.Row(
                 [
                     dbc.Col(
-                        dcc.Graph(
-                            id="pool-connections", figure=figures.pool_figure(pool["series"])
-                        ),
+                        ui.graph(id="pool-connections", figure=figures.pool_figure(pool["series"])),
                         lg=6,
                     ),
                     dbc.Col(
-                        dcc.Graph(
+                        ui.graph(
                             figure=figures.lines_figure(
                                 [
                                     {**r, "_pool": f"{r['service']} {r['pool']}"}

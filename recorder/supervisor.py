@@ -1,0 +1,193 @@
+"""The process supervisor behind ``vrp up``: run the stack's servers as child processes.
+
+Each :class:`Child` is a name, a command line and the environment variables it gets on top of
+ours; ``vrp up`` lists its children in one place (adding one is one line). :func:`run`
+
+* starts them all, each in its own session so that a Ctrl-C in the terminal reaches only us
+  and every child is stopped once, the same way;
+* forwards SIGTERM and SIGINT to every child as SIGTERM and waits for them;
+* stops all when one exits on its own: the stack is one unit, a half-running one only hides
+  the failure;
+* returns 0 when it was asked to stop and every child stopped cleanly, and non-zero when a
+  child failed (its exit status, or 1 when it was killed by a signal we did not send).
+
+A child that ignores SIGTERM for ``stop_timeout`` seconds is killed. If the supervisor itself is
+killed with SIGKILL its children are left running (nothing can forward that signal).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from types import FrameType
+from urllib.parse import quote
+
+logger = logging.getLogger(__name__)
+
+POLL_SECONDS = 0.2
+STOP_TIMEOUT_SECONDS = 15.0
+_FORWARDED = (signal.SIGTERM, signal.SIGINT)
+OTLP_ENDPOINT_VARIABLES = (
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT",
+)
+
+
+@dataclass(frozen=True)
+class Child:
+    """One server of the stack."""
+
+    name: str
+    argv: Sequence[str]
+    env: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class _Running:
+    child: Child
+    process: subprocess.Popen[bytes]
+
+
+def _clean_stop(returncode: int) -> bool:
+    """Exit statuses of a child that stopped because we sent it SIGTERM."""
+    return returncode in (0, -signal.SIGTERM, 128 + signal.SIGTERM)
+
+
+class Supervisor:
+    """Starts, watches and stops a fixed set of children; see the module doc."""
+
+    def __init__(
+        self,
+        children: Sequence[Child],
+        base_env: Mapping[str, str],
+        *,
+        stop_timeout: float = STOP_TIMEOUT_SECONDS,
+    ) -> None:
+        self._children = list(children)
+        self._base_env = dict(base_env)
+        self._stop_timeout = stop_timeout
+        self._stop_requested = threading.Event()
+        self._running: list[_Running] = []
+
+    def request_stop(self, signum: int | None = None, frame: FrameType | None = None) -> None:
+        """Ask :meth:`run` to stop every child (what the signal handlers call)."""
+        self._stop_requested.set()
+
+    def run(self) -> int:
+        """Run until asked to stop or until a child exits; the exit status for ``vrp up``."""
+        previous = {signum: signal.signal(signum, self.request_stop) for signum in _FORWARDED}
+        try:
+            for child in self._children:
+                if self._stop_requested.is_set():
+                    break
+                self._start(child)
+            failed = self._watch()
+            self._stop_all()
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+        return self._status(failed)
+
+    def _start(self, child: Child) -> None:
+        process = subprocess.Popen(
+            list(child.argv), env={**self._base_env, **child.env}, start_new_session=True
+        )
+        logger.info("started %s (pid %d)", child.name, process.pid)
+        self._running.append(_Running(child, process))
+
+    def _watch(self) -> _Running | None:
+        """Wait for a stop request (None) or for the first child to exit (that child)."""
+        while not self._stop_requested.wait(POLL_SECONDS):
+            for running in self._running:
+                if running.process.poll() is not None:
+                    logger.error(
+                        "%s exited with status %d; stopping the others",
+                        running.child.name,
+                        running.process.returncode,
+                    )
+                    return running
+        return None
+
+    def _stop_all(self) -> None:
+        alive = [r for r in self._running if r.process.poll() is None]
+        for running in alive:
+            running.process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + self._stop_timeout
+        for running in alive:
+            try:
+                running.process.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                logger.warning(
+                    "%s did not stop within %.0f s of SIGTERM; killing it",
+                    running.child.name,
+                    self._stop_timeout,
+                )
+                running.process.kill()
+                running.process.wait()
+        for running in alive:
+            logger.info("%s stopped (status %d)", running.child.name, running.process.returncode)
+
+    def _status(self, failed: _Running | None) -> int:
+        if failed is not None:
+            code = failed.process.returncode
+            return code if code > 0 else 1
+        dirty = [r for r in self._running if not _clean_stop(r.process.returncode)]
+        for running in dirty:
+            logger.error(
+                "%s ended with status %d while stopping",
+                running.child.name,
+                running.process.returncode,
+            )
+        return 1 if dirty else 0
+
+
+def run(children: Sequence[Child], base_env: Mapping[str, str]) -> int:
+    """Run ``children`` under a :class:`Supervisor`; the exit status for the command."""
+    return Supervisor(children, base_env).run()
+
+
+def otlp_env(environ: Mapping[str, str], host: str, port: int, token: str | None) -> dict[str, str]:
+    """The variables that make a child export its telemetry to the dashboard at ``host:port``.
+
+    Nothing when the operator configured an OTLP endpoint (a collector, say): theirs wins. A
+    dashboard bound to every address (``0.0.0.0``, ``::``) is reached on loopback. With a
+    token, the bearer header goes along unless ``OTEL_EXPORTER_OTLP_HEADERS`` is set.
+    """
+    if any(environ.get(name, "").strip() for name in OTLP_ENDPOINT_VARIABLES):
+        return {}
+    if host in ("0.0.0.0", "::", ""):
+        host = "127.0.0.1"
+    if ":" in host:
+        host = f"[{host}]"
+    env = {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://{host}:{port}"}
+    if token and not environ.get("OTEL_EXPORTER_OTLP_HEADERS", "").strip():
+        # The variable's values are URL-encoded (OpenTelemetry specification).
+        env["OTEL_EXPORTER_OTLP_HEADERS"] = f"Authorization=Bearer%20{quote(token)}"
+    return env
+
+
+def bind_error(host: str, port: int) -> str | None:
+    """Why ``host:port`` cannot be listened on right now (None when it can, or for port 0).
+
+    ``vrp up`` asks before starting anything, so that a port in use is one line and no half
+    stack; a child losing a race for the port later still stops the stack.
+    """
+    if port == 0:
+        return None
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        with socket.socket(family, kind, proto) as probe:
+            # As the servers do: a port left in TIME_WAIT by a previous run is free.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(address)
+    except OSError as exc:
+        return (exc.strerror or str(exc)).lower()
+    return None

@@ -1,0 +1,313 @@
+"""The dashboard in a real browser: Debian's headless Chromium driven by Selenium.
+
+The dashboard runs in a thread (``dash.testing``'s ``ThreadedRunner``) on a SQLite store in a
+temporary folder; the real OpenTelemetry SDK exporters feed it over OTLP/HTTP
+(:mod:`tests.dashboard.ui_telemetry`). Every page must render with data, and the run saves one
+screenshot per page to ``docs/screenshots/`` for the README.
+
+Chromium is mandatory in CI (``CI=true``): there a missing browser fails the run. On a laptop
+without it the tests are skipped with the reason.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import requests
+from dash.testing.application_runners import ThreadedRunner
+from selenium import webdriver
+from selenium.common.exceptions import (
+    ElementClickInterceptedException,
+    StaleElementReferenceException,
+    WebDriverException,
+)
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.remote.webelement import WebElement
+from selenium.webdriver.support.ui import WebDriverWait
+
+from dashboard.app import create_app
+from dashboard.settings import DashboardSettings
+from tests.dashboard import ui_telemetry
+from tests.dashboard.ui_telemetry import Sent
+
+ROOT = Path(__file__).resolve().parents[2]
+SCREENSHOTS = ROOT / "docs" / "screenshots"
+CHROMIUM = os.environ.get("VRP_TEST_CHROMIUM", "/usr/bin/chromium")
+CHROMEDRIVER = os.environ.get("VRP_TEST_CHROMEDRIVER", "/usr/bin/chromedriver")
+CHROMIUM_FLAGS = (
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--window-size=1400,1000",
+)
+TOKEN = "browser-test-token-0123"
+WAIT_S = 30
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[WebDriver]:
+    missing = [path for path in (CHROMIUM, CHROMEDRIVER) if not shutil.which(path)]
+    if missing:
+        reason = f"headless Chromium not installed ({', '.join(missing)} missing)"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"{reason}: mandatory in CI (apt-get install chromium chromium-driver)")
+        pytest.skip(reason)
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in CHROMIUM_FLAGS:
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    driver.set_page_load_timeout(WAIT_S)
+    yield driver
+    driver.quit()
+
+
+def _serve(settings: DashboardSettings) -> tuple[ThreadedRunner, str]:
+    runner = ThreadedRunner()
+    port = _free_port()
+    runner.start(create_app(settings), port=port, host="127.0.0.1", start_timeout=15)
+    return runner, f"http://127.0.0.1:{port}"
+
+
+def _readable(base: str, sent: Sent, headers: dict[str, str]) -> bool:
+    trace = requests.get(f"{base}/api/traces/{sent.slow_trace_id}", headers=headers, timeout=5)
+    backups = requests.get(f"{base}/api/backups", params={"since": "24h"}, headers=headers)
+    queries = requests.get(f"{base}/api/queries", headers=headers, timeout=5)
+    return (
+        trace.status_code == 200
+        and backups.status_code == 200
+        and backups.json()["has_telemetry"]
+        and bool(queries.json()["queries"])
+    )
+
+
+@dataclass
+class Running:
+    base: str
+    sent: Sent
+    store_url: str
+
+
+@pytest.fixture(scope="module")
+def dashboard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
+    folder = tmp_path_factory.mktemp("dashboard")
+    settings = DashboardSettings(store_url=f"sqlite:///{folder / 'telemetry.db'}")
+    runner, base = _serve(settings)
+    try:
+        sent = ui_telemetry.send_stack_telemetry(base)
+        deadline = time.monotonic() + WAIT_S
+        while not _readable(base, sent, {}):
+            assert time.monotonic() < deadline, "the telemetry sent never became readable"
+            time.sleep(0.2)
+        yield Running(base, sent, settings.store_url)
+    finally:
+        runner.stop()
+
+
+def _wait(driver: WebDriver, condition: Callable[[WebDriver], object], what: str) -> object:
+    try:
+        return WebDriverWait(
+            driver, WAIT_S, ignored_exceptions=(StaleElementReferenceException,)
+        ).until(condition, message=f"waited {WAIT_S} s for {what}")
+    except WebDriverException:
+        errors = driver.find_elements(By.CSS_SELECTOR, ".read-error, .dash-fe-error__title")
+        raise AssertionError(
+            f"{what} never appeared on {driver.current_url}; errors shown: "
+            f"{[e.text for e in errors]}"
+        ) from None
+
+
+def _text_in(selector: str, text: str) -> Callable[[WebDriver], bool]:
+    def found(driver: WebDriver) -> bool:
+        return any(text in e.text for e in driver.find_elements(By.CSS_SELECTOR, selector))
+
+    return found
+
+
+def _element(driver: WebDriver, selector: str, text: str) -> WebElement:
+    def find(d: WebDriver) -> WebElement | bool:
+        for element in d.find_elements(By.CSS_SELECTOR, selector):
+            if text in element.text:
+                return element
+        return False
+
+    found = _wait(driver, find, f"{selector} holding {text!r}")
+    assert isinstance(found, WebElement)
+    return found
+
+
+def _click(driver: WebDriver, element: WebElement) -> None:
+    """Click like a user: scrolled into view, once a refresh overlay has gone."""
+    driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", element)
+
+    def clicked(_: WebDriver) -> bool:
+        try:
+            element.click()
+        except ElementClickInterceptedException:
+            return False
+        return True
+
+    _wait(driver, clicked, "a clickable element")
+
+
+def _screenshot(driver: WebDriver, name: str) -> None:
+    """The whole page, at the width of the window, into docs/screenshots/<name>.png."""
+    time.sleep(1.0)  # let Plotly finish drawing and its transitions
+    chrome, height = driver.execute_script(
+        "return [window.outerHeight - window.innerHeight,"
+        " Math.max(document.body.scrollHeight, document.documentElement.scrollHeight)];"
+    )
+    driver.set_window_size(1400, max(700, min(int(height) + int(chrome), 4000)))
+    try:
+        time.sleep(0.5)  # the plots resize to the new window
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        assert driver.save_screenshot(str(SCREENSHOTS / f"{name}.png"))
+    finally:
+        driver.set_window_size(1400, 1000)
+
+
+def _no_errors(driver: WebDriver) -> None:
+    errors = driver.find_elements(By.CSS_SELECTOR, ".read-error, .dash-fe-error__title")
+    assert not errors, [e.text for e in errors]
+
+
+PAGES = {
+    # page: (path, element that shows data, text it holds)
+    "overview": ("/", "#overview-services", "vrp-api"),
+    "queries": ("/queries", "#queries-table", ui_telemetry.SLOW_QUERY),
+    "requests": ("/requests", "#requests-table", "POST /api/recordings"),
+    "transactions": ("/transactions", "#pool-table", "vrp"),
+    "logs": ("/logs", "#logs-table", ui_telemetry.ERROR_MESSAGE),
+    "traces": ("/traces", "#traces-table", "GET /api/tags"),
+    "backups": ("/backups", "#backups-table", "backup-3"),
+}
+
+
+@pytest.mark.parametrize("page", list(PAGES))
+def test_every_page_renders_with_data(browser: WebDriver, dashboard: Running, page: str) -> None:
+    path, selector, text = PAGES[page]
+    browser.get(dashboard.base + path)
+    _element(browser, selector, text)
+    if page == "queries":
+        # The screenshot shows a query's latency and its slowest examples.
+        _click(browser, _element(browser, "#queries-table td", ui_telemetry.SLOW_QUERY))
+        _element(browser, "#queries-detail-title", ui_telemetry.SLOW_QUERY)
+    if page == "transactions":
+        _element(browser, "#transactions-outcomes", "commit")
+    if page == "backups":
+        state = _element(browser, "#backups-state", "Last good backup")
+        assert "alert-success" in state.get_attribute("class")
+    if page == "traces":
+        # The screenshot shows a waterfall: open the N+1 trace from the search results.
+        browser.get(f"{dashboard.base}/traces?trace={dashboard.sent.n_plus_one_trace_id}")
+        _element(browser, ".n-plus-one", "N+1")
+        _element(browser, "#traces-table", "GET /api/tags")
+    if page != "logs":
+        _wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, ".js-plotly-plot"), "a plot")
+    _no_errors(browser)
+    _screenshot(browser, page)
+
+
+def test_clicking_a_slow_query_leads_to_its_trace_waterfall(
+    browser: WebDriver, dashboard: Running
+) -> None:
+    browser.get(f"{dashboard.base}/queries")
+    _click(browser, _element(browser, "#queries-table td", ui_telemetry.SLOW_QUERY))
+    _element(browser, "#queries-detail-title", ui_telemetry.SLOW_QUERY)
+    _wait(browser, _text_in("#queries-latency", "p95"), "the query's latency plot")
+    trace_id = dashboard.sent.slow_trace_id
+    link = _wait(
+        browser,
+        lambda d: next(
+            iter(d.find_elements(By.CSS_SELECTOR, f'#queries-examples a[href*="{trace_id}"]')),
+            False,
+        ),
+        "a link to the slow example's trace",
+    )
+    assert isinstance(link, WebElement)
+    _click(browser, link)
+    _wait(browser, lambda d: f"trace={trace_id}" in d.current_url, "the trace page")
+    _element(browser, "#traces-waterfall-graph", f"Trace {trace_id}")
+    _element(browser, "#traces-waterfall-graph", ui_telemetry.SLOW_QUERY)
+    _no_errors(browser)
+
+
+def test_n_plus_one_is_flagged_on_queries_and_in_its_waterfall(
+    browser: WebDriver, dashboard: Running
+) -> None:
+    trace_id = dashboard.sent.n_plus_one_trace_id
+    browser.get(f"{dashboard.base}/queries")
+    _element(browser, "#queries-n-plus-one-table", ui_telemetry.N_PLUS_ONE_TEXT)
+    link = browser.find_element(By.CSS_SELECTOR, f'#queries-n-plus-one-table a[href*="{trace_id}"]')
+    _click(browser, link)
+    _element(browser, ".n-plus-one", ui_telemetry.N_PLUS_ONE_TEXT)
+    colors = _wait(
+        browser,
+        lambda d: d.execute_script(
+            "const g = document.querySelector('#traces-waterfall-graph .js-plotly-plot');"
+            "return g && g.data ? g.data[0].marker.color : null;"
+        ),
+        "the waterfall's bars",
+    )
+    assert isinstance(colors, list)
+    assert colors.count("#d62728") == 7, "the seven repeated statements are highlighted"
+
+
+def test_a_log_line_leads_to_its_trace(browser: WebDriver, dashboard: Running) -> None:
+    trace_id = dashboard.sent.error_trace_id
+    browser.get(f"{dashboard.base}/logs")
+    row = _element(browser, "#logs-table tr", ui_telemetry.ERROR_MESSAGE)
+    _click(browser, row.find_element(By.CSS_SELECTOR, "a"))
+    _wait(browser, lambda d: f"trace={trace_id}" in d.current_url, "the trace page")
+    _element(browser, "#traces-waterfall-graph", f"Trace {trace_id}")
+    _element(browser, "#traces-waterfall-graph", "POST /api/recordings")
+
+
+@pytest.fixture(scope="module")
+def protected(dashboard: Running) -> Iterator[str]:
+    """A second dashboard with a token, on the same store: the data is there, behind the login."""
+    runner, base = _serve(DashboardSettings(store_url=dashboard.store_url, token=TOKEN))
+    yield base
+    runner.stop()
+
+
+def test_without_the_token_the_ui_shows_the_login_and_no_data(
+    browser: WebDriver, protected: str
+) -> None:
+    browser.delete_all_cookies()
+    browser.get(f"{protected}/queries")
+    _wait(browser, lambda d: "/login" in d.current_url, "the login page")
+    assert browser.find_elements(By.ID, "login-form")
+    page = browser.page_source
+    assert "vrp-api" not in page and ui_telemetry.SLOW_QUERY not in page
+    status = browser.execute_script("const r = await fetch('/api/queries'); return r.status;")
+    assert status == 401
+    _screenshot(browser, "login")
+    browser.find_element(By.ID, "token").send_keys("wrong-token")
+    browser.find_element(By.ID, "login-submit").click()
+    _element(browser, "#login-error", "Wrong token")
+    browser.find_element(By.ID, "token").send_keys(TOKEN)
+    browser.find_element(By.ID, "login-submit").click()
+    _wait(browser, lambda d: d.current_url.endswith("/queries"), "the page asked for")
+    _element(browser, "#queries-table", ui_telemetry.SLOW_QUERY)
+    browser.delete_all_cookies()

@@ -1,0 +1,179 @@
+"""``vrp up`` runs the API and the dashboard together, the API's telemetry flowing to the dashboard.
+
+Real processes from an empty folder with the default settings (only the ports are chosen free):
+the supervisor, ``vrp api`` and ``vrp dashboard`` as its children, the SDK's OTLP exporters
+between them.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.recorder.fixtures import make_wav
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("VRP_", "OTEL_"))}
+    env.update(PYTHONPATH=str(ROOT), VRP_LOG_FORMAT="json", **extra)
+    return env
+
+
+def _up(folder: Path, *args: str, **env: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "recorder.cli", "up", *args],
+        cwd=folder,
+        env=_env(**env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _wait_for(process: subprocess.Popen[str], url: str) -> None:
+    deadline = time.monotonic() + 45
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"vrp up exited with {process.returncode}: {process.stderr.read()[-3000:]}")
+        try:
+            if requests.get(url, timeout=1).status_code == 200:
+                return
+        except requests.ConnectionError:
+            pass
+        time.sleep(0.2)
+    process.kill()
+    pytest.fail(f"{url} did not answer within 45 s: {process.communicate()[1][-3000:]}")
+
+
+def _children(pid: int) -> list[int]:
+    found = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True)
+    return [int(line) for line in found.stdout.split()]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie is dead for our purpose (its parent may not have reaped it yet).
+    status = Path(f"/proc/{pid}/status")
+    return status.exists() and "\nState:\tZ" not in status.read_text()
+
+
+@dataclass
+class Stack:
+    process: subprocess.Popen[str]
+    api: str
+    dashboard: str
+
+
+@pytest.fixture
+def stack(tmp_path: Path) -> Iterator[Stack]:
+    api_port, dashboard_port = _free_port(), _free_port()
+    process = _up(tmp_path, "--port", str(api_port), "--dashboard-port", str(dashboard_port))
+    running = Stack(process, f"http://127.0.0.1:{api_port}", f"http://127.0.0.1:{dashboard_port}")
+    try:
+        _wait_for(process, f"{running.api}/healthz")
+        _wait_for(process, f"{running.dashboard}/api/services")
+        yield running
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def test_upload_through_the_api_shows_up_in_the_dashboard(stack: Stack, tmp_path: Path) -> None:
+    response = requests.post(
+        f"{stack.api}/api/recordings",
+        files={"file": ("some.wav", make_wav(seconds=1.0), "application/octet-stream")},
+        data={"title": "through the stack"},
+        timeout=10,
+    )
+    assert response.status_code == 201, response.text
+    deadline = time.monotonic() + 30
+    operations: list[dict[str, object]] = []
+    while time.monotonic() < deadline:
+        body = requests.get(f"{stack.dashboard}/api/operations", timeout=5).json()
+        operations = [
+            o
+            for o in body["operations"]
+            if o["service"] == "vrp-api" and o["operation"] == "POST /api/recordings"
+        ]
+        if operations:
+            break
+        time.sleep(0.5)
+    assert operations, "the upload never reached the dashboard's /api/operations"
+    assert operations[0]["count"] >= 1
+    assert (tmp_path / "var" / "vrp.db").exists()
+    assert (tmp_path / "var" / "telemetry.db").exists()
+
+
+def test_sigterm_stops_every_process_cleanly(stack: Stack) -> None:
+    children = _children(stack.process.pid)
+    assert len(children) == 2, "vrp up runs the API and the dashboard as child processes"
+    stack.process.send_signal(signal.SIGTERM)
+    assert stack.process.wait(timeout=30) == 0, stack.process.stderr.read()[-3000:]
+    assert not [pid for pid in children if _alive(pid)]
+    with pytest.raises(requests.ConnectionError):
+        requests.get(f"{stack.api}/healthz", timeout=1)
+    with pytest.raises(requests.ConnectionError):
+        requests.get(f"{stack.dashboard}/api/services", timeout=1)
+
+
+def test_a_port_in_use_is_refused_before_anything_starts(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        dashboard_port = taken.getsockname()[1]
+        process = _up(
+            tmp_path, "--port", str(_free_port()), "--dashboard-port", str(dashboard_port)
+        )
+        status = process.wait(timeout=60)
+    stderr = process.stderr.read()
+    assert status == 1, stderr[-3000:]
+    assert stderr.strip().splitlines() == [
+        f"vrp: cannot listen on 127.0.0.1:{dashboard_port}: address already in use "
+        "(pick another with --dashboard-port)"
+    ]
+    assert not (tmp_path / "var" / "vrp.db").exists()
+
+
+def test_a_child_that_fails_stops_the_stack_with_its_status(tmp_path: Path) -> None:
+    """The dashboard refuses a public address without a token (exit 2) after the API started."""
+    api_port = _free_port()
+    process = _up(
+        tmp_path,
+        "--port",
+        str(api_port),
+        "--dashboard-port",
+        str(_free_port()),
+        VRP_DASHBOARD_HOST="0.0.0.0",
+    )
+    try:
+        status = process.wait(timeout=60)
+    finally:
+        process.kill()
+    stderr = process.stderr.read()
+    assert status == 2, stderr[-3000:]
+    assert "refusing to listen on 0.0.0.0 without VRP_DASHBOARD_TOKEN" in stderr
+    assert "dashboard exited with status 2" in stderr
+    with pytest.raises(requests.ConnectionError):
+        requests.get(f"http://127.0.0.1:{api_port}/healthz", timeout=1)
