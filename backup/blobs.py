@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Final
 
-from backup.errors import BackupError
+from backup.errors import BackupError, BlobSourceError
 from backup.files import fsync_dir, make_private_dir, open_private
 from backup.stream import Progress, StreamResult, compress_stream, decompress_stream
 
@@ -27,10 +27,6 @@ logger = logging.getLogger(__name__)
 
 _SHA256: Final = re.compile(r"[0-9a-f]{64}")
 _SUFFIX: Final = ".zst"
-
-
-class BlobSourceError(BackupError):
-    """A blob in the application's storage is missing or does not match its name."""
 
 
 class BlobArchive:

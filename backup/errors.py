@@ -44,6 +44,11 @@ class UnsupportedDatabaseError(EngineError):
     """The database URL names a backend this package has no engine for."""
 
 
+class BlobSourceError(BackupError):
+    """A blob the database references is missing from the application's storage, or does not
+    match its name."""
+
+
 class BackupSpaceError(BackupError):
     """The disk holding the backup folder ran out of space; the run was discarded."""
 

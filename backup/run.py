@@ -31,10 +31,10 @@ from pathlib import Path
 import zstandard
 
 from backup import manifest as manifests
-from backup.blobs import BlobArchive, BlobSourceError
+from backup.blobs import BlobArchive
 from backup.catalog import LOCK, Catalog
 from backup.engines import Event, Snapshot, backend_name, engine_for
-from backup.errors import BackupError, BackupSpaceError, VerifyError
+from backup.errors import BackupError, BackupSpaceError, BlobSourceError, VerifyError
 from backup.files import fsync_dir, make_private_dir
 from backup.lock import run_lock
 from backup.manifest import BlobEntry, Manifest

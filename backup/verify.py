@@ -12,7 +12,7 @@ manifest, so retention knows which backups were proven.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import zstandard
@@ -52,7 +52,7 @@ class VerifyReport:
     problems: tuple[Problem, ...] = ()
     files: int = 0
     bytes: int = 0
-    full: bool = field(default=False)
+    full: bool = False
 
     @property
     def ok(self) -> bool:

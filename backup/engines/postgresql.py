@@ -255,6 +255,7 @@ class PostgresqlEngine:
                     "new database, or add --force to replace them"
                 )
             replaced = f"the {existing} table(s) of the database {_shown(target)}"
+            logger.warning("restore replaces %s", replaced)
         options = ["--no-owner", "--exit-on-error", "--single-transaction"]
         if replaced:
             options += ["--clean", "--if-exists"]
