@@ -51,7 +51,8 @@ one log record when the unit ends. Outcomes and their log levels:
 * ``rollback``: the unit's code raised an application exception; the transaction was rolled
   back and the exception re-raised. DEBUG when the exception's class sets ``client_error =
   True`` (the caller asked for something that cannot be done: a not-found, a conflict, a failed
-  precondition; answering it is the service working as intended), WARNING otherwise.
+  precondition; answering it is the service working as intended) and for SQLAlchemy's
+  ``StaleDataError`` (an optimistic-locking conflict), WARNING otherwise.
 * ``error`` (ERROR): the database or this package failed the unit: a SQLAlchemy / driver error
   (integrity violation, lost connection, failed commit), an exhausted pool, retries that ran
   out (:class:`~instrumentation.errors.TransactionRetryError`) or a COMMIT whose outcome is
@@ -89,6 +90,7 @@ from typing import (
 import sqlalchemy as sa
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from sqlalchemy.orm import Session, SessionTransactionOrigin
+from sqlalchemy.orm.exc import StaleDataError
 from tenacity import (
     RetryCallState,
     Retrying,
@@ -134,13 +136,13 @@ _LOG_LEVELS: Final[dict[Outcome, int]] = {
     "rollback": logging.WARNING,
     "error": logging.ERROR,
 }
-# Attribute an application exception class sets to say "the caller's request was refused".
-CLIENT_ERROR_FLAG: Final = "client_error"
 _LOG_VERBS: Final[dict[Outcome, str]] = {
     "commit": "committed",
     "rollback": "rolled back",
     "error": "failed",
 }
+# Attribute an application exception class sets to say "the caller's request was refused".
+CLIENT_ERROR_FLAG: Final = "client_error"
 
 # The server aborted the transaction and says so; nothing was committed, retrying is safe.
 _CONFLICT_SQLSTATES: Final = frozenset({"40001", "40P01"})
@@ -389,9 +391,18 @@ def _commit_answered(exc: BaseException) -> bool:
 
 
 def _outcome_of(exc: BaseException) -> Outcome:
+    # A stale version is optimistic locking doing its job (the caller lost a race, 409), not a
+    # database failure.
+    if isinstance(exc, StaleDataError):
+        return "rollback"
     if isinstance(exc, sa.exc.SQLAlchemyError | InstrumentationError):
         return "error"
     return "rollback"
+
+
+def _client_error(exc: BaseException | None) -> bool:
+    """Whether ``exc`` refused the caller's request rather than failed the service."""
+    return getattr(exc, CLIENT_ERROR_FLAG, False) is True or isinstance(exc, StaleDataError)
 
 
 def _unit_active(session: Session | None) -> TypeGuard[Session]:
@@ -571,7 +582,7 @@ class _Unit:
             if outcome == "error":
                 span.set_status(Status(StatusCode.ERROR, kind))
         level = _LOG_LEVELS[outcome]
-        if outcome == "rollback" and getattr(exc, CLIENT_ERROR_FLAG, False) is True:
+        if outcome == "rollback" and _client_error(exc):
             level = logging.DEBUG
         if note_transaction(outcome, self.attempts) and outcome == "commit":
             # Inside a request the access record carries the unit (the canonical log line).

@@ -15,6 +15,7 @@ import pytest
 import sqlalchemy as sa
 from opentelemetry.trace import SpanKind, StatusCode
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.exc import StaleDataError
 
 from instrumentation.database import Database
 from instrumentation.errors import PoolExhaustedError, TransactionRetryError
@@ -102,14 +103,26 @@ class RefusedError(Exception):
     client_error = True
 
 
+@pytest.mark.parametrize(
+    ("error", "kind"),
+    [
+        (RefusedError("no such item"), f"{__name__}.RefusedError"),
+        (StaleDataError("UPDATE matched 0 rows"), "sqlalchemy.orm.exc.StaleDataError"),
+    ],
+    ids=["client-error-flag", "stale-version"],
+)
 def test_a_unit_refused_by_a_client_error_rolls_back_at_debug_not_warning(
-    db: Database, telemetry: InMemoryTelemetry, caplog: pytest.LogCaptureFixture
+    db: Database,
+    telemetry: InMemoryTelemetry,
+    caplog: pytest.LogCaptureFixture,
+    error: Exception,
+    kind: str,
 ) -> None:
     caplog.set_level(logging.DEBUG, logger="instrumentation.transactions")
 
-    with pytest.raises(RefusedError), transaction(db) as session:
+    with pytest.raises(type(error)), transaction(db) as session:
         add_item(session, "a")
-        raise RefusedError("no such item")
+        raise error
 
     assert item_names(db) == []
     span = telemetry.span_named("db.transaction")
@@ -118,7 +131,7 @@ def test_a_unit_refused_by_a_client_error_rolls_back_at_debug_not_warning(
     (record,) = [r for r in caplog.records if r.name == "instrumentation.transactions"]
     assert record.levelno == logging.DEBUG
     assert field(record, "vrp.db.transaction.outcome") == "rollback"
-    assert field(record, "error.type") == f"{__name__}.RefusedError"
+    assert field(record, "error.type") == kind
 
 
 def test_transaction_reports_a_database_failure_as_error_without_parameter_values(
