@@ -48,7 +48,7 @@ DOWNLOAD_STEM_MAX = 200
 _UNSAFE_IN_FILENAMES = frozenset('/\\"*:<>?|;')
 # RFC 5987 attr-char: what filename* may carry unencoded.
 _ATTR_CHARS = "!#$&+-.^_`|~"
-# Extensions for rows stored before the format was (revision 0002): one per MIME type.
+# Extensions for rows stored before revision 0002 recorded their format: one per MIME type.
 _LEGACY_EXTENSIONS = {"audio/ogg": "ogg", "audio/mpeg": "mp3"}
 SUPPORTED_FORMATS = ", ".join(sorted({fmt.name.upper() for fmt in FORMATS.values()}))
 
@@ -95,17 +95,21 @@ def _extension(recording: Any) -> str:
     return next((f.extension for f in FORMATS.values() if f.mime == recording.mime_type), "bin")
 
 
+def _safe_stem(filename: str) -> str:
+    name = unicodedata.normalize("NFC", filename)
+    stem = name.rsplit(".", 1)[0] if "." in name.lstrip(".") else name
+    kept = "".join(ch for ch in stem if ch.isprintable() and ch not in _UNSAFE_IN_FILENAMES)
+    return kept.strip(" .")[:DOWNLOAD_STEM_MAX]
+
+
 def _content_disposition(recording: Any) -> dict[str, str]:
     """``inline`` with the original name (RFC 6266): UTF-8 ``filename*``, ASCII ``filename``.
 
     The stem is the client's file name without its extension, stripped of characters no file
     system or header takes; the extension is the detected format's, whatever the client said.
     """
-    name = unicodedata.normalize("NFC", recording.original_filename or "")
-    stem = name.rsplit(".", 1)[0] if "." in name.lstrip(".") else name
-    stem = "".join(ch for ch in stem if ch.isprintable() and ch not in _UNSAFE_IN_FILENAMES).strip(
-        " ."
-    )[:DOWNLOAD_STEM_MAX]
+    stem = _safe_stem(recording.original_filename or "")
+    # The fallback for old clients: accents dropped, and no "%" that some would decode.
     ascii_stem = unicodedata.normalize("NFKD", stem).encode("ascii", "ignore").decode()
     ascii_stem = ascii_stem.replace("%", "_").strip(" .")
     extension = _extension(recording)
