@@ -101,6 +101,10 @@ def table(
         data=data,
         sort_action="native",
         sort_mode="single",
+        # Auto-refresh re-renders the tables: keep the reader's sort across refreshes.
+        persistence=True,
+        persisted_props=["sort_by"],
+        persistence_type="session",
         page_action="native",
         page_size=page_size,
         markdown_options={"link_target": "_self"},

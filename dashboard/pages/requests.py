@@ -44,8 +44,7 @@ def layout() -> html.Div:
 
 
 def _traces_link(row: dict[str, Any]) -> str:
-    query = urlencode({"operation": row["operation"], "service": row["service"]})
-    return f"[traces](/traces?{query})"
+    return f"[traces](/traces?{urlencode({'operation': row['operation']})})"
 
 
 def register(app: Dash, api: ApiClient) -> None:

@@ -14,8 +14,10 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -85,22 +87,32 @@ class Stack:
     dashboard: str
 
 
-@pytest.fixture
-def stack(tmp_path: Path) -> Iterator[Stack]:
+@contextmanager
+def _running_stack(folder: Path, **env: str) -> Iterator[Stack]:
     api_port, dashboard_port = _free_port(), _free_port()
-    process = _up(tmp_path, "--port", str(api_port), "--dashboard-port", str(dashboard_port))
+    process = _up(folder, "--port", str(api_port), "--dashboard-port", str(dashboard_port), **env)
     running = Stack(process, f"http://127.0.0.1:{api_port}", f"http://127.0.0.1:{dashboard_port}")
     try:
         _wait_for(process, f"{running.api}/healthz")
-        _wait_for(process, f"{running.dashboard}/api/services")
+        _wait_for(process, f"{running.dashboard}/login" if env else f"{running.dashboard}/")
         yield running
     finally:
         if process.poll() is None:
-            process.kill()
-            process.wait()
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
 
 
-def test_upload_through_the_api_shows_up_in_the_dashboard(stack: Stack, tmp_path: Path) -> None:
+@pytest.fixture
+def stack(tmp_path: Path) -> Iterator[Stack]:
+    with _running_stack(tmp_path) as running:
+        yield running
+
+
+def _upload(stack: Stack) -> None:
     response = requests.post(
         f"{stack.api}/api/recordings",
         files={"file": ("some.wav", make_wav(seconds=1.0), "application/octet-stream")},
@@ -108,22 +120,41 @@ def test_upload_through_the_api_shows_up_in_the_dashboard(stack: Stack, tmp_path
         timeout=10,
     )
     assert response.status_code == 201, response.text
+
+
+def _uploads_seen(stack: Stack, headers: dict[str, str] | None = None) -> list[dict[str, Any]]:
+    """The dashboard's row for the uploads, once the API's telemetry has arrived (30 s)."""
     deadline = time.monotonic() + 30
-    operations: list[dict[str, object]] = []
     while time.monotonic() < deadline:
-        body = requests.get(f"{stack.dashboard}/api/operations", timeout=5).json()
+        response = requests.get(f"{stack.dashboard}/api/operations", headers=headers, timeout=5)
+        assert response.status_code == 200, response.text
         operations = [
             o
-            for o in body["operations"]
+            for o in response.json()["operations"]
             if o["service"] == "vrp-api" and o["operation"] == "POST /api/recordings"
         ]
         if operations:
-            break
+            return operations
         time.sleep(0.5)
+    return []
+
+
+def test_upload_through_the_api_shows_up_in_the_dashboard(stack: Stack, tmp_path: Path) -> None:
+    _upload(stack)
+    operations = _uploads_seen(stack)
     assert operations, "the upload never reached the dashboard's /api/operations"
     assert operations[0]["count"] >= 1
     assert (tmp_path / "var" / "vrp.db").exists()
     assert (tmp_path / "var" / "telemetry.db").exists()
+
+
+def test_with_a_token_the_api_exports_with_it_and_readers_need_it(tmp_path: Path) -> None:
+    token = "stack-token-0123456789"
+    with _running_stack(tmp_path, VRP_DASHBOARD_TOKEN=token) as stack:
+        _upload(stack)
+        assert requests.get(f"{stack.dashboard}/api/operations", timeout=5).status_code == 401
+        operations = _uploads_seen(stack, {"Authorization": f"Bearer {token}"})
+        assert operations, "the API's telemetry did not get through the receiver's token check"
 
 
 def test_sigterm_stops_every_process_cleanly(stack: Stack) -> None:

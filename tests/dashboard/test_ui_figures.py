@@ -1,0 +1,127 @@
+"""The plots the pages draw, from rows in the JSON API's shapes (no browser needed)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dashboard import figures
+
+SESSION = "b" * 16
+TEXT = "SELECT tags.name FROM tags WHERE tags.recording_id = ?"
+
+
+def _span(span_id: str, parent: str | None, name: str, kind: str, depth: int, **extra: Any) -> dict:
+    return {
+        "span_id": span_id,
+        "parent_span_id": parent,
+        "service": "vrp-api",
+        "name": name,
+        "kind": kind,
+        "start": "2026-11-28T20:00:00+00:00",
+        "offset_ms": extra.pop("offset_ms", 0.0),
+        "duration_ms": extra.pop("duration_ms", 1.0),
+        "status": extra.pop("status", "UNSET"),
+        "attributes": extra.pop("attributes", {}),
+        "events": [],
+        "depth": depth,
+    }
+
+
+def _trace() -> dict[str, Any]:
+    spans = [
+        _span("a" * 16, None, "GET /api/tags", "SERVER", 0, duration_ms=30.0),
+        _span(SESSION, "a" * 16, "db.session", "INTERNAL", 1, offset_ms=1.0, duration_ms=25.0),
+        _span("c" * 16, SESSION, "db.transaction", "INTERNAL", 2, offset_ms=2.0),
+    ]
+    spans += [
+        _span(
+            f"{i:016x}",
+            "c" * 16,
+            "SELECT tags",
+            "CLIENT",
+            3,
+            offset_ms=3.0 + i,
+            attributes={"db.query.text": TEXT},
+        )
+        for i in range(5)
+    ]
+    spans.append(
+        _span(
+            "d" * 16,
+            "c" * 16,
+            "SELECT recordings",
+            "CLIENT",
+            3,
+            offset_ms=9.0,
+            status="ERROR",
+            attributes={"db.query.text": "SELECT recordings.id FROM recordings"},
+        )
+    )
+    finding = {
+        "trace_id": "e" * 32,
+        "session_span_id": SESSION,
+        "query_text": TEXT,
+        "count": 5,
+        "service": "vrp-api",
+        "start": "2026-11-28T20:00:00+00:00",
+    }
+    return {"trace_id": "e" * 32, "spans": spans, "n_plus_one": [finding]}
+
+
+def test_n_plus_one_spans_are_the_repeated_statements_below_the_session() -> None:
+    trace = _trace()
+    flagged = figures.n_plus_one_span_ids(trace["spans"], trace["n_plus_one"])
+    assert flagged == {f"{i:016x}" for i in range(5)}
+
+
+def test_waterfall_keeps_tree_order_offsets_durations_and_colours() -> None:
+    trace = _trace()
+    bar = figures.waterfall_figure(trace).data[0]
+    assert bar.orientation == "h"
+    assert list(bar.base) == [s["offset_ms"] for s in trace["spans"]]
+    assert list(bar.x) == [s["duration_ms"] for s in trace["spans"]]
+    colors = list(bar.marker.color)
+    assert colors.count(figures.N_PLUS_ONE_COLOR) == 5
+    assert colors[-1] == figures.ERROR_COLOR
+    assert colors[0] == figures.KIND_COLORS["SERVER"]
+
+
+def test_waterfall_labels_are_indented_by_depth_and_of_one_width() -> None:
+    figure = figures.waterfall_figure(_trace())
+    labels = list(figure.layout.yaxis.ticktext)
+    assert len({len(label) for label in labels}) == 1
+    assert labels[0].startswith("GET")
+    assert labels[3].startswith("\u00a0" * 6 + "SELECT tags")
+    assert figure.layout.yaxis.autorange == "reversed"
+
+
+def test_missing_percentiles_stay_gaps_not_zeros() -> None:
+    series = [
+        {"t": "2026-11-28T20:00:00Z", "p50_ms": 1.0, "p95_ms": 2.0, "p99_ms": 3.0},
+        {"t": "2026-11-28T20:01:00Z", "p50_ms": None, "p95_ms": None, "p99_ms": None},
+    ]
+    figure = figures.percentiles_figure(series)
+    assert [trace.name for trace in figure.data] == ["p50", "p95", "p99"]
+    assert list(figure.data[1].y) == [2.0, None]
+
+
+def test_times_are_drawn_as_utc() -> None:
+    parsed = figures.parse_time("2026-11-28T21:00:00+01:00")
+    assert parsed is not None and parsed.hour == 20 and parsed.tzinfo is None
+
+
+def test_no_data_says_so() -> None:
+    figure = figures.percentiles_figure([])
+    assert figure.layout.annotations[0].text == "No data in this time range"
+    assert not figure.data
+
+
+def test_backup_runs_are_green_or_red_by_status() -> None:
+    runs = [
+        {"backup_id": "b1", "status": "success", "start": "2026-11-27T03:00:00Z", "bytes": 2e6},
+        {"backup_id": "b2", "status": "failed", "start": "2026-11-28T03:00:00Z", "bytes": 1e6},
+    ]
+    figure = figures.backup_runs_figure(runs, "bytes", title="size", y_title="MB")
+    by_name = {trace.name: trace for trace in figure.data}
+    assert list(by_name["success"].y) == [2.0]
+    assert list(by_name["failed"].y) == [1.0]
