@@ -311,3 +311,18 @@ def test_without_the_token_the_ui_shows_the_login_and_no_data(
     _wait(browser, lambda d: d.current_url.endswith("/queries"), "the page asked for")
     _element(browser, "#queries-table", ui_telemetry.SLOW_QUERY)
     browser.delete_all_cookies()
+
+
+def test_an_empty_dashboard_says_plainly_that_nothing_arrived(
+    browser: WebDriver, tmp_path: Path
+) -> None:
+    runner, base = _serve(DashboardSettings(store_url=f"sqlite:///{tmp_path / 'empty.db'}"))
+    try:
+        browser.get(f"{base}/backups")
+        notice = _element(browser, ".notice", "No backup telemetry has arrived yet")
+        assert "alert-danger" not in notice.get_attribute("class")
+        browser.get(f"{base}/")
+        _element(browser, ".notice", "No requests in this time range yet")
+        _no_errors(browser)
+    finally:
+        runner.stop()
