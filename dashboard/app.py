@@ -108,6 +108,22 @@ def _register_shell(app: dash.Dash, api: ApiClient) -> None:
         return options + [{"label": s["name"], "value": s["name"]} for s in found]
 
 
+def _no_pages_under(server: flask.Flask, prefixes: tuple[str, ...]) -> None:
+    """A mistyped ``/api/...`` gets a 404 JSON, not the UI's HTML from Dash's catch-all route."""
+
+    def not_a_page() -> flask.Response | None:
+        rule = flask.request.url_rule
+        if flask.request.path.startswith(prefixes) and rule and rule.rule.endswith("<path:path>"):
+            response = flask.jsonify(
+                code=404, status="Not Found", message=f"no endpoint at {flask.request.path}"
+            )
+            response.status_code = 404
+            return response
+        return None
+
+    server.before_request(not_a_page)
+
+
 def create_app(
     settings: DashboardSettings, *, store: Any = None, server: flask.Flask | None = None
 ) -> dash.Dash:
@@ -129,6 +145,7 @@ def create_app(
         suppress_callback_exceptions=True,
         serve_locally=True,
     )
+    _no_pages_under(server, ("/api/", "/v1/"))
     app.layout = _layout(settings)
     api = ApiClient(server, settings.token)
     _register_shell(app, api)

@@ -130,6 +130,12 @@ def test_receiver_keeps_its_own_bearer_check(client: FlaskClient) -> None:
     assert accepted.status_code == 200
 
 
+def test_an_unknown_api_path_is_404_json_not_the_ui(client: FlaskClient) -> None:
+    response = client.get("/api/nope", headers={"Authorization": f"Bearer {TOKEN}"})
+    assert response.status_code == 404
+    assert response.is_json
+
+
 def test_without_a_token_configured_everything_is_open(tmp_path: Path) -> None:
     client = _client(tmp_path, None)
     assert client.get("/api/services").status_code == 200
