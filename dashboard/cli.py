@@ -12,7 +12,8 @@ Refusals, each one line on stderr:
 * a bad ``VRP_DASHBOARD_*`` value: exit 2, naming the variable (never a token's value);
 * a bind address that is not loopback while no ``VRP_DASHBOARD_TOKEN`` is set: exit 2 - the
   telemetry holds routes, statements and log lines, and nobody should read them unasked;
-* an address or port that cannot be bound (in use, not local): exit 1.
+* an address or port that cannot be bound (in use, not local), or a telemetry store that cannot
+  be opened: exit 1.
 
 The dashboard's own telemetry (service ``vrp-dashboard``) never loops back into itself: when an
 OTLP endpoint it would export to is its own address, it exports nothing (it would otherwise
@@ -31,8 +32,9 @@ import socket
 import sys
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
+from dataclasses import replace
 from types import FrameType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 from urllib.parse import urlsplit
 
 import click
@@ -72,7 +74,7 @@ def standalone_scope(export_telemetry: bool) -> Iterator[None]:
         logs.shutdown_logging()
 
 
-def _fail(code: int, message: str) -> None:
+def _fail(code: int, message: str) -> NoReturn:
     click.echo(f"vrp dashboard: {message}", err=True)
     sys.exit(code)
 
@@ -138,15 +140,13 @@ def exports_to_itself(settings: DashboardSettings, environ: Mapping[str, str]) -
 
 def _load(host: str | None, port: int | None) -> DashboardSettings:
     from dashboard.errors import DashboardConfigError
-    from dashboard.settings import DashboardSettings, load_dashboard_settings
+    from dashboard.settings import load_dashboard_settings
 
     try:
         settings = load_dashboard_settings()
     except DashboardConfigError as exc:
         _fail(CONFIG_EXIT, f"invalid configuration: {exc}")
-        raise AssertionError("unreachable") from exc
-    overrides = {"host": host or settings.host, "port": port or settings.port}
-    return DashboardSettings(**{**settings.__dict__, **overrides})
+    return replace(settings, host=host or settings.host, port=port or settings.port)
 
 
 def _stop_on_sigterm() -> None:
@@ -160,11 +160,23 @@ def _stop_on_sigterm() -> None:
 
 def serve(settings: DashboardSettings) -> None:
     """Build the app, bind, and serve until SIGTERM or Ctrl-C."""
+    import sqlalchemy as sa
     import waitress
+    from sqlalchemy.engine import make_url
 
     from dashboard.app import create_app
+    from dashboard.errors import StoreError
 
-    app = create_app(settings)
+    try:
+        app = create_app(settings)
+    except (StoreError, sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
+        cause = getattr(exc, "orig", None) or exc
+        reason = " ".join(line.strip() for line in str(cause).splitlines() if line.strip())
+        password = make_url(settings.store_url).password
+        if password:
+            reason = reason.replace(str(password), "***")
+        store = make_url(settings.store_url).render_as_string(hide_password=True)
+        _fail(BIND_EXIT, f"cannot open the telemetry store {store}: {reason}")
     try:
         server = waitress.create_server(
             app.server,

@@ -137,6 +137,16 @@ def test_port_in_use_exits_1_with_one_line(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
+def test_unreachable_store_exits_1_with_one_line_and_no_password(tmp_path: Path) -> None:
+    url = f"postgresql://vrp:hunter2secret@127.0.0.1:{free_port()}/telemetry"
+    result = run_vrp(tmp_path, "--port", str(free_port()), VRP_DASHBOARD_STORE_URL=url)
+    assert result.returncode == 1
+    refusal = [line for line in result.stderr.splitlines() if line.startswith("vrp dashboard:")]
+    assert len(refusal) == 1, result.stderr
+    assert "cannot open the telemetry store postgresql://vrp:***@127.0.0.1" in refusal[0]
+    assert "hunter2secret" not in result.stderr and "Traceback" not in result.stderr
+
+
 def test_non_loopback_bind_with_token_serves_and_requires_it(tmp_path: Path, started) -> None:
     port = free_port()
     started(tmp_path, port, VRP_DASHBOARD_HOST="0.0.0.0", VRP_DASHBOARD_TOKEN=TOKEN)
