@@ -193,13 +193,30 @@ def any_value(value: Any) -> Any:
     return None
 
 
+_PLAIN = frozenset(("int_value", "double_value", "bool_value"))
+
+
 def attributes(pairs: Any) -> dict[str, Any]:
+    """Key-value pairs as a dict; strings and plain scalars inline (the hot path of ingest)."""
     if len(pairs) > MAX_ATTRIBUTES:
         raise PayloadDecodeError(
             f"an item carries {len(pairs)} attributes, above the limit of {MAX_ATTRIBUTES}; "
             "set an attribute count limit in the SDK"
         )
-    return {kv.key: any_value(kv.value) for kv in pairs}
+    result: dict[str, Any] = {}
+    for kv in pairs:
+        value = kv.value
+        which = value.WhichOneof("value")
+        if which == "string_value":
+            text = value.string_value
+            if len(text) > MAX_VALUE_BYTES:
+                result[kv.key] = any_value(value)
+            result[kv.key] = text
+        elif which in _PLAIN:
+            result[kv.key] = getattr(value, which)
+        else:
+            result[kv.key] = any_value(value)
+    return result
 
 
 def _service(resource_attributes: dict[str, Any]) -> str:
@@ -240,7 +257,9 @@ def decode_traces(body: bytes, content_type: str) -> Decoded:
                                 "attributes": attributes(event.attributes),
                             }
                             for event in span.events
-                        ],
+                        ]
+                        if span.events
+                        else [],
                     )
                 )
     return decoded

@@ -647,7 +647,7 @@ def traces(
     query = (
         sa.select(roots)
         .where(
-            roots.c.is_root.is_(True),
+            roots.c.is_root == sa.true(),
             roots.c.start_ns >= window.since_ns,
             roots.c.start_ns <= window.until_ns,
         )

@@ -37,21 +37,21 @@ from dashboard.errors import (
     UnsupportedContentTypeError,
 )
 from dashboard.settings import DashboardSettings
-from dashboard.store import TelemetryStore
+from dashboard.writer import GroupWriter
 
 logger = logging.getLogger(__name__)
 _READ_CHUNK = 64 * 1024
 
-# (decoder, store writer name, response class, partial-success field)
+# (decoder, writer signal, response class, partial-success field)
 _SIGNALS: dict[str, tuple[Callable[[bytes, str], otlp.Decoded], str, type[Message], str]] = {
-    "traces": (otlp.decode_traces, "write_spans", ExportTraceServiceResponse, "rejected_spans"),
+    "traces": (otlp.decode_traces, "spans", ExportTraceServiceResponse, "rejected_spans"),
     "metrics": (
         otlp.decode_metrics,
-        "write_metrics",
+        "metrics",
         ExportMetricsServiceResponse,
         "rejected_data_points",
     ),
-    "logs": (otlp.decode_logs, "write_logs", ExportLogsServiceResponse, "rejected_log_records"),
+    "logs": (otlp.decode_logs, "logs", ExportLogsServiceResponse, "rejected_log_records"),
 }
 
 
@@ -126,8 +126,8 @@ def _status(code: int, message: str, content_type: str, http_status: int) -> Res
     return response
 
 
-def create_receiver_blueprint(settings: DashboardSettings, store: TelemetryStore) -> Blueprint:
-    """The ``/v1/*`` endpoints writing into ``store``."""
+def create_receiver_blueprint(settings: DashboardSettings, writer: GroupWriter) -> Blueprint:
+    """The ``/v1/*`` endpoints writing through ``writer``."""
     blueprint = Blueprint("otlp_receiver", __name__)
     token = settings.token
 
@@ -146,7 +146,7 @@ def create_receiver_blueprint(settings: DashboardSettings, store: TelemetryStore
                     reply_type,
                     401,
                 )
-        decode, writer, response_type, rejected_field = _SIGNALS[signal]
+        decode, store_signal, response_type, rejected_field = _SIGNALS[signal]
         try:
             content_type = _content_type()
             body = _read_body(settings.max_body_bytes)
@@ -158,7 +158,7 @@ def create_receiver_blueprint(settings: DashboardSettings, store: TelemetryStore
         except PayloadDecodeError as exc:
             return _status(3, str(exc), reply_type, 400)
         try:
-            getattr(store, writer)(decoded.records)
+            writer.submit(store_signal, decoded.records)
         except sa.exc.SQLAlchemyError as exc:
             logger.warning("telemetry store write failed for %s: %s", signal, type(exc).__name__)
             return _status(14, "telemetry store unavailable; retry later", content_type, 503)

@@ -148,17 +148,16 @@ class SeriesCatalog:
         attrs = orjson.dumps(attributes, option=orjson.OPT_SORT_KEYS).decode()
         return (point.service, point.name, attrs, histogram, point.bounds)
 
-    def span_series(self, record: SpanRecord) -> int:
-        return self._by_span[self.span_identity(record)]
-
     def point_series(self, point: MetricPoint) -> SeriesInfo:
         return self._by_point[self.point_identity(point)]
 
-    def resolve_spans(self, records: Iterable[SpanRecord]) -> None:
+    def resolve_spans(self, records: Sequence[SpanRecord]) -> list[int]:
+        """The series id of each record, creating the series not seen before."""
+        identities = [self.span_identity(record) for record in records]
+        known = self._by_span
         missing = {}
-        for record in records:
-            identity = self.span_identity(record)
-            if identity not in self._by_span and identity not in missing:
+        for identity in identities:
+            if identity not in known and identity not in missing:
                 service, kind, name, dims = identity
                 attrs = {k: v for k, v in zip(SPAN_DIMENSIONS, dims, strict=True) if v is not None}
                 missing[identity] = {
@@ -175,7 +174,8 @@ class SeriesCatalog:
         if missing:
             ids = self._create(list(missing.values()))
             for identity, row in missing.items():
-                self._by_span[identity] = ids[row["key"]]
+                known[identity] = ids[row["key"]]
+        return [known[identity] for identity in identities]
 
     def resolve_points(self, points: Iterable[MetricPoint]) -> None:
         missing = {}
@@ -219,37 +219,44 @@ class SeriesCatalog:
 RollupKey = tuple[int, int, int]  # (series id, resolution, t in unix seconds)
 
 
-def aggregate_spans(records: Iterable[SpanRecord], catalog: SeriesCatalog) -> dict[RollupKey, Agg]:
-    """Minute and hour rollups of span durations (seconds), errors = spans with ERROR status."""
-    minutes: dict[RollupKey, Agg] = {}
-    for record in records:
-        key = (catalog.span_series(record), MINUTE, record.start_ns // 60_000_000_000 * 60)
-        agg = minutes.get(key)
-        if agg is None:
-            agg = minutes[key] = Agg()
-        seconds = (record.end_ns - record.start_ns) / 1e9
-        agg.count += 1
-        agg.sum += seconds
-        if agg.min is None or seconds < agg.min:
-            agg.min = seconds
-        if agg.max is None or seconds > agg.max:
-            agg.max = seconds
+def aggregate_spans(
+    records: Sequence[SpanRecord], series_ids: Sequence[int]
+) -> dict[RollupKey, Agg]:
+    """Minute and hour rollups of span durations (seconds), errors = spans with ERROR status.
+
+    Durations are grouped per rollup first and each group summarised with builtins: this runs
+    for every span ingested.
+    """
+    groups: dict[RollupKey, list[int]] = {}
+    errors: dict[RollupKey, int] = {}
+    for record, series_id in zip(records, series_ids, strict=True):
+        key = (series_id, MINUTE, record.start_ns // 60_000_000_000 * 60)
+        durations = groups.get(key)
+        if durations is None:
+            durations = groups[key] = []
+        durations.append(record.end_ns - record.start_ns)
         if record.status_code == STATUS_ERROR:
-            agg.errors += 1
-        if seconds <= 0:
-            agg.zero_count += 1
-            continue
-        index = map_to_index(seconds, STORE_SCALE)
-        counts = agg.counts
-        if not counts:
-            agg.offset = index
-            counts.append(1)
-            continue
-        position = index - agg.offset
-        if 0 <= position < len(counts):
-            counts[position] += 1
-        else:
-            agg.offset, agg.counts = merge_dense(agg.offset, counts, index, [1])
+            errors[key] = errors.get(key, 0) + 1
+    minutes: dict[RollupKey, Agg] = {}
+    for key, durations in groups.items():
+        seconds = [d / 1e9 for d in durations]
+        positive = [value for value in seconds if value > 0]
+        agg = Agg(
+            count=len(seconds),
+            sum=sum(seconds),
+            min=min(seconds),
+            max=max(seconds),
+            errors=errors.get(key, 0),
+            zero_count=len(seconds) - len(positive),
+        )
+        if positive:
+            indexes = [map_to_index(value, STORE_SCALE) for value in positive]
+            agg.offset = low = min(indexes)
+            counts = [0] * (max(indexes) - low + 1)
+            for index in indexes:
+                counts[index - low] += 1
+            agg.counts = counts
+        minutes[key] = agg
     return with_hours(minutes)
 
 

@@ -15,12 +15,14 @@ from dashboard.receiver import create_receiver_blueprint
 from dashboard.retention import Pruner
 from dashboard.settings import DashboardSettings
 from dashboard.store import TelemetryStore
+from dashboard.writer import GroupWriter
 
 
 class DashboardServer(Flask):
     """A Flask app that owns a telemetry store and its pruning thread."""
 
     store: TelemetryStore
+    writer: GroupWriter
     pruner: Pruner
     owns_store: bool
 
@@ -29,8 +31,9 @@ class DashboardServer(Flask):
         self.pruner.start()
 
     def stop_background(self) -> None:
-        """Stop pruning; close the store if this server opened it (idempotent)."""
+        """Stop pruning and writing; close the store if this server opened it (idempotent)."""
         self.pruner.stop()
+        self.writer.close()
         if self.owns_store:
             self.store.dispose()
 
@@ -45,9 +48,10 @@ def create_server(
         store = TelemetryStore(settings.store_url)
         store.upgrade()
     app.store = store
+    app.writer = GroupWriter(store)
     app.pruner = Pruner(store, settings)
     app.extensions["telemetry_store"] = store
     app.extensions["dashboard_settings"] = settings
-    app.register_blueprint(create_receiver_blueprint(settings, store))
+    app.register_blueprint(create_receiver_blueprint(settings, app.writer))
     register_api(app)
     return app

@@ -81,11 +81,7 @@ def test_minute_rollups_merged_into_hours_keep_percentiles_within_2_percent(
         for i, value in enumerate(values)
     ]
 
-    class OneSeries:
-        def span_series(self, record: SpanRecord) -> int:
-            return 1
-
-    rollups = aggregate_spans(records, OneSeries())  # type: ignore[arg-type]
+    rollups = aggregate_spans(records, [1] * len(records))
     minute_aggs = [agg for (_, resolution, _), agg in rollups.items() if resolution == MINUTE]
     hour = Agg()
     for agg in minute_aggs:

@@ -151,8 +151,10 @@ def upgrade() -> None:
     op.create_index(
         "ix_telemetry_spans_root_duration",
         "telemetry_spans",
-        ["is_root", "duration_ms"],
+        ["duration_ms"],
         unique=False,
+        sqlite_where=sa.text("is_root = 1"),
+        postgresql_where=sa.text("is_root"),
     )
     op.create_index("ix_telemetry_spans_start", "telemetry_spans", ["start_ns"], unique=False)
     op.create_table(

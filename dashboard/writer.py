@@ -1,0 +1,107 @@
+"""Group commit: one writer thread per store turns concurrent requests into few transactions.
+
+Each receiver request hands its decoded records to :meth:`GroupWriter.submit` and waits until
+they are committed (so a 200 still means "stored and readable"). The writer takes whatever
+requests queued up meanwhile, up to :data:`MAX_GROUP_RECORDS` records, and writes each signal's
+records in one transaction: the commit, the rollup read-merge-write and the index pages touched
+are paid once per group instead of once per request, and while SQLite works (it releases the
+GIL) the request threads decode the next bodies.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+from dashboard.store import TelemetryStore
+
+logger = logging.getLogger(__name__)
+MAX_GROUP_RECORDS = 8192
+_WRITERS = {"spans": "write_spans", "logs": "write_logs", "metrics": "write_metrics"}
+
+
+@dataclass
+class _Pending:
+    signal: str
+    records: list[Any]
+    done: threading.Event = field(default_factory=threading.Event)
+    error: BaseException | None = None
+
+
+class GroupWriter:
+    """Serialises and groups the writes of one :class:`TelemetryStore`."""
+
+    def __init__(self, store: TelemetryStore) -> None:
+        self._store = store
+        self._queue: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def submit(self, signal: str, records: list[Any]) -> None:
+        """Write ``records`` of ``signal`` ("spans", "logs", "metrics"); return once committed.
+
+        Raises what the store raised for the group the records were written in.
+        """
+        if not records:
+            return
+        self._ensure_thread()
+        pending = _Pending(signal, records)
+        self._queue.put(pending)
+        pending.done.wait()
+        if pending.error is not None:
+            raise pending.error
+
+    def close(self, timeout: float = 10.0) -> None:
+        with self._lock:
+            thread, self._thread = self._thread, None
+        if thread is not None:
+            self._queue.put(None)
+            thread.join(timeout)
+
+    def _ensure_thread(self) -> None:
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(
+                    target=self._run, name="telemetry-writer", daemon=True
+                )
+                self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is None:
+                return
+            group = [first]
+            size = len(first.records)
+            stop = False
+            while size < MAX_GROUP_RECORDS:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    stop = True
+                    break
+                group.append(item)
+                size += len(item.records)
+            self._write(group)
+            if stop:
+                return
+
+    def _write(self, group: list[_Pending]) -> None:
+        for signal, method in _WRITERS.items():
+            members = [p for p in group if p.signal == signal]
+            if not members:
+                continue
+            records = [record for p in members for record in p.records]
+            try:
+                getattr(self._store, method)(records)
+            except Exception as exc:  # handed to every waiting request, which answers 503
+                logger.warning("writing %d %s failed: %s", len(records), signal, type(exc).__name__)
+                for p in members:
+                    p.error = exc
+            for p in members:
+                p.done.set()
