@@ -11,6 +11,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,8 +22,8 @@ import requests
 
 from tests.recorder.fixtures import make_wav
 
-ROOT = Path(__file__).resolve().parents[2]
-VRP = ROOT / ".venv" / "bin" / "vrp"
+# The console script installed next to the interpreter running the tests.
+VRP = Path(sys.executable).with_name("vrp")
 START_SECONDS = 60
 STOP_SECONDS = 20
 
