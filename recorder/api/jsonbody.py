@@ -106,10 +106,8 @@ def check_json(data: str | bytes, max_bytes: int, max_depth: int) -> None:
     size = len(data.encode()) if isinstance(data, str) else len(data)
     check_size(size, max_bytes)
     if isinstance(data, bytes):
-        try:
-            data = data.decode(json.detect_encoding(data))
-        except UnicodeDecodeError:
-            return  # not text at all: the parser answers that with its own 400
+        # Undecodable bytes become U+FFFD: the brackets around them still count.
+        data = data.decode(json.detect_encoding(data), errors="replace")
     check_depth(data, max_depth)
 
 

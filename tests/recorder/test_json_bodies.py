@@ -37,10 +37,11 @@ def _bound_error(response, bound: str) -> dict:
         pytest.param('{"a":' * (DEEP // 2) + "1" + "}" * (DEEP // 2), id="objects"),
         pytest.param('{"title": "x", "tags": ' + "[" * DEEP + "]" * DEEP + "}", id="in-a-field"),
         pytest.param("[" * DEEP, id="unclosed"),
+        pytest.param(b"\xff" + b"[" * DEEP, id="not-utf-8"),
     ],
 )
 def test_deeply_nested_patch_body_is_400_naming_the_depth_bound(
-    client: FlaskClient, document: str
+    client: FlaskClient, document: str | bytes
 ) -> None:
     rid = _recording(client)
 
