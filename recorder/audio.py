@@ -16,7 +16,7 @@ What each format reports:
 format                      duration            sample rate  channels
 ==========================  ==================  ===========  ==============================
 WAV (PCM, float, extens.)   of the bytes there  fmt chunk    fmt chunk
-FLAC                        STREAMINFO          STREAMINFO   STREAMINFO
+FLAC                        last frame header   STREAMINFO   STREAMINFO
 Ogg FLAC/Vorbis/Speex/Opus  last granule        ID header    ID header (Opus: 48000 Hz)
 MP3, MP2                    mutagen (Xing...)   frame        frame
 M4A (first audio track)     mdhd                ASC / entry  AudioSpecificConfig / entry
@@ -27,8 +27,9 @@ WebM (first audio track)    last block          Audio        Audio
 Opus always decodes at 48 kHz whatever rate the recording was made at (RFC 7845, section 5.1),
 so 48000 is the stream's real rate. Browsers record WebM live and write no Duration: it is the
 time of the last block, found from the end of the file (:mod:`recorder.containers.webm`).
-FLAC's STREAMINFO and M4A's ``mdhd`` state the length the encoder meant to write; a FLAC file
-cut short reports that length, an M4A file cut before its ``moov`` box is refused.
+WAV, FLAC, Ogg, WebM and MPEG audio without a Xing/VBRI header report the time up to a cut;
+M4A's ``mdhd`` states the length the encoder wrote with the ``moov`` box, and a file cut before
+that box is refused (it has no track table).
 """
 
 from __future__ import annotations
@@ -344,7 +345,7 @@ def _checked(stream: Stream, fmt: AudioFormat) -> AudioInfo:
 
 def _read_flac(f: BinaryIO, size: int) -> Stream:
     f.seek(0)
-    return flac.read(f, _id3_size(f.read(10)) or 0)
+    return flac.read(f, size, _id3_size(f.read(10)) or 0)
 
 
 def _read_frames(f: BinaryIO, size: int, fmt: AudioFormat) -> Stream:

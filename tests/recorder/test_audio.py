@@ -9,11 +9,13 @@ import wave
 from pathlib import Path
 
 import pytest
+from mutagen.flac import FLAC as MutagenFLAC
 from mutagen.mp4 import MP4
 
 from recorder import audio
 from recorder.audio import HEAD_BYTES, AudioFormat, AudioInfo, detect_format, probe
 from recorder.errors import UnsupportedMediaError
+from tests.recorder.flacfile import make_flac
 from tests.recorder.m4a import build_m4a
 
 DATA = Path(__file__).parent / "data"
@@ -604,3 +606,16 @@ def test_damaged_real_files_are_probed_or_refused_never_crash(name: str, fmt: Au
             continue
         assert audio.MIN_SAMPLE_RATE <= info.sample_rate <= audio.MAX_SAMPLE_RATE
         assert 1 <= info.channels <= audio.MAX_CHANNELS
+
+
+def test_flac_cut_between_frames_reports_the_time_up_to_the_cut() -> None:
+    whole = make_flac(2.0, rate=8000, block_size=1024)  # 16 frames, the last of 640 samples
+    metadata, frame = 42, 8 + 1 + 2 * 1024 + 2  # header, VERBATIM subframe, CRC-16
+    assert MutagenFLAC(io.BytesIO(whole)).info.length == 2.0
+
+    assert probe(io.BytesIO(whole), audio.FLAC) == AudioInfo(2.0, 8000, 1)
+    assert probe(io.BytesIO(whole[:-1]), audio.FLAC).duration_seconds == 15 * 1024 / 8000
+    for frames in range(1, 15):
+        cut = whole[: metadata + frames * frame + 100]  # 100 bytes into the next frame
+        duration = probe(io.BytesIO(cut), audio.FLAC).duration_seconds
+        assert duration == frames * 1024 / 8000
