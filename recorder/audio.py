@@ -17,8 +17,8 @@ format                      duration            sample rate  channels
 ==========================  ==================  ===========  ==============================
 WAV (PCM, float, extens.)   of the bytes there  fmt chunk    fmt chunk
 FLAC                        last frame header   STREAMINFO   STREAMINFO
-Ogg FLAC/Vorbis/Speex/Opus  last granule        ID header    ID header (Opus: 48000 Hz)
-MP3, MP2                    mutagen (Xing...)   frame        frame
+Ogg FLAC/Vorbis/Speex/Opus  last granule        ID header    ID header
+MP3, MP2                    mutagen, to a cut   frame        frame
 M4A (first audio track)     mdhd                ASC / entry  AudioSpecificConfig / entry
 AAC (ADTS)                  estimate (bitrate)  frame        frame
 WebM (first audio track)    last block          Audio        Audio
@@ -27,7 +27,8 @@ WebM (first audio track)    last block          Audio        Audio
 Opus always decodes at 48 kHz whatever rate the recording was made at (RFC 7845, section 5.1),
 so 48000 is the stream's real rate. Browsers record WebM live and write no Duration: it is the
 time of the last block, found from the end of the file (:mod:`recorder.containers.webm`).
-WAV, FLAC, Ogg, WebM and MPEG audio without a Xing/VBRI header report the time up to a cut;
+WAV, FLAC, Ogg, WebM, MPEG audio and ADTS report the time up to a cut (for MPEG audio the
+lesser of mutagen's length, which trusts a Xing/VBRI header, and the bytes there at its bitrate);
 M4A's ``mdhd`` states the length the encoder wrote with the ``moov`` box, and a file cut before
 that box is refused (it has no track table).
 """
@@ -361,7 +362,11 @@ def _read_frames(f: BinaryIO, size: int, fmt: AudioFormat) -> Stream:
         logger.debug("audio duration unreadable", extra={"audio_format": fmt.name}, exc_info=True)
         return stream
     channels = stream.channels or getattr(info, "channels", 0)
-    return Stream(stream.sample_rate, channels, info.length or None)
+    length = info.length or None
+    if length and info.bitrate:
+        # A Xing/VBRI header states the frames the encoder wrote; a file cut short holds fewer.
+        length = min(length, (size - start) * 8 / info.bitrate)
+    return Stream(stream.sample_rate, channels, length)
 
 
 _READERS: Final[dict[str, Callable[[BinaryIO, int], Stream]]] = {

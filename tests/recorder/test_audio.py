@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from mutagen.flac import FLAC as MutagenFLAC
+from mutagen.mp3 import MP3 as MutagenMP3
 from mutagen.mp4 import MP4
 
 from recorder import audio
@@ -619,3 +620,19 @@ def test_flac_cut_between_frames_reports_the_time_up_to_the_cut() -> None:
         cut = whole[: metadata + frames * frame + 100]  # 100 bytes into the next frame
         duration = probe(io.BytesIO(cut), audio.FLAC).duration_seconds
         assert duration == frames * 1024 / 8000
+
+
+def test_mp3_with_a_xing_header_cut_short_reports_about_the_time_there() -> None:
+    cbr = (DATA / "tone_mono_8k.mp3").read_bytes()  # MPEG-2.5 layer III, 72-byte frames
+    # A Xing frame (after the 4-byte header and 9 bytes of mono MPEG-2 side information)
+    # stating the frame and byte counts of the stream, as VBR encoders write it.
+    xing = cbr[:4] + bytes(9) + b"Xing" + struct.pack(">III", 3, len(cbr) // 72, len(cbr))
+    vbr = xing + bytes(72 - len(xing)) + cbr
+    half = vbr[: len(vbr) // 2]
+    assert MutagenMP3(io.BytesIO(half)).info.length == pytest.approx(0.648)  # the header's
+
+    whole = probe(io.BytesIO(vbr), audio.MP3).duration_seconds
+    cut = probe(io.BytesIO(half), audio.MP3).duration_seconds
+
+    assert whole == pytest.approx(0.648)
+    assert cut is not None and whole / 4 < cut < 3 * whole / 4
