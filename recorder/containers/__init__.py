@@ -8,7 +8,9 @@ hand-written because the one library at hand, mutagen, is built to read tags: it
 like a frame, and reports the ``channelcount`` template field of an MP4 sample entry (2 for
 every ffmpeg-made mono AAC file) over the stream's own AudioSpecificConfig.
 
-Readers never read more than they need: headers, box and element sizes, a few frame headers.
+Readers never read the whole file: headers, box and element sizes, a few frame headers, and
+for the duration of what is there the end of the file (at most 1 MiB) where the last page,
+cluster or frame begins.
 """
 
 from __future__ import annotations
