@@ -39,9 +39,11 @@ MAX_BYTES_KEY: Final = "JSON_MAX_BYTES"
 MAX_DEPTH_KEY: Final = "JSON_MAX_DEPTH"
 
 # A whole JSON string (escapes included, so an escaped quote does not end it) or one bracket.
-# Brackets inside strings are text, not nesting. A string left open makes the rest of the body
-# count as structure: the parser rejects such a body anyway, with a 400 of its own.
-_STRUCTURE: Final = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]', re.DOTALL)
+# Brackets inside strings are text, not nesting. A string left open runs to the end of the body
+# (the parser stops there with a 400 of its own): were an open string not to match, the search
+# would start again at every quote inside it, quadratic in the body's length. The quantifiers
+# are possessive and the pattern always matches from a quote, so nothing is ever retried.
+_STRUCTURE: Final = re.compile(r'"[^"\\]*+(?:\\[\s\S]?[^"\\]*+)*+(?:"|\Z)|[\[\]{}]')
 _OPENING: Final = frozenset("[{")
 
 

@@ -141,3 +141,28 @@ def test_depth_counts_brackets_outside_strings_only(text: str, depth: int) -> No
     with pytest.raises(JSONBodyError) as caught:
         check_depth(text, depth - 1)
     assert caught.value.bound == "depth"
+
+
+@pytest.mark.timeout(30)  # a hang guard: an open string once made the scan quadratic (hours)
+@pytest.mark.parametrize(
+    "text",
+    [
+        pytest.param('"' + '\\"' * 500_000, id="open-string-of-escaped-quotes"),
+        pytest.param('"a' * 500_000, id="many-open-strings"),
+        pytest.param("[" + '"\\' * 300_000, id="trailing-backslash"),
+    ],
+)
+def test_open_strings_are_scanned_once(text: str) -> None:
+    check_depth(text, 2)
+
+
+def test_a_string_left_open_hides_no_nesting_from_the_parser(client: FlaskClient) -> None:
+    rid = _recording(client)
+    document = '{"title": "open' + "[" * DEEP
+
+    response = client.patch(
+        f"/api/recordings/{rid}", data=document, content_type="application/json"
+    )
+
+    assert response.status_code == 400
+    assert "Traceback" not in response.get_data(as_text=True)
