@@ -30,6 +30,9 @@ DB_TRANSACTION_SPAN: Final = "db.transaction"
 DB_MIGRATE_SPAN: Final = "db.migrate"
 BACKUP_RUN_SPAN: Final = "backup.run"
 BACKUP_RESTORE_SPAN: Final = "backup.restore"
+# Each phase of a run is a child span "backup.<phase>" carrying VRP_BACKUP_PHASE.
+BACKUP_PHASE_SPAN_PREFIX: Final = "backup."
+BACKUP_PHASES: Final = ("snapshot", "blobs", "manifest", "verify", "prune")
 
 # Span events.
 RETRY_EVENT: Final = "retry"
@@ -89,6 +92,7 @@ VRP_BACKUP_BYTES: Final = "vrp.backup.bytes"
 VRP_BACKUP_STORED_BYTES: Final = "vrp.backup.stored_bytes"
 VRP_BACKUP_FILES: Final = "vrp.backup.files"
 VRP_BACKUP_VERIFIED: Final = "vrp.backup.verified"
+VRP_BACKUP_PHASE: Final = "vrp.backup.phase"
 
 # -- Attribute values ---------------------------------------------------------------------------
 
