@@ -12,6 +12,7 @@ total.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import BinaryIO, Final
 
@@ -23,6 +24,10 @@ MAX_BLOCKS: Final = 1024
 # Where the last frame header lies: frames are at most a few hundred KiB (65535 samples of 8
 # channels of 32 bits, uncompressed, is the absolute worst case).
 TAIL_BYTES: Final = 1 << 20
+# Sync codes tried from the end. A real last frame is found among the first few (a sync code
+# inside frame data is rare and fails the CRC-8); only a crafted tail makes many attempts.
+MAX_SYNC_CANDIDATES: Final = 4096
+_SYNC: Final = re.compile(b"\xff[\xf8\xf9]")
 _STREAMINFO: Final = 0
 _STREAMINFO_BYTES: Final = 34
 _INVALID_BLOCK: Final = 127
@@ -124,8 +129,8 @@ def _duration(f: BinaryIO, size: int, frames: int, info: _StreamInfo) -> float |
     start = max(size - TAIL_BYTES, frames)
     f.seek(start)
     tail = f.read(size - start)
-    position = len(tail)
-    while (position := tail.rfind(b"\xff", 0, position)) >= 0:
+    candidates = [match.start() for match in _SYNC.finditer(tail)]
+    for position in reversed(candidates[-MAX_SYNC_CANDIDATES:]):
         found = _frame_start(tail, position, info)
         if found is None:
             continue

@@ -38,7 +38,7 @@ class _Page:
     granule: int
     serial: int
     length: int  # header, segment table and body
-    body: bytes
+    body_start: int
 
 
 def _page(data: bytes, offset: int) -> _Page | None:
@@ -56,7 +56,7 @@ def _page(data: bytes, offset: int) -> _Page | None:
     end = start + sum(table)
     if end > len(data):
         return None
-    return _Page(offset, flags, granule, serial, end - offset, data[start:end])
+    return _Page(offset, flags, granule, serial, end - offset, start)
 
 
 def _identify(packet: bytes, kind: str) -> tuple[int, int, int] | None:
@@ -86,7 +86,8 @@ def read(f: BinaryIO, size: int, kind: str) -> Stream:
     serial = 0
     # The file opens with one BOS page per stream (a Skeleton stream may come first).
     while page is not None and page.flags & _BOS and header is None:
-        header, serial = _identify(page.body, kind), page.serial
+        packet = head[page.body_start : page.offset + page.length]
+        header, serial = _identify(packet, kind), page.serial
         offset += page.length
         page = _page(head, offset)
     if header is None:

@@ -44,6 +44,9 @@ _BLOCK_GROUP: Final = 0xA0
 _BLOCK: Final = 0xA1
 _TRACK_NUMBER: Final = 0xD7
 TAIL_BYTES: Final = 1 << 20  # where the last cluster starts, for audio bitrates
+# Cluster IDs tried from the end: a real last cluster parses at once; only a file crafted
+# with the ID all over its tail would make more attempts, each one a walk over elements.
+MAX_CLUSTER_CANDIDATES: Final = 8
 # Longer than one audio block: Opus packets are at most 120 ms, AAC frames at 8 kHz 128 ms.
 BLOCK_SLACK_SECONDS: Final = 0.25
 _DEFAULT_RATE: Final = 8000.0
@@ -167,7 +170,10 @@ def _last_block_ticks(f: BinaryIO, size: int, track: int) -> int | None:
     f.seek(start)
     tail = f.read(size - start)
     position = len(tail)
-    while (position := tail.rfind(_CLUSTER_BYTES, 0, position)) >= 0:
+    for _ in range(MAX_CLUSTER_CANDIDATES):
+        position = tail.rfind(_CLUSTER_BYTES, 0, position)
+        if position < 0:
+            return None
         ticks = _cluster_last_block(f, start + position, size, track)
         if ticks is not None:
             return ticks

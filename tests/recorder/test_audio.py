@@ -636,3 +636,26 @@ def test_mp3_with_a_xing_header_cut_short_reports_about_the_time_there() -> None
 
     assert whole == pytest.approx(0.648)
     assert cut is not None and whole / 4 < cut < 3 * whole / 4
+
+
+_CLUSTER_FLOOD = b"\x1f\x43\xb6\x75\x01\xff\xff\xff\xff\xff\xff\xff" + b"\xe7\x81\x01"
+
+
+@pytest.mark.timeout(60)  # a hang guard: each reader bounds its search from the end
+@pytest.mark.parametrize(
+    ("name", "fmt", "tail"),
+    [
+        ("tone_mono_8k.flac", audio.FLAC, b"\xff\xf8" * 500_000),
+        ("tone_mono_8k.opus", audio.OGG_OPUS, b"OggS" * 250_000),
+        ("tone_mono_48k.webm", audio.WEBM, (_CLUSTER_FLOOD + b"\xec\x80" * 4000) * 100),
+    ],
+)
+def test_a_tail_crafted_to_look_like_many_frames_is_searched_a_bounded_number_of_times(
+    name: str, fmt: AudioFormat, tail: bytes
+) -> None:
+    data = (DATA / name).read_bytes() + tail
+    try:
+        info = probe(io.BytesIO(data), fmt)
+    except UnsupportedMediaError:
+        return
+    assert info.duration_seconds is None or info.duration_seconds <= 1.0
