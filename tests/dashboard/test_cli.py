@@ -12,7 +12,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -60,8 +60,12 @@ def wait_until_up(process: subprocess.Popen[str], base: str) -> None:
     pytest.fail("vrp dashboard did not come up within 30 s")
 
 
+Start = Callable[..., str]
+
+
 @pytest.fixture
-def started(tmp_path: Path) -> Iterator[callable]:
+def started() -> Iterator[Start]:
+    """Starts ``vrp dashboard`` processes; at the end each must stop cleanly on SIGTERM."""
     processes: list[subprocess.Popen[str]] = []
 
     def start(folder: Path, port: int, **env: str) -> str:
@@ -147,7 +151,9 @@ def test_unreachable_store_exits_1_with_one_line_and_no_password(tmp_path: Path)
     assert "hunter2secret" not in result.stderr and "Traceback" not in result.stderr
 
 
-def test_non_loopback_bind_with_token_serves_and_requires_it(tmp_path: Path, started) -> None:
+def test_non_loopback_bind_with_token_serves_and_requires_it(
+    tmp_path: Path, started: Start
+) -> None:
     port = free_port()
     started(tmp_path, port, VRP_DASHBOARD_HOST="0.0.0.0", VRP_DASHBOARD_TOKEN=TOKEN)
     base = f"http://127.0.0.1:{port}"
@@ -164,7 +170,7 @@ def _services_seen(base: str) -> set[str]:
 
 
 def test_own_telemetry_never_loops_back_but_reaches_another_dashboard(
-    tmp_path: Path, started
+    tmp_path: Path, started: Start
 ) -> None:
     """A dashboard pointed at itself exports nothing; pointed at another one, it does export.
 

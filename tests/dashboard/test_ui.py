@@ -91,7 +91,9 @@ def _serve(settings: DashboardSettings) -> tuple[ThreadedRunner, str]:
 
 def _readable(base: str, sent: Sent, headers: dict[str, str]) -> bool:
     trace = requests.get(f"{base}/api/traces/{sent.slow_trace_id}", headers=headers, timeout=5)
-    backups = requests.get(f"{base}/api/backups", params={"since": "24h"}, headers=headers)
+    backups = requests.get(
+        f"{base}/api/backups", params={"since": "24h"}, headers=headers, timeout=5
+    )
     queries = requests.get(f"{base}/api/queries", headers=headers, timeout=5)
     return (
         trace.status_code == 200
@@ -231,7 +233,9 @@ def test_every_page_renders_with_data(browser: WebDriver, dashboard: Running, pa
 def test_clicking_a_slow_query_leads_to_its_trace_waterfall(
     browser: WebDriver, dashboard: Running
 ) -> None:
-    browser.get(f"{dashboard.base}/queries")
+    browser.get(f"{dashboard.base}/")
+    _click(browser, _element(browser, ".navbar a.nav-link", "Queries"))
+    _wait(browser, lambda d: d.current_url.endswith("/queries"), "the Queries page")
     _click(browser, _element(browser, "#queries-table td", ui_telemetry.SLOW_QUERY))
     _element(browser, "#queries-detail-title", ui_telemetry.SLOW_QUERY)
     _wait(browser, _text_in("#queries-latency", "p95"), "the query's latency plot")
