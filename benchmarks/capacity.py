@@ -101,6 +101,16 @@ class Server:
     name: str
     port: int
     log_dir: Path
+    pid: int
+
+    def cpu_seconds(self) -> float | None:
+        """User + system CPU time the server process used so far (Linux ``/proc``), else None."""
+        try:
+            fields = Path(f"/proc/{self.pid}/stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            return None
+        # utime and stime are the 14th and 15th fields of the line, in clock ticks.
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _environment(name: str, directory: Path, sink: str) -> dict[str, str]:
@@ -137,7 +147,7 @@ def running_server(name: str, root: Path, sink: str) -> Iterator[Server]:
     )
     try:
         _wait_until_up(process, port)
-        yield Server(name, port, directory / "log")
+        yield Server(name, port, directory / "log", process.pid)
     finally:
         process.terminate()
         try:
@@ -271,10 +281,13 @@ def _multipart(boundary: str, audio: bytes) -> bytes:
 _serials = iter(range(1, 1 << 62, 1 << 32))
 
 
-def run_phase(server: Server, plan: Plan, seconds: float, payload: bytes) -> tuple[Tally, float]:
+def run_phase(
+    server: Server, plan: Plan, seconds: float, payload: bytes
+) -> tuple[Tally, float, float | None]:
     """``plan.threads`` clients cycling on ``server`` until ``seconds`` have passed.
 
-    Returns the tally and the phase's wall time (up to the last client's last answer).
+    Returns the tally, the phase's wall time (up to the last client's last answer) and the CPU
+    seconds the server used meanwhile (None where that cannot be read).
     """
     tally = Tally()
     stop = threading.Event()
@@ -296,13 +309,17 @@ def run_phase(server: Server, plan: Plan, seconds: float, payload: bytes) -> tup
     ]
     for thread in threads:
         thread.start()
+    cpu_before = server.cpu_seconds()
     start.wait()
     started = time.perf_counter()
     time.sleep(seconds)
     stop.set()
     for thread in threads:
         thread.join()
-    return tally, time.perf_counter() - started
+    elapsed = time.perf_counter() - started
+    cpu_after = server.cpu_seconds()
+    cpu = None if cpu_before is None or cpu_after is None else cpu_after - cpu_before
+    return tally, elapsed, cpu
 
 
 # --- report ---------------------------------------------------------------------------------
@@ -317,8 +334,12 @@ class Result:
     first_error: str | None = None
     phase_rates: list[float] = field(default_factory=list)
     latencies_ms: list[float] = field(default_factory=list)
+    cpu_seconds: float | None = 0.0
 
-    def add(self, tally: Tally, seconds: float) -> None:
+    def add(self, tally: Tally, seconds: float, cpu: float | None) -> None:
+        self.cpu_seconds = (
+            None if cpu is None or self.cpu_seconds is None else self.cpu_seconds + cpu
+        )
         self.requests += tally.requests
         self.seconds += seconds
         self.errors += tally.errors
@@ -330,6 +351,12 @@ class Result:
     def rate(self) -> float:
         return self.requests / self.seconds if self.seconds else 0.0
 
+    @property
+    def cpu_ms_per_request(self) -> float:
+        if self.cpu_seconds is None or not self.requests:
+            return float("nan")
+        return self.cpu_seconds * 1000 / self.requests
+
 
 def report(results: dict[str, Result], plan: Plan, sink: dict[str, dict[str, int | None]]) -> None:
     print(
@@ -337,13 +364,16 @@ def report(results: dict[str, Result], plan: Plan, sink: dict[str, dict[str, int
         f"{len(results['on'].phase_rates)} phases of {plan.phase_seconds:.1f} s per "
         "configuration, alternating"
     )
-    print(f"{'config':<8}{'requests':>9}{'req/s':>9}{'phases req/s':>30}{'p50 ms':>8}{'errors':>8}")
+    print(
+        f"{'config':<8}{'requests':>9}{'req/s':>9}{'phases req/s':>30}{'p50 ms':>8}"
+        f"{'server CPU ms/req':>19}{'errors':>8}"
+    )
     for result in results.values():
         phases = " ".join(f"{rate:.1f}" for rate in result.phase_rates)
         p50 = statistics.median(result.latencies_ms) if result.latencies_ms else float("nan")
         print(
             f"{result.name:<8}{result.requests:>9}{result.rate:>9.1f}{phases:>30}"
-            f"{p50:>8.1f}{result.errors:>8}"
+            f"{p50:>8.1f}{result.cpu_ms_per_request:>19.2f}{result.errors:>8}"
         )
     for result in results.values():
         if result.first_error:
@@ -376,8 +406,8 @@ def main(argv: list[str] | None = None) -> int:
             run_phase(server, plan, plan.warmup_seconds, payload)
         for pair in range(plan.pairs):
             for name in CONFIGURATIONS:
-                tally, seconds = run_phase(servers[name], plan, plan.phase_seconds, payload)
-                results[name].add(tally, seconds)
+                tally, seconds, cpu = run_phase(servers[name], plan, plan.phase_seconds, payload)
+                results[name].add(tally, seconds, cpu)
             print(f"\rpair {pair + 1}/{plan.pairs}", end="", file=sys.stderr, flush=True)
         print(file=sys.stderr)
         time.sleep(1.5)  # the on server's batch processors export what the last phase queued

@@ -25,7 +25,7 @@ def test_quick_run_alternates_both_configurations_without_errors_and_exports() -
         match["name"]: match
         for match in re.finditer(
             r"^(?P<name>on|off)\s+(?P<requests>\d+)\s+(?P<rate>\d+\.\d)\s+"
-            r"(?P<phases>\d+\.\d \d+\.\d)\s+\d+\.\d\s+(?P<errors>\d+)$",
+            r"(?P<phases>\d+\.\d \d+\.\d)\s+\d+\.\d\s+(?P<cpu>\d+\.\d\d)\s+(?P<errors>\d+)$",
             out,
             re.MULTILINE,
         )
@@ -34,6 +34,7 @@ def test_quick_run_alternates_both_configurations_without_errors_and_exports() -
     for row in rows.values():
         assert int(row["requests"]) > 0
         assert int(row["errors"]) == 0
+        assert float(row["cpu"]) > 0
     ratio = re.search(r"^capacity on / off\s+(\d+\.\d{3})\s+>= 0\.8\s+(PASS|MISS)$", out, re.M)
     assert ratio is not None
     expected = float(rows["on"]["rate"]) / float(rows["off"]["rate"])
