@@ -22,7 +22,7 @@ from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
 from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.metrics import Meter
-from opentelemetry.sdk._logs import LoggerProvider, LoggingHandler
+from opentelemetry.sdk._logs import LoggerProvider
 from opentelemetry.sdk._logs.export import SimpleLogRecordProcessor
 from opentelemetry.sdk.metrics import Counter, Histogram, MeterProvider
 from opentelemetry.sdk.metrics.export import (
@@ -38,7 +38,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.trace import SpanKind, Status, StatusCode, set_span_in_context
 
 from instrumentation import conventions as c
-from instrumentation.telemetry import duration_histogram_views
+from instrumentation.telemetry import OtlpLogHandler, duration_histogram_views
 
 MS = 1_000_000  # nanoseconds
 SLOW_QUERY = "SELECT recordings"
@@ -141,7 +141,7 @@ def _providers(
     logger = logging.getLogger(f"tests.ui.{service}")
     logger.propagate = False
     logger.setLevel(logging.DEBUG)
-    handler = LoggingHandler(level=logging.DEBUG, logger_provider=logger_provider)
+    handler = OtlpLogHandler(logger_provider)
     logger.addHandler(handler)
     try:
         yield tracer_provider.get_tracer("tests.ui"), metrics, logger
