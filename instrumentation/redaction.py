@@ -15,8 +15,9 @@ What is masked (the value becomes ``***``, the key or scheme stays so the line s
   ``Key (col)=(value)`` detail loses its value.
 
 :class:`RedactionFilter` applies this to a :class:`logging.LogRecord`: the message (formatted
-with its args, which are then cleared), string extra fields, the formatted exception and stack,
-and it drops record attributes named ``parameters`` / ``params``. It mutates the record in place
+with its args, which are then cleared), extra fields holding text (strings, and strings in
+dicts, lists and tuples), the formatted exception and stack, and it drops record attributes
+named ``parameters`` / ``params``. It mutates the record in place
 (a Python 3.11 filter cannot hand a copy on), so every handler after it also sees the masked
 record - which is the intent: a secret should reach no sink. A record is redacted once however
 many handlers carry the filter.
@@ -60,6 +61,8 @@ _QUOTED_PAIR = re.compile(
 )
 
 _DROPPED_ATTRIBUTES = frozenset({"parameters", "params"})
+_CONTAINERS = frozenset({dict, list, tuple})
+_SCALARS = frozenset({int, float, bool, type(None)})
 _STANDARD_ATTRIBUTES = frozenset(
     vars(logging.LogRecord("", logging.INFO, "", 0, "", None, None, None))
 ) | {"message", "asctime"}
@@ -139,6 +142,11 @@ def _redact_value(value: Any) -> Any:
             for key, item in value.items()
             if key not in _DROPPED_ATTRIBUTES
         }
+    if isinstance(value, list | tuple):
+        items = [_redact_value(item) for item in value]
+        if all(new is old for new, old in zip(items, value, strict=True)):
+            return value
+        return tuple(items) if isinstance(value, tuple) else items
     return value
 
 
@@ -181,7 +189,9 @@ class RedactionFilter(logging.Filter):
             kind = type(value)
             if kind is str:
                 cleaned = redact_text(value)
-            elif kind is dict or isinstance(value, str | dict):
+            elif kind in _SCALARS:
+                continue
+            elif kind in _CONTAINERS or isinstance(value, str | dict | list | tuple):
                 cleaned = _redact_value(value)
             else:
                 continue

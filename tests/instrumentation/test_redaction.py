@@ -226,3 +226,28 @@ def test_every_secret_category_is_masked_in_the_log_file(tmp_path: Path) -> None
     lines = [json.loads(line) for line in written.splitlines()]
     assert len(lines) == len(SECRET_CASES) + 1
     assert "postgresql://app:***@db/vrp" in lines[-1]["exception"]
+
+
+def test_filter_masks_text_in_subclasses_and_sequences_and_leaves_numbers_alone() -> None:
+    class Text(str):
+        pass
+
+    class Mapping(dict):  # type: ignore[type-arg]
+        pass
+
+    record = _record(
+        "lean path",
+        dsn=Text("postgresql://app:sub-pw@db/x"),
+        headers=Mapping({"note": "Authorization: Bearer sub-token"}),
+        count=3,
+        ratio=0.5,
+        missing=None,
+        flags=("password=tuple-pw",),
+    )
+
+    RedactionFilter().filter(record)
+
+    assert record.dsn == "postgresql://app:***@db/x"
+    assert record.headers == {"note": "Authorization: Bearer ***"}
+    assert (record.count, record.ratio, record.missing) == (3, 0.5, None)
+    assert record.flags == ("password=***",)
