@@ -12,6 +12,7 @@ from dashboard import figures
 from dashboard.apiclient import ApiClient, ApiReadError
 from dashboard.pages.base import FILTERS, Page, window
 
+ERROR_RATE_RED = 0.05
 COLUMNS = (
     ui.text("service", "service"),
     ui.text("source", "source"),
@@ -39,6 +40,13 @@ def layout() -> html.Div:
     )
 
 
+def _error_color(error_rate: float | None) -> str:
+    """Red from 5% of requests failing, amber for any failure below that."""
+    if not error_rate:
+        return "light"
+    return "danger" if error_rate >= ERROR_RATE_RED else "warning"
+
+
 def _cards(services: list[dict[str, Any]]) -> dbc.Row:
     count = sum(s.get("count") or 0 for s in services)
     errors = sum(s.get("errors") or 0 for s in services)
@@ -56,7 +64,7 @@ def _cards(services: list[dict[str, Any]]) -> dbc.Row:
             ui.stat(
                 "error rate",
                 ui.fmt_percent(error_rate),
-                color="danger" if error_rate else "light",
+                color=_error_color(error_rate),
                 detail=f"{errors:,} failed",
             ),
             ui.stat(
