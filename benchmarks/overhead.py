@@ -136,7 +136,11 @@ from benchmarks import contrib, replay, sdkcalls
 from instrumentation import logs
 from instrumentation.database import Database
 from instrumentation.settings import TelemetrySettings
-from instrumentation.telemetry import OtlpLogHandler, default_exemplar_filter
+from instrumentation.telemetry import (
+    OtlpLogHandler,
+    default_exemplar_filter,
+    duration_histogram_views,
+)
 from recorder import __version__, schema_version
 from recorder.api import create_app
 from recorder.config import Settings, load_settings
@@ -375,6 +379,7 @@ def build_pipelines(endpoint: str, sampler: Sampler) -> Pipelines:
         resource=shared,
         shutdown_on_exit=False,
         exemplar_filter=default_exemplar_filter(),
+        views=duration_histogram_views(),
     )
     points = MeasurementCounter(meter_provider)
     tracer_provider = TracerProvider(resource=shared, sampler=sampler, shutdown_on_exit=False)
