@@ -46,7 +46,7 @@ logger = logging.getLogger(__name__)
 
 SERVICE_NAME = "vrp-dashboard"
 CONFIG_EXIT = 2
-BIND_EXIT = 1
+FAILURE_EXIT = 1
 WAITRESS_THREADS = 8
 OTLP_ENDPOINT_VARIABLES = (
     "OTEL_EXPORTER_OTLP_ENDPOINT",
@@ -176,7 +176,7 @@ def serve(settings: DashboardSettings) -> None:
         if password:
             reason = reason.replace(str(password), "***")
         store = make_url(settings.store_url).render_as_string(hide_password=True)
-        _fail(BIND_EXIT, f"cannot open the telemetry store {store}: {reason}")
+        _fail(FAILURE_EXIT, f"cannot open the telemetry store {store}: {reason}")
     try:
         server = waitress.create_server(
             app.server,
@@ -185,10 +185,11 @@ def serve(settings: DashboardSettings) -> None:
             threads=WAITRESS_THREADS,
             ident="vrp-dashboard",
         )
-    except OSError as exc:
+    except (OSError, ValueError) as exc:  # ValueError: waitress could not resolve the host
+        reason = getattr(exc, "strerror", None) or str(exc)
         _fail(
-            BIND_EXIT,
-            f"cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}; "
+            FAILURE_EXIT,
+            f"cannot listen on {settings.host}:{settings.port}: {reason}; "
             "choose another address with --host/--port (VRP_DASHBOARD_HOST/_PORT)",
         )
     app.server.start_background()
