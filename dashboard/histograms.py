@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import math
 from array import array
+from bisect import bisect_left
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from itertools import accumulate
 
 STORE_SCALE = 5
 # Indexes are clamped to 2**-40 .. 2**40 (seconds: under a picosecond to 35,000 years), so a
@@ -156,21 +158,26 @@ class ExpHistogram:
 
     def quantile(self, q: float) -> float | None:
         """Nearest-rank quantile estimate (the geometric middle of its bucket, within min/max)."""
+        return self.quantiles((q,))[0]
+
+    def quantiles(self, qs: Sequence[float]) -> list[float | None]:
+        """:meth:`quantile` for each of ``qs``, in one walk over the buckets."""
         total = self.zero_count + sum(self.counts)
         if total == 0:
-            return None
-        rank = _nearest_rank(q, total)
-        if rank <= self.zero_count:
-            return 0.0
-        seen = self.zero_count
-        index = self.offset + len(self.counts) - 1
-        for position, n in enumerate(self.counts):
-            seen += n
-            if seen >= rank:
-                index = self.offset + position
-                break
-        estimate = 2.0 ** ((index + 0.5) / (1 << self.scale))
-        return _clamp(estimate, self.min, self.max)
+            return [None for _ in qs]
+        wanted = sorted((_nearest_rank(q, total), i) for i, q in enumerate(qs))
+        result: list[float | None] = [None] * len(qs)
+        step = 1 << self.scale
+        cumulative = list(accumulate(self.counts, initial=self.zero_count))[1:]
+        last = len(cumulative) - 1
+        for rank, slot in wanted:
+            if rank <= self.zero_count:
+                result[slot] = 0.0
+                continue
+            position = min(bisect_left(cumulative, rank), last)
+            estimate = 2.0 ** ((self.offset + position + 0.5) / step)
+            result[slot] = _clamp(estimate, self.min, self.max)
+        return result
 
     def cdf(self, value: float) -> float:
         """How many observations are <= ``value``, interpolated inside a bucket in log space."""
@@ -269,6 +276,9 @@ def quantiles(
     Exponential histograms merge by adding buckets, explicit ones with equal bounds likewise;
     when kinds or bounds differ the quantile is found by bisection over the summed CDFs.
     """
+    histograms = list(histograms)
+    if len(histograms) == 1 and isinstance(histograms[0], ExpHistogram):
+        return histograms[0].quantiles(qs)
     exponential: ExpHistogram | None = None
     explicit: dict[tuple[float, ...], ExplicitHistogram] = {}
     for histogram in histograms:
@@ -293,7 +303,10 @@ def quantiles(
     if not parts:
         return [None for _ in qs]
     if len(parts) == 1:
-        return [parts[0].quantile(q) for q in qs]
+        part = parts[0]
+        if isinstance(part, ExpHistogram):
+            return part.quantiles(qs)
+        return [part.quantile(q) for q in qs]
     return [_bisect_quantile(parts, q) for q in qs]
 
 

@@ -13,6 +13,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from operator import add
 from typing import Any
 
 import orjson
@@ -27,7 +28,7 @@ from dashboard.histograms import (
     unpack_counts,
 )
 from dashboard.otlp import SPAN_KIND_CLIENT, SPAN_KIND_SERVER, STATUS_ERROR
-from dashboard.rollups import HOUR, MINUTE
+from dashboard.rollups import DAY, HOUR, MINUTE
 from dashboard.schema import (
     backup_runs,
     examples,
@@ -90,6 +91,20 @@ class TimeRange:
     @property
     def last_bucket(self) -> int:
         return int(self.until.timestamp())
+
+    def total_plan(self) -> list[tuple[int, int, int]]:
+        """(resolution, first bucket, last bucket) segments whose rows add up to the range.
+
+        Ranges over two days take their whole days from day rollups and only the edges from
+        hour rollups, so a total over 7 days reads some 30 rows per series, not 168.
+        """
+        first, last = self.first_bucket, self.last_bucket
+        if self.resolution == MINUTE or self.seconds <= 2 * DAY:
+            return [(self.resolution, first, last)]
+        day_start = -(-first // DAY) * DAY
+        day_end = last // DAY * DAY
+        plan = [(HOUR, first, day_start - 1), (DAY, day_start, day_end - 1), (HOUR, day_end, last)]
+        return [(resolution, a, b) for resolution, a, b in plan if a <= b]
 
     @property
     def since_ns(self) -> int:
@@ -163,39 +178,69 @@ class Row:
     errors: int
     zero_count: int
     offset: int
-    counts: list[int]
+    buckets: bytes | None
     last_value: float | None
     last_time: int | None
+    precomputed: tuple[float, float, float] | None
+
+    @property
+    def counts(self) -> list[int]:
+        return unpack_counts(self.buckets)
 
 
-def _rows(conn: sa.Connection, found: Sequence[Series], window: TimeRange) -> list[Row]:
+_ROLLUP_COLUMNS = (
+    rollup.c.series_id,
+    rollup.c.start_s,
+    rollup.c.count,
+    rollup.c.sum,
+    rollup.c.min,
+    rollup.c.max,
+    rollup.c.errors,
+    rollup.c.zero_count,
+    rollup.c.bucket_offset,
+    rollup.c.buckets,
+    rollup.c.last_value,
+    rollup.c.last_time,
+    rollup.c.p50,
+    rollup.c.p95,
+    rollup.c.p99,
+)
+
+
+def _rows(
+    conn: sa.Connection, found: Sequence[Series], window: TimeRange, *, totals: bool = False
+) -> list[Row]:
+    """The non-empty rollup rows of ``found`` in the window.
+
+    At the window's resolution (one row per time bucket, for series over time), or with
+    ``totals`` along :meth:`TimeRange.total_plan` (fewer rows, for totals over the range).
+    Read as plain tuples: a 7-day panel reads hundreds of rows per call.
+    """
     by_id = {s.id: s for s in found}
     ids = sorted(by_id)
+    plan = (
+        window.total_plan()
+        if totals
+        else [(window.resolution, window.first_bucket, window.last_bucket)]
+    )
+    segments = sa.or_(
+        *(
+            sa.and_(rollup.c.resolution == r, rollup.c.start_s >= a, rollup.c.start_s <= b)
+            for r, a, b in plan
+        )
+    )
     result: list[Row] = []
     for start in range(0, len(ids), _CHUNK):
-        query = sa.select(rollup).where(
-            rollup.c.series_id.in_(ids[start : start + _CHUNK]),
-            rollup.c.resolution == window.resolution,
-            rollup.c.start_s >= window.first_bucket,
-            rollup.c.start_s <= window.last_bucket,
+        query = sa.select(*_ROLLUP_COLUMNS).where(
+            rollup.c.series_id.in_(ids[start : start + _CHUNK]), segments, rollup.c.count > 0
         )
-        for r in conn.execute(query):
-            if not r.count:
-                continue
+        for values in conn.execute(query).tuples():
+            p50, p95, p99 = values[12:15]
             result.append(
                 Row(
-                    by_id[r.series_id],
-                    r.start_s,
-                    r.count,
-                    r.sum,
-                    r.min,
-                    r.max,
-                    r.errors,
-                    r.zero_count,
-                    r.bucket_offset,
-                    unpack_counts(r.buckets),
-                    r.last_value,
-                    r.last_time,
+                    by_id[values[0]],
+                    *values[1:12],
+                    None if p50 is None or p95 is None or p99 is None else (p50, p95, p99),
                 )
             )
     return result
@@ -227,6 +272,10 @@ class Acc:
             self._exp.append(row)
 
     def percentiles(self, qs: Sequence[float] = PERCENTILES) -> list[float | None]:
+        if len(self._exp) == 1 and not self._explicit and tuple(qs) == PERCENTILES:
+            precomputed = self._exp[0].precomputed
+            if precomputed is not None:
+                return [value * self.to_ms for value in precomputed]
         parts: list[ExpHistogram | ExplicitHistogram] = []
         if self._exp:
             parts.append(_merge_exponential(self._exp))
@@ -253,21 +302,38 @@ class Acc:
 
 def _merge_exponential(rows: Sequence[Row]) -> ExpHistogram:
     """One histogram from many rows: one dense array sized once, each row added in place."""
-    with_buckets = [r for r in rows if r.counts]
-    low = min((r.min for r in rows if r.min is not None), default=None)
-    high = max((r.max for r in rows if r.max is not None), default=None)
-    histogram = ExpHistogram(scale=STORE_SCALE, min=low, max=high)
-    histogram.zero_count = sum(r.zero_count for r in rows)
-    histogram.count = sum(r.count for r in rows)
-    if not with_buckets:
+    low: float | None = None
+    high: float | None = None
+    zero = count = 0
+    start = end = None
+    unpacked = []
+    for r in rows:
+        zero += r.zero_count
+        count += r.count
+        if r.min is not None and (low is None or r.min < low):
+            low = r.min
+        if r.max is not None and (high is None or r.max > high):
+            high = r.max
+        counts = r.counts
+        if counts:
+            unpacked.append((r.offset, counts))
+            row_end = r.offset + len(counts)
+            if start is None or r.offset < start:
+                start = r.offset
+            if end is None or row_end > end:
+                end = row_end
+    histogram = ExpHistogram(scale=STORE_SCALE, zero_count=zero, count=count, min=low, max=high)
+    if start is None or end is None:
         return histogram
-    start = min(r.offset for r in with_buckets)
-    end = max(r.offset + len(r.counts) for r in with_buckets)
+    if len(unpacked) == 1:
+        histogram.offset, histogram.counts = unpacked[0]
+        return histogram
     merged = [0] * (end - start)
-    for r in with_buckets:
-        base = r.offset - start
-        for position, n in enumerate(r.counts, base):
-            merged[position] += n
+    for offset, counts in unpacked:
+        first = offset - start
+        stop = first + len(counts)
+        # Slice assignment from map(add): the element loop runs in C, not in bytecode.
+        merged[first:stop] = map(add, merged[first:stop], counts)
     histogram.offset, histogram.counts = start, merged
     return histogram
 
@@ -279,18 +345,22 @@ def _grouped(rows: Iterable[Row], key: Any) -> dict[Any, Acc]:
     return groups
 
 
-def _duration_rows(
-    conn: sa.Connection, window: TimeRange, metric: str, span_kinds: Sequence[int]
-) -> tuple[list[Row], list[Row]]:
-    """Rows of ``metric``, and span rollup rows of ``span_kinds`` for services without it."""
-    metric_series = _series(conn, "metric", [metric], window.service)
+def _duration_series(
+    conn: sa.Connection,
+    window: TimeRange,
+    metric: str,
+    span_kinds: Sequence[int],
+    source: str = "metric",
+) -> tuple[list[Series], list[Series]]:
+    """Series of ``metric``, and span series of ``span_kinds`` for services without it."""
+    metric_series = _series(conn, source, [metric], window.service)
     with_metric = {s.service for s in metric_series}
     span_series = [
         s
         for s in _series(conn, "span", None, window.service, span_kinds)
         if s.service not in with_metric
     ]
-    return _rows(conn, metric_series, window), _rows(conn, span_series, window)
+    return metric_series, span_series
 
 
 # -- panels -----------------------------------------------------------------------------------
@@ -312,13 +382,18 @@ def services(store: TelemetryStore) -> dict[str, Any]:
 
 def summary(store: TelemetryStore, window: TimeRange) -> dict[str, Any]:
     with store.engine.connect() as conn:
-        metric_rows, span_rows = _duration_rows(
-            conn, window, names.HTTP_SERVER_REQUEST_DURATION, [SPAN_KIND_SERVER]
+        # The service-wide series: one row per time bucket and service.
+        metric_series, span_series = _duration_series(
+            conn, window, names.HTTP_SERVER_REQUEST_DURATION, [SPAN_KIND_SERVER], source="total"
         )
+        fetched = [
+            (source, _rows(conn, found, window), _rows(conn, found, window, totals=True))
+            for source, found in (("metrics", metric_series), ("spans", span_series))
+        ]
     result = []
     points = []
-    for source, rows in (("metrics", metric_rows), ("spans", span_rows)):
-        for service, acc in sorted(_grouped(rows, lambda r: r.series.service).items()):
+    for source, rows, total_rows in fetched:
+        for service, acc in sorted(_grouped(total_rows, lambda r: r.series.service).items()):
             result.append({"service": service, "source": source, **acc.stats(window.seconds)})
         for (t, service), acc in _grouped(rows, lambda r: (r.t, r.series.service)).items():
             stats = acc.stats(window.resolution)
@@ -350,9 +425,11 @@ def _operation_name(attributes: dict[str, Any]) -> str:
 
 def operations(store: TelemetryStore, window: TimeRange) -> dict[str, Any]:
     with store.engine.connect() as conn:
-        metric_rows, span_rows = _duration_rows(
+        metric_series, span_series = _duration_series(
             conn, window, names.HTTP_SERVER_REQUEST_DURATION, [1, 2, 5]
         )
+        metric_rows = _rows(conn, metric_series, window, totals=True)
+        span_rows = _rows(conn, span_series, window, totals=True)
     result = []
     for (service, operation), acc in _grouped(
         metric_rows, lambda r: (r.series.service, _operation_name(r.series.attributes))
@@ -384,22 +461,23 @@ def operations(store: TelemetryStore, window: TimeRange) -> dict[str, Any]:
 
 def queries(store: TelemetryStore, window: TimeRange, summary: str | None = None) -> dict[str, Any]:
     with store.engine.connect() as conn:
-        metric_rows, span_rows = _duration_rows(
+        metric_series, span_series = _duration_series(
             conn, window, names.DB_CLIENT_OPERATION_DURATION, [SPAN_KIND_CLIENT]
         )
 
-        def summary_of(row: Row) -> str:
-            if row.series.span_kind is not None:
-                return row.series.name
-            attrs = row.series.attributes
+        def summary_of(series: Series) -> str:
+            if series.span_kind is not None:
+                return series.name
+            attrs = series.attributes
             return str(attrs.get(names.DB_QUERY_SUMMARY) or attrs.get(names.DB_SYSTEM_NAME) or "")
 
-        rows = metric_rows + span_rows
+        found = metric_series + span_series
         if summary is not None:
-            rows = [r for r in rows if summary_of(r) == summary]
+            found = [s for s in found if summary_of(s) == summary]
+        rows = _rows(conn, found, window, totals=True)
         result = []
         for (service, text), acc in _grouped(
-            rows, lambda r: (r.series.service, summary_of(r))
+            rows, lambda r: (r.series.service, summary_of(r.series))
         ).items():
             stats = acc.stats(window.seconds)
             del stats["error_rate"]
@@ -407,7 +485,8 @@ def queries(store: TelemetryStore, window: TimeRange, summary: str | None = None
         result.sort(key=lambda q: (-(q["p95_ms"] or 0.0), q["service"], q["summary"]))
         points = []
         if summary is not None:
-            for t, acc in sorted(_grouped(rows, lambda r: r.t).items()):
+            over_time = _rows(conn, found, window)
+            for t, acc in sorted(_grouped(over_time, lambda r: r.t).items()):
                 p50, p95, p99 = acc.percentiles()
                 points.append(
                     {
@@ -431,7 +510,8 @@ def _examples(conn: sa.Connection, window: TimeRange, summary: str | None) -> li
     query = (
         sa.select(examples)
         .where(
-            examples.c.start_s >= window.since_ns // 60_000_000_000 * 60,
+            examples.c.resolution == window.resolution,
+            examples.c.start_s >= window.first_bucket,
             examples.c.start_s <= window.last_bucket,
             examples.c.start_ns >= window.since_ns,
             examples.c.start_ns <= window.until_ns,

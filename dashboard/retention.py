@@ -3,7 +3,8 @@
 Raw spans and log records are kept ``span_retention_hours`` / ``log_retention_hours`` and at
 most ``max_spans`` / ``max_logs`` rows (the oldest go first); the query examples and N+1
 findings that point into them follow the spans. Minute rollups are kept two days (the API
-reads them for ranges up to 6 h), hour rollups and backup runs ``rollup_retention_days``.
+reads them for ranges up to 6 h), hour and day rollups and backup runs
+``rollup_retention_days``.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
-from dashboard.rollups import HOUR, MINUTE
+from dashboard.rollups import MINUTE
 from dashboard.schema import backup_runs, examples, logs, n_plus_one, rollup, spans, stream_state
 from dashboard.settings import DashboardSettings
 from dashboard.store import TelemetryStore
@@ -62,7 +63,7 @@ def prune(
             rollup.delete().where(
                 sa.or_(
                     sa.and_(rollup.c.resolution == MINUTE, rollup.c.start_s < minute_cutoff),
-                    sa.and_(rollup.c.resolution == HOUR, rollup.c.start_s < rollup_cutoff),
+                    sa.and_(rollup.c.resolution > MINUTE, rollup.c.start_s < rollup_cutoff),
                 )
             )
         ).rowcount

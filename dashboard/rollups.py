@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from operator import add
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -38,7 +39,8 @@ if TYPE_CHECKING:
 
 MINUTE = 60
 HOUR = 3600
-RESOLUTIONS = (MINUTE, HOUR)
+DAY = 86400
+RESOLUTIONS = (MINUTE, HOUR, DAY)
 # Span attributes that split a span name's rollups (low-cardinality outcomes the panels count).
 SPAN_DIMENSIONS = (
     names.VRP_DB_TRANSACTION_OUTCOME,
@@ -52,7 +54,12 @@ METRIC_DIMENSIONS: dict[str, tuple[str, ...]] = {
     names.HTTP_SERVER_REQUEST_DURATION: (names.HTTP_REQUEST_METHOD, names.HTTP_ROUTE),
     names.DB_CLIENT_OPERATION_DURATION: (names.DB_SYSTEM_NAME, names.DB_QUERY_SUMMARY),
 }
+# Metrics that also get a service-wide series (source "total"), so that the summary panel reads
+# one row per time bucket whatever the number of routes.
+TOTALLED_METRICS = frozenset((names.HTTP_SERVER_REQUEST_DURATION,))
+TOTAL = ""
 EXPONENTIAL = "exponential"
+PERCENTILES = (0.5, 0.95, 0.99)
 EXPLICIT = "explicit"
 
 
@@ -104,10 +111,10 @@ def merge_dense(
         merged = counts_a
     else:
         merged = [0] * (end - start)
-        for position, n in enumerate(counts_a, offset_a - start):
-            merged[position] = n
-    for position, n in enumerate(counts_b, offset_b - start):
-        merged[position] += n
+        merged[offset_a - start : offset_a - start + len(counts_a)] = counts_a
+    low = offset_b - start
+    high = low + len(counts_b)
+    merged[low:high] = map(add, merged[low:high], counts_b)
     return start, merged
 
 
@@ -129,6 +136,7 @@ class SeriesCatalog:
         self._store = store
         self._by_span: dict[tuple[str, int, str, tuple[Any, ...]], int] = {}
         self._by_point: dict[tuple[str, str, str, str, tuple[float, ...]], SeriesInfo] = {}
+        self.exponential: set[int] = set()
 
     @staticmethod
     def span_identity(record: SpanRecord) -> tuple[str, int, str, tuple[Any, ...]]:
@@ -148,8 +156,17 @@ class SeriesCatalog:
         attrs = orjson.dumps(attributes, option=orjson.OPT_SORT_KEYS).decode()
         return (point.service, point.name, attrs, histogram, point.bounds)
 
+    @staticmethod
+    def total_identity(point: MetricPoint) -> tuple[str, str, str, str, tuple[float, ...]]:
+        """The service-wide series of a metric in :data:`TOTALLED_METRICS` (no attributes)."""
+        identity = SeriesCatalog.point_identity(point)
+        return (identity[0], identity[1], TOTAL, identity[3], identity[4])
+
     def point_series(self, point: MetricPoint) -> SeriesInfo:
         return self._by_point[self.point_identity(point)]
+
+    def total_series(self, point: MetricPoint) -> SeriesInfo:
+        return self._by_point[self.total_identity(point)]
 
     def resolve_spans(self, records: Sequence[SpanRecord]) -> list[int]:
         """The series id of each record, creating the series not seen before."""
@@ -175,21 +192,27 @@ class SeriesCatalog:
             ids = self._create(list(missing.values()))
             for identity, row in missing.items():
                 known[identity] = ids[row["key"]]
+                self.exponential.add(ids[row["key"]])
         return [known[identity] for identity in identities]
 
     def resolve_points(self, points: Iterable[MetricPoint]) -> None:
         missing = {}
         for point in points:
-            identity = self.point_identity(point)
-            if identity not in self._by_point and identity not in missing:
+            identities = [self.point_identity(point)]
+            if point.name in TOTALLED_METRICS:
+                identities.append(self.total_identity(point))
+            for identity in identities:
+                if identity in self._by_point or identity in missing:
+                    continue
                 service, name, attrs, histogram, bounds = identity
+                source = "total" if attrs == TOTAL else "metric"
                 missing[identity] = {
-                    "key": series_key("metric", service, name, attrs, histogram, list(bounds)),
-                    "source": "metric",
+                    "key": series_key(source, service, name, attrs, histogram, list(bounds)),
+                    "source": source,
                     "service": service,
                     "name": name,
                     "span_kind": None,
-                    "attributes": attrs,
+                    "attributes": "{}" if attrs == TOTAL else attrs,
                     "histogram": histogram or None,
                     "bounds": orjson.dumps(list(bounds)).decode()
                     if histogram == EXPLICIT
@@ -202,6 +225,8 @@ class SeriesCatalog:
                 self._by_point[identity] = SeriesInfo(
                     ids[row["key"]], identity[3] or None, identity[4]
                 )
+                if identity[3] == EXPONENTIAL:
+                    self.exponential.add(ids[row["key"]])
 
     def _create(self, rows: list[dict[str, Any]]) -> dict[str, int]:
         store = self._store
@@ -261,14 +286,18 @@ def aggregate_spans(
 
 
 def with_hours(minutes: dict[RollupKey, Agg]) -> dict[RollupKey, Agg]:
-    """The minute rollups plus the hour rollups they add up to."""
+    """The minute rollups plus the hour and day rollups they add up to.
+
+    Day rollups let totals over days read a few rows per series instead of one per hour.
+    """
     result = dict(minutes)
-    for (series_id, _, t), agg in minutes.items():
-        key = (series_id, HOUR, t // HOUR * HOUR)
-        hour = result.get(key)
-        if hour is None:
-            hour = result[key] = Agg()
-        hour.merge(agg)
+    for coarser in (HOUR, DAY):
+        for (series_id, _, t), agg in minutes.items():
+            key = (series_id, coarser, t // coarser * coarser)
+            total = result.get(key)
+            if total is None:
+                total = result[key] = Agg()
+            total.merge(agg)
     return result
 
 
@@ -367,6 +396,9 @@ def deltas_from_points(
         agg = _contribution(point, state)
         if agg is not None:
             result.append((info.id, point.time_ns, agg))
+            if point.name in TOTALLED_METRICS:
+                total = store.series.total_series(point).id
+                result.append((total, point.time_ns, replace(agg, counts=list(agg.counts))))
     changed = [(key, s) for key, s in sorted(states.items()) if s.changed]
     if changed:
         conn.execute(
@@ -573,9 +605,22 @@ def apply(conn: sa.Connection, store: TelemetryStore, aggs: dict[RollupKey, Agg]
         for row in conn.execute(query):
             stored[(row.series_id, row.resolution, row.start_s)] = row_to_agg(row)
     updates = []
+    exponential = store.series.exponential
     for key in keys:
         agg = stored.get(key) or Agg()
         agg.merge(aggs[key])
+        p50 = p95 = p99 = None
+        if key[0] in exponential and agg.count:
+            p50, p95, p99 = ExpHistogram(
+                STORE_SCALE,
+                agg.offset,
+                agg.counts,
+                agg.zero_count,
+                agg.count,
+                agg.sum,
+                agg.min,
+                agg.max,
+            ).quantiles(PERCENTILES)
         updates.append(
             {
                 "b_series": key[0],
@@ -591,6 +636,9 @@ def apply(conn: sa.Connection, store: TelemetryStore, aggs: dict[RollupKey, Agg]
                 "buckets": pack_counts(agg.counts) if agg.counts else None,
                 "last_value": agg.last_value,
                 "last_time": agg.last_time,
+                "p50": p50,
+                "p95": p95,
+                "p99": p99,
             }
         )
     conn.execute(
@@ -611,6 +659,9 @@ def apply(conn: sa.Connection, store: TelemetryStore, aggs: dict[RollupKey, Agg]
             buckets=sa.bindparam("buckets"),
             last_value=sa.bindparam("last_value"),
             last_time=sa.bindparam("last_time"),
+            p50=sa.bindparam("p50"),
+            p95=sa.bindparam("p95"),
+            p99=sa.bindparam("p99"),
         ),
         updates,
     )

@@ -45,6 +45,11 @@ rollup = sa.Table(
     sa.Column("buckets", sa.LargeBinary, nullable=True),
     sa.Column("last_value", sa.Float, nullable=True),
     sa.Column("last_time", sa.BigInteger, nullable=True),
+    # p50/p95/p99 of an exponential histogram row, kept current by every merge, so that a
+    # panel reading one row per time bucket does not walk its buckets.
+    sa.Column("p50", sa.Float, nullable=True),
+    sa.Column("p95", sa.Float, nullable=True),
+    sa.Column("p99", sa.Float, nullable=True),
     sa.Index("ix_telemetry_rollups_t", "resolution", "start_s"),
 )
 
@@ -108,9 +113,12 @@ logs = sa.Table(
     sa.Index("ix_telemetry_logs_trace", "trace_id"),
 )
 
+# The slowest statements per (service, summary) and minute, and per hour: at most
+# EXAMPLES_PER_GROUP rows each, so a panel reads a bounded number of rows whatever the volume.
 examples = sa.Table(
     "telemetry_query_examples",
     metadata,
+    sa.Column("resolution", sa.Integer, primary_key=True, autoincrement=False),
     sa.Column("trace_id", sa.String(32), primary_key=True),
     sa.Column("span_id", sa.String(16), primary_key=True),
     sa.Column("start_s", sa.BigInteger, nullable=False),
@@ -119,8 +127,8 @@ examples = sa.Table(
     sa.Column("query_text", sa.Text, nullable=False),
     sa.Column("duration_ms", sa.Float, nullable=False),
     sa.Column("start_ns", sa.BigInteger, nullable=False),
-    sa.Index("ix_telemetry_query_examples_t", "start_s"),
-    sa.Index("ix_telemetry_query_examples_summary", "summary", "start_s"),
+    sa.Index("ix_telemetry_query_examples_t", "resolution", "start_s"),
+    sa.Index("ix_telemetry_query_examples_group", "resolution", "summary", "service", "start_s"),
 )
 
 n_plus_one = sa.Table(

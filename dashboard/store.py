@@ -258,34 +258,50 @@ class TelemetryStore:
     # -- derived tables -----------------------------------------------------------------------
 
     def _write_examples(self, conn: sa.Connection, records: Iterable[SpanRecord]) -> None:
-        """Keep the slowest few statements per (service, summary, minute) of this batch."""
-        groups: dict[tuple[str, str, int], list[SpanRecord]] = defaultdict(list)
+        """Keep the slowest few statements per (service, summary) and minute, and hour.
+
+        The batch's slowest few per group are inserted, then each touched group is trimmed
+        back to :data:`EXAMPLES_PER_GROUP` rows.
+        """
+        statements = []
         for record in records:
             if record.kind != SPAN_KIND_CLIENT:
                 continue
             text = record.attributes.get(names.DB_QUERY_TEXT)
-            if not isinstance(text, str):
-                continue
-            summary = str(record.attributes.get(names.DB_QUERY_SUMMARY) or record.name)
-            groups[(record.service, summary, record.start_ns // 60_000_000_000 * 60)].append(record)
+            if isinstance(text, str):
+                summary = str(record.attributes.get(names.DB_QUERY_SUMMARY) or record.name)
+                statements.append((record, summary, text))
+        if not statements:
+            return
         rows = []
-        for (service, summary, t), members in groups.items():
-            members.sort(key=lambda r: r.end_ns - r.start_ns, reverse=True)
-            for record in members[:EXAMPLES_PER_GROUP]:
-                rows.append(
-                    {
-                        "trace_id": record.trace_id,
-                        "span_id": record.span_id,
-                        "start_s": t,
-                        "service": service,
-                        "summary": summary,
-                        "query_text": record.attributes[names.DB_QUERY_TEXT],
-                        "duration_ms": (record.end_ns - record.start_ns) / 1e6,
-                        "start_ns": record.start_ns,
-                    }
+        touched = []
+        for resolution in (rollups.MINUTE, rollups.HOUR):
+            step = resolution * 1_000_000_000
+            groups: dict[tuple[str, str, int], list[tuple[SpanRecord, str]]] = defaultdict(list)
+            for record, summary, text in statements:
+                key = (record.service, summary, record.start_ns // step * resolution)
+                groups[key].append((record, text))
+            for (service, summary, start_s), members in groups.items():
+                members.sort(key=lambda m: m[0].end_ns - m[0].start_ns, reverse=True)
+                touched.append(
+                    {"r": resolution, "service": service, "summary": summary, "start_s": start_s}
                 )
-        if rows:
-            conn.execute(insert_for(self.engine, examples).on_conflict_do_nothing(), rows)
+                for record, text in members[:EXAMPLES_PER_GROUP]:
+                    rows.append(
+                        {
+                            "resolution": resolution,
+                            "trace_id": record.trace_id,
+                            "span_id": record.span_id,
+                            "start_s": start_s,
+                            "service": service,
+                            "summary": summary,
+                            "query_text": text,
+                            "duration_ms": (record.end_ns - record.start_ns) / 1e6,
+                            "start_ns": record.start_ns,
+                        }
+                    )
+        conn.execute(insert_for(self.engine, examples).on_conflict_do_nothing(), rows)
+        conn.execute(_TRIM_EXAMPLES, touched)
 
     def _write_backup_runs(self, conn: sa.Connection, records: Iterable[SpanRecord]) -> None:
         rows = []
@@ -423,6 +439,30 @@ def _statement_counts(session_id: str, children: dict[str, list[SpanRecord]]) ->
     return counts
 
 
+_GROUP = sa.and_(
+    examples.c.resolution == sa.bindparam("r"),
+    examples.c.summary == sa.bindparam("summary"),
+    examples.c.service == sa.bindparam("service"),
+    examples.c.start_s == sa.bindparam("start_s"),
+)
+_KEPT = examples.alias("kept")
+_TRIM_EXAMPLES = examples.delete().where(
+    _GROUP,
+    examples.c.duration_ms
+    < (
+        sa.select(_KEPT.c.duration_ms)
+        .where(
+            _KEPT.c.resolution == sa.bindparam("r"),
+            _KEPT.c.summary == sa.bindparam("summary"),
+            _KEPT.c.service == sa.bindparam("service"),
+            _KEPT.c.start_s == sa.bindparam("start_s"),
+        )
+        .order_by(_KEPT.c.duration_ms.desc())
+        .limit(1)
+        .offset(EXAMPLES_PER_GROUP - 1)
+        .scalar_subquery()
+    ),
+)
 _SPAN_COLUMNS = tuple(column.name for column in spans.columns)
 _SQLITE_INSERT_SPAN = (
     f"INSERT INTO {spans.name} ({', '.join(_SPAN_COLUMNS)}) "

@@ -22,7 +22,7 @@ from dashboard.histograms import (
     quantiles,
 )
 from dashboard.otlp import MetricPoint, SpanRecord
-from dashboard.rollups import MINUTE, Agg, aggregate_spans, with_hours
+from dashboard.rollups import DAY, HOUR, MINUTE, Agg, aggregate_spans, with_hours
 
 QS = (0.5, 0.95, 0.99)
 # Durations in seconds from 0.1 ms to 60 s, the range the contract promises 2% over.
@@ -87,7 +87,8 @@ def test_minute_rollups_merged_into_hours_keep_percentiles_within_2_percent(
     for agg in minute_aggs:
         hour.merge(agg)
     hours = with_hours({(1, MINUTE, i * 60): a for i, a in enumerate(minute_aggs)})
-    assert [a.counts for (_, res, _), a in hours.items() if res != MINUTE] == [hour.counts]
+    assert [a.counts for (_, res, _), a in hours.items() if res == HOUR] == [hour.counts]
+    assert [a.counts for (_, res, _), a in hours.items() if res == DAY] == [hour.counts]
     values = [(r.end_ns - r.start_ns) / 1e9 for r in records]
     merged = ExpHistogram(
         STORE_SCALE,

@@ -66,6 +66,7 @@ def upgrade() -> None:
     )
     op.create_table(
         "telemetry_query_examples",
+        sa.Column("resolution", sa.Integer(), autoincrement=False, nullable=False),
         sa.Column("trace_id", sa.String(length=32), nullable=False),
         sa.Column("span_id", sa.String(length=16), nullable=False),
         sa.Column("start_s", sa.BigInteger(), nullable=False),
@@ -74,16 +75,19 @@ def upgrade() -> None:
         sa.Column("query_text", sa.Text(), nullable=False),
         sa.Column("duration_ms", sa.Float(), nullable=False),
         sa.Column("start_ns", sa.BigInteger(), nullable=False),
-        sa.PrimaryKeyConstraint("trace_id", "span_id"),
+        sa.PrimaryKeyConstraint("resolution", "trace_id", "span_id"),
     )
     op.create_index(
-        "ix_telemetry_query_examples_summary",
+        "ix_telemetry_query_examples_group",
         "telemetry_query_examples",
-        ["summary", "start_s"],
+        ["resolution", "summary", "service", "start_s"],
         unique=False,
     )
     op.create_index(
-        "ix_telemetry_query_examples_t", "telemetry_query_examples", ["start_s"], unique=False
+        "ix_telemetry_query_examples_t",
+        "telemetry_query_examples",
+        ["resolution", "start_s"],
+        unique=False,
     )
     op.create_table(
         "telemetry_rollups",
@@ -100,6 +104,9 @@ def upgrade() -> None:
         sa.Column("buckets", sa.LargeBinary(), nullable=True),
         sa.Column("last_value", sa.Float(), nullable=True),
         sa.Column("last_time", sa.BigInteger(), nullable=True),
+        sa.Column("p50", sa.Float(), nullable=True),
+        sa.Column("p95", sa.Float(), nullable=True),
+        sa.Column("p99", sa.Float(), nullable=True),
         sa.PrimaryKeyConstraint("series_id", "resolution", "start_s"),
     )
     op.create_index(
@@ -185,7 +192,7 @@ def downgrade() -> None:
     op.drop_index("ix_telemetry_rollups_t", table_name="telemetry_rollups")
     op.drop_table("telemetry_rollups")
     op.drop_index("ix_telemetry_query_examples_t", table_name="telemetry_query_examples")
-    op.drop_index("ix_telemetry_query_examples_summary", table_name="telemetry_query_examples")
+    op.drop_index("ix_telemetry_query_examples_group", table_name="telemetry_query_examples")
     op.drop_table("telemetry_query_examples")
     op.drop_index("ix_telemetry_n_plus_one_start", table_name="telemetry_n_plus_one")
     op.drop_table("telemetry_n_plus_one")
