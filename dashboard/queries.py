@@ -234,7 +234,7 @@ def _rows(
         query = sa.select(*_ROLLUP_COLUMNS).where(
             rollup.c.series_id.in_(ids[start : start + _CHUNK]), segments, rollup.c.count > 0
         )
-        for values in conn.execute(query).tuples():
+        for values in conn.execute(query):
             p50, p95, p99 = values[12:15]
             result.append(
                 Row(
