@@ -112,7 +112,7 @@ def run_command(verify: bool | None) -> None:
         f"backup {result.backup_id}: {result.files} files, {_size(result.bytes)}, "
         f"{_size(result.stored_bytes)} stored, {result.blobs_copied} blobs copied, "
         f"{result.blobs_skipped} already archived, "
-        f"{'verified' if result.verified else 'not verified'}, {result.seconds:.1f}s"
+        f"{'verified' if result.verified else 'not verified'}, {result.seconds:.2f}s"
     )
 
 

@@ -24,12 +24,14 @@ from typing import TYPE_CHECKING, NoReturn
 
 import click
 
+from backup import cli as backup_cli
 from dashboard import cli as dashboard_cli
 from recorder import __version__
 
 if TYPE_CHECKING:
     import sqlalchemy as sa
 
+    from backup.source import BackupSource
     from instrumentation.database import Database
     from recorder.config import Settings
 
@@ -292,6 +294,23 @@ def _dashboard_scope(export_telemetry: bool) -> Iterator[None]:
 
 
 main.add_command(dashboard_cli.make_command(_dashboard_scope))
+
+
+def _backup_source() -> BackupSource:
+    """The recorder's database and audio (``VRP_DATABASE_URL``, ``VRP_STORAGE_DIR``)."""
+    from recorder.backup_source import backup_source
+
+    return backup_source(_settings("vrp-cli"))
+
+
+@contextmanager
+def _backup_scope(service_name: str) -> Iterator[None]:
+    """Logging and telemetry of a ``vrp backup`` command (``vrp-cli``) or the scheduler."""
+    with _process(_settings(service_name)):
+        yield
+
+
+backup_cli.mount(main, backup_cli.BackupHost(source=_backup_source, process=_backup_scope))
 
 
 def _vrp(*args: str) -> list[str]:
