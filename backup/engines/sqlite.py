@@ -9,16 +9,15 @@ connection that holds no transaction, which with a busy writer may be forever). 
 journal mode the held read lock makes writers wait until the copy is done; the copy is still
 consistent. Steps of a few MiB with a short sleep between them keep each step short.
 
-One pass: the backup API copies pages in order into a scratch file in the run folder, and the
-pages each step completed are read back (from the page cache) and compressed and hashed while
-the next steps run, on another thread. What is compressed is the snapshot's image page for
-page (page 1 as the first step wrote it, before the API's final schema-cookie bump of the
-destination), a database file identical to the source at the snapshot. Once the copy is done
-its thread runs ``PRAGMA quick_check`` on it, counts the rows per table and runs the
-application's referenced-blobs query on it, while compression finishes. The full
-``PRAGMA integrity_check`` (which also cross-checks every index entry and costs several times
-the copy) runs when the backup is verified, on the decompressed artifact: by default after
-every run, and on demand with ``vrp backup verify``.
+The copy goes to a scratch file in the run folder (no journal, no fsync: it is read once and
+deleted), then is compressed and hashed in one streamed pass, with zstd's worker threads,
+while another thread runs ``PRAGMA quick_check`` on it, counts the rows per table and runs the
+application's referenced-blobs query on it. (The pages cannot be compressed while the copy
+runs: the destination's write transaction stays open across steps and its pager writes pages
+out in whatever order its cache spills them, so a page on disk is final only at the end.) The
+full ``PRAGMA integrity_check`` (which also cross-checks every index entry and costs several
+times the copy) runs when the backup is verified, on the decompressed artifact: by default
+after every run, and on demand with ``vrp backup verify``.
 """
 
 from __future__ import annotations
@@ -92,12 +91,12 @@ def row_counts(connection: sqlite3.Connection) -> dict[str, int]:
     }
 
 
-def _copy(source: Path, target: Path, follower: _Follower, cancelled: threading.Event) -> None:
+def _copy(source: Path, target: Path, progress: Progress | None) -> None:
     """Copy ``source`` into the new file ``target`` with the online backup API, in steps."""
     src = sqlite3.connect(source, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None)
     dst = sqlite3.connect(target, isolation_level=None)
     try:
-        # The scratch copy needs no journal and no fsync: it is read back, never kept.
+        # The scratch copy needs no journal and no fsync: it is read back once, never kept.
         dst.execute("PRAGMA journal_mode=OFF").fetchone()
         dst.execute("PRAGMA synchronous=OFF")
         page_size = src.execute("PRAGMA page_size").fetchone()[0]
@@ -109,17 +108,19 @@ def _copy(source: Path, target: Path, follower: _Follower, cancelled: threading.
         # The read transaction pins one snapshot for every step (see the module docstring).
         src.execute("BEGIN")
         src.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        copied = 0
 
         def on_step(status: int, remaining: int, total: int) -> None:
-            if cancelled.is_set():
-                raise _Cancelled
-            follower.advance((total - remaining) * page_size)
+            nonlocal copied
+            done = (total - remaining) * page_size
+            if progress is not None and done > copied:
+                progress(done - copied)
+            copied = done
+            # Python's backup loop sleeps only on SQLITE_BUSY; this is the pause between steps.
             time.sleep(STEP_SLEEP_SECONDS)
 
         src.backup(dst, pages=max(64, STEP_BYTES // page_size), progress=on_step)
-        pages = src.execute("PRAGMA page_count").fetchone()[0]
         src.execute("COMMIT")
-        follower.finish(pages * page_size)
     except sqlite3.Error as exc:
         if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(target)) from exc
@@ -129,113 +130,43 @@ def _copy(source: Path, target: Path, follower: _Follower, cancelled: threading.
         src.close()
 
 
-class _Cancelled(Exception):
-    """Raised in the backup's progress callback to stop a copy nobody will read."""
+class _CopyCheck:
+    """Quick check, row counts and referenced blobs of the copy, on a thread of its own."""
 
-
-class _Follower:
-    """A file read while another thread writes it: reads block until the bytes are final."""
-
-    def __init__(self, path: Path) -> None:
-        self.file = path.open("rb")
-        self.position = 0
-        self.available = 0
-        self.done = False
-        self.failed = False
-        self.condition = threading.Condition()
-
-    def advance(self, available: int) -> None:
-        with self.condition:
-            self.available = max(self.available, available)
-            self.condition.notify_all()
-
-    def finish(self, size: int | None) -> None:
-        """The copy is done (``size`` bytes) or failed (None)."""
-        with self.condition:
-            if size is None:
-                self.failed = True
-            else:
-                self.available = size
-            self.done = True
-            self.condition.notify_all()
-
-    def read(self, size: int = -1) -> bytes:
-        with self.condition:
-            while self.position >= self.available and not self.done:
-                self.condition.wait()
-            if self.failed:
-                return b""
-            limit = self.available - self.position
-        data = self.file.read(limit if size < 0 else min(size, limit))
-        self.position += len(data)
-        return data
-
-    def close(self) -> None:
-        self.file.close()
-
-
-class _CopyThread:
-    """The copy, then the quick check, row counts and referenced blobs of the copy."""
-
-    def __init__(
-        self,
-        source: Path,
-        copy: Path,
-        referenced_blobs: ReferencedBlobs,
-        on_event: Event | None,
-    ) -> None:
-        self.source = source
+    def __init__(self, copy: Path, referenced_blobs: ReferencedBlobs) -> None:
         self.copy = copy
         self.referenced_blobs = referenced_blobs
-        self.on_event = on_event
-        self.follower = _Follower(copy)
-        self.cancelled = threading.Event()
         self.problems: list[str] = []
         self.tables: dict[str, int] = {}
         self.blobs: tuple[str, ...] = ()
         self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, name="backup-sqlite-copy", daemon=True)
+        self.thread = threading.Thread(target=self._run, name="backup-sqlite-check", daemon=True)
 
     def _run(self) -> None:
         try:
-            _copy(self.source, self.copy, self.follower, self.cancelled)
-        except BaseException as exc:
-            self.follower.finish(None)
-            self.error = None if isinstance(exc, _Cancelled) else exc
-            return
-        try:
-            if self.on_event is not None:
-                self.on_event("snapshot:copied")
-            self._check()
+            connection = _open_copy(self.copy)
+            try:
+                rows = [row[0] for row in connection.execute("PRAGMA quick_check(20)")]
+                self.problems = [] if rows == ["ok"] else rows
+                self.tables = row_counts(connection)
+            finally:
+                connection.close()
+            engine = sa.create_engine(
+                "sqlite://", creator=lambda: _open_copy(self.copy), poolclass=NullPool
+            )
+            try:
+                with engine.connect() as conn:
+                    self.blobs = tuple(sorted(set(self.referenced_blobs(conn))))
+            finally:
+                engine.dispose()
         except BaseException as exc:
             self.error = exc
-
-    def _check(self) -> None:
-        connection = _open_copy(self.copy)
-        try:
-            rows = [row[0] for row in connection.execute("PRAGMA quick_check(20)")]
-            self.problems = [] if rows == ["ok"] else rows
-            self.tables = row_counts(connection)
-        finally:
-            connection.close()
-        engine = sa.create_engine(
-            "sqlite://", creator=lambda: _open_copy(self.copy), poolclass=NullPool
-        )
-        try:
-            with engine.connect() as conn:
-                self.blobs = tuple(sorted(set(self.referenced_blobs(conn))))
-        finally:
-            engine.dispose()
 
     def start(self) -> None:
         self.thread.start()
 
-    def stop(self) -> None:
-        """Wait for the thread; a copy still running is cancelled at its next step."""
-        if self.thread.is_alive() and not self.follower.done:
-            self.cancelled.set()
+    def join(self) -> None:
         self.thread.join()
-        self.follower.close()
 
 
 class SqliteEngine:
@@ -261,27 +192,28 @@ class SqliteEngine:
             )
         copy = run_dir / "database.sqlite"
         os.close(open_private(copy))
-        worker = _CopyThread(source, copy, referenced_blobs, on_event)
-        worker.start()
+        _copy(source, copy, progress)
+        if on_event is not None:
+            on_event("snapshot:copied")
+        check = _CopyCheck(copy, referenced_blobs)
+        check.start()
         artifact_path = run_dir / ARTIFACT
         try:
             fd = open_private(artifact_path)
             try:
-                result = compress_stream(
-                    worker.follower, fd, level=level, threads=-1, hash_plain=False,
-                    progress=progress,
-                )  # fmt: skip
+                with copy.open("rb") as plain:
+                    result = compress_stream(plain, fd, level=level, threads=-1, hash_plain=False)
             finally:
                 os.close(fd)
         finally:
-            worker.stop()
-        if worker.error is not None:
-            if isinstance(worker.error, sqlite3.Error):
-                raise EngineError(f"checking the copy of {source} failed: {worker.error}")
-            raise worker.error
-        if worker.problems:
+            check.join()
+        if check.error is not None:
+            if isinstance(check.error, sqlite3.Error):
+                raise EngineError(f"checking the copy of {source} failed: {check.error}")
+            raise check.error
+        if check.problems:
             raise EngineError(
-                f"the copy of {source} failed its quick check: {'; '.join(worker.problems[:3])}"
+                f"the copy of {source} failed its quick check: {'; '.join(check.problems[:3])}"
             )
         copy.unlink()
         fsync_dir(run_dir)
@@ -291,7 +223,7 @@ class SqliteEngine:
             bytes=result.plain_bytes,
             stored_bytes=result.stored_bytes,
         )
-        return Snapshot(artifact=artifact, blobs=worker.blobs, tables=worker.tables)
+        return Snapshot(artifact=artifact, blobs=check.blobs, tables=check.tables)
 
     def check(
         self,

@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from backup.engines.sqlite import database_path
+from backup.engines.sqlite import STEP_BYTES, database_path
 from backup.restore import plan_restore, restore_backup
 from backup.run import run_backup
 from tests.backup.helpers import backup_settings, make_sqlite_app, sqlite_rows
@@ -59,3 +59,23 @@ def test_backup_while_another_process_writes_restores_with_a_count_between_befor
         connection.close()
     assert before <= restored <= after
     assert result.verified
+
+
+def test_a_database_copied_in_many_steps_restores_identical(tmp_path: Path) -> None:
+    source = make_sqlite_app(tmp_path, rows=100_000, blobs=1)
+    db = database_path(source.database_url)
+    assert db.stat().st_size > 2 * STEP_BYTES
+    settings = backup_settings(tmp_path)
+    result = run_backup(settings, source, verify=True)
+    target = tmp_path / "restored.db"
+    restore_backup(
+        settings,
+        plan_restore(settings, result.backup_id, to_path=target, storage_dir=tmp_path / "a"),
+    )
+    original, restored = sqlite3.connect(db), sqlite3.connect(target)
+    try:
+        query = "SELECT id, sha256, payload FROM items ORDER BY id"
+        assert original.execute(query).fetchall() == restored.execute(query).fetchall()
+    finally:
+        original.close()
+        restored.close()
