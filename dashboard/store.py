@@ -166,16 +166,27 @@ class TelemetryStore:
 
         return attempt()
 
-    def write_spans(self, records: Sequence[SpanRecord]) -> int:
+    @staticmethod
+    def prepare_spans(records: Sequence[SpanRecord]) -> list[tuple[Any, ...]]:
+        """The rows of ``records`` for :meth:`write_spans`; callers may build them beforehand,
+        on their own thread (the receiver does, so the one writer thread has less to do)."""
+        return [_span_row(record) for record in records]
+
+    def write_spans(
+        self, records: Sequence[SpanRecord], rows: Sequence[tuple[Any, ...]] | None = None
+    ) -> int:
         """Store spans not stored yet, with their rollups; return how many were new."""
         if not records:
             return 0
+        if rows is None:
+            rows = self.prepare_spans(records)
         by_key = {(record.trace_id, record.span_id): record for record in records}
+        prepared = {(row[0], row[1]): row for row in rows}
         # Series are created in their own short transaction, before the write transaction.
         series_of = dict(zip(by_key, self.series.resolve_spans(list(by_key.values())), strict=True))
 
         def work(conn: sa.Connection) -> int:
-            new = self._insert_new_spans(conn, by_key)
+            new = self._insert_new_spans(conn, by_key, prepared)
             if not new:
                 return 0
             series_ids = [series_of[(r.trace_id, r.span_id)] for r in new]
@@ -189,7 +200,10 @@ class TelemetryStore:
         return self.transaction(work)
 
     def _insert_new_spans(
-        self, conn: sa.Connection, by_key: dict[tuple[str, str], SpanRecord]
+        self,
+        conn: sa.Connection,
+        by_key: dict[tuple[str, str], SpanRecord],
+        prepared: dict[tuple[str, str], tuple[Any, ...]],
     ) -> list[SpanRecord]:
         """Insert the spans not stored yet; return them.
 
@@ -204,8 +218,19 @@ class TelemetryStore:
                 .on_conflict_do_nothing()
                 .returning(spans.c.trace_id, spans.c.span_id)
             )
-            rows = [dict(zip(_SPAN_COLUMNS, _span_row(r), strict=True)) for r in by_key.values()]
+            rows = [dict(zip(_SPAN_COLUMNS, row, strict=True)) for row in prepared.values()]
             return [by_key[(row[0], row[1])] for row in conn.execute(statement, rows)]
+        # Usually every span is new: INSERT OR IGNORE them all under a savepoint, and only if
+        # SQLite reports fewer changes than rows, undo it and sort new from stored first.
+        driver = conn.connection.driver_connection
+        before = driver.total_changes
+        conn.exec_driver_sql("SAVEPOINT new_spans")
+        conn.exec_driver_sql(_SQLITE_INSERT_SPAN_OR_IGNORE, list(prepared.values()))
+        if driver.total_changes - before == len(prepared):
+            conn.exec_driver_sql("RELEASE new_spans")
+            return list(by_key.values())
+        conn.exec_driver_sql("ROLLBACK TO new_spans")
+        conn.exec_driver_sql("RELEASE new_spans")
         trace_ids = sorted({trace_id for trace_id, _ in by_key})
         existing: set[tuple[str, str]] = set()
         for start in range(0, len(trace_ids), 500):
@@ -213,10 +238,10 @@ class TelemetryStore:
                 spans.c.trace_id.in_(trace_ids[start : start + 500])
             )
             existing.update((row[0], row[1]) for row in conn.execute(query))
-        new = [record for key, record in by_key.items() if key not in existing]
-        if new:
-            conn.exec_driver_sql(_SQLITE_INSERT_SPAN, [_span_row(record) for record in new])
-        return new
+        new_keys = [key for key in by_key if key not in existing]
+        if new_keys:
+            conn.exec_driver_sql(_SQLITE_INSERT_SPAN, [prepared[key] for key in new_keys])
+        return [by_key[key] for key in new_keys]
 
     def write_logs(self, records: Sequence[LogRecord]) -> int:
         if not records:
@@ -464,6 +489,10 @@ _TRIM_EXAMPLES = examples.delete().where(
     ),
 )
 _SPAN_COLUMNS = tuple(column.name for column in spans.columns)
+_SQLITE_INSERT_SPAN_OR_IGNORE = (
+    f"INSERT OR IGNORE INTO {spans.name} ({', '.join(_SPAN_COLUMNS)}) "
+    f"VALUES ({', '.join('?' for _ in _SPAN_COLUMNS)})"
+)
 _SQLITE_INSERT_SPAN = (
     f"INSERT INTO {spans.name} ({', '.join(_SPAN_COLUMNS)}) "
     f"VALUES ({', '.join('?' for _ in _SPAN_COLUMNS)})"

@@ -27,6 +27,7 @@ _WRITERS = {"spans": "write_spans", "logs": "write_logs", "metrics": "write_metr
 class _Pending:
     signal: str
     records: list[Any]
+    rows: list[Any] | None = None
     done: threading.Event = field(default_factory=threading.Event)
     error: BaseException | None = None
 
@@ -49,6 +50,9 @@ class GroupWriter:
             return
         self._ensure_thread()
         pending = _Pending(signal, records)
+        if signal == "spans":
+            # Built here, on the request's thread, while the writer thread writes others.
+            pending.rows = self._store.prepare_spans(records)
         self._queue.put(pending)
         pending.done.wait()
         if pending.error is not None:
@@ -98,7 +102,11 @@ class GroupWriter:
                 continue
             records = [record for p in members for record in p.records]
             try:
-                getattr(self._store, method)(records)
+                if signal == "spans":
+                    rows = [row for p in members for row in p.rows or ()]
+                    self._store.write_spans(records, rows)
+                else:
+                    getattr(self._store, method)(records)
             except Exception as exc:  # handed to every waiting request, which answers 503
                 logger.warning("writing %d %s failed: %s", len(records), signal, type(exc).__name__)
                 for p in members:
