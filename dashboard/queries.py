@@ -888,11 +888,7 @@ def backups(
         if gauge_ids:
             last_gauge = conn.execute(
                 sa.select(rollup.c.last_value)
-                .where(
-                    rollup.c.series_id.in_(gauge_ids),
-                    rollup.c.resolution == MINUTE,
-                    rollup.c.last_value.is_not(None),
-                )
+                .where(rollup.c.series_id.in_(gauge_ids), rollup.c.last_value.is_not(None))
                 .order_by(rollup.c.last_time.desc())
                 .limit(1)
             ).scalar()
