@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, NoReturn
 import click
 
 from backup import cli as backup_cli
+from backup.schedule_cli import scheduler_command
 from dashboard import cli as dashboard_cli
 from recorder import __version__
 
@@ -311,6 +312,7 @@ def _backup_scope(service_name: str) -> Iterator[None]:
 
 
 backup_cli.mount(main, backup_cli.BackupHost(source=_backup_source, process=_backup_scope))
+main.add_command(scheduler_command)
 
 
 def _vrp(*args: str) -> list[str]:
@@ -328,9 +330,11 @@ def _vrp(*args: str) -> list[str]:
     help="Port of the dashboard [default: VRP_DASHBOARD_PORT, 8050].",
 )
 def up(host: str | None, port: int | None, dashboard_port: int | None) -> None:
-    """Run the whole stack on this machine: migrate, then serve the API and the dashboard.
+    """Run the whole stack on this machine: migrate, then serve the API and the dashboard, and
+    run the backup scheduler.
 
-    The API exports its telemetry to the dashboard unless an OTLP endpoint is configured.
+    The API and the scheduler export their telemetry to the dashboard unless an OTLP endpoint
+    is configured.
     Ctrl-C or SIGTERM stops everything; if one server dies, the others are stopped too.
     """
     import os
@@ -365,6 +369,7 @@ def up(host: str | None, port: int | None, dashboard_port: int | None) -> None:
         children = [
             supervisor.Child("api", _vrp("api", *api_address), env=api_env),
             supervisor.Child("dashboard", _vrp("dashboard", "--port", str(dashboard_port))),
+            supervisor.Child("scheduler", _vrp("scheduler"), env=api_env),
         ]
         status = supervisor.run(children, os.environ)
     sys.exit(status)

@@ -167,7 +167,7 @@ def test_with_a_token_the_api_exports_with_it_and_readers_need_it(tmp_path: Path
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_sigterm_or_ctrl_c_stops_every_process_cleanly(stack: Stack, signum: int) -> None:
     children = _children(stack.process.pid)
-    assert len(children) == 2, "vrp up runs the API and the dashboard as child processes"
+    assert len(children) == 3, "vrp up runs the API, the dashboard and the scheduler as children"
     stack.process.send_signal(signum)
     assert stack.process.wait(timeout=30) == 0, stack.process.stderr.read()[-3000:]
     assert not [pid for pid in children if _alive(pid)]
