@@ -136,6 +136,10 @@ def test_sigterm_during_a_run_lets_it_finish_then_exits_cleanly(recorder_home: P
     assert any("pruned: skipped" in m for m in messages), "no prune after a stop was asked for"
     assert messages[-1] == "scheduler stopped"
     assert {r["service"] for r in scheduler.records()} == {"vrp-scheduler"}
+    status = _vrp(recorder_home, "backup", "status")
+    assert status.returncode == 0, status.stderr
+    assert f"scheduler: stopped (pid {scheduler.process.pid} stopped cleanly)" in status.stdout
+    assert f"last run: success, {backup.id}" in status.stdout
 
 
 def test_sigterm_while_waiting_stops_promptly_without_a_run(recorder_home: Path) -> None:
