@@ -225,12 +225,14 @@ class BackupScheduler:
             failures = self._state.consecutive_failures + 1
             delay = self._backoff.delay(failures)
             self._retry_at = _utcnow() + timedelta(seconds=delay)
-            logger.error(
+            expected = isinstance(exc, BackupError)  # the run has logged it at ERROR already
+            logger.log(
+                logging.WARNING if expected else logging.ERROR,
                 "scheduled backup failed (%d in a row), retrying in %ss: %s",
                 failures,
                 f"{delay:g}",
                 _describe(exc),
-                exc_info=not isinstance(exc, BackupError),
+                exc_info=not expected,
                 extra={"error.type": type(exc).__qualname__, "vrp.backup.status": "failed"},
             )
             self._record(

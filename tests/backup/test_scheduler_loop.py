@@ -184,11 +184,14 @@ def test_a_failing_run_is_recorded_retried_with_backoff_and_recovery_logged(
     assert [r.getMessage() for r in recovered] == [
         "scheduled backups recovered after 3 failed run(s)"
     ]
-    failures = [r for r in caplog.records if r.levelno == logging.ERROR]
-    assert len(failures) == 3
+    failures = [r for r in caplog.records if "scheduled backup failed" in r.getMessage()]
+    assert [r.levelno for r in failures] == [logging.WARNING] * 3
+    assert "(3 in a row), retrying in 0.3s" in failures[-1].getMessage()
 
 
-def test_an_unexpected_exception_does_not_end_the_loop(tmp_path: Path) -> None:
+def test_an_unexpected_exception_does_not_end_the_loop(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     scheduler: BackupScheduler
     calls = 0
 
@@ -207,8 +210,13 @@ def test_an_unexpected_exception_does_not_end_the_loop(tmp_path: Path) -> None:
         backoff=Backoff(initial=0.05, cap=0.05),
         slice_seconds=0.02,
     )
-    scheduler.serve()
+    with caplog.at_level(logging.INFO, logger="backup.scheduler"):
+        scheduler.serve()
     assert calls == 2
+    [failure] = [r for r in caplog.records if "scheduled backup failed" in r.getMessage()]
+    assert failure.levelno == logging.ERROR
+    assert failure.exc_info is not None, "an unexpected error is logged with its traceback"
+    assert "RuntimeError: a bug in a run" in failure.getMessage()
 
 
 def test_a_run_locked_by_another_process_is_skipped_without_backoff(
