@@ -25,6 +25,9 @@ SORT_KEYS = ("created_at", "title", "duration")
 _TAG_PATTERN = re.compile(r"^[\w][\w .\-]*$")
 # Control characters (other than none at all) make titles unprintable in logs and UIs.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# A JSON string may spell a lone UTF-16 surrogate ("\\ud800"): a Python str, but no Unicode text,
+# so storing or logging it fails with UnicodeEncodeError.
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
 IDEMPOTENCY_KEY_MAX = 255
 # Printable ASCII (space included): what every HTTP stack carries unchanged in a header value.
 _IDEMPOTENCY_KEY = re.compile(r"\A[\x20-\x7e]+\Z")
@@ -37,6 +40,8 @@ class Trimmed(fields.String):
         text = super()._deserialize(value, attr, data, **kwargs).strip()
         if _CONTROL.search(text):
             raise ma.ValidationError("Must not contain control characters.")
+        if _SURROGATE.search(text):
+            raise ma.ValidationError("Must be valid Unicode text (no lone surrogate code points).")
         return text
 
 

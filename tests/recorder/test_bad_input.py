@@ -136,6 +136,17 @@ def test_patch_unknown_field_and_bad_status_are_422(client: FlaskClient) -> None
     assert "json" in _error(client.patch(url, json=["title"]), 422)["errors"]
 
 
+def test_patch_title_with_a_lone_surrogate_is_422_not_500(client: FlaskClient) -> None:
+    # "\\ud800" is valid JSON but no Unicode text: it cannot be encoded to store or log.
+    _, created = upload(client)
+    url = f"/api/recordings/{created['id']}"
+    response = client.patch(url, data='{"title": "a\\ud800b"}', content_type="application/json")
+    assert _error(response, 422)["errors"]["json"]["title"] == [
+        "Must be valid Unicode text (no lone surrogate code points)."
+    ]
+    assert client.get(url).get_json()["title"] == created["title"]
+
+
 def test_patch_without_json_content_type_is_415(client: FlaskClient) -> None:
     _, created = upload(client)
     response = client.patch(f"/api/recordings/{created['id']}", data="title=x")
