@@ -9,7 +9,8 @@ What is measured, in one run
        and hour rollups, query examples and N+1 checks included. The clock runs from the first
        POST until the last batch is readable through ``/api/`` (its trace found by
        ``/api/traces/<id>`` and every span counted by ``/api/operations``). The client posts
-       from ``--clients`` threads over keep-alive connections, bodies serialised beforehand.
+       from ``--clients`` threads (8: several services exporting at once) over keep-alive
+       connections, bodies serialised beforehand; waitress serves with 8 threads.
     2. floor: the same bodies parsed with ``ExportTraceServiceRequest.FromString`` and every
        field of every span (ids, parent, name, kind, times, status, attributes) read into
        Python values, storing nothing, in this process.
@@ -54,7 +55,7 @@ def serve(store_url: str) -> None:
     app = create_server(DashboardSettings(store_url=store_url))
     # A queue of requests is the point of the benchmark: no warning per queued request.
     logging.getLogger("waitress.queue").setLevel(logging.ERROR)
-    server = waitress.create_server(app, host="127.0.0.1", port=0, threads=4)
+    server = waitress.create_server(app, host="127.0.0.1", port=0, threads=8)
     sys.stdout.write(f"{server.effective_port}\n")
     sys.stdout.flush()
     server.run()
@@ -185,7 +186,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="a smoke run of a few seconds")
     parser.add_argument("--batches", type=int, default=400, help="batches of 512 spans per run")
     parser.add_argument("--runs", type=int, default=3, help="runs; the medians are reported")
-    parser.add_argument("--clients", type=int, default=4, help="posting threads")
+    parser.add_argument("--clients", type=int, default=8, help="posting threads")
     parser.add_argument("--serve", metavar="STORE_URL", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve:
