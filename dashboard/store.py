@@ -166,27 +166,32 @@ class TelemetryStore:
 
         return attempt()
 
-    @staticmethod
-    def prepare_spans(records: Sequence[SpanRecord]) -> list[tuple[Any, ...]]:
-        """The rows of ``records`` for :meth:`write_spans`; callers may build them beforehand,
-        on their own thread (the receiver does, so the one writer thread has less to do)."""
-        return [_span_row(record) for record in records]
+    def prepare_spans(self, records: Sequence[SpanRecord]) -> list[tuple[tuple[Any, ...], int]]:
+        """Each record's row and rollup series id, for :meth:`write_spans`.
+
+        Callers may build them beforehand on their own thread (the receiver does, so that the
+        one writer thread has less to do); series seen for the first time are created here, in
+        their own short transaction.
+        """
+        series_ids = self.series.resolve_spans(records)
+        return [(_span_row(r), s) for r, s in zip(records, series_ids, strict=True)]
 
     def write_spans(
-        self, records: Sequence[SpanRecord], rows: Sequence[tuple[Any, ...]] | None = None
+        self,
+        records: Sequence[SpanRecord],
+        prepared: Sequence[tuple[tuple[Any, ...], int]] | None = None,
     ) -> int:
         """Store spans not stored yet, with their rollups; return how many were new."""
         if not records:
             return 0
-        if rows is None:
-            rows = self.prepare_spans(records)
+        if prepared is None:
+            prepared = self.prepare_spans(records)
         by_key = {(record.trace_id, record.span_id): record for record in records}
-        prepared = {(row[0], row[1]): row for row in rows}
-        # Series are created in their own short transaction, before the write transaction.
-        series_of = dict(zip(by_key, self.series.resolve_spans(list(by_key.values())), strict=True))
+        rows = {(row[0], row[1]): row for row, _ in prepared}
+        series_of = {(row[0], row[1]): series_id for row, series_id in prepared}
 
         def work(conn: sa.Connection) -> int:
-            new = self._insert_new_spans(conn, by_key, prepared)
+            new = self._insert_new_spans(conn, by_key, rows)
             if not new:
                 return 0
             series_ids = [series_of[(r.trace_id, r.span_id)] for r in new]

@@ -27,7 +27,7 @@ _WRITERS = {"spans": "write_spans", "logs": "write_logs", "metrics": "write_metr
 class _Pending:
     signal: str
     records: list[Any]
-    rows: list[Any] | None = None
+    prepared: list[Any] | None = None
     done: threading.Event = field(default_factory=threading.Event)
     error: BaseException | None = None
 
@@ -52,7 +52,7 @@ class GroupWriter:
         pending = _Pending(signal, records)
         if signal == "spans":
             # Built here, on the request's thread, while the writer thread writes others.
-            pending.rows = self._store.prepare_spans(records)
+            pending.prepared = self._store.prepare_spans(records)
         self._queue.put(pending)
         pending.done.wait()
         if pending.error is not None:
@@ -103,8 +103,8 @@ class GroupWriter:
             records = [record for p in members for record in p.records]
             try:
                 if signal == "spans":
-                    rows = [row for p in members for row in p.rows or ()]
-                    self._store.write_spans(records, rows)
+                    prepared = [item for p in members for item in p.prepared or ()]
+                    self._store.write_spans(records, prepared)
                 else:
                     getattr(self._store, method)(records)
             except Exception as exc:  # handed to every waiting request, which answers 503
