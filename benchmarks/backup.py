@@ -13,8 +13,10 @@ What is measured
        * ``pipeline``: ``sqlite3 DB ".backup X" && zstd -q X && sha256sum X.zst`` (three
          sequential passes: copy, compress, hash);
        * ``vrp``: ``vrp backup run --no-verify`` as a user runs it (a fresh process: interpreter
-         start, imports, lock, the online copy in bounded steps, ``PRAGMA integrity_check`` of
-         the copy, zstd + sha256 in one streamed pass, manifest, fsyncs).
+         start, imports, logging and telemetry set-up, lock, the online copy in bounded steps
+         under a held snapshot, zstd + sha256 in one streamed pass while the row counts and
+         the referenced blobs are read from the copy, manifest, fsyncs). ``--no-verify``
+         leaves out the integrity check, which runs at verify time.
 
        Both at zstd level 3 (the ``zstd`` default and ``VRP_BACKUP_COMPRESSION_LEVEL``'s). The
        figure is the ratio of the medians, ``vrp / pipeline``; target <= 0.8.
