@@ -53,6 +53,12 @@ def read(f: BinaryIO, size: int) -> Stream:
     if data_bytes is None:
         raise missing(NAME, "has no 'data' chunk, so it holds no audio")
     _tag, channels, sample_rate, byte_rate, block_align = fmt
+    # With no channels both sizes are 0 anyway, and the channel check names that better.
+    if channels and not byte_rate and not block_align:
+        raise missing(
+            NAME,
+            "its 'fmt ' chunk gives neither a byte rate nor a block size, so it cannot be read",
+        )
     # Byte rate is the average for compressed formats; PCM writers sometimes leave it at 0.
     byte_rate = byte_rate or block_align * sample_rate
     duration = data_bytes / byte_rate if byte_rate else None

@@ -16,8 +16,10 @@ DATA = Path(__file__).parent / "data"
 _NOISE = random.Random(415).randbytes(3000)
 
 
-def _wave_header(data_size: int, riff_size: int) -> bytes:
-    fmt = struct.pack("<HHIIHH", 1, 1, 8000, 16000, 2, 16)
+def _wave_header(
+    data_size: int, riff_size: int, *, byte_rate: int = 16000, block_align: int = 2, bits: int = 16
+) -> bytes:
+    fmt = struct.pack("<HHIIHH", 1, 1, 8000, byte_rate, block_align, bits)
     return (
         b"RIFF"
         + struct.pack("<I", riff_size)
@@ -55,6 +57,11 @@ def _wave_header(data_size: int, riff_size: int) -> bytes:
             id="wave-without-fmt",
         ),
         pytest.param(_wave_header(0, 0)[:30], "'fmt ' chunk", id="wave-cut-in-fmt"),
+        pytest.param(
+            _wave_header(4096, 4132, byte_rate=0, block_align=0, bits=0) + bytes(4096),
+            "neither a byte rate nor a block size",
+            id="wave-fmt-without-sizes",
+        ),
     ],
 )
 def test_upload_that_only_starts_like_audio_is_415_and_stores_nothing(
