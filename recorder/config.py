@@ -24,6 +24,7 @@ from marshmallow import fields, validate
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from instrumentation.envsettings import invalid_setting_line
 from instrumentation.paths import absolute_path, absolute_sqlite_url
 from instrumentation.settings import DatabaseSettings, LoggingSettings, TelemetrySettings
 from recorder import __version__
@@ -149,26 +150,6 @@ _SCHEMA = SettingsSchema()
 _OTEL_NAMES = {name for name in _SCHEMA.fields if name.startswith("OTEL_")}
 
 
-def _describe(name: str, problem: Any, value: str | None) -> str:
-    if isinstance(problem, list):
-        problem = " ".join(str(p) for p in problem)
-    if value is None:
-        return f"{name}: {problem}"
-    return f"{name}={_shown(name, value)!r}: {problem}"
-
-
-def _shown(name: str, value: str) -> str:
-    """The value as it may appear in an error message: never a password or a token."""
-    if "TOKEN" in name or "PASSWORD" in name or "SECRET" in name:
-        return "***"
-    if name.endswith("_URL"):
-        try:
-            return make_url(value).render_as_string(hide_password=True)
-        except ArgumentError:
-            return value
-    return value
-
-
 def load_settings(
     environ: Mapping[str, str] | None = None, *, service_name: str = "vrp-api"
 ) -> Settings:
@@ -189,12 +170,10 @@ def load_settings(
     try:
         data = _SCHEMA.load(raw)
     except ma.ValidationError as exc:
-        messages = exc.normalized_messages()
-        name = sorted(messages)[0]
-        problem = messages[name]
-        if problem == ["Unknown field."]:
-            problem = "unknown setting; see the Configuration section of the README"
-        raise ConfigError(_describe(name, problem, raw.get(name))) from None
+        line = invalid_setting_line(
+            exc, raw, unknown_hint="see the Configuration section of the README"
+        )
+        raise ConfigError(line) from None
     if data["OTEL_SERVICE_NAME"]:
         service_name = data["OTEL_SERVICE_NAME"]
     return Settings(

@@ -92,7 +92,7 @@ def test_values_reach_the_typed_settings() -> None:
         ({"VRP_DB_POOL_SIZE": "abc"}, "VRP_DB_POOL_SIZE='abc': Not a valid integer."),
         ({"VRP_API_PORT": "70000"}, "VRP_API_PORT='70000': Must be greater than or equal to 1"),
         ({"VRP_LOG_LEVEL": "LOUD"}, "VRP_LOG_LEVEL='LOUD': Must be one of: DEBUG, INFO"),
-        ({"VRP_DATABSE_URL": "x"}, "VRP_DATABSE_URL='x': unknown setting"),
+        ({"VRP_DATABSE_URL": "x"}, "VRP_DATABSE_URL: unknown setting"),
         ({"OTEL_SDK_DISABLED": "maybe"}, "OTEL_SDK_DISABLED='maybe': Not a valid boolean."),
         (
             {"OTEL_METRICS_EXEMPLAR_FILTER": "sometimes"},
@@ -106,6 +106,14 @@ def test_bad_values_name_the_variable(env: dict[str, str], expected: str) -> Non
         load_settings(env)
     assert expected in str(caught.value)
     assert "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize("name", ["VRP_TOKN", "VRP_DB_PASWORD", "VRP_DASHBORD_TOKEN"])
+def test_an_unknown_variable_is_named_but_its_value_never_shown(name: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings({name: "hunter2"})
+    assert str(caught.value).startswith(f"{name}: unknown setting")
+    assert "hunter2" not in str(caught.value)
 
 
 def test_passwords_never_appear_in_config_errors() -> None:

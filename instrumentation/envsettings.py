@@ -1,0 +1,53 @@
+"""One line for a bad environment variable, the same in every package of the stack.
+
+Each package validates its own variables with a marshmallow schema (``Meta.unknown = RAISE``,
+one field per variable name) and turns the first error into one line naming the variable, the
+value as it may be shown and what is allowed. A value is shown only where it cannot be a
+secret: never for a name that says token, password, secret, key or headers, never the password of a
+URL, and never for an unknown variable (``VRP_DASHBOARD_TOKN=...`` is a mistyped secret).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import marshmallow as ma
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+_SECRET_WORDS = ("TOKEN", "PASSWORD", "SECRET", "KEY", "HEADERS")
+_UNKNOWN = "Unknown field."
+
+
+def shown_value(name: str, value: str) -> str:
+    """``value`` as it may appear in an error message or a log line."""
+    if any(word in name.upper() for word in _SECRET_WORDS):
+        return "***"
+    if name.upper().endswith("_URL"):
+        try:
+            return make_url(value).render_as_string(hide_password=True)
+        except ArgumentError:
+            return value
+    return value
+
+
+def invalid_setting_line(
+    error: ma.ValidationError, raw: Mapping[str, str], *, unknown_hint: str
+) -> str:
+    """The first (by name) invalid variable of ``error`` as ``NAME='value': problem``.
+
+    ``unknown_hint`` says where the valid names are listed, for a variable the schema does not
+    know (a typo must not be ignored, and its value is not shown).
+    """
+    messages = error.normalized_messages()
+    name = sorted(messages)[0]
+    problem = messages[name]
+    if isinstance(problem, list):
+        problem = " ".join(str(part) for part in problem)
+    if problem == _UNKNOWN:
+        return f"{name}: unknown setting; {unknown_hint}"
+    if isinstance(problem, dict):
+        problem = "; ".join(f"{key}: {value}" for key, value in problem.items())
+    if name not in raw:
+        return f"{name}: {problem}"
+    return f"{name}={shown_value(name, raw[name])!r}: {problem}"
