@@ -150,7 +150,7 @@ def _series(
     if span_kinds is not None:
         query = query.where(series.c.span_kind.in_(span_kinds))
     result = []
-    for row in conn.execute(query):
+    for row in conn.execute(query).all():
         unit = row.unit or "s"
         result.append(
             Series(
@@ -234,7 +234,7 @@ def _rows(
         query = sa.select(*_ROLLUP_COLUMNS).where(
             rollup.c.series_id.in_(ids[start : start + _CHUNK]), segments, rollup.c.count > 0
         )
-        for values in conn.execute(query):
+        for values in conn.execute(query).all():
             p50, p95, p99 = values[12:15]
             result.append(
                 Row(
@@ -533,7 +533,7 @@ def _examples(conn: sa.Connection, window: TimeRange, summary: str | None) -> li
             "start": iso_ns(r.start_ns),
             "service": r.service,
         }
-        for r in conn.execute(query)
+        for r in conn.execute(query).all()
     ]
 
 

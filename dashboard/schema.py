@@ -114,7 +114,7 @@ logs = sa.Table(
 )
 
 # The slowest statements per (service, summary) and minute, and per hour: at most
-# EXAMPLES_PER_GROUP rows each, so a panel reads a bounded number of rows whatever the volume.
+# dashboard.store.EXAMPLES_PER_GROUP rows each, so a panel reads a bounded number of rows.
 examples = sa.Table(
     "telemetry_query_examples",
     metadata,

@@ -52,7 +52,9 @@ VERSION_TABLE = "dashboard_alembic_version"
 SESSION_SPAN = names.DB_SESSION_SPAN
 BACKUP_SPAN = names.BACKUP_RUN_SPAN
 N_PLUS_ONE_THRESHOLD = 5
-EXAMPLES_PER_GROUP = 3
+# Slowest statements kept per (service, summary) and minute / hour: a 6-hour range reads at most
+# 360 rows per summary, a 30-day one 2,160, whatever the volume.
+EXAMPLES_PER_GROUP = {rollups.MINUTE: 1, rollups.HOUR: 3}
 
 
 def alembic_config(url: str | None = None) -> Config:
@@ -304,8 +306,8 @@ class TelemetryStore:
         if not statements:
             return
         rows = []
-        touched = []
-        for resolution in (rollups.MINUTE, rollups.HOUR):
+        touched: dict[int, list[dict[str, Any]]] = {}
+        for resolution, keep in EXAMPLES_PER_GROUP.items():
             step = resolution * 1_000_000_000
             groups: dict[tuple[str, str, int], list[tuple[SpanRecord, str]]] = defaultdict(list)
             for record, summary, text in statements:
@@ -313,10 +315,10 @@ class TelemetryStore:
                 groups[key].append((record, text))
             for (service, summary, start_s), members in groups.items():
                 members.sort(key=lambda m: m[0].end_ns - m[0].start_ns, reverse=True)
-                touched.append(
+                touched.setdefault(resolution, []).append(
                     {"r": resolution, "service": service, "summary": summary, "start_s": start_s}
                 )
-                for record, text in members[:EXAMPLES_PER_GROUP]:
+                for record, text in members[:keep]:
                     rows.append(
                         {
                             "resolution": resolution,
@@ -331,7 +333,8 @@ class TelemetryStore:
                         }
                     )
         conn.execute(insert_for(self.engine, examples).on_conflict_do_nothing(), rows)
-        conn.execute(_TRIM_EXAMPLES, touched)
+        for resolution, groups_touched in touched.items():
+            conn.execute(_TRIM_EXAMPLES[resolution], groups_touched)
 
     def _write_backup_runs(self, conn: sa.Connection, records: Iterable[SpanRecord]) -> None:
         rows = []
@@ -476,23 +479,32 @@ _GROUP = sa.and_(
     examples.c.start_s == sa.bindparam("start_s"),
 )
 _KEPT = examples.alias("kept")
-_TRIM_EXAMPLES = examples.delete().where(
-    _GROUP,
-    examples.c.duration_ms
-    < (
-        sa.select(_KEPT.c.duration_ms)
-        .where(
-            _KEPT.c.resolution == sa.bindparam("r"),
-            _KEPT.c.summary == sa.bindparam("summary"),
-            _KEPT.c.service == sa.bindparam("service"),
-            _KEPT.c.start_s == sa.bindparam("start_s"),
-        )
-        .order_by(_KEPT.c.duration_ms.desc())
-        .limit(1)
-        .offset(EXAMPLES_PER_GROUP - 1)
-        .scalar_subquery()
-    ),
-)
+
+
+def _trim_examples(keep: int) -> sa.Delete:
+    """Delete the rows of one example group beyond its ``keep`` slowest."""
+    return examples.delete().where(
+        _GROUP,
+        examples.c.duration_ms
+        < (
+            sa.select(_KEPT.c.duration_ms)
+            .where(
+                _KEPT.c.resolution == sa.bindparam("r"),
+                _KEPT.c.summary == sa.bindparam("summary"),
+                _KEPT.c.service == sa.bindparam("service"),
+                _KEPT.c.start_s == sa.bindparam("start_s"),
+            )
+            .order_by(_KEPT.c.duration_ms.desc())
+            .limit(1)
+            .offset(keep - 1)
+            .scalar_subquery()
+        ),
+    )
+
+
+_TRIM_EXAMPLES = {
+    resolution: _trim_examples(keep) for resolution, keep in EXAMPLES_PER_GROUP.items()
+}
 _SPAN_COLUMNS = tuple(column.name for column in spans.columns)
 _SQLITE_INSERT_SPAN_OR_IGNORE = (
     f"INSERT OR IGNORE INTO {spans.name} ({', '.join(_SPAN_COLUMNS)}) "
