@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import gc
 import logging
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -42,6 +43,10 @@ CONFIG_EXIT = 2
 FAILURE_EXIT = 1
 # An upload touches its temporary file with every chunk; one untouched this long is dead.
 STALE_UPLOAD_SECONDS = 3600
+# libpq's default is to wait as long as the operating system does (minutes for a host that drops
+# packets): a PostgreSQL server gets this long to answer a connection attempt, unless
+# PGCONNECT_TIMEOUT or the URL's connect_timeout says otherwise. Child processes inherit it.
+POSTGRES_CONNECT_TIMEOUT = "10"
 
 
 def _fail(message: str, code: int = FAILURE_EXIT) -> NoReturn:
@@ -111,6 +116,8 @@ def _open_database(settings: Settings) -> Database:
     """The app's :class:`Database`, connected once so that an unreachable one fails here."""
     import sqlalchemy as sa
 
+    os.environ.setdefault("PGCONNECT_TIMEOUT", POSTGRES_CONNECT_TIMEOUT)
+
     from instrumentation.database import Database
 
     try:
@@ -144,6 +151,7 @@ def _read_only_engine(raw_url: str) -> sa.Engine | None:
 
     url = make_url(raw_url)
     if url.get_backend_name() != "sqlite":
+        os.environ.setdefault("PGCONNECT_TIMEOUT", POSTGRES_CONNECT_TIMEOUT)
         if url.drivername == "postgresql":
             url = url.set(drivername="postgresql+psycopg")
         return sa.create_engine(url, poolclass=sa.NullPool)
