@@ -12,18 +12,23 @@ ours; ``vrp up`` lists its children in one place (adding one is one line). :func
   child failed (its exit status, or 1 when it was killed by a signal we did not send).
 
 A child that ignores SIGTERM for ``stop_timeout`` seconds is killed. If the supervisor itself is
-killed with SIGKILL its children are left running (nothing can forward that signal).
+killed with SIGKILL, nothing can forward that signal: on Linux every child asks the kernel for a
+SIGTERM when its parent dies (``PR_SET_PDEATHSIG``), so no server outlives ``vrp up``; elsewhere
+the children are left running.
 """
 
 from __future__ import annotations
 
+import ctypes
 import logging
+import os
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import FrameType
 from urllib.parse import quote
@@ -33,6 +38,8 @@ logger = logging.getLogger(__name__)
 POLL_SECONDS = 0.2
 STOP_TIMEOUT_SECONDS = 15.0
 _FORWARDED = (signal.SIGTERM, signal.SIGINT)
+# <linux/prctl.h>: deliver a signal to this process when its parent thread exits.
+PR_SET_PDEATHSIG = 1
 OTLP_ENDPOINT_VARIABLES = (
     "OTEL_EXPORTER_OTLP_ENDPOINT",
     "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
@@ -54,6 +61,26 @@ class Child:
 class _Running:
     child: Child
     process: subprocess.Popen[bytes]
+
+
+def _die_with_parent() -> Callable[[], None] | None:
+    """A ``preexec_fn`` that makes the child receive SIGTERM when the supervisor dies (Linux).
+
+    libc is loaded here, before the fork: the function run in the child between fork and exec
+    only makes a system call. The parent may already be gone by then, so the child checks that
+    it still has the parent that forked it and stops itself otherwise.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    libc = ctypes.CDLL(None, use_errno=True)
+    parent = os.getpid()
+
+    def arm() -> None:
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != parent:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return arm
 
 
 def _clean_stop(returncode: int) -> bool:
@@ -98,7 +125,12 @@ class Supervisor:
 
     def _start(self, child: Child) -> None:
         process = subprocess.Popen(
-            list(child.argv), env={**self._base_env, **child.env}, start_new_session=True
+            list(child.argv),
+            env={**self._base_env, **child.env},
+            start_new_session=True,
+            # preexec_fn is unsafe only if it takes a lock another thread held at the fork;
+            # this one makes two system calls and touches no lock.
+            preexec_fn=_die_with_parent(),
         )
         logger.info("started %s (pid %d)", child.name, process.pid)
         self._running.append(_Running(child, process))

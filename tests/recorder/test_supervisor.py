@@ -1,0 +1,56 @@
+"""The ``vrp up`` supervisor never leaves a server behind, even when it is killed outright."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+DRIVER = """
+import logging, os, sys
+from recorder import supervisor
+logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(message)s")
+sleeper = [sys.executable, "-c", "import time; time.sleep(120)"]
+children = [supervisor.Child("one", sleeper), supervisor.Child("two", sleeper)]
+sys.exit(supervisor.run(children, dict(os.environ)))
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A child that died but was not reaped yet (its parent is gone, init reaps it soon).
+    with open(f"/proc/{pid}/stat") as stat:
+        return stat.read().split(") ", 1)[1][0] != "Z"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_children_stop_when_the_supervisor_is_killed_with_sigkill() -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", DRIVER], stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
+    pids: list[int] = []
+    assert proc.stderr is not None
+    while len(pids) < 2:
+        line = proc.stderr.readline()
+        assert line, "the supervisor exited before starting its children"
+        if found := re.search(r"started \w+ \(pid (\d+)\)", line):
+            pids.append(int(found.group(1)))
+    assert all(_alive(pid) for pid in pids)
+
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=10)
+    deadline = time.monotonic() + 10
+    while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    left = [pid for pid in pids if _alive(pid)]
+    for pid in left:
+        os.kill(pid, signal.SIGKILL)
+    assert not left, f"children outlived their supervisor: {left}"
