@@ -5,7 +5,8 @@ ours; ``vrp up`` lists its children in one place (adding one is one line). :func
 
 * starts them all, each in its own session so that a Ctrl-C in the terminal reaches only us
   and every child is stopped once, the same way;
-* forwards SIGTERM and SIGINT to every child as SIGTERM and waits for them;
+* forwards SIGTERM, SIGINT and SIGHUP (the terminal closed) to every child as SIGTERM and waits
+  for them;
 * stops all when one exits on its own: the stack is one unit, a half-running one only hides
   the failure;
 * returns 0 when it was asked to stop and every child stopped cleanly, and non-zero when a
@@ -37,7 +38,7 @@ logger = logging.getLogger(__name__)
 
 POLL_SECONDS = 0.2
 STOP_TIMEOUT_SECONDS = 15.0
-_FORWARDED = (signal.SIGTERM, signal.SIGINT)
+_FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 # <linux/prctl.h>: deliver a signal to this process when its parent thread exits.
 PR_SET_PDEATHSIG = 1
 OTLP_ENDPOINT_VARIABLES = (

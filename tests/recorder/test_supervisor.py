@@ -31,8 +31,7 @@ def _alive(pid: int) -> bool:
         return stat.read().split(") ", 1)[1][0] != "Z"
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
-def test_children_stop_when_the_supervisor_is_killed_with_sigkill() -> None:
+def _start_supervisor() -> tuple[subprocess.Popen[str], list[int]]:
     proc = subprocess.Popen(
         [sys.executable, "-c", DRIVER], stderr=subprocess.PIPE, text=True, start_new_session=True
     )
@@ -44,9 +43,10 @@ def test_children_stop_when_the_supervisor_is_killed_with_sigkill() -> None:
         if found := re.search(r"started \w+ \(pid (\d+)\)", line):
             pids.append(int(found.group(1)))
     assert all(_alive(pid) for pid in pids)
+    return proc, pids
 
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=10)
+
+def _assert_all_gone(pids: list[int]) -> None:
     deadline = time.monotonic() + 10
     while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -54,3 +54,18 @@ def test_children_stop_when_the_supervisor_is_killed_with_sigkill() -> None:
     for pid in left:
         os.kill(pid, signal.SIGKILL)
     assert not left, f"children outlived their supervisor: {left}"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_children_stop_when_the_supervisor_is_killed_with_sigkill() -> None:
+    proc, pids = _start_supervisor()
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=10)
+    _assert_all_gone(pids)
+
+
+def test_a_closed_terminal_stops_the_children_and_the_supervisor_cleanly() -> None:
+    proc, pids = _start_supervisor()
+    proc.send_signal(signal.SIGHUP)
+    assert proc.wait(timeout=20) == 0
+    _assert_all_gone(pids)
