@@ -22,6 +22,8 @@ import marshmallow as ma
 from marshmallow import fields, validate
 
 from backup.errors import BackupConfigError
+from instrumentation.envsettings import invalid_setting_line
+from instrumentation.paths import absolute_path
 
 PREFIX = "VRP_BACKUP_"
 _TRUE = ("1", "true", "yes", "on")
@@ -144,21 +146,12 @@ def load_backup_settings(
     try:
         data = _SCHEMA.load(raw)
     except ma.ValidationError as exc:
-        messages = exc.normalized_messages()
-        name = sorted(messages)[0]
-        problem = messages[name]
-        if problem == ["Unknown field."]:
-            allowed = ", ".join(sorted(_SCHEMA.fields))
-            problem = f"unknown setting; the backup settings are {allowed}"
-        elif isinstance(problem, list):
-            problem = " ".join(str(p) for p in problem)
-        raise BackupConfigError(f"{name}={raw.get(name)!r}: {problem}") from None
-    base = Path.cwd() if cwd is None else cwd
-    backup_dir = Path(data["VRP_BACKUP_DIR"]).expanduser()
-    if not backup_dir.is_absolute():
-        backup_dir = base / backup_dir
+        allowed = ", ".join(sorted(_SCHEMA.fields))
+        line = invalid_setting_line(exc, raw, unknown_hint=f"the backup settings are {allowed}")
+        raise BackupConfigError(line) from None
+    backup_dir = absolute_path(data["VRP_BACKUP_DIR"], cwd)
     return BackupSettings(
-        backup_dir=Path(os.path.abspath(backup_dir)),
+        backup_dir=backup_dir,
         schedule=data["VRP_BACKUP_SCHEDULE"],
         keep_last=data["VRP_BACKUP_KEEP_LAST"],
         keep_daily=data["VRP_BACKUP_KEEP_DAILY"],
