@@ -8,6 +8,7 @@ shows, so they are declared field by field.
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 from typing import Any
 
 import marshmallow as ma
@@ -46,10 +47,18 @@ class Trimmed(fields.String):
 
 
 class StrictDateTime(fields.AwareDateTime):
-    """ISO 8601 date-time that must carry a zone offset (``Z`` or ``+01:00``)."""
+    """ISO 8601 date-time that must carry a zone offset (``Z`` or ``+01:00``), returned in UTC."""
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(format="iso", **kwargs)
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> datetime:
+        moment = super()._deserialize(value, attr, data, **kwargs)
+        try:
+            # 0001-01-01T00:00:00+14:00 parses, but its UTC instant is before year 1.
+            return moment.astimezone(UTC)
+        except OverflowError:
+            raise ma.ValidationError("Must be a date-time from year 1 to 9999 in UTC.") from None
 
 
 def _tag_name() -> Trimmed:
