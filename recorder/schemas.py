@@ -24,8 +24,9 @@ QUERY_MAX = 200
 PAGE_SIZE_MAX = 100
 SORT_KEYS = ("created_at", "title", "duration")
 _TAG_PATTERN = re.compile(r"^[\w][\w .\-]*$")
-# Control characters (other than none at all) make titles unprintable in logs and UIs.
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# Control characters (C0, DEL and C1, such as the terminal's CSI) make titles unprintable in
+# logs and UIs.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 # A JSON string may spell a lone UTF-16 surrogate ("\\ud800"): a Python str, but no Unicode text,
 # so storing or logging it fails with UnicodeEncodeError.
 _SURROGATE = re.compile(r"[\ud800-\udfff]")

@@ -62,6 +62,7 @@ def test_unknown_form_field_is_422(client: FlaskClient) -> None:
         ("   ", "Length must be between 1 and 200."),
         ("x" * 201, "Length must be between 1 and 200."),
         ("bad\x07title", "Must not contain control characters."),
+        ("bad\x9b31mtitle", "Must not contain control characters."),  # C1: a terminal's CSI
     ],
 )
 def test_bad_titles_are_422(client: FlaskClient, title: str, problem: str) -> None:
