@@ -44,5 +44,6 @@ $(CONTRIB_STAMP): pyproject.toml benchmarks/contrib-requirements.txt
 bench-contrib: $(CONTRIB_STAMP)
 	$(CONTRIB_VENV)/bin/python benchmarks/overhead.py --contrib
 
+# Removes what the build made, never ./var: it holds the database, the audio and the backups.
 clean:
-	rm -rf $(VENV) var
+	rm -rf $(VENV) $(CONTRIB_VENV) .pytest_cache .ruff_cache .hypothesis *.egg-info
