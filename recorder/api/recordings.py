@@ -220,7 +220,11 @@ class Recording(MethodView):
     @blp.arguments(IfMatchHeaderSchema, location="headers")
     @blp.arguments(RecordingUpdateSchema)
     @blp.response(200, RecordingSchema)
+    @blp.alt_response(400, description="The body is not JSON, or too large or deep")
+    @blp.alt_response(404, description="No such recording")
+    @blp.alt_response(409, description="The recording is deleted, or changed concurrently")
     @blp.alt_response(412, description="If-Match does not name the current version")
+    @blp.alt_response(415, description="The body is not sent as application/json")
     @blp.alt_response(428, description="If-Match is required by this server and missing")
     def patch(
         self, headers: dict[str, str], changes: dict[str, Any], recording_id: uuid.UUID
@@ -234,6 +238,7 @@ class Recording(MethodView):
 
     @blp.arguments(DeleteQuerySchema, location="query", unknown=RAISE)
     @blp.response(204)
+    @blp.alt_response(404, description="No such recording")
     @blp.doc(description="Soft delete; `purge=true` removes the row and, if unused, its audio.")
     def delete(self, args: dict[str, Any], recording_id: uuid.UUID) -> None:
         ctx = recorder_context()
@@ -255,7 +260,10 @@ class RecordingAudio(MethodView):
         content_type="application/octet-stream",
         description="The audio, with its own Content-Type; honours Range requests (206)",
     )
+    @blp.alt_response(206, description="The byte range asked for with Range")
+    @blp.alt_response(304, description="Unchanged since the ETag sent in If-None-Match")
     @blp.alt_response(404, description="No such recording")
+    @blp.alt_response(416, description="The Range lies outside the file")
     def get(self, recording_id: uuid.UUID) -> Response:
         ctx = recorder_context()
         recording = services.get_recording(ctx.db, recording_id)

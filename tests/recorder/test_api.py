@@ -336,3 +336,12 @@ def test_audio_file_names_are_sanitised_and_take_the_format_extension(
     assert status == 201, body
 
     assert disposition(client, body["id"]) == f"inline; {expected}"
+
+
+def test_openapi_lists_every_status_an_operation_answers(client: FlaskClient) -> None:
+    paths = client.get("/api/openapi.json").get_json()["paths"]
+    one = paths["/api/recordings/{recording_id}"]
+    assert {"400", "404", "409", "412", "415", "422", "428"} <= set(one["patch"]["responses"])
+    assert "404" in one["delete"]["responses"]
+    audio = paths["/api/recordings/{recording_id}/audio"]["get"]["responses"]
+    assert {"200", "206", "304", "404", "416"} <= set(audio)
