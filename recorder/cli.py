@@ -37,7 +37,8 @@ if TYPE_CHECKING:
     from instrumentation.database import Database
     from recorder.config import Settings
 
-logger = logging.getLogger(__name__)
+# Named, not __name__: `vrp up` runs the commands as `python -m recorder.cli` (``__main__``).
+logger = logging.getLogger("recorder.cli")
 
 CONFIG_EXIT = 2
 FAILURE_EXIT = 1
@@ -374,9 +375,15 @@ def up(host: str | None, port: int | None, dashboard_port: int | None) -> None:
             database.dispose()
         api_address = ("--host", settings.api_host, "--port", str(settings.api_port))
         api_env = supervisor.otlp_env(os.environ, dashboard.host, dashboard_port, dashboard.token)
+        # The dashboard first, and listening before the others start exporting to it; the
+        # supervisor stops them in reverse, so their last telemetry still reaches it.
         children = [
+            supervisor.Child(
+                "dashboard",
+                _vrp("dashboard", "--port", str(dashboard_port)),
+                ready=(dashboard.host, dashboard_port),
+            ),
             supervisor.Child("api", _vrp("api", *api_address), env=api_env),
-            supervisor.Child("dashboard", _vrp("dashboard", "--port", str(dashboard_port))),
             supervisor.Child("scheduler", _vrp("scheduler"), env=api_env),
         ]
         status = supervisor.run(children, os.environ)

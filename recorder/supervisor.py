@@ -3,10 +3,15 @@
 Each :class:`Child` is a name, a command line and the environment variables it gets on top of
 ours; ``vrp up`` lists its children in one place (adding one is one line). :func:`run`
 
-* starts them all, each in its own session so that a Ctrl-C in the terminal reaches only us
-  and every child is stopped once, the same way;
+* starts them in order, each in its own session so that a Ctrl-C in the terminal reaches only
+  us and every child is stopped once, the same way; after a child that serves others (its
+  ``ready`` address: the dashboard, which receives everyone's telemetry) it waits, at most
+  ``ready_timeout`` seconds, until that address accepts connections, so that the next children
+  do not begin with export errors;
 * forwards SIGTERM, SIGINT and SIGHUP (the terminal closed) to every child as SIGTERM and waits
-  for them;
+  for them, in reverse start order: the children started after a ``ready`` wait stop first, so
+  that their last telemetry still reaches the dashboard, which stops last (every child gets
+  ``stop_timeout`` seconds);
 * stops all when one exits on its own: the stack is one unit, a half-running one only hides
   the failure;
 * returns 0 when it was asked to stop and every child stopped cleanly, and non-zero when a
@@ -38,6 +43,7 @@ logger = logging.getLogger(__name__)
 
 POLL_SECONDS = 0.2
 STOP_TIMEOUT_SECONDS = 15.0
+READY_TIMEOUT_SECONDS = 20.0
 _FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 # <linux/prctl.h>: deliver a signal to this process when its parent thread exits.
 PR_SET_PDEATHSIG = 1
@@ -51,11 +57,12 @@ OTLP_ENDPOINT_VARIABLES = (
 
 @dataclass(frozen=True)
 class Child:
-    """One server of the stack."""
+    """One server of the stack; ``ready`` is the ``(host, port)`` the next children need."""
 
     name: str
     argv: Sequence[str]
     env: Mapping[str, str] = field(default_factory=dict)
+    ready: tuple[str, int] | None = None
 
 
 @dataclass
@@ -84,6 +91,15 @@ def _die_with_parent() -> Callable[[], None] | None:
     return arm
 
 
+def _accepts(host: str, port: int) -> bool:
+    """Whether a TCP connection to ``host:port`` succeeds right now."""
+    try:
+        with socket.create_connection((loopback_if_any(host), port), timeout=POLL_SECONDS):
+            return True
+    except OSError:
+        return False
+
+
 def _clean_stop(returncode: int) -> bool:
     """Exit statuses of a child that stopped because we sent it SIGTERM."""
     return returncode in (0, -signal.SIGTERM, 128 + signal.SIGTERM)
@@ -98,12 +114,16 @@ class Supervisor:
         base_env: Mapping[str, str],
         *,
         stop_timeout: float = STOP_TIMEOUT_SECONDS,
+        ready_timeout: float = READY_TIMEOUT_SECONDS,
     ) -> None:
         self._children = list(children)
         self._base_env = dict(base_env)
         self._stop_timeout = stop_timeout
+        self._ready_timeout = ready_timeout
         self._stop_requested = threading.Event()
         self._running: list[_Running] = []
+        # The running children in start order, cut after each child waited on (``ready``).
+        self._waves: list[list[_Running]] = [[]]
 
     def request_stop(self, signum: int | None = None, frame: FrameType | None = None) -> None:
         """Ask :meth:`run` to stop every child (what the signal handlers call)."""
@@ -117,6 +137,9 @@ class Supervisor:
                 if self._stop_requested.is_set():
                     break
                 self._start(child)
+                if child.ready is not None:
+                    self._await_ready(child, *child.ready)
+                    self._waves.append([])
             failed = self._watch()
             self._stop_all()
         finally:
@@ -134,7 +157,31 @@ class Supervisor:
             preexec_fn=_die_with_parent(),
         )
         logger.info("started %s (pid %d)", child.name, process.pid)
-        self._running.append(_Running(child, process))
+        running = _Running(child, process)
+        self._running.append(running)
+        self._waves[-1].append(running)
+
+    def _await_ready(self, child: Child, host: str, port: int) -> None:
+        """Wait until ``host:port`` accepts, the child exits, a stop is asked or time is up.
+
+        Past the timeout the next children start anyway (their exporters retry): a slow
+        machine gets a slow start, not a failed one.
+        """
+        process = self._running[-1].process
+        deadline = time.monotonic() + self._ready_timeout
+        while not _accepts(host, port):
+            if process.poll() is not None or self._stop_requested.is_set():
+                return  # _watch reports the exit; the stop needs nothing more
+            if time.monotonic() >= deadline:
+                logger.warning(
+                    "%s does not accept connections on %s:%d after %.0f s; starting the others",
+                    child.name,
+                    host,
+                    port,
+                    self._ready_timeout,
+                )
+                return
+            time.sleep(POLL_SECONDS)
 
     def _watch(self) -> _Running | None:
         """Wait for a stop request (None) or for the first child to exit (that child)."""
@@ -150,7 +197,11 @@ class Supervisor:
         return None
 
     def _stop_all(self) -> None:
-        alive = [r for r in self._running if r.process.poll() is None]
+        for wave in reversed(self._waves):
+            self._stop_wave(wave)
+
+    def _stop_wave(self, wave: list[_Running]) -> None:
+        alive = [r for r in wave if r.process.poll() is None]
         for running in alive:
             running.process.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + self._stop_timeout
@@ -196,8 +247,7 @@ def otlp_env(environ: Mapping[str, str], host: str, port: int, token: str | None
     """
     if any(environ.get(name, "").strip() for name in OTLP_ENDPOINT_VARIABLES):
         return {}
-    if host in ("0.0.0.0", "::", ""):
-        host = "127.0.0.1"
+    host = loopback_if_any(host)
     if ":" in host:
         host = f"[{host}]"
     env = {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://{host}:{port}"}
@@ -205,6 +255,11 @@ def otlp_env(environ: Mapping[str, str], host: str, port: int, token: str | None
         # The variable's values are URL-encoded (OpenTelemetry specification).
         env["OTEL_EXPORTER_OTLP_HEADERS"] = f"Authorization=Bearer%20{quote(token)}"
     return env
+
+
+def loopback_if_any(host: str) -> str:
+    """The address that reaches a server bound to ``host``: loopback for every address."""
+    return "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
 
 
 def bind_error(host: str, port: int) -> str | None:

@@ -7,9 +7,11 @@ between them.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -175,6 +177,40 @@ def test_sigterm_or_ctrl_c_stops_every_process_cleanly(stack: Stack, signum: int
         requests.get(f"{stack.api}/healthz", timeout=1)
     with pytest.raises(requests.ConnectionError):
         requests.get(f"{stack.dashboard}/api/services", timeout=1)
+
+
+def _records(stderr: str) -> list[dict[str, Any]]:
+    """The JSON log records among the stack's stderr lines (vrp up's own and its children's)."""
+    records = []
+    for line in stderr.splitlines():
+        if line.startswith("{"):
+            records.append(json.loads(line))
+    return records
+
+
+def test_the_dashboard_listens_before_the_others_start_and_stops_after_them(
+    stack: Stack, tmp_path: Path
+) -> None:
+    _upload(stack)
+    # Stopped at once: the upload's spans reach the dashboard only by the API's final flush.
+    stack.process.send_signal(signal.SIGTERM)
+    assert stack.process.wait(timeout=45) == 0
+    records = _records(stack.process.stderr.read())
+    messages = [r["message"] for r in records]
+    listening = next(i for i, m in enumerate(messages) if m.startswith("dashboard listening"))
+    started_api = messages.index(next(m for m in messages if m.startswith("started api")))
+    assert listening < started_api, messages[: started_api + 1]
+    assert [r["logger"] for r in records if r["message"].startswith("API listening")] == [
+        "recorder.cli"
+    ]
+    noisy = [r for r in records if r["level"] in ("WARNING", "ERROR", "CRITICAL")]
+    assert not noisy, "a clean start and stop logs no warning or error"
+    with sqlite3.connect(tmp_path / "var" / "telemetry.db") as telemetry:
+        uploads = telemetry.execute(
+            "SELECT count(*) FROM telemetry_spans WHERE service = 'vrp-api' AND name = ?",
+            ("POST /api/recordings",),
+        ).fetchone()[0]
+    assert uploads == 1, "the API's last spans did not reach the dashboard before it stopped"
 
 
 def test_a_port_in_use_is_refused_before_anything_starts(tmp_path: Path) -> None:

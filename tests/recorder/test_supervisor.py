@@ -5,9 +5,11 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -69,3 +71,73 @@ def test_a_closed_terminal_stops_the_children_and_the_supervisor_cleanly() -> No
     proc.send_signal(signal.SIGHUP)
     assert proc.wait(timeout=20) == 0
     _assert_all_gone(pids)
+
+
+# A server that listens only after a second; each child notes in a journal what it saw at start
+# and when SIGTERM stopped it (the client after a short flush, as the API exports its last spans).
+SERVER = """
+import signal, socket, sys, time
+def stop(*_):
+    open(sys.argv[2], "a").write("server stopped\\n")
+    sys.exit(0)
+signal.signal(signal.SIGTERM, stop)
+time.sleep(1)
+listener = socket.create_server(("127.0.0.1", int(sys.argv[1])))
+while True:
+    listener.accept()[0].close()
+"""
+CLIENT = """
+import signal, socket, sys, time
+def stop(*_):
+    time.sleep(0.3)
+    open(sys.argv[2], "a").write("client stopped\\n")
+    sys.exit(0)
+signal.signal(signal.SIGTERM, stop)
+try:
+    socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=1).close()
+    open(sys.argv[2], "a").write("client connected\\n")
+except OSError:
+    open(sys.argv[2], "a").write("client refused\\n")
+while True:
+    time.sleep(1)
+"""
+ORDERED = """
+import logging, os, sys
+from recorder import supervisor
+logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(message)s")
+server, client, port, journal = sys.argv[1:]
+children = [
+    supervisor.Child("server", [sys.executable, "-c", server, port, journal],
+                     ready=("127.0.0.1", int(port))),
+    supervisor.Child("client", [sys.executable, "-c", client, port, journal]),
+]
+sys.exit(supervisor.run(children, dict(os.environ)))
+"""
+
+
+def test_later_children_start_once_the_ready_port_accepts_and_stop_before_it(
+    tmp_path: Path,
+) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    journal = tmp_path / "journal"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", ORDERED, SERVER, CLIENT, str(port), str(journal)],
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 20
+    while "client" not in (journal.read_text() if journal.exists() else ""):
+        if time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"the client never started: {proc.communicate()[1][-2000:]}")
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=20) == 0, proc.communicate()[1][-2000:]
+    assert journal.read_text().splitlines() == [
+        "client connected",
+        "client stopped",
+        "server stopped",
+    ]
