@@ -214,13 +214,13 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="small data, one round")
     parser.add_argument("--db-mb", type=int, default=None, help="database size (400)")
     parser.add_argument("--audio-mb", type=int, default=None, help="audio size (1024)")
-    parser.add_argument("--rounds", type=int, default=None, help="timed rounds (3)")
+    parser.add_argument("--rounds", type=int, default=None, help="timed rounds (5)")
     parser.add_argument("--workdir", type=Path, default=None, help="where to build the data")
     parser.add_argument("--json", action="store_true", help="print only the JSON report")
     args = parser.parse_args()
     db_mb = args.db_mb or (8 if args.quick else 400)
     audio_mb = args.audio_mb or (32 if args.quick else 1024)
-    rounds = args.rounds or (1 if args.quick else 3)
+    rounds = args.rounds or (1 if args.quick else 5)
     _check_tools()
     with tempfile.TemporaryDirectory(prefix="vrp-bench-backup-", dir=args.workdir) as tmp:
         work = Path(tmp) / uuid.uuid4().hex[:8]
