@@ -135,13 +135,14 @@ def _open_database(settings: Settings) -> Database:
 
 
 def _read_only_engine(raw_url: str) -> sa.Engine | None:
-    """An engine that cannot change the database, or None when there is no database yet.
+    """An engine that cannot change the database, or None for an in-memory one (always empty).
 
-    ``vrp db current`` only looks: a missing SQLite file is an empty database, and an existing
-    one is opened with ``mode=rw``, which never creates the file, without the pragmas of
-    :class:`Database` (the journal mode is left alone). ``mode=ro`` would be stricter, but a
-    read-only connection cannot remove the ``-wal`` and ``-shm`` files it creates beside a WAL
-    database, so it would leave two files behind.
+    ``vrp db current`` only looks: a missing SQLite file, or a folder where the file should be,
+    is one line naming the path and exit status 1 (a mistyped path is not an empty database),
+    and an existing one is opened with ``mode=rw``, which never creates the file, without the
+    pragmas of :class:`Database` (the journal mode is left alone). ``mode=ro`` would be
+    stricter, but a read-only connection cannot remove the ``-wal`` and ``-shm`` files it
+    creates beside a WAL database, so it would leave two files behind.
     """
     import sqlite3
     from pathlib import Path
@@ -162,8 +163,12 @@ def _read_only_engine(raw_url: str) -> sa.Engine | None:
     if url.query.get("uri"):
         return sa.create_engine(url, poolclass=sa.NullPool)
     path = Path(database).resolve()
+    if path.is_dir():
+        _fail(f"{path} is a folder, not a database file: point VRP_DATABASE_URL at a file")
+    if not path.exists():
+        _fail(f"no database at {path}: run `vrp db upgrade` to create it")
     if not path.is_file():
-        return None
+        _fail(f"{path} is not a regular file: point VRP_DATABASE_URL at a database file")
     uri = f"file:{quote(path.as_posix())}?mode=rw"
     return sa.create_engine(
         "sqlite://", creator=lambda: sqlite3.connect(uri, uri=True), poolclass=sa.NullPool

@@ -127,11 +127,26 @@ def test_log_level_accepts_any_case(tmp_path: Path) -> None:
     assert not [r for r in records if r["level"] in ("DEBUG", "INFO")]
 
 
-def test_db_current_creates_no_database_file_or_folder(tmp_path: Path) -> None:
+def test_db_current_names_a_missing_database_file_and_creates_nothing(tmp_path: Path) -> None:
     result = _vrp(["db", "current"], tmp_path, VRP_DATABASE_URL="sqlite:///data/sub/vrp.db")
     assert result.returncode == 1
-    assert result.stdout.startswith("empty: behind, run `vrp db upgrade`")
+    assert result.stdout == ""
+    assert result.stderr.splitlines() == [
+        f"vrp: no database at {tmp_path / 'data' / 'sub' / 'vrp.db'}: "
+        "run `vrp db upgrade` to create it"
+    ]
     assert list(tmp_path.iterdir()) == []
+
+
+def test_db_current_on_a_folder_says_it_is_a_folder(tmp_path: Path) -> None:
+    (tmp_path / "var").mkdir()
+    result = _vrp(["db", "current"], tmp_path, VRP_DATABASE_URL="sqlite:///var")
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        f"vrp: {tmp_path / 'var'} is a folder, not a database file: "
+        "point VRP_DATABASE_URL at a file"
+    ]
+    assert list((tmp_path / "var").iterdir()) == []
 
 
 def test_db_current_leaves_an_existing_database_as_it_was(tmp_path: Path) -> None:
