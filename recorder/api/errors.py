@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import logging
 
-from flask import Flask, Response, jsonify
+from flask import Flask, Response, jsonify, request
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm.exc import StaleDataError
+from werkzeug.exceptions import MethodNotAllowed, NotFound, RequestEntityTooLarge
 from werkzeug.http import HTTP_STATUS_CODES
 
 from instrumentation import record_error
 from instrumentation.errors import CommitOutcomeUnknownError, TransactionRetryError
+from recorder.api.context import recorder_context
 from recorder.errors import (
     ConflictError,
     IdempotencyKeyReusedError,
@@ -94,7 +96,35 @@ def _outcome_unknown(error: CommitOutcomeUnknownError) -> Response:
     return response
 
 
+# Werkzeug raises these itself (routing, the request size limit), so flask-smorest's handler
+# answers them with no message; they get one here like every other error.
+def _no_route(error: NotFound) -> Response:
+    return error_response(
+        404, f"no resource at {request.path}; the API's paths are in /api/openapi.json"
+    )
+
+
+def _wrong_method(error: MethodNotAllowed) -> Response:
+    allowed = ", ".join(sorted(error.valid_methods or ()))
+    response = error_response(405, f"{request.method} is not allowed here; use {allowed}")
+    response.headers["Allow"] = allowed
+    return response
+
+
+def _request_too_large(error: RequestEntityTooLarge) -> Response:
+    if request.method == "POST":  # an upload: the limit its user can act on
+        return error_response(
+            413, str(PayloadTooLargeError(recorder_context().settings.max_upload_bytes))
+        )
+    return error_response(
+        413, f"the request body is larger than the limit of {request.max_content_length} bytes"
+    )
+
+
 def register_error_handlers(app: Flask) -> None:
+    app.register_error_handler(NotFound, _no_route)
+    app.register_error_handler(MethodNotAllowed, _wrong_method)
+    app.register_error_handler(RequestEntityTooLarge, _request_too_large)
     app.register_error_handler(RecorderError, _recorder_error)
     app.register_error_handler(StaleDataError, _stale)
     app.register_error_handler(IntegrityError, _integrity)

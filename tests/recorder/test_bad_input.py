@@ -112,12 +112,25 @@ def test_unknown_recording_is_404(client: FlaskClient) -> None:
     _error(client.get(f"/api/recordings/{uuid.uuid4()}/audio"), 404)
 
 
-def test_unknown_route_is_404_json(client: FlaskClient) -> None:
-    _error(client.get("/api/nothing-here"), 404)
+def test_unknown_route_is_404_json_with_a_message(client: FlaskClient) -> None:
+    assert "/api/nothing-here" in _error(client.get("/api/nothing-here"), 404)["message"]
+    assert "not-a-uuid" in _error(client.get("/api/recordings/not-a-uuid"), 404)["message"]
 
 
-def test_wrong_method_is_405(client: FlaskClient) -> None:
-    _error(client.put("/api/recordings"), 405)
+def test_wrong_method_is_405_with_a_message_and_allow(client: FlaskClient) -> None:
+    response = client.put("/api/recordings")
+    assert "GET, HEAD, OPTIONS, POST" in _error(response, 405)["message"]
+    assert set(response.headers["Allow"].split(", ")) == {"GET", "HEAD", "OPTIONS", "POST"}
+
+
+def test_body_over_the_request_limit_is_413_with_a_message(client: FlaskClient, settings) -> None:
+    # Refused from its Content-Length before the form is read, by the server's request limit.
+    response = client.post(
+        "/api/recordings",
+        data={"file": (io.BytesIO(bytes(settings.max_upload_bytes * 2)), "a.wav"), "title": "x"},
+        content_type="multipart/form-data",
+    )
+    assert str(settings.max_upload_bytes) in _error(response, 413)["message"]
     _error(client.post(f"/api/recordings/{uuid.uuid4()}"), 405)
 
 
