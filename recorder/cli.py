@@ -232,10 +232,50 @@ _PORT = click.option(
 )
 
 
-@click.group()
+def _validate_configuration() -> None:
+    """Every variable of the stack, whatever the command: a bad one is one line and exit 2.
+
+    The recorder's ``VRP_*`` and ``OTEL_*``, ``VRP_DASHBOARD_*`` and ``VRP_BACKUP_*`` are checked
+    together, so that a typo is refused by ``vrp backup list`` as by ``vrp api``, with the same
+    prefix. Imported here: ``vrp --help`` stays free of marshmallow and SQLAlchemy.
+    """
+    from backup.errors import BackupConfigError
+    from backup.settings import load_backup_settings
+    from dashboard.errors import DashboardConfigError
+    from dashboard.settings import load_dashboard_settings
+    from recorder.config import load_settings
+    from recorder.errors import ConfigError
+
+    try:
+        load_settings()
+        load_dashboard_settings()
+        load_backup_settings()
+    except (ConfigError, DashboardConfigError, BackupConfigError) as exc:
+        _fail(f"invalid configuration: {exc}", CONFIG_EXIT)
+
+
+_ASKS_HELP = "vrp.asks_help"
+
+
+class _VrpGroup(click.Group):
+    """The ``vrp`` group; notes whether the command line asks for help (which needs no config).
+
+    Click runs the group's callback before a subcommand parses its options, so the callback
+    cannot see a subcommand's ``--help`` itself.
+    """
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        ctx.meta[_ASKS_HELP] = any(arg in ctx.help_option_names for arg in args)
+        return super().parse_args(ctx, args)
+
+
+@click.group(cls=_VrpGroup)
 @click.version_option(__version__, prog_name="vrp")
-def main() -> None:
+@click.pass_context
+def main(ctx: click.Context) -> None:
     """Voice Recorder Pro: API, database, backups and dashboard."""
+    if not ctx.meta.get(_ASKS_HELP):
+        _validate_configuration()
 
 
 @main.command()

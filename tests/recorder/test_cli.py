@@ -46,6 +46,42 @@ def test_bad_config_exits_2_with_one_line(tmp_path: Path, command: list[str]) ->
     assert lines == ["vrp: invalid configuration: VRP_DB_POOL_SIZE='lots': Not a valid integer."]
 
 
+@pytest.mark.parametrize(
+    "command",
+    [["backup", "list"], ["backup", "status"], ["db", "current"], ["dashboard"], ["scheduler"]],
+)
+@pytest.mark.parametrize(
+    ("variable", "value", "line"),
+    [
+        ("VRP_TYPO", "1", "VRP_TYPO: unknown setting; see the Configuration section of the README"),
+        ("VRP_API_PORT", "abc", "VRP_API_PORT='abc': Not a valid integer."),
+        ("VRP_DASHBOARD_PORT", "x", "VRP_DASHBOARD_PORT='x': Not a valid integer."),
+    ],
+)
+def test_every_command_refuses_any_bad_variable_with_the_same_line(
+    tmp_path: Path, command: list[str], variable: str, value: str, line: str
+) -> None:
+    result = _vrp(command, tmp_path, **{variable: value})
+    assert (result.returncode, result.stderr.splitlines()) == (
+        2,
+        [f"vrp: invalid configuration: {line}"],
+    )
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_bad_backup_variable_stops_the_dashboard_too(tmp_path: Path) -> None:
+    result = _vrp(["dashboard", "--port", "0"], tmp_path, VRP_BACKUP_SCHEDULE="sometimes")
+    assert result.returncode == 2
+    assert result.stderr.startswith("vrp: invalid configuration: VRP_BACKUP_SCHEDULE='sometimes'")
+
+
+@pytest.mark.parametrize("args", [["--help"], ["backup", "list", "--help"], ["--version"]])
+def test_help_needs_no_valid_configuration(tmp_path: Path, args: list[str]) -> None:
+    result = _vrp(args, tmp_path, VRP_TYPO="1")
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+
+
 def test_api_refuses_an_unmigrated_database(tmp_path: Path) -> None:
     result = _vrp(["api"], tmp_path, OTEL_SDK_DISABLED="true", VRP_LOG_FORMAT="json")
     assert result.returncode == 1
