@@ -3,7 +3,8 @@
 The dashboard runs in a thread (``dash.testing``'s ``ThreadedRunner``) on a SQLite store in a
 temporary folder; the real OpenTelemetry SDK exporters feed it over OTLP/HTTP
 (:mod:`tests.dashboard.ui_telemetry`). Every page must render with data, and the run saves one
-screenshot per page to ``docs/screenshots/`` for the README.
+screenshot per page to ``var/screenshots/`` (git-ignored): a test run never changes a tracked
+file. ``VRP_TEST_UPDATE_SCREENSHOTS=1`` saves them to ``docs/screenshots/`` for the README.
 
 Chromium is mandatory in CI (``CI=true``): there a missing browser fails the run. On a laptop
 without it the tests are skipped with the reason.
@@ -14,8 +15,9 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,7 +42,17 @@ from tests.dashboard import ui_telemetry
 from tests.dashboard.ui_telemetry import Sent
 
 ROOT = Path(__file__).resolve().parents[2]
-SCREENSHOTS = ROOT / "docs" / "screenshots"
+UPDATE_SCREENSHOTS = "VRP_TEST_UPDATE_SCREENSHOTS"
+
+
+def screenshots_folder(environ: Mapping[str, str]) -> Path:
+    """Where the run saves its screenshots: the README's copies only when asked to."""
+    if environ.get(UPDATE_SCREENSHOTS, "").strip() == "1":
+        return ROOT / "docs" / "screenshots"
+    return ROOT / "var" / "screenshots"
+
+
+SCREENSHOTS = screenshots_folder(os.environ)
 CHROMIUM = os.environ.get("VRP_TEST_CHROMIUM", "/usr/bin/chromium")
 CHROMEDRIVER = os.environ.get("VRP_TEST_CHROMEDRIVER", "/usr/bin/chromedriver")
 CHROMIUM_FLAGS = (
@@ -173,7 +185,7 @@ def _click(driver: WebDriver, element: WebElement) -> None:
 
 
 def _screenshot(driver: WebDriver, name: str) -> None:
-    """The whole page, at the width of the window, into docs/screenshots/<name>.png."""
+    """The whole page, at the width of the window, into ``SCREENSHOTS/<name>.png``."""
     time.sleep(1.0)  # let Plotly finish drawing and its transitions
     chrome, height = driver.execute_script(
         "return [window.outerHeight - window.innerHeight,"
@@ -330,3 +342,14 @@ def test_an_empty_dashboard_says_plainly_that_nothing_arrived(
         _no_errors(browser)
     finally:
         runner.stop()
+
+
+def test_screenshots_go_to_an_ignored_folder_unless_an_update_is_asked() -> None:
+    default = screenshots_folder({})
+    ignored = subprocess.run(
+        ["git", "-C", str(ROOT), "check-ignore", "-q", str(default / "overview.png")],
+        check=False,
+    )
+    assert ignored.returncode == 0, f"{default} is not git-ignored: a test run would dirty it"
+    asked = screenshots_folder({UPDATE_SCREENSHOTS: "1"})
+    assert asked == ROOT / "docs" / "screenshots"
