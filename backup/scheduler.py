@@ -11,7 +11,10 @@ The ``schedule`` library says *when* (``every 6 hours``, ``daily at 02:00``, fro
   (or there is none), a backup runs at once instead of waiting for the first tick.
 * **Failures do not stop it.** A failed run is logged, recorded as ``failed`` in the state file
   and retried after an exponential backoff (capped), while the regular ticks go on; the first
-  success after failures logs one line saying so.
+  success after failures logs one line saying so. A run that fails before its ``backup.run``
+  span could start (the backup folder or its lock unusable) still reports a failed
+  ``backup.run`` span, so that the dashboard shows it. A state file that cannot be written is
+  one warning per outage, and one line when it can be written again.
 * **Clean stop.** SIGTERM or SIGINT sets a flag; the loop sleeps in short slices and stops after
   the step in progress (a backup run, or the prune after it). A second signal acts as if this
   module had not caught the first.
@@ -38,7 +41,7 @@ import schedule
 
 from backup.errors import BackupError, BackupLockedError
 from backup.settings import BackupSettings, Schedule
-from backup.state import SchedulerState, write_state
+from backup.state import SchedulerState, unusable_dir_error, write_state
 from instrumentation.redaction import redact_text
 
 if TYPE_CHECKING:
@@ -107,6 +110,7 @@ class BackupScheduler:
         self._signals_seen = 0
         self._schedule = schedule.Scheduler()
         self._retry_at: datetime | None = None
+        self._state_unwritable = False
         now = _utcnow()
         self._state = SchedulerState(
             pid=os.getpid(),
@@ -275,7 +279,14 @@ class BackupScheduler:
             write_state(self.settings.backup_dir, self._state)
         except OSError as exc:
             # The state file is a report; a full disk must not stop the backups themselves.
-            logger.warning("could not write the scheduler state file: %s", exc)
+            # Written at every step: one warning per outage, not one per step.
+            if not self._state_unwritable:
+                logger.warning("could not write the scheduler state file: %s", exc)
+            self._state_unwritable = True
+            return
+        if self._state_unwritable:
+            logger.info("the scheduler state file is written again")
+            self._state_unwritable = False
 
     @contextmanager
     def _signal_handlers(self) -> Iterator[None]:
@@ -312,9 +323,13 @@ def backup_job(
     ``VRP_BACKUP_PRUNE`` and no stop was asked for."""
     from backup.prune import prune_locked
     from backup.run import run_backup
+    from backup.telemetry import default
+
+    tel = telemetry or default()
 
     def job(should_stop: Callable[[], bool]) -> JobResult:
         pruned: list[int] = []
+        spans_before = tel.runs_started
 
         def prune_after_publish() -> None:
             if not settings.prune_after_run or should_stop():
@@ -330,14 +345,37 @@ def backup_job(
                     extra={"error.type": type(exc).__qualname__},
                 )
 
-        result = run_backup(
-            settings,
-            source,
-            trigger="schedule",
-            verify=settings.verify_after_run,
-            after_publish=prune_after_publish,
-            telemetry=telemetry,
-        )
+        try:
+            result = run_backup(
+                settings,
+                source,
+                trigger="schedule",
+                verify=settings.verify_after_run,
+                after_publish=prune_after_publish,
+                telemetry=tel,
+            )
+        except BackupLockedError:
+            raise  # another run holds the lock: skipped, not failed
+        except Exception as exc:
+            if tel.runs_started != spans_before:
+                raise  # the run's span reported the failure
+            error: Exception = exc
+            if isinstance(exc, OSError):
+                error = unusable_dir_error(settings.backup_dir, exc)
+            tel.run_failed_to_start("schedule", error)
+            # As run_backup logs a run that failed once started.
+            logger.error(
+                "backup failed before it could start: %s",
+                _describe(error),
+                extra={
+                    "vrp.backup.status": "failed",
+                    "vrp.backup.trigger": "schedule",
+                    "error.type": type(error).__qualname__,
+                },
+            )
+            if error is exc:
+                raise
+            raise error from exc
         return JobResult(
             backup_id=result.backup_id,
             verified=result.verified,

@@ -73,6 +73,18 @@ class SchedulerState:
         return cls(**values)
 
 
+def unusable_dir_error(backup_dir: Path, exc: OSError) -> BackupError:
+    """One line saying that the backup folder cannot be used, and what to do about it."""
+    if backup_dir.exists() and not backup_dir.is_dir():
+        reason = "it is a file, not a folder"
+    else:
+        reason = (exc.strerror or str(exc)).lower()
+    return BackupError(
+        f"the backup folder {backup_dir} cannot be used: {reason}; set VRP_BACKUP_DIR to a "
+        "folder this user can read and write"
+    )
+
+
 def state_path(backup_dir: Path) -> Path:
     return backup_dir / STATE_FILE
 

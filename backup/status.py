@@ -14,7 +14,7 @@ from typing import Any
 
 from backup.catalog import BackupInfo, Catalog
 from backup.settings import BackupSettings
-from backup.state import SchedulerState, read_state
+from backup.state import SchedulerState, read_state, unusable_dir_error
 
 _LIVE_STATUSES = ("starting", "running", "idle")
 
@@ -62,8 +62,12 @@ def _backup_json(info: BackupInfo | None) -> dict[str, Any] | None:
 
 
 def read_status(settings: BackupSettings) -> Status:
-    state = read_state(settings.backup_dir)
-    backups = Catalog(settings.backup_dir).list()
+    """Raises :class:`~backup.errors.BackupError` (one line) when the folder cannot be read."""
+    try:
+        state = read_state(settings.backup_dir)
+        backups = Catalog(settings.backup_dir).list()
+    except OSError as exc:  # a file where the folder should be, a folder we may not read
+        raise unusable_dir_error(settings.backup_dir, exc) from exc
     verified = [b for b in backups if b.verified]
     alive = (
         state is not None

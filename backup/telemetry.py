@@ -58,6 +58,8 @@ class BackupTelemetry:
     tracer: trace.Tracer = field(init=False)
     last_success: Any = field(init=False)
     duration: Any = field(init=False)
+    # How many ``backup.run`` spans were started: tells a caller whether a failed run had one.
+    runs_started: int = field(init=False, default=0)
 
     def __post_init__(self) -> None:
         self.tracer = trace.get_tracer(SCOPE, tracer_provider=self.tracer_provider)
@@ -76,6 +78,7 @@ class BackupTelemetry:
     def run_span(self, backup_id: str, trigger: str) -> Iterator[Span]:
         """The ``backup.run`` span, current for the body; the caller sets the outcome."""
         attributes = {ATTR_ID: backup_id, ATTR_TRIGGER: trigger}
+        self.runs_started += 1
         with self.tracer.start_as_current_span(
             SPAN_RUN,
             kind=SpanKind.INTERNAL,
@@ -104,6 +107,15 @@ class BackupTelemetry:
             PHASE_PREFIX + name, kind=SpanKind.INTERNAL, attributes={ATTR_PHASE: name}
         ) as span:
             yield span
+
+    def run_failed_to_start(self, trigger: str, exc: BaseException) -> None:
+        """A failed ``backup.run`` span (no backup id) for a run that failed before its span
+        could start (the backup folder or its lock unusable), so that it is seen like others."""
+        with self.tracer.start_as_current_span(
+            SPAN_RUN, kind=SpanKind.INTERNAL, attributes={ATTR_TRIGGER: trigger}
+        ) as span:
+            failed(span, exc)
+        self.record_run(STATUS_FAILED, 0.0, None)
 
     def record_run(self, status: str, seconds: float, finished_at: float | None) -> None:
         """One run's duration, and the time of the success when it was one."""

@@ -236,3 +236,60 @@ def test_status_shows_a_live_scheduler_and_its_next_run(
     assert "next run: " in output and "(in 4m" in output
     after = cli("backup", "status")
     assert "not running (pid" in after and "without stopping cleanly" in after
+
+
+def test_a_run_that_fails_before_its_span_is_a_failed_backup_run_span_and_warns_once(
+    tmp_path: Path,
+    backup_settings: BackupSettings,
+    telemetry: InMemoryTelemetry,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    make_app_data(tmp_path / "app")
+    backup_settings.backup_dir.write_text("a file where the backup folder should be")
+    tel = BackupTelemetry(
+        tracer_provider=telemetry.tracer_provider, meter_provider=telemetry.meter_provider
+    )
+    real_job = backup_job(backup_settings, app_source(tmp_path / "app"), telemetry=tel)
+    scheduler: BackupScheduler
+    calls = 0
+
+    def job(should_stop: Callable[[], bool]) -> JobResult:
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            scheduler.stop()
+        return real_job(should_stop)
+
+    scheduler = BackupScheduler(
+        backup_settings,
+        job,
+        last_backup_at=lambda: None,
+        backoff=Backoff(initial=0.05, cap=0.1),
+        slice_seconds=0.02,
+    )
+    with caplog.at_level(logging.INFO):
+        scheduler.serve()
+
+    assert calls == 2
+    runs = telemetry.spans("backup.run")
+    assert len(runs) == 2
+    for span in runs:
+        assert span.attributes is not None
+        assert span.attributes["vrp.backup.status"] == "failed"
+        assert span.attributes["vrp.backup.trigger"] == "schedule"
+        assert span.attributes["error.type"] == "BackupError"
+        assert "it is a file, not a folder" in (span.status.description or "")
+    messages = [r.getMessage() for r in caplog.records]
+    assert sum("could not write the scheduler state file" in m for m in messages) == 1
+    assert sum("scheduled backup failed" in m for m in messages) == 2
+
+
+def test_status_on_a_backup_folder_that_is_a_file_is_one_line(
+    backup_settings: BackupSettings, cli: Callable[..., str]
+) -> None:
+    backup_settings.backup_dir.write_text("not a folder")
+    output = cli("backup", "status", code=1)
+    assert output.splitlines() == [
+        f"vrp: the backup folder {backup_settings.backup_dir} cannot be used: it is a file, "
+        "not a folder; set VRP_BACKUP_DIR to a folder this user can read and write"
+    ]
