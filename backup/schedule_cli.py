@@ -97,10 +97,16 @@ def scheduler_command() -> None:
     Runs one at once when the newest backup is older than the schedule's period. Never runs
     two backups at the same time, even with several schedulers on one backup folder.
     """
-    from backup.cli import host, settings
-    from backup.scheduler import run_scheduler
+    from backup.cli import CONFIG_EXIT, host, settings
+    from backup.errors import BackupConfigError
+    from backup.scheduler import check_backup_dir, run_scheduler
 
     config = settings()
+    try:
+        check_backup_dir(config)
+    except BackupConfigError as exc:
+        click.echo(f"vrp: invalid configuration: {exc}", err=True)
+        sys.exit(CONFIG_EXIT)
     source = host().source()
     with host().process(SCHEDULER_SERVICE_NAME):
         run_scheduler(config, source)

@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING
 
 import schedule
 
-from backup.errors import BackupError, BackupLockedError
+from backup.errors import BackupConfigError, BackupError, BackupLockedError
 from backup.settings import BackupSettings, Schedule
 from backup.state import SchedulerState, unusable_dir_error, write_state
 from instrumentation.redaction import redact_text
@@ -394,6 +394,16 @@ def newest_backup_at(settings: BackupSettings) -> Callable[[], datetime | None]:
         return backups[-1].created_at if backups else None
 
     return newest
+
+
+def check_backup_dir(settings: BackupSettings) -> None:
+    """Refuse a ``VRP_BACKUP_DIR`` that exists and is not a folder: no run could succeed."""
+    path = settings.backup_dir
+    if path.exists() and not path.is_dir():
+        raise BackupConfigError(
+            f"VRP_BACKUP_DIR={str(path)!r}: exists and is not a folder; set it to a folder "
+            "(created when missing)"
+        )
 
 
 def run_scheduler(settings: BackupSettings, source: BackupSource) -> None:

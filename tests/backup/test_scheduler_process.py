@@ -238,3 +238,23 @@ def test_vrp_up_runs_the_scheduler_which_catches_up_at_once(tmp_path: Path) -> N
     assert backup.trigger == "schedule"
     state = read_state(backups)
     assert state is not None and state.status == "stopped"
+
+
+def test_a_backup_folder_that_is_a_file_is_refused_at_start(tmp_path: Path) -> None:
+    (tmp_path / "backups").write_text("not a folder")
+    result = subprocess.run(
+        [sys.executable, "-m", "recorder.cli", "scheduler"],
+        cwd=tmp_path,
+        env=_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=20,
+    )
+    assert (result.returncode, result.stderr.splitlines()) == (
+        2,
+        [
+            f"vrp: invalid configuration: VRP_BACKUP_DIR='{tmp_path / 'backups'}': exists and is "
+            "not a folder; set it to a folder (created when missing)"
+        ],
+    )
+    assert not (tmp_path / "var").exists()
