@@ -7,10 +7,18 @@ Reading a manifest validates it: artifact paths must be plain relative names tha
 the run folder (no absolute path, no ``..``, no symlink on the way), and blob names must be
 sha256 hex digests, so that a tampered manifest cannot make verify or restore touch files
 outside the backup.
+
+The manifest carries a checksum of itself (format 2): ``checksum`` is the sha256 of its canonical
+JSON (sorted keys, no whitespace) without that field, so a changed byte in any value (a size, a
+hash, a row count) is refused on reading, and verify also compares the file with its canonical
+rendering, which catches a changed byte in the whitespace. Format 1 manifests (written before
+the checksum, never released) are still read for listing and restoring, but verify reports that
+they cannot be proven: take a new backup.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -24,7 +32,9 @@ from backup.files import write_atomic
 
 MANIFEST_NAME: Final = "manifest.json"
 VERIFIED_NAME: Final = "verified.json"
-FORMAT: Final = 1
+FORMAT: Final = 2
+UNCHECKED_FORMAT: Final = 1
+CHECKSUM_KEY: Final = "checksum"
 _SHA256: Final = re.compile(r"[0-9a-f]{64}")
 
 
@@ -90,7 +100,28 @@ class Manifest:
             "stored_bytes": self.stored_bytes,
             "files": self.files,
         }
+        if self.format != UNCHECKED_FORMAT:
+            document[CHECKSUM_KEY] = checksum_of(document)
         return orjson.dumps(document, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS)
+
+
+def checksum_of(document: dict[str, Any]) -> str:
+    """The sha256 of a manifest document's canonical JSON, its own checksum left out."""
+    body = {key: value for key, value in document.items() if key != CHECKSUM_KEY}
+    return hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+def _check_checksum(doc: dict[str, Any]) -> None:
+    # A format-2 document, or any document with the field (a flipped "format" value must not
+    # turn the check off), must hash to its recorded checksum.
+    if doc.get("format") == UNCHECKED_FORMAT and CHECKSUM_KEY not in doc:
+        return
+    recorded, actual = doc.get(CHECKSUM_KEY), checksum_of(doc)
+    if recorded != actual:
+        raise ManifestError(
+            f"manifest checksum mismatch (expected sha256 {recorded}, actual {actual}); the "
+            "manifest was changed or damaged, so this backup cannot be trusted"
+        )
 
 
 def _iso(value: datetime) -> str:
@@ -147,8 +178,11 @@ def parse(data: bytes) -> Manifest:
     """Parse and validate a manifest document; ManifestError names what is wrong."""
     try:
         doc = orjson.loads(data)
-        if doc.get("format") != FORMAT:
-            raise ManifestError(f"manifest format {doc.get('format')!r} is not {FORMAT}")
+        if doc.get("format") not in (UNCHECKED_FORMAT, FORMAT):
+            raise ManifestError(
+                f"manifest format {doc.get('format')!r} is not {UNCHECKED_FORMAT} or {FORMAT}"
+            )
+        _check_checksum(doc)
         artifacts = tuple(
             Artifact(
                 path=check_relative(str(a["path"])),
@@ -176,6 +210,7 @@ def parse(data: bytes) -> Manifest:
             blobs=blobs,
             stored_bytes=_int(doc["stored_bytes"], "stored_bytes"),
             tables={str(k): int(v) for k, v in dict(doc.get("tables", {})).items()},
+            format=int(doc["format"]),
         )
     except ManifestError:
         raise

@@ -24,7 +24,7 @@ from backup.engines import engine_named
 from backup.errors import BackupNotFoundError, ManifestError
 from backup.progress import NullReporter, Reporter
 from backup.settings import BackupSettings
-from backup.stream import sha256_file
+from backup.stream import Progress, sha256_file
 from backup.telemetry import ATTR_ID, ATTR_VERIFIED
 
 logger = logging.getLogger(__name__)
@@ -77,7 +77,7 @@ def verify_run_dir(
         return VerifyReport(
             backup_id, (Problem(f"{relative_run}/{manifests.MANIFEST_NAME}", str(exc)),)
         )
-    problems: list[Problem] = []
+    problems = _manifest_problems(run_dir, manifest, f"{relative_run}/{manifests.MANIFEST_NAME}")
     checked_bytes = 0
     engine = engine_named(manifest.engine)
     scratch_url = database_url if database_url and full else None
@@ -98,14 +98,26 @@ def verify_run_dir(
         if actual != artifact.sha256:
             problems.append(Problem(name, "checksum mismatch", artifact.sha256, actual))
             continue
+        if size != artifact.stored_bytes:
+            problems.append(
+                Problem(name, f"{size} bytes on disk, the manifest records {artifact.stored_bytes}")
+            )
+        plain = _Counter()
         with reporter.task(f"open {artifact.path}", artifact.bytes, "bytes") as adv:
             findings = engine.check(
-                path, manifest.tables, full=full, progress=adv, scratch_url=scratch_url
+                path, manifest.tables, full=full, progress=plain.wrap(adv), scratch_url=scratch_url
             )
         problems += [Problem(name, finding) for finding in findings]
+        if not findings and plain.total != artifact.bytes:
+            problems.append(
+                Problem(
+                    name,
+                    f"decompresses to {plain.total} bytes, the manifest records {artifact.bytes}",
+                )
+            )
     with reporter.task("verify blobs", len(manifest.blobs), "files") as advance:
         for blob in manifest.blobs:
-            problem = _check_blob(archive, blob.sha256)
+            problem = _check_blob(archive, blob.sha256, blob.bytes)
             if problem is not None:
                 problems.append(problem)
             checked_bytes += blob.bytes
@@ -115,7 +127,49 @@ def verify_run_dir(
     )
 
 
-def _check_blob(archive: BlobArchive, sha256: str) -> Problem | None:
+class _Counter:
+    """Counts the decompressed bytes an engine's check reports through its progress callback
+    (every engine decompresses the whole artifact through :func:`backup.stream.decompress_stream`
+    to check it), so verify compares the length with the manifest without another pass."""
+
+    def __init__(self) -> None:
+        self.total = 0
+
+    def wrap(self, progress: Progress) -> Progress:
+        def counted(amount: int) -> None:
+            self.total += amount
+            progress(amount)
+
+        return counted
+
+
+def _manifest_problems(run_dir: Path, manifest: manifests.Manifest, name: str) -> list[Problem]:
+    """What reading the manifest could not catch: an unchecked (format 1) manifest, or a byte
+    changed outside its values (the checksum covers the values, this covers the rest)."""
+    if manifest.format == manifests.UNCHECKED_FORMAT:
+        return [
+            Problem(
+                name,
+                f"manifest format {manifest.format} carries no checksum of itself, so damage to "
+                "it cannot be detected; take a new backup",
+            )
+        ]
+    try:
+        data = (run_dir / manifests.MANIFEST_NAME).read_bytes()
+    except OSError as exc:
+        return [Problem(name, f"unreadable: {exc.strerror}")]
+    if data != manifest.to_json():
+        return [
+            Problem(
+                name,
+                "the file differs from its canonical form (a changed byte outside its values); "
+                "the manifest was changed or damaged",
+            )
+        ]
+    return []
+
+
+def _check_blob(archive: BlobArchive, sha256: str, size: int) -> Problem | None:
     path = archive.path_for(sha256)
     name = f"blobs/{path.parent.name}/{path.name}"
     if path.is_symlink():
@@ -137,6 +191,8 @@ def _check_blob(archive: BlobArchive, sha256: str) -> Problem | None:
         )
     if result.plain_sha256 != sha256:
         return Problem(name, "content checksum mismatch", sha256, result.plain_sha256)
+    if result.plain_bytes != size:
+        return Problem(name, f"holds {result.plain_bytes} bytes, the manifest records {size}")
     return None
 
 

@@ -6,11 +6,14 @@ from __future__ import annotations
 import hashlib
 import os
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
+import orjson
 import sqlalchemy as sa
 
+from backup.manifest import CHECKSUM_KEY, checksum_of
 from backup.settings import BackupSettings, load_backup_settings
 from backup.source import BackupSource, fan_out_path
 
@@ -67,3 +70,12 @@ def flip_byte(path: Path, offset: int) -> None:
     data = bytearray(path.read_bytes())
     data[offset] ^= 0xFF
     path.write_bytes(bytes(data))
+
+
+def tamper_manifest(path: Path, change: Callable[[dict[str, Any]], object]) -> None:
+    """Change a manifest document and sign it again, as a deliberate forger would: for the
+    tests of the defences behind the manifest's own checksum (paths, row counts)."""
+    doc = orjson.loads(path.read_bytes())
+    change(doc)
+    doc[CHECKSUM_KEY] = checksum_of(doc)
+    path.write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS))

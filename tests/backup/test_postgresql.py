@@ -19,7 +19,7 @@ from backup.restore import plan_restore, restore_backup
 from backup.run import run_backup
 from backup.source import BackupSource, fan_out_path
 from backup.verify import verify_backup
-from tests.backup.helpers import backup_settings, referenced_blobs, write_blob
+from tests.backup.helpers import backup_settings, referenced_blobs, tamper_manifest, write_blob
 from tests.conftest import reset_postgres
 
 pytestmark = pytest.mark.postgres
@@ -125,9 +125,7 @@ def test_full_verify_restores_into_a_scratch_database_and_compares_counts(
     assert verify_backup(settings, backup_id, database_url=pg_source.database_url).ok
     # Counts in the manifest that the dump does not hold are found by the full verify only.
     manifest_path = settings.backup_dir / "runs" / backup_id / "manifest.json"
-    manifest_path.write_bytes(
-        manifest_path.read_bytes().replace(b'"public.tags": 17', b'"public.tags": 18')
-    )
+    tamper_manifest(manifest_path, lambda doc: doc["tables"].update({"public.tags": 18}))
     report = verify_backup(settings, backup_id, database_url=pg_source.database_url)
     assert [p.message for p in report.problems] == [
         "table public.tags: 18 rows in the manifest, 17 restored"

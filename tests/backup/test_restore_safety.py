@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import orjson
 import pytest
 
 from backup.catalog import Catalog
@@ -15,7 +14,7 @@ from backup.run import run_backup
 from backup.settings import BackupSettings
 from backup.source import BackupSource, fan_out_path
 from backup.verify import verify_backup
-from tests.backup.helpers import backup_settings, make_sqlite_app, sqlite_rows
+from tests.backup.helpers import backup_settings, make_sqlite_app, sqlite_rows, tamper_manifest
 
 
 @pytest.fixture
@@ -27,9 +26,7 @@ def backed_up(tmp_path: Path) -> tuple[BackupSettings, BackupSource, str]:
 
 def _tamper(settings: BackupSettings, backup_id: str, path: str) -> None:
     manifest_path = settings.backup_dir / "runs" / backup_id / "manifest.json"
-    doc = orjson.loads(manifest_path.read_bytes())
-    doc["artifacts"][0]["path"] = path
-    manifest_path.write_bytes(orjson.dumps(doc))
+    tamper_manifest(manifest_path, lambda doc: doc["artifacts"][0].update(path=path))
 
 
 def test_restore_writes_the_database_and_every_referenced_blob(
