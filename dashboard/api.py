@@ -28,13 +28,27 @@ _TRACE_ID = re.compile(r"^[0-9a-f]{32}$")
 _HEX_TRACE_ID = validate.Regexp(_TRACE_ID, error="must be 32 lower-case hex digits")
 
 
+# The store keeps times as signed 64-bit nanoseconds since the epoch (up to 2262-04-11), and
+# nothing before the epoch is ever written: instants are clamped into that range so that a far
+# past or future bound still reads as "everything" rather than overflowing a query.
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(2262, 1, 1, tzinfo=UTC)
+MAX_RELATIVE = timedelta(days=3650)
+
+
 class _Instant(fields.Field):
-    """ISO 8601 with a time zone, or ``15m``/``1h``/``24h``/``7d`` before now."""
+    """ISO 8601 with a time zone, or ``15m``/``1h``/``24h``/``7d`` before now (at most 10 years)."""
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> datetime:
         text = str(value).strip()
         if _RELATIVE.match(text):
-            return datetime.now(UTC) - timedelta(seconds=parse_interval(text))
+            try:
+                back = timedelta(seconds=parse_interval(text))
+            except (ValueError, OverflowError):
+                raise ma.ValidationError("must be a positive interval such as 15m or 1h") from None
+            if back > MAX_RELATIVE:
+                raise ma.ValidationError("too far back: at most 3650d (10 years)")
+            return datetime.now(UTC) - back
         try:
             moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
         except ValueError:
@@ -44,7 +58,12 @@ class _Instant(fields.Field):
             ) from None
         if moment.tzinfo is None:
             raise ma.ValidationError("must include a time zone, e.g. 2026-11-28T20:00:00Z")
-        return moment.astimezone(UTC)
+        try:
+            moment = moment.astimezone(UTC)
+        except OverflowError:
+            # 0001-01-01T00:00:00+14:00 or 9999-12-31T23:59:59-14:00: beyond datetime in UTC.
+            moment = EARLIEST if moment.year == 1 else LATEST
+        return min(max(moment, EARLIEST), LATEST)
 
 
 class RangeArgs(ma.Schema):

@@ -62,6 +62,63 @@ def test_bad_filters_are_422s(live: Live, path: str, params: dict[str, str], fie
     assert field in response.get_json()["errors"]["query"]
 
 
+RANGE_PANELS = [
+    "/api/summary",
+    "/api/operations",
+    "/api/queries",
+    "/api/pool",
+    "/api/transactions",
+    "/api/logs",
+    "/api/traces",
+    "/api/backups",
+]
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"since": "0m"},
+        {"since": "0s"},
+        {"since": "0h"},
+        {"since": "3000000d"},
+        {"since": "99999999999999999999d"},
+        {"until": "0d"},
+        {"until": "4000d"},
+    ],
+)
+@pytest.mark.parametrize("path", RANGE_PANELS)
+def test_zero_or_huge_relative_range_is_a_422_naming_the_parameter(
+    live: Live, path: str, params: dict[str, str]
+) -> None:
+    with live.app.test_client() as client:
+        response = client.get(path, query_string=params)
+    assert response.status_code == 422, response.get_data(as_text=True)
+    assert set(response.get_json()["errors"]["query"]) == set(params)
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"since": "1000-01-01T00:00:00Z"},
+        {"since": "0001-01-01T00:00:00+14:00"},
+        {"until": "9999-01-01T00:00:00Z"},
+        {"since": "1000-01-01T00:00:00Z", "until": "9999-12-31T23:59:59-14:00"},
+    ],
+)
+@pytest.mark.parametrize("path", RANGE_PANELS)
+def test_far_past_or_future_dates_are_clamped_to_what_the_store_holds(
+    live: Live, path: str, params: dict[str, str]
+) -> None:
+    now = time.time_ns()
+    trace_id, root = b"\x01" * 16, b"\x02" * 8
+    write(live.store, [span(trace_id, root, "GET /r", now - 1000 * MS, 5 * MS, kind=2)])
+    with live.app.test_client() as client:
+        response = client.get(path, query_string=params)
+    assert response.status_code == 200, response.get_data(as_text=True)
+    if path == "/api/traces" and "since" in params:
+        assert [t["trace_id"] for t in response.get_json()["traces"]] == ["01" * 16]
+
+
 def test_unknown_trace_is_404_and_malformed_id_422(live: Live) -> None:
     with live.app.test_client() as client:
         assert client.get(f"/api/traces/{'0' * 31}1").status_code == 404
