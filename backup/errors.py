@@ -49,6 +49,11 @@ class BlobSourceError(BackupError):
     match its name."""
 
 
+class SourceNotReadyError(BackupError):
+    """The application's database cannot be backed up as it is (e.g. it is not migrated yet);
+    raised by the application's referenced-blobs query, the message says what to run."""
+
+
 class BackupSpaceError(BackupError):
     """The disk holding the backup folder ran out of space; the run was discarded."""
 

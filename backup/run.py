@@ -23,7 +23,8 @@ import os
 import secrets
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -34,7 +35,14 @@ from backup import manifest as manifests
 from backup.blobs import BlobArchive
 from backup.catalog import LOCK, Catalog
 from backup.engines import Event, Snapshot, backend_name, engine_for
-from backup.errors import BackupError, BackupSpaceError, BlobSourceError, VerifyError
+from backup.errors import (
+    BackupError,
+    BackupSpaceError,
+    BlobSourceError,
+    EngineError,
+    SourceNotReadyError,
+    VerifyError,
+)
 from backup.files import fsync_dir, make_private_dir
 from backup.lock import run_lock
 from backup.manifest import BlobEntry, Manifest
@@ -251,7 +259,7 @@ def _run(
     event("snapshot")
     with telemetry.phase("snapshot") as span:
         size = _database_size(source.database_url)
-        with reporter.task("snapshot", size, "bytes") as advance:
+        with reporter.task("snapshot", size, "bytes") as advance, _naming(source.database_url):
             snapshot = engine.snapshot(
                 source.database_url,
                 work,
@@ -322,6 +330,28 @@ def _run(
         verified=verify,
         seconds=0.0,
     )
+
+
+@contextmanager
+def _naming(url: str) -> Iterator[None]:
+    """Name the database in what the application's query raises, on one line: a SQLAlchemy
+    error's text holds the SQL and a link over several lines (and never its parameters)."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import SQLAlchemyError
+
+    parsed = make_url(url)
+    sqlite = parsed.get_backend_name() == "sqlite"
+    shown = parsed.database if sqlite else parsed.render_as_string(hide_password=True)
+    try:
+        yield
+    except SourceNotReadyError as exc:
+        raise SourceNotReadyError(f"the database {shown} {exc}") from exc
+    except SQLAlchemyError as exc:
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        raise EngineError(
+            f"reading the database {shown} failed ({type(exc).__name__}: {reason}); check "
+            "that it is the application's database and that it is migrated"
+        ) from exc
 
 
 def _database_size(url: str) -> int | None:

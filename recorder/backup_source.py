@@ -15,6 +15,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
+from backup.errors import SourceNotReadyError
 from backup.source import BackupSource
 from recorder.config import Settings
 
@@ -25,7 +26,15 @@ _RECORDINGS = sa.table("recordings", sa.column("sha256", sa.String))
 
 
 def referenced_blobs(connection: sa.Connection) -> Iterator[str]:
-    """The distinct sha256 values of the audio that recording rows reference."""
+    """The distinct sha256 values of the audio that recording rows reference.
+
+    A database without the ``recordings`` table (created but never migrated) is refused with
+    :class:`~backup.errors.SourceNotReadyError`, which the backup turns into one line.
+    """
+    if not sa.inspect(connection).has_table(_RECORDINGS.name):
+        raise SourceNotReadyError(
+            f"is not migrated (no {_RECORDINGS.name} table); run `vrp db upgrade` first"
+        )
     sha256 = _RECORDINGS.c.sha256
     query = sa.select(sha256).distinct().where(sha256.is_not(None))
     for (value,) in connection.execute(query):

@@ -35,6 +35,7 @@ import threading
 import time
 from pathlib import Path
 from typing import Final
+from urllib.parse import quote
 
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
@@ -97,7 +98,13 @@ def row_counts(connection: sqlite3.Connection) -> dict[str, int]:
 
 def _copy(source: Path, target: Path, progress: Progress | None) -> None:
     """Copy ``source`` into the new file ``target`` with the online backup API, in steps."""
-    src = sqlite3.connect(source, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None)
+    # Read-only (a URI with mode=ro): a backup never creates or changes the source database.
+    src = sqlite3.connect(
+        f"file:{quote(str(source))}?mode=ro",
+        uri=True,
+        timeout=BUSY_TIMEOUT_SECONDS,
+        isolation_level=None,
+    )
     dst = sqlite3.connect(target, isolation_level=None)
     try:
         # The scratch copy needs no journal and no fsync: it is read back once, never kept.

@@ -137,3 +137,33 @@ def test_backup_help_imports_no_heavy_module(tmp_path: Path, args: list[str]) ->
     )
     assert "Usage: " in result.stdout
     assert result.stderr == "[]"
+
+
+@pytest.mark.parametrize("content", ["empty-file", "other-tables"])
+def test_backup_run_on_an_unmigrated_database_is_one_line_and_changes_nothing(
+    tmp_path: Path, content: str
+) -> None:
+    import sqlite3
+
+    database = tmp_path / "var" / "vrp.db"
+    database.parent.mkdir()
+    database.touch()
+    if content == "other-tables":
+        connection = sqlite3.connect(database)
+        connection.execute("CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT)")
+        connection.commit()
+        connection.close()
+    before = (database.read_bytes(), database.stat().st_mtime_ns)
+
+    result = _vrp(tmp_path, "backup", "run")
+
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    (line,) = [x for x in result.stderr.splitlines() if x.startswith("vrp:")]
+    assert line == (
+        f"vrp: backup failed: the database {database} is not migrated (no recordings table); "
+        "run `vrp db upgrade` first"
+    )
+    assert (database.read_bytes(), database.stat().st_mtime_ns) == before
+    assert [p.name for p in database.parent.iterdir() if p.name.startswith("vrp.db")] == ["vrp.db"]
+    assert "no backups yet" in _ok(_vrp(tmp_path, "backup", "list"))

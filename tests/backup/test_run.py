@@ -10,7 +10,7 @@ import pytest
 
 from backup import blobs as blob_module
 from backup.catalog import Catalog
-from backup.errors import BlobSourceError, VerifyError
+from backup.errors import BackupError, BlobSourceError, VerifyError
 from backup.run import run_backup
 from backup.source import fan_out_path
 from tests.backup.helpers import backup_settings, make_sqlite_app
@@ -85,3 +85,26 @@ def test_a_blob_whose_content_does_not_match_its_name_is_refused(tmp_path: Path)
     assert fan_out_path(source.storage_dir, blob.name) == blob
     with pytest.raises(BlobSourceError, match="does not match its name"):
         run_backup(backup_settings(tmp_path), source)
+
+
+def test_a_failing_referenced_blobs_query_is_a_one_line_backup_error_naming_the_database(
+    tmp_path: Path,
+) -> None:
+    import dataclasses
+
+    import sqlalchemy as sa
+
+    from backup.scheduler import _describe
+
+    def broken_query(connection: sa.Connection) -> list[str]:
+        return [row[0] for row in connection.execute(sa.text("SELECT sha256 FROM no_such_table"))]
+
+    source = dataclasses.replace(make_sqlite_app(tmp_path), referenced_blobs=broken_query)
+
+    with pytest.raises(BackupError) as caught:
+        run_backup(backup_settings(tmp_path), source)
+
+    message = _describe(caught.value)
+    assert "\n" not in message and "SELECT" not in message, message
+    assert str(tmp_path / "app.db") in message and "no such table: no_such_table" in message
+    assert Catalog(tmp_path / "backups").list() == []
