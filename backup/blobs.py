@@ -114,7 +114,11 @@ class BlobArchive:
             return decompress_stream(src, progress=progress)
 
     def restore_to(self, sha256: str, target: Path, progress: Progress | None = None) -> str:
-        """Write the plain content of one blob to ``target`` atomically; its actual sha256."""
+        """Write the plain content of one blob to ``target`` atomically; its actual sha256.
+
+        The content is written under a temp name and renamed to ``target`` only when it hashes
+        to ``sha256``; otherwise ``target`` is left as it was and the actual sha256 returned.
+        """
         make_private_dir(target.parent)
         tmp = target.with_name(f".{target.name}.restore-{os.getpid()}")
         fd = open_private(tmp, exclusive=False)
@@ -123,6 +127,9 @@ class BlobArchive:
                 result = decompress_stream(src, out.write, progress=progress)
                 out.flush()
                 os.fsync(out.fileno())
+            if result.plain_sha256 != sha256:
+                tmp.unlink()
+                return result.plain_sha256
             os.replace(tmp, target)
         except BaseException:
             tmp.unlink(missing_ok=True)

@@ -9,6 +9,12 @@ must pass its integrity check and hold the manifest's row counts per table. Ever
 snapshot references is written into ``storage_dir`` (existing identical ones are kept) and its
 content hash checked against its name.
 
+Nothing unproven is left behind: a SQLite backup is restored into a sibling
+``<target>.partial-<pid>`` that is renamed onto the target only once the integrity check, the
+row counts and every blob have passed; each blob is written under a temp name and renamed when
+its hash matches. On any failure the partial copy and the blobs this restore wrote are removed
+(a PostgreSQL database the restore created is dropped) and the error says so.
+
 Only the validated manifest is followed: artifact paths are plain relative names inside the
 run folder, never absolute, never through a symlink (see :mod:`backup.manifest`), and blobs are
 addressed by sha256 digests, so a tampered manifest cannot read or write outside its folders.
@@ -20,12 +26,13 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+import zstandard
 from sqlalchemy.engine import make_url
 
 from backup import manifest as manifests
 from backup.catalog import Catalog
-from backup.engines import backend_name, engine_named
-from backup.errors import ManifestError, RestoreError
+from backup.engines import Engine, backend_name, engine_named
+from backup.errors import BackupError, ManifestError, RestoreError
 from backup.progress import NullReporter, Reporter
 from backup.settings import BackupSettings
 from backup.source import BlobPath, fan_out_path
@@ -134,7 +141,9 @@ def _restore_blobs(
     storage_dir: Path,
     blob_path: BlobPath,
     reporter: Reporter,
+    written_paths: list[Path],
 ) -> tuple[int, int]:
+    """Restore the blobs; the paths this call created go to ``written_paths`` (for undoing)."""
     archive = catalog.blob_archive()
     root = storage_dir.resolve()
     written = kept = 0
@@ -148,7 +157,8 @@ def _restore_blobs(
             if target.exists() and _blob_matches(target, blob.sha256):
                 kept += 1
             else:
-                if target.exists():
+                existed = target.exists()
+                if existed:
                     logger.warning("replacing damaged blob %s in %s", blob.sha256, storage_dir)
                 try:
                     actual = archive.restore_to(blob.sha256, target)
@@ -157,15 +167,33 @@ def _restore_blobs(
                         f"blob {blob.sha256} is missing from the backup archive; run "
                         f"`vrp backup verify {manifest.id}`"
                     ) from exc
+                except zstandard.ZstdError as exc:
+                    raise RestoreError(
+                        f"blob {blob.sha256} is damaged in the backup archive ({exc}); run "
+                        f"`vrp backup verify {manifest.id}`"
+                    ) from exc
                 if actual != blob.sha256:
-                    target.unlink(missing_ok=True)
                     raise RestoreError(
                         f"blob {blob.sha256} restored with content sha256 {actual}; the "
                         "archive copy is damaged"
                     )
+                if not existed:
+                    written_paths.append(target)
                 written += 1
             advance(1)
     return written, kept
+
+
+def _undo(engine: Engine, staged: str, target: str, written_paths: list[Path]) -> str:
+    """Remove what a failed restore wrote; a sentence saying what is left."""
+    for path in written_paths:
+        path.unlink(missing_ok=True)
+    blobs = f", and the {len(written_paths)} blob(s) it wrote were removed" if written_paths else ""
+    try:
+        return engine.discard(staged, target) + blobs
+    except Exception as exc:
+        logger.exception("cleaning up the failed restore into %s failed", staged)
+        return f"cleaning up {staged} failed too ({type(exc).__name__}); remove it by hand{blobs}"
 
 
 def restore_backup(
@@ -199,15 +227,32 @@ def restore_backup(
         engine = engine_named(plan.engine)
         if plan.replaces:
             logger.warning("restore of backup %s replaces %s", plan.backup_id, plan.replaces)
-        with reporter.task("restore database", artifact.bytes, "bytes") as advance:
-            replaced = engine.restore(path, plan.target, force=force, progress=advance)
-        problems = engine.check_restored(plan.target, manifest.tables)
-        if problems:
-            raise RestoreError(
-                f"the restored database does not match backup {plan.backup_id}: "
-                + "; ".join(problems[:5])
+        staged = engine.staging_target(plan.target)
+        written_paths: list[Path] = []
+        try:
+            with reporter.task("restore database", artifact.bytes, "bytes") as advance:
+                replaced = engine.restore(path, staged, force=force, progress=advance)
+            problems = engine.check_restored(staged, manifest.tables)
+            if problems:
+                raise RestoreError(
+                    f"the restored database does not match backup {plan.backup_id}: "
+                    + "; ".join(problems[:5])
+                )
+            written, kept = _restore_blobs(
+                catalog, manifest, plan.storage_dir, blob_path, reporter, written_paths
             )
-        written, kept = _restore_blobs(catalog, manifest, plan.storage_dir, blob_path, reporter)
+            engine.publish(staged, plan.target)
+        except BaseException as exc:
+            undone = _undo(engine, staged, plan.target, written_paths)
+            if isinstance(exc, ManifestError):
+                raise ManifestError(f"{exc}; {undone}") from exc
+            if isinstance(exc, BackupError):
+                raise RestoreError(f"{exc}; {undone}") from exc
+            if isinstance(exc, OSError):
+                raise RestoreError(
+                    f"writing {exc.filename or plan.target} failed: {exc.strerror or exc}; {undone}"
+                ) from exc
+            raise
     logger.info(
         "restored backup %s: database and %d blobs (%d written, %d already present)",
         plan.backup_id,

@@ -76,6 +76,19 @@ class Engine(Protocol):
         replaced ("" when nothing was)."""
         ...
 
+    def staging_target(self, target: str) -> str:
+        """Where a restore into ``target`` writes until it is proven (SQLite: a sibling file
+        that :meth:`publish` renames into place; PostgreSQL: the database itself)."""
+        ...
+
+    def publish(self, staged: str, target: str) -> None:
+        """Put a proven restore in place."""
+        ...
+
+    def discard(self, staged: str, target: str) -> str:
+        """Remove what a failed restore wrote; a sentence saying what is left at ``target``."""
+        ...
+
 
 def backend_name(url: str) -> str:
     """``sqlite`` or ``postgresql`` (or whatever the URL names)."""

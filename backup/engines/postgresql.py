@@ -137,6 +137,9 @@ class PostgresqlEngine:
 
     name = "postgresql"
 
+    def __init__(self) -> None:
+        self._created: set[str] = set()
+
     def snapshot(
         self,
         url: str,
@@ -248,6 +251,7 @@ class PostgresqlEngine:
         existing = self._table_count(target)
         if existing is None:
             self._create_database(target)
+            self._created.add(target)
         elif existing:
             if not force:
                 raise RestoreError(
@@ -263,6 +267,34 @@ class PostgresqlEngine:
         if problems:
             raise RestoreError(f"pg_restore into {_shown(target)} failed: {'; '.join(problems)}")
         return replaced
+
+    def staging_target(self, target: str) -> str:
+        return target
+
+    def publish(self, staged: str, target: str) -> None:
+        """Nothing to do: the restore went into the target database itself."""
+
+    def discard(self, staged: str, target: str) -> str:
+        if staged not in self._created:
+            return (
+                f"the database {_shown(target)} existed before and may hold part of the restore; "
+                "check it or drop it"
+            )
+        self._drop_database(staged)
+        self._created.discard(staged)
+        return f"the database {_shown(target)} that this restore created was dropped"
+
+    def _drop_database(self, url: str) -> None:
+        name = make_url(url).database
+        engine = sa.create_engine(
+            self._maintenance_url(url), poolclass=NullPool, isolation_level="AUTOCOMMIT"
+        )
+        try:
+            with engine.connect() as connection:
+                quoted = connection.dialect.identifier_preparer.quote(str(name))
+                connection.execute(sa.text(f"DROP DATABASE IF EXISTS {quoted} WITH (FORCE)"))
+        finally:
+            engine.dispose()
 
     def _pg_restore(
         self,

@@ -295,6 +295,27 @@ class SqliteEngine:
         fsync_dir(path.parent)
         return replaced
 
+    def staging_target(self, target: str) -> str:
+        path = Path(target).absolute()
+        return str(path.with_name(f"{path.name}.partial-{os.getpid()}"))
+
+    def publish(self, staged: str, target: str) -> None:
+        path = Path(target).absolute()
+        # A stale WAL beside the new file would be replayed into it: drop it first.
+        for suffix in _SIDECARS:
+            path.with_name(path.name + suffix).unlink(missing_ok=True)
+        os.replace(staged, path)
+        fsync_dir(path.parent)
+
+    def discard(self, staged: str, target: str) -> str:
+        path = Path(staged)
+        for suffix in ("", *_SIDECARS):
+            path.with_name(path.name + suffix).unlink(missing_ok=True)
+        return f"nothing was written to {Path(target).absolute()} (the unchecked copy was removed)"
+
+
+_SIDECARS: Final = ("-wal", "-shm", "-journal")
+
 
 def _decompress_to(artifact: Path, target: Path, progress: Progress | None) -> None:
     fd = open_private(target, exclusive=False)

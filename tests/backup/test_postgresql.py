@@ -153,3 +153,31 @@ def test_a_pg_dump_older_than_the_server_is_a_clear_error(
     with pytest.raises(EngineError, match=r"pg_dump 9 cannot dump .* PostgreSQL \d+ server"):
         run_backup(backup_settings(tmp_path), pg_source)
     assert Catalog(tmp_path / "backups").list() == []
+
+
+def test_a_failed_restore_into_a_new_database_drops_it(
+    pg_source: BackupSource, scratch_url: str, tmp_path: Path
+) -> None:
+    settings = backup_settings(tmp_path)
+    backup_id = run_backup(settings, pg_source, verify=False).backup_id
+    manifest_path = settings.backup_dir / "runs" / backup_id / "manifest.json"
+    tamper_manifest(manifest_path, lambda doc: doc["tables"].update({"public.items": 251}))
+    plan = plan_restore(
+        settings, backup_id, database_url=scratch_url, storage_dir=tmp_path / "audio"
+    )
+
+    with pytest.raises(RestoreError, match="251 rows in the manifest") as caught:
+        restore_backup(settings, plan)
+
+    assert "that this restore created was dropped" in str(caught.value)
+    name = make_url(scratch_url).database
+    engine = _engine(pg_source.database_url)
+    try:
+        with engine.connect() as conn:
+            exists = conn.execute(
+                sa.text("SELECT count(*) FROM pg_database WHERE datname = :name"), {"name": name}
+            ).scalar_one()
+    finally:
+        engine.dispose()
+    assert exists == 0
+    assert not (tmp_path / "audio").exists()

@@ -14,7 +14,13 @@ from backup.run import run_backup
 from backup.settings import BackupSettings
 from backup.source import BackupSource, fan_out_path
 from backup.verify import verify_backup
-from tests.backup.helpers import backup_settings, make_sqlite_app, sqlite_rows, tamper_manifest
+from tests.backup.helpers import (
+    backup_settings,
+    flip_byte,
+    make_sqlite_app,
+    sqlite_rows,
+    tamper_manifest,
+)
 
 
 @pytest.fixture
@@ -124,3 +130,64 @@ def test_a_sqlite_backup_cannot_be_restored_into_a_database_url(
             database_url="postgresql://postgres@127.0.0.1/x",
             storage_dir=tmp_path,
         )
+
+
+def _leftovers(folder: Path, name: str) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if name in p.name) if folder.exists() else []
+
+
+def _files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file()) if folder.exists() else []
+
+
+def test_a_restore_that_fails_its_row_count_check_leaves_nothing_at_the_target(
+    backed_up: tuple[BackupSettings, BackupSource, str], tmp_path: Path
+) -> None:
+    settings, _, backup_id = backed_up
+    manifest_path = settings.backup_dir / "runs" / backup_id / "manifest.json"
+    tamper_manifest(manifest_path, lambda doc: doc["tables"].update(items=31))
+    target, audio = tmp_path / "restored.db", tmp_path / "restored-audio"
+    plan = plan_restore(settings, backup_id, to_path=target, storage_dir=audio)
+
+    with pytest.raises(RestoreError, match="31 rows in the manifest") as caught:
+        restore_backup(settings, plan)
+
+    assert f"nothing was written to {target}" in str(caught.value)
+    assert _leftovers(tmp_path, "restored.db") == []
+    assert _files(audio) == []
+
+
+def test_a_damaged_blob_fails_the_restore_and_removes_what_it_wrote(
+    backed_up: tuple[BackupSettings, BackupSource, str], tmp_path: Path
+) -> None:
+    settings, _, backup_id = backed_up
+    catalog = Catalog(settings.backup_dir)
+    blobs = [b.sha256 for b in catalog.manifest(backup_id).blobs]
+    flip_byte(catalog.blob_archive().path_for(blobs[-1]), 30)
+    target, audio = tmp_path / "restored.db", tmp_path / "restored-audio"
+    plan = plan_restore(settings, backup_id, to_path=target, storage_dir=audio)
+
+    with pytest.raises(RestoreError, match=f"blob {blobs[-1]} is damaged") as caught:
+        restore_backup(settings, plan)
+
+    assert "blob(s) it wrote were removed" in str(caught.value)
+    assert _leftovers(tmp_path, "restored.db") == []
+    assert _files(audio) == []
+
+
+def test_a_failed_forced_restore_leaves_the_existing_database_as_it_was(
+    backed_up: tuple[BackupSettings, BackupSource, str], tmp_path: Path
+) -> None:
+    settings, source, backup_id = backed_up
+    target = tmp_path / "existing.db"
+    target.write_bytes(Path(source.database_url.removeprefix("sqlite:///")).read_bytes())
+    before = target.read_bytes()
+    manifest_path = settings.backup_dir / "runs" / backup_id / "manifest.json"
+    tamper_manifest(manifest_path, lambda doc: doc["tables"].update(items=29))
+    plan = plan_restore(settings, backup_id, to_path=target, storage_dir=tmp_path / "audio")
+
+    with pytest.raises(RestoreError, match="29 rows in the manifest"):
+        restore_backup(settings, plan, force=True)
+
+    assert target.read_bytes() == before
+    assert _leftovers(tmp_path, "existing.db") == ["existing.db"]
