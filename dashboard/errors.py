@@ -39,6 +39,14 @@ class UnsupportedContentTypeError(DashboardError):
     """An OTLP request has a content type or encoding other than the spec allows (HTTP 415)."""
 
 
+class RecordsRefusedError(DashboardError):
+    """The store refused one request's records for what they hold, not for its own state.
+
+    The receiver answers 200 with the records counted as rejected in ``partial_success``: an
+    exporter must not retry them (a 503 would make it re-send the same bad records forever).
+    """
+
+
 class StoreError(DashboardError):
     """The telemetry store cannot be opened or is at the wrong schema revision."""
 

@@ -10,13 +10,19 @@ Limits against hostile bodies (the body size itself is limited by the receiver):
 :data:`MAX_ATTRIBUTES` attributes on one span, event, log record or resource, and no string or
 bytes value longer than :data:`MAX_VALUE_BYTES`; a body breaking them is refused whole with
 :class:`~dashboard.errors.PayloadDecodeError`. Items that are well-formed but unusable (ids of
-the wrong length, summary metric points) are counted as rejected for ``partial_success``.
+the wrong length, summary metric points) are counted as rejected for ``partial_success``, and so
+are items whose values the store cannot hold or the rollups would be corrupted by: times or
+counts beyond a signed 64-bit integer (``fixed64``/``uint64`` go up to 2^64-1), a span ending
+before it starts, NaN or infinite numbers, histogram buckets that disagree with their bounds or
+their count. The store never sees such values, so one bad item cannot fail a whole write.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import itertools
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,6 +38,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from dashboard.errors import PayloadDecodeError
 
 MAX_ATTRIBUTES = 1024
+# The store's integers (SQLite INTEGER, PostgreSQL BIGINT) are signed 64-bit.
+MAX_INT64 = 2**63 - 1
 MAX_VALUE_BYTES = 64 * 1024
 UNKNOWN_SERVICE = "unknown_service"
 PROTOBUF = "application/x-protobuf"
@@ -236,6 +244,10 @@ def decode_traces(body: bytes, content_type: str) -> Decoded:
                 if len(trace_id) != 16 or len(span_id) != 8 or not any(trace_id):
                     decoded.reject("span with a trace id not of 16 bytes or a span id not of 8")
                     continue
+                problem = _span_problem(span)
+                if problem:
+                    decoded.reject(problem)
+                    continue
                 parent = span.parent_span_id
                 records.append(
                     SpanRecord(
@@ -272,6 +284,9 @@ def decode_logs(body: bytes, content_type: str) -> Decoded:
         service = _service(attributes(resource_logs.resource.attributes))
         for scope_logs in resource_logs.scope_logs:
             for log in scope_logs.log_records:
+                if max(log.time_unix_nano, log.observed_time_unix_nano) > MAX_INT64:
+                    decoded.reject("log record with a time beyond 2^63-1 ns (year 2262)")
+                    continue
                 body_value = any_value(log.body) if log.HasField("body") else ""
                 decoded.records.append(
                     LogRecord(
@@ -318,6 +333,10 @@ def decode_metrics(body: bytes, content_type: str) -> Decoded:
                             f"metric {metric.name!r}: scale {point.scale} outside -10..20"
                         )
                         continue
+                    problem = _point_problem(kind, point)
+                    if problem:
+                        decoded.reject(f"metric {metric.name!r}: {problem}")
+                        continue
                     point_attributes = attributes(point.attributes)
                     stream = orjson.dumps(
                         [resource_key, scope, metric.name, point_attributes],
@@ -338,6 +357,49 @@ def decode_metrics(body: bytes, content_type: str) -> Decoded:
                     _fill_point(record, kind, point)
                     points.append(record)
     return decoded
+
+
+def _span_problem(span: Any) -> str:
+    """Why the store must not hold ``span``, or "" if it may."""
+    start, end = span.start_time_unix_nano, span.end_time_unix_nano
+    if max(start, end) > MAX_INT64 or any(e.time_unix_nano > MAX_INT64 for e in span.events):
+        return "span with a time beyond 2^63-1 ns (year 2262)"
+    if end < start:
+        return "span whose end time is before its start time"
+    return ""
+
+
+def _point_problem(kind: str, point: Any) -> str:
+    """Why the store must not hold the metric ``point``, or "" if it may."""
+    if max(point.start_time_unix_nano, point.time_unix_nano) > MAX_INT64:
+        return "data point with a time beyond 2^63-1 ns (year 2262)"
+    if kind in ("gauge", "sum"):
+        if point.WhichOneof("value") == "as_double" and not math.isfinite(point.as_double):
+            return "data point with a NaN or infinite value"
+        return ""
+    extremes = (getattr(point, name) for name in ("min", "max") if point.HasField(name))
+    numbers = [point.sum, *extremes]
+    if not all(math.isfinite(number) for number in numbers):
+        return "histogram point with a NaN or infinite sum, min or max"
+    if kind == "histogram":
+        bounds, buckets = list(point.explicit_bounds), list(point.bucket_counts)
+        if not all(math.isfinite(bound) for bound in bounds) or any(
+            a >= b for a, b in itertools.pairwise(bounds)
+        ):
+            return "histogram point whose bounds are not finite and increasing"
+    else:
+        buckets = [
+            point.zero_count,
+            *point.positive.bucket_counts,
+            *point.negative.bucket_counts,
+        ]
+    if point.count > MAX_INT64 or any(count > MAX_INT64 for count in buckets):
+        return "histogram point with a count beyond 2^63-1"
+    if kind == "histogram" and buckets and len(buckets) != len(bounds) + 1:
+        return f"histogram point with {len(buckets)} bucket counts for {len(bounds)} bounds"
+    if buckets and sum(buckets) != point.count:
+        return f"histogram point whose bucket counts add up to {sum(buckets)}, not its count"
+    return ""
 
 
 def _fill_point(record: MetricPoint, kind: str, point: Any) -> None:

@@ -34,6 +34,7 @@ from dashboard import otlp
 from dashboard.errors import (
     PayloadDecodeError,
     PayloadTooLargeError,
+    RecordsRefusedError,
     UnsupportedContentTypeError,
 )
 from dashboard.settings import DashboardSettings
@@ -159,6 +160,9 @@ def create_receiver_blueprint(settings: DashboardSettings, writer: GroupWriter) 
             return _status(3, str(exc), reply_type, 400)
         try:
             writer.submit(store_signal, decoded.records)
+        except RecordsRefusedError as exc:
+            decoded.rejected += len(decoded.records)
+            decoded.error_message = decoded.error_message or str(exc)
         except sa.exc.SQLAlchemyError as exc:
             logger.warning("telemetry store write failed for %s: %s", signal, type(exc).__name__)
             return _status(14, "telemetry store unavailable; retry later", content_type, 503)

@@ -6,6 +6,11 @@ requests queued up meanwhile, up to :data:`MAX_GROUP_RECORDS` records, and write
 records in one transaction: the commit, the rollup read-merge-write and the index pages touched
 are paid once per group instead of once per request, and while SQLite works (it releases the
 GIL) the request threads decode the next bodies.
+
+If a group's transaction fails, each of its requests is written again alone, so that records one
+request got past validation cannot fail the others. A request that still fails alone gets the
+store's error when the store itself failed (locked, full, unreachable: the receiver answers 503)
+and :class:`~dashboard.errors.RecordsRefusedError` otherwise (its records were the problem).
 """
 
 from __future__ import annotations
@@ -16,11 +21,22 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
+import sqlalchemy as sa
+
+from dashboard.errors import RecordsRefusedError
 from dashboard.store import TelemetryStore
 
 logger = logging.getLogger(__name__)
 MAX_GROUP_RECORDS = 8192
 _WRITERS = {"spans": "write_spans", "logs": "write_logs", "metrics": "write_metrics"}
+# Errors that say the store cannot be written now, whatever the records: retrying may succeed.
+_STORE_FAILURES = (
+    sa.exc.OperationalError,
+    sa.exc.InterfaceError,
+    sa.exc.InternalError,
+    sa.exc.ProgrammingError,
+    sa.exc.DisconnectionError,
+)
 
 
 @dataclass
@@ -96,20 +112,42 @@ class GroupWriter:
                 return
 
     def _write(self, group: list[_Pending]) -> None:
-        for signal, method in _WRITERS.items():
+        for signal in _WRITERS:
             members = [p for p in group if p.signal == signal]
             if not members:
                 continue
-            records = [record for p in members for record in p.records]
             try:
-                if signal == "spans":
-                    prepared = [item for p in members for item in p.prepared or ()]
-                    self._store.write_spans(records, prepared)
+                self._write_signal(signal, members)
+            except Exception as exc:  # handed to the waiting requests, alone if several
+                if len(members) == 1:
+                    self._fail(members[0], exc)
                 else:
-                    getattr(self._store, method)(records)
-            except Exception as exc:  # handed to every waiting request, which answers 503
-                logger.warning("writing %d %s failed: %s", len(records), signal, type(exc).__name__)
-                for p in members:
-                    p.error = exc
+                    for p in members:
+                        try:
+                            self._write_signal(signal, [p])
+                        except Exception as alone:  # this request's own failure
+                            self._fail(p, alone)
             for p in members:
                 p.done.set()
+
+    def _write_signal(self, signal: str, members: list[_Pending]) -> None:
+        records = [record for p in members for record in p.records]
+        if signal == "spans":
+            prepared = [item for p in members for item in p.prepared or ()]
+            self._store.write_spans(records, prepared)
+        else:
+            getattr(self._store, _WRITERS[signal])(records)
+
+    @staticmethod
+    def _fail(pending: _Pending, exc: Exception) -> None:
+        kind = type(exc).__name__
+        logger.warning("writing %d %s failed: %s", len(pending.records), pending.signal, kind)
+        if isinstance(exc, _STORE_FAILURES):
+            pending.error = exc
+            return
+        refused = RecordsRefusedError(
+            f"{len(pending.records)} {pending.signal} could not be stored ({kind}); "
+            "they are dropped, not retried"
+        )
+        refused.__cause__ = exc
+        pending.error = refused
