@@ -59,13 +59,15 @@ def compress_stream(
     level: int,
     threads: int = 0,
     hash_plain: bool = True,
+    sync: bool = True,
     progress: Progress | None = None,
 ) -> StreamResult:
     """Compress ``source`` into the open file ``fd``, hashing both sides; fsync before returning.
 
     ``threads`` as zstd takes it (0: compress on this thread; -1: one worker per core, this
     thread then only reads and hashes). ``hash_plain=False`` skips the plain side's hash
-    (``plain_sha256`` is then empty) where nobody needs it.
+    (``plain_sha256`` is then empty) where nobody needs it; ``sync=False`` leaves the fsync to
+    the caller.
     """
     plain = hashlib.sha256()
     plain_bytes = 0
@@ -82,7 +84,8 @@ def compress_stream(
             writer.write(chunk)
             if progress is not None:
                 progress(len(chunk))
-    os.fsync(fd)
+    if sync:
+        os.fsync(fd)
     plain_sha256 = plain.hexdigest() if hash_plain else ""
     return StreamResult(plain_sha256, plain_bytes, sink.hash.hexdigest(), sink.count)
 

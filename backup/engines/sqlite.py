@@ -210,7 +210,15 @@ class SqliteEngine:
             fd = open_private(artifact_path)
             try:
                 with copy.open("rb") as plain:
-                    result = compress_stream(plain, fd, level=level, threads=-1, hash_plain=False)
+                    result = compress_stream(
+                        plain, fd, level=level, threads=-1, hash_plain=False, sync=False
+                    )
+                check.join()
+                # The scratch copy goes before the artifact's fsync: on ext4 (data=ordered) an
+                # fsync commits the journal, which first writes out every file allocated in
+                # the same transaction, so the copy's pages would go to disk for nothing.
+                copy.unlink()
+                os.fsync(fd)
             finally:
                 os.close(fd)
         finally:
@@ -219,7 +227,6 @@ class SqliteEngine:
             if isinstance(check.error, sqlite3.Error):
                 raise EngineError(f"checking the copy of {source} failed: {check.error}")
             raise check.error
-        copy.unlink()
         fsync_dir(run_dir)
         artifact = Artifact(
             path=ARTIFACT,
