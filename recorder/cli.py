@@ -360,8 +360,17 @@ def _backup_source() -> BackupSource:
 
 @contextmanager
 def _backup_scope(service_name: str) -> Iterator[None]:
-    """Logging and telemetry of a ``vrp backup`` command (``vrp-cli``) or the scheduler."""
-    with _process(_settings(service_name)):
+    """Logging and telemetry of a ``vrp backup`` command (``vrp-cli``) or the scheduler.
+
+    A manual command with no OTLP endpoint configured reports to the local dashboard if one is
+    listening (:mod:`recorder.local_dashboard`); the scheduler gets its address from ``vrp up``.
+    """
+    settings = _settings(service_name)
+    if service_name == backup_cli.SERVICE_NAME:
+        from recorder.local_dashboard import with_local_dashboard
+
+        settings = with_local_dashboard(settings)
+    with _process(settings):
         yield
 
 

@@ -135,3 +135,50 @@ def test_a_manual_run_exports_its_span_tree_and_metrics_over_otlp(
     last_success = metrics["vrp.backup.last_success"]
     (gauge_point,) = last_success.gauge.data_points
     assert gauge_point.as_double > 1.7e9
+
+
+def _plain_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("VRP_", "OTEL_"))}
+    return {**env, "PYTHONPATH": str(REPO), "OTEL_METRIC_EXPORT_INTERVAL": "60000", **extra}
+
+
+def _span_services(receiver: _Receiver) -> dict[str, set[str]]:
+    found: dict[str, set[str]] = {}
+    for body in receiver.bodies["/v1/traces"]:
+        for resource_spans in ExportTraceServiceRequest.FromString(body).resource_spans:
+            service = str(_attributes(resource_spans.resource.attributes)["service.name"])
+            for scope in resource_spans.scope_spans:
+                for span in scope.spans:
+                    found.setdefault(span.name, set()).add(service)
+    return found
+
+
+def test_a_manual_run_without_an_endpoint_reports_to_a_listening_local_dashboard(
+    tmp_path: Path, receiver: _Receiver
+) -> None:
+    env = _plain_env(VRP_DASHBOARD_PORT=str(receiver.server_port))
+    assert _vrp(tmp_path, env, "db", "upgrade").returncode == 0
+
+    done = _vrp(tmp_path, env, "backup", "run")
+
+    assert done.returncode == 0, done.stderr
+    assert _span_services(receiver)["backup.run"] == {"vrp-cli"}
+    assert receiver.bodies["/v1/metrics"]
+
+
+def test_a_manual_run_without_an_endpoint_or_a_dashboard_exports_nothing_and_warns_nothing(
+    tmp_path: Path,
+) -> None:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed_port = probe.getsockname()[1]
+    env = _plain_env(VRP_DASHBOARD_PORT=str(closed_port))
+    assert _vrp(tmp_path, env, "db", "upgrade").returncode == 0
+
+    done = _vrp(tmp_path, env, "backup", "run")
+
+    assert done.returncode == 0, done.stderr
+    assert "opentelemetry.exporter" not in done.stderr
+    assert "Connection refused" not in done.stderr
