@@ -399,6 +399,7 @@ def summary(store: TelemetryStore, window: TimeRange) -> dict[str, Any]:
             stats = acc.stats(window.resolution)
             points.append(
                 {
+                    "_t": t,
                     "t": iso(t),
                     "service": service,
                     "rate_per_s": stats["rate_per_s"],
@@ -408,6 +409,17 @@ def summary(store: TelemetryStore, window: TimeRange) -> dict[str, Any]:
                     "p99_ms": stats["p99_ms"],
                 }
             )
+    busy_by_service: dict[str, list[int]] = {}
+    for point in points:
+        busy_by_service.setdefault(point["service"], []).append(point["_t"])
+    for service, busy in busy_by_service.items():
+        points.extend(
+            {"_t": t, "t": iso(t), "service": service, "rate_per_s": 0.0, "error_rate": None}
+            | dict.fromkeys(("p50_ms", "p95_ms", "p99_ms"))
+            for t in _idle_buckets(busy, window)
+        )
+    for point in points:
+        del point["_t"]
     points.sort(key=lambda p: (p["t"], p["service"]))
     return {
         "since": window.since.isoformat(),
@@ -415,6 +427,23 @@ def summary(store: TelemetryStore, window: TimeRange) -> dict[str, Any]:
         "services": result,
         "series": points,
     }
+
+
+# Series over time get explicit points for idle buckets (no rows: rate 0, error rate and
+# percentiles null), so that plots drop to zero and break their lines over idle time instead of
+# drawing traffic through it. Past this many buckets in the range only the bucket either side of
+# each busy one is filled, which plots the same and keeps the document bounded.
+MAX_FILLED_BUCKETS = 1500
+
+
+def _idle_buckets(busy: Iterable[int], window: TimeRange) -> list[int]:
+    """The window's buckets without a row, among ``busy`` (bucket starts, seconds)."""
+    step, first, last = window.resolution, window.first_bucket, window.last_bucket
+    taken = set(busy)
+    if (last - first) // step <= MAX_FILLED_BUCKETS:
+        return [t for t in range(first, last + 1, step) if t not in taken]
+    edges = {n for t in taken for n in (t - step, t + step) if first <= n <= last}
+    return sorted(edges - taken)
 
 
 def _operation_name(attributes: dict[str, Any]) -> str:
@@ -498,6 +527,14 @@ def queries(store: TelemetryStore, window: TimeRange, summary: str | None = None
                         "p99_ms": p99,
                     }
                 )
+            if points:
+                idle = _idle_buckets(_grouped(over_time, lambda r: r.t), window)
+                points.extend(
+                    {"t": iso(t), "summary": summary, "count": 0}
+                    | dict.fromkeys(("p50_ms", "p95_ms", "p99_ms"))
+                    for t in idle
+                )
+                points.sort(key=lambda p: p["t"])
         return {
             "queries": result,
             "series": points,

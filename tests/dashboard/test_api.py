@@ -119,6 +119,25 @@ def test_far_past_or_future_dates_are_clamped_to_what_the_store_holds(
         assert [t["trace_id"] for t in response.get_json()["traces"]] == ["01" * 16]
 
 
+def test_idle_minutes_are_explicit_points_with_zero_rate_and_no_latency(live: Live) -> None:
+    minute = 60 * 10**9
+    now = time.time_ns() // minute * minute
+    busy = {now - 10 * minute + 30 * 10**9, now - 6 * minute + 30 * 10**9}
+    for index, start in enumerate(sorted(busy)):
+        write(live.store, [span(bytes([index + 1]) * 16, b"\x02" * 8, "GET /r", start, MS, kind=2)])
+    series = live.get("/api/summary", since="30m")["series"]
+    times = [p["t"] for p in series]
+    assert times == sorted(times) and len(times) == len(set(times)) >= 30
+    busy_points = [p for p in series if p["rate_per_s"] > 0]
+    assert len(busy_points) == 2
+    assert all(p["p95_ms"] is not None for p in busy_points)
+    idle = [p for p in series if p["rate_per_s"] == 0]
+    assert len(idle) == len(series) - 2
+    assert all(p["p50_ms"] is None and p["p99_ms"] is None and not p["error_rate"] for p in idle)
+    between = [p for p in idle if busy_points[0]["t"] < p["t"] < busy_points[1]["t"]]
+    assert len(between) == 3
+
+
 def test_unknown_trace_is_404_and_malformed_id_422(live: Live) -> None:
     with live.app.test_client() as client:
         assert client.get(f"/api/traces/{'0' * 31}1").status_code == 404
