@@ -721,7 +721,7 @@ def log_records(
         sa.select(logs)
         .where(logs.c.time_ns >= window.since_ns, logs.c.time_ns <= window.until_ns)
         .order_by(logs.c.time_ns.desc(), logs.c.id.desc())
-        .limit(limit)
+        .limit(limit + 1)  # one more than asked tells whether the limit cut the list
     )
     if window.service is not None:
         query = query.where(logs.c.service == window.service)
@@ -732,7 +732,9 @@ def log_records(
     if text:
         query = query.where(logs.c.body.like(_like_pattern(text), escape="\\"))
     with store.engine.connect() as conn:
+        found = conn.execute(query).all()
         return {
+            "truncated": len(found) > limit,
             "logs": [
                 {
                     "time": iso_ns(r.time_ns),
@@ -743,8 +745,8 @@ def log_records(
                     "span_id": r.span_id,
                     "attributes": orjson.loads(r.attributes),
                 }
-                for r in conn.execute(query)
-            ]
+                for r in found[:limit]
+            ],
         }
 
 

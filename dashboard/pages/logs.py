@@ -80,13 +80,18 @@ def register(app: Dash, api: ApiClient) -> None:
         trace_id = _trace_filter(search)
         params = {**window(range_value, service), "level": level, "q": q, "trace_id": trace_id}
         try:
-            records = api.get("/api/logs", params)["logs"]
+            found = api.get("/api/logs", params)
         except ApiReadError as exc:
             return ui.read_error(exc)
-        rows = [{**record, "trace": ui.trace_link(record.get("trace_id"))} for record in records]
+        rows = [
+            {**record, "trace": ui.trace_link(record.get("trace_id"))} for record in found["logs"]
+        ]
         table = ui.table("logs-table", COLUMNS, rows, page_size=25, wrap=("message",))
         table.style_data_conditional = LEVEL_STYLES
-        heading = f"{len(rows)} record(s), newest first"
+        if found.get("truncated"):
+            heading = f"newest {len(rows)} shown (more in range: narrow it or filter)"
+        else:
+            heading = f"{len(rows)} record(s), newest first"
         if trace_id:
             heading += f", trace {trace_id}"
         return [html.P(heading, className="text-muted"), table]

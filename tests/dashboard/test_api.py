@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from dashboard.otlp import decode_traces
+from dashboard.otlp import LogRecord, decode_traces
 from dashboard.store import TelemetryStore
 from instrumentation import conventions as c
 from tests.dashboard.conftest import Live
@@ -136,6 +136,19 @@ def test_idle_minutes_are_explicit_points_with_zero_rate_and_no_latency(live: Li
     assert all(p["p50_ms"] is None and p["p99_ms"] is None and not p["error_rate"] for p in idle)
     between = [p for p in idle if busy_points[0]["t"] < p["t"] < busy_points[1]["t"]]
     assert len(between) == 3
+
+
+def test_logs_say_when_the_limit_cut_the_list(live: Live) -> None:
+    now = time.time_ns()
+    live.store.write_logs(
+        [LogRecord(now - i * MS, "vrp-api", 9, "INFO", f"n{i}", None, None, {}) for i in range(5)]
+    )
+    cut = live.get("/api/logs", since="1h", limit=3)
+    assert cut["truncated"] is True
+    assert [r["message"] for r in cut["logs"]] == ["n0", "n1", "n2"]
+    whole = live.get("/api/logs", since="1h", limit=5)
+    assert whole["truncated"] is False
+    assert len(whole["logs"]) == 5
 
 
 def test_unknown_trace_is_404_and_malformed_id_422(live: Live) -> None:
