@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import plotly.graph_objects as go
@@ -29,6 +29,7 @@ KIND_COLORS = {
     "CONSUMER": "#8c564b",
 }
 _MARGIN = {"l": 50, "r": 20, "t": 40, "b": 40}
+SINGLE_RUN_SPAN = timedelta(hours=1)
 
 
 def parse_time(value: str | None) -> datetime | None:
@@ -203,7 +204,13 @@ def backup_runs_figure(runs: Sequence[Row], field: str, *, title: str, y_title: 
                 hovertemplate="%{customdata}<br>%{y:.3f} " + y_title + "<extra></extra>",
             )
         )
-    return _time_layout(figure, title, y_title, height=280)
+    figure = _time_layout(figure, title, y_title, height=280)
+    times = [parse_time(r["start"]) for r in points]
+    if max(times) - min(times) < SINGLE_RUN_SPAN:
+        # One run (or runs seconds apart) would get an axis of milliseconds: show +-1 h around.
+        middle = min(times) + (max(times) - min(times)) / 2
+        figure.update_xaxes(range=[middle - SINGLE_RUN_SPAN, middle + SINGLE_RUN_SPAN])
+    return figure
 
 
 def n_plus_one_span_ids(spans: Sequence[Row], findings: Sequence[Row]) -> set[str]:

@@ -116,6 +116,22 @@ def test_no_data_says_so() -> None:
     assert not figure.data
 
 
+def test_a_single_backup_run_gets_an_hour_either_side_not_a_millisecond_axis() -> None:
+    runs = [{"backup_id": "b1", "status": "success", "start": "2026-11-28T21:09:01.9475Z"}]
+    runs[0]["duration_ms"] = 1200.0
+    figure = figures.backup_runs_figure(runs, "duration_ms", title="duration", y_title="s")
+    low, high = (figures.parse_time(str(v)) for v in figure.layout.xaxis.range)
+    assert low is not None and high is not None
+    assert (high - low).total_seconds() == 2 * 3600
+    assert low.hour == 20 and high.hour == 22
+    two_days = [
+        {**runs[0], "start": "2026-11-27T03:00:00Z"},
+        {**runs[0], "start": "2026-11-28T03:00:00Z"},
+    ]
+    figure = figures.backup_runs_figure(two_days, "duration_ms", title="duration", y_title="s")
+    assert figure.layout.xaxis.range is None
+
+
 def test_backup_runs_are_green_or_red_by_status() -> None:
     runs = [
         {"backup_id": "b1", "status": "success", "start": "2026-11-27T03:00:00Z", "bytes": 2e6},
