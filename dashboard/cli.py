@@ -158,8 +158,37 @@ def _stop_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, on_sigterm)
 
 
+def _bind(host: str, port: int) -> list[socket.socket]:
+    """Sockets bound to every address of ``host`` (as waitress would bind them), or exit 1.
+
+    Bound here rather than by waitress because waitress binds only once it has the app, and
+    building the app creates and migrates the store: a port already in use must be reported
+    before anything is written to disk.
+    """
+    bound: list[socket.socket] = []
+    try:
+        for family, kind, proto, _, address in socket.getaddrinfo(
+            host, port, socket.AF_UNSPEC, socket.SOCK_STREAM, 0, socket.AI_PASSIVE
+        ):
+            sock = socket.socket(family, kind, proto)
+            bound.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind(address)
+    except OSError as exc:
+        for sock in bound:
+            sock.close()
+        _fail(
+            FAILURE_EXIT,
+            f"cannot listen on {host}:{port}: {exc.strerror or exc}; "
+            "choose another address with --host/--port (VRP_DASHBOARD_HOST/_PORT)",
+        )
+    return bound
+
+
 def serve(settings: DashboardSettings) -> None:
-    """Build the app, bind, and serve until SIGTERM or Ctrl-C."""
+    """Bind, build the app, and serve until SIGTERM or Ctrl-C."""
     import sqlalchemy as sa
     import waitress
     from sqlalchemy.engine import make_url
@@ -167,6 +196,7 @@ def serve(settings: DashboardSettings) -> None:
     from dashboard.app import create_app
     from dashboard.errors import StoreError
 
+    sockets = _bind(settings.host, settings.port)
     try:
         app = create_app(settings)
     except (StoreError, sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
@@ -177,21 +207,9 @@ def serve(settings: DashboardSettings) -> None:
             reason = reason.replace(str(password), "***")
         store = make_url(settings.store_url).render_as_string(hide_password=True)
         _fail(FAILURE_EXIT, f"cannot open the telemetry store {store}: {reason}")
-    try:
-        server = waitress.create_server(
-            app.server,
-            host=settings.host,
-            port=settings.port,
-            threads=WAITRESS_THREADS,
-            ident="vrp-dashboard",
-        )
-    except (OSError, ValueError) as exc:  # ValueError: waitress could not resolve the host
-        reason = getattr(exc, "strerror", None) or str(exc)
-        _fail(
-            FAILURE_EXIT,
-            f"cannot listen on {settings.host}:{settings.port}: {reason}; "
-            "choose another address with --host/--port (VRP_DASHBOARD_HOST/_PORT)",
-        )
+    server = waitress.create_server(
+        app.server, sockets=sockets, threads=WAITRESS_THREADS, ident="vrp-dashboard"
+    )
     app.server.start_background()
     logger.info(
         "dashboard listening on http://%s:%d (OTLP/HTTP receiver at /v1/*)",

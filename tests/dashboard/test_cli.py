@@ -128,7 +128,7 @@ def test_non_loopback_bind_without_token_is_refused(tmp_path: Path, how: str) ->
     assert not (tmp_path / "var").exists(), "nothing is created before the refusal"
 
 
-def test_port_in_use_exits_1_with_one_line(tmp_path: Path) -> None:
+def test_port_in_use_exits_1_with_one_line_before_creating_the_store(tmp_path: Path) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
@@ -139,6 +139,7 @@ def test_port_in_use_exits_1_with_one_line(tmp_path: Path) -> None:
     assert len(refusal) == 1, result.stderr
     assert f"127.0.0.1:{port}" in refusal[0] and "--port" in refusal[0]
     assert "Traceback" not in result.stderr
+    assert not (tmp_path / "var" / "telemetry.db").exists(), "the store was created first"
 
 
 def test_unreachable_store_exits_1_with_one_line_and_no_password(tmp_path: Path) -> None:
