@@ -81,6 +81,26 @@ class Catalog:
                 logger.warning("skipping %s: %s", entry, exc)
         return sorted(found, key=lambda info: (info.created_at, info.id))
 
+    def unreadable(self) -> list[Path]:
+        """Run folders whose manifest is present but refused (damaged, tampered, malformed).
+
+        They are not backups, but the blobs they reference cannot be known either: retention
+        must not take those blobs for garbage while such a folder is there.
+        """
+        if not self.runs_dir.is_dir():
+            return []
+        refused = []
+        for entry in sorted(self.runs_dir.iterdir()):
+            if not valid_id(entry.name) or not entry.is_dir() or entry.is_symlink():
+                continue
+            if not (entry / manifests.MANIFEST_NAME).exists():
+                continue
+            try:
+                self._info(entry)
+            except ManifestError:
+                refused.append(entry)
+        return refused
+
     def get(self, backup_id: str) -> BackupInfo:
         """The complete backup with this id; BackupNotFoundError when there is none,
         ManifestError when its manifest is refused."""

@@ -11,7 +11,7 @@ the catalog without the lock and changes nothing.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from backup import telemetry
@@ -42,13 +42,27 @@ def _size(path: Path) -> int:
 
 
 def plan(settings: BackupSettings) -> RetentionPlan:
-    """The retention plan for the backups on disk now, under the configured policy."""
+    """The retention plan for the backups on disk now, under the configured policy.
+
+    While a run folder holds a manifest that cannot be read, no blob is planned for deletion:
+    that folder may reference any of them, and a blob is deleted only when no manifest does.
+    """
     catalog = Catalog(settings.backup_dir)
-    return plan_retention(
+    current = plan_retention(
         catalog.list(),
         RetentionPolicy.from_settings(settings),
         catalog.blob_archive().list_blobs(),
     )
+    refused = catalog.unreadable()
+    if refused and current.blobs_to_delete:
+        logger.warning(
+            "no blob is pruned while %d backup folder(s) hold a manifest that cannot be read "
+            "(%s): verify them, then remove the ones that are damaged",
+            len(refused),
+            ", ".join(path.name for path in refused),
+        )
+        current = replace(current, blobs_to_delete=frozenset())
+    return current
 
 
 def prune(

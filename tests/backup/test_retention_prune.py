@@ -268,3 +268,25 @@ def test_the_prune_command_deletes_and_says_what_it_freed(tmp_path: Path) -> Non
     output = _cli(backup_dir, "backup", "prune", VRP_BACKUP_KEEP_LAST="2", **keep_two)
     assert "deleted 1 backup(s) and 1 unreferenced blob(s), freed" in output.splitlines()[-1]
     assert len(Catalog(backup_dir).list()) == 2
+
+
+def test_no_blob_is_pruned_while_a_manifest_cannot_be_read(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    backup_dir = tmp_path / "backups"
+    lay_down_backup(backup_dir, START, [0], verified=True, n=0)
+    damaged = lay_down_backup(backup_dir, START + timedelta(days=1), [1], verified=True, n=1)
+    lay_down_backup(backup_dir, START + timedelta(days=2), [2], verified=True, n=2)
+    manifest = backup_dir / "runs" / damaged / manifests.MANIFEST_NAME
+    body = bytearray(manifest.read_bytes())
+    body[len(body) // 2] ^= 0x01
+    manifest.write_bytes(bytes(body))
+    assert damaged not in [b.id for b in Catalog(backup_dir).list()]
+    policy = RetentionPolicy(keep_last=1, keep_daily=0, keep_weekly=0, keep_monthly=0)
+
+    result = prune(_settings(backup_dir, policy))
+
+    assert len(result.deleted_backups) == 1, "the readable backup the policy drops still goes"
+    assert result.deleted_blobs == 0
+    assert {SHAS[0], SHAS[1], SHAS[2]} <= Catalog(backup_dir).blob_archive().list_blobs()
+    assert any(damaged in r.getMessage() and r.levelname == "WARNING" for r in caplog.records)
