@@ -16,13 +16,13 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
-from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 
 from dashboard.settings import DashboardSettings
 from dashboard.store import TelemetryStore
 from tests.dashboard.conftest import Live, serve
 from tests.dashboard.ui_telemetry import send_stack_telemetry
+from tests.fuzzing import fuzz_operation
 
 EXAMPLES_PER_OPERATION = 40
 RANGE_PANELS = (
@@ -60,27 +60,6 @@ def live_with_data(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     store.dispose()
 
 
-def _fuzz(operation: schemathesis.APIOperation, mode: GenerationMode, seen: list[str]) -> None:
-    @given(case=operation.as_strategy(generation_mode=mode))
-    @settings(
-        max_examples=EXAMPLES_PER_OPERATION,
-        deadline=None,
-        derandomize=True,
-        database=None,
-        suppress_health_check=list(HealthCheck),
-    )
-    def run(case: schemathesis.Case) -> None:
-        response = case.call()
-        seen.append(f"{case.method} {case.formatted_path} {case.query} -> {response.status_code}")
-        assert response.status_code < 500, f"{seen[-1]}: {response.text[:500]}"
-
-    try:
-        run()
-    except Unsatisfiable:
-        # An operation without parameters (``GET /api/services``) has no invalid input.
-        assert mode is GenerationMode.NEGATIVE, operation.label
-
-
 def test_no_generated_query_causes_a_server_error(live_with_data: Live) -> None:
     api_schema = schemathesis.openapi.from_wsgi("/api/openapi.json", live_with_data.app)
     seen: list[str] = []
@@ -88,7 +67,7 @@ def test_no_generated_query_causes_a_server_error(live_with_data: Live) -> None:
     assert len(operations) >= len(RANGE_PANELS) + 2
     for operation in operations:
         for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
-            _fuzz(operation, mode, seen)
+            fuzz_operation(operation, mode, seen, examples=EXAMPLES_PER_OPERATION)
     covered = {line.split()[1] for line in seen}
     assert set(RANGE_PANELS) <= covered, covered
 

@@ -12,8 +12,6 @@ from pathlib import Path
 
 import pytest
 import schemathesis
-from hypothesis import HealthCheck, given, settings
-from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 
 from instrumentation.database import Database
@@ -22,6 +20,7 @@ from recorder import schema_version
 from recorder.api import create_app
 from recorder.config import load_settings
 from tests.conftest import reset_postgres
+from tests.fuzzing import fuzz_operation
 
 MIN_CASES = 500
 EXAMPLES_PER_OPERATION = 60
@@ -59,27 +58,6 @@ def api_schema(
     telemetry.shutdown()
 
 
-def _fuzz(operation: schemathesis.APIOperation, mode: GenerationMode, seen: list[str]) -> None:
-    @given(case=operation.as_strategy(generation_mode=mode))
-    @settings(
-        max_examples=EXAMPLES_PER_OPERATION,
-        deadline=None,
-        derandomize=True,
-        database=None,
-        suppress_health_check=list(HealthCheck),
-    )
-    def run(case: schemathesis.Case) -> None:
-        response = case.call()
-        seen.append(f"{case.method} {case.formatted_path} -> {response.status_code}")
-        assert response.status_code < 500, f"{seen[-1]}: {response.text[:500]}"
-
-    try:
-        run()
-    except Unsatisfiable:
-        # An operation without parameters (``GET /healthz``) has no invalid input to generate.
-        assert mode is GenerationMode.NEGATIVE, operation.label
-
-
 def test_no_input_causes_a_server_error(api_schema: schemathesis.BaseSchema) -> None:
     """Valid and invalid cases for every operation; pytest's own schemathesis plugin is not
     used because it does not work with pytest 9 (it writes ``Function._nodeid``)."""
@@ -88,5 +66,5 @@ def test_no_input_causes_a_server_error(api_schema: schemathesis.BaseSchema) -> 
     assert len(operations) >= 8
     for operation in operations:
         for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
-            _fuzz(operation, mode, seen)
+            fuzz_operation(operation, mode, seen, examples=EXAMPLES_PER_OPERATION)
     assert len(seen) >= MIN_CASES, f"only {len(seen)} cases generated"
