@@ -14,18 +14,26 @@ What is measured, in one run
     test client over the last 1 h, 24 h and 7 d, ``--repeat`` times each, interleaved between
     the two stores; the figures are median latencies.
 
+``--stores DIR`` keeps the filled stores in ``DIR`` and reuses them on later runs with the same
+sizes (the calls then end at the time the stores were filled), so that iterating on the read
+side does not refill them; ``--fill-only`` fills and stops, so the filling can run outside a
+timing lock.
+
 Targets: large / small <= 1.5 for every call and range, and every median < 100 ms.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import random
 import statistics
 import tempfile
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from benchmarks.otlp_data import SPANS_PER_REQUEST, batches
@@ -147,27 +155,66 @@ def measure(
     return latencies
 
 
+@contextmanager
+def _folder(kept: Path | None) -> Iterator[Path]:
+    if kept is not None:
+        kept.mkdir(parents=True, exist_ok=True)
+        yield kept
+        return
+    with tempfile.TemporaryDirectory() as folder:
+        yield Path(folder)
+
+
+def _stores(
+    folder: Path, sizes: dict[str, int]
+) -> tuple[dict[str, TelemetryStore], dict[str, float], int]:
+    """The filled stores in ``folder``, their fill times and their "now": reused if they match."""
+    stamp = folder / "panels.json"
+    if stamp.exists():
+        kept = json.loads(stamp.read_text())
+        if kept["sizes"] == sizes:
+            stores = {label: TelemetryStore(f"sqlite:///{folder}/{label}.db") for label in sizes}
+            return stores, kept["seconds"], kept["now_ns"]
+        stamp.unlink()
+    now_ns = time.time_ns()
+    stores, seconds = {}, {}
+    for label, spans in sizes.items():
+        (folder / f"{label}.db").unlink(missing_ok=True)
+        store = TelemetryStore(f"sqlite:///{folder}/{label}.db")
+        store.upgrade()
+        seconds[label] = fill(store, spans, now_ns, seed=len(label))
+        stores[label] = store
+    stamp.write_text(json.dumps({"sizes": sizes, "seconds": seconds, "now_ns": now_ns}))
+    return stores, seconds, now_ns
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="a smoke run of a few seconds")
     parser.add_argument("--large", type=int, default=1_000_000, help="spans in the large store")
     parser.add_argument("--small", type=int, default=10_000, help="spans in the small store")
     parser.add_argument("--repeat", type=int, default=21, help="calls per endpoint and range")
+    parser.add_argument(
+        "--stores", type=Path, help="keep the filled stores here and reuse them on later runs"
+    )
+    parser.add_argument("--fill-only", action="store_true", help="fill the stores and stop")
     args = parser.parse_args(argv)
     if args.quick:
         args.large, args.small, args.repeat = 12_000, 1_200, 3
 
-    now_ns = time.time_ns()
-    until = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now_ns / 1e9))
-    with tempfile.TemporaryDirectory() as folder:
-        apps = {}
-        seeded = {}
-        for label, spans in (("small", args.small), ("large", args.large)):
-            settings = DashboardSettings(store_url=f"sqlite:///{folder}/{label}.db")
-            store = TelemetryStore(settings.store_url)
-            store.upgrade()
-            seeded[label] = fill(store, spans, now_ns, seed=len(label))
-            apps[label] = create_server(settings, store=store)
+    with _folder(args.stores) as folder:
+        stores, seeded, now_ns = _stores(folder, {"small": args.small, "large": args.large})
+        if args.fill_only:
+            for store in stores.values():
+                store.dispose()
+            return
+        until = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now_ns / 1e9))
+        apps = {
+            label: create_server(
+                DashboardSettings(store_url=f"sqlite:///{folder}/{label}.db"), store=store
+            )
+            for label, store in stores.items()
+        }
         latencies = measure(apps, args.repeat, until)
         for app in apps.values():
             app.store.dispose()
