@@ -15,10 +15,13 @@ between them is retried.
 
 from __future__ import annotations
 
+import functools
 import logging
+import sqlite3
 import threading
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -168,87 +171,159 @@ class TelemetryStore:
 
         return attempt()
 
-    def prepare_spans(self, records: Sequence[SpanRecord]) -> list[tuple[tuple[Any, ...], int]]:
-        """Each record's row and rollup series id, for :meth:`write_spans`.
+    def prepare_spans(self, records: Sequence[SpanRecord]) -> PreparedSpans:
+        """Everything :meth:`write_spans` derives from ``records`` alone, computed beforehand.
 
-        Callers may build them beforehand on their own thread (the receiver does, so that the
-        one writer thread has less to do); series seen for the first time are created here, in
-        their own short transaction.
+        Callers may build it on their own thread (the receiver does, so that the one writer
+        thread is left with the SQL): the rows, the rollups, the statement examples, backup
+        runs, N+1 findings and services seen, all as if every record were new. Series seen for
+        the first time are created here, in their own short transaction.
         """
         series_ids = self.series.resolve_spans(records)
-        return [(_span_row(r), s) for r, s in zip(records, series_ids, strict=True)]
+        examples_, groups = _example_rows(records)
+        findings, deferred = _n_plus_one_rows(records)
+        return PreparedSpans(
+            records=records,
+            series_ids=series_ids,
+            rows=[_span_row(r) for r in records],
+            rollups=rollups.aggregate_spans(records, series_ids),
+            examples=examples_,
+            example_groups=groups,
+            backup_runs=_backup_rows(records),
+            n_plus_one=findings,
+            deferred_sessions=deferred,
+            services=_latest_seen((r.service, "spans", r.end_ns) for r in records),
+        )
 
     def write_spans(
         self,
         records: Sequence[SpanRecord],
-        prepared: Sequence[tuple[tuple[Any, ...], int]] | None = None,
+        prepared: Sequence[PreparedSpans] | None = None,
     ) -> int:
-        """Store spans not stored yet, with their rollups; return how many were new."""
+        """Store spans not stored yet, with their rollups; return how many were new.
+
+        ``prepared`` is :meth:`prepare_spans` of ``records`` (in parts, concatenated in order).
+        What it derived is used as it is when every span turns out new, which is the usual
+        case; otherwise it is derived again from the new spans alone.
+        """
         if not records:
             return 0
         if prepared is None:
-            prepared = self.prepare_spans(records)
-        by_key = {(record.trace_id, record.span_id): record for record in records}
-        rows = {(row[0], row[1]): row for row, _ in prepared}
-        series_of = {(row[0], row[1]): series_id for row, series_id in prepared}
+            prepared = [self.prepare_spans(records)]
 
         def work(conn: sa.Connection) -> int:
-            new = self._insert_new_spans(conn, by_key, rows)
+            if self._insert_all_new(conn, prepared):
+                self._write_derived(
+                    conn,
+                    _merged_rollups([p.rollups for p in prepared]),
+                    [row for p in prepared for row in p.examples],
+                    {key: group for p in prepared for key, group in p.example_groups.items()},
+                    [row for p in prepared for row in p.backup_runs],
+                    [row for p in prepared for row in p.n_plus_one],
+                    [session for p in prepared for session in p.deferred_sessions],
+                    _merged_latest([p.services for p in prepared]),
+                )
+                return len(records)
+            new, series_ids = self._insert_new_spans(conn, prepared)
             if not new:
                 return 0
-            series_ids = [series_of[(r.trace_id, r.span_id)] for r in new]
-            rollups.apply(conn, self, rollups.aggregate_spans(new, series_ids))
-            self._write_examples(conn, new)
-            self._write_backup_runs(conn, new)
-            self._detect_n_plus_one(conn, new)
-            self._touch_services(conn, [(r.service, "spans", r.end_ns) for r in new])
+            examples_, groups = _example_rows(new)
+            findings, deferred = _n_plus_one_rows(new)
+            self._write_derived(
+                conn,
+                rollups.aggregate_spans(new, series_ids),
+                examples_,
+                groups,
+                _backup_rows(new),
+                findings,
+                deferred,
+                _latest_seen((r.service, "spans", r.end_ns) for r in new),
+            )
             return len(new)
 
         return self.transaction(work)
 
-    def _insert_new_spans(
+    def _write_derived(
         self,
         conn: sa.Connection,
-        by_key: dict[tuple[str, str], SpanRecord],
-        prepared: dict[tuple[str, str], tuple[Any, ...]],
-    ) -> list[SpanRecord]:
-        """Insert the spans not stored yet; return them.
+        aggs: dict[rollups.RollupKey, rollups.Agg],
+        example_rows: list[dict[str, Any]],
+        example_groups: dict[tuple[int, str, str, int], dict[str, Any]],
+        backup_rows: list[dict[str, Any]],
+        findings: list[dict[str, Any]],
+        deferred_sessions: list[SpanRecord],
+        services: dict[tuple[str, str], int],
+    ) -> None:
+        rollups.apply(conn, self, aggs)
+        if example_rows:
+            conn.execute(insert_for(self.engine, examples).on_conflict_do_nothing(), example_rows)
+            for resolution, trim in _TRIM_EXAMPLES.items():
+                touched = [g for key, g in sorted(example_groups.items()) if key[0] == resolution]
+                if touched:
+                    conn.execute(trim, touched)
+        if backup_rows:
+            conn.execute(insert_for(self.engine, backup_runs).on_conflict_do_nothing(), backup_rows)
+        findings = findings + self._stored_n_plus_one(conn, deferred_sessions)
+        if findings:
+            conn.execute(insert_for(self.engine, n_plus_one).on_conflict_do_nothing(), findings)
+        self._touch_services(conn, services)
+
+    def _insert_all_new(self, conn: sa.Connection, prepared: Sequence[PreparedSpans]) -> bool:
+        """On SQLite, insert every row if none is stored yet and return True; else change nothing.
+
+        This transaction holds the database's one write lock, so ``INSERT OR IGNORE`` under a
+        savepoint and the count of rows it changed tell exactly whether all were new; usually
+        they are, and if not the savepoint is undone. PostgreSQL always takes the exact path.
+        """
+        if self.is_postgresql:
+            return False
+        rows = [row for p in prepared for row in p.rows]
+        driver = conn.connection.driver_connection
+        before = driver.total_changes
+        conn.exec_driver_sql("SAVEPOINT new_spans")
+        _sqlite_insert_spans(driver, rows)
+        if driver.total_changes - before == len(rows):
+            conn.exec_driver_sql("RELEASE new_spans")
+            return True
+        conn.exec_driver_sql("ROLLBACK TO new_spans")
+        conn.exec_driver_sql("RELEASE new_spans")
+        return False
+
+    def _insert_new_spans(
+        self, conn: sa.Connection, prepared: Sequence[PreparedSpans]
+    ) -> tuple[list[SpanRecord], list[int]]:
+        """Insert the spans not stored yet; return them and their series ids.
 
         PostgreSQL: ``INSERT ... ON CONFLICT DO NOTHING RETURNING`` tells which rows were new
         even with other writers at work. SQLite: this transaction holds the database's one
-        write lock, so reading which keys exist and inserting the rest is just as exact, and
-        a plain ``executemany`` on the driver costs a third of SQLAlchemy's multi-row insert.
+        write lock, so reading which keys exist and inserting the rest is just as exact.
+        A span sent twice within the records counts once (its last copy).
         """
+        by_key: dict[tuple[str, str], tuple[SpanRecord, int, tuple[Any, ...]]] = {}
+        for p in prepared:
+            for record, series_id, row in zip(p.records, p.series_ids, p.rows, strict=True):
+                by_key[(record.trace_id, record.span_id)] = (record, series_id, row)
         if self.is_postgresql:
             statement = (
                 insert_for(self.engine, spans)
                 .on_conflict_do_nothing()
                 .returning(spans.c.trace_id, spans.c.span_id)
             )
-            rows = [dict(zip(_SPAN_COLUMNS, row, strict=True)) for row in prepared.values()]
-            return [by_key[(row[0], row[1])] for row in conn.execute(statement, rows)]
-        # Usually every span is new: INSERT OR IGNORE them all under a savepoint, and only if
-        # SQLite reports fewer changes than rows, undo it and sort new from stored first.
-        driver = conn.connection.driver_connection
-        before = driver.total_changes
-        conn.exec_driver_sql("SAVEPOINT new_spans")
-        conn.exec_driver_sql(_SQLITE_INSERT_SPAN_OR_IGNORE, list(prepared.values()))
-        if driver.total_changes - before == len(prepared):
-            conn.exec_driver_sql("RELEASE new_spans")
-            return list(by_key.values())
-        conn.exec_driver_sql("ROLLBACK TO new_spans")
-        conn.exec_driver_sql("RELEASE new_spans")
-        trace_ids = sorted({trace_id for trace_id, _ in by_key})
-        existing: set[tuple[str, str]] = set()
-        for start in range(0, len(trace_ids), 500):
-            query = sa.select(spans.c.trace_id, spans.c.span_id).where(
-                spans.c.trace_id.in_(trace_ids[start : start + 500])
-            )
-            existing.update((row[0], row[1]) for row in conn.execute(query))
-        new_keys = [key for key in by_key if key not in existing]
-        if new_keys:
-            conn.exec_driver_sql(_SQLITE_INSERT_SPAN, [prepared[key] for key in new_keys])
-        return [by_key[key] for key in new_keys]
+            rows = [dict(zip(_SPAN_COLUMNS, row, strict=True)) for _, _, row in by_key.values()]
+            new = [by_key[(row[0], row[1])] for row in conn.execute(statement, rows)]
+        else:
+            trace_ids = sorted({trace_id for trace_id, _ in by_key})
+            existing: set[tuple[str, str]] = set()
+            for start in range(0, len(trace_ids), 500):
+                query = sa.select(spans.c.trace_id, spans.c.span_id).where(
+                    spans.c.trace_id.in_(trace_ids[start : start + 500])
+                )
+                existing.update((row[0], row[1]) for row in conn.execute(query))
+            new = [item for key, item in by_key.items() if key not in existing]
+            if new:
+                driver = conn.connection.driver_connection
+                _sqlite_insert_spans(driver, [row for _, _, row in new])
+        return [record for record, _, _ in new], [series_id for _, series_id, _ in new]
 
     def write_logs(self, records: Sequence[LogRecord]) -> int:
         if not records:
@@ -269,7 +344,9 @@ class TelemetryStore:
 
         def work(conn: sa.Connection) -> int:
             conn.execute(logs.insert(), rows)
-            self._touch_services(conn, [(r.service, "logs", r.time_ns) for r in records])
+            self._touch_services(
+                conn, _latest_seen((r.service, "logs", r.time_ns) for r in records)
+            )
             return len(rows)
 
         return self.transaction(work)
@@ -282,126 +359,26 @@ class TelemetryStore:
         def work(conn: sa.Connection) -> int:
             deltas = rollups.deltas_from_points(conn, self, points)
             rollups.apply(conn, self, rollups.aggregate_points(deltas, self.series))
-            self._touch_services(conn, [(p.service, "metrics", p.time_ns) for p in points])
+            self._touch_services(
+                conn, _latest_seen((p.service, "metrics", p.time_ns) for p in points)
+            )
             return len(points)
 
         return self.transaction(work)
 
     # -- derived tables -----------------------------------------------------------------------
 
-    def _write_examples(self, conn: sa.Connection, records: Iterable[SpanRecord]) -> None:
-        """Keep the slowest few statements per (service, summary) and minute, and hour.
-
-        The batch's slowest few per group are inserted, then each touched group is trimmed
-        back to :data:`EXAMPLES_PER_GROUP` rows.
-        """
-        statements = []
-        for record in records:
-            if record.kind != SPAN_KIND_CLIENT:
-                continue
-            text = record.attributes.get(names.DB_QUERY_TEXT)
-            if isinstance(text, str):
-                summary = str(record.attributes.get(names.DB_QUERY_SUMMARY) or record.name)
-                statements.append((record, summary, text))
-        if not statements:
-            return
-        rows = []
-        touched: dict[int, list[dict[str, Any]]] = {}
-        for resolution, keep in EXAMPLES_PER_GROUP.items():
-            step = resolution * 1_000_000_000
-            groups: dict[tuple[str, str, int], list[tuple[SpanRecord, str]]] = defaultdict(list)
-            for record, summary, text in statements:
-                key = (record.service, summary, record.start_ns // step * resolution)
-                groups[key].append((record, text))
-            for (service, summary, start_s), members in groups.items():
-                members.sort(key=lambda m: m[0].end_ns - m[0].start_ns, reverse=True)
-                touched.setdefault(resolution, []).append(
-                    {"r": resolution, "service": service, "summary": summary, "start_s": start_s}
-                )
-                for record, text in members[:keep]:
-                    rows.append(
-                        {
-                            "resolution": resolution,
-                            "trace_id": record.trace_id,
-                            "span_id": record.span_id,
-                            "start_s": start_s,
-                            "service": service,
-                            "summary": summary,
-                            "query_text": text,
-                            "duration_ms": (record.end_ns - record.start_ns) / 1e6,
-                            "start_ns": record.start_ns,
-                        }
-                    )
-        conn.execute(insert_for(self.engine, examples).on_conflict_do_nothing(), rows)
-        for resolution, groups_touched in touched.items():
-            conn.execute(_TRIM_EXAMPLES[resolution], groups_touched)
-
-    def _write_backup_runs(self, conn: sa.Connection, records: Iterable[SpanRecord]) -> None:
-        rows = []
-        for record in records:
-            if record.name != BACKUP_SPAN:
-                continue
-            attrs = record.attributes
-            rows.append(
-                {
-                    "trace_id": record.trace_id,
-                    "span_id": record.span_id,
-                    "service": record.service,
-                    "backup_id": _text(attrs.get(names.VRP_BACKUP_ID)),
-                    "trigger": _text(attrs.get(names.VRP_BACKUP_TRIGGER)),
-                    "status": _text(attrs.get(names.VRP_BACKUP_STATUS)),
-                    "start_ns": record.start_ns,
-                    "duration_ms": (record.end_ns - record.start_ns) / 1e6,
-                    "bytes": _integer(attrs.get(names.VRP_BACKUP_BYTES)),
-                    "stored_bytes": _integer(attrs.get(names.VRP_BACKUP_STORED_BYTES)),
-                    "files": _integer(attrs.get(names.VRP_BACKUP_FILES)),
-                    "verified": attrs.get(names.VRP_BACKUP_VERIFIED)
-                    if isinstance(attrs.get(names.VRP_BACKUP_VERIFIED), bool)
-                    else None,
-                }
-            )
-        if rows:
-            conn.execute(insert_for(self.engine, backup_runs).on_conflict_do_nothing(), rows)
-
-    def _detect_n_plus_one(self, conn: sa.Connection, records: Sequence[SpanRecord]) -> None:
-        """Flag sessions that ran one statement text five or more times.
-
-        Statement spans end before their session, so exporters send them in the same batch or
-        an earlier one; when this batch does not hold as many statements as the session says
-        it ran (``vrp.db.session.statements``), the trace's stored spans are read.
-        """
-        sessions = [r for r in records if r.name == SESSION_SPAN]
-        if not sessions:
-            return
-        children: dict[str, list[SpanRecord]] = defaultdict(list)
-        for record in records:
-            if record.parent_span_id:
-                children[record.parent_span_id].append(record)
-        rows = []
+    def _stored_n_plus_one(
+        self, conn: sa.Connection, sessions: Sequence[SpanRecord]
+    ) -> list[dict[str, Any]]:
+        """N+1 findings of ``sessions`` whose statements must be read from the stored trace."""
+        findings = []
         for session in sessions:
-            counts = _statement_counts(session.span_id, children)
-            declared = session.attributes.get(names.VRP_DB_SESSION_STATEMENTS)
-            seen = sum(counts.values())
-            needs_store = (max(counts.values(), default=0) < N_PLUS_ONE_THRESHOLD) and (
-                not isinstance(declared, int)
-                or (declared >= N_PLUS_ONE_THRESHOLD and seen < declared)
-            )
-            if needs_store:
-                counts = _statement_counts(session.span_id, self._trace_children(conn, session))
-            text, count = max(counts.items(), key=lambda item: item[1], default=("", 0))
-            if count >= N_PLUS_ONE_THRESHOLD:
-                rows.append(
-                    {
-                        "trace_id": session.trace_id,
-                        "session_span_id": session.span_id,
-                        "query_text": text,
-                        "count": count,
-                        "service": session.service,
-                        "start_ns": session.start_ns,
-                    }
-                )
-        if rows:
-            conn.execute(insert_for(self.engine, n_plus_one).on_conflict_do_nothing(), rows)
+            counts = _statement_counts(session.span_id, self._trace_children(conn, session))
+            finding = _n_plus_one_finding(session, counts)
+            if finding is not None:
+                findings.append(finding)
+        return findings
 
     def _trace_children(
         self, conn: sa.Connection, session: SpanRecord
@@ -429,12 +406,7 @@ class TelemetryStore:
                 children[parent].append(record)
         return children
 
-    def _touch_services(self, conn: sa.Connection, seen: Iterable[tuple[str, str, int]]) -> None:
-        latest: dict[tuple[str, str], int] = {}
-        for service, source, time_ns in seen:
-            key = (service, source)
-            if time_ns > latest.get(key, 0):
-                latest[key] = time_ns
+    def _touch_services(self, conn: sa.Connection, latest: dict[tuple[str, str], int]) -> None:
         if not latest:
             return
         statement = insert_for(self.engine, services_seen)
@@ -457,6 +429,179 @@ class TelemetryStore:
                 for (s, src), t in sorted(latest.items())
             ],
         )
+
+
+@dataclass(slots=True)
+class PreparedSpans:
+    """What :meth:`TelemetryStore.write_spans` derives from a list of span records alone."""
+
+    records: Sequence[SpanRecord]
+    series_ids: list[int]
+    rows: list[tuple[Any, ...]]
+    rollups: dict[rollups.RollupKey, rollups.Agg]
+    examples: list[dict[str, Any]]
+    # (resolution, service, summary, start_s) -> the bind parameters that trim the group
+    example_groups: dict[tuple[int, str, str, int], dict[str, Any]]
+    backup_runs: list[dict[str, Any]]
+    n_plus_one: list[dict[str, Any]]
+    # Sessions whose statements are not all in the records: checked against the stored trace.
+    deferred_sessions: list[SpanRecord]
+    services: dict[tuple[str, str], int]
+
+
+def _latest_seen(seen: Iterable[tuple[str, str, int]]) -> dict[tuple[str, str], int]:
+    latest: dict[tuple[str, str], int] = {}
+    for service, source, time_ns in seen:
+        key = (service, source)
+        if time_ns > latest.get(key, 0):
+            latest[key] = time_ns
+    return latest
+
+
+def _merged_latest(parts: Sequence[dict[tuple[str, str], int]]) -> dict[tuple[str, str], int]:
+    if len(parts) == 1:
+        return parts[0]
+    return _latest_seen((s, src, t) for part in parts for (s, src), t in part.items())
+
+
+def _merged_rollups(
+    parts: Sequence[dict[rollups.RollupKey, rollups.Agg]],
+) -> dict[rollups.RollupKey, rollups.Agg]:
+    """The sum of several requests' rollups, leaving theirs untouched (a request may be
+    written again alone if its group fails)."""
+    if len(parts) == 1:
+        return parts[0]
+    merged: dict[rollups.RollupKey, rollups.Agg] = {}
+    for part in parts:
+        for key, agg in part.items():
+            total = merged.get(key)
+            if total is None:
+                total = merged[key] = rollups.Agg()
+            total.merge(agg)
+    return merged
+
+
+def _example_rows(
+    records: Iterable[SpanRecord],
+) -> tuple[list[dict[str, Any]], dict[tuple[int, str, str, int], dict[str, Any]]]:
+    """The slowest few statements per (service, summary) and minute, and hour, of ``records``,
+    and the groups they touch (trimmed back to :data:`EXAMPLES_PER_GROUP` once inserted)."""
+    statements = []
+    for record in records:
+        if record.kind != SPAN_KIND_CLIENT:
+            continue
+        text = record.attributes.get(names.DB_QUERY_TEXT)
+        if isinstance(text, str):
+            summary = str(record.attributes.get(names.DB_QUERY_SUMMARY) or record.name)
+            statements.append((record, summary, text))
+    rows: list[dict[str, Any]] = []
+    touched: dict[tuple[int, str, str, int], dict[str, Any]] = {}
+    if not statements:
+        return rows, touched
+    for resolution, keep in EXAMPLES_PER_GROUP.items():
+        step = resolution * 1_000_000_000
+        groups: dict[tuple[str, str, int], list[tuple[SpanRecord, str]]] = defaultdict(list)
+        for record, summary, text in statements:
+            key = (record.service, summary, record.start_ns // step * resolution)
+            groups[key].append((record, text))
+        for (service, summary, start_s), members in groups.items():
+            members.sort(key=lambda m: m[0].end_ns - m[0].start_ns, reverse=True)
+            touched[(resolution, service, summary, start_s)] = {
+                "r": resolution,
+                "service": service,
+                "summary": summary,
+                "start_s": start_s,
+            }
+            for record, text in members[:keep]:
+                rows.append(
+                    {
+                        "resolution": resolution,
+                        "trace_id": record.trace_id,
+                        "span_id": record.span_id,
+                        "start_s": start_s,
+                        "service": service,
+                        "summary": summary,
+                        "query_text": text,
+                        "duration_ms": (record.end_ns - record.start_ns) / 1e6,
+                        "start_ns": record.start_ns,
+                    }
+                )
+    return rows, touched
+
+
+def _backup_rows(records: Iterable[SpanRecord]) -> list[dict[str, Any]]:
+    rows = []
+    for record in records:
+        if record.name != BACKUP_SPAN:
+            continue
+        attrs = record.attributes
+        rows.append(
+            {
+                "trace_id": record.trace_id,
+                "span_id": record.span_id,
+                "service": record.service,
+                "backup_id": _text(attrs.get(names.VRP_BACKUP_ID)),
+                "trigger": _text(attrs.get(names.VRP_BACKUP_TRIGGER)),
+                "status": _text(attrs.get(names.VRP_BACKUP_STATUS)),
+                "start_ns": record.start_ns,
+                "duration_ms": (record.end_ns - record.start_ns) / 1e6,
+                "bytes": _integer(attrs.get(names.VRP_BACKUP_BYTES)),
+                "stored_bytes": _integer(attrs.get(names.VRP_BACKUP_STORED_BYTES)),
+                "files": _integer(attrs.get(names.VRP_BACKUP_FILES)),
+                "verified": attrs.get(names.VRP_BACKUP_VERIFIED)
+                if isinstance(attrs.get(names.VRP_BACKUP_VERIFIED), bool)
+                else None,
+            }
+        )
+    return rows
+
+
+def _n_plus_one_rows(
+    records: Sequence[SpanRecord],
+) -> tuple[list[dict[str, Any]], list[SpanRecord]]:
+    """Sessions of ``records`` that ran one statement text five or more times, and the
+    sessions that need their stored trace to tell.
+
+    Statement spans end before their session, so exporters send them in the same batch or
+    an earlier one; when the records do not hold as many statements as the session says it
+    ran (``vrp.db.session.statements``), the trace's stored spans must be read.
+    """
+    sessions = [r for r in records if r.name == SESSION_SPAN]
+    if not sessions:
+        return [], []
+    children: dict[str, list[SpanRecord]] = defaultdict(list)
+    for record in records:
+        if record.parent_span_id:
+            children[record.parent_span_id].append(record)
+    findings = []
+    deferred = []
+    for session in sessions:
+        counts = _statement_counts(session.span_id, children)
+        declared = session.attributes.get(names.VRP_DB_SESSION_STATEMENTS)
+        seen = sum(counts.values())
+        if (max(counts.values(), default=0) < N_PLUS_ONE_THRESHOLD) and (
+            not isinstance(declared, int) or (declared >= N_PLUS_ONE_THRESHOLD and seen < declared)
+        ):
+            deferred.append(session)
+            continue
+        finding = _n_plus_one_finding(session, counts)
+        if finding is not None:
+            findings.append(finding)
+    return findings, deferred
+
+
+def _n_plus_one_finding(session: SpanRecord, counts: dict[str, int]) -> dict[str, Any] | None:
+    text, count = max(counts.items(), key=lambda item: item[1], default=("", 0))
+    if count < N_PLUS_ONE_THRESHOLD:
+        return None
+    return {
+        "trace_id": session.trace_id,
+        "session_span_id": session.span_id,
+        "query_text": text,
+        "count": count,
+        "service": session.service,
+        "start_ns": session.start_ns,
+    }
 
 
 def _statement_counts(session_id: str, children: dict[str, list[SpanRecord]]) -> dict[str, int]:
@@ -506,14 +651,39 @@ _TRIM_EXAMPLES = {
     resolution: _trim_examples(keep) for resolution, keep in EXAMPLES_PER_GROUP.items()
 }
 _SPAN_COLUMNS = tuple(column.name for column in spans.columns)
-_SQLITE_INSERT_SPAN_OR_IGNORE = (
-    f"INSERT OR IGNORE INTO {spans.name} ({', '.join(_SPAN_COLUMNS)}) "
-    f"VALUES ({', '.join('?' for _ in _SPAN_COLUMNS)})"
-)
-_SQLITE_INSERT_SPAN = (
-    f"INSERT INTO {spans.name} ({', '.join(_SPAN_COLUMNS)}) "
-    f"VALUES ({', '.join('?' for _ in _SPAN_COLUMNS)})"
-)
+_SQLITE_ROW = f"({', '.join('?' for _ in _SPAN_COLUMNS)})"
+# Rows per INSERT statement (SQLite allows 32,766 bound values since 3.32, 999 before).
+_SQLITE_ROWS_PER_INSERT = 256
+
+
+@functools.lru_cache(maxsize=8)
+def _sqlite_insert_span_sql(rows: int) -> str:
+    return (
+        f"INSERT OR IGNORE INTO {spans.name} ({', '.join(_SPAN_COLUMNS)}) "
+        f"VALUES {', '.join([_SQLITE_ROW] * rows)}"
+    )
+
+
+def _sqlite_insert_spans(driver: Any, rows: Sequence[tuple[Any, ...]]) -> None:
+    """``INSERT OR IGNORE`` the rows, many per statement.
+
+    ``executemany`` gives up the GIL and takes it back around every row; while the request
+    threads decode bodies, taking it back waits for them, and the writer, which is the
+    bottleneck, crawls (8,192 rows: 20 ms alone, 70 ms next to one busy Python thread in a
+    microbenchmark). A statement of 256 rows gives it up once per 256 rows, and costs less
+    CPU besides (9.0 against 10.3 us per span).
+    """
+    limit = driver.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // len(_SPAN_COLUMNS)
+    per_statement = min(_SQLITE_ROWS_PER_INSERT, limit)
+    cursor = driver.cursor()
+    try:
+        for start in range(0, len(rows), per_statement):
+            chunk = rows[start : start + per_statement]
+            cursor.execute(
+                _sqlite_insert_span_sql(len(chunk)), [value for row in chunk for value in row]
+            )
+    finally:
+        cursor.close()
 
 
 def _span_row(record: SpanRecord) -> tuple[Any, ...]:

@@ -24,7 +24,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from dashboard.errors import RecordsRefusedError
-from dashboard.store import TelemetryStore
+from dashboard.store import PreparedSpans, TelemetryStore
 
 logger = logging.getLogger(__name__)
 MAX_GROUP_RECORDS = 8192
@@ -43,7 +43,7 @@ _STORE_FAILURES = (
 class _Pending:
     signal: str
     records: list[Any]
-    prepared: list[Any] | None = None
+    prepared: PreparedSpans | None = None
     done: threading.Event = field(default_factory=threading.Event)
     error: BaseException | None = None
 
@@ -133,7 +133,7 @@ class GroupWriter:
     def _write_signal(self, signal: str, members: list[_Pending]) -> None:
         records = [record for p in members for record in p.records]
         if signal == "spans":
-            prepared = [item for p in members for item in p.prepared or ()]
+            prepared = [p.prepared for p in members if p.prepared is not None]
             self._store.write_spans(records, prepared)
         else:
             getattr(self._store, _WRITERS[signal])(records)
