@@ -50,7 +50,7 @@ import orjson
 from opentelemetry import trace
 
 from instrumentation.errors import ConfigurationError
-from instrumentation.redaction import RedactionFilter, redact_text
+from instrumentation.redaction import RedactionFilter, redact_text, redacted_extras
 from instrumentation.requestid import REQUEST_ID
 from instrumentation.settings import LoggingSettings
 
@@ -59,10 +59,6 @@ CONTEXT_FIELDS = frozenset({"trace_id", "span_id"})
 
 _QUIETED_LOGGERS = ("urllib3", "werkzeug", "sqlalchemy", "alembic")
 _TEXT_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
-# Attributes every LogRecord has (plus what formatters add): everything else is an extra field.
-RECORD_ATTRIBUTES = frozenset(
-    vars(logging.LogRecord("", logging.INFO, "", 0, "", None, None, None))
-) | {"message", "asctime", "taskName"}
 _CONTEXT_MARK = "_vrp_context"
 _LINE_MARK = "_vrp_json"
 _ORJSON_OPTIONS = orjson.OPT_NON_STR_KEYS
@@ -191,13 +187,7 @@ class JsonLineFormatter(logging.Formatter):
         }
         if merged:
             data.update(merged)
-        data.update(
-            {
-                key: value
-                for key, value in fields.items()
-                if key not in RECORD_ATTRIBUTES and key[0] != "_"
-            }
-        )
+        data.update(redacted_extras(record))
         exception = record.exc_text
         if not exception and record.exc_info and record.exc_info[0] is not None:
             exception = redact_text(self.formatException(record.exc_info))

@@ -22,6 +22,10 @@ named ``parameters`` / ``params``. It mutates the record in place
 record - which is the intent: a secret should reach no sink. A record is redacted once however
 many handlers carry the filter.
 
+The same pass collects the record's extra fields, masked and in the order they were set, for
+the handlers to share (:func:`redacted_extras`): the JSON line and the OTLP attributes are built
+from that dict instead of each walking the record's forty-odd attributes again.
+
 The common message costs three substring checks (every rule needs an ``@``, ``=`` or ``:``);
 one that has them costs a lowercase copy and a few more, and a regex runs only where its
 literal keyword occurs.
@@ -31,6 +35,7 @@ from __future__ import annotations
 
 import logging
 import re
+from itertools import islice
 from typing import Any
 
 MASK = "***"
@@ -63,10 +68,14 @@ _QUOTED_PAIR = re.compile(
 _DROPPED_ATTRIBUTES = frozenset({"parameters", "params"})
 _CONTAINERS = frozenset({dict, list, tuple})
 _SCALARS = frozenset({int, float, bool, type(None)})
-_STANDARD_ATTRIBUTES = frozenset(
-    vars(logging.LogRecord("", logging.INFO, "", 0, "", None, None, None))
-) | {"message", "asctime"}
+_SAMPLE_RECORD = vars(logging.LogRecord("", logging.INFO, "", 0, "", None, None, None))
+RECORD_ATTRIBUTES = frozenset(_SAMPLE_RECORD) | {"message", "asctime", "taskName"}
+"""Attributes every LogRecord has (plus what formatters add): everything else is an extra field."""
+# LogRecord.__init__ sets the same attributes in the same order every time, and the record's
+# __dict__ keeps insertion order, so the extras of a plain LogRecord start at this position.
+_STANDARD_COUNT = len(_SAMPLE_RECORD)
 _REDACTED_MARK = "_vrp_redacted"
+_EXTRAS_MARK = "_vrp_extras"
 _EXCEPTION_FORMATTER = logging.Formatter()
 
 
@@ -150,6 +159,39 @@ def _redact_value(value: Any) -> Any:
     return value
 
 
+def _added_fields(record: logging.LogRecord) -> Any:
+    fields = record.__dict__
+    if type(record) is logging.LogRecord:
+        return islice(fields.items(), _STANDARD_COUNT, None)
+    return fields.items()
+
+
+def redacted_extras(record: logging.LogRecord) -> dict[str, Any]:
+    """The record's extra fields (not a standard attribute, not starting with ``_``), in order.
+
+    After :class:`RedactionFilter` the values are the masked ones. The dict is made once per
+    record and shared: callers must not change it. Fields added to the record since (another
+    filter's) make it be built again.
+    """
+    fields = record.__dict__
+    cached = fields.get(_EXTRAS_MARK)
+    if cached is not None and cached[0] == len(fields):
+        extras: dict[str, Any] = cached[1]
+        return extras
+    extras = {
+        key: value
+        for key, value in _added_fields(record)
+        if key[0] != "_" and key not in RECORD_ATTRIBUTES
+    }
+    _keep_extras(fields, extras)
+    return extras
+
+
+def _keep_extras(fields: dict[str, Any], extras: dict[str, Any]) -> None:
+    # Stored with the size the record's __dict__ has once the mark is in it.
+    fields[_EXTRAS_MARK] = (len(fields) + (_EXTRAS_MARK not in fields), extras)
+
+
 class RedactionFilter(logging.Filter):
     """Masks secrets in a record in place and always lets it through (see the module doc).
 
@@ -161,14 +203,16 @@ class RedactionFilter(logging.Filter):
         if getattr(record, _REDACTED_MARK, False):
             return True
         try:
-            self._redact(record)
+            extras = self._redact(record)
         except Exception:  # a log call must never fail because of redaction
             return True
-        setattr(record, _REDACTED_MARK, True)
+        fields = record.__dict__
+        fields[_REDACTED_MARK] = True
+        _keep_extras(fields, extras)
         return True
 
     @staticmethod
-    def _redact(record: logging.LogRecord) -> None:
+    def _redact(record: logging.LogRecord) -> dict[str, Any]:
         msg = record.msg
         if isinstance(msg, dict) and not record.args:
             record.msg = _redact_value(msg)
@@ -180,23 +224,27 @@ class RedactionFilter(logging.Filter):
         fields = record.__dict__
         for key in _DROPPED_ATTRIBUTES:
             fields.pop(key, None)
-        # Only text can carry a secret: the standard attributes are set aside by one set
-        # difference, numbers, None and booleans by one type test, and a string without "@",
-        # "=" or ":" by redact_text's first three substring tests.
+        # Only text can carry a secret: numbers, None and booleans are set aside by one type
+        # test, and a string without "@", "=" or ":" by redact_text's first three substring
+        # tests. The extras are collected on the way (see redacted_extras).
         masked: list[tuple[str, Any]] = []
-        for key in fields.keys() - _STANDARD_ATTRIBUTES:
-            value = fields[key]
+        extras: dict[str, Any] = {}
+        for key, value in _added_fields(record):
+            if key in RECORD_ATTRIBUTES:
+                continue
             kind = type(value)
             if kind is str:
                 cleaned = redact_text(value)
             elif kind in _SCALARS:
-                continue
+                cleaned = value
             elif kind in _CONTAINERS or isinstance(value, str | dict | list | tuple):
                 cleaned = _redact_value(value)
             else:
-                continue
+                cleaned = value
             if cleaned is not value:
                 masked.append((key, cleaned))
+            if key[0] != "_":
+                extras[key] = cleaned
         for key, cleaned in masked:
             fields[key] = cleaned
         if record.exc_info and record.exc_info[0] is not None and not record.exc_text:
@@ -205,3 +253,4 @@ class RedactionFilter(logging.Filter):
             record.exc_text = redact_text(record.exc_text)
         if record.stack_info:
             record.stack_info = redact_text(record.stack_info)
+        return extras

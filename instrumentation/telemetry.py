@@ -52,7 +52,7 @@ from typing import Any, TypeVar
 from opentelemetry import _logs as logs_api
 from opentelemetry import metrics as metrics_api
 from opentelemetry import trace as trace_api
-from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY, get_current, get_value
+from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY, Context, get_current, get_value
 from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
 from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
@@ -92,8 +92,8 @@ from opentelemetry.sdk.trace.export import (
 
 from instrumentation import conventions
 from instrumentation.errors import ConfigurationError
-from instrumentation.logs import CONTEXT_FIELDS, RECORD_ATTRIBUTES, CallerFilter
-from instrumentation.redaction import RedactionFilter, redact_text, redact_url
+from instrumentation.logs import CONTEXT_FIELDS, CallerFilter
+from instrumentation.redaction import RedactionFilter, redact_text, redact_url, redacted_extras
 from instrumentation.settings import TelemetrySettings
 
 _logger = logging.getLogger(__name__)
@@ -332,6 +332,44 @@ class _OncePerInterval(logging.Filter):
         return True
 
 
+class _LeanLogRecord(logs_api.LogRecord):
+    """The API's log record, made from values the handler already has and cheap to copy.
+
+    The API's constructor looks the current span up again and takes keyword defaults for
+    fields a logging record never has (3.6 us against 1.7 here, measured in a loop); and the
+    batch processor ``copy.copy``-s every record it queues, which for a class without
+    ``__copy__`` goes through ``__reduce_ex__`` (2.4 us against 1.2).
+    """
+
+    def __init__(
+        self,
+        timestamp: int,
+        context: Context,
+        span_context: trace_api.SpanContext,
+        severity_text: str,
+        severity_number: logs_api.SeverityNumber,
+        body: Any,
+        attributes: dict[str, Any],
+    ) -> None:
+        self.timestamp = timestamp
+        self.observed_timestamp = time.time_ns()
+        self.context = context
+        self.trace_id = span_context.trace_id
+        self.span_id = span_context.span_id
+        self.trace_flags = span_context.trace_flags
+        self.severity_text = severity_text
+        self.severity_number = severity_number
+        self.body = body
+        self.attributes = attributes
+        self.event_name = None
+        self.exception = None
+
+    def __copy__(self) -> _LeanLogRecord:
+        copied = object.__new__(_LeanLogRecord)
+        copied.__dict__.update(self.__dict__)
+        return copied
+
+
 class _PreparedLogRecord(ReadWriteLogRecord):
     """A log record whose attributes :class:`OtlpLogHandler` already made valid and bounded.
 
@@ -373,19 +411,17 @@ class OtlpLogHandler(logging.Handler):
         return cached
 
     def _attributes(self, record: logging.LogRecord) -> dict[str, Any]:
-        fields = record.__dict__
+        # What the SDK would do with a value: anything but the OTLP scalars becomes text.
         attributes = {
-            key: value
-            for key, value in fields.items()
-            if key not in _NOT_ATTRIBUTES and key[0] != "_"
+            key: value if type(value) in _VALID_TYPES else str(value)
+            for key, value in redacted_extras(record).items()
+            if key not in CONTEXT_FIELDS
         }
         max_length = self._limits.max_attribute_length
-        for key, value in attributes.items():
-            if type(value) not in _VALID_TYPES:
-                # What the SDK would do with it: anything but the OTLP scalars becomes text.
-                value = attributes[key] = str(value)
-            if max_length is not None and type(value) is str:
-                attributes[key] = value[:max_length]
+        if max_length is not None:
+            for key, value in attributes.items():
+                if type(value) is str:
+                    attributes[key] = value[:max_length]
         if record.lineno:
             attributes[conventions.CODE_FILE_PATH] = record.pathname
             attributes[conventions.CODE_FUNCTION_NAME] = record.funcName
@@ -404,20 +440,33 @@ class OtlpLogHandler(logging.Handler):
             return msg if isinstance(msg, Mapping | Sequence | bool | int | float) else str(msg)
         return record.getMessage()
 
+    def handle(self, record: logging.LogRecord) -> logging.LogRecord | bool:
+        """Filter and emit ``record`` without the handler's lock.
+
+        ``logging.Handler.handle`` serialises ``emit`` per handler; this one keeps no state of
+        its own between records and the SDK's logger and batch queue are thread-safe, so the
+        lock would only make concurrent requests wait for each other.
+        """
+        kept = self.filter(record)
+        if kept:
+            self.emit(kept if isinstance(kept, logging.LogRecord) else record)
+        return kept
+
     def emit(self, record: logging.LogRecord) -> None:
         try:
             name = record.name
             logger = self._loggers[name] if name in self._loggers else self._logger(name)
             if logger is None:
                 return
-            api_record = logs_api.LogRecord(
-                timestamp=int(record.created * 1e9),
-                observed_timestamp=time.time_ns(),
-                context=get_current(),
-                severity_text=_SEVERITY_TEXT.get(record.levelname, record.levelname),
-                severity_number=std_to_otel(record.levelno),
-                body=self._body(record),
-                attributes=self._attributes(record),
+            context = get_current()
+            api_record = _LeanLogRecord(
+                int(record.created * 1e9),
+                context,
+                trace_api.get_current_span(context).get_span_context(),
+                _SEVERITY_TEXT.get(record.levelname, record.levelname),
+                std_to_otel(record.levelno),
+                self._body(record),
+                self._attributes(record),
             )
             if isinstance(logger, SdkLogger):
                 logger.emit(
@@ -436,8 +485,6 @@ class OtlpLogHandler(logging.Handler):
         return None
 
 
-# Record attributes that are not exported as log record attributes.
-_NOT_ATTRIBUTES = RECORD_ATTRIBUTES | CONTEXT_FIELDS
 _VALID_TYPES = frozenset({str, int, float, bool, type(None)})
 # The OpenTelemetry log data model's severity texts for Python's level names.
 _SEVERITY_TEXT = {"WARNING": "WARN", "CRITICAL": "FATAL"}

@@ -11,6 +11,8 @@ from typing import Any
 
 import pytest
 from opentelemetry import trace
+from opentelemetry.sdk._logs import LoggerProvider
+from opentelemetry.sdk._logs.export import BatchLogRecordProcessor, InMemoryLogRecordExporter
 
 from instrumentation.errors import ConfigurationError
 from instrumentation.logs import configure_logging, shutdown_logging
@@ -271,6 +273,53 @@ def test_file_stderr_and_otlp_get_the_same_masked_record_with_trace_ids(
     assert line["trace_id"] == trace.format_trace_id(context.trace_id)
     assert exported.log_record.trace_id == context.trace_id
     assert exported.log_record.body == line["message"]
+
+
+@pytest.mark.parametrize("otlp_first", [False, True], ids=["file-first", "otlp-first"])
+def test_the_batch_processor_exports_the_same_fields_the_json_line_has(
+    tmp_path: Path, otlp_first: bool
+) -> None:
+    exporter = InMemoryLogRecordExporter()
+    provider = LoggerProvider(shutdown_on_exit=False)
+    provider.add_log_record_processor(BatchLogRecordProcessor(exporter))
+    otlp = OtlpLogHandler(provider)
+    root = logging.getLogger()
+    if otlp_first:
+        root.addHandler(otlp)
+    configure_logging(file_settings(tmp_path), service="vrp")
+    if not otlp_first:
+        root.addHandler(otlp)
+    tracer = InMemoryTelemetry().tracer_provider.get_tracer("test")
+    try:
+        with tracer.start_as_current_span("work") as span:
+            logging.getLogger("vrp.test").info(
+                "GET %s", "/x", extra={"http.route": "/x", "vrp.db.statements": 2, "tags": [1]}
+            )
+        provider.force_flush()
+    finally:
+        root.removeHandler(otlp)
+        provider.shutdown()
+
+    (exported,) = exporter.get_finished_logs()
+    record = exported.log_record
+    context = span.get_span_context()
+    assert (record.trace_id, record.span_id) == (context.trace_id, context.span_id)
+    assert record.trace_flags == context.trace_flags
+    assert record.body == "GET /x"
+    assert record.severity_text == "INFO"
+    assert dict(record.attributes or {}) == {
+        "http.route": "/x",
+        "vrp.db.statements": 2,
+        "tags": "[1]",
+        **({} if otlp_first else {"request_id": None}),
+    }
+    (line,) = json_lines(tmp_path / "vrp.log")
+    assert line["trace_id"] == trace.format_trace_id(context.trace_id)
+    assert [key for key in line if key in ("http.route", "vrp.db.statements", "tags")] == [
+        "http.route",
+        "vrp.db.statements",
+        "tags",
+    ]
 
 
 def test_only_warnings_and_above_pay_for_the_caller_lookup_at_info(tmp_path: Path) -> None:

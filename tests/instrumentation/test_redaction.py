@@ -10,7 +10,7 @@ import pytest
 import sqlalchemy as sa
 
 from instrumentation.logs import configure_logging
-from instrumentation.redaction import RedactionFilter, redact_text, redact_url
+from instrumentation.redaction import RedactionFilter, redact_text, redact_url, redacted_extras
 from instrumentation.settings import LoggingSettings
 from instrumentation.testing import reset_for_tests
 
@@ -172,6 +172,39 @@ def test_filter_masks_string_extras_and_drops_parameter_attributes() -> None:
     assert not hasattr(record, "parameters")
     assert not hasattr(record, "params")
     assert record.attempts == 3
+
+
+def test_the_extras_are_collected_masked_in_order_and_rebuilt_when_a_field_is_added() -> None:
+    record = _record(
+        "statement failed",
+        url="mysql://root:rootpw@db/x",
+        attempts=3,
+        _private="hidden",
+        parameters=("alice", 42),
+    )
+
+    RedactionFilter().filter(record)
+    extras = redacted_extras(record)
+
+    assert extras == {"url": "mysql://root:***@db/x", "attempts": 3}
+    assert list(extras) == ["url", "attempts"]
+    assert redacted_extras(record) is extras
+    record.trace_id = "0af7651916cd43dd8448eb211c80319c"
+    assert list(redacted_extras(record)) == ["url", "attempts", "trace_id"]
+
+
+def test_the_extras_of_a_record_from_a_custom_factory_are_found_too() -> None:
+    class TaggedRecord(logging.LogRecord):
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            self.tag = "early"
+            super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+
+    record = TaggedRecord("vrp.test", logging.INFO, __file__, 1, "hello", None, None)
+    record.url = "redis://:pw@cache/0"
+
+    RedactionFilter().filter(record)
+
+    assert redacted_extras(record) == {"tag": "early", "url": "redis://:***@cache/0"}
 
 
 def test_filter_masks_the_formatted_exception() -> None:
