@@ -114,7 +114,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from flask.testing import FlaskClient
 from opentelemetry import metrics as metrics_api
 from opentelemetry import trace as trace_api
-from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
 from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk._logs import LoggerProvider, LogRecordProcessor, ReadWriteLogRecord
@@ -135,6 +134,7 @@ from werkzeug.test import TestResponse
 from benchmarks import contrib, replay, sdkcalls
 from instrumentation import logs
 from instrumentation.database import Database
+from instrumentation.exporters import WireLogExporter, WireSpanExporter
 from instrumentation.settings import TelemetrySettings
 from instrumentation.telemetry import (
     OtlpLogHandler,
@@ -325,12 +325,19 @@ def resource() -> Resource:
 
 
 def batch_span_processor(
-    endpoint: str, meter_provider: MeterProvider | None, **batch: Any
+    endpoint: str,
+    meter_provider: MeterProvider | None,
+    exporter_class: type[OTLPSpanExporter] = WireSpanExporter,
+    **batch: Any,
 ) -> BatchSpanProcessor:
-    """A batch processor exporting to the sink, with vrp api's settings unless overridden."""
+    """A batch processor exporting to the sink, with vrp api's settings unless overridden.
+
+    The exporter is vrp api's (the SDK's with the hand-written encoder) unless ``exporter_class``
+    says otherwise; the floor uses the SDK's own.
+    """
     settings = TELEMETRY_DEFAULTS
     timeout = settings.export_timeout_ms / 1000
-    exporter = OTLPSpanExporter(
+    exporter = exporter_class(
         endpoint=f"{endpoint}/v1/traces", timeout=timeout, meter_provider=meter_provider
     )
     options: dict[str, Any] = {
@@ -389,7 +396,7 @@ def build_pipelines(endpoint: str, sampler: Sampler) -> Pipelines:
     logger_provider = LoggerProvider(resource=shared, shutdown_on_exit=False)
     logger_provider.add_log_record_processor(
         BatchLogRecordProcessor(
-            OTLPLogExporter(
+            WireLogExporter(
                 endpoint=f"{endpoint}/v1/logs", timeout=timeout, meter_provider=meter_provider
             ),
             schedule_delay_millis=settings.schedule_delay_ms,
@@ -730,6 +737,7 @@ class FloorMeter:
             batch_span_processor(
                 endpoint,
                 None,
+                OTLPSpanExporter,
                 max_queue_size=batch,
                 max_export_batch_size=batch,
                 schedule_delay_millis=3_600_000,

@@ -53,9 +53,7 @@ from opentelemetry import _logs as logs_api
 from opentelemetry import metrics as metrics_api
 from opentelemetry import trace as trace_api
 from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY, Context, get_current, get_value
-from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
 from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
-from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk._logs import Logger as SdkLogger
 from opentelemetry.sdk._logs import (
     LoggerProvider,
@@ -92,6 +90,7 @@ from opentelemetry.sdk.trace.export import (
 
 from instrumentation import conventions
 from instrumentation.errors import ConfigurationError
+from instrumentation.exporters import WireLogExporter, WireSpanExporter
 from instrumentation.logs import CONTEXT_FIELDS, CallerFilter
 from instrumentation.redaction import RedactionFilter, redact_text, redact_url, redacted_extras
 from instrumentation.settings import TelemetrySettings
@@ -686,7 +685,7 @@ def _trace_pipeline(
         for exporter in _chosen_exporters(
             settings,
             "traces",
-            partial(OTLPSpanExporter, meter_provider=meter_provider),
+            partial(WireSpanExporter, meter_provider=meter_provider),
             ConsoleSpanExporter,
         )
     ]
@@ -716,7 +715,7 @@ def _log_pipeline(
         for exporter in _chosen_exporters(
             settings,
             "logs",
-            partial(OTLPLogExporter, meter_provider=meter_provider),
+            partial(WireLogExporter, meter_provider=meter_provider),
             ConsoleLogRecordExporter,
         )
     ]

@@ -1,0 +1,469 @@
+"""OTLP protobuf wire encoding of span and log batches, written by hand for the export threads.
+
+:func:`encode_spans` and :func:`encode_logs` return the serialized ``ExportTraceServiceRequest``
+/ ``ExportLogsServiceRequest`` that the SDK's ``encode_spans(...).SerializePartialToString()``
+/ ``encode_logs(...).SerializeToString()`` (``opentelemetry.exporter.otlp.proto.common``)
+produce for the same batch: the same fields, the same presence rules (an empty ``AnyValue``
+for ``None``, an empty ``Status`` for ``UNSET``, the scope message even without a scope), the
+same grouping by resource and scope in first-seen order, fields in field-number order.
+
+Why by hand: the SDK builds a protobuf message object per span, attribute and value and then
+serializes the tree; in this stack that encoder was most of the export threads' CPU, which
+they take from requests while holding the GIL. It also groups items by hashing the
+``Resource``, and ``Resource.__hash__`` serialises the resource's attributes to JSON for every
+span and record (about 4.5 us each). Measured with ``time.thread_time`` on the app's own
+telemetry (``tests/instrumentation/test_otlp_wire.py`` holds the equivalence tests; figures
+from the microbenchmark in the module's tests, 2-core machine, batch of 512):
+
+================================  =============  ========
+item                              SDK encoder    this one
+================================  =============  ========
+span (statement span, 9 attrs)    {span_sdk} us  {span_ours} us
+access log record (17 attrs)      {log_sdk} us   {log_ours} us
+================================  =============  ========
+
+What makes it cheaper: bytes are written straight away (no message objects); the encoded
+resource and scope messages are cached per object (both are immutable in the SDK), encoded
+attribute keys are cached, and items are grouped by object identity, so equal-but-distinct
+resources and scopes are compared (``==``, as the SDK's dict would) once per batch instead of
+hashed per item.
+
+Anything the fast path does not handle the way the SDK does (an ``int`` outside int64, a
+string that is not valid UTF-8, a counter outside uint32, a value of an unknown type) raises
+:class:`WireEncodingError`; the exporters then encode that batch with the SDK's encoder, so
+data is never dropped and the SDK's own handling (it drops and logs the one bad attribute)
+applies.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from opentelemetry.sdk._logs import ReadableLogRecord
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.trace import SpanKind
+
+from instrumentation.errors import InstrumentationError
+
+__all__ = ["WireEncodingError", "clear_caches", "encode_logs", "encode_spans"]
+
+
+class WireEncodingError(InstrumentationError):
+    """The batch holds a value the hand-written encoder leaves to the SDK's encoder."""
+
+
+_pack_fixed64 = struct.Struct("<Q").pack
+_pack_fixed32 = struct.Struct("<I").pack
+_pack_double = struct.Struct("<d").pack
+
+_INT64_MIN = -(1 << 63)
+_INT64_MAX = (1 << 63) - 1
+_UINT32_MAX = (1 << 32) - 1
+_UINT64_MAX = (1 << 64) - 1
+
+# Varints below 2**14 (one or two bytes) cover lengths of nearly every field and most ints.
+_SMALL_VARINTS = [
+    bytes((n,)) if n < 0x80 else bytes(((n & 0x7F) | 0x80, n >> 7)) for n in range(1 << 14)
+]
+_SMALL_LIMIT = 1 << 14
+
+
+def _varint(value: int) -> bytes:
+    """Unsigned varint of ``0 <= value < 2**64``."""
+    if 0 <= value < _SMALL_LIMIT:
+        return _SMALL_VARINTS[value]
+    if value < 0 or value > _UINT64_MAX:
+        raise WireEncodingError(f"varint out of range: {value}")
+    out = bytearray()
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _int64(value: int) -> bytes:
+    """Varint of an int64 field: negative values as their 64-bit two's complement (10 bytes)."""
+    if 0 <= value < _SMALL_LIMIT:
+        return _SMALL_VARINTS[value]
+    if value < _INT64_MIN or value > _INT64_MAX:
+        raise WireEncodingError(f"int outside int64: {value}")
+    return _varint(value & _UINT64_MAX)
+
+
+def _uint32(value: int) -> bytes:
+    if 0 <= value < _SMALL_LIMIT:
+        return _SMALL_VARINTS[value]
+    if value < 0 or value > _UINT32_MAX:
+        raise WireEncodingError(f"counter outside uint32: {value}")
+    return _varint(value)
+
+
+def _field(tag: bytes, payload: bytes) -> bytes:
+    """A length-delimited field: tag, length, payload."""
+    size = len(payload)
+    return tag + (_SMALL_VARINTS[size] if size < _SMALL_LIMIT else _varint(size)) + payload
+
+
+def _utf8(text: str) -> bytes:
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise WireEncodingError("string is not valid UTF-8 (lone surrogate)") from exc
+
+
+# Encoded ``KeyValue.key`` fields by attribute key. Keys are few (the telemetry contract's
+# names); the bound only guards against an app putting data into keys.
+_KEY_FIELDS: dict[str, bytes] = {}
+_KEY_FIELDS_MAX = 4096
+
+
+def _key_field(key: str) -> bytes:
+    encoded = _KEY_FIELDS.get(key)
+    if encoded is None:
+        # proto3 leaves an empty string out; the SDK's KeyValue(key="") does too.
+        encoded = _field(b"\x0a", _utf8(key)) if key else b""
+        if len(_KEY_FIELDS) >= _KEY_FIELDS_MAX:
+            _KEY_FIELDS.clear()
+        _KEY_FIELDS[key] = encoded
+    return encoded
+
+
+def _any_value(value: Any) -> bytes:
+    """The ``AnyValue`` message of ``value``, in the order of the SDK's ``_encode_value`` checks."""
+    kind = type(value)
+    if kind is str:
+        return _field(b"\x0a", _utf8(value))
+    if kind is int:
+        return b"\x18" + _int64(value)
+    if kind is float:
+        return b"\x21" + _pack_double(value)
+    if kind is bool:
+        return b"\x10\x01" if value else b"\x10\x00"
+    if value is None:
+        return b""
+    # Subclasses and containers: the SDK's isinstance chain, in its order.
+    if isinstance(value, bool):
+        return b"\x10\x01" if value else b"\x10\x00"
+    if isinstance(value, str):
+        return _field(b"\x0a", _utf8(value))
+    if isinstance(value, int):
+        return b"\x18" + _int64(value)
+    if isinstance(value, float):
+        return b"\x21" + _pack_double(value)
+    if isinstance(value, bytes):
+        return _field(b"\x3a", value)
+    if isinstance(value, Sequence):
+        return _field(b"\x2a", b"".join([_field(b"\x0a", _any_value(item)) for item in value]))
+    if isinstance(value, Mapping):
+        return _field(
+            b"\x32",
+            b"".join(
+                [
+                    _field(b"\x0a", _key_field(str(key)) + _field(b"\x12", _any_value(item)))
+                    for key, item in value.items()
+                ]
+            ),
+        )
+    raise WireEncodingError(f"value of type {kind.__name__} has no OTLP encoding")
+
+
+# Whole encoded attribute fields by (tag, key, value), for str and int values (not bool, not
+# float: True == 1 and -0.0 == 0.0 would share entries with different bytes). Most attribute
+# values repeat from item to item (method, route, status code, db.system.name, statement
+# text, the access record's counters), and a hit replaces the encoding of a key-value pair
+# with one dict lookup. Values longer than _CACHED_VALUE_MAX characters are not kept; the
+# cache is emptied when full, which bounds it whatever the values' cardinality.
+_ATTRIBUTE_FIELDS: dict[tuple[bytes, str, str | int], bytes] = {}
+_ATTRIBUTE_FIELDS_MAX = 8192
+_CACHED_VALUE_MAX = 512
+
+
+def _attribute_field(tag: bytes, key: str, value: Any) -> bytes:
+    """The ``tag`` field of one ``KeyValue``."""
+    kind = type(value)
+    if kind is str:
+        encoded = _utf8(value)
+        size = len(encoded)
+        any_value = (
+            b"\x0a" + (_SMALL_VARINTS[size] if size < _SMALL_LIMIT else _varint(size)) + encoded
+        )
+    elif kind is int:
+        any_value = b"\x18" + _int64(value)
+    else:
+        any_value = _any_value(value)
+    size = len(any_value)
+    key_value = (
+        _key_field(key)
+        + b"\x12"
+        + (_SMALL_VARINTS[size] if size < _SMALL_LIMIT else _varint(size))
+        + any_value
+    )
+    size = len(key_value)
+    return tag + (_SMALL_VARINTS[size] if size < _SMALL_LIMIT else _varint(size)) + key_value
+
+
+def _attributes(tag: bytes, attributes: Mapping[str, Any] | None) -> list[bytes]:
+    """One ``tag``-field per attribute (``KeyValue``), as the SDK's ``_encode_attributes``."""
+    if not attributes:
+        return []
+    # The SDK's attribute maps (BoundedAttributes, also behind a span's MappingProxyType)
+    # iterate in Python under a lock; their public copy() is a plain dict, iterated in C.
+    copy = getattr(attributes, "copy", None)
+    pairs = copy() if copy is not None else None
+    items = pairs.items() if type(pairs) is dict else attributes.items()
+    fields = []
+    cache = _ATTRIBUTE_FIELDS
+    for key, value in items:
+        kind = type(value)
+        if kind is str or kind is int:
+            cache_key = (tag, key, value)
+            field = cache.get(cache_key)
+            if field is None:
+                field = _attribute_field(tag, key, value)
+                if kind is int or len(value) <= _CACHED_VALUE_MAX:
+                    if len(cache) >= _ATTRIBUTE_FIELDS_MAX:
+                        cache.clear()
+                    cache[cache_key] = field
+            fields.append(field)
+        else:
+            fields.append(_attribute_field(tag, key, value))
+    return fields
+
+
+# Encoded ``Resource`` / ``InstrumentationScope`` fields (tag 1 of ResourceSpans / ScopeSpans,
+# the same tag in the logs messages). Both objects are immutable in the SDK and few (one
+# resource per process, a scope per instrumenting module); the cache holds a reference to each
+# key object, so an id is never reused while its entry lives.
+_RESOURCE_FIELDS: dict[int, tuple[Resource, bytes]] = {}
+_SCOPE_FIELDS: dict[int, tuple[InstrumentationScope | None, bytes]] = {}
+_CACHE_MAX = 64
+
+
+def _resource_field(resource: Resource) -> bytes:
+    cached = _RESOURCE_FIELDS.get(id(resource))
+    if cached is not None and cached[0] is resource:
+        return cached[1]
+    encoded = _field(b"\x0a", b"".join(_attributes(b"\x0a", resource.attributes)))
+    if len(_RESOURCE_FIELDS) >= _CACHE_MAX:
+        _RESOURCE_FIELDS.clear()
+    _RESOURCE_FIELDS[id(resource)] = (resource, encoded)
+    return encoded
+
+
+def _scope_field(scope: InstrumentationScope | None) -> bytes:
+    cached = _SCOPE_FIELDS.get(id(scope))
+    if cached is not None and cached[0] is scope:
+        return cached[1]
+    parts = []
+    if scope is not None:
+        if scope.name:
+            parts.append(_field(b"\x0a", _utf8(scope.name)))
+        if scope.version:
+            parts.append(_field(b"\x12", _utf8(scope.version)))
+        parts.extend(_attributes(b"\x1a", scope.attributes))
+    encoded = _field(b"\x0a", b"".join(parts))
+    if len(_SCOPE_FIELDS) >= _CACHE_MAX:
+        _SCOPE_FIELDS.clear()
+    _SCOPE_FIELDS[id(scope)] = (scope, encoded)
+    return encoded
+
+
+def clear_caches() -> None:
+    """Forget every cached encoding (for tests and benchmarks measuring a cold start)."""
+    _KEY_FIELDS.clear()
+    _ATTRIBUTE_FIELDS.clear()
+    _RESOURCE_FIELDS.clear()
+    _SCOPE_FIELDS.clear()
+
+
+def _schema_url(schema_url: str | None) -> bytes:
+    return _field(b"\x1a", _utf8(schema_url)) if schema_url else b""
+
+
+_ScopeGroups = list[tuple[InstrumentationScope | None, list[bytes]]]
+
+
+class _Groups:
+    """Encoded items by resource, then scope, in first-seen order, as the SDK's nested dicts.
+
+    The SDK keys dicts by the resource and the scope (hash, then ``==``). Items are looked up
+    here by object identity, and only a new object is compared with the groups' keys by
+    ``==``: the same grouping, without a ``Resource.__hash__`` (a JSON dump) per item.
+    """
+
+    def __init__(self) -> None:
+        self.resources: list[
+            tuple[Resource, list[tuple[InstrumentationScope | None, list[bytes]]]]
+        ] = []
+        self._by_resource_id: dict[int, list[tuple[InstrumentationScope | None, list[bytes]]]] = {}
+        self._by_scope_id: dict[tuple[int, int], list[bytes]] = {}
+
+    def items_of(self, resource: Resource, scope: InstrumentationScope | None) -> list[bytes]:
+        key = (id(resource), id(scope))
+        items = self._by_scope_id.get(key)
+        if items is not None:
+            return items
+        scopes = self._by_resource_id.get(id(resource))
+        if scopes is None:
+            scopes = next((s for r, s in self.resources if r is resource or r == resource), None)
+            if scopes is None:
+                scopes = []
+                self.resources.append((resource, scopes))
+            self._by_resource_id[id(resource)] = scopes
+        items = next((i for s, i in scopes if s is scope or s == scope), None)
+        if items is None:
+            items = []
+            scopes.append((scope, items))
+        self._by_scope_id[key] = items
+        return items
+
+    def encode(self) -> bytes:
+        """The request: a field 1 per resource, holding a field 2 per scope group."""
+        out = []
+        for resource, scopes in self.resources:
+            parts = [_resource_field(resource)]
+            for scope, items in scopes:
+                scoped = [_scope_field(scope), *items]
+                if scope is not None and scope.schema_url:
+                    scoped.append(_schema_url(scope.schema_url))
+                parts.append(_field(b"\x12", b"".join(scoped)))
+            parts.append(_schema_url(resource.schema_url))
+            out.append(_field(b"\x0a", b"".join(parts)))
+        return b"".join(out)
+
+
+# SpanKind to the proto's enum (SPAN_KIND_INTERNAL = 1, ...), as varint fields (tag 6).
+_KIND_FIELDS = {
+    SpanKind.INTERNAL: b"\x30\x01",
+    SpanKind.SERVER: b"\x30\x02",
+    SpanKind.CLIENT: b"\x30\x03",
+    SpanKind.PRODUCER: b"\x30\x04",
+    SpanKind.CONSUMER: b"\x30\x05",
+}
+# Span.flags / Link.flags (fixed32, tags 16 and 6): SPAN_FLAGS_CONTEXT_HAS_IS_REMOTE_MASK
+# (0x100), with SPAN_FLAGS_CONTEXT_IS_REMOTE_MASK (0x200) when the context is remote; the
+# SDK sets nothing else (not the trace flags).
+_SPAN_FLAGS_LOCAL = b"\x85\x01" + _pack_fixed32(0x100)
+_SPAN_FLAGS_REMOTE = b"\x85\x01" + _pack_fixed32(0x300)
+_LINK_FLAGS_LOCAL = b"\x35" + _pack_fixed32(0x100)
+_LINK_FLAGS_REMOTE = b"\x35" + _pack_fixed32(0x300)
+
+
+def _fixed64(tag: bytes, value: int | None) -> bytes:
+    if not value:
+        return b""
+    if value < 0 or value > _UINT64_MAX:
+        raise WireEncodingError(f"timestamp outside uint64: {value}")
+    return tag + _pack_fixed64(value)
+
+
+def _span(span: ReadableSpan) -> bytes:
+    context = span.context
+    parts = [
+        b"\x0a\x10" + context.trace_id.to_bytes(16, "big"),
+        b"\x12\x08" + context.span_id.to_bytes(8, "big"),
+    ]
+    trace_state = context.trace_state
+    if trace_state is not None and (
+        text := ",".join([f"{key}={value}" for key, value in trace_state.items()])
+    ):
+        parts.append(_field(b"\x1a", _utf8(text)))
+    parent = span.parent
+    if parent is not None:
+        parts.append(b"\x22\x08" + parent.span_id.to_bytes(8, "big"))
+    if span.name:
+        parts.append(_field(b"\x2a", _utf8(span.name)))
+    parts.append(_KIND_FIELDS[span.kind])
+    parts.append(_fixed64(b"\x39", span.start_time))
+    parts.append(_fixed64(b"\x41", span.end_time))
+    parts.extend(_attributes(b"\x4a", span.attributes))
+    if dropped := span.dropped_attributes:
+        parts.append(b"\x50" + _uint32(dropped))
+    for event in span.events:
+        event_parts = [_fixed64(b"\x09", event.timestamp)]
+        if event.name:
+            event_parts.append(_field(b"\x12", _utf8(event.name)))
+        event_parts.extend(_attributes(b"\x1a", event.attributes))
+        if dropped := event.dropped_attributes:
+            event_parts.append(b"\x20" + _uint32(dropped))
+        parts.append(_field(b"\x5a", b"".join(event_parts)))
+    if dropped := span.dropped_events:
+        parts.append(b"\x60" + _uint32(dropped))
+    for link in span.links:
+        link_context = link.context
+        link_parts = [
+            b"\x0a\x10" + link_context.trace_id.to_bytes(16, "big"),
+            b"\x12\x08" + link_context.span_id.to_bytes(8, "big"),
+            *_attributes(b"\x22", link.attributes),
+        ]
+        if dropped := link.dropped_attributes:
+            link_parts.append(b"\x28" + _uint32(dropped))
+        link_parts.append(_LINK_FLAGS_REMOTE if link_context.is_remote else _LINK_FLAGS_LOCAL)
+        parts.append(_field(b"\x6a", b"".join(link_parts)))
+    if dropped := span.dropped_links:
+        parts.append(b"\x70" + _uint32(dropped))
+    status = span.status
+    if status is not None:
+        status_parts = b""
+        if status.description:
+            status_parts = _field(b"\x12", _utf8(status.description))
+        if code := status.status_code.value:
+            status_parts += b"\x18" + _varint(code)
+        parts.append(_field(b"\x7a", status_parts))
+    parts.append(
+        _SPAN_FLAGS_REMOTE if parent is not None and parent.is_remote else _SPAN_FLAGS_LOCAL
+    )
+    return _field(b"\x12", b"".join(parts))
+
+
+def encode_spans(spans: Iterable[ReadableSpan]) -> bytes:
+    """The serialized ``ExportTraceServiceRequest`` of ``spans`` (see the module doc).
+
+    Raises :class:`WireEncodingError` (or the error the SDK's encoder would meet) for a batch
+    to leave to the SDK's encoder.
+    """
+    groups = _Groups()
+    for span in spans:
+        groups.items_of(span.resource, span.instrumentation_scope or None).append(_span(span))
+    return groups.encode()
+
+
+def _log_record(readable: ReadableLogRecord) -> bytes:
+    record = readable.log_record
+    parts = [_fixed64(b"\x09", record.timestamp)]
+    severity_number = getattr(record.severity_number, "value", None)
+    if severity_number:
+        parts.append(b"\x10" + _varint(severity_number))
+    if record.severity_text:
+        parts.append(_field(b"\x1a", _utf8(record.severity_text)))
+    parts.append(_field(b"\x2a", _any_value(record.body)))
+    parts.extend(_attributes(b"\x32", record.attributes))
+    if dropped := readable.dropped_attributes:
+        parts.append(b"\x38" + _uint32(dropped))
+    if flags := int(record.trace_flags):
+        if flags > _UINT32_MAX:
+            raise WireEncodingError(f"trace flags outside uint32: {flags}")
+        parts.append(b"\x45" + _pack_fixed32(flags))
+    if trace_id := record.trace_id:
+        parts.append(b"\x4a\x10" + trace_id.to_bytes(16, "big"))
+    if span_id := record.span_id:
+        parts.append(b"\x52\x08" + span_id.to_bytes(8, "big"))
+    parts.append(_fixed64(b"\x59", record.observed_timestamp))
+    if event_name := getattr(record, "event_name", None):
+        parts.append(_field(b"\x62", _utf8(event_name)))
+    return _field(b"\x12", b"".join(parts))
+
+
+def encode_logs(records: Iterable[ReadableLogRecord]) -> bytes:
+    """The serialized ``ExportLogsServiceRequest`` of ``records`` (see the module doc)."""
+    groups = _Groups()
+    for readable in records:
+        groups.items_of(readable.resource, readable.instrumentation_scope or None).append(
+            _log_record(readable)
+        )
+    return groups.encode()
