@@ -202,6 +202,7 @@ def any_value(value: Any) -> Any:
 
 
 _PLAIN = frozenset(("int_value", "double_value", "bool_value"))
+_ZERO_TRACE_ID = bytes(16)
 
 
 def attributes(pairs: Any) -> dict[str, Any]:
@@ -241,14 +242,17 @@ def decode_traces(body: bytes, content_type: str) -> Decoded:
         for scope_spans in resource_spans.scope_spans:
             for span in scope_spans.spans:
                 trace_id, span_id = span.trace_id, span.span_id
-                if len(trace_id) != 16 or len(span_id) != 8 or not any(trace_id):
+                if len(trace_id) != 16 or len(span_id) != 8 or trace_id == _ZERO_TRACE_ID:
                     decoded.reject("span with a trace id not of 16 bytes or a span id not of 8")
                     continue
-                problem = _span_problem(span)
-                if problem:
-                    decoded.reject(problem)
+                start, end, events = span.start_time_unix_nano, span.end_time_unix_nano, span.events
+                # One comparison per span on the usual path (end >= start, so start is in range
+                # too); _span_problem says which rule a span broke.
+                if end < start or end > MAX_INT64 or (events and _span_problem(span)):
+                    decoded.reject(_span_problem(span))
                     continue
                 parent = span.parent_span_id
+                status = span.status
                 records.append(
                     SpanRecord(
                         trace_id.hex(),
@@ -257,10 +261,10 @@ def decode_traces(body: bytes, content_type: str) -> Decoded:
                         service,
                         span.name,
                         span.kind,
-                        span.start_time_unix_nano,
-                        span.end_time_unix_nano,
-                        span.status.code,
-                        span.status.message,
+                        start,
+                        end,
+                        status.code,
+                        status.message,
                         attributes(span.attributes),
                         [
                             {
@@ -268,9 +272,9 @@ def decode_traces(body: bytes, content_type: str) -> Decoded:
                                 "time_ns": event.time_unix_nano,
                                 "attributes": attributes(event.attributes),
                             }
-                            for event in span.events
+                            for event in events
                         ]
-                        if span.events
+                        if events
                         else [],
                     )
                 )

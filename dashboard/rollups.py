@@ -21,6 +21,7 @@ The first point of a stream counts in full (everything since its start time).
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from operator import add
@@ -277,7 +278,7 @@ def aggregate_spans(
             zero_count=len(seconds) - len(positive),
         )
         if positive:
-            indexes = [map_to_index(value, STORE_SCALE) for value in positive]
+            indexes = _store_indexes(positive)
             agg.offset = low = min(indexes)
             counts = [0] * (max(indexes) - low + 1)
             for index in indexes:
@@ -285,6 +286,25 @@ def aggregate_spans(
             agg.counts = counts
         minutes[key] = agg
     return with_hours(minutes)
+
+
+_INDEX_FACTOR = (1 << STORE_SCALE) / math.log(2.0)
+
+
+def _store_indexes(values: list[float]) -> list[int]:
+    """:func:`~dashboard.histograms.map_to_index` at :data:`STORE_SCALE` of each value (> 0).
+
+    Inlined, as it runs for every span (0.29 against 0.40 us per value): ``ceil(log(v) * f) - 1``
+    is the index unless ``v`` is a power of two, whose ``log(v) * f`` is a multiple of the
+    scale's 32 buckets per octave, give or take a rounding; those (and their neighbours, which
+    share the last five bits) take the exact path.
+    """
+    log, ceil, factor = math.log, math.ceil, _INDEX_FACTOR
+    low_bits = (1 << STORE_SCALE) - 1
+    return [
+        map_to_index(v, STORE_SCALE) if (i := ceil(log(v) * factor)) & low_bits < 2 else i - 1
+        for v in values
+    ]
 
 
 def with_hours(minutes: dict[RollupKey, Agg]) -> dict[RollupKey, Agg]:

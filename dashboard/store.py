@@ -192,7 +192,7 @@ class TelemetryStore:
             backup_runs=_backup_rows(records),
             n_plus_one=findings,
             deferred_sessions=deferred,
-            services=_latest_seen((r.service, "spans", r.end_ns) for r in records),
+            services=_latest_span_ends(records),
         )
 
     def write_spans(
@@ -237,7 +237,7 @@ class TelemetryStore:
                 _backup_rows(new),
                 findings,
                 deferred,
-                _latest_seen((r.service, "spans", r.end_ns) for r in new),
+                _latest_span_ends(new),
             )
             return len(new)
 
@@ -458,6 +458,16 @@ def _latest_seen(seen: Iterable[tuple[str, str, int]]) -> dict[tuple[str, str], 
     return latest
 
 
+def _latest_span_ends(records: Iterable[SpanRecord]) -> dict[tuple[str, str], int]:
+    """:func:`_latest_seen` of spans, spelled out: it runs for every span."""
+    latest: dict[str, int] = {}
+    for record in records:
+        end = record.end_ns
+        if end > latest.get(record.service, 0):
+            latest[record.service] = end
+    return {(service, "spans"): end for service, end in latest.items()}
+
+
 def _merged_latest(parts: Sequence[dict[tuple[str, str], int]]) -> dict[tuple[str, str], int]:
     if len(parts) == 1:
         return parts[0]
@@ -564,9 +574,16 @@ def _n_plus_one_rows(
 
     Statement spans end before their session, so exporters send them in the same batch or
     an earlier one; when the records do not hold as many statements as the session says it
-    ran (``vrp.db.session.statements``), the trace's stored spans must be read.
+    ran (``vrp.db.session.statements``), the trace's stored spans must be read. A session
+    that says it ran fewer statements than :data:`N_PLUS_ONE_THRESHOLD` in all cannot have run
+    one of them that often, and is not looked into (most sessions: this runs for every batch).
     """
-    sessions = [r for r in records if r.name == SESSION_SPAN]
+    sessions = [
+        r
+        for r in records
+        if r.name == SESSION_SPAN
+        and not _fewer_than_threshold(r.attributes.get(names.VRP_DB_SESSION_STATEMENTS))
+    ]
     if not sessions:
         return [], []
     children: dict[str, list[SpanRecord]] = defaultdict(list)
@@ -588,6 +605,10 @@ def _n_plus_one_rows(
         if finding is not None:
             findings.append(finding)
     return findings, deferred
+
+
+def _fewer_than_threshold(declared: Any) -> bool:
+    return isinstance(declared, int) and declared < N_PLUS_ONE_THRESHOLD
 
 
 def _n_plus_one_finding(session: SpanRecord, counts: dict[str, int]) -> dict[str, Any] | None:
