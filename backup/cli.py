@@ -12,6 +12,7 @@ imported inside the commands.
 
 from __future__ import annotations
 
+import gc
 import sys
 from collections.abc import Callable
 from contextlib import AbstractContextManager
@@ -98,6 +99,11 @@ def run_command(verify: bool | None) -> None:
     config = settings()
     source = host().source()
     with host().process(SERVICE_NAME):
+        # What start-up allocated (modules, settings, telemetry providers) lives until the
+        # process ends: frozen, it is left out of the collector's passes, the ones during the
+        # run and those of the interpreter's exit, which otherwise cost this command about
+        # 0.1-0.3 s (measured with 57,000 tracked objects after start-up, against os._exit).
+        gc.freeze()
         try:
             result = run_backup(
                 config,

@@ -7,7 +7,16 @@ connections and processes keep committing to the WAL meanwhile, and the backup n
 (``sqlite3_backup_step`` restarts from page one when the source changes between steps under a
 connection that holds no transaction, which with a busy writer may be forever). In rollback-
 journal mode the held read lock makes writers wait until the copy is done; the copy is still
-consistent. Steps of a few MiB with a short sleep between them keep each step short.
+consistent. The copy goes in steps of a few MiB (progress is reported after each) with no pause
+between them: in WAL mode writers do not wait for the reader, and in rollback-journal mode they
+wait for the held read lock until the last step whatever the pauses, so a pause would only
+make the copy (and their wait) longer. The source is read through SQLite's memory map
+(``PRAGMA mmap_size``): pages of the snapshot that are not in the WAL come from the mapped file
+instead of one ``pread`` per page (on a 420 MB database here the copy's CPU time goes from
+0.66 s to 0.56 s; pages in the WAL are read as before). SQLite maps only what it may read and a
+checkpoint never rewrites or truncates pages a live snapshot uses, so the snapshot is the same;
+the one difference is that a disk read error stops the process with SIGBUS instead of failing
+the step, which leaves a killed run (nothing published, cleaned up by the next run).
 
 The copy goes to a scratch file in the run folder (no journal, no fsync: it is read once and
 deleted), then is compressed and hashed in one streamed pass, with zstd's worker threads,
@@ -32,7 +41,6 @@ import os
 import sqlite3
 import tempfile
 import threading
-import time
 from pathlib import Path
 from typing import Final
 from urllib.parse import quote
@@ -52,7 +60,8 @@ logger = logging.getLogger(__name__)
 
 ARTIFACT: Final = "database.sqlite.zst"
 STEP_BYTES: Final = 8 * 1024 * 1024
-STEP_SLEEP_SECONDS: Final = 0.001
+# SQLite clamps it to its compile-time limit (2 GiB by default); pages past it are read as usual.
+MMAP_BYTES: Final = 1 << 40
 BUSY_TIMEOUT_SECONDS: Final = 30.0
 
 
@@ -107,6 +116,7 @@ def _copy(source: Path, target: Path, progress: Progress | None) -> None:
     )
     dst = sqlite3.connect(target, isolation_level=None)
     try:
+        src.execute(f"PRAGMA mmap_size={MMAP_BYTES}").fetchone()
         # The scratch copy needs no journal and no fsync: it is read back once, never kept.
         dst.execute("PRAGMA journal_mode=OFF").fetchone()
         dst.execute("PRAGMA synchronous=OFF")
@@ -127,8 +137,6 @@ def _copy(source: Path, target: Path, progress: Progress | None) -> None:
             if progress is not None and done > copied:
                 progress(done - copied)
             copied = done
-            # Python's backup loop sleeps only on SQLITE_BUSY; this is the pause between steps.
-            time.sleep(STEP_SLEEP_SECONDS)
 
         src.backup(dst, pages=max(64, STEP_BYTES // page_size), progress=on_step)
         src.execute("COMMIT")
