@@ -50,7 +50,12 @@ import orjson
 from opentelemetry import trace
 
 from instrumentation.errors import ConfigurationError
-from instrumentation.redaction import RedactionFilter, redact_text, redacted_extras
+from instrumentation.redaction import (
+    RedactionFilter,
+    record_state,
+    redact_text,
+    redacted_extras,
+)
 from instrumentation.requestid import REQUEST_ID
 from instrumentation.settings import LoggingSettings
 
@@ -59,8 +64,6 @@ CONTEXT_FIELDS = frozenset({"trace_id", "span_id"})
 
 _QUIETED_LOGGERS = ("urllib3", "werkzeug", "sqlalchemy", "alembic")
 _TEXT_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
-_CONTEXT_MARK = "_vrp_context"
-_LINE_MARK = "_vrp_json"
 _ORJSON_OPTIONS = orjson.OPT_NON_STR_KEYS
 # The file the logging module's own frames come from (what logging._srcfile holds by default).
 _LOGGING_SOURCE = logging.addLevelName.__code__.co_filename
@@ -83,8 +86,8 @@ class TraceContextFilter(logging.Filter):
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
-        fields = record.__dict__
-        if _CONTEXT_MARK in fields:  # a handler before this one did it
+        state = record_state(record)
+        if "context" in state:  # a handler before this one did it
             return True
         context = trace.get_current_span().get_span_context()
         if context.is_valid:
@@ -93,9 +96,9 @@ class TraceContextFilter(logging.Filter):
         else:
             record.trace_id = None
             record.span_id = None
-        if fields.get("request_id") is None:
+        if getattr(record, "request_id", None) is None:
             record.request_id = REQUEST_ID.get()
-        fields[_CONTEXT_MARK] = True
+        state["context"] = True
         return True
 
 
@@ -166,8 +169,8 @@ class JsonLineFormatter(logging.Formatter):
 
     def line(self, record: logging.LogRecord) -> bytes:
         """The record as UTF-8 JSON, without the line terminator."""
-        fields = record.__dict__
-        cached = fields.get(_LINE_MARK)
+        state = record_state(record)
+        cached = state.get("json")
         if cached is not None and cached[0] is self:
             line: bytes = cached[1]
             return line
@@ -196,7 +199,7 @@ class JsonLineFormatter(logging.Formatter):
         if record.stack_info:
             data["stack"] = record.stack_info
         line = _dumps(data)
-        fields[_LINE_MARK] = (self, line)
+        state["json"] = (self, line)
         return line
 
 

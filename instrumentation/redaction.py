@@ -74,8 +74,8 @@ RECORD_ATTRIBUTES = frozenset(_SAMPLE_RECORD) | {"message", "asctime", "taskName
 # LogRecord.__init__ sets the same attributes in the same order every time, and the record's
 # __dict__ keeps insertion order, so the extras of a plain LogRecord start at this position.
 _STANDARD_COUNT = len(_SAMPLE_RECORD)
-_REDACTED_MARK = "_vrp_redacted"
-_EXTRAS_MARK = "_vrp_extras"
+_STATE = "_vrp"
+_NOT_REDACTED = RECORD_ATTRIBUTES | {_STATE}
 _EXCEPTION_FORMATTER = logging.Formatter()
 
 
@@ -166,6 +166,19 @@ def _added_fields(record: logging.LogRecord) -> Any:
     return fields.items()
 
 
+def record_state(record: logging.LogRecord) -> dict[str, Any]:
+    """This package's bookkeeping for one record (what was done to it, results to share).
+
+    It is one attribute of the record, so what the handlers note there does not count as a
+    field added to the record (see :func:`redacted_extras`).
+    """
+    fields = record.__dict__
+    state: dict[str, Any] | None = fields.get(_STATE)
+    if state is None:
+        state = fields[_STATE] = {}
+    return state
+
+
 def redacted_extras(record: logging.LogRecord) -> dict[str, Any]:
     """The record's extra fields (not a standard attribute, not starting with ``_``), in order.
 
@@ -173,9 +186,9 @@ def redacted_extras(record: logging.LogRecord) -> dict[str, Any]:
     record and shared: callers must not change it. Fields added to the record since (another
     filter's) make it be built again.
     """
-    fields = record.__dict__
-    cached = fields.get(_EXTRAS_MARK)
-    if cached is not None and cached[0] == len(fields):
+    state = record_state(record)
+    cached = state.get("extras")
+    if cached is not None and cached[0] == len(record.__dict__):
         extras: dict[str, Any] = cached[1]
         return extras
     extras = {
@@ -183,13 +196,8 @@ def redacted_extras(record: logging.LogRecord) -> dict[str, Any]:
         for key, value in _added_fields(record)
         if key[0] != "_" and key not in RECORD_ATTRIBUTES
     }
-    _keep_extras(fields, extras)
+    state["extras"] = (len(record.__dict__), extras)
     return extras
-
-
-def _keep_extras(fields: dict[str, Any], extras: dict[str, Any]) -> None:
-    # Stored with the size the record's __dict__ has once the mark is in it.
-    fields[_EXTRAS_MARK] = (len(fields) + (_EXTRAS_MARK not in fields), extras)
 
 
 class RedactionFilter(logging.Filter):
@@ -200,15 +208,15 @@ class RedactionFilter(logging.Filter):
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if getattr(record, _REDACTED_MARK, False):
+        state = record_state(record)
+        if "redacted" in state:
             return True
         try:
             extras = self._redact(record)
         except Exception:  # a log call must never fail because of redaction
             return True
-        fields = record.__dict__
-        fields[_REDACTED_MARK] = True
-        _keep_extras(fields, extras)
+        state["redacted"] = True
+        state["extras"] = (len(record.__dict__), extras)
         return True
 
     @staticmethod
@@ -230,7 +238,7 @@ class RedactionFilter(logging.Filter):
         masked: list[tuple[str, Any]] = []
         extras: dict[str, Any] = {}
         for key, value in _added_fields(record):
-            if key in RECORD_ATTRIBUTES:
+            if key in _NOT_REDACTED:
                 continue
             kind = type(value)
             if kind is str:

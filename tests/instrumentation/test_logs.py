@@ -14,6 +14,7 @@ from opentelemetry import trace
 from opentelemetry.sdk._logs import LoggerProvider
 from opentelemetry.sdk._logs.export import BatchLogRecordProcessor, InMemoryLogRecordExporter
 
+from instrumentation import redaction
 from instrumentation.errors import ConfigurationError
 from instrumentation.logs import configure_logging, shutdown_logging
 from instrumentation.settings import LoggingSettings
@@ -320,6 +321,28 @@ def test_the_batch_processor_exports_the_same_fields_the_json_line_has(
         "vrp.db.statements",
         "tags",
     ]
+
+
+def test_file_and_otlp_handlers_walk_the_record_once_between_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    walks: list[str] = []
+    walk = redaction._added_fields
+
+    def counted(record: logging.LogRecord) -> Any:
+        walks.append(record.name)
+        return walk(record)
+
+    monkeypatch.setattr(redaction, "_added_fields", counted)
+    configure_logging(file_settings(tmp_path), service="vrp")
+    otlp = OtlpLogHandler(InMemoryTelemetry().logger_provider)
+    logging.getLogger().addHandler(otlp)
+    try:
+        logging.getLogger("vrp.test").info("once", extra={"http.route": "/x"})
+    finally:
+        logging.getLogger().removeHandler(otlp)
+
+    assert walks == ["vrp.test"]
 
 
 def test_only_warnings_and_above_pay_for_the_caller_lookup_at_info(tmp_path: Path) -> None:
