@@ -16,6 +16,7 @@ values and zeros are kept: the store holds durations, which are never negative.
 from __future__ import annotations
 
 import math
+import sys
 from array import array
 from bisect import bisect_left
 from collections.abc import Iterable, Sequence
@@ -59,6 +60,43 @@ def unpack_counts(data: bytes | None) -> list[int]:
     packed = array("Q")
     packed.frombytes(data)
     return packed.tolist()
+
+
+class PackedSum:
+    """Adds packed bucket arrays (:func:`pack_counts`) at their offsets, in C, one call per array.
+
+    An array of 64-bit lanes read as one integer (``int.from_bytes``) and shifted left by 64 bits
+    per bucket of offset is that array placed at that offset, so adding such integers adds the
+    arrays lane by lane. No carry crosses a lane while every lane's total stays below ``2**64``,
+    which holds: each is at most a histogram's count, which the store keeps as a signed 64-bit
+    integer. Hand-written because unpacking every row to a list and adding lists element by
+    element was the per-row cost of the panels (about 5 us per 7-day row, against well under
+    1 us here).
+    """
+
+    __slots__ = ("offset", "total")
+
+    def __init__(self) -> None:
+        self.offset = 0
+        self.total = 0
+
+    def add(self, offset: int, packed: bytes | None) -> None:
+        """Add the counts ``packed`` holds from bucket ``offset`` on."""
+        if not packed:
+            return
+        value = int.from_bytes(packed, sys.byteorder)
+        if not self.total:
+            self.offset, self.total = offset, value
+        elif offset >= self.offset:
+            self.total += value << ((offset - self.offset) << 6)
+        else:
+            self.total = (self.total << ((self.offset - offset) << 6)) + value
+            self.offset = offset
+
+    def counts(self) -> list[int]:
+        """The summed counts, dense from :attr:`offset` (trailing empty buckets dropped)."""
+        lanes = (self.total.bit_length() + 63) >> 6
+        return unpack_counts(self.total.to_bytes(lanes << 3, sys.byteorder))
 
 
 @dataclass

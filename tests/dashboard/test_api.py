@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
 import random
 import time
 
 import pytest
 
-from dashboard.otlp import LogRecord, decode_traces
+from dashboard.histograms import ExpHistogram
+from dashboard.otlp import LogRecord, MetricPoint, decode_traces
 from dashboard.store import TelemetryStore
 from instrumentation import conventions as c
 from tests.dashboard.conftest import Live
@@ -16,6 +18,7 @@ from tests.dashboard.otlp_bodies import request_trace, span, traces_request
 PROTOBUF = "application/x-protobuf"
 MS = 10**6
 CLIENT = 3
+QS = (0.5, 0.95, 0.99)
 
 
 def write(store: TelemetryStore, spans_: list) -> None:
@@ -297,3 +300,62 @@ def test_backups_state_follows_the_age_of_the_last_success(live: Live) -> None:
     assert backups["state"] == "late"  # 30 h against the default 24 h
     assert backups["has_telemetry"] is True
     assert 29 * 3600 < backups["last_success_age_s"] < 31 * 3600
+
+
+def _duration_point(
+    route: str, end_s: float, values: list[float], bounds: tuple[float, ...] = ()
+) -> MetricPoint:
+    """A delta point of ``http.server.request.duration`` over the 10 s ending at ``end_s``."""
+    attributes = {c.HTTP_REQUEST_METHOD: "GET", c.HTTP_ROUTE: route}
+    common = {"count": len(values), "sum": sum(values), "min": min(values), "max": max(values)}
+    kind = "histogram" if bounds else "exponential_histogram"
+    stream = f"{route}|{kind}"
+    start_ns, end_ns = int((end_s - 10) * 1e9), int(end_s * 1e9)
+    if bounds:
+        counts = [0] * (len(bounds) + 1)
+        for value in values:
+            counts[sum(1 for b in bounds if value > b)] += 1
+        return MetricPoint(
+            "svc", stream, c.HTTP_SERVER_REQUEST_DURATION, "s", kind, 1, False, attributes,
+            start_ns, end_ns, bounds=bounds, bucket_counts=counts, **common,
+        )  # fmt: skip
+    histogram = ExpHistogram(scale=10)
+    for value in values:
+        histogram.record(value)
+    return MetricPoint(
+        "svc", stream, c.HTTP_SERVER_REQUEST_DURATION, "s", kind, 1, False, attributes,
+        start_ns, end_ns, bucket_counts=histogram.counts, scale=10, offset=histogram.offset,
+        **common,
+    )  # fmt: skip
+
+
+def test_totals_over_minutes_hours_and_days_count_every_point_once(live: Live) -> None:
+    """1 h totals add minute rows, 7 d totals hour rows at the edges and day rows between: each
+    observation counts once, and percentiles merged from many rows stay within 2%."""
+    rng = random.Random(7)
+    now = time.time()
+    ago = {"30m": 1800, "3h": 3 * 3600, "30h": 30 * 3600, "3.5d": 84 * 3600, "6d": 144 * 3600}
+    ago |= {"8d": 192 * 3600}
+    values = {label: [rng.uniform(0.001, 0.5) for _ in range(200)] for label in ago}
+    points = []
+    for label, seconds in ago.items():
+        # Spread over ten minutes, so the rows of several minutes (and hours) are merged.
+        for part in range(10):
+            end = now - seconds + 60 * part
+            chunk = values[label][part * 20 : (part + 1) * 20]
+            points.append(_duration_point("/exp", end, chunk))
+            points.append(_duration_point("/mixed", end, chunk, bounds=(0.1, 0.25)))
+            points.append(_duration_point("/mixed", end, chunk))
+    live.store.write_metrics(sorted(points, key=lambda p: p.time_ns))
+    expected = {"1h": ["30m"], "24h": ["30m", "3h"], "7d": ["30m", "3h", "30h", "3.5d", "6d"]}
+    for since, labels in expected.items():
+        inside = [value for label in labels for value in values[label]]
+        found = {o["operation"]: o for o in live.get("/api/operations", since=since)["operations"]}
+        assert found["GET /exp"]["count"] == len(inside)
+        assert found["GET /mixed"]["count"] == 2 * len(inside)
+        for q, name in zip(QS, ("p50_ms", "p95_ms", "p99_ms"), strict=True):
+            truth = sorted(inside)[max(1, math.ceil(q * len(inside))) - 1] * 1000
+            assert found["GET /exp"][name] == pytest.approx(truth, rel=0.02)
+            assert min(inside) * 1000 <= found["GET /mixed"][name] <= max(inside) * 1000
+        (service,) = live.get("/api/summary", since=since)["services"]
+        assert service["count"] == 3 * len(inside)

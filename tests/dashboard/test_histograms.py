@@ -18,7 +18,9 @@ from dashboard.histograms import (
     STORE_SCALE,
     ExpHistogram,
     ExplicitHistogram,
+    PackedSum,
     map_to_index,
+    pack_counts,
     quantiles,
 )
 from dashboard.otlp import MetricPoint, SpanRecord
@@ -159,3 +161,30 @@ def test_mixed_kinds_combine_through_their_distribution_functions() -> None:
 def test_metric_point_record_defaults_are_empty() -> None:
     point = MetricPoint("s", "k", "m", "s", "gauge", 0, False, {}, 0, 0)
     assert (point.count, point.bucket_counts, point.bounds) == (0, [], ())
+
+
+# Bucket arrays as rollup rows hold them: an offset anywhere in the clamped index range and
+# counts up to the largest a signed 64-bit column keeps, zeros included.
+packed_rows = st.lists(
+    st.tuples(
+        st.integers(min_value=-1280, max_value=1280),
+        st.lists(st.integers(min_value=0, max_value=2**63 // 64), max_size=40),
+    ),
+    max_size=12,
+)
+
+
+@given(packed_rows)
+def test_packed_sum_adds_bucket_arrays_at_their_offsets_like_a_dense_loop(
+    rows: list[tuple[int, list[int]]],
+) -> None:
+    summed = PackedSum()
+    expected: dict[int, int] = {}
+    for offset, counts in rows:
+        summed.add(offset, pack_counts(counts) if counts else None)
+        for position, n in enumerate(counts):
+            expected[offset + position] = expected.get(offset + position, 0) + n
+    counts = summed.counts()
+    got = {summed.offset + position: n for position, n in enumerate(counts) if n}
+    assert got == {index: n for index, n in expected.items() if n}
+    assert not counts or counts[-1]
