@@ -186,18 +186,29 @@ def redacted_extras(record: logging.LogRecord) -> dict[str, Any]:
     record and shared: callers must not change it. Fields added to the record since (another
     filter's) make it be built again.
     """
+    return _extras(record)[0]
+
+
+def scalar_extras(record: logging.LogRecord) -> dict[str, Any] | None:
+    """:func:`redacted_extras` if every value is a ``str``, ``int``, ``float``, ``bool`` or
+    ``None`` (known from the redaction pass, at no extra cost), else ``None``."""
+    extras, scalars = _extras(record)
+    return extras if scalars else None
+
+
+def _extras(record: logging.LogRecord) -> tuple[dict[str, Any], bool]:
     state = record_state(record)
     cached = state.get("extras")
     if cached is not None and cached[0] == len(record.__dict__):
-        extras: dict[str, Any] = cached[1]
-        return extras
+        return cached[1], state.get("scalars", False)
     extras = {
         key: value
         for key, value in _added_fields(record)
         if key[0] != "_" and key not in RECORD_ATTRIBUTES
     }
     state["extras"] = (len(record.__dict__), extras)
-    return extras
+    state["scalars"] = False
+    return extras, False
 
 
 class RedactionFilter(logging.Filter):
@@ -237,24 +248,33 @@ class RedactionFilter(logging.Filter):
         # tests. The extras are collected on the way (see redacted_extras).
         masked: list[tuple[str, Any]] = []
         extras: dict[str, Any] = {}
+        scalars = True
         for key, value in _added_fields(record):
             if key in _NOT_REDACTED:
                 continue
             kind = type(value)
             if kind is str:
-                cleaned = redact_text(value)
+                # redact_text's own first test, inlined: most extras are short plain strings.
+                if "@" in value or "=" in value or ":" in value:
+                    cleaned = redact_text(value)
+                else:
+                    cleaned = value
             elif kind in _SCALARS:
                 cleaned = value
-            elif kind in _CONTAINERS or isinstance(value, str | dict | list | tuple):
-                cleaned = _redact_value(value)
             else:
-                cleaned = value
+                scalars = False
+                if kind in _CONTAINERS or isinstance(value, str | dict | list | tuple):
+                    cleaned = _redact_value(value)
+                else:
+                    cleaned = value
             if cleaned is not value:
                 masked.append((key, cleaned))
             if key[0] != "_":
                 extras[key] = cleaned
         for key, cleaned in masked:
             fields[key] = cleaned
+        state = record_state(record)
+        state["scalars"] = scalars
         if record.exc_info and record.exc_info[0] is not None and not record.exc_text:
             record.exc_text = _EXCEPTION_FORMATTER.formatException(record.exc_info)
         if record.exc_text:

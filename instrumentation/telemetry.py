@@ -92,7 +92,13 @@ from instrumentation import conventions
 from instrumentation.errors import ConfigurationError
 from instrumentation.exporters import WireLogExporter, WireSpanExporter
 from instrumentation.logs import CONTEXT_FIELDS, CallerFilter
-from instrumentation.redaction import RedactionFilter, redact_text, redact_url, redacted_extras
+from instrumentation.redaction import (
+    RedactionFilter,
+    redact_text,
+    redact_url,
+    redacted_extras,
+    scalar_extras,
+)
 from instrumentation.settings import TelemetrySettings
 
 _logger = logging.getLogger(__name__)
@@ -365,7 +371,7 @@ class _LeanLogRecord(logs_api.LogRecord):
 
     def __copy__(self) -> _LeanLogRecord:
         copied = object.__new__(_LeanLogRecord)
-        copied.__dict__.update(self.__dict__)
+        copied.__dict__ = self.__dict__.copy()
         return copied
 
 
@@ -410,12 +416,18 @@ class OtlpLogHandler(logging.Handler):
         return cached
 
     def _attributes(self, record: logging.LogRecord) -> dict[str, Any]:
-        # What the SDK would do with a value: anything but the OTLP scalars becomes text.
-        attributes = {
-            key: value if type(value) in _VALID_TYPES else str(value)
-            for key, value in redacted_extras(record).items()
-            if key not in CONTEXT_FIELDS
-        }
+        scalars = scalar_extras(record)
+        if scalars is not None:
+            attributes = dict(scalars)
+            for key in CONTEXT_FIELDS:
+                attributes.pop(key, None)
+        else:
+            # What the SDK would do with a value: anything but the OTLP scalars becomes text.
+            attributes = {
+                key: value if type(value) in _VALID_TYPES else str(value)
+                for key, value in redacted_extras(record).items()
+                if key not in CONTEXT_FIELDS
+            }
         max_length = self._limits.max_attribute_length
         if max_length is not None:
             for key, value in attributes.items():

@@ -10,7 +10,13 @@ import pytest
 import sqlalchemy as sa
 
 from instrumentation.logs import configure_logging
-from instrumentation.redaction import RedactionFilter, redact_text, redact_url, redacted_extras
+from instrumentation.redaction import (
+    RedactionFilter,
+    redact_text,
+    redact_url,
+    redacted_extras,
+    scalar_extras,
+)
 from instrumentation.settings import LoggingSettings
 from instrumentation.testing import reset_for_tests
 
@@ -191,6 +197,26 @@ def test_the_extras_are_collected_masked_in_order_and_rebuilt_when_a_field_is_ad
     assert redacted_extras(record) is extras
     record.trace_id = "0af7651916cd43dd8448eb211c80319c"
     assert list(redacted_extras(record)) == ["url", "attempts", "trace_id"]
+
+
+def test_scalar_extras_are_offered_only_when_every_value_is_a_plain_scalar() -> None:
+    plain = _record("ok", route="/x", status=200, ratio=0.5, cached=True, user=None)
+    mixed = _record("ok", route="/x", tags=["a"])
+    late = _record("ok", route="/x")
+    for record in (plain, mixed, late):
+        RedactionFilter().filter(record)
+    late.added = "after the redaction pass"
+
+    assert scalar_extras(plain) == {
+        "route": "/x",
+        "status": 200,
+        "ratio": 0.5,
+        "cached": True,
+        "user": None,
+    }
+    assert scalar_extras(mixed) is None
+    assert scalar_extras(late) is None
+    assert redacted_extras(late) == {"route": "/x", "added": "after the redaction pass"}
 
 
 def test_the_extras_of_a_record_from_a_custom_factory_are_found_too() -> None:
