@@ -397,9 +397,11 @@ def _totals(
                 acc.add_exponential(rows, zero, low, high, (p50, p95, p99) if single else None)
             per_series[sid] = values
     # Where a bucket array goes as it is read: the group's sum for exponential series, the
-    # series' own for explicit ones (their bounds may differ between series of one group).
-    targets: dict[int, PackedSum] = {}
-    explicit: dict[int, PackedSum] = {}
+    # series' own for explicit ones (their bounds may differ between series of one group). Zero
+    # counts are taken from the same rows, so that a histogram is of one snapshot even where
+    # the totals above were read from an earlier one (PostgreSQL's read committed).
+    targets: dict[int, Acc] = {}
+    explicit: dict[int, Acc] = {}
     mixed = {key(by_id[sid]) for sid in per_series if by_id[sid].histogram == "explicit"}
     for sid in per_series:
         s = by_id[sid]
@@ -408,21 +410,24 @@ def _totals(
         if s.histogram == "exponential" and (
             acc.exp_rows > 1 or acc.precomputed is None or group in mixed
         ):
-            targets[sid] = acc.buckets
+            acc.zero_count = 0
+            targets[sid] = acc
         elif s.histogram == "explicit":
-            targets[sid] = explicit[sid] = PackedSum()
+            targets[sid] = explicit[sid] = Acc()
     wanted = sorted(targets)
     for start in range(0, len(wanted), _CHUNK):
-        query = sa.select(rollup.c.series_id, rollup.c.bucket_offset, rollup.c.buckets).where(
-            _segments(wanted[start : start + _CHUNK], plan), rollup.c.count > 0
-        )
-        for sid, offset, packed in conn.execute(query):
-            targets[sid].add(offset, packed)
+        query = sa.select(
+            rollup.c.series_id, rollup.c.zero_count, rollup.c.bucket_offset, rollup.c.buckets
+        ).where(_segments(wanted[start : start + _CHUNK], plan), rollup.c.count > 0)
+        for sid, zero, offset, packed in conn.execute(query):
+            acc = targets[sid]
+            acc.zero_count += zero
+            acc.buckets.add(offset, packed)
     for sid, summed in explicit.items():
         s = by_id[sid]
         _, count, _, total, low, high = per_series[sid][:6]
         groups[key(s)].explicit.append(
-            _explicit(s, summed.offset, summed.counts(), count, total, low, high)
+            _explicit(s, summed.buckets.offset, summed.buckets.counts(), count, total, low, high)
         )
     return groups
 
