@@ -1,14 +1,15 @@
 """CPU time of encoding the recorder's spans and log records for OTLP: the SDK's encoder
 against :mod:`instrumentation.otlp_wire`.
 
-Run ``.venv/bin/python benchmarks/encoding.py`` (a few seconds). The spans and log records are
-the real ones: 130 request cycles of ``overhead.py`` (create, get, list, update) on an app
+Run ``.venv/bin/python benchmarks/encoding.py`` (about 15 s). The spans and log records are the
+real ones: 130 request cycles of ``overhead.py`` (create, get, list, update) on an app
 instrumented as ``full``, captured in memory. The first 512 items of each kind (statement spans,
 session and transaction spans, server spans, the access log record, every span; 512 is the
 batch processors' default batch), all distinct, are encoded both ways, one batch at a time, the
-wire encoder's caches emptied before each batch, timed with ``time.thread_time`` (CPU of this thread only, which other processes inflate
-far less than wall time). Printed: microseconds per item, median over the repeats, and the
-ratio. Both encoders' output is checked to be the same bytes first.
+wire encoder's caches emptied before each batch, timed with ``time.thread_time`` (CPU of this
+thread only, which other processes inflate far less than wall time). Printed: microseconds per
+item, median over the repeats, and the ratio. Both encoders' output is checked to be the same
+bytes first.
 """
 
 from __future__ import annotations
