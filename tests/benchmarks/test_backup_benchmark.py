@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -44,3 +46,22 @@ def test_quick_backup_benchmark_reports_both_comparisons(tmp_path: Path) -> None
     assert audio["ratio"] >= 0 and audio["target"] == 0.05
     assert isinstance(audio["met"], bool)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_vrp_runs_with_a_bytecode_cache_of_their_own_whatever_the_caller_sets(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from benchmarks.backup import _env
+
+    monkeypatch.setenv("PYTHONDONTWRITEBYTECODE", "1")
+    env = _env(tmp_path, tmp_path / "vrp.db", tmp_path / "blobs", tmp_path / "backups")
+    assert "PYTHONDONTWRITEBYTECODE" not in env
+    assert Path(env["PYTHONPYCACHEPREFIX"]).parent == tmp_path
+    done = subprocess.run(
+        [sys.executable, "-c", "import sys; print(sys.dont_write_bytecode, sys.pycache_prefix)"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert done.stdout.split() == ["False", env["PYTHONPYCACHEPREFIX"]]
