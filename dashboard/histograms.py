@@ -70,8 +70,8 @@ class PackedSum:
     arrays lane by lane. No carry crosses a lane while every lane's total stays below ``2**64``,
     which holds: each is at most a histogram's count, which the store keeps as a signed 64-bit
     integer. Hand-written because unpacking every row to a list and adding lists element by
-    element was the per-row cost of the panels (about 5 us per 7-day row, against well under
-    1 us here).
+    element was the per-row cost of the panels (4.8 us per minute row of the panels
+    benchmark's large store, 120 buckets on average, against 2.1 us here).
     """
 
     __slots__ = ("offset", "total")

@@ -96,14 +96,29 @@ class TimeRange:
         """(resolution, first bucket, last bucket) segments whose rows add up to the range.
 
         Ranges over two days take their whole days from day rollups and only the edges from
-        hour rollups, so a total over 7 days reads some 30 rows per series, not 168.
+        hour rollups, so a total over 7 days reads some 30 rows per series, not 168. Ranges at
+        minute resolution likewise take the hours they cover whole from hour rollups.
         """
         first, last = self.first_bucket, self.last_bucket
-        if self.resolution == MINUTE or self.seconds <= 2 * DAY:
+        if self.resolution == MINUTE:
+            covered_to = (last // MINUTE + 1) * MINUTE
+            whole_from = -(-first // HOUR) * HOUR
+            whole_to = max(covered_to // HOUR * HOUR, whole_from)
+            plan = [
+                (MINUTE, first, min(whole_from, covered_to) - 1),
+                (HOUR, whole_from, whole_to - HOUR),
+                (MINUTE, whole_to, last),
+            ]
+        elif self.seconds <= 2 * DAY:
             return [(self.resolution, first, last)]
-        day_start = -(-first // DAY) * DAY
-        day_end = last // DAY * DAY
-        plan = [(HOUR, first, day_start - 1), (DAY, day_start, day_end - 1), (HOUR, day_end, last)]
+        else:
+            day_start = -(-first // DAY) * DAY
+            day_end = last // DAY * DAY
+            plan = [
+                (HOUR, first, day_start - 1),
+                (DAY, day_start, day_end - 1),
+                (HOUR, day_end, last),
+            ]
         return [(resolution, a, b) for resolution, a, b in plan if a <= b]
 
     @property

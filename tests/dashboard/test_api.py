@@ -5,11 +5,16 @@ from __future__ import annotations
 import math
 import random
 import time
+from datetime import UTC, datetime
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from dashboard.histograms import ExpHistogram
 from dashboard.otlp import LogRecord, MetricPoint, decode_traces
+from dashboard.queries import TimeRange
+from dashboard.rollups import DAY, HOUR, MINUTE
 from dashboard.store import TelemetryStore
 from instrumentation import conventions as c
 from tests.dashboard.conftest import Live
@@ -330,8 +335,9 @@ def _duration_point(
 
 
 def test_totals_over_minutes_hours_and_days_count_every_point_once(live: Live) -> None:
-    """1 h totals add minute rows, 7 d totals hour rows at the edges and day rows between: each
-    observation counts once, and percentiles merged from many rows stay within 2%."""
+    """1 h totals add minute rows, 6 h ones whole hours and minutes at the edges, 7 d ones hours
+    at the edges and days between: each observation counts once, and percentiles merged from
+    many rows stay within 2%."""
     rng = random.Random(7)
     now = time.time()
     ago = {"30m": 1800, "3h": 3 * 3600, "30h": 30 * 3600, "3.5d": 84 * 3600, "6d": 144 * 3600}
@@ -347,7 +353,8 @@ def test_totals_over_minutes_hours_and_days_count_every_point_once(live: Live) -
             points.append(_duration_point("/mixed", end, chunk, bounds=(0.1, 0.25)))
             points.append(_duration_point("/mixed", end, chunk))
     live.store.write_metrics(sorted(points, key=lambda p: p.time_ns))
-    expected = {"1h": ["30m"], "24h": ["30m", "3h"], "7d": ["30m", "3h", "30h", "3.5d", "6d"]}
+    expected = {"1h": ["30m"], "6h": ["30m", "3h"], "24h": ["30m", "3h"]}
+    expected["7d"] = ["30m", "3h", "30h", "3.5d", "6d"]
     for since, labels in expected.items():
         inside = [value for label in labels for value in values[label]]
         found = {o["operation"]: o for o in live.get("/api/operations", since=since)["operations"]}
@@ -359,3 +366,26 @@ def test_totals_over_minutes_hours_and_days_count_every_point_once(live: Live) -
             assert min(inside) * 1000 <= found["GET /mixed"][name] <= max(inside) * 1000
         (service,) = live.get("/api/summary", since=since)["services"]
         assert service["count"] == 3 * len(inside)
+
+
+@given(
+    st.integers(min_value=0, max_value=3 * 86400),
+    st.integers(min_value=1, max_value=6 * 3600),
+)
+def test_a_minute_range_total_plan_covers_each_minute_of_the_range_once(
+    start: int, length: int
+) -> None:
+    base = 1_795_000_000 // DAY * DAY
+    window = TimeRange(
+        datetime.fromtimestamp(base + start, UTC),
+        datetime.fromtimestamp(base + start + length, UTC),
+    )
+    covered: list[int] = []
+    for resolution, a, b in window.total_plan():
+        if resolution == HOUR:
+            assert a % HOUR == 0
+            covered += [m for h in range(a, b + 1, HOUR) for m in range(h, h + HOUR, MINUTE)]
+        else:
+            assert resolution == MINUTE
+            covered += range(-(-a // MINUTE) * MINUTE, b + 1, MINUTE)
+    assert covered == list(range(window.first_bucket, window.last_bucket + 1, MINUTE))
