@@ -101,11 +101,14 @@ class TimeRange:
         """
         first, last = self.first_bucket, self.last_bucket
         if self.resolution == MINUTE:
-            covered_to = (last // MINUTE + 1) * MINUTE
             whole_from = -(-first // HOUR) * HOUR
-            whole_to = max(covered_to // HOUR * HOUR, whole_from)
+            whole_to = (last // MINUTE + 1) * MINUTE // HOUR * HOUR
+            if whole_from >= whole_to:
+                # No whole hour: one range of the key reads faster than two (SQLite then
+                # merges the ranges' rows through a temporary table).
+                return [(MINUTE, first, last)]
             plan = [
-                (MINUTE, first, min(whole_from, covered_to) - 1),
+                (MINUTE, first, whole_from - 1),
                 (HOUR, whole_from, whole_to - HOUR),
                 (MINUTE, whole_to, last),
             ]
