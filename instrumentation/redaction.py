@@ -200,14 +200,13 @@ def _extras(record: logging.LogRecord) -> tuple[dict[str, Any], bool]:
     state = record_state(record)
     cached = state.get("extras")
     if cached is not None and cached[0] == len(record.__dict__):
-        return cached[1], state.get("scalars", False)
+        return cached[1], cached[2]
     extras = {
         key: value
         for key, value in _added_fields(record)
         if key[0] != "_" and key not in RECORD_ATTRIBUTES
     }
-    state["extras"] = (len(record.__dict__), extras)
-    state["scalars"] = False
+    state["extras"] = (len(record.__dict__), extras, False)
     return extras, False
 
 
@@ -223,15 +222,15 @@ class RedactionFilter(logging.Filter):
         if "redacted" in state:
             return True
         try:
-            extras = self._redact(record)
+            extras, scalars = self._redact(record)
         except Exception:  # a log call must never fail because of redaction
             return True
         state["redacted"] = True
-        state["extras"] = (len(record.__dict__), extras)
+        state["extras"] = (len(record.__dict__), extras, scalars)
         return True
 
     @staticmethod
-    def _redact(record: logging.LogRecord) -> dict[str, Any]:
+    def _redact(record: logging.LogRecord) -> tuple[dict[str, Any], bool]:
         msg = record.msg
         if isinstance(msg, dict) and not record.args:
             record.msg = _redact_value(msg)
@@ -273,12 +272,10 @@ class RedactionFilter(logging.Filter):
                 extras[key] = cleaned
         for key, cleaned in masked:
             fields[key] = cleaned
-        state = record_state(record)
-        state["scalars"] = scalars
         if record.exc_info and record.exc_info[0] is not None and not record.exc_text:
             record.exc_text = _EXCEPTION_FORMATTER.formatException(record.exc_info)
         if record.exc_text:
             record.exc_text = redact_text(record.exc_text)
         if record.stack_info:
             record.stack_info = redact_text(record.stack_info)
-        return extras
+        return extras, scalars
