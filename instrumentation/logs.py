@@ -16,7 +16,9 @@ fields, and ``exception`` when there is one. Each handler carries a
 
 The lean path. A record on the request path is cheap: it is redacted once and serialised once,
 with orjson, and when both the file and stderr write JSON they share the bytes
-(:meth:`JsonLineFormatter.line` keeps them on the record). Looking up the caller (file, function,
+(:meth:`JsonLineFormatter.line` keeps them on the record). Its extra fields are collected once,
+by the redaction pass, and the JSON line and the OTLP handler both read that dict
+(:func:`~instrumentation.redaction.redacted_extras`). Looking up the caller (file, function,
 line) walks the stack on every record, so it is skipped (:data:`logging._srcfile` unset, the
 switch the standard library provides for this) unless the level is DEBUG or
 ``LoggingSettings.caller`` asks for it; records at WARNING and above still get their caller,

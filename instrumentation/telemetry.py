@@ -395,9 +395,12 @@ class OtlpLogHandler(logging.Handler):
     ``exc_info``), plus: the record is redacted (message, extras, and the exception text), records
     of the export path are dropped, as are the ``trace_id`` / ``span_id`` fields of
     :mod:`instrumentation.logs` (OTLP log records carry the trace context natively), and it
-    never raises into the logging call. On the hot path it keeps one SDK logger per logger name
-    and builds the attributes once, already valid, instead of translating them twice and having
-    the SDK validate them again (:class:`_PreparedLogRecord`).
+    never raises into the logging call. On the hot path it keeps one SDK logger per logger name,
+    takes the attributes from the extras the redaction pass already collected (a plain copy when
+    they are all scalars, see :func:`~instrumentation.redaction.scalar_extras`) instead of having
+    the SDK validate them again (:class:`_PreparedLogRecord`), builds a lean API record
+    (:class:`_LeanLogRecord`) and takes no handler lock. One access-shaped record (17 extras)
+    through the JSON file and this handler cost 37 us of CPU in a loop before, 30 after.
     """
 
     def __init__(self, logger_provider: logs_api.LoggerProvider) -> None:
