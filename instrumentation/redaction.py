@@ -261,7 +261,8 @@ class RedactionFilter(logging.Filter):
             elif kind in _SCALARS:
                 cleaned = value
             else:
-                scalars = False
+                if key[0] != "_":
+                    scalars = False
                 if kind in _CONTAINERS or isinstance(value, str | dict | list | tuple):
                     cleaned = _redact_value(value)
                 else:

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from hypothesis import given
+from hypothesis import strategies as st
 
 from instrumentation.logs import configure_logging
 from instrumentation.redaction import (
@@ -217,6 +219,40 @@ def test_scalar_extras_are_offered_only_when_every_value_is_a_plain_scalar() -> 
     assert scalar_extras(mixed) is None
     assert scalar_extras(late) is None
     assert redacted_extras(late) == {"route": "/x", "added": "after the redaction pass"}
+
+
+_EXTRA_VALUES = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.floats(allow_nan=False),
+    st.sampled_from(["GET", "/api/x", "token=abc", "postgresql://u:pw@h/db", "a:b"]),
+    st.lists(st.sampled_from(["x", "password=pw"]), max_size=2),
+)
+
+
+@given(
+    st.dictionaries(
+        st.sampled_from(["http.route", "url", "_private", "status", "note", "tags", "z.last"]),
+        _EXTRA_VALUES,
+    )
+)
+def test_the_extras_are_every_added_public_field_masked_as_the_record_now_holds_it(
+    extra: dict[str, object],
+) -> None:
+    record = logging.getLogger("vrp.test").makeRecord(
+        "vrp.test", logging.INFO, __file__, 1, "msg", None, None, extra=extra
+    )
+
+    RedactionFilter().filter(record)
+
+    public = [key for key in extra if not key.startswith("_")]
+    extras = redacted_extras(record)
+    assert list(extras) == public
+    assert extras == {key: getattr(record, key) for key in public}
+    assert all(value == redact_text(value) for value in extras.values() if isinstance(value, str))
+    plain = all(type(value) in (str, int, float, bool, type(None)) for value in extras.values())
+    assert (scalar_extras(record) is extras) == plain
 
 
 def test_the_extras_of_a_record_from_a_custom_factory_are_found_too() -> None:
