@@ -23,8 +23,9 @@ import base64
 import binascii
 import itertools
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 from google.protobuf import json_format
@@ -53,8 +54,16 @@ TEMPORALITY_DELTA = 1
 TEMPORALITY_CUMULATIVE = 2
 
 
-@dataclass(slots=True)
-class SpanRecord:
+class SpanRecord(NamedTuple):
+    """One span as the store keeps it.
+
+    A named tuple, not a dataclass: the receiver holds a batch's records until they are
+    committed, and the garbage collector stops tracking a tuple of plain values (and dicts of
+    them) at its first collection, where it would scan every dataclass instance again at
+    each one. With dataclasses, collections took a quarter of the receiver's time in the
+    ingest benchmark (0.45 s of 1.8 s, two thirds of it in the older generations).
+    """
+
     trace_id: str
     span_id: str
     parent_span_id: str | None
@@ -66,7 +75,7 @@ class SpanRecord:
     status_code: int
     status_message: str
     attributes: dict[str, Any]
-    events: list[dict[str, Any]]
+    events: Sequence[dict[str, Any]]  # () when none: one tuple shared, no list per span
 
 
 @dataclass(slots=True)
@@ -114,6 +123,11 @@ class Decoded:
     records: list[Any]
     rejected: int = 0
     error_message: str = ""
+
+    def take_records(self) -> list[Any]:
+        """The records, handed over: this object keeps none, so they go once the taker is done."""
+        records, self.records = self.records, []
+        return records
 
     def reject(self, message: str, n: int = 1) -> None:
         self.rejected += n
@@ -275,7 +289,7 @@ def decode_traces(body: bytes, content_type: str) -> Decoded:
                             for event in events
                         ]
                         if events
-                        else [],
+                        else (),
                     )
                 )
     return decoded

@@ -158,10 +158,11 @@ def create_receiver_blueprint(settings: DashboardSettings, writer: GroupWriter) 
             return _status(8, str(exc), reply_type, 413)
         except PayloadDecodeError as exc:
             return _status(3, str(exc), reply_type, 400)
+        count = len(decoded.records)
         try:
-            writer.submit(store_signal, decoded.records)
+            writer.submit(store_signal, decoded.take_records())
         except RecordsRefusedError as exc:
-            decoded.rejected += len(decoded.records)
+            decoded.rejected += count
             decoded.error_message = decoded.error_message or str(exc)
         except sa.exc.SQLAlchemyError as exc:
             logger.warning("telemetry store write failed for %s: %s", signal, type(exc).__name__)

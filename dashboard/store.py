@@ -16,6 +16,7 @@ between them is retried.
 from __future__ import annotations
 
 import functools
+import itertools
 import logging
 import sqlite3
 import threading
@@ -176,16 +177,18 @@ class TelemetryStore:
 
         Callers may build it on their own thread (the receiver does, so that the one writer
         thread is left with the SQL): the rows, the rollups, the statement examples, backup
-        runs, N+1 findings and services seen, all as if every record were new. Series seen for
-        the first time are created here, in their own short transaction.
+        runs, N+1 findings and services seen, all as if every record were new. It holds no
+        reference to ``records``, which the caller may drop: the rows say all a record does.
+        Series seen for the first time are created here, in their own short transaction.
         """
         series_ids = self.series.resolve_spans(records)
         examples_, groups = _example_rows(records)
         findings, deferred = _n_plus_one_rows(records)
+        rows = [_span_row(r) for r in records]
         return PreparedSpans(
-            records=records,
             series_ids=series_ids,
-            rows=[_span_row(r) for r in records],
+            rows=rows,
+            sqlite_statements=[] if self.is_postgresql else _sqlite_span_statements(rows),
             rollups=rollups.aggregate_spans(records, series_ids),
             examples=examples_,
             example_groups=groups,
@@ -195,21 +198,21 @@ class TelemetryStore:
             services=_latest_span_ends(records),
         )
 
-    def write_spans(
-        self,
-        records: Sequence[SpanRecord],
-        prepared: Sequence[PreparedSpans] | None = None,
-    ) -> int:
-        """Store spans not stored yet, with their rollups; return how many were new.
-
-        ``prepared`` is :meth:`prepare_spans` of ``records`` (in parts, concatenated in order).
-        What it derived is used as it is when every span turns out new, which is the usual
-        case; otherwise it is derived again from the new spans alone.
-        """
+    def write_spans(self, records: Sequence[SpanRecord]) -> int:
+        """Store spans not stored yet, with their rollups; return how many were new."""
         if not records:
             return 0
-        if prepared is None:
-            prepared = [self.prepare_spans(records)]
+        return self.write_prepared_spans([self.prepare_spans(records)])
+
+    def write_prepared_spans(self, prepared: Sequence[PreparedSpans]) -> int:
+        """:meth:`write_spans` of the records ``prepared`` was made of, in one transaction.
+
+        What :meth:`prepare_spans` derived is used as it is when every span turns out new,
+        which is the usual case; otherwise it is derived again from the new spans alone.
+        """
+        total = sum(len(p.rows) for p in prepared)
+        if not total:
+            return 0
 
         def work(conn: sa.Connection) -> int:
             if self._insert_all_new(conn, prepared):
@@ -223,7 +226,7 @@ class TelemetryStore:
                     [session for p in prepared for session in p.deferred_sessions],
                     _merged_latest([p.services for p in prepared]),
                 )
-                return len(records)
+                return total
             new, series_ids = self._insert_new_spans(conn, prepared)
             if not new:
                 return 0
@@ -277,12 +280,11 @@ class TelemetryStore:
         """
         if self.is_postgresql:
             return False
-        rows = [row for p in prepared for row in p.rows]
         driver = conn.connection.driver_connection
         before = driver.total_changes
         conn.exec_driver_sql("SAVEPOINT new_spans")
-        _sqlite_insert_spans(driver, rows)
-        if driver.total_changes - before == len(rows):
+        _sqlite_execute(driver, (item for p in prepared for item in p.sqlite_statements))
+        if driver.total_changes - before == sum(len(p.rows) for p in prepared):
             conn.exec_driver_sql("RELEASE new_spans")
             return True
         conn.exec_driver_sql("ROLLBACK TO new_spans")
@@ -301,8 +303,8 @@ class TelemetryStore:
         """
         by_key: dict[tuple[str, str], tuple[SpanRecord, int, tuple[Any, ...]]] = {}
         for p in prepared:
-            for record, series_id, row in zip(p.records, p.series_ids, p.rows, strict=True):
-                by_key[(record.trace_id, record.span_id)] = (record, series_id, row)
+            for series_id, row in zip(p.series_ids, p.rows, strict=True):
+                by_key[(row[0], row[1])] = (_record_of_row(row), series_id, row)
         if self.is_postgresql:
             statement = (
                 insert_for(self.engine, spans)
@@ -322,7 +324,7 @@ class TelemetryStore:
             new = [item for key, item in by_key.items() if key not in existing]
             if new:
                 driver = conn.connection.driver_connection
-                _sqlite_insert_spans(driver, [row for _, _, row in new])
+                _sqlite_execute(driver, _sqlite_span_statements([row for _, _, row in new]))
         return [record for record, _, _ in new], [series_id for _, series_id, _ in new]
 
     def write_logs(self, records: Sequence[LogRecord]) -> int:
@@ -401,7 +403,7 @@ class TelemetryStore:
                     0,
                     "",
                     orjson.loads(attrs),
-                    [],
+                    (),
                 )
                 children[parent].append(record)
         return children
@@ -435,9 +437,10 @@ class TelemetryStore:
 class PreparedSpans:
     """What :meth:`TelemetryStore.write_spans` derives from a list of span records alone."""
 
-    records: Sequence[SpanRecord]
     series_ids: list[int]
     rows: list[tuple[Any, ...]]
+    # The rows as multi-row INSERT statements with their parameters (SQLite stores only).
+    sqlite_statements: list[tuple[str, list[Any]]]
     rollups: dict[rollups.RollupKey, rollups.Agg]
     examples: list[dict[str, Any]]
     # (resolution, service, summary, start_s) -> the bind parameters that trim the group
@@ -677,7 +680,7 @@ _SQLITE_ROW = f"({', '.join('?' for _ in _SPAN_COLUMNS)})"
 _SQLITE_ROWS_PER_INSERT = 256
 
 
-@functools.lru_cache(maxsize=8)
+@functools.cache
 def _sqlite_insert_span_sql(rows: int) -> str:
     return (
         f"INSERT OR IGNORE INTO {spans.name} ({', '.join(_SPAN_COLUMNS)}) "
@@ -685,26 +688,61 @@ def _sqlite_insert_span_sql(rows: int) -> str:
     )
 
 
-def _sqlite_insert_spans(driver: Any, rows: Sequence[tuple[Any, ...]]) -> None:
-    """``INSERT OR IGNORE`` the rows, many per statement.
+@functools.cache
+def _sqlite_rows_per_insert() -> int:
+    connection = sqlite3.connect(":memory:")
+    try:
+        limit = connection.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
+    finally:
+        connection.close()
+    return min(_SQLITE_ROWS_PER_INSERT, limit // len(_SPAN_COLUMNS))
+
+
+def _sqlite_span_statements(rows: Sequence[tuple[Any, ...]]) -> list[tuple[str, list[Any]]]:
+    """``INSERT OR IGNORE`` statements of many rows each, with their flat parameter lists.
 
     ``executemany`` gives up the GIL and takes it back around every row; while the request
     threads decode bodies, taking it back waits for them, and the writer, which is the
     bottleneck, crawls (8,192 rows: 20 ms alone, 70 ms next to one busy Python thread in a
     microbenchmark). A statement of 256 rows gives it up once per 256 rows, and costs less
-    CPU besides (9.0 against 10.3 us per span).
+    CPU besides (9.0 against 10.3 us per span). The receiver builds them on the request's
+    thread (:meth:`TelemetryStore.prepare_spans`).
     """
-    limit = driver.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // len(_SPAN_COLUMNS)
-    per_statement = min(_SQLITE_ROWS_PER_INSERT, limit)
+    per_statement = _sqlite_rows_per_insert()
+    return [
+        (
+            _sqlite_insert_span_sql(len(chunk)),
+            list(itertools.chain.from_iterable(chunk)),
+        )
+        for chunk in (rows[i : i + per_statement] for i in range(0, len(rows), per_statement))
+    ]
+
+
+def _sqlite_execute(driver: Any, statements: Iterable[tuple[str, list[Any]]]) -> None:
     cursor = driver.cursor()
     try:
-        for start in range(0, len(rows), per_statement):
-            chunk = rows[start : start + per_statement]
-            cursor.execute(
-                _sqlite_insert_span_sql(len(chunk)), [value for row in chunk for value in row]
-            )
+        for sql, parameters in statements:
+            cursor.execute(sql, parameters)
     finally:
         cursor.close()
+
+
+def _record_of_row(row: tuple[Any, ...]) -> SpanRecord:
+    """The inverse of :func:`_span_row`."""
+    return SpanRecord(
+        row[0],
+        row[1],
+        row[2],
+        row[3],
+        row[4],
+        row[5],
+        row[6],
+        row[7],
+        row[9],
+        row[10],
+        orjson.loads(row[12]),
+        orjson.loads(row[13]),
+    )
 
 
 def _span_row(record: SpanRecord) -> tuple[Any, ...]:

@@ -142,8 +142,8 @@ def test_one_requests_unstorable_records_do_not_fail_others_in_the_same_group(
         return LogRecord(time_ns, "vrp-api", 9, "INFO", body, None, None, {})
 
     writer = GroupWriter(live.store)
-    good = _Pending("logs", [log(time.time_ns(), "good")])
-    bad = _Pending("logs", [log(2**64 - 1, "too far")])
+    good = _Pending("logs", 1, [log(time.time_ns(), "good")])
+    bad = _Pending("logs", 1, [log(2**64 - 1, "too far")])
     writer._write([good, bad])
     assert good.done.is_set() and bad.done.is_set()
     assert good.error is None
