@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import random
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
@@ -15,9 +16,10 @@ from dashboard.histograms import ExpHistogram
 from dashboard.otlp import LogRecord, MetricPoint, decode_traces
 from dashboard.queries import TimeRange
 from dashboard.rollups import DAY, HOUR, MINUTE
+from dashboard.settings import DashboardSettings
 from dashboard.store import TelemetryStore
 from instrumentation import conventions as c
-from tests.dashboard.conftest import Live
+from tests.dashboard.conftest import Live, serve
 from tests.dashboard.otlp_bodies import request_trace, span, traces_request
 
 PROTOBUF = "application/x-protobuf"
@@ -334,7 +336,18 @@ def _duration_point(
     )  # fmt: skip
 
 
-def test_totals_over_minutes_hours_and_days_count_every_point_once(live: Live) -> None:
+@pytest.fixture
+def any_live(database_url: str) -> Iterator[Live]:
+    """A dashboard on a SQLite file or on PostgreSQL."""
+    store = TelemetryStore(database_url)
+    store.upgrade()
+    try:
+        yield from serve(DashboardSettings(store_url=database_url), store)
+    finally:
+        store.dispose()
+
+
+def test_totals_over_minutes_hours_and_days_count_every_point_once(any_live: Live) -> None:
     """1 h totals add minute rows, 6 h ones whole hours and minutes at the edges, 7 d ones hours
     at the edges and days between: each observation counts once, and percentiles merged from
     many rows stay within 2%."""
@@ -352,19 +365,21 @@ def test_totals_over_minutes_hours_and_days_count_every_point_once(live: Live) -
             points.append(_duration_point("/exp", end, chunk))
             points.append(_duration_point("/mixed", end, chunk, bounds=(0.1, 0.25)))
             points.append(_duration_point("/mixed", end, chunk))
-    live.store.write_metrics(sorted(points, key=lambda p: p.time_ns))
+    any_live.store.write_metrics(sorted(points, key=lambda p: p.time_ns))
     expected = {"1h": ["30m"], "6h": ["30m", "3h"], "24h": ["30m", "3h"]}
     expected["7d"] = ["30m", "3h", "30h", "3.5d", "6d"]
     for since, labels in expected.items():
         inside = [value for label in labels for value in values[label]]
-        found = {o["operation"]: o for o in live.get("/api/operations", since=since)["operations"]}
+        found = {
+            o["operation"]: o for o in any_live.get("/api/operations", since=since)["operations"]
+        }
         assert found["GET /exp"]["count"] == len(inside)
         assert found["GET /mixed"]["count"] == 2 * len(inside)
         for q, name in zip(QS, ("p50_ms", "p95_ms", "p99_ms"), strict=True):
             truth = sorted(inside)[max(1, math.ceil(q * len(inside))) - 1] * 1000
             assert found["GET /exp"][name] == pytest.approx(truth, rel=0.02)
             assert min(inside) * 1000 <= found["GET /mixed"][name] <= max(inside) * 1000
-        (service,) = live.get("/api/summary", since=since)["services"]
+        (service,) = any_live.get("/api/summary", since=since)["services"]
         assert service["count"] == 3 * len(inside)
 
 
