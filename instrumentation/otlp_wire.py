@@ -189,7 +189,8 @@ def _any_value(value: Any) -> bytes:
 # values repeat from item to item (method, route, status code, db.system.name, statement
 # text, the access record's counters), and a hit replaces the encoding of a key-value pair
 # with one dict lookup. Values longer than _CACHED_VALUE_MAX characters are not kept; the
-# cache is emptied when full, which bounds it whatever the values' cardinality.
+# cache is emptied when full, which bounds it whatever the values' cardinality (a few MB at
+# worst: 8192 entries of at most 512 characters, encoded and not).
 _ATTRIBUTE_FIELDS: dict[tuple[bytes, str, str | int], bytes] = {}
 _ATTRIBUTE_FIELDS_MAX = 8192
 _CACHED_VALUE_MAX = 512
