@@ -20,7 +20,9 @@ The first point of a stream counts in full (everything since its start time).
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import itertools
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
@@ -593,27 +595,29 @@ def apply(conn: sa.Connection, store: TelemetryStore, aggs: dict[RollupKey, Agg]
     if not aggs:
         return
     keys = sorted(aggs)
-    conn.execute(
-        insert_for(store.engine, rollup).on_conflict_do_nothing(),
-        [
-            {
-                "series_id": s,
-                "resolution": r,
-                "start_s": t,
-                "count": 0,
-                "sum": 0.0,
-                "min": None,
-                "max": None,
-                "errors": 0,
-                "zero_count": 0,
-                "bucket_offset": 0,
-                "buckets": None,
-                "last_value": None,
-                "last_time": None,
-            }
-            for s, r, t in keys
-        ],
-    )
+    if store.is_postgresql:
+        # Rows to lock FOR UPDATE below; SQLite's transaction already holds the write lock.
+        conn.execute(
+            insert_for(store.engine, rollup).on_conflict_do_nothing(),
+            [
+                {
+                    "series_id": s,
+                    "resolution": r,
+                    "start_s": t,
+                    "count": 0,
+                    "sum": 0.0,
+                    "min": None,
+                    "max": None,
+                    "errors": 0,
+                    "zero_count": 0,
+                    "bucket_offset": 0,
+                    "buckets": None,
+                    "last_value": None,
+                    "last_time": None,
+                }
+                for s, r, t in keys
+            ],
+        )
     stored: dict[RollupKey, Agg] = {}
     for chunk_start in range(0, len(keys), 500):
         chunk = keys[chunk_start : chunk_start + 500]
@@ -626,7 +630,7 @@ def apply(conn: sa.Connection, store: TelemetryStore, aggs: dict[RollupKey, Agg]
             query = query.with_for_update()
         for row in conn.execute(query):
             stored[(row.series_id, row.resolution, row.start_s)] = row_to_agg(row)
-    updates = []
+    merged = []
     exponential = store.series.exponential
     for key in keys:
         agg = stored.get(key) or Agg()
@@ -643,49 +647,81 @@ def apply(conn: sa.Connection, store: TelemetryStore, aggs: dict[RollupKey, Agg]
                 agg.min,
                 agg.max,
             ).quantiles(PERCENTILES)
-        updates.append(
-            {
-                "b_series": key[0],
-                "b_resolution": key[1],
-                "b_t": key[2],
-                "count": agg.count,
-                "sum": agg.sum,
-                "min": agg.min,
-                "max": agg.max,
-                "errors": agg.errors,
-                "zero_count": agg.zero_count,
-                "bucket_offset": agg.offset,
-                "buckets": pack_counts(agg.counts) if agg.counts else None,
-                "last_value": agg.last_value,
-                "last_time": agg.last_time,
-                "p50": p50,
-                "p95": p95,
-                "p99": p99,
-            }
+        merged.append(
+            (
+                *key,
+                agg.count,
+                agg.sum,
+                agg.min,
+                agg.max,
+                agg.errors,
+                agg.zero_count,
+                agg.offset,
+                pack_counts(agg.counts) if agg.counts else None,
+                agg.last_value,
+                agg.last_time,
+                p50,
+                p95,
+                p99,
+            )
         )
-    conn.execute(
-        rollup.update()
-        .where(
-            rollup.c.series_id == sa.bindparam("b_series"),
-            rollup.c.resolution == sa.bindparam("b_resolution"),
-            rollup.c.start_s == sa.bindparam("b_t"),
+    if store.is_postgresql:
+        conn.execute(
+            _UPDATE_ROLLUP, [dict(zip(_UPDATE_PARAMS, row, strict=True)) for row in merged]
         )
-        .values(
-            count=sa.bindparam("count"),
-            sum=sa.bindparam("sum"),
-            min=sa.bindparam("min"),
-            max=sa.bindparam("max"),
-            errors=sa.bindparam("errors"),
-            zero_count=sa.bindparam("zero_count"),
-            bucket_offset=sa.bindparam("bucket_offset"),
-            buckets=sa.bindparam("buckets"),
-            last_value=sa.bindparam("last_value"),
-            last_time=sa.bindparam("last_time"),
-            p50=sa.bindparam("p50"),
-            p95=sa.bindparam("p95"),
-            p99=sa.bindparam("p99"),
-        ),
-        updates,
+        return
+    # One statement per 50 rows rather than an executemany of one step per row: every step
+    # gives up the GIL, and the writer thread waits to take it back from the request threads
+    # (30 rollups of a 4,096-span group: 2.2 against 3.1 ms alone, 89 against 344 ms next to
+    # one busy Python thread, in a microbenchmark).
+    cursor = conn.connection.driver_connection.cursor()
+    try:
+        for start in range(0, len(merged), _SQLITE_UPSERT_ROWS):
+            chunk = merged[start : start + _SQLITE_UPSERT_ROWS]
+            cursor.execute(
+                _sqlite_upsert_sql(len(chunk)), list(itertools.chain.from_iterable(chunk))
+            )
+    finally:
+        cursor.close()
+
+
+_ROLLUP_VALUES = (
+    "count",
+    "sum",
+    "min",
+    "max",
+    "errors",
+    "zero_count",
+    "bucket_offset",
+    "buckets",
+    "last_value",
+    "last_time",
+    "p50",
+    "p95",
+    "p99",
+)
+_UPDATE_PARAMS = ("b_series", "b_resolution", "b_t", *_ROLLUP_VALUES)
+_UPDATE_ROLLUP = (
+    rollup.update()
+    .where(
+        rollup.c.series_id == sa.bindparam("b_series"),
+        rollup.c.resolution == sa.bindparam("b_resolution"),
+        rollup.c.start_s == sa.bindparam("b_t"),
+    )
+    .values({name: sa.bindparam(name) for name in _ROLLUP_VALUES})
+)
+# 50 rows of 16 values stay under SQLite's oldest limit of 999 bound values.
+_SQLITE_UPSERT_ROWS = 50
+
+
+@functools.cache
+def _sqlite_upsert_sql(rows: int) -> str:
+    columns = ("series_id", "resolution", "start_s", *_ROLLUP_VALUES)
+    row = f"({', '.join('?' for _ in columns)})"
+    updates = ", ".join(f"{name} = excluded.{name}" for name in _ROLLUP_VALUES)
+    return (
+        f"INSERT INTO {rollup.name} ({', '.join(columns)}) VALUES {', '.join([row] * rows)} "
+        f"ON CONFLICT (series_id, resolution, start_s) DO UPDATE SET {updates}"
     )
 
 

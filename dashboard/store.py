@@ -259,7 +259,13 @@ class TelemetryStore:
     ) -> None:
         rollups.apply(conn, self, aggs)
         if example_rows:
-            conn.execute(insert_for(self.engine, examples).on_conflict_do_nothing(), example_rows)
+            # Multi-row VALUES, not executemany: one step of SQLite, so the writer gives up the
+            # GIL once (see dashboard.rollups.apply).
+            for start in range(0, len(example_rows), _EXAMPLE_ROWS_PER_INSERT):
+                chunk = example_rows[start : start + _EXAMPLE_ROWS_PER_INSERT]
+                conn.execute(
+                    insert_for(self.engine, examples).values(chunk).on_conflict_do_nothing()
+                )
             for resolution, trim in _TRIM_EXAMPLES.items():
                 touched = [g for key, g in sorted(example_groups.items()) if key[0] == resolution]
                 if touched:
@@ -671,6 +677,8 @@ def _trim_examples(keep: int) -> sa.Delete:
     )
 
 
+# 100 rows of 9 values stay under SQLite's oldest limit of 999 bound values.
+_EXAMPLE_ROWS_PER_INSERT = 100
 _TRIM_EXAMPLES = {
     resolution: _trim_examples(keep) for resolution, keep in EXAMPLES_PER_GROUP.items()
 }
