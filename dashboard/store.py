@@ -258,14 +258,16 @@ class TelemetryStore:
         services: dict[tuple[str, str], int],
     ) -> None:
         rollups.apply(conn, self, aggs)
+        if example_rows and self.is_postgresql:
+            conn.execute(insert_for(self.engine, examples).on_conflict_do_nothing(), example_rows)
+        elif example_rows:
+            # Multi-row VALUES on the driver, not executemany: one step of SQLite, so the
+            # writer gives up the GIL once (see dashboard.rollups.apply); not SQLAlchemy's
+            # multi-values insert either, which compiles anew for every row count (10 ms).
+            _sqlite_execute(
+                conn.connection.driver_connection, _sqlite_example_statements(example_rows)
+            )
         if example_rows:
-            # Multi-row VALUES, not executemany: one step of SQLite, so the writer gives up the
-            # GIL once (see dashboard.rollups.apply).
-            for start in range(0, len(example_rows), _EXAMPLE_ROWS_PER_INSERT):
-                chunk = example_rows[start : start + _EXAMPLE_ROWS_PER_INSERT]
-                conn.execute(
-                    insert_for(self.engine, examples).values(chunk).on_conflict_do_nothing()
-                )
             for resolution, trim in _TRIM_EXAMPLES.items():
                 touched = [g for key, g in sorted(example_groups.items()) if key[0] == resolution]
                 if touched:
@@ -679,6 +681,27 @@ def _trim_examples(keep: int) -> sa.Delete:
 
 # 100 rows of 9 values stay under SQLite's oldest limit of 999 bound values.
 _EXAMPLE_ROWS_PER_INSERT = 100
+_EXAMPLE_COLUMNS = tuple(column.name for column in examples.columns)
+
+
+@functools.cache
+def _sqlite_insert_example_sql(rows: int) -> str:
+    row = f"({', '.join('?' for _ in _EXAMPLE_COLUMNS)})"
+    return (
+        f"INSERT OR IGNORE INTO {examples.name} ({', '.join(_EXAMPLE_COLUMNS)}) "
+        f"VALUES {', '.join([row] * rows)}"
+    )
+
+
+def _sqlite_example_statements(rows: list[dict[str, Any]]) -> list[tuple[str, list[Any]]]:
+    statements = []
+    for start in range(0, len(rows), _EXAMPLE_ROWS_PER_INSERT):
+        chunk = rows[start : start + _EXAMPLE_ROWS_PER_INSERT]
+        values = [row[column] for row in chunk for column in _EXAMPLE_COLUMNS]
+        statements.append((_sqlite_insert_example_sql(len(chunk)), values))
+    return statements
+
+
 _TRIM_EXAMPLES = {
     resolution: _trim_examples(keep) for resolution, keep in EXAMPLES_PER_GROUP.items()
 }
