@@ -505,7 +505,7 @@ def _duration_series(
 
 def services(store: TelemetryStore) -> dict[str, Any]:
     found: dict[str, dict[str, Any]] = {}
-    with store.engine.connect() as conn:
+    with store.read() as conn:
         for service, source, last_seen in conn.execute(
             sa.select(services_seen).order_by(services_seen.c.service, services_seen.c.source)
         ):
@@ -518,7 +518,7 @@ def services(store: TelemetryStore) -> dict[str, Any]:
 
 
 def summary(store: TelemetryStore, window: TimeRange) -> dict[str, Any]:
-    with store.engine.connect() as conn:
+    with store.read() as conn:
         # The service-wide series: one row per time bucket and service.
         metric_series, span_series = _duration_series(
             conn, window, names.HTTP_SERVER_REQUEST_DURATION, [SPAN_KIND_SERVER], source="total"
@@ -608,7 +608,7 @@ def _operation_name(attributes: dict[str, Any]) -> str:
 
 
 def operations(store: TelemetryStore, window: TimeRange) -> dict[str, Any]:
-    with store.engine.connect() as conn:
+    with store.read() as conn:
         metric_series, span_series = _duration_series(
             conn, window, names.HTTP_SERVER_REQUEST_DURATION, [1, 2, 5]
         )
@@ -642,7 +642,7 @@ def operations(store: TelemetryStore, window: TimeRange) -> dict[str, Any]:
 
 
 def queries(store: TelemetryStore, window: TimeRange, summary: str | None = None) -> dict[str, Any]:
-    with store.engine.connect() as conn:
+    with store.read() as conn:
         metric_series, span_series = _duration_series(
             conn, window, names.DB_CLIENT_OPERATION_DURATION, [SPAN_KIND_CLIENT]
         )
@@ -757,7 +757,7 @@ def pool(store: TelemetryStore, window: TimeRange) -> dict[str, Any]:
         names.DB_CLIENT_CONNECTION_TIMEOUTS,
         names.VRP_DB_CONNECTION_LEAKS,
     ]
-    with store.engine.connect() as conn:
+    with store.read() as conn:
         rows = _rows(conn, _series(conn, "metric", wanted, window.service), window)
 
     def field_of(row: Row) -> str:
@@ -817,7 +817,7 @@ def pool(store: TelemetryStore, window: TimeRange) -> dict[str, Any]:
 
 
 def transactions(store: TelemetryStore, window: TimeRange) -> dict[str, Any]:
-    with store.engine.connect() as conn:
+    with store.read() as conn:
         span_series = [
             s
             for s in _series(conn, "span", [names.DB_TRANSACTION_SPAN], window.service)
@@ -883,7 +883,7 @@ def log_records(
         query = query.where(logs.c.trace_id == trace_id)
     if text:
         query = query.where(logs.c.body.like(_like_pattern(text), escape="\\"))
-    with store.engine.connect() as conn:
+    with store.read() as conn:
         found = conn.execute(query).all()
         return {
             "truncated": len(found) > limit,
@@ -935,7 +935,7 @@ def traces(
         query = query.where(errored)
     elif status == "ok":
         query = query.where(~errored)
-    with store.engine.connect() as conn:
+    with store.read() as conn:
         found = conn.execute(query).all()
         ids = [r.trace_id for r in found]
         counts: dict[str, tuple[int, int]] = {}
@@ -975,7 +975,7 @@ def traces(
 
 def trace(store: TelemetryStore, trace_id: str) -> dict[str, Any]:
     """The span tree of one trace; raises :class:`TraceNotFoundError` if none of it is stored."""
-    with store.engine.connect() as conn:
+    with store.read() as conn:
         rows = conn.execute(sa.select(spans).where(spans.c.trace_id == trace_id)).all()
     if not rows:
         raise TraceNotFoundError(
@@ -1060,7 +1060,7 @@ def _trace_n_plus_one(
 def backups(
     store: TelemetryStore, window: TimeRange, expected_interval_s: float, now: datetime
 ) -> dict[str, Any]:
-    with store.engine.connect() as conn:
+    with store.read() as conn:
         query = (
             sa.select(backup_runs)
             .where(

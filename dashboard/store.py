@@ -24,7 +24,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 import orjson
 import sqlalchemy as sa
@@ -70,11 +70,15 @@ def alembic_config(url: str | None = None) -> Config:
     return config
 
 
+READ_OPTION: Final = "vrp_store_read"
+
+
 def create_store_engine(url: str) -> sa.Engine:
     """An engine for ``url``; SQLite files get WAL, relaxed fsync and immediate write locks.
 
     ``BEGIN IMMEDIATE`` takes SQLite's write lock when a transaction starts, so two writers
-    queue on ``busy_timeout`` instead of failing when one upgrades a read lock.
+    queue on ``busy_timeout`` instead of failing when one upgrades a read lock. Connections
+    opened with :meth:`TelemetryStore.read` begin deferred and never take it.
     """
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
@@ -102,7 +106,10 @@ def create_store_engine(url: str) -> sa.Engine:
 
     @sa.event.listens_for(engine, "begin")
     def _on_begin(conn: sa.Connection) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # Readers (TelemetryStore.read) take a deferred BEGIN: in WAL mode it pins one snapshot
+        # for the panel's queries without waiting behind the writer's lock.
+        reading = conn.get_execution_options().get(READ_OPTION, False)
+        conn.exec_driver_sql("BEGIN" if reading else "BEGIN IMMEDIATE")
 
     return engine
 
@@ -124,6 +131,10 @@ class TelemetryStore:
         # SQLite has one writer at a time: queue this process's writers here, not on the file.
         self._write_lock: threading.Lock | None = None if self.is_postgresql else threading.Lock()
         self.series = rollups.SeriesCatalog(self)
+
+    def read(self) -> sa.Connection:
+        """A connection for queries: on SQLite it reads a snapshot without the write lock."""
+        return self.engine.connect().execution_options(**{READ_OPTION: True})
 
     # -- schema -------------------------------------------------------------------------------
 
