@@ -21,6 +21,7 @@ Target: ingest / floor >= 0.3.
 from __future__ import annotations
 
 import argparse
+import gc
 import http.client
 import random
 import statistics
@@ -58,6 +59,9 @@ def serve(store_url: str) -> None:
     server = waitress.create_server(app, host="127.0.0.1", port=0, threads=8)
     sys.stdout.write(f"{server.effective_port}\n")
     sys.stdout.flush()
+    # As `vrp dashboard` does before serving (dashboard/cli.py).
+    gc.collect()
+    gc.freeze()
     server.run()
 
 
