@@ -34,6 +34,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+# Runnable as a script (`python benchmarks/ingest.py`) as well as with -m.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 import orjson
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 

@@ -28,6 +28,7 @@ import argparse
 import json
 import random
 import statistics
+import sys
 import tempfile
 import time
 from collections import defaultdict
@@ -35,6 +36,9 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+# Runnable as a script (`python benchmarks/panels.py`) as well as with -m.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.otlp_data import SPANS_PER_REQUEST, batches
 from dashboard.histograms import ExpHistogram
