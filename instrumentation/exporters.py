@@ -77,47 +77,61 @@ def _sdk_logs(records: Sequence[ReadableLogRecord]) -> bytes:
     return sdk_encode_logs(records).SerializeToString()
 
 
+def _export(
+    exporter: OTLPSpanExporter | OTLPLogExporter,
+    items: Sequence[_ItemT],
+    fast: Callable[[Sequence[_ItemT]], bytes],
+    sdk: Callable[[Sequence[_ItemT]], bytes],
+    logger: logging.Logger,
+    kind: str,
+) -> bool:
+    """The SDK exporters' ``export()`` (1.45) with the encoder swapped; True on success."""
+    if exporter._shutdown:
+        logger.warning("Exporter already shutdown, ignoring batch")
+        return False
+
+    with exporter._metrics.export_operation(len(items)) as result:
+        try:
+            serialized_data = _serialize(items, fast, sdk)
+        except Exception as error:  # as the SDK: a failed batch, not a crash
+            logger.error("Failed to encode %s batch: %s", kind, error)
+            result.error = error
+            return False
+
+        limit = exporter._max_request_size
+        if _is_request_too_large(serialized_data, limit):
+            logger.warning(
+                "Dropping %s batch: serialized size %d bytes exceeds max_request_size %d bytes.",
+                kind,
+                len(serialized_data),
+                limit,
+            )
+            result.error = RequestPayloadTooLargeError(
+                f"Serialized {kind} request size {len(serialized_data)} "
+                f"bytes exceeds max_request_size {limit} bytes."
+            )
+            return False
+
+        export_result = exporter._client.export(serialized_data)
+        if not export_result.success:
+            result.error = export_result.error
+            result.error_attrs = (
+                {HTTP_RESPONSE_STATUS_CODE: export_result.status_code}
+                if export_result.status_code is not None
+                else None
+            )
+            return False
+    return True
+
+
 class WireSpanExporter(OTLPSpanExporter):
     """``OTLPSpanExporter`` serializing with :func:`instrumentation.otlp_wire.encode_spans`."""
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         if not _has_sdk_state(self):
             return super().export(spans)
-        if self._shutdown:
-            _span_logger.warning("Exporter already shutdown, ignoring batch")
-            return SpanExportResult.FAILURE
-
-        with self._metrics.export_operation(len(spans)) as result:
-            try:
-                serialized_data = _serialize(spans, otlp_wire.encode_spans, _sdk_spans)
-            except Exception as error:  # as the SDK: a failed batch, not a crash
-                _span_logger.error("Failed to encode span batch: %s", error)
-                result.error = error
-                return SpanExportResult.FAILURE
-
-            if _is_request_too_large(serialized_data, self._max_request_size):
-                _span_logger.warning(
-                    "Dropping span batch: serialized size %d bytes exceeds max_request_size "
-                    "%d bytes.",
-                    len(serialized_data),
-                    self._max_request_size,
-                )
-                result.error = RequestPayloadTooLargeError(
-                    f"Serialized span request size {len(serialized_data)} "
-                    f"bytes exceeds max_request_size {self._max_request_size} bytes."
-                )
-                return SpanExportResult.FAILURE
-
-            export_result = self._client.export(serialized_data)
-            if not export_result.success:
-                result.error = export_result.error
-                result.error_attrs = (
-                    {HTTP_RESPONSE_STATUS_CODE: export_result.status_code}
-                    if export_result.status_code is not None
-                    else None
-                )
-                return SpanExportResult.FAILURE
-        return SpanExportResult.SUCCESS
+        sent = _export(self, spans, otlp_wire.encode_spans, _sdk_spans, _span_logger, "span")
+        return SpanExportResult.SUCCESS if sent else SpanExportResult.FAILURE
 
 
 class WireLogExporter(OTLPLogExporter):
@@ -126,38 +140,5 @@ class WireLogExporter(OTLPLogExporter):
     def export(self, batch: Sequence[ReadableLogRecord]) -> LogRecordExportResult:
         if not _has_sdk_state(self):
             return super().export(batch)
-        if self._shutdown:
-            _log_logger.warning("Exporter already shutdown, ignoring batch")
-            return LogRecordExportResult.FAILURE
-
-        with self._metrics.export_operation(len(batch)) as result:
-            try:
-                serialized_data = _serialize(batch, otlp_wire.encode_logs, _sdk_logs)
-            except Exception as error:  # as the SDK: a failed batch, not a crash
-                _log_logger.error("Failed to encode logs batch: %s", error)
-                result.error = error
-                return LogRecordExportResult.FAILURE
-
-            if _is_request_too_large(serialized_data, self._max_request_size):
-                _log_logger.warning(
-                    "Dropping logs batch: serialized size %d bytes exceeds max_request_size "
-                    "%d bytes.",
-                    len(serialized_data),
-                    self._max_request_size,
-                )
-                result.error = RequestPayloadTooLargeError(
-                    f"Serialized logs request size {len(serialized_data)} "
-                    f"bytes exceeds max_request_size {self._max_request_size} bytes."
-                )
-                return LogRecordExportResult.FAILURE
-
-            export_result = self._client.export(serialized_data)
-            if not export_result.success:
-                result.error = export_result.error
-                result.error_attrs = (
-                    {HTTP_RESPONSE_STATUS_CODE: export_result.status_code}
-                    if export_result.status_code is not None
-                    else None
-                )
-                return LogRecordExportResult.FAILURE
-        return LogRecordExportResult.SUCCESS
+        sent = _export(self, batch, otlp_wire.encode_logs, _sdk_logs, _log_logger, "logs")
+        return LogRecordExportResult.SUCCESS if sent else LogRecordExportResult.FAILURE
