@@ -134,15 +134,19 @@ _KEY_FIELDS: dict[str, bytes] = {}
 _KEY_FIELDS_MAX = 4096
 
 
+def _cache_string_field(cache: dict[str, bytes], tag: bytes, text: str) -> bytes:
+    """Encode the string field ``tag`` of ``text`` and keep it in ``cache`` (bounded)."""
+    # proto3 leaves an empty string out; the SDK's messages do too.
+    encoded = _field(tag, _utf8(text)) if text else b""
+    if len(cache) >= _KEY_FIELDS_MAX:
+        cache.clear()
+    cache[text] = encoded
+    return encoded
+
+
 def _key_field(key: str) -> bytes:
     encoded = _KEY_FIELDS.get(key)
-    if encoded is None:
-        # proto3 leaves an empty string out; the SDK's KeyValue(key="") does too.
-        encoded = _field(b"\x0a", _utf8(key)) if key else b""
-        if len(_KEY_FIELDS) >= _KEY_FIELDS_MAX:
-            _KEY_FIELDS.clear()
-        _KEY_FIELDS[key] = encoded
-    return encoded
+    return _cache_string_field(_KEY_FIELDS, b"\x0a", key) if encoded is None else encoded
 
 
 def _any_value(value: Any) -> bytes:
@@ -400,12 +404,7 @@ _NAME_FIELDS: dict[str, bytes] = {}
 
 def _name_field(name: str) -> bytes:
     encoded = _NAME_FIELDS.get(name)
-    if encoded is None:
-        encoded = _field(b"\x2a", _utf8(name)) if name else b""
-        if len(_NAME_FIELDS) >= _KEY_FIELDS_MAX:
-            _NAME_FIELDS.clear()
-        _NAME_FIELDS[name] = encoded
-    return encoded
+    return _cache_string_field(_NAME_FIELDS, b"\x2a", name) if encoded is None else encoded
 
 
 def _status_field(status: Status) -> bytes:
