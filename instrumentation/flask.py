@@ -79,7 +79,7 @@ from opentelemetry.propagators.textmap import Getter
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from werkzeug.exceptions import InternalServerError
 
-from instrumentation import conventions, uow
+from instrumentation import conventions, direct, uow
 from instrumentation.errors import PoolExhaustedError
 from instrumentation.redaction import redact_text
 from instrumentation.requestid import REQUEST_ID, current_request_id
@@ -523,13 +523,12 @@ def _log_access(state: _RequestState, route: _Route, status: int, duration: floa
     environ = state.environ
     path = _url_path(environ)
     duration_ms = round(duration * 1000, 3)
-    _access_logger.info(
+    direct.log(
+        _access_logger,
+        logging.INFO,
         "%s %s %d %.1fms",
-        route.method,
-        path,
-        status,
-        duration_ms,
-        extra={
+        (route.method, path, status, duration_ms),
+        {
             conventions.LOG_REQUEST_ID: state.request_id,
             conventions.HTTP_REQUEST_METHOD: route.method,
             conventions.HTTP_ROUTE: route.template,

@@ -234,11 +234,27 @@ def _is_terminal(stream: TextIO) -> bool:
         return False
 
 
+class _DirectPath:
+    """The handler side of :mod:`instrumentation.direct`: the filters it was installed with, and
+    ``emit`` under the handler's lock, as ``Handler.handle`` does once the filters passed."""
+
+    _installed_filters: list[logging.Filter] | None = None
+
+    def direct_filters(self) -> list[logging.Filter] | None:
+        return self._installed_filters
+
+    def emit_direct(self: Any, record: logging.LogRecord) -> None:
+        with self.lock:
+            self.emit(record)
+
+
 def _install(handler: logging.Handler, formatter: logging.Formatter) -> None:
     handler.setFormatter(formatter)
     handler.addFilter(TraceContextFilter())
     handler.addFilter(CallerFilter())
     handler.addFilter(RedactionFilter())
+    if isinstance(handler, _DirectPath):
+        handler._installed_filters = list(handler.filters)
     logging.getLogger().addHandler(handler)
     _installed_handlers.append(handler)
 
@@ -250,7 +266,7 @@ def _encoded_line(handler: logging.Handler, record: logging.LogRecord) -> bytes:
     return (handler.format(record) + "\n").encode("utf-8")
 
 
-class SizeRotatingFileHandler(logging.handlers.RotatingFileHandler):
+class SizeRotatingFileHandler(_DirectPath, logging.handlers.RotatingFileHandler):
     """A ``RotatingFileHandler`` that writes each record's bytes as formatted, once.
 
     The standard one formats every record twice on Python 3.11 (once in ``shouldRollover`` to
@@ -292,7 +308,7 @@ class SizeRotatingFileHandler(logging.handlers.RotatingFileHandler):
             self.handleError(record)
 
 
-class _JsonStreamHandler(logging.StreamHandler[TextIO]):
+class _JsonStreamHandler(_DirectPath, logging.StreamHandler[TextIO]):
     """A ``StreamHandler`` writing the JSON line the shared formatter already made."""
 
     def emit(self, record: logging.LogRecord) -> None:
@@ -308,6 +324,10 @@ class _JsonStreamHandler(logging.StreamHandler[TextIO]):
             raise
         except Exception:
             self.handleError(record)
+
+
+class _TextStreamHandler(_DirectPath, logging.StreamHandler[TextIO]):
+    """The standard ``StreamHandler``, open to the direct path."""
 
 
 def _wants_caller(settings: LoggingSettings, level: int) -> bool:
@@ -346,7 +366,7 @@ def configure_logging(settings: LoggingSettings, *, service: str) -> None:
         stream = sys.stderr
         choice = settings.stderr_format
         if choice == "text" or (choice == "auto" and _is_terminal(stream)):
-            _install(logging.StreamHandler(stream), TextFormatter())
+            _install(_TextStreamHandler(stream), TextFormatter())
         else:
             _install(_JsonStreamHandler(stream), json_formatter)
     if not _wants_caller(settings, level):

@@ -411,6 +411,7 @@ class OtlpLogHandler(logging.Handler):
         self.addFilter(_ExportPathFilter())
         self.addFilter(CallerFilter())
         self.addFilter(RedactionFilter())
+        self._installed_filters = list(self.filters)
 
     def _logger(self, name: str) -> logs_api.Logger | None:
         logger = self._provider.get_logger(name)
@@ -453,6 +454,14 @@ class OtlpLogHandler(logging.Handler):
         if not record.args and not isinstance(msg, str):
             return msg if isinstance(msg, Mapping | Sequence | bool | int | float) else str(msg)
         return record.getMessage()
+
+    def direct_filters(self) -> list[logging.Filter]:
+        """The filters of this handler, for :mod:`instrumentation.direct`."""
+        return self._installed_filters
+
+    def emit_direct(self, record: logging.LogRecord) -> None:
+        """A record its filters let through, from :mod:`instrumentation.direct`."""
+        self.emit(record)
 
     def handle(self, record: logging.LogRecord) -> logging.LogRecord | bool:
         """Filter and emit ``record`` without the handler's lock.
