@@ -308,6 +308,8 @@ class _FlaskInstrumentation:
             error_type: str | None = _qualified_name(type(exception))
         else:
             error_type = str(status) if status >= 500 else None
+        # The request's held statement and pool points, in a row with its own (see uow).
+        uow.flush_points()
         try:
             self.duration.record(duration, route.metric_attributes(status, error_type))
         except Exception:

@@ -49,7 +49,7 @@ from opentelemetry import metrics
 from sqlalchemy import event
 from sqlalchemy.pool import ConnectionPoolEntry, Pool, PoolProxiedConnection
 
-from instrumentation import conventions
+from instrumentation import conventions, uow
 
 _log = logging.getLogger(__name__)
 
@@ -245,8 +245,12 @@ class PoolTelemetry:
                 self._guarded(self._timeouts.add, 1, self._attributes)
             raise
         if self._engine is not None:
-            self._guarded(self._wait_time.record, time.perf_counter() - started, self._attributes)
+            self._guarded(self._record_wait, time.perf_counter() - started, self._attributes)
         return connection
+
+    def _record_wait(self, value: float, attributes: dict[str, str]) -> None:
+        # Held until the request ends, inside one (see instrumentation.uow).
+        uow.record(self._wait_time, value, attributes)
 
     def _guarded(self, record: Any, value: float, attributes: dict[str, str]) -> None:
         try:

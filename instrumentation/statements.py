@@ -35,7 +35,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import ExceptionContext, ExecutionContext
 
 from instrumentation import conventions
-from instrumentation.uow import note_statement
+from instrumentation.uow import note_statement, record
 
 _log = logging.getLogger(__name__)
 
@@ -342,7 +342,7 @@ class StatementTelemetry:
                 return
             span, started, described = state
             elapsed = perf_counter() - started
-            self._duration.record(elapsed, described.metric_attributes)
+            record(self._duration, elapsed, described.metric_attributes)
             note_statement(elapsed, described.counted)
             span.end()
         except Exception:
@@ -356,8 +356,10 @@ class StatementTelemetry:
             span, started, described = state
             kind = error_type(error.original_exception)
             elapsed = perf_counter() - started
-            self._duration.record(
-                elapsed, {**described.metric_attributes, conventions.ERROR_TYPE: kind}
+            record(
+                self._duration,
+                elapsed,
+                {**described.metric_attributes, conventions.ERROR_TYPE: kind},
             )
             note_statement(elapsed, described.counted)
             if span.is_recording():

@@ -25,6 +25,7 @@ from instrumentation.testing import InMemoryTelemetry
 from tests.instrumentation.conftest import TRANSACTIONS_LOGGER, create_recordings
 
 ACCESS_LOGGER = "instrumentation.access"
+OPERATION_DURATION = "db.client.operation.duration"
 _ids = itertools.count(1)
 
 
@@ -61,6 +62,13 @@ def build_app(db: Database, telemetry: InMemoryTelemetry) -> Flask:
     def nothing() -> dict[str, str]:
         return {"ok": "yes"}
 
+    @app.post("/counted")
+    def counted() -> dict[str, int]:
+        # How many statement points the unit added, read while the request is still running.
+        before = statement_points(telemetry)
+        db.run_transaction(insert, "seen")
+        return {"points": statement_points(telemetry) - before}
+
     @app.get("/healthz")
     def healthz() -> str:
         db.run_transaction(insert, "probe")
@@ -88,6 +96,10 @@ def records(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
     caplog.set_level(logging.DEBUG)
     caplog.clear()
     return caplog
+
+
+def statement_points(telemetry: InMemoryTelemetry) -> int:
+    return sum(point.count for point in telemetry.metric_points(OPERATION_DURATION))
 
 
 def named(caplog: pytest.LogCaptureFixture, name: str) -> list[logging.LogRecord]:
@@ -166,3 +178,70 @@ def test_an_excluded_route_writes_no_access_record_so_its_commit_stays_info(
     assert named(records, ACCESS_LOGGER) == []
     (commit,) = named(records, TRANSACTIONS_LOGGER)
     assert commit.levelno == logging.INFO
+
+
+def test_statement_points_are_held_until_the_request_ends_then_all_recorded(
+    client: FlaskClient, telemetry: InMemoryTelemetry
+) -> None:
+    def inserts() -> int:
+        points = telemetry.metric_points(OPERATION_DURATION)
+        return sum(
+            p.count for p in points if p.attributes["db.query.summary"] == "INSERT recordings"
+        )
+
+    def waits() -> int:
+        return sum(p.count for p in telemetry.metric_points("db.client.connection.wait_time"))
+
+    inserts_before, waits_before = inserts(), waits()
+    response = client.post("/counted")
+
+    assert response.get_json() == {"points": 0}
+    assert inserts() == inserts_before + 1
+    assert waits() == waits_before + 1
+
+
+def test_outside_a_request_statement_points_are_recorded_at_once(
+    db: Database, telemetry: InMemoryTelemetry
+) -> None:
+    create_recordings(db)
+    db.run_transaction(insert, "cli")
+
+    assert uow.current() is None
+    summaries = [
+        p.attributes["db.query.summary"] for p in telemetry.metric_points(OPERATION_DURATION)
+    ]
+    assert "INSERT recordings" in summaries
+
+
+def test_a_held_point_the_sdk_refuses_costs_neither_the_request_nor_the_other_points(
+    client: FlaskClient, telemetry: InMemoryTelemetry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = {"n": 0, "held": 0}
+    original = uow.flush_points
+
+    def recorded() -> int:
+        waits = telemetry.metric_points("db.client.connection.wait_time")
+        return statement_points(telemetry) + sum(p.count for p in waits)
+
+    def first_point_fails() -> None:
+        summary = uow.current()
+        if summary is not None and summary.points:
+            calls["held"] = len(summary.points)
+            _, value, attributes, context = summary.points[0]
+
+            class Refusing:
+                def record(self, *args: object) -> None:
+                    calls["n"] += 1
+                    raise ValueError("refused")
+
+            summary.points[0] = (Refusing(), value, attributes, context)  # type: ignore[assignment]
+        original()
+
+    monkeypatch.setattr(uow, "flush_points", first_point_fails)
+    before = recorded()
+    response = client.post("/one-unit")
+
+    assert response.status_code == 200
+    assert calls["n"] == 1
+    assert calls["held"] >= 2
+    assert recorded() == before + calls["held"] - 1
