@@ -38,6 +38,7 @@ from sqlalchemy.pool import Pool, QueuePool, StaticPool
 from instrumentation import conventions, sqlite, uow
 from instrumentation.errors import ConfigurationError, PoolExhaustedError
 from instrumentation.pool import PoolTelemetry
+from instrumentation.sampling import drops_unsampled_children, unsampled_parent
 from instrumentation.settings import DatabaseSettings
 from instrumentation.statements import StatementTelemetry, error_type
 
@@ -177,6 +178,8 @@ class Database:
         )
         self.system = url.get_backend_name()
         self.tracer = trace.get_tracer(INSTRUMENTATION_SCOPE, tracer_provider=tracer_provider)
+        # Whether session, transaction and statement spans of unsampled traces may be skipped.
+        self.drops_unsampled_children = drops_unsampled_children(self.tracer)
         self.meter = metrics.get_meter(INSTRUMENTATION_SCOPE, meter_provider=meter_provider)
 
         if self.system == "sqlite":
@@ -269,6 +272,9 @@ class Database:
 
     def _start_session_span(self) -> Span:
         try:
+            parent = unsampled_parent(self.drops_unsampled_children)
+            if parent is not None:
+                return parent
             return self.tracer.start_span(
                 conventions.DB_SESSION_SPAN,
                 kind=SpanKind.INTERNAL,

@@ -35,6 +35,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import ExceptionContext, ExecutionContext
 
 from instrumentation import conventions
+from instrumentation.sampling import drops_unsampled_children, unsampled_parent
 from instrumentation.uow import note_statement, record
 
 _log = logging.getLogger(__name__)
@@ -246,6 +247,7 @@ class StatementTelemetry:
         on_statement: Callable[[], None],
     ) -> None:
         self._tracer = tracer
+        self._drops_unsampled_children = drops_unsampled_children(tracer)
         self._system = system
         self._engine_attributes = dict(engine_attributes)
         self._on_statement = on_statement
@@ -311,8 +313,15 @@ class StatementTelemetry:
             if described.counted:
                 self._on_statement()
             try:
-                span = self._tracer.start_span(
-                    described.span_name, kind=SpanKind.CLIENT, attributes=described.span_attributes
+                parent = unsampled_parent(self._drops_unsampled_children)
+                span = (
+                    parent
+                    if parent is not None
+                    else self._tracer.start_span(
+                        described.span_name,
+                        kind=SpanKind.CLIENT,
+                        attributes=described.span_attributes,
+                    )
                 )
             except Exception:
                 # A broken span pipeline must not cost the statement its duration metric.

@@ -106,6 +106,7 @@ from instrumentation.errors import (
     InstrumentationError,
     TransactionRetryError,
 )
+from instrumentation.sampling import unsampled_parent
 from instrumentation.sqlite import READONLY_OPTION
 from instrumentation.statements import error_type
 from instrumentation.uow import note_transaction
@@ -423,12 +424,18 @@ def _session_for(db: Database, current: Session | None) -> AbstractContextManage
 @contextmanager
 def _unit(db: Database, session: Session) -> Iterator[_Unit]:
     """The span, timing and log record of an outermost unit about to begin on ``session``."""
-    with db.tracer.start_as_current_span(
-        conventions.DB_TRANSACTION_SPAN,
-        kind=SpanKind.INTERNAL,
-        record_exception=False,
-        set_status_on_exception=False,
-    ) as span:
+    parent = unsampled_parent(db.drops_unsampled_children)
+    started: AbstractContextManager[Span] = (
+        nullcontext(parent)
+        if parent is not None
+        else db.tracer.start_as_current_span(
+            conventions.DB_TRANSACTION_SPAN,
+            kind=SpanKind.INTERNAL,
+            record_exception=False,
+            set_status_on_exception=False,
+        )
+    )
+    with started as span:
         unit = _Unit(db, span)
         try:
             if session.in_transaction():
