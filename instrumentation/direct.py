@@ -46,11 +46,13 @@ class DirectHandler(Protocol):
         """What ``handle`` does for a record its filters let through: emit it (never raise)."""
 
 
-def log(logger: logging.Logger, level: int, msg: str, args: tuple[Any, ...], fields: Any) -> None:
+def log(
+    logger: logging.Logger, level: int, msg: str, args: tuple[Any, ...], fields: Mapping[str, Any]
+) -> None:
     """``logger.log(level, msg, *args, extra=fields)``, by the direct path when it may be taken.
 
-    ``fields`` must be a dict the caller does not use afterwards (its keys become the
-    record's attributes, as ``extra`` does).
+    ``fields`` become the record's attributes, as ``extra`` does; the mapping itself is not
+    changed or kept.
     """
     if not logger.isEnabledFor(level):
         return
