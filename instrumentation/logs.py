@@ -30,7 +30,9 @@ retries), ``werkzeug`` (its access lines repeat what the HTTP server spans and m
 without trace ids), ``sqlalchemy`` (pool lifecycle chatter; statements have their own spans)
 and ``alembic`` (its migration context lines at every start-up) are set to WARNING - but only if
 the application left their level unset, and
-:func:`shutdown_logging` puts them back.
+:func:`shutdown_logging` puts them back. ``waitress.queue`` writes a WARNING for every request
+that waits for a worker thread: on a saturated server, one per request, which only adds work
+where there is none to spare; its records pass once a minute (:class:`OncePerInterval`).
 
 Configuring again replaces this module's handlers and never touches handlers it did not add
 (pytest's ``caplog``, the OTLP handler of :mod:`instrumentation.telemetry`), so the two modules
@@ -44,6 +46,7 @@ import logging
 import logging.handlers
 import os
 import sys
+import threading
 import time
 from types import FrameType, TracebackType
 from typing import Any, TextIO
@@ -65,6 +68,9 @@ CONTEXT_FIELDS = frozenset({"trace_id", "span_id"})
 """Record attributes :class:`TraceContextFilter` adds (other handlers may want to skip them)."""
 
 _QUIETED_LOGGERS = ("urllib3", "werkzeug", "sqlalchemy", "alembic")
+# Loggers that write a record per event under load: each message passes once a minute.
+_RATE_LIMITED_LOGGERS = ("waitress.queue",)
+RATE_LIMIT_INTERVAL_S = 60.0
 _TEXT_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 _ORJSON_OPTIONS = orjson.OPT_NON_STR_KEYS
 # The file the logging module's own frames come from (what logging._srcfile holds by default).
@@ -72,6 +78,7 @@ _LOGGING_SOURCE = logging.addLevelName.__code__.co_filename
 _UNKNOWN_FILE = "(unknown file)"
 
 _installed_handlers: list[logging.Handler] = []
+_installed_filters: list[tuple[str, logging.Filter]] = []
 # Levels to restore on shutdown_logging: the root's ("") and those of the quieted loggers.
 _saved_levels: dict[str, int] = {}
 # The standard library's switches the lean mode turns off, with their values to restore.
@@ -79,6 +86,25 @@ _LEAN_SWITCHES = ("_srcfile", "logThreads", "logProcesses", "logMultiprocessing"
 _saved_switches: dict[str, object] = {}
 
 ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None] | tuple[None, None, None]
+
+
+class OncePerInterval(logging.Filter):
+    """Lets one record per logger and message template through per ``interval_s`` seconds."""
+
+    def __init__(self, interval_s: float) -> None:
+        super().__init__()
+        self._interval_s = interval_s
+        self._lock = threading.Lock()
+        self._next_allowed: dict[object, float] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        now = time.monotonic()
+        key = (record.name, record.msg)
+        with self._lock:
+            if now < self._next_allowed.get(key, 0.0):
+                return False
+            self._next_allowed[key] = now + self._interval_s
+        return True
 
 
 class TraceContextFilter(logging.Filter):
@@ -376,6 +402,10 @@ def configure_logging(settings: LoggingSettings, *, service: str) -> None:
     root = logging.getLogger()
     _saved_levels[""] = root.level
     root.setLevel(level)
+    limiter = OncePerInterval(RATE_LIMIT_INTERVAL_S)
+    for name in _RATE_LIMITED_LOGGERS:
+        logging.getLogger(name).addFilter(limiter)
+        _installed_filters.append((name, limiter))
     for name in _QUIETED_LOGGERS:
         quieted = logging.getLogger(name)
         if quieted.level == logging.NOTSET:
@@ -393,6 +423,9 @@ def shutdown_logging() -> None:
         handler = _installed_handlers.pop()
         root.removeHandler(handler)
         handler.close()
+    while _installed_filters:
+        name, installed = _installed_filters.pop()
+        logging.getLogger(name).removeFilter(installed)
     for name, level in _saved_levels.items():
         logging.getLogger(name).setLevel(level)
     _saved_levels.clear()

@@ -91,7 +91,7 @@ from opentelemetry.sdk.trace.export import (
 from instrumentation import conventions
 from instrumentation.errors import ConfigurationError
 from instrumentation.exporters import WireLogExporter, WireSpanExporter
-from instrumentation.logs import CONTEXT_FIELDS, CallerFilter
+from instrumentation.logs import CONTEXT_FIELDS, CallerFilter, OncePerInterval
 from instrumentation.redaction import (
     RedactionFilter,
     redact_text,
@@ -319,24 +319,6 @@ class _ExportPathFilter(logging.Filter):
         return name != __name__ and name.partition(".")[0] not in _EXPORT_PATH_ROOTS
 
 
-class _OncePerInterval(logging.Filter):
-    """Lets one record per message template through per :data:`WARNING_INTERVAL_S`."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._lock = threading.Lock()
-        self._next_allowed: dict[object, float] = {}
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        now = time.monotonic()
-        key = (record.name, record.msg)
-        with self._lock:
-            if now < self._next_allowed.get(key, 0.0):
-                return False
-            self._next_allowed[key] = now + WARNING_INTERVAL_S
-        return True
-
-
 class _LeanLogRecord(logs_api.LogRecord):
     """The API's log record, made from values the handler already has and cheap to copy.
 
@@ -533,7 +515,7 @@ class _State:
         default_factory=list
     )
     log_handler: OtlpLogHandler | None = None
-    quiet_filter: _OncePerInterval | None = None
+    quiet_filter: OncePerInterval | None = None
     shut_down: bool = False
 
 
@@ -788,7 +770,7 @@ def _enabled(settings: TelemetrySettings) -> _State:
         state.log_handler = OtlpLogHandler(logger_provider)
         logging.getLogger().addHandler(state.log_handler)
     if state.exporters:
-        state.quiet_filter = _OncePerInterval()
+        state.quiet_filter = OncePerInterval(WARNING_INTERVAL_S)
         for name in _CHATTY_EXPORTER_LOGGERS:
             logging.getLogger(name).addFilter(state.quiet_filter)
     return state

@@ -377,3 +377,19 @@ def test_the_caller_setting_and_debug_level_keep_the_caller_of_every_record(
             "test_the_caller_setting_and_debug_level_keep_the_caller_of_every_record"
         )
         shutdown_logging()
+
+
+def test_a_saturated_servers_queue_warnings_pass_once_a_minute(tmp_path: Path) -> None:
+    configure_logging(file_settings(tmp_path), service="vrp")
+    queue = logging.getLogger("waitress.queue")
+    for depth in range(100):
+        queue.warning("Task queue depth is %d", depth)
+    logging.getLogger("vrp.test").warning("Task queue depth is %d", 1)  # another logger
+
+    lines = json_lines(tmp_path / "vrp.log")
+    assert [(line["logger"], line["message"]) for line in lines] == [
+        ("waitress.queue", "Task queue depth is 0"),
+        ("vrp.test", "Task queue depth is 1"),
+    ]
+    shutdown_logging()
+    assert queue.filters == []
