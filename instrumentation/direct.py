@@ -28,14 +28,13 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol
 
 _root = logging.getLogger()
 # The attributes of a record made in lean mode, in LogRecord.__init__'s order (see _record).
 _template: list[dict[str, Any]] = []
 
 
-@runtime_checkable
 class DirectHandler(Protocol):
     """A handler :func:`log` may hand records to without ``Handler.handle``."""
 
@@ -74,6 +73,8 @@ def _direct_handlers(logger: logging.Logger, level: int) -> list[logging.Handler
     if level >= logging.WARNING or logging._srcfile is not None or logging.logThreads:
         return None
     if logging.logProcesses or logging.logMultiprocessing:
+        return None
+    if getattr(logging, "logAsyncioTasks", False):  # Python 3.12+: the task's name per record
         return None
     # Only the logger a record is made on applies its filters (Logger.handle); its ancestors
     # pass it to their handlers.
