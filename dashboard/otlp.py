@@ -35,8 +35,10 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceRequest,
 )
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from dashboard.errors import PayloadDecodeError
+from dashboard.otlp_spans import AttributeCache, LeanTraceRequest
 
 MAX_ATTRIBUTES = 1024
 # The store's integers (SQLite INTEGER, PostgreSQL BIGINT) are signed 64-bit.
@@ -242,28 +244,65 @@ def attributes(pairs: Any) -> dict[str, Any]:
     return result
 
 
+# Span and resource attributes, decoded once per distinct pair (see dashboard.otlp_spans).
+_SPAN_ATTRIBUTES = AttributeCache(any_value)
+
+
 def _service(resource_attributes: dict[str, Any]) -> str:
     name = resource_attributes.get("service.name")
     return name if isinstance(name, str) and name else UNKNOWN_SERVICE
 
 
+def _check_count(pairs: Any) -> None:
+    if len(pairs) > MAX_ATTRIBUTES:
+        raise PayloadDecodeError(
+            f"an item carries {len(pairs)} attributes, above the limit of {MAX_ATTRIBUTES}; "
+            "set an attribute count limit in the SDK"
+        )
+
+
+def _events(raw_events: Sequence[bytes]) -> list[Any]:
+    try:
+        return [Span.Event.FromString(raw) for raw in raw_events]
+    except (DecodeError, RecursionError, ValueError) as exc:
+        raise PayloadDecodeError(
+            f"body is not a valid ExportTraceServiceRequest protobuf message ({exc}); "
+            "check the exporter's protocol setting"
+        ) from None
+
+
 def decode_traces(body: bytes, content_type: str) -> Decoded:
-    request = parse(body, content_type, ExportTraceServiceRequest())
+    """The spans of a trace export request, read through :mod:`dashboard.otlp_spans`."""
+    if content_type == PROTOBUF:
+        request: Any = parse(body, content_type, LeanTraceRequest())
+    else:
+        standard = parse(body, content_type, ExportTraceServiceRequest())
+        request = LeanTraceRequest.FromString(standard.SerializeToString())
     decoded = Decoded([])
     records = decoded.records
+    span_attributes = _SPAN_ATTRIBUTES.attributes
     for resource_spans in request.resource_spans:
-        service = _service(attributes(resource_spans.resource.attributes))
+        pairs = resource_spans.resource.attributes
+        _check_count(pairs)
+        service = _service(span_attributes(pairs))
         for scope_spans in resource_spans.scope_spans:
             for span in scope_spans.spans:
                 trace_id, span_id = span.trace_id, span.span_id
                 if len(trace_id) != 16 or len(span_id) != 8 or trace_id == _ZERO_TRACE_ID:
                     decoded.reject("span with a trace id not of 16 bytes or a span id not of 8")
                     continue
-                start, end, events = span.start_time_unix_nano, span.end_time_unix_nano, span.events
+                pairs = span.attributes
+                _check_count(pairs)
+                start, end, raw_events = (
+                    span.start_time_unix_nano,
+                    span.end_time_unix_nano,
+                    span.events,
+                )
+                events = _events(raw_events) if raw_events else ()
                 # One comparison per span on the usual path (end >= start, so start is in range
                 # too); _span_problem says which rule a span broke.
-                if end < start or end > MAX_INT64 or (events and _span_problem(span)):
-                    decoded.reject(_span_problem(span))
+                if end < start or end > MAX_INT64 or (events and _span_problem(start, end, events)):
+                    decoded.reject(_span_problem(start, end, events))
                     continue
                 parent = span.parent_span_id
                 status = span.status
@@ -279,7 +318,7 @@ def decode_traces(body: bytes, content_type: str) -> Decoded:
                         end,
                         status.code,
                         status.message,
-                        attributes(span.attributes),
+                        span_attributes(pairs),
                         [
                             {
                                 "name": event.name,
@@ -377,10 +416,9 @@ def decode_metrics(body: bytes, content_type: str) -> Decoded:
     return decoded
 
 
-def _span_problem(span: Any) -> str:
-    """Why the store must not hold ``span``, or "" if it may."""
-    start, end = span.start_time_unix_nano, span.end_time_unix_nano
-    if max(start, end) > MAX_INT64 or any(e.time_unix_nano > MAX_INT64 for e in span.events):
+def _span_problem(start: int, end: int, events: Sequence[Any]) -> str:
+    """Why the store must not hold a span of these times and events, or "" if it may."""
+    if max(start, end) > MAX_INT64 or any(e.time_unix_nano > MAX_INT64 for e in events):
         return "span with a time beyond 2^63-1 ns (year 2262)"
     if end < start:
         return "span whose end time is before its start time"
