@@ -53,6 +53,7 @@ def serve(store_url: str) -> None:
 
     import waitress
 
+    from dashboard.cli import GIL_SWITCH_INTERVAL_S
     from dashboard.server import create_server
     from dashboard.settings import DashboardSettings
 
@@ -65,6 +66,7 @@ def serve(store_url: str) -> None:
     # As `vrp dashboard` does before serving (dashboard/cli.py).
     gc.collect()
     gc.freeze()
+    sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
     server.run()
 
 

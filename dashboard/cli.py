@@ -49,6 +49,9 @@ SERVICE_NAME = "vrp-dashboard"
 CONFIG_EXIT = 2
 FAILURE_EXIT = 1
 WAITRESS_THREADS = 8
+# The telemetry writer thread (dashboard.writer) gives up the GIL for every SQLite call and waits
+# for it back behind the request thread decoding a body: up to this long, not Python's 5 ms.
+GIL_SWITCH_INTERVAL_S = 0.0005
 OTLP_ENDPOINT_VARIABLES = (
     "OTEL_EXPORTER_OTLP_ENDPOINT",
     "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
@@ -223,6 +226,7 @@ def serve(settings: DashboardSettings) -> None:
     # collection, so that the cyclic GC scans only the receiver's per-request garbage.
     gc.collect()
     gc.freeze()
+    sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
     try:
         server.run()
     finally:

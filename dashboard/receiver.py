@@ -151,16 +151,17 @@ def create_receiver_blueprint(settings: DashboardSettings, writer: GroupWriter) 
         try:
             content_type = _content_type()
             body = _read_body(settings.max_body_bytes)
-            decoded = decode(body, content_type)
+            with writer.decode_slot():
+                decoded = decode(body, content_type)
+                count = len(decoded.records)
+                pending = writer.prepare(store_signal, decoded.take_records())
+            writer.commit(pending)
         except UnsupportedContentTypeError as exc:
             return _status(3, str(exc), reply_type, 415)
         except PayloadTooLargeError as exc:
             return _status(8, str(exc), reply_type, 413)
         except PayloadDecodeError as exc:
             return _status(3, str(exc), reply_type, 400)
-        count = len(decoded.records)
-        try:
-            writer.submit(store_signal, decoded.take_records())
         except RecordsRefusedError as exc:
             decoded.rejected += count
             decoded.error_message = decoded.error_message or str(exc)
