@@ -134,10 +134,12 @@ class GroupWriter:
         if thread is not None:
             self._queue.put(None)
             thread.join(timeout)
+            self._store.stop_checkpoints()
 
     def _ensure_thread(self) -> None:
         with self._lock:
             if self._thread is None or not self._thread.is_alive():
+                self._store.start_checkpoints()
                 self._thread = threading.Thread(
                     target=self._run, name="telemetry-writer", daemon=True
                 )

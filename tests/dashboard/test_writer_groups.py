@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import random
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from dashboard import store as store_module
 from dashboard import writer as writer_module
+from dashboard.otlp import PROTOBUF, decode_traces
+from dashboard.store import TelemetryStore
 from dashboard.writer import GroupWriter
+from tests.dashboard.otlp_bodies import request_trace, traces_request
 
 
 class _Store:
@@ -20,6 +26,12 @@ class _Store:
 
     def write_logs(self, records: list[Any]) -> None:
         self.groups.append(list(records))
+
+    def start_checkpoints(self) -> None:
+        pass
+
+    def stop_checkpoints(self) -> None:
+        pass
 
 
 def _writer() -> tuple[GroupWriter, _Store]:
@@ -68,3 +80,30 @@ def test_with_nothing_being_decoded_a_request_is_written_at_once(
         assert store.groups == [["a"]]
     finally:
         writer.close()
+
+
+def test_a_receiver_store_checkpoints_its_wal_beside_the_writer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(store_module, "CHECKPOINT_WAL_BYTES", 1)
+    monkeypatch.setattr(store_module, "CHECKPOINT_EVERY_S", 0.01)
+    store = TelemetryStore(f"sqlite:///{tmp_path}/telemetry.db")
+    store.upgrade()
+    database = tmp_path / "telemetry.db"
+    writer = GroupWriter(store)
+    try:
+        spans = request_trace(random.Random(1), time.time_ns())
+        body = traces_request(spans).SerializeToString()
+        # The commit alone stays far below the writer's own checkpoint threshold: the
+        # database file grows only if the checkpoint thread copies the WAL into it.
+        before = database.stat().st_size
+        writer.submit("spans", decode_traces(body, PROTOBUF).records)
+        deadline = time.monotonic() + 10
+        while database.stat().st_size == before and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert database.stat().st_size > before
+        assert store._checkpointer is not None
+    finally:
+        writer.close()
+        store.dispose()
+    assert store._checkpointer is None
