@@ -21,7 +21,6 @@ Target: ingest / floor >= 0.3.
 from __future__ import annotations
 
 import argparse
-import gc
 import http.client
 import random
 import statistics
@@ -53,7 +52,7 @@ def serve(store_url: str) -> None:
 
     import waitress
 
-    from dashboard.cli import GIL_SWITCH_INTERVAL_S
+    from dashboard.cli import tune_for_serving
     from dashboard.server import create_server
     from dashboard.settings import DashboardSettings
 
@@ -64,9 +63,7 @@ def serve(store_url: str) -> None:
     sys.stdout.write(f"{server.effective_port}\n")
     sys.stdout.flush()
     # As `vrp dashboard` does before serving (dashboard/cli.py).
-    gc.collect()
-    gc.freeze()
-    sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
+    tune_for_serving()
     server.run()
 
 
