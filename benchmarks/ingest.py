@@ -10,7 +10,7 @@ What is measured, in one run
        POST until the last batch is readable through ``/api/`` (its trace found by
        ``/api/traces/<id>`` and every span counted by ``/api/operations``). The client posts
        from ``--clients`` threads (8: several services exporting at once) over keep-alive
-       connections, bodies serialised beforehand; waitress serves with 8 threads.
+       connections, bodies serialised beforehand; waitress serves as ``vrp dashboard`` does.
     2. floor: the same bodies parsed with ``ExportTraceServiceRequest.FromString`` and every
        field of every span (ids, parent, name, kind, times, status, attributes) read into
        Python values, storing nothing, in this process.
@@ -52,14 +52,14 @@ def serve(store_url: str) -> None:
 
     import waitress
 
-    from dashboard.cli import tune_for_serving
+    from dashboard.cli import WAITRESS_OPTIONS, tune_for_serving
     from dashboard.server import create_server
     from dashboard.settings import DashboardSettings
 
     app = create_server(DashboardSettings(store_url=store_url))
     # A queue of requests is the point of the benchmark: no warning per queued request.
     logging.getLogger("waitress.queue").setLevel(logging.ERROR)
-    server = waitress.create_server(app, host="127.0.0.1", port=0, threads=8)
+    server = waitress.create_server(app, host="127.0.0.1", port=0, **WAITRESS_OPTIONS)
     sys.stdout.write(f"{server.effective_port}\n")
     sys.stdout.flush()
     # As `vrp dashboard` does before serving (dashboard/cli.py).

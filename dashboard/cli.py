@@ -35,7 +35,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import replace
 from types import FrameType
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, Any, Final, NoReturn
 from urllib.parse import urlsplit
 
 import click
@@ -49,6 +49,14 @@ SERVICE_NAME = "vrp-dashboard"
 CONFIG_EXIT = 2
 FAILURE_EXIT = 1
 WAITRESS_THREADS = 8
+# How the dashboard's waitress serves: the receiver's bodies are OTLP batches of 100 KiB and
+# more, which waitress's main thread reads 8 KiB at a time by default, one pass through its
+# Python loop each, holding the GIL the decoding and writing threads need.
+WAITRESS_OPTIONS: Final[dict[str, Any]] = {
+    "threads": WAITRESS_THREADS,
+    "ident": "vrp-dashboard",
+    "recv_bytes": 262144,
+}
 # The telemetry writer thread (dashboard.writer) gives up the GIL for every SQLite call and waits
 # for it back behind the request thread decoding a body: up to this long, not Python's 5 ms.
 GIL_SWITCH_INTERVAL_S = 0.0005
@@ -216,9 +224,7 @@ def serve(settings: DashboardSettings) -> None:
             reason = reason.replace(str(password), "***")
         store = make_url(settings.store_url).render_as_string(hide_password=True)
         _fail(FAILURE_EXIT, f"cannot open the telemetry store {store}: {reason}")
-    server = waitress.create_server(
-        app.server, sockets=sockets, threads=WAITRESS_THREADS, ident="vrp-dashboard"
-    )
+    server = waitress.create_server(app.server, sockets=sockets, **WAITRESS_OPTIONS)
     app.server.start_background()
     logger.info(
         "dashboard listening on http://%s:%d (OTLP/HTTP receiver at /v1/*)",

@@ -392,7 +392,7 @@ class TelemetryStore:
                 .on_conflict_do_nothing()
                 .returning(spans.c.trace_id, spans.c.span_id)
             )
-            rows = [dict(zip(_SPAN_COLUMNS, row, strict=True)) for _, _, row in by_key.values()]
+            rows = [_span_params(row) for _, _, row in by_key.values()]
             new = [by_key[(row[0], row[1])] for row in conn.execute(statement, rows)]
         else:
             trace_ids = sorted({trace_id for trace_id, _ in by_key})
@@ -850,8 +850,19 @@ def _record_of_row(row: tuple[Any, ...]) -> SpanRecord:
     )
 
 
+def _span_params(row: tuple[Any, ...]) -> dict[str, Any]:
+    """A row as SQLAlchemy's parameters; PostgreSQL's ``boolean`` takes no int."""
+    params = dict(zip(_SPAN_COLUMNS, row, strict=True))
+    params["is_root"] = bool(params["is_root"])
+    return params
+
+
 def _span_row(record: SpanRecord) -> tuple[Any, ...]:
-    """The span's values in the order of :data:`_SPAN_COLUMNS`."""
+    """The span's values in the order of :data:`_SPAN_COLUMNS`.
+
+    ``is_root`` is an int, not a bool: sqlite3 binds an int as it is, and a bool only after
+    looking for an adapter (0.4 us more per row, on the writer thread).
+    """
     return (
         record.trace_id,
         record.span_id,
@@ -864,7 +875,7 @@ def _span_row(record: SpanRecord) -> tuple[Any, ...]:
         (record.end_ns - record.start_ns) / 1e6,
         record.status_code,
         record.status_message,
-        record.parent_span_id is None,
+        1 if record.parent_span_id is None else 0,
         orjson.dumps(record.attributes).decode(),
         orjson.dumps(record.events).decode() if record.events else "[]",
     )
