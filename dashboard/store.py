@@ -59,6 +59,8 @@ N_PLUS_ONE_THRESHOLD = 5
 # Slowest statements kept per (service, summary) and minute / hour: a 6-hour range reads at most
 # 360 rows per summary, a 30-day one 2,160, whatever the volume.
 EXAMPLES_PER_GROUP = {rollups.MINUTE: 1, rollups.HOUR: 3}
+_MOST_EXAMPLES = max(EXAMPLES_PER_GROUP.values())
+_MINUTE_NS = rollups.MINUTE * 1_000_000_000
 
 
 def alembic_config(url: str | None = None) -> Config:
@@ -579,34 +581,49 @@ def _example_rows(
     records: Iterable[SpanRecord],
 ) -> tuple[list[dict[str, Any]], dict[tuple[int, str, str, int], dict[str, Any]]]:
     """The slowest few statements per (service, summary) and minute, and hour, of ``records``,
-    and the groups they touch (trimmed back to :data:`EXAMPLES_PER_GROUP` once inserted)."""
-    statements = []
-    for record in records:
+    and the groups they touch (trimmed back to :data:`EXAMPLES_PER_GROUP` once inserted).
+
+    This runs for every span: statements are grouped once, per minute, and each hour's slowest
+    are taken from the slowest of its minutes. Of statements as slow as each other, the first
+    in ``records`` is kept.
+    """
+    minutes: dict[tuple[str, str, int], list[tuple[int, int, SpanRecord, str]]] = {}
+    for index, record in enumerate(records):
         if record.kind != SPAN_KIND_CLIENT:
             continue
-        text = record.attributes.get(names.DB_QUERY_TEXT)
+        attrs = record.attributes
+        text = attrs.get(names.DB_QUERY_TEXT)
         if isinstance(text, str):
-            summary = str(record.attributes.get(names.DB_QUERY_SUMMARY) or record.name)
-            statements.append((record, summary, text))
+            summary = str(attrs.get(names.DB_QUERY_SUMMARY) or record.name)
+            key = (record.service, summary, record.start_ns // _MINUTE_NS * rollups.MINUTE)
+            members = minutes.get(key)
+            if members is None:
+                members = minutes[key] = []
+            members.append((record.end_ns - record.start_ns, -index, record, text))
     rows: list[dict[str, Any]] = []
     touched: dict[tuple[int, str, str, int], dict[str, Any]] = {}
-    if not statements:
+    if not minutes:
         return rows, touched
+    for members in minutes.values():
+        members.sort(reverse=True)
+        del members[_MOST_EXAMPLES:]
     for resolution, keep in EXAMPLES_PER_GROUP.items():
-        step = resolution * 1_000_000_000
-        groups: dict[tuple[str, str, int], list[tuple[SpanRecord, str]]] = defaultdict(list)
-        for record, summary, text in statements:
-            key = (record.service, summary, record.start_ns // step * resolution)
-            groups[key].append((record, text))
+        groups = minutes
+        if resolution != rollups.MINUTE:
+            groups = {}
+            for (service, summary, start_s), members in minutes.items():
+                key = (service, summary, start_s // resolution * resolution)
+                groups.setdefault(key, []).extend(members)
         for (service, summary, start_s), members in groups.items():
-            members.sort(key=lambda m: m[0].end_ns - m[0].start_ns, reverse=True)
+            if resolution != rollups.MINUTE:
+                members.sort(reverse=True)
             touched[(resolution, service, summary, start_s)] = {
                 "r": resolution,
                 "service": service,
                 "summary": summary,
                 "start_s": start_s,
             }
-            for record, text in members[:keep]:
+            for duration, _, record, text in members[:keep]:
                 rows.append(
                     {
                         "resolution": resolution,
@@ -616,7 +633,7 @@ def _example_rows(
                         "service": service,
                         "summary": summary,
                         "query_text": text,
-                        "duration_ms": (record.end_ns - record.start_ns) / 1e6,
+                        "duration_ms": duration / 1e6,
                         "start_ns": record.start_ns,
                     }
                 )

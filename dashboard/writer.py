@@ -40,8 +40,6 @@ logger = logging.getLogger(__name__)
 MAX_GROUP_RECORDS = 8192
 MIN_GROUP_RECORDS = 2048
 GROUP_LINGER_S = 0.02
-# Request threads decoding bodies at once (see the module docstring).
-DECODING_THREADS = 1
 _WRITERS = {"spans": "write_spans", "logs": "write_logs", "metrics": "write_metrics"}
 # Errors that say the store cannot be written now, whatever the records: retrying may succeed.
 _STORE_FAILURES = (
@@ -72,17 +70,18 @@ class GroupWriter:
         self._queue: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
-        self._decode_slots = threading.Semaphore(DECODING_THREADS)
+        # A lock, not a semaphore: the threads waiting for it wait in C, without the GIL.
+        self._decode_slot = threading.Lock()
         self._decoding = 0
 
     @contextmanager
     def decode_slot(self) -> Iterator[None]:
-        """Hold one of the :data:`DECODING_THREADS` slots while decoding a request's body.
+        """Hold the one decoding slot while decoding a request's body (see the module docstring).
 
         The writer knows a request is on its way while the slot is held, and waits for it
         (up to :data:`GROUP_LINGER_S`) rather than committing a small group.
         """
-        with self._decode_slots:
+        with self._decode_slot:
             with self._lock:
                 self._decoding += 1
             try:
