@@ -335,18 +335,22 @@ class TelemetryStore:
         rollups.apply(conn, self, aggs)
         if example_rows and self.is_postgresql:
             conn.execute(insert_for(self.engine, examples).on_conflict_do_nothing(), example_rows)
-        elif example_rows:
-            # Multi-row VALUES on the driver, not executemany: one step of SQLite, so the
-            # writer gives up the GIL once (see dashboard.rollups.apply); not SQLAlchemy's
-            # multi-values insert either, which compiles anew for every row count (10 ms).
-            _sqlite_execute(
-                conn.connection.driver_connection, _sqlite_example_statements(example_rows)
-            )
-        if example_rows:
             for resolution, trim in _TRIM_EXAMPLES.items():
                 touched = [g for key, g in sorted(example_groups.items()) if key[0] == resolution]
                 if touched:
                     conn.execute(trim, touched)
+        elif example_rows:
+            # Multi-row VALUES on the driver, not executemany: one step of SQLite, so the
+            # writer gives up the GIL once (see dashboard.rollups.apply); not SQLAlchemy's
+            # multi-values insert either, which compiles anew for every row count (10 ms).
+            # The trim likewise: one statement for all groups, not one step per group.
+            _sqlite_execute(
+                conn.connection.driver_connection,
+                [
+                    *_sqlite_example_statements(example_rows),
+                    *_sqlite_trim_statements(sorted(example_groups)),
+                ],
+            )
         if backup_rows:
             conn.execute(insert_for(self.engine, backup_runs).on_conflict_do_nothing(), backup_rows)
         findings = findings + self._stored_n_plus_one(conn, deferred_sessions)
@@ -790,6 +794,44 @@ def _sqlite_example_statements(rows: list[dict[str, Any]]) -> list[tuple[str, li
         values = [row[column] for row in chunk for column in _EXAMPLE_COLUMNS]
         statements.append((_sqlite_insert_example_sql(len(chunk)), values))
     return statements
+
+
+# 200 groups of 4 values stay under SQLite's oldest limit of 999 bound values.
+_TRIM_GROUPS_PER_STATEMENT = 200
+
+
+@functools.cache
+def _sqlite_trim_sql(groups: int) -> str:
+    """Delete the rows of ``groups`` example groups beyond their slowest few, in one statement.
+
+    A row goes when at least as many rows of its group as the group keeps are slower
+    (``RANK() > keep``): rows as slow as the last one kept stay, as with :func:`_trim_examples`.
+    """
+    keep = " ".join(f"WHEN {r} THEN {k}" for r, k in EXAMPLES_PER_GROUP.items())
+    groups_sql = ", ".join(["(?, ?, ?, ?)"] * groups)
+    table = examples.name
+    return (
+        f"WITH touched (resolution, service, summary, start_s) AS (VALUES {groups_sql}) "
+        f"DELETE FROM {table} WHERE rowid IN (SELECT rowid FROM (SELECT e.rowid AS rowid, "
+        "e.resolution AS resolution, RANK() OVER (PARTITION BY e.resolution, e.summary, "
+        "e.service, e.start_s ORDER BY e.duration_ms DESC) AS place "
+        f"FROM touched CROSS JOIN {table} AS e ON e.resolution = touched.resolution "
+        "AND e.summary = touched.summary AND e.service = touched.service "
+        "AND e.start_s = touched.start_s) "
+        f"WHERE place > CASE resolution {keep} END)"
+    )
+
+
+def _sqlite_trim_statements(
+    groups: Sequence[tuple[int, str, str, int]],
+) -> list[tuple[str, list[Any]]]:
+    return [
+        (_sqlite_trim_sql(len(chunk)), list(itertools.chain.from_iterable(chunk)))
+        for chunk in (
+            groups[i : i + _TRIM_GROUPS_PER_STATEMENT]
+            for i in range(0, len(groups), _TRIM_GROUPS_PER_STATEMENT)
+        )
+    ]
 
 
 _TRIM_EXAMPLES = {
