@@ -38,6 +38,7 @@ from tenacity import retry, retry_if_exception, stop_after_attempt, wait_random_
 from dashboard import rollups
 from dashboard.errors import StoreError
 from dashboard.otlp import SPAN_KIND_CLIENT, LogRecord, MetricPoint, SpanRecord
+from dashboard.otlp_spans import SharedAttributes
 from dashboard.schema import (
     backup_runs,
     examples,
@@ -935,7 +936,9 @@ def _span_row(record: SpanRecord) -> tuple[Any, ...]:
         record.status_code,
         record.status_message,
         1 if record.parent_span_id is None else 0,
-        orjson.dumps(record.attributes).decode(),
+        attributes.json
+        if type(attributes := record.attributes) is SharedAttributes
+        else orjson.dumps(attributes).decode(),
         orjson.dumps(record.events).decode() if record.events else "[]",
     )
 

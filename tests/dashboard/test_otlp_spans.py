@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyValue, KeyValueList
@@ -11,6 +12,7 @@ from opentelemetry.proto.trace.v1 import trace_pb2
 
 from dashboard import otlp, otlp_spans
 from dashboard.errors import PayloadDecodeError
+from dashboard.store import _span_row
 
 
 def _value(value: Any) -> AnyValue:
@@ -168,3 +170,38 @@ def test_too_many_attributes_are_refused() -> None:
     body = _request(attributes, events=0).SerializeToString()
     with pytest.raises(PayloadDecodeError):
         otlp.decode_traces(body, otlp.PROTOBUF)
+
+
+def test_spans_with_one_attribute_list_share_one_read_only_object() -> None:
+    request = _request({"db.query.text": "SELECT 1", "rows": 3}, events=0)
+    spans = request.resource_spans[0].scope_spans[0].spans
+    spans.add().CopyFrom(spans[0])
+    spans[1].span_id = bytes(range(2, 10))
+    records = otlp.decode_traces(request.SerializeToString(), otlp.PROTOBUF).records
+    shared = records[0].attributes
+    assert records[1].attributes is shared
+    assert isinstance(shared, otlp_spans.SharedAttributes)
+    assert shared == {"db.query.text": "SELECT 1", "rows": 3}
+    assert shared.json == orjson.dumps(dict(shared)).decode()
+    assert _span_row(records[0])[12] == shared.json
+    with pytest.raises(TypeError):
+        shared["rows"] = 4
+    with pytest.raises(TypeError):
+        shared.update(rows=4)
+    assert shared == {"db.query.text": "SELECT 1", "rows": 3}
+
+
+def test_a_list_with_a_value_not_cached_is_a_dict_of_its_own() -> None:
+    body = _request({"list": ["a"], "text": "x"}, events=0).SerializeToString()
+    first = otlp.decode_traces(body, otlp.PROTOBUF).records[0].attributes
+    second = otlp.decode_traces(body, otlp.PROTOBUF).records[0].attributes
+    assert type(first) is dict and first is not second
+
+
+def test_the_list_cache_stays_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(otlp_spans, "MAX_CACHED_LISTS", 10)
+    cache = otlp_spans.AttributeCache(otlp.any_value)
+    for index in range(35):
+        pair = KeyValue(key="request.id", value=_value(f"r{index}")).SerializeToString()
+        assert cache.attributes([pair]) == {"request.id": f"r{index}"}
+        assert len(cache._lists) <= 10
