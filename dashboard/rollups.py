@@ -619,8 +619,19 @@ def apply(conn: sa.Connection, store: TelemetryStore, aggs: dict[RollupKey, Agg]
             ],
         )
     stored: dict[RollupKey, Agg] = {}
-    for chunk_start in range(0, len(keys), 500):
-        chunk = keys[chunk_start : chunk_start + 500]
+    cache = store.rollup_cache
+    unknown = keys
+    if cache is not None:
+        cache.open(conn.get_transaction(), conn.connection.driver_connection)
+        unknown = []
+        for key in keys:
+            agg = cache.lookup(key)
+            if agg is None:
+                unknown.append(key)
+            else:
+                stored[key] = agg
+    for chunk_start in range(0, len(unknown), 500):
+        chunk = unknown[chunk_start : chunk_start + 500]
         query = (
             sa.select(rollup)
             .where(sa.tuple_(rollup.c.series_id, rollup.c.resolution, rollup.c.start_s).in_(chunk))
@@ -635,6 +646,8 @@ def apply(conn: sa.Connection, store: TelemetryStore, aggs: dict[RollupKey, Agg]
     for key in keys:
         agg = stored.get(key) or Agg()
         agg.merge(aggs[key])
+        if cache is not None:
+            cache.stage(key, agg)
         p50 = p95 = p99 = None
         if key[0] in exponential and agg.count:
             p50, p95, p99 = ExpHistogram(

@@ -39,6 +39,7 @@ from dashboard import rollups
 from dashboard.errors import StoreError
 from dashboard.otlp import SPAN_KIND_CLIENT, LogRecord, MetricPoint, SpanRecord
 from dashboard.otlp_spans import SharedAttributes
+from dashboard.rollup_cache import RollupCache
 from dashboard.schema import (
     backup_runs,
     examples,
@@ -176,6 +177,10 @@ class TelemetryStore:
         # SQLite has one writer at a time: queue this process's writers here, not on the file.
         self._write_lock: threading.Lock | None = None if self.is_postgresql else threading.Lock()
         self.series = rollups.SeriesCatalog(self)
+        self.rollup_cache: RollupCache | None = None
+        if not self.is_postgresql:
+            self.rollup_cache = RollupCache()
+            sa.event.listen(self.engine, "commit", self._count_commit)
         self._checkpointer: _Checkpointer | None = None
         self._checkpointer_lock = threading.Lock()
 
@@ -243,10 +248,25 @@ class TelemetryStore:
             if self._write_lock is None:
                 with self.engine.begin() as conn:
                     return work(conn)
-            with self._write_lock, self.engine.begin() as conn:
-                return work(conn)
+            with self._write_lock:
+                cache = self.rollup_cache
+                try:
+                    with self.engine.begin() as conn:
+                        transaction = conn.get_transaction()
+                        result = work(conn)
+                except BaseException:
+                    if cache is not None:
+                        cache.discard()
+                    raise
+                if cache is not None:
+                    cache.committed(transaction)
+                return result
 
         return attempt()
+
+    def _count_commit(self, _conn: sa.Connection) -> None:
+        if self.rollup_cache is not None:
+            self.rollup_cache.count_commit()
 
     def prepare_spans(self, records: Sequence[SpanRecord]) -> PreparedSpans:
         """Everything :meth:`write_spans` derives from ``records`` alone, computed beforehand.
