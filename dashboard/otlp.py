@@ -244,21 +244,21 @@ def attributes(pairs: Any) -> dict[str, Any]:
     return result
 
 
-# Span and resource attributes, decoded once per distinct pair (see dashboard.otlp_spans).
-_SPAN_ATTRIBUTES = AttributeCache(any_value)
-
-
 def _service(resource_attributes: dict[str, Any]) -> str:
     name = resource_attributes.get("service.name")
     return name if isinstance(name, str) and name else UNKNOWN_SERVICE
 
 
-def _check_count(pairs: Any) -> None:
-    if len(pairs) > MAX_ATTRIBUTES:
+def _check_count(count: int) -> None:
+    if count > MAX_ATTRIBUTES:
         raise PayloadDecodeError(
-            f"an item carries {len(pairs)} attributes, above the limit of {MAX_ATTRIBUTES}; "
+            f"an item carries {count} attributes, above the limit of {MAX_ATTRIBUTES}; "
             "set an attribute count limit in the SDK"
         )
+
+
+# Span and resource attributes, decoded once per distinct pair (see dashboard.otlp_spans).
+_SPAN_ATTRIBUTES = AttributeCache(any_value, _check_count)
 
 
 def _events(raw_events: Sequence[bytes]) -> list[Any]:
@@ -283,7 +283,6 @@ def decode_traces(body: bytes, content_type: str) -> Decoded:
     span_attributes = _SPAN_ATTRIBUTES.attributes
     for resource_spans in request.resource_spans:
         pairs = resource_spans.resource.attributes
-        _check_count(pairs)
         service = _service(span_attributes(pairs))
         for scope_spans in resource_spans.scope_spans:
             for span in scope_spans.spans:
@@ -292,7 +291,6 @@ def decode_traces(body: bytes, content_type: str) -> Decoded:
                     decoded.reject("span with a trace id not of 16 bytes or a span id not of 8")
                     continue
                 pairs = span.attributes
-                _check_count(pairs)
                 start, end, raw_events = (
                     span.start_time_unix_nano,
                     span.end_time_unix_nano,

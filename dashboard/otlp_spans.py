@@ -15,6 +15,7 @@ left undeclared: parsing skips them as unknown fields.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import Any, NoReturn
 
 import orjson
@@ -133,8 +134,10 @@ class AttributeCache:
     and preparing take alone; five in six spans of the ingest benchmark repeat a list).
     """
 
-    def __init__(self, decode: Any) -> None:
+    def __init__(self, decode: Any, check_count: Callable[[int], None]) -> None:
         self._decode = decode
+        # Raises for a list of more pairs than the store takes; never the case of a kept list.
+        self._check_count = check_count
         self._pairs: dict[bytes, tuple[str, Any]] = {}
         self._lists: dict[tuple[bytes, ...], SharedAttributes] = {}
         self._lock = threading.Lock()
@@ -149,6 +152,7 @@ class AttributeCache:
         shared = self._lists.get(key)
         if shared is not None:
             return shared
+        self._check_count(len(key))
         known = self._pairs
         result: dict[str, Any] = {}
         cacheable = len(key) <= MAX_CACHED_LIST_PAIRS

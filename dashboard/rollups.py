@@ -142,14 +142,6 @@ class SeriesCatalog:
         self.exponential: set[int] = set()
 
     @staticmethod
-    def span_identity(record: SpanRecord) -> tuple[str, int, str, tuple[Any, ...]]:
-        attrs = record.attributes
-        # Spelled out rather than a generator over SPAN_DIMENSIONS: this runs for every span.
-        first, second, third = SPAN_DIMENSIONS
-        dims = (attrs.get(first), attrs.get(second), attrs.get(third))
-        return (record.service, record.kind, record.name, dims)
-
-    @staticmethod
     def point_identity(point: MetricPoint) -> tuple[str, str, str, str, tuple[float, ...]]:
         histogram = {"histogram": EXPLICIT, "exponential_histogram": EXPONENTIAL}.get(
             point.kind, ""
@@ -175,7 +167,17 @@ class SeriesCatalog:
 
     def resolve_spans(self, records: Sequence[SpanRecord]) -> list[int]:
         """The series id of each record, creating the series not seen before."""
-        identities = [self.span_identity(record) for record in records]
+        # (service, kind, name, dimension values); spelled out, as it runs for every span.
+        first, second, third = SPAN_DIMENSIONS
+        identities = [
+            (
+                r.service,
+                r.kind,
+                r.name,
+                ((a := r.attributes).get(first), a.get(second), a.get(third)),
+            )
+            for r in records
+        ]
         known = self._by_span
         missing = {}
         for identity in identities:

@@ -128,7 +128,7 @@ def test_cached_values_are_not_shared_mutable_objects() -> None:
 
 def test_the_cache_stays_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(otlp_spans, "MAX_CACHED_PAIRS", 10)
-    cache = otlp_spans.AttributeCache(otlp.any_value)
+    cache = otlp_spans.AttributeCache(otlp.any_value, otlp._check_count)
     for index in range(35):
         pair = KeyValue(key="request.id", value=_value(f"r{index}")).SerializeToString()
         assert cache.attributes([pair]) == {"request.id": f"r{index}"}
@@ -200,7 +200,7 @@ def test_a_list_with_a_value_not_cached_is_a_dict_of_its_own() -> None:
 
 def test_the_list_cache_stays_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(otlp_spans, "MAX_CACHED_LISTS", 10)
-    cache = otlp_spans.AttributeCache(otlp.any_value)
+    cache = otlp_spans.AttributeCache(otlp.any_value, otlp._check_count)
     for index in range(35):
         pair = KeyValue(key="request.id", value=_value(f"r{index}")).SerializeToString()
         assert cache.attributes([pair]) == {"request.id": f"r{index}"}
