@@ -183,7 +183,7 @@ def test_spans_with_one_attribute_list_share_one_read_only_object() -> None:
     assert isinstance(shared, otlp_spans.SharedAttributes)
     assert shared == {"db.query.text": "SELECT 1", "rows": 3}
     assert shared.json == orjson.dumps(dict(shared)).decode()
-    assert _span_row(records[0])[12] == shared.json
+    assert _span_row(records[0])[10] == shared.json
     with pytest.raises(TypeError):
         shared["rows"] = 4
     with pytest.raises(TypeError):

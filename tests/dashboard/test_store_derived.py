@@ -1,4 +1,4 @@
-"""The slowest statements kept per (service, summary) and minute or hour, on both databases."""
+"""Values the store derives as it writes spans: statement examples, durations, roots."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 import sqlalchemy as sa
 
 from dashboard.otlp import SPAN_KIND_CLIENT, SpanRecord
-from dashboard.schema import examples
+from dashboard.schema import examples, spans
 from dashboard.store import EXAMPLES_PER_GROUP, TelemetryStore
 from instrumentation import conventions as names
 
@@ -81,3 +81,27 @@ def test_each_group_keeps_its_slowest_statements_ties_included(any_store: Teleme
         }
     assert stored == expected_rows(batches)
     assert {resolution for resolution, _, _ in stored} == set(EXAMPLES_PER_GROUP)
+
+
+def test_derived_span_columns_are_what_python_computes(any_store: TelemetryStore) -> None:
+    """SQLite computes duration_ms and is_root itself; they must equal Python's values."""
+    rng = random.Random(3)
+    bounds = [0, 1, 2**53 - 1, 2**53, 2**53 + 1, 2**62, 2**63 - 1]
+    records = []
+    for number in range(300):
+        start = rng.choice([rng.choice(bounds), rng.randrange(2**63)])
+        end = rng.choice([start, rng.randrange(start, 2**63), 2**63 - 1])
+        parent = None if number % 3 == 0 else f"{number + 1:016x}"
+        records.append(
+            SpanRecord(
+                f"{number:032x}", f"{number:016x}", parent, "api", "GET /", 2, start, end,
+                0, "", {}, (),
+            )
+        )  # fmt: skip
+    any_store.write_spans(records)
+    with any_store.engine.connect() as conn:
+        query = sa.select(spans.c.span_id, spans.c.duration_ms, spans.c.is_root)
+        stored = {row.span_id: (row.duration_ms, bool(row.is_root)) for row in conn.execute(query)}
+    assert stored == {
+        r.span_id: ((r.end_ns - r.start_ns) / 1e6, r.parent_span_id is None) for r in records
+    }
