@@ -22,6 +22,8 @@ from itsdangerous import BadSignature, URLSafeTimedSerializer
 from markupsafe import escape
 from werkzeug.wrappers import Response
 
+from dashboard.attempts import TokenAttempts
+
 COOKIE_NAME = "vrp_dashboard_session"
 COOKIE_MAX_AGE_S = 12 * 3600
 LOGIN_PATH = "/login"
@@ -53,11 +55,17 @@ def _key(token: str) -> bytes:
 
 
 class TokenAuth:
-    """The checks above, installed on a Flask app by :meth:`install`."""
+    """The checks above, installed on a Flask app by :meth:`install`.
 
-    def __init__(self, token: str) -> None:
+    Wrong tokens count against the client's address in ``attempts``
+    (:mod:`dashboard.attempts`): past the limit, a bearer token gets 429 and the login form
+    says to wait, whether the token is right or not.
+    """
+
+    def __init__(self, token: str, attempts: TokenAttempts) -> None:
         self._token = token.encode()
         self._serializer = URLSafeTimedSerializer(_key(token), salt=_SALT)
+        self._attempts = attempts
 
     def token_matches(self, candidate: str | None) -> bool:
         return candidate is not None and hmac.compare_digest(candidate.encode(), self._token)
@@ -65,7 +73,11 @@ class TokenAuth:
     def bearer_ok(self, request: flask.Request) -> bool:
         header = request.headers.get("Authorization", "")
         scheme, _, credentials = header.partition(" ")
-        return scheme.lower() == "bearer" and self.token_matches(credentials.strip())
+        if scheme.lower() == "bearer" and self.token_matches(credentials.strip()):
+            return True
+        if header:
+            self._attempts.failed(request.remote_addr)
+        return False
 
     def cookie_ok(self, request: flask.Request) -> bool:
         value = request.cookies.get(COOKIE_NAME)
@@ -83,8 +95,14 @@ class TokenAuth:
         path = request.path
         if path.startswith(OPEN_PREFIXES):
             return None
-        if self.bearer_ok(request) or self.cookie_ok(request):
+        if self.cookie_ok(request):
             return None
+        if request.headers.get("Authorization"):
+            wait = self._attempts.retry_after(request.remote_addr)
+            if wait:
+                return _too_many(wait)
+            if self.bearer_ok(request):
+                return None
         if path.startswith(DATA_PREFIXES):
             response = flask.jsonify(
                 code=401,
@@ -101,7 +119,15 @@ class TokenAuth:
         next_path = _local_path(request.values.get("next", "/"))
         if request.method == "GET":
             return _login_page(next_path, error=None, status=200)
+        wait = self._attempts.retry_after(request.remote_addr)
+        if wait:
+            page = _login_page(
+                next_path, error=f"Too many wrong tokens: try again in {wait} s.", status=429
+            )
+            page.headers["Retry-After"] = str(wait)
+            return page
         if not self.token_matches(request.form.get("token")):
+            self._attempts.failed(request.remote_addr)
             return _login_page(next_path, error="Wrong token.", status=401)
         response = flask.redirect(next_path)
         response.set_cookie(
@@ -118,6 +144,17 @@ class TokenAuth:
         server.before_request(self.guard)
         server.add_url_rule(LOGIN_PATH, "vrp_login", self.login, methods=["GET", "POST"])
         server.add_url_rule(LOGOUT_PATH, "vrp_logout", _logout, methods=["GET", "POST"])
+
+
+def _too_many(wait: int) -> Response:
+    response = flask.jsonify(
+        code=429,
+        status="Too Many Requests",
+        message=f"too many wrong tokens from this address; retry in {wait} s",
+    )
+    response.status_code = 429
+    response.headers["Retry-After"] = str(wait)
+    return response
 
 
 def _logout() -> Response:
@@ -145,6 +182,11 @@ def _login_page(next_path: str, *, error: str | None, status: int) -> Response:
 
 
 def install_auth(server: flask.Flask, token: str | None) -> None:
-    """Require ``token`` on the UI and ``/api/`` of ``server`` (nothing when it is None)."""
+    """Require ``token`` on the UI and ``/api/`` of ``server`` (nothing when it is None).
+
+    Wrong tokens count in the server's ``token_attempts`` (a
+    :class:`~dashboard.server.DashboardServer`'s, shared with its receiver), else in a new one.
+    """
     if token:
-        TokenAuth(token).install(server)
+        attempts = getattr(server, "token_attempts", None) or TokenAttempts()
+        TokenAuth(token, attempts).install(server)

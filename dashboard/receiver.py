@@ -31,6 +31,7 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
 from dashboard import otlp
+from dashboard.attempts import TokenAttempts
 from dashboard.errors import (
     PayloadDecodeError,
     PayloadTooLargeError,
@@ -127,8 +128,10 @@ def _status(code: int, message: str, content_type: str, http_status: int) -> Res
     return response
 
 
-def create_receiver_blueprint(settings: DashboardSettings, writer: GroupWriter) -> Blueprint:
-    """The ``/v1/*`` endpoints writing through ``writer``."""
+def create_receiver_blueprint(
+    settings: DashboardSettings, writer: GroupWriter, attempts: TokenAttempts
+) -> Blueprint:
+    """The ``/v1/*`` endpoints writing through ``writer``; wrong tokens count in ``attempts``."""
     blueprint = Blueprint("otlp_receiver", __name__)
     token = settings.token
 
@@ -137,9 +140,21 @@ def create_receiver_blueprint(settings: DashboardSettings, writer: GroupWriter) 
         if token is not None:
             header = request.headers.get("Authorization", "")
             scheme, _, given = header.partition(" ")
+            wait = attempts.retry_after(request.remote_addr)
+            if header and wait:
+                response = _status(
+                    8,
+                    f"too many wrong tokens from this address; retry in {wait} s",
+                    reply_type,
+                    429,
+                )
+                response.headers["Retry-After"] = str(wait)
+                return response
             if scheme.lower() != "bearer" or not hmac.compare_digest(
                 given.strip().encode(), token.encode()
             ):
+                if header:
+                    attempts.failed(request.remote_addr)
                 return _status(
                     16,
                     "missing or wrong bearer token: set the exporter's Authorization "

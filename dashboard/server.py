@@ -11,6 +11,7 @@ from __future__ import annotations
 from flask import Flask
 
 from dashboard.api import register_api
+from dashboard.attempts import TokenAttempts
 from dashboard.receiver import create_receiver_blueprint
 from dashboard.retention import Pruner
 from dashboard.settings import DashboardSettings
@@ -25,6 +26,8 @@ class DashboardServer(Flask):
     writer: GroupWriter
     pruner: Pruner
     owns_store: bool
+    # Wrong tokens per client address, shared by the login, the API's and the receiver's checks.
+    token_attempts: TokenAttempts
 
     def start_background(self) -> None:
         """Start pruning the store (idempotent)."""
@@ -52,6 +55,7 @@ def create_server(
     app.pruner = Pruner(store, settings)
     app.extensions["telemetry_store"] = store
     app.extensions["dashboard_settings"] = settings
-    app.register_blueprint(create_receiver_blueprint(settings, app.writer))
+    app.token_attempts = TokenAttempts()
+    app.register_blueprint(create_receiver_blueprint(settings, app.writer, app.token_attempts))
     register_api(app)
     return app

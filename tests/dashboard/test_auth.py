@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from flask.testing import FlaskClient
 
+from dashboard import attempts
 from dashboard.app import create_app
 from dashboard.auth import COOKIE_NAME
 from dashboard.settings import DashboardSettings
@@ -141,3 +142,80 @@ def test_without_a_token_configured_everything_is_open(tmp_path: Path) -> None:
     assert client.get("/api/services").status_code == 200
     assert client.get("/").status_code == 200
     assert client.get("/_dash-layout").status_code == 200
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_an_address_that_guesses_too_often_is_refused_then_let_back(tmp_path: Path) -> None:
+    clock = Clock()
+    client = _client(tmp_path, TOKEN)
+    app = client.application
+    app.token_attempts._clock = clock
+    guesser = {"environ_base": {"REMOTE_ADDR": "203.0.113.9"}}
+    for index in range(attempts.MAX_FAILURES):
+        guess = {"token": f"guess-{index}", "next": "/"}
+        assert client.post("/login", data=guess, **guesser).status_code == 401
+    # Right or wrong, every token from that address is refused now, on every path.
+    refused = client.post("/login", data={"token": TOKEN, "next": "/"}, **guesser)
+    assert refused.status_code == 429
+    assert int(refused.headers["Retry-After"]) == attempts.WINDOW_S
+    assert "Too many wrong tokens" in refused.get_data(as_text=True)
+    assert COOKIE_NAME not in refused.headers.get("Set-Cookie", "")
+    bearer = {"Authorization": f"Bearer {TOKEN}"}
+    api = client.get("/api/services", headers=bearer, **guesser)
+    assert api.status_code == 429
+    assert api.get_json()["code"] == 429
+    otlp = client.post(
+        "/v1/traces",
+        data=b"",
+        headers={**bearer, "Content-Type": "application/x-protobuf"},
+        **guesser,
+    )
+    assert otlp.status_code == 429
+    assert otlp.headers["Retry-After"]
+    # Another address is not affected, and requests without a token are not guesses.
+    assert client.get("/api/services", headers=bearer).status_code == 200
+    for _ in range(3 * attempts.MAX_FAILURES):
+        assert client.get("/api/services").status_code == 401
+    assert client.get("/api/services", headers=bearer).status_code == 200
+    # Once the oldest failure is older than the window, the address may try again.
+    clock.now += attempts.WINDOW_S + 1
+    assert client.get("/api/services", headers=bearer, **guesser).status_code == 200
+
+
+def test_wrong_bearer_tokens_count_on_the_api_and_the_receiver_alike(tmp_path: Path) -> None:
+    client = _client(tmp_path, TOKEN)
+    guesser = {"environ_base": {"REMOTE_ADDR": "198.51.100.7"}}
+    wrong = {"Authorization": "Bearer nope", "Content-Type": "application/x-protobuf"}
+    for index in range(attempts.MAX_FAILURES):
+        path = "/api/services" if index % 2 else "/v1/traces"
+        send = client.get if index % 2 else client.post
+        assert send(path, headers=wrong, **guesser).status_code == 401
+    right = {"Authorization": f"Bearer {TOKEN}"}
+    assert client.get("/api/services", headers=right, **guesser).status_code == 429
+
+
+def test_a_signed_in_browser_keeps_working_while_its_address_is_blocked(tmp_path: Path) -> None:
+    client = _client(tmp_path, TOKEN)
+    shared = {"environ_base": {"REMOTE_ADDR": "192.0.2.1"}}
+    assert client.post("/login", data={"token": TOKEN, "next": "/"}, **shared).status_code == 302
+    for _ in range(attempts.MAX_FAILURES):
+        client.get("/api/services", headers={"Authorization": "Bearer nope"}, **shared)
+    assert client.get("/api/services", **shared).status_code == 200
+
+
+def test_remembered_addresses_stay_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(attempts, "MAX_ADDRESSES", 50)
+    clock = Clock()
+    counter = attempts.TokenAttempts(clock)
+    for index in range(500):
+        counter.failed(f"10.0.{index // 256}.{index % 256}")
+        assert len(counter._failures) <= 50
+    clock.now += attempts.WINDOW_S + 1
+    assert counter.retry_after("10.0.1.243") == 0
