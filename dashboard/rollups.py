@@ -10,7 +10,8 @@ Concurrency: a writer first inserts the rollup rows it will touch (``ON CONFLICT
 in key order), then reads them ``FOR UPDATE`` on PostgreSQL (SQLite transactions already hold
 the database's one write lock), merges in Python and writes them back. Two receivers therefore
 never lose or double an increment; lock order is the key order, and a deadlock is retried by
-the store.
+the store. On SQLite the writer reads only the rows it did not write last itself: the others
+come from :mod:`dashboard.rollup_cache`, which is emptied as soon as anybody else writes.
 
 Cumulative streams are turned into per-interval deltas against the previous point of the same
 stream, kept in ``telemetry_stream_state`` under the same locking. A point with a new start
