@@ -126,13 +126,16 @@ def test_cached_values_are_not_shared_mutable_objects() -> None:
     assert second.attributes["list"] == ["a"]
 
 
-def test_the_cache_stays_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(otlp_spans, "MAX_CACHED_PAIRS", 10)
+@pytest.mark.parametrize(
+    ("limit", "kept"), [("MAX_CACHED_PAIRS", "_pairs"), ("MAX_CACHED_LISTS", "_lists")]
+)
+def test_the_caches_stay_bounded(monkeypatch: pytest.MonkeyPatch, limit: str, kept: str) -> None:
+    monkeypatch.setattr(otlp_spans, limit, 10)
     cache = otlp_spans.AttributeCache(otlp.any_value, otlp._check_count)
     for index in range(35):
         pair = KeyValue(key="request.id", value=_value(f"r{index}")).SerializeToString()
         assert cache.attributes([pair]) == {"request.id": f"r{index}"}
-        assert len(cache._pairs) <= 10
+        assert len(getattr(cache, kept)) <= 10
 
 
 def test_long_pairs_are_refused_every_time_not_cached() -> None:
@@ -196,12 +199,3 @@ def test_a_list_with_a_value_not_cached_is_a_dict_of_its_own() -> None:
     first = otlp.decode_traces(body, otlp.PROTOBUF).records[0].attributes
     second = otlp.decode_traces(body, otlp.PROTOBUF).records[0].attributes
     assert type(first) is dict and first is not second
-
-
-def test_the_list_cache_stays_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(otlp_spans, "MAX_CACHED_LISTS", 10)
-    cache = otlp_spans.AttributeCache(otlp.any_value, otlp._check_count)
-    for index in range(35):
-        pair = KeyValue(key="request.id", value=_value(f"r{index}")).SerializeToString()
-        assert cache.attributes([pair]) == {"request.id": f"r{index}"}
-        assert len(cache._lists) <= 10
