@@ -108,7 +108,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -134,6 +134,7 @@ from werkzeug.test import TestResponse
 
 from benchmarks import contrib, replay, sdkcalls
 from instrumentation import direct, logs
+from instrumentation.bound import BoundHistogram
 from instrumentation.database import Database
 from instrumentation.exporters import WireLogExporter, WireSpanExporter
 from instrumentation.settings import TelemetrySettings
@@ -300,9 +301,12 @@ class MeasurementCounter:
     """Counts the measurements (metric points) recorded through one ``MeterProvider``.
 
     It wraps the provider's measurement consumer, the one call every synchronous instrument of
-    the SDK makes per ``add`` / ``record`` (a private attribute, read once here); observable
-    instruments, collected on the export schedule, are not counted.
+    the SDK makes per ``add`` / ``record`` (a private attribute, read once here), and counts the
+    points of :class:`~instrumentation.bound.BoundHistogram` that skip it (a class-wide wrapper,
+    installed once); observable instruments, collected on the export schedule, are not counted.
     """
+
+    _by_consumer: ClassVar[dict[int, MeasurementCounter]] = {}
 
     def __init__(self, meter_provider: MeterProvider) -> None:
         self.recorded = 0
@@ -314,6 +318,21 @@ class MeasurementCounter:
             consume(*args, **kwargs)
 
         consumer.consume_measurement = counted
+        if not MeasurementCounter._by_consumer:
+            _count_bound_points(MeasurementCounter._by_consumer)
+        MeasurementCounter._by_consumer[id(consumer)] = self
+
+
+def _count_bound_points(by_consumer: dict[int, MeasurementCounter]) -> None:
+    record = BoundHistogram.record
+
+    def counted(point: BoundHistogram, value: float, context: Any = None) -> None:
+        record(point, value, context)
+        counter = by_consumer.get(id(point._consumer))
+        if counter is not None and point.fast:
+            counter.recorded += 1
+
+    BoundHistogram.record = counted  # type: ignore[method-assign]
 
 
 def resource() -> Resource:

@@ -80,6 +80,7 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from werkzeug.exceptions import InternalServerError
 
 from instrumentation import conventions, direct, uow
+from instrumentation.bound import BoundHistogram
 from instrumentation.errors import PoolExhaustedError
 from instrumentation.redaction import redact_text
 from instrumentation.requestid import REQUEST_ID, current_request_id
@@ -144,7 +145,7 @@ class _Route:
     template: str | None
     span_name: str
     span_attributes: dict[str, Any]
-    _metric_attributes: dict[int, dict[str, Any]] = field(default_factory=dict)
+    _duration_points: dict[int, BoundHistogram] = field(default_factory=dict)
 
     @classmethod
     def build(cls, method: str, template: str | None) -> _Route:
@@ -155,18 +156,26 @@ class _Route:
         name = name_method if template is None else f"{name_method} {template}"
         return cls(method, template, name, attributes)
 
-    def metric_attributes(self, status: int, error_type: str | None) -> dict[str, Any]:
+    def duration_point(
+        self, histogram: metrics.Histogram, status: int, error_type: str | None
+    ) -> BoundHistogram:
+        """``histogram`` bound to this route's metric attributes for ``status``.
+
+        One per status, kept (a route's histogram is its instrumentation's, fixed); an error
+        type, rare, gets a point of its own.
+        """
         if error_type is not None:
-            return {
+            attributes = {
                 **self.span_attributes,
                 conventions.HTTP_RESPONSE_STATUS_CODE: status,
                 conventions.ERROR_TYPE: error_type,
             }
-        attributes = self._metric_attributes.get(status)
-        if attributes is None:
+            return BoundHistogram(histogram, attributes)
+        point = self._duration_points.get(status)
+        if point is None:
             attributes = {**self.span_attributes, conventions.HTTP_RESPONSE_STATUS_CODE: status}
-            self._metric_attributes[status] = attributes
-        return attributes
+            point = self._duration_points[status] = BoundHistogram(histogram, attributes)
+        return point
 
 
 class _EnvironGetter(Getter[Mapping[str, Any]]):
@@ -311,7 +320,7 @@ class _FlaskInstrumentation:
         # The request's held statement and pool points, in a row with its own (see uow).
         uow.flush_points()
         try:
-            self.duration.record(duration, route.metric_attributes(status, error_type))
+            route.duration_point(self.duration, status, error_type).record(duration)
         except Exception:
             self.telemetry_failed("record the request duration")
         try:

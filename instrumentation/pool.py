@@ -50,6 +50,7 @@ from sqlalchemy import event
 from sqlalchemy.pool import ConnectionPoolEntry, Pool, PoolProxiedConnection
 
 from instrumentation import conventions, uow
+from instrumentation.bound import BoundHistogram
 
 _log = logging.getLogger(__name__)
 
@@ -167,6 +168,7 @@ class PoolTelemetry:
             description="Time it took to obtain a connection from the pool.",
             explicit_bucket_boundaries_advisory=WAIT_TIME_BUCKETS,
         )
+        self._wait_point = BoundHistogram(self._wait_time, self._attributes)
         self._timeouts = meter.create_counter(
             conventions.DB_CLIENT_CONNECTION_TIMEOUTS,
             unit="{timeout}",
@@ -250,7 +252,7 @@ class PoolTelemetry:
 
     def _record_wait(self, value: float, attributes: dict[str, str]) -> None:
         # Held until the request ends, inside one (see instrumentation.uow).
-        uow.record(self._wait_time, value, attributes)
+        uow.record(self._wait_point, value)
 
     def _guarded(self, record: Any, value: float, attributes: dict[str, str]) -> None:
         try:

@@ -35,6 +35,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import ExceptionContext, ExecutionContext
 
 from instrumentation import conventions
+from instrumentation.bound import BoundHistogram
 from instrumentation.sampling import drops_unsampled_children, unsampled_parent
 from instrumentation.uow import note_statement, record
 
@@ -209,6 +210,7 @@ class _Described:
     span_name: str
     span_attributes: dict[str, Any]
     metric_attributes: dict[str, Any]
+    duration_point: BoundHistogram
     counted: bool
 
 
@@ -292,10 +294,12 @@ class StatementTelemetry:
             **statement_attributes,
             conventions.DB_QUERY_SUMMARY: summary,
         }
+        kept_metric_attributes = {k: v for k, v in metric_attributes.items() if v is not None}
         return _Described(
             span_name=summary or self._system,
             span_attributes={k: v for k, v in span_attributes.items() if v is not None},
-            metric_attributes={k: v for k, v in metric_attributes.items() if v is not None},
+            metric_attributes=kept_metric_attributes,
+            duration_point=BoundHistogram(self._duration, kept_metric_attributes),
             counted=parsed.operation not in _TRANSACTION_CONTROL,
         )
 
@@ -351,7 +355,7 @@ class StatementTelemetry:
                 return
             span, started, described = state
             elapsed = perf_counter() - started
-            record(self._duration, elapsed, described.metric_attributes)
+            record(described.duration_point, elapsed)
             note_statement(elapsed, described.counted)
             span.end()
         except Exception:
@@ -365,11 +369,8 @@ class StatementTelemetry:
             span, started, described = state
             kind = error_type(error.original_exception)
             elapsed = perf_counter() - started
-            record(
-                self._duration,
-                elapsed,
-                {**described.metric_attributes, conventions.ERROR_TYPE: kind},
-            )
+            attributes = {**described.metric_attributes, conventions.ERROR_TYPE: kind}
+            record(BoundHistogram(self._duration, attributes), elapsed)
             note_statement(elapsed, described.counted)
             if span.is_recording():
                 span.set_attribute(conventions.ERROR_TYPE, kind)

@@ -39,13 +39,13 @@ from __future__ import annotations
 
 import logging
 from contextvars import ContextVar, Token
-from typing import Any, Final
+from typing import Final
 
 from opentelemetry import context as otel_context
 from opentelemetry.context import Context
-from opentelemetry.metrics import Histogram
 
 from instrumentation import conventions
+from instrumentation.bound import BoundHistogram
 
 __all__ = [
     "WorkSummary",
@@ -93,7 +93,7 @@ class WorkSummary:
         self.attempts = 0
         self.statements = 0
         self.db_seconds = 0.0
-        self.points: list[tuple[Histogram, float, Any, Context]] = []
+        self.points: list[tuple[BoundHistogram, float, Context]] = []
 
     @property
     def retries(self) -> int:
@@ -139,13 +139,13 @@ def discard() -> None:
     _CURRENT.set(None)
 
 
-def record(histogram: Histogram, value: float, attributes: Any) -> None:
-    """``histogram.record(value, attributes)``, held until the request ends inside one."""
+def record(point: BoundHistogram, value: float) -> None:
+    """``point.record(value)``, held until the request ends inside one."""
     summary = _CURRENT.get()
     if summary is None:
-        histogram.record(value, attributes)
+        point.record(value)
     else:
-        summary.points.append((histogram, value, attributes, otel_context.get_current()))
+        summary.points.append((point, value, otel_context.get_current()))
 
 
 def flush_points() -> None:
@@ -158,9 +158,9 @@ def flush_points() -> None:
     if summary is None or not summary.points:
         return
     points, summary.points = summary.points, []
-    for histogram, value, attributes, context in points:
+    for point, value, context in points:
         try:
-            histogram.record(value, attributes, context)
+            point.record(value, context)
         except Exception:
             _log.warning("a held metric point could not be recorded", exc_info=True)
 

@@ -227,14 +227,14 @@ def test_a_held_point_the_sdk_refuses_costs_neither_the_request_nor_the_other_po
         summary = uow.current()
         if summary is not None and summary.points:
             calls["held"] = len(summary.points)
-            _, value, attributes, context = summary.points[0]
+            _, value, context = summary.points[0]
 
             class Refusing:
                 def record(self, *args: object) -> None:
                     calls["n"] += 1
                     raise ValueError("refused")
 
-            summary.points[0] = (Refusing(), value, attributes, context)  # type: ignore[assignment]
+            summary.points[0] = (Refusing(), value, context)  # type: ignore[assignment]
         original()
 
     monkeypatch.setattr(uow, "flush_points", first_point_fails)

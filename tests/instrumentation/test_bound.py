@@ -1,0 +1,151 @@
+"""Bound histograms export exactly what ``Histogram.record`` exports, through the fast path."""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from opentelemetry.metrics import NoOpMeterProvider
+from opentelemetry.sdk.metrics import Histogram, MeterProvider
+from opentelemetry.sdk.metrics.export import AggregationTemporality, InMemoryMetricReader
+from opentelemetry.sdk.metrics.view import (
+    ExplicitBucketHistogramAggregation,
+    ExponentialBucketHistogramAggregation,
+    View,
+)
+
+from instrumentation.bound import BoundHistogram
+from instrumentation.telemetry import duration_histogram_views
+
+NAME = "db.client.operation.duration"
+ATTRIBUTES = {
+    "db.system.name": "sqlite",
+    "db.operation.name": "SELECT",
+    "db.collection.name": "recordings",
+    "db.query.summary": "SELECT recordings",
+}
+OTHER = {**ATTRIBUTES, "db.operation.name": "INSERT", "db.query.summary": "INSERT recordings"}
+
+
+def _views(kind: str) -> list[View]:
+    if kind == "contract":
+        return duration_histogram_views()
+    if kind == "explicit-filtered":
+        # Two views on one instrument, one keeping only some attributes.
+        return [
+            View(instrument_name=NAME, aggregation=ExplicitBucketHistogramAggregation()),
+            View(
+                instrument_name=NAME,
+                name="by_operation",
+                attribute_keys={"db.operation.name"},
+                aggregation=ExponentialBucketHistogramAggregation(),
+            ),
+        ]
+    return [View(instrument_name=NAME, aggregation_cardinality_limit=2)]
+
+
+def _pipeline(kind: str, temporality: AggregationTemporality) -> tuple[Any, InMemoryMetricReader]:
+    reader = InMemoryMetricReader(preferred_temporality={Histogram: temporality})
+    provider = MeterProvider(metric_readers=[reader], views=_views(kind))
+    histogram = provider.get_meter("test").create_histogram(NAME, unit="s")
+    return histogram, reader
+
+
+def _points(reader: InMemoryMetricReader) -> list[tuple[Any, ...]]:
+    """Every exported histogram point without its timestamps, in a stable order."""
+    data = reader.get_metrics_data()
+    found: list[tuple[Any, ...]] = []
+    if data is None:
+        return found
+    for resource_metrics in data.resource_metrics:
+        for scope_metrics in resource_metrics.scope_metrics:
+            for metric in scope_metrics.metrics:
+                for point in metric.data.data_points:
+                    shape = (
+                        (point.scale, point.positive.offset, tuple(point.positive.bucket_counts))
+                        if hasattr(point, "scale")
+                        else (tuple(point.explicit_bounds), tuple(point.bucket_counts))
+                    )
+                    found.append(
+                        (
+                            metric.name,
+                            tuple(sorted(point.attributes.items())),
+                            point.count,
+                            point.sum,
+                            point.min,
+                            point.max,
+                            point.zero_count if hasattr(point, "zero_count") else None,
+                            shape,
+                        )
+                    )
+    return sorted(found, key=repr)
+
+
+VALUES = st.lists(
+    st.one_of(
+        st.floats(min_value=0, max_value=1e6, allow_nan=False),
+        st.sampled_from([0.0, 1e-9, 0.005, 1.0, math.nan, -1.0, math.inf]),
+    ),
+    max_size=40,
+)
+
+
+@pytest.mark.parametrize("kind", ["contract", "explicit-filtered", "limited"])
+@pytest.mark.parametrize(
+    "temporality", [AggregationTemporality.CUMULATIVE, AggregationTemporality.DELTA]
+)
+@settings(max_examples=25, deadline=None)
+@given(values=VALUES, collect_every=st.integers(min_value=1, max_value=15))
+def test_bound_points_export_what_record_exports(
+    kind: str, temporality: AggregationTemporality, values: list[float], collect_every: int
+) -> None:
+    # Invalid values (NaN, negative, infinite) take the SDK's own path: warned about, dropped.
+    logging.getLogger("opentelemetry").setLevel(logging.ERROR)
+    plain, plain_reader = _pipeline(kind, temporality)
+    bound_histogram, bound_reader = _pipeline(kind, temporality)
+    bound = BoundHistogram(bound_histogram, ATTRIBUTES)
+    other = BoundHistogram(bound_histogram, OTHER)
+    # Collections in between: delta aggregations are replaced, cumulative ones kept.
+    for index, value in enumerate(values):
+        attributes, point = (ATTRIBUTES, bound) if index % 3 else (OTHER, other)
+        plain.record(value, attributes)
+        point.record(value)
+        if index % collect_every == 0:
+            assert _points(bound_reader) == _points(plain_reader)
+    assert _points(bound_reader) == _points(plain_reader)
+    if any(0 <= value < math.inf for value in values):
+        assert bound.fast or other.fast
+
+
+def test_the_pinned_sdk_takes_the_fast_path() -> None:
+    histogram, reader = _pipeline("contract", AggregationTemporality.CUMULATIVE)
+    point = BoundHistogram(histogram, ATTRIBUTES)
+    point.record(0.25)
+    assert point.fast
+    (exported,) = _points(reader)
+    assert exported[2:4] == (1, 0.25)
+
+
+def test_a_reader_added_later_gets_the_points_too() -> None:
+    first = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[first], views=duration_histogram_views())
+    point = BoundHistogram(provider.get_meter("test").create_histogram(NAME), ATTRIBUTES)
+    point.record(1.0)
+    second = InMemoryMetricReader()
+    provider.add_metric_reader(second)
+    point.record(2.0)
+    assert point.fast
+    assert [p[2:4] for p in _points(first)] == [(2, 3.0)]
+    assert [p[2:4] for p in _points(second)] == [(1, 2.0)]
+
+
+def test_a_no_op_instrument_falls_back_without_failing() -> None:
+    histogram = NoOpMeterProvider().get_meter("test").create_histogram(NAME)
+    point = BoundHistogram(histogram, ATTRIBUTES)
+    point.record(1.0)
+    point.record(2.0)
+    assert not point.fast
