@@ -112,6 +112,7 @@ from typing import Any, ClassVar
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import orjson
 from flask.testing import FlaskClient
 from opentelemetry import metrics as metrics_api
 from opentelemetry import trace as trace_api
@@ -120,7 +121,6 @@ from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExport
 from opentelemetry.sdk._logs import LoggerProvider, LogRecordProcessor, ReadWriteLogRecord
 from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
 from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
@@ -140,6 +140,7 @@ from instrumentation.exporters import WireLogExporter, WireSpanExporter
 from instrumentation.settings import TelemetrySettings
 from instrumentation.telemetry import (
     OtlpLogHandler,
+    PeriodicMetricReader,
     default_exemplar_filter,
     duration_histogram_views,
 )
@@ -191,6 +192,8 @@ RECORD_FIELDS: dict[str, Any] = {
     "vrp.db.duration_ms": 0.321,
 }
 RECORD_LOGGER = "benchmarks.record"
+# Copied before each record of --logs' cold loop: more than the CPU's caches hold.
+EVICTION_BYTES = 32 * 1024 * 1024
 
 
 # --- payload ---------------------------------------------------------------------------------
@@ -397,7 +400,7 @@ def build_pipelines(endpoint: str, sampler: Sampler) -> Pipelines:
     settings = TELEMETRY_DEFAULTS
     timeout = settings.export_timeout_ms / 1000
     shared = resource()
-    reader = PeriodicExportingMetricReader(
+    reader = PeriodicMetricReader(
         OTLPMetricExporter(endpoint=f"{endpoint}/v1/metrics", timeout=timeout),
         export_interval_millis=settings.metric_export_interval_ms,
         export_timeout_millis=settings.export_timeout_ms,
@@ -1033,8 +1036,11 @@ class RecordCost:
     ``loop_*``: a record shaped like the access record, in a tight loop; ``export_us`` is the CPU
     time of the flush that follows, per record (protobuf encoding and the HTTP POST, on the
     flushing thread). ``request_us``: the app's own records inside ``full``'s timed requests,
-    the logging call from ``makeRecord`` to the last handler. CPU time (``thread_time``), not
-    wall time, so that other processes on the machine do not count.
+    the logging call from ``makeRecord`` to the last handler. ``cold_us``: the loop's record
+    with the CPU's caches evicted before each one, as a request's own work evicts them;
+    ``cold_floor_us``: the least a JSON log line costs so, ``orjson.dumps`` of the same fields
+    and one ``os.write``. CPU time (``thread_time``), not wall time, so that other processes on
+    the machine do not count.
     """
 
     loop_caller_us: float
@@ -1042,6 +1048,8 @@ class RecordCost:
     request_us: float
     records_per_request: float
     handlers: str
+    cold_us: float
+    cold_floor_us: float
 
     @property
     def in_request_us(self) -> float:
@@ -1058,6 +1066,11 @@ def print_record_cost(cost: RecordCost) -> None:
         f" ({cost.records_per_request:.2f} records per request)"
     )
     print(f"  in a request, export included       {cost.in_request_us:8.1f} us")
+    print(f"  in a loop, caches evicted before each {cost.cold_us:8.1f} us")
+    print(
+        f"  the least a JSON line costs so        {cost.cold_floor_us:8.1f} us"
+        " (orjson.dumps + os.write, no OTLP)"
+    )
 
 
 def report(summaries: list[Summary], floor: Floor, record: RecordCost | None = None) -> None:
@@ -1090,6 +1103,7 @@ class Plan:
     contrib: bool = False
     record_cost: bool = False
     record_loop: int = 2_000
+    record_cold: int = 200
 
     @property
     def configurations(self) -> tuple[str, ...]:
@@ -1156,6 +1170,7 @@ def parse_plan(argv: list[str] | None) -> Plan:
             contrib=args.contrib,
             record_cost=record_cost,
             record_loop=300,
+            record_cold=20,
         )
     if args.rounds < 1 or args.requests_per_round < 1 or args.warmup_cycles < 0:
         parser.error("--rounds and --requests-per-round must be positive, --warmup-cycles >= 0")
@@ -1248,6 +1263,37 @@ def record_loop_cost(target: Target, count: int) -> tuple[float, float]:
     return statistics.median(caller), statistics.median(export)
 
 
+def record_cold_cost(target: Target, count: int) -> tuple[float, float]:
+    """The record of :func:`record_loop_cost` with the CPU's caches evicted before each one (a
+    copy of :data:`EVICTION_BYTES`), and, evicted the same way, the least a JSON log line costs:
+    ``orjson.dumps`` of the record's fields and one ``os.write`` to a file. Medians of CPU
+    microseconds on the caller, ``count`` of each."""
+    pipelines = target.pipelines
+    if pipelines is None:
+        raise RuntimeError("the cost of a record is measured on an instrumented configuration")
+    log = logging.getLogger(RECORD_LOGGER)
+    tracer = pipelines.tracer_provider.get_tracer(RECORD_LOGGER)
+    evictor = memoryview(bytearray(EVICTION_BYTES))
+    records: list[int] = []
+    lines: list[int] = []
+    use_logging(target)
+    try:
+        with tempfile.TemporaryFile() as scratch, tracer.start_as_current_span("cold"):
+            for _ in range(count):
+                bytes(evictor)
+                started = time.thread_time_ns()
+                direct.log(log, logging.INFO, "%s %s %d", RECORD_ARGS, RECORD_FIELDS)
+                records.append(time.thread_time_ns() - started)
+                bytes(evictor)
+                started = time.thread_time_ns()
+                os.write(scratch.fileno(), orjson.dumps(RECORD_FIELDS) + b"\n")
+                lines.append(time.thread_time_ns() - started)
+        pipelines.logger_provider.force_flush()
+    finally:
+        use_logging(None)
+    return _us(statistics.median(records)), _us(statistics.median(lines))
+
+
 @dataclass
 class LogCallTimes:
     """CPU nanoseconds spent in logging calls (``Logger._log``) while ``active``."""
@@ -1291,7 +1337,7 @@ def timing_log_calls(times: LogCallTimes) -> Iterator[None]:
 
 
 def _record_cost(
-    plan: Plan, log_calls: LogCallTimes, requests: int, loop: tuple[float, float] | None
+    plan: Plan, log_calls: LogCallTimes, requests: int, loop: tuple[float, ...] | None
 ) -> RecordCost | None:
     if loop is None or not log_calls.calls:
         return None
@@ -1302,6 +1348,8 @@ def _record_cost(
         request_us=_us(log_calls.ns / log_calls.calls),
         records_per_request=log_calls.calls / requests,
         handlers=" + ".join(names[sink] for sink in sorted(plan.log_sinks)),
+        cold_us=loop[2],
+        cold_floor_us=loop[3],
     )
 
 
@@ -1345,7 +1393,10 @@ def measure(plan: Plan, endpoint: str, root: Path) -> Measured:
             calls = _sdk_calls(times, len(full.all_samples), full)
         if plan.record_cost:
             full = next(target for target in targets if target.name == "full")
-            loop = record_loop_cost(full, plan.record_loop)
+            loop = (
+                *record_loop_cost(full, plan.record_loop),
+                *record_cold_cost(full, plan.record_cold),
+            )
     finally:
         gc_clock.close()
         use_logging(None)

@@ -317,8 +317,6 @@ class _FlaskInstrumentation:
             error_type: str | None = _qualified_name(type(exception))
         else:
             error_type = str(status) if status >= 500 else None
-        # The request's held statement and pool points, in a row with its own (see uow).
-        uow.flush_points()
         try:
             route.duration_point(self.duration, status, error_type).record(duration)
         except Exception:

@@ -49,7 +49,7 @@ from opentelemetry import metrics
 from sqlalchemy import event
 from sqlalchemy.pool import ConnectionPoolEntry, Pool, PoolProxiedConnection
 
-from instrumentation import conventions, uow
+from instrumentation import conventions
 from instrumentation.bound import BoundHistogram
 
 _log = logging.getLogger(__name__)
@@ -251,8 +251,7 @@ class PoolTelemetry:
         return connection
 
     def _record_wait(self, value: float, attributes: dict[str, str]) -> None:
-        # Held until the request ends, inside one (see instrumentation.uow).
-        uow.record(self._wait_point, value)
+        self._wait_point.record(value)
 
     def _guarded(self, record: Any, value: float, attributes: dict[str, str]) -> None:
         try:

@@ -37,7 +37,7 @@ from sqlalchemy.engine import ExceptionContext, ExecutionContext
 from instrumentation import conventions
 from instrumentation.bound import BoundHistogram
 from instrumentation.sampling import drops_unsampled_children, unsampled_parent
-from instrumentation.uow import note_statement, record
+from instrumentation.uow import note_statement
 
 _log = logging.getLogger(__name__)
 
@@ -355,7 +355,7 @@ class StatementTelemetry:
                 return
             span, started, described = state
             elapsed = perf_counter() - started
-            record(described.duration_point, elapsed)
+            described.duration_point.record(elapsed)
             note_statement(elapsed, described.counted)
             span.end()
         except Exception:
@@ -370,7 +370,7 @@ class StatementTelemetry:
             kind = error_type(error.original_exception)
             elapsed = perf_counter() - started
             attributes = {**described.metric_attributes, conventions.ERROR_TYPE: kind}
-            record(BoundHistogram(self._duration, attributes), elapsed)
+            BoundHistogram(self._duration, attributes).record(elapsed)
             note_statement(elapsed, described.counted)
             if span.is_recording():
                 span.set_attribute(conventions.ERROR_TYPE, kind)

@@ -89,6 +89,7 @@ from opentelemetry.sdk.trace.export import (
 )
 
 from instrumentation import conventions
+from instrumentation.bound import DrainsBoundPoints
 from instrumentation.errors import ConfigurationError
 from instrumentation.exporters import WireLogExporter, WireSpanExporter
 from instrumentation.logs import CONTEXT_FIELDS, CallerFilter, OncePerInterval
@@ -604,6 +605,11 @@ def _disabled(settings: TelemetrySettings) -> _State:
     return _State(settings=settings, telemetry=telemetry, counter=_LossCounter())
 
 
+class PeriodicMetricReader(DrainsBoundPoints, PeriodicExportingMetricReader):
+    """The SDK's periodic reader, aggregating queued bound points before each collection (see
+    :mod:`instrumentation.bound`)."""
+
+
 def _metric_pipeline(
     settings: TelemetrySettings, resource: Resource, counter: _LossCounter
 ) -> tuple[MeterProvider, list[_CountingMetricExporter]]:
@@ -614,7 +620,7 @@ def _metric_pipeline(
         )
     ]
     readers = [
-        PeriodicExportingMetricReader(
+        PeriodicMetricReader(
             exporter,
             export_interval_millis=settings.metric_export_interval_ms,
             export_timeout_millis=settings.export_timeout_ms,

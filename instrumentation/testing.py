@@ -29,10 +29,16 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.util._once import Once
 
 from instrumentation import conventions, logs, telemetry
+from instrumentation.bound import DrainsBoundPoints
 
 
 def _test_resource() -> Resource:
     return Resource.create({conventions.SERVICE_NAME: "test"})
+
+
+class DrainingInMemoryMetricReader(DrainsBoundPoints, InMemoryMetricReader):
+    """``InMemoryMetricReader`` that aggregates queued bound points first (see
+    :mod:`instrumentation.bound`), as the readers of :mod:`instrumentation.telemetry` do."""
 
 
 @dataclass
@@ -55,7 +61,7 @@ class InMemoryTelemetry:
 
     def __post_init__(self) -> None:
         self.span_exporter = InMemorySpanExporter()
-        self.metric_reader = InMemoryMetricReader()
+        self.metric_reader = DrainingInMemoryMetricReader()
         self.log_exporter = InMemoryLogRecordExporter()
         self.tracer_provider = TracerProvider(resource=self.resource, shutdown_on_exit=False)
         self.tracer_provider.add_span_processor(SimpleSpanProcessor(self.span_exporter))

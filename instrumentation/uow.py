@@ -23,29 +23,14 @@ Outside a request (the CLI, the scheduler, a script) there is no summary: the no
 and :func:`note_transaction` answers ``False``, so a unit logs its own commit at INFO there.
 The summary is a plain object in a :class:`~contextvars.ContextVar`: the request's thread (or
 task) is the only writer, so the counters need no lock.
-
-The summary also holds the request's statement and pool histogram points until the request
-ends (:func:`record`, :func:`flush_points`): :mod:`instrumentation.flask` records them all in a
-row next to the request's own duration point. Each ``Histogram.record`` of the SDK runs about
-twenty functions (the measurement, its cleaned attributes, the hashed aggregation key, the
-exponential bucket mapping); between the app's own work, with the CPU's caches cold, one cost
-69 us of CPU inside ``benchmarks/overhead.py``'s requests against 46 us in a row at the
-request's end. Each point keeps the context it was made in (the statement's span, for
-exemplars) and loses only the moment it joins its aggregation - a few milliseconds, against
-export intervals of seconds. Outside a request points are recorded at once.
 """
 
 from __future__ import annotations
 
-import logging
 from contextvars import ContextVar, Token
 from typing import Final
 
-from opentelemetry import context as otel_context
-from opentelemetry.context import Context
-
 from instrumentation import conventions
-from instrumentation.bound import BoundHistogram
 
 __all__ = [
     "WorkSummary",
@@ -53,11 +38,9 @@ __all__ = [
     "current",
     "discard",
     "end",
-    "flush_points",
     "note_session",
     "note_statement",
     "note_transaction",
-    "record",
 ]
 
 SESSIONS: Final = conventions.VRP_DB_SESSIONS
@@ -80,7 +63,6 @@ class WorkSummary:
         "attempts",
         "db_seconds",
         "outcomes",
-        "points",
         "sessions",
         "statements",
         "transactions",
@@ -93,7 +75,6 @@ class WorkSummary:
         self.attempts = 0
         self.statements = 0
         self.db_seconds = 0.0
-        self.points: list[tuple[BoundHistogram, float, Context]] = []
 
     @property
     def retries(self) -> int:
@@ -116,7 +97,6 @@ class WorkSummary:
 
 
 _CURRENT: ContextVar[WorkSummary | None] = ContextVar("vrp_unit_of_work", default=None)
-_log = logging.getLogger(__name__)
 
 
 def begin() -> Token[WorkSummary | None]:
@@ -125,44 +105,13 @@ def begin() -> Token[WorkSummary | None]:
 
 
 def end(token: Token[WorkSummary | None]) -> None:
-    """Close the summary :func:`begin` opened, restoring what was current before.
-
-    Points still held are recorded first.
-    """
-    flush_points()
+    """Close the summary :func:`begin` opened, restoring what was current before."""
     _CURRENT.reset(token)
 
 
 def discard() -> None:
     """Stop summarising the current request (one that writes no access record)."""
-    flush_points()
     _CURRENT.set(None)
-
-
-def record(point: BoundHistogram, value: float) -> None:
-    """``point.record(value)``, held until the request ends inside one."""
-    summary = _CURRENT.get()
-    if summary is None:
-        point.record(value)
-    else:
-        summary.points.append((point, value, otel_context.get_current()))
-
-
-def flush_points() -> None:
-    """Record the points the current request holds, each in the context it was made in.
-
-    A point the SDK refuses is logged and the others are recorded: telemetry never fails the
-    request.
-    """
-    summary = _CURRENT.get()
-    if summary is None or not summary.points:
-        return
-    points, summary.points = summary.points, []
-    for point, value, context in points:
-        try:
-            point.record(value, context)
-        except Exception:
-            _log.warning("a held metric point could not be recorded", exc_info=True)
 
 
 def current() -> WorkSummary | None:

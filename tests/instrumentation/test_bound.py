@@ -18,8 +18,9 @@ from opentelemetry.sdk.metrics.view import (
     View,
 )
 
-from instrumentation.bound import BoundHistogram
+from instrumentation.bound import BoundHistogram, pending
 from instrumentation.telemetry import duration_histogram_views
+from instrumentation.testing import DrainingInMemoryMetricReader
 
 NAME = "db.client.operation.duration"
 ATTRIBUTES = {
@@ -48,8 +49,12 @@ def _views(kind: str) -> list[View]:
     return [View(instrument_name=NAME, aggregation_cardinality_limit=2)]
 
 
-def _pipeline(kind: str, temporality: AggregationTemporality) -> tuple[Any, InMemoryMetricReader]:
-    reader = InMemoryMetricReader(preferred_temporality={Histogram: temporality})
+def _pipeline(
+    kind: str, temporality: AggregationTemporality, *, queued: bool = False
+) -> tuple[Any, InMemoryMetricReader]:
+    # A reader that drains the queue makes bound points wait for it; any other, not.
+    reader_class = DrainingInMemoryMetricReader if queued else InMemoryMetricReader
+    reader = reader_class(preferred_temporality={Histogram: temporality})
     provider = MeterProvider(metric_readers=[reader], views=_views(kind))
     histogram = provider.get_meter("test").create_histogram(NAME, unit="s")
     return histogram, reader
@@ -98,15 +103,20 @@ VALUES = st.lists(
 @pytest.mark.parametrize(
     "temporality", [AggregationTemporality.CUMULATIVE, AggregationTemporality.DELTA]
 )
+@pytest.mark.parametrize("queued", [False, True], ids=["at-once", "queued"])
 @settings(max_examples=25, deadline=None)
 @given(values=VALUES, collect_every=st.integers(min_value=1, max_value=15))
 def test_bound_points_export_what_record_exports(
-    kind: str, temporality: AggregationTemporality, values: list[float], collect_every: int
+    kind: str,
+    temporality: AggregationTemporality,
+    queued: bool,
+    values: list[float],
+    collect_every: int,
 ) -> None:
     # Invalid values (NaN, negative, infinite) take the SDK's own path: warned about, dropped.
     logging.getLogger("opentelemetry").setLevel(logging.ERROR)
     plain, plain_reader = _pipeline(kind, temporality)
-    bound_histogram, bound_reader = _pipeline(kind, temporality)
+    bound_histogram, bound_reader = _pipeline(kind, temporality, queued=queued)
     bound = BoundHistogram(bound_histogram, ATTRIBUTES)
     other = BoundHistogram(bound_histogram, OTHER)
     # Collections in between: delta aggregations are replaced, cumulative ones kept.
@@ -121,13 +131,16 @@ def test_bound_points_export_what_record_exports(
         assert bound.fast or other.fast
 
 
-def test_the_pinned_sdk_takes_the_fast_path() -> None:
-    histogram, reader = _pipeline("contract", AggregationTemporality.CUMULATIVE)
+@pytest.mark.parametrize("queued", [False, True], ids=["at-once", "queued"])
+def test_the_pinned_sdk_takes_the_fast_path(queued: bool) -> None:
+    histogram, reader = _pipeline("contract", AggregationTemporality.CUMULATIVE, queued=queued)
     point = BoundHistogram(histogram, ATTRIBUTES)
     point.record(0.25)
     assert point.fast
+    assert pending() == (1 if queued else 0)
     (exported,) = _points(reader)
     assert exported[2:4] == (1, 0.25)
+    assert pending() == 0
 
 
 def test_a_reader_added_later_gets_the_points_too() -> None:

@@ -18,7 +18,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy.orm import Session
 
-from instrumentation import uow
+from instrumentation import bound, uow
 from instrumentation.database import Database
 from instrumentation.flask import instrument_app, uninstrument_app
 from instrumentation.testing import InMemoryTelemetry
@@ -180,7 +180,7 @@ def test_an_excluded_route_writes_no_access_record_so_its_commit_stays_info(
     assert commit.levelno == logging.INFO
 
 
-def test_statement_points_are_held_until_the_request_ends_then_all_recorded(
+def test_statement_and_pool_points_wait_for_the_collection_that_reads_them(
     client: FlaskClient, telemetry: InMemoryTelemetry
 ) -> None:
     def inserts() -> int:
@@ -193,11 +193,22 @@ def test_statement_points_are_held_until_the_request_ends_then_all_recorded(
         return sum(p.count for p in telemetry.metric_points("db.client.connection.wait_time"))
 
     inserts_before, waits_before = inserts(), waits()
-    response = client.post("/counted")
+    assert bound.pending() == 0
+    response = client.post("/one-unit")
 
-    assert response.get_json() == {"points": 0}
+    assert response.status_code == 200
+    # The request's statement and pool points are queued, not yet aggregated...
+    assert bound.pending() >= 3
+    # ...and the next collection counts every one of them.
     assert inserts() == inserts_before + 1
     assert waits() == waits_before + 1
+    assert bound.pending() == 0
+
+
+def test_a_collection_during_the_request_sees_its_points_so_far(client: FlaskClient) -> None:
+    response = client.post("/counted")
+
+    assert response.get_json()["points"] >= 1
 
 
 def test_outside_a_request_statement_points_are_recorded_at_once(
@@ -213,35 +224,41 @@ def test_outside_a_request_statement_points_are_recorded_at_once(
     assert "INSERT recordings" in summaries
 
 
-def test_a_held_point_the_sdk_refuses_costs_neither_the_request_nor_the_other_points(
-    client: FlaskClient, telemetry: InMemoryTelemetry, monkeypatch: pytest.MonkeyPatch
+def test_a_point_that_fails_to_aggregate_costs_neither_the_request_nor_the_other_points(
+    client: FlaskClient, telemetry: InMemoryTelemetry, caplog: pytest.LogCaptureFixture
 ) -> None:
-    calls = {"n": 0, "held": 0}
-    original = uow.flush_points
-
     def recorded() -> int:
         waits = telemetry.metric_points("db.client.connection.wait_time")
         return statement_points(telemetry) + sum(p.count for p in waits)
 
-    def first_point_fails() -> None:
-        summary = uow.current()
-        if summary is not None and summary.points:
-            calls["held"] = len(summary.points)
-            _, value, context = summary.points[0]
+    class Refusing:
+        def _aggregate(self, *args: object) -> None:
+            raise ValueError("refused")
 
-            class Refusing:
-                def record(self, *args: object) -> None:
-                    calls["n"] += 1
-                    raise ValueError("refused")
-
-            summary.points[0] = (Refusing(), value, context)  # type: ignore[assignment]
-        original()
-
-    monkeypatch.setattr(uow, "flush_points", first_point_fails)
+    counted = {OPERATION_DURATION, "db.client.connection.wait_time"}
     before = recorded()
     response = client.post("/one-unit")
+    queued = [point._histogram.name in counted for point, *_ in bound._pending]
+    _, value, now, context = bound._pending[0]
+    bound._pending[0] = (Refusing(), value, now, context)  # type: ignore[assignment]
 
     assert response.status_code == 200
-    assert calls["n"] == 1
-    assert calls["held"] >= 2
-    assert recorded() == before + calls["held"] - 1
+    assert queued[0]
+    assert sum(queued) >= 2
+    with caplog.at_level(logging.WARNING, logger="instrumentation.bound"):
+        assert recorded() == before + sum(queued) - 1
+    assert "1 metric point(s) could not be aggregated" in caplog.text
+
+
+def test_past_the_queue_bound_the_recording_thread_aggregates(
+    client: FlaskClient, telemetry: InMemoryTelemetry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    before = statement_points(telemetry)
+    assert client.post("/one-unit").status_code == 200
+    per_request = statement_points(telemetry) - before
+    monkeypatch.setattr(bound, "MAX_PENDING", 2)
+    for _ in range(3):
+        assert client.post("/one-unit").status_code == 200
+        assert bound.pending() <= 2
+    # Nothing was lost on the way.
+    assert statement_points(telemetry) - before == 4 * per_request
