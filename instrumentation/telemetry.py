@@ -64,6 +64,7 @@ from opentelemetry.sdk._logs import (
 
 # The SDK's level-to-severity mapping, which it does not re-export.
 from opentelemetry.sdk._logs._internal import std_to_otel
+from opentelemetry.sdk._logs._internal._logger_metrics import NoOpLoggerMetrics
 from opentelemetry.sdk._logs.export import (
     BatchLogRecordProcessor,
     ConsoleLogRecordExporter,
@@ -465,16 +466,24 @@ class OtlpLogHandler(logging.Handler):
             if logger is None:
                 return
             context = get_current()
+            queues = _batch_queues(logger) if isinstance(logger, SdkLogger) else None
             api_record = _LeanLogRecord(
                 int(record.created * 1e9),
-                context,
+                # What the batch processor would store: no context, only the span's ids.
+                context if queues is None else _EMPTY_CONTEXT,
                 trace_api.get_current_span(context).get_span_context(),
                 _SEVERITY_TEXT.get(record.levelname, record.levelname),
                 std_to_otel(record.levelno),
                 self._body(record),
                 self._attributes(record),
             )
-            if isinstance(logger, SdkLogger):
+            if queues is not None:
+                readable = ReadableLogRecord(
+                    api_record, logger.resource, logger.instrumentation_scope, self._limits
+                )
+                for queue in queues:
+                    queue.emit(readable)
+            elif isinstance(logger, SdkLogger):
                 logger.emit(
                     _PreparedLogRecord(
                         api_record, logger.resource, logger.instrumentation_scope, self._limits
@@ -491,6 +500,28 @@ class OtlpLogHandler(logging.Handler):
         return None
 
 
+def _batch_queues(logger: SdkLogger) -> tuple[Any, ...] | None:
+    """The batch queues ``logger``'s records end in, when handing a record to them changes nothing.
+
+    ``Logger.emit`` checks that the logger is enabled, counts the record if the SDK's own
+    metrics are on, and hands it to each processor; the batch processor's ``on_emit`` copies it
+    with an empty context into a ``ReadableLogRecord`` and queues that. When the logger is
+    enabled, counts nothing, and every processor is the SDK's ``BatchLogRecordProcessor``, the
+    handler builds that ``ReadableLogRecord`` itself and queues it: three objects and two calls
+    fewer per record. ``None`` (the SDK's path) for anything else, or SDK internals that differ.
+    """
+    try:
+        if not logger._is_enabled() or type(logger._logger_metrics) is not NoOpLoggerMetrics:
+            return None
+        processors = logger._multi_log_record_processor._log_record_processors
+        if not processors or any(type(p) is not BatchLogRecordProcessor for p in processors):
+            return None
+        return tuple(processor._batch_processor for processor in processors)
+    except AttributeError:
+        return None
+
+
+_EMPTY_CONTEXT = Context()
 _VALID_TYPES = frozenset({str, int, float, bool, type(None)})
 # The OpenTelemetry log data model's severity texts for Python's level names.
 _SEVERITY_TEXT = {"WARNING": "WARN", "CRITICAL": "FATAL"}
