@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import threading
 from collections import deque
 from collections.abc import Mapping
@@ -62,6 +63,17 @@ MAX_PENDING = 100_000
 # Points waiting for a collection: (bound histogram, value, time in ns, context).
 _pending: deque[tuple[BoundHistogram, float, int, Context]] = deque()
 _drain_lock = threading.Lock()
+
+
+def _after_fork_in_child() -> None:
+    # A fork during a drain would leave the child a lock no thread of it releases; the parent's
+    # queued points are the parent's to export.
+    global _drain_lock
+    _drain_lock = threading.Lock()
+    _pending.clear()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def pending() -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from typing import Any
 
 import pytest
@@ -18,6 +19,7 @@ from opentelemetry.sdk.metrics.view import (
     View,
 )
 
+from instrumentation import bound
 from instrumentation.bound import BoundHistogram, pending
 from instrumentation.telemetry import duration_histogram_views
 from instrumentation.testing import DrainingInMemoryMetricReader
@@ -162,3 +164,18 @@ def test_a_no_op_instrument_falls_back_without_failing() -> None:
     point.record(1.0)
     point.record(2.0)
     assert not point.fast
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="the platform cannot fork")
+def test_a_forked_child_starts_with_an_empty_queue_and_a_free_lock() -> None:
+    histogram, reader = _pipeline("contract", AggregationTemporality.CUMULATIVE, queued=True)
+    BoundHistogram(histogram, ATTRIBUTES).record(1.0)
+    assert pending() == 1
+    with bound._drain_lock:  # as if the fork came during a drain
+        child = os.fork()
+        if child == 0:
+            os._exit(0 if pending() == 0 and bound._drain_lock.acquire(timeout=1) else 1)
+    _, status = os.waitpid(child, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    # The parent keeps its point.
+    assert [p[2:4] for p in _points(reader)] == [(1, 1.0)]
