@@ -64,7 +64,6 @@ from opentelemetry.sdk._logs import (
 
 # The SDK's level-to-severity mapping, which it does not re-export.
 from opentelemetry.sdk._logs._internal import std_to_otel
-from opentelemetry.sdk._logs._internal._logger_metrics import NoOpLoggerMetrics
 from opentelemetry.sdk._logs.export import (
     BatchLogRecordProcessor,
     ConsoleLogRecordExporter,
@@ -511,7 +510,8 @@ def _batch_queues(logger: SdkLogger) -> tuple[Any, ...] | None:
     fewer per record. ``None`` (the SDK's path) for anything else, or SDK internals that differ.
     """
     try:
-        if not logger._is_enabled() or type(logger._logger_metrics) is not NoOpLoggerMetrics:
+        # By name: the class lives in a private module of the SDK.
+        if not logger._is_enabled() or type(logger._logger_metrics).__name__ != "NoOpLoggerMetrics":
             return None
         processors = logger._multi_log_record_processor._log_record_processors
         if not processors or any(type(p) is not BatchLogRecordProcessor for p in processors):
