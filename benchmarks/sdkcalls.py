@@ -2,11 +2,12 @@
 
 ``overhead.py --sdk-calls`` wraps, for the timed phases of ``full`` only, the SDK entry points
 the instrumentation calls - ``Tracer.start_span``, ``Span.end``, ``Span.set_attribute(s)``, a
-histogram's ``record`` and ``logging.Logger.handle`` (one record through the filters and every
-handler: the JSON file and the OTLP one) - with a ``perf_counter_ns`` pair each, and reports
-microseconds per call and calls per request. :func:`loop_costs` then times ``record`` and one
-log record through the same handlers in a tight loop. The difference is the price of running
-the SDK's code between the app's (cold caches) that a loop-measured floor does not see.
+histogram's ``record``, a bound histogram's point (:mod:`instrumentation.bound`) and
+``logging.Logger.handle`` (one record through the filters and every handler: the JSON file and
+the OTLP one) - with a ``perf_counter_ns`` pair each, and reports microseconds per call and
+calls per request. :func:`loop_costs` then times a bound point and one log record through the
+same handlers in a tight loop. The difference is the price of running the SDK's code between
+the app's (cold caches) that a loop-measured floor does not see.
 
 The wrappers add about a quarter of a microsecond per call to ``full``'s request times, so a run
 with ``--sdk-calls`` is for reading these figures, not the targets.
