@@ -37,12 +37,14 @@ import math
 import os
 import threading
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from functools import partial
 from time import time_ns
 from typing import Any
 
 from opentelemetry.context import Context, get_current
 from opentelemetry.metrics import Histogram
+from opentelemetry.sdk.metrics.view import DefaultAggregation
 
 _log = logging.getLogger(__name__)
 
@@ -54,8 +56,9 @@ try:  # SDK internals (see the module doc); without them every point takes Histo
 except ImportError:  # pragma: no cover - depends on the installed SDK
     _SdkHistogram = None
 
-# One aggregation target: (the view match, the aggregation key, the attributes it keeps).
-_Route = tuple[Any, Any, dict[str, Any]]
+# One aggregation target: the view match, the aggregation key, the attributes it keeps, whether
+# collections discard its aggregations, and what makes its aggregation (under the match's lock).
+_Route = tuple[Any, Any, dict[str, Any], bool, Callable[[Any, dict[str, Any]], Any]]
 
 MAX_PENDING = 100_000
 """Most points queued for the next collection (about 10 MB); more and the recorder drains."""
@@ -173,16 +176,16 @@ class BoundHistogram:
         object.__setattr__(measurement, "attributes", cleaned)
         consumer = self._consumer
         sample = consumer._sdk_config.exemplar_filter.should_sample(value, now, cleaned, context)
-        for match, key, kept in self._routes or ():
+        for match, key, kept, reset_on_collect, create in self._routes or ():
             # As _ViewInstrumentMatch.consume_measurement, from the aggregation key on.
-            if match._reset_on_collect:
+            if reset_on_collect:
                 with match._lock:
-                    match._get_or_create_aggregation(key, kept).aggregate(measurement, sample)
+                    create(key, kept).aggregate(measurement, sample)
                 continue
             aggregation = match._attributes_aggregation.get(key)
             if aggregation is None:
                 with match._lock:
-                    aggregation = match._get_or_create_aggregation(key, kept)
+                    aggregation = create(key, kept)
             aggregation.aggregate(measurement, sample)
 
     def _resolve(self) -> bool:
@@ -207,7 +210,15 @@ class BoundHistogram:
                     )
                     if not all(hasattr(match, name) for name in _MATCH_INTERNALS):
                         raise AttributeError("_ViewInstrumentMatch")
-                    routes.append((match, _hash_attributes(kept), kept))
+                    routes.append(
+                        (
+                            match,
+                            _hash_attributes(kept),
+                            kept,
+                            bool(getattr(match, "_reset_on_collect", False)),
+                            _aggregation_maker(match),
+                        )
+                    )
             if not callable(consumer._sdk_config.exemplar_filter.should_sample):
                 raise TypeError("exemplar_filter")
         except (AttributeError, TypeError):
@@ -225,9 +236,33 @@ class BoundHistogram:
 
 
 # What record() uses of each view match, checked when it binds.
-_MATCH_INTERNALS = (
-    "_attributes_aggregation",
-    "_get_or_create_aggregation",
-    "_lock",
-    "_reset_on_collect",
-)
+_MATCH_INTERNALS = ("_attributes_aggregation", "_lock", "_view", "_instrument")
+
+
+def _aggregation_maker(match: Any) -> Callable[[Any, dict[str, Any]], Any]:
+    """What makes ``match``'s aggregation for a new attribute set, called under its lock.
+
+    SDK 1.45.2 has a method for it (with the cardinality limit); 1.45.0 and 1.45.1, which the
+    project's lower bound admits and the contrib instrumentations' venv runs, make it inline in
+    ``consume_measurement``, as :func:`_make_inline` does.
+    """
+    method = getattr(match, "_get_or_create_aggregation", None)
+    if callable(method):
+        return method  # type: ignore[no-any-return]
+    return partial(_make_inline, match)
+
+
+def _make_inline(match: Any, key: Any, attributes: dict[str, Any]) -> Any:
+    """``consume_measurement``'s aggregation for a new attribute set in SDK 1.45.0 and 1.45.1."""
+    aggregation = match._attributes_aggregation.get(key)
+    if aggregation is not None:
+        return aggregation
+    view = match._view
+    kind = view._aggregation
+    if isinstance(kind, DefaultAggregation):
+        kind = match._instrument_class_aggregation[match._instrument.__class__]
+    aggregation = kind._create_aggregation(
+        match._instrument, attributes, view._exemplar_reservoir_factory, time_ns()
+    )
+    match._attributes_aggregation[key] = aggregation
+    return aggregation

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+from functools import partial
 from typing import Any
 
 import pytest
@@ -179,3 +180,25 @@ def test_a_forked_child_starts_with_an_empty_queue_and_a_free_lock() -> None:
     assert os.waitstatus_to_exitcode(status) == 0
     # The parent keeps its point.
     assert [p[2:4] for p in _points(reader)] == [(1, 1.0)]
+
+
+def test_an_sdk_that_makes_aggregations_inline_gets_the_same_points() -> None:
+    # SDK 1.45.0 and 1.45.1 have no _get_or_create_aggregation: consume_measurement makes the
+    # aggregation inline, and so does the bound path's stand-in for it.
+    plain, plain_reader = _pipeline("explicit-filtered", AggregationTemporality.CUMULATIVE)
+    histogram, reader = _pipeline("explicit-filtered", AggregationTemporality.CUMULATIVE)
+    histogram.record(0.5, ATTRIBUTES)  # makes the view matches, then stands them in for old ones
+    plain.record(0.5, ATTRIBUTES)
+    storage = next(iter(histogram._measurement_consumer._reader_storages.values()))
+    matches = storage._get_or_init_view_instrument_match(histogram)
+    for match in matches:
+        match._get_or_create_aggregation = None
+    point, other = BoundHistogram(histogram, ATTRIBUTES), BoundHistogram(histogram, OTHER)
+    for value in (0.001, 2.0, 0.25, 7.5):
+        point.record(value)
+        other.record(value * 3)
+        plain.record(value, ATTRIBUTES)
+        plain.record(value * 3, OTHER)
+    assert point.fast and other.fast
+    assert all(isinstance(route[4], partial) for route in point._routes or ())
+    assert _points(reader) == _points(plain_reader)
