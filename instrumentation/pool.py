@@ -251,6 +251,7 @@ class PoolTelemetry:
         return connection
 
     def _record_wait(self, value: float, attributes: dict[str, str]) -> None:
+        # _guarded's shape; the pool's attributes are already bound in the point.
         self._wait_point.record(value)
 
     def _guarded(self, record: Any, value: float, attributes: dict[str, str]) -> None:
