@@ -48,12 +48,13 @@ import os
 import sys
 import threading
 import time
-from types import FrameType, TracebackType
+from types import CodeType, FrameType, TracebackType
 from typing import Any, TextIO
 
 import orjson
 from opentelemetry import trace
 
+from instrumentation import direct, logbuffer
 from instrumentation.errors import ConfigurationError
 from instrumentation.redaction import (
     RedactionFilter,
@@ -76,6 +77,11 @@ _ORJSON_OPTIONS = orjson.OPT_NON_STR_KEYS
 # The file the logging module's own frames come from (what logging._srcfile holds by default).
 _LOGGING_SOURCE = logging.addLevelName.__code__.co_filename
 _UNKNOWN_FILE = "(unknown file)"
+
+HANDLER_CODE: set[CodeType] = set()
+"""Code of this package's handlers that a record passes through on its way from the caller
+(their ``handle``), skipped with the logging module's own when :class:`CallerFilter` looks for
+the caller."""
 
 _installed_handlers: list[logging.Handler] = []
 _installed_filters: list[tuple[str, logging.Filter]] = []
@@ -110,14 +116,18 @@ class OncePerInterval(logging.Filter):
 class TraceContextFilter(logging.Filter):
     """Adds ``trace_id`` and ``span_id`` of the current span to each record (``None`` if none).
 
-    It runs on the handler, in the thread that logs, so it sees that thread's current span.
+    It runs on the handler, in the thread that logs, so it sees that thread's current span; a
+    record queued by :mod:`instrumentation.logbuffer` carries the span and request id of the
+    moment it was made.
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
         state = record_state(record)
         if "context" in state:  # a handler before this one did it
             return True
-        context = trace.get_current_span().get_span_context()
+        # A record queued by instrumentation.logbuffer brings the context it was made in.
+        made_in = state.get(logbuffer.CONTEXT_KEY)
+        context = trace.get_current_span(made_in).get_span_context()
         if context.is_valid:
             record.trace_id = trace.format_trace_id(context.trace_id)
             record.span_id = trace.format_span_id(context.span_id)
@@ -125,7 +135,9 @@ class TraceContextFilter(logging.Filter):
             record.trace_id = None
             record.span_id = None
         if getattr(record, "request_id", None) is None:
-            record.request_id = REQUEST_ID.get()
+            record.request_id = (
+                state[logbuffer.REQUEST_ID_KEY] if made_in is not None else REQUEST_ID.get()
+            )
         state["context"] = True
         return True
 
@@ -146,7 +158,7 @@ class CallerFilter(logging.Filter):
         inside_logging = False
         while frame is not None:
             code = frame.f_code
-            if code.co_filename == _LOGGING_SOURCE:
+            if code.co_filename == _LOGGING_SOURCE or code in HANDLER_CODE:
                 inside_logging = True
             elif inside_logging:
                 record.pathname = code.co_filename
@@ -273,6 +285,15 @@ class _DirectPath:
         with self.lock:
             self.emit(record)
 
+    def handle(self: Any, record: logging.LogRecord) -> logging.LogRecord | bool:
+        # The queued records were made first: they go first (see instrumentation.logbuffer).
+        logbuffer.write_pending()
+        return super().handle(record)  # type: ignore[no-any-return]
+
+    def flush(self: Any) -> None:
+        logbuffer.write_pending()
+        super().flush()
+
 
 def _install(handler: logging.Handler, formatter: logging.Formatter) -> None:
     handler.setFormatter(formatter)
@@ -345,7 +366,7 @@ class _JsonStreamHandler(_DirectPath, logging.StreamHandler[TextIO]):
             else:
                 text = self.format(record)
             self.stream.write(text + self.terminator)
-            self.flush()
+            logging.StreamHandler.flush(self)
         except RecursionError:
             raise
         except Exception:
@@ -354,6 +375,9 @@ class _JsonStreamHandler(_DirectPath, logging.StreamHandler[TextIO]):
 
 class _TextStreamHandler(_DirectPath, logging.StreamHandler[TextIO]):
     """The standard ``StreamHandler``, open to the direct path."""
+
+
+HANDLER_CODE.add(_DirectPath.handle.__code__)
 
 
 def _wants_caller(settings: LoggingSettings, level: int) -> bool:
@@ -395,6 +419,8 @@ def configure_logging(settings: LoggingSettings, *, service: str) -> None:
             _install(_TextStreamHandler(stream), TextFormatter())
         else:
             _install(_JsonStreamHandler(stream), json_formatter)
+    if settings.flush_ms > 0:
+        logbuffer.install(settings.flush_ms / 1000, direct.hand_over)
     if not _wants_caller(settings, level):
         for switch in _LEAN_SWITCHES:
             _saved_switches[switch] = getattr(logging, switch)
@@ -418,6 +444,7 @@ def shutdown_logging() -> None:
 
     Safe to call at any time, any number of times.
     """
+    logbuffer.uninstall()
     root = logging.getLogger()
     while _installed_handlers:
         handler = _installed_handlers.pop()

@@ -48,6 +48,9 @@ class LoggingSettings:
     # Caller lookup (file, function, line of every record) costs a stack walk per record; off,
     # only DEBUG logging and records at WARNING and above get it (see instrumentation.logs).
     caller: bool = False
+    # Records of the request path (the access record) are queued and written in a row every
+    # flush_ms milliseconds; 0 writes each as it is made (see instrumentation.logbuffer).
+    flush_ms: int = 200
 
 
 @dataclass(frozen=True)

@@ -88,11 +88,11 @@ from opentelemetry.sdk.trace.export import (
     SpanExportResult,
 )
 
-from instrumentation import conventions
+from instrumentation import conventions, logbuffer
 from instrumentation.bound import DrainsBoundPoints
 from instrumentation.errors import ConfigurationError
 from instrumentation.exporters import WireLogExporter, WireSpanExporter
-from instrumentation.logs import CONTEXT_FIELDS, CallerFilter, OncePerInterval
+from instrumentation.logs import CONTEXT_FIELDS, HANDLER_CODE, CallerFilter, OncePerInterval
 from instrumentation.redaction import (
     RedactionFilter,
     redact_text,
@@ -453,6 +453,7 @@ class OtlpLogHandler(logging.Handler):
         its own between records and the SDK's logger and batch queue are thread-safe, so the
         lock would only make concurrent requests wait for each other.
         """
+        logbuffer.write_pending()  # the queued records were made first
         kept = self.filter(record)
         if kept:
             self.emit(kept if isinstance(kept, logging.LogRecord) else record)
@@ -464,7 +465,8 @@ class OtlpLogHandler(logging.Handler):
             logger = self._loggers[name] if name in self._loggers else self._logger(name)
             if logger is None:
                 return
-            context = get_current()
+            made_in = logbuffer.made_in(record)
+            context = get_current() if made_in is None else made_in
             queues = _batch_queues(logger) if isinstance(logger, SdkLogger) else None
             api_record = _LeanLogRecord(
                 int(record.created * 1e9),
@@ -494,9 +496,13 @@ class OtlpLogHandler(logging.Handler):
             self.handleError(record)
 
     # The SDK's flush is an unbounded force_flush that would block on a dead collector; the
-    # batch processor flushes on its own schedule and in shutdown().
+    # batch processor flushes on its own schedule and in shutdown(). Only the records queued
+    # on the direct path are handed over.
     def flush(self) -> None:
-        return None
+        logbuffer.write_pending()
+
+
+HANDLER_CODE.add(OtlpLogHandler.handle.__code__)
 
 
 def _batch_queues(logger: SdkLogger) -> tuple[Any, ...] | None:
@@ -870,6 +876,7 @@ def shutdown(timeout_ms: int = 5000) -> None:
             return
         state.shut_down = True
         atexit.unregister(shutdown)
+        logbuffer.write_pending()
         if state.log_handler is not None:
             logging.getLogger().removeHandler(state.log_handler)
     if state.telemetry.enabled:

@@ -28,7 +28,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.util._once import Once
 
-from instrumentation import conventions, logs, telemetry
+from instrumentation import conventions, logbuffer, logs, telemetry
 from instrumentation.bound import DrainsBoundPoints
 
 
@@ -103,7 +103,9 @@ class InMemoryTelemetry:
         ]
 
     def logs(self) -> Sequence[ReadableLogRecord]:
-        """Log records emitted through :attr:`logger_provider`, in emission order."""
+        """Log records emitted through :attr:`logger_provider`, in emission order (the records
+        the direct path queued are handed over first, see :mod:`instrumentation.logbuffer`)."""
+        logbuffer.write_pending()
         return self.log_exporter.get_finished_logs()
 
     def clear(self) -> None:

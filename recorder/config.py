@@ -80,6 +80,7 @@ class SettingsSchema(ma.Schema):
         load_default=10 * 1024 * 1024, validate=validate.Range(min=1024), strict=False
     )
     VRP_LOG_BACKUP_COUNT = fields.Integer(load_default=5, validate=validate.Range(min=0, max=100))
+    VRP_LOG_FLUSH_MS = fields.Integer(load_default=200, validate=validate.Range(min=0, max=10_000))
     VRP_ENVIRONMENT = fields.String(load_default="development", validate=validate.Length(1, 64))
     VRP_API_HOST = fields.String(load_default="127.0.0.1", validate=validate.Length(1, 255))
     VRP_API_PORT = fields.Integer(load_default=5000, validate=validate.Range(min=1, max=65535))
@@ -196,6 +197,7 @@ def load_settings(
             max_bytes=data["VRP_LOG_MAX_BYTES"],
             backup_count=data["VRP_LOG_BACKUP_COUNT"],
             stderr_format=data["VRP_LOG_FORMAT"],
+            flush_ms=data["VRP_LOG_FLUSH_MS"],
         ),
         telemetry=TelemetrySettings(
             service_name=service_name,

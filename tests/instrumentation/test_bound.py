@@ -93,6 +93,17 @@ def _points(reader: InMemoryMetricReader) -> list[tuple[Any, ...]]:
     return sorted(found, key=repr)
 
 
+def _outcome(reader: InMemoryMetricReader) -> list[tuple[Any, ...]] | tuple[str, str]:
+    """:func:`_points`, or the error the collection raised. The SDK's cumulative exponential
+    histogram raises ``Incorrect merge scale`` for some sequences of values (its merge into
+    buckets that start empty, open-telemetry/opentelemetry-python#3219): the bound path must
+    then raise it too, as it hands the SDK the same points."""
+    try:
+        return _points(reader)
+    except Exception as exc:  # the SDK raises a bare Exception
+        return (type(exc).__name__, str(exc))
+
+
 VALUES = st.lists(
     st.one_of(
         st.floats(min_value=0, max_value=1e6, allow_nan=False),
@@ -128,8 +139,8 @@ def test_bound_points_export_what_record_exports(
         plain.record(value, attributes)
         point.record(value)
         if index % collect_every == 0:
-            assert _points(bound_reader) == _points(plain_reader)
-    assert _points(bound_reader) == _points(plain_reader)
+            assert _outcome(bound_reader) == _outcome(plain_reader)
+    assert _outcome(bound_reader) == _outcome(plain_reader)
     if any(0 <= value < math.inf for value in values):
         assert bound.fast or other.fast
 

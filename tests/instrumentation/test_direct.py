@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from instrumentation import direct
+from instrumentation import direct, logbuffer
 from instrumentation.logs import configure_logging
 from instrumentation.settings import LoggingSettings
 from instrumentation.telemetry import OtlpLogHandler
@@ -54,12 +54,22 @@ def stderr(monkeypatch: pytest.MonkeyPatch) -> io.StringIO:
     return stream
 
 
-@pytest.fixture
+@pytest.fixture(params=[200, 0], ids=["queued", "at-once"])
 def service(
-    tmp_path: Path, telemetry: InMemoryTelemetry, stderr: io.StringIO
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    telemetry: InMemoryTelemetry,
+    stderr: io.StringIO,
 ) -> Iterator[OtlpLogHandler]:
-    """``vrp api``'s logging: a JSON file, JSON on stderr and OTLP, at INFO."""
-    settings = LoggingSettings(log_dir=tmp_path, level="INFO", stderr=True, stderr_format="json")
+    """``vrp api``'s logging: a JSON file, JSON on stderr and OTLP, at INFO; the direct path's
+    records queued (the default, see :mod:`instrumentation.logbuffer`) or handled at once."""
+    settings = LoggingSettings(
+        log_dir=tmp_path,
+        level="INFO",
+        stderr=True,
+        stderr_format="json",
+        flush_ms=request.param,
+    )
     configure_logging(settings, service="vrp")
     otlp = OtlpLogHandler(telemetry.logger_provider)
     logging.getLogger().addHandler(otlp)
@@ -97,6 +107,9 @@ def made_records(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
 
 def lines(tmp_path: Path) -> list[dict[str, Any]]:
+    """The file's lines once the queued records are written, as a reader sees them a moment
+    after they are made."""
+    logbuffer.write_pending()
     text = (tmp_path / "vrp.log").read_text(encoding="utf-8")
     return [json.loads(line) for line in text.splitlines()]
 

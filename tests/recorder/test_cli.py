@@ -363,3 +363,25 @@ def test_port_in_use_is_one_line_and_exit_1(migrated: Path, command: str) -> Non
         f"vrp: cannot listen on 127.0.0.1:{port}: address already in use (pick another with --port)"
     ]
     assert not [r for r in records if "listening" in str(r.get("message"))]
+
+
+def test_the_access_record_of_the_last_request_is_written_when_the_api_is_stopped(
+    migrated: Path,
+) -> None:
+    # The access records are queued for VRP_LOG_FLUSH_MS (far longer here than the test takes):
+    # SIGTERM writes them out before the process ends.
+    server = _Server(["api", "--port", "0"], migrated, VRP_LOG_FLUSH_MS="10000")
+    try:
+        url = server.listening_url()
+        with urllib.request.urlopen(f"{url}/api/recordings", timeout=10) as response:
+            assert response.status == 200
+    finally:
+        server.stop()
+
+    assert server.process.returncode == -signal.SIGTERM
+    records = [
+        json.loads(line)
+        for path in migrated.rglob("*.log")
+        for line in path.read_text(encoding="utf-8").splitlines()
+    ]
+    assert any(record.get("url.path") == "/api/recordings" for record in records), records[-3:]

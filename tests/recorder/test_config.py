@@ -92,6 +92,10 @@ def test_values_reach_the_typed_settings() -> None:
         ({"VRP_DB_POOL_SIZE": "abc"}, "VRP_DB_POOL_SIZE='abc': Not a valid integer."),
         ({"VRP_API_PORT": "70000"}, "VRP_API_PORT='70000': Must be greater than or equal to 1"),
         ({"VRP_LOG_LEVEL": "LOUD"}, "VRP_LOG_LEVEL='LOUD': Must be one of: DEBUG, INFO"),
+        (
+            {"VRP_LOG_FLUSH_MS": "-5"},
+            "VRP_LOG_FLUSH_MS='-5': Must be greater than or equal to 0 and less than or equal to",
+        ),
         ({"VRP_DATABSE_URL": "x"}, "VRP_DATABSE_URL: unknown setting"),
         ({"OTEL_SDK_DISABLED": "maybe"}, "OTEL_SDK_DISABLED='maybe': Not a valid boolean."),
         (
