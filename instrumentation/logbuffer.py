@@ -183,4 +183,7 @@ def _after_fork_in_child() -> None:
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
-atexit.register(write_pending)
+# At exit the buffer is written out and stopped, not only written out: logging.shutdown (which
+# runs later) flushes each handler while holding its lock, and a writer thread still running
+# could then hold the buffer's lock while it waits for that handler's.
+atexit.register(uninstall)
