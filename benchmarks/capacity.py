@@ -372,7 +372,7 @@ def report(results: dict[str, Result], plan: Plan, sink: dict[str, dict[str, int
         phases = " ".join(f"{rate:.1f}" for rate in result.phase_rates)
         p50 = statistics.median(result.latencies_ms) if result.latencies_ms else float("nan")
         print(
-            f"{result.name:<8}{result.requests:>9}{result.rate:>9.1f}{phases:>30}"
+            f"{result.name:<8}{result.requests:>9}{result.rate:>9.1f} {phases:>29}"
             f"{p50:>8.1f}{result.cpu_ms_per_request:>19.2f}{result.errors:>8}"
         )
     for result in results.values():
@@ -381,6 +381,19 @@ def report(results: dict[str, Result], plan: Plan, sink: dict[str, dict[str, int
     ratio = results["on"].rate / results["off"].rate if results["off"].rate else float("nan")
     verdict = "PASS" if ratio >= TARGET_ON_OFF else "MISS"
     print(f"\ncapacity on / off{ratio:>9.3f}  >= {TARGET_ON_OFF}  {verdict}")
+    # The machine's speed drifts over minutes; a pair's two phases run back to back, so the
+    # spread of the pairs' ratios shows how much of the result is that drift.
+    pairs = [
+        on / off
+        for on, off in zip(results["on"].phase_rates, results["off"].phase_rates, strict=True)
+        if off
+    ]
+    if pairs:
+        print(
+            "each pair, on / off  "
+            + " ".join(f"{pair:.3f}" for pair in pairs)
+            + f"  (median {statistics.median(pairs):.3f})"
+        )
     traces, logs = sink["traces"], sink["logs"]
     print(
         f"sink received {traces['items']} spans and {logs['items']} log records from on "

@@ -39,6 +39,11 @@ def test_quick_run_alternates_both_configurations_without_errors_and_exports() -
     assert ratio is not None
     expected = float(rows["on"]["rate"]) / float(rows["off"]["rate"])
     assert abs(float(ratio[1]) - expected) < 0.01
+    pairs = re.search(r"^each pair, on / off  ([\d. ]+)  \(median (\d+\.\d{3})\)$", out, re.M)
+    assert pairs is not None
+    per_pair = [float(value) for value in pairs[1].split()]
+    assert len(per_pair) == 2  # --quick alternates twice
+    assert min(per_pair) <= float(pairs[2]) <= max(per_pair)
     exported = re.search(r"^sink received (\d+) spans and (\d+) log records from on", out, re.M)
     assert exported is not None
     # Every request of on is traced and logged once (the canonical line); off sends nothing.
