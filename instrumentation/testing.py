@@ -7,12 +7,16 @@ independent of each other and of :func:`instrumentation.telemetry.setup`.
 
 :func:`reset_for_tests` undoes :func:`instrumentation.telemetry.setup` and
 :func:`instrumentation.logs.configure_logging` so that a test may call them again; use it in a
-fixture's teardown.
+fixture's teardown. :func:`only_package_handlers` takes a test runner's own logging handlers
+(pytest's) off the root logger for a while, so that records take the direct path of
+:mod:`instrumentation.direct` as in a running service.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from opentelemetry import trace as trace_api
@@ -137,3 +141,18 @@ def reset_for_tests() -> None:
     metrics_api_internal._METER_PROVIDER = None
     logs_api_internal._LOGGER_PROVIDER_SET_ONCE = Once()
     logs_api_internal._LOGGER_PROVIDER = None
+
+
+@contextmanager
+def only_package_handlers() -> Iterator[None]:
+    """The root logger without handlers other than this package's while inside (pytest adds its
+    own for each test phase, which rightly sends every record down the ordinary path)."""
+    root = logging.getLogger()
+    foreign = [handler for handler in root.handlers if not hasattr(handler, "direct_filters")]
+    for handler in foreign:
+        root.removeHandler(handler)
+    try:
+        yield
+    finally:
+        for handler in foreign:
+            root.addHandler(handler)

@@ -1,8 +1,9 @@
 """The direct log path writes what the ordinary path writes, and is taken only when it may be.
 
 pytest's logging plugin keeps handlers of its own on the root logger during every test, which
-would (rightly) send every record down the ordinary path; :func:`only_our_handlers` takes them
-off around the calls that need the direct path, as in a running service.
+would (rightly) send every record down the ordinary path;
+:func:`~instrumentation.testing.only_package_handlers` takes them off around the calls that need
+the direct path, as in a running service.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import json
 import logging
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,7 @@ from instrumentation import direct, logbuffer
 from instrumentation.logs import configure_logging
 from instrumentation.settings import LoggingSettings
 from instrumentation.telemetry import OtlpLogHandler
-from instrumentation.testing import InMemoryTelemetry, reset_for_tests
+from instrumentation.testing import InMemoryTelemetry, only_package_handlers, reset_for_tests
 
 FIELDS = {
     "request_id": "r-1",
@@ -77,21 +77,6 @@ def service(
     logging.getLogger().removeHandler(otlp)
 
 
-@contextmanager
-def only_our_handlers() -> Iterator[None]:
-    """The root logger without pytest's handlers (added for each test phase, so taken off inside
-    the test body)."""
-    root = logging.getLogger()
-    foreign = [h for h in root.handlers if not hasattr(h, "direct_filters")]
-    for handler in foreign:
-        root.removeHandler(handler)
-    try:
-        yield
-    finally:
-        for handler in foreign:
-            root.addHandler(handler)
-
-
 @pytest.fixture
 def made_records(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Names of the records made by the ordinary path (``Logger.makeRecord``)."""
@@ -139,7 +124,7 @@ def test_the_direct_path_writes_the_file_stderr_and_otlp_records_the_ordinary_pa
 ) -> None:
     logger = logging.getLogger("vrp.access")
     tracer = telemetry.tracer_provider.get_tracer("test")
-    with only_our_handlers(), tracer.start_as_current_span("request"):
+    with only_package_handlers(), tracer.start_as_current_span("request"):
         logger.info("GET %s %d", "/x/1?token=tok-secret", 200, extra=dict(FIELDS))
         direct.log(logger, logging.INFO, "GET %s %d", ("/x/1?token=tok-secret", 200), dict(FIELDS))
 
@@ -161,7 +146,7 @@ def test_a_lone_mapping_argument_formats_the_message_as_the_ordinary_path_does(
     tmp_path: Path,
 ) -> None:
     logger = logging.getLogger("vrp.access")
-    with only_our_handlers():
+    with only_package_handlers():
         logger.info("%(method)s %(path)s", {"method": "GET", "path": "/x"})
         args = ({"method": "GET", "path": "/x"},)
         direct.log(logger, logging.INFO, "%(method)s %(path)s", args, {})
@@ -173,7 +158,7 @@ def test_a_lone_mapping_argument_formats_the_message_as_the_ordinary_path_does(
 def test_a_record_below_the_level_is_not_made_at_all(
     tmp_path: Path, telemetry: InMemoryTelemetry, made_records: list[str]
 ) -> None:
-    with only_our_handlers():
+    with only_package_handlers():
         direct.log(logging.getLogger("vrp.access"), logging.DEBUG, "hidden", (), {})
 
     assert made_records == []
@@ -221,7 +206,7 @@ def test_a_filter_or_handler_added_anywhere_sends_records_the_ordinary_way(
     add, remove, thing = targets[change]
     add(thing)  # type: ignore[operator]
     try:
-        with only_our_handlers():
+        with only_package_handlers():
             direct.log(logger, logging.INFO, "GET %s", ("/x",), {})
     finally:
         remove(thing)  # type: ignore[operator]
@@ -235,7 +220,7 @@ def test_a_filter_or_handler_added_anywhere_sends_records_the_ordinary_way(
 def test_warnings_take_the_ordinary_path_and_keep_their_caller(
     telemetry: InMemoryTelemetry, made_records: list[str]
 ) -> None:
-    with only_our_handlers():
+    with only_package_handlers():
         direct.log(logging.getLogger("vrp.access"), logging.WARNING, "slow", (), {})
 
     assert made_records == ["vrp.access"]
@@ -247,7 +232,7 @@ def test_warnings_take_the_ordinary_path_and_keep_their_caller(
 def test_logging_disable_silences_the_direct_path(tmp_path: Path, made_records: list[str]) -> None:
     logging.disable(logging.INFO)
     try:
-        with only_our_handlers():
+        with only_package_handlers():
             direct.log(logging.getLogger("vrp.access"), logging.INFO, "GET %s", ("/x",), {})
     finally:
         logging.disable(logging.NOTSET)
@@ -261,7 +246,7 @@ def test_with_caller_lookup_configured_records_take_the_ordinary_path(
     configure_logging(
         LoggingSettings(log_dir=tmp_path, level="INFO", stderr=False, caller=True), service="vrp"
     )
-    with only_our_handlers():
+    with only_package_handlers():
         direct.log(logging.getLogger("vrp.access"), logging.INFO, "GET %s", ("/x",), {})
 
     assert made_records == ["vrp.access"]

@@ -11,7 +11,6 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,7 @@ from instrumentation.logs import configure_logging, shutdown_logging
 from instrumentation.requestid import REQUEST_ID
 from instrumentation.settings import LoggingSettings
 from instrumentation.telemetry import OtlpLogHandler
-from instrumentation.testing import InMemoryTelemetry, reset_for_tests
+from instrumentation.testing import InMemoryTelemetry, only_package_handlers, reset_for_tests
 
 REPO = Path(__file__).resolve().parents[2]
 ACCESS = logging.getLogger("vrp.access")
@@ -35,20 +34,6 @@ def clean_logging() -> Iterator[None]:
     reset_for_tests()
     yield
     reset_for_tests()
-
-
-@contextmanager
-def only_our_handlers() -> Iterator[None]:
-    """The root logger without pytest's handlers, so that records take the direct path."""
-    root = logging.getLogger()
-    foreign = [h for h in root.handlers if not hasattr(h, "direct_filters")]
-    for handler in foreign:
-        root.removeHandler(handler)
-    try:
-        yield
-    finally:
-        for handler in foreign:
-            root.addHandler(handler)
 
 
 def configure(tmp_path: Path, flush_ms: int) -> None:
@@ -72,7 +57,7 @@ def access(path: str) -> None:
 
 def test_a_queued_record_is_written_by_the_writer_within_the_interval(tmp_path: Path) -> None:
     configure(tmp_path, flush_ms=50)
-    with only_our_handlers():
+    with only_package_handlers():
         access("/a")
     deadline = time.monotonic() + 10
     while not lines(tmp_path) and time.monotonic() < deadline:
@@ -93,7 +78,7 @@ def test_the_line_carries_the_span_and_request_id_it_was_made_in_not_the_writers
     tracer = telemetry.tracer_provider.get_tracer("test")
     token = REQUEST_ID.set("req-1")
     try:
-        with only_our_handlers(), tracer.start_as_current_span("request") as span:
+        with only_package_handlers(), tracer.start_as_current_span("request") as span:
             direct.log(ACCESS, logging.INFO, "GET /a", (), {})
     finally:
         REQUEST_ID.reset(token)
@@ -115,7 +100,7 @@ def test_the_line_carries_the_span_and_request_id_it_was_made_in_not_the_writers
 
 def test_a_warning_writes_the_queued_records_first(tmp_path: Path) -> None:
     configure(tmp_path, flush_ms=NEVER_MS)
-    with only_our_handlers():
+    with only_package_handlers():
         access("/first")
         access("/second")
         logging.getLogger("vrp.test").warning("then this")
@@ -129,7 +114,7 @@ def test_a_warning_writes_the_queued_records_first(tmp_path: Path) -> None:
 
 def test_a_handler_flush_and_shutdown_write_the_queue(tmp_path: Path) -> None:
     configure(tmp_path, flush_ms=NEVER_MS)
-    with only_our_handlers():
+    with only_package_handlers():
         access("/a")
         for handler in logging.getLogger().handlers:
             handler.flush()
@@ -143,7 +128,7 @@ def test_a_handler_flush_and_shutdown_write_the_queue(tmp_path: Path) -> None:
 
 def test_with_flush_ms_zero_each_record_is_written_as_it_is_made(tmp_path: Path) -> None:
     configure(tmp_path, flush_ms=0)
-    with only_our_handlers():
+    with only_package_handlers():
         access("/a")
         assert logbuffer.active() is None
         assert [line["message"] for line in lines(tmp_path)] == ["GET /a"]
@@ -190,7 +175,7 @@ def test_a_forked_child_starts_with_an_empty_queue_and_the_parent_writes_its_own
     tmp_path: Path,
 ) -> None:
     configure(tmp_path, flush_ms=NEVER_MS)
-    with only_our_handlers():
+    with only_package_handlers():
         access("/parent")
         pid = os.fork()
         if pid == 0:  # the child: report what it would write, never run pytest's teardown
