@@ -16,13 +16,13 @@ formats the record in the caller (the cost this module moves), and the listener 
 every record as it arrives, so nothing is ever handled in a row.
 
 Order and loss. A record that takes the ordinary path (WARNING and above, or any record when
-another handler is installed) first writes the queue out, so the file and stderr keep the
-order records were made in. Flushing or closing a handler, :func:`~instrumentation.logs.
-shutdown_logging`, the telemetry shutdown (SIGTERM included) and the interpreter's exit write
-it out too. A process killed outright (SIGKILL, a power cut) loses at most the last interval's
-INFO and DEBUG records; warnings and errors are never queued. Past :data:`MAX_PENDING` queued
-records the thread that logs writes them itself, so a writer that cannot keep up slows the
-callers down instead of growing memory.
+another handler is installed) first writes the queue out, so the file and stderr keep the order
+records were made in. Flushing a handler, :func:`~instrumentation.logs.shutdown_logging`, the
+telemetry shutdown (SIGTERM included) and the interpreter's exit write it out too. A process
+killed outright (SIGKILL, a power cut) loses at most the last interval's INFO and DEBUG
+records; warnings and errors are never queued. Past :data:`MAX_PENDING` queued records the
+thread that logs writes them itself, so a writer that cannot keep up slows the callers down
+instead of growing memory.
 """
 
 from __future__ import annotations
@@ -97,7 +97,7 @@ class RecordBuffer:
 
     def write(self) -> None:
         """Hand every queued record to its handlers, oldest first (a no-op while this thread
-        is already writing: a handler that logs adds its record behind the queue)."""
+        is already writing: a record that a handler logs meanwhile is handled at once)."""
         if not self._pending or getattr(self._local, "writing", False):
             return
         with self._lock:
