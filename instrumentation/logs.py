@@ -366,6 +366,8 @@ class _JsonStreamHandler(_DirectPath, logging.StreamHandler[TextIO]):
             else:
                 text = self.format(record)
             self.stream.write(text + self.terminator)
+            # The stream's flush only: this handler's flush() also writes the log buffer out,
+            # which a line being emitted (often by that buffer's writer) has no need of.
             logging.StreamHandler.flush(self)
         except RecursionError:
             raise
