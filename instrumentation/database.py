@@ -35,7 +35,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import Pool, QueuePool, StaticPool
 
-from instrumentation import conventions, sqlite, uow
+from instrumentation import conventions, postgresql, sqlite, uow
 from instrumentation.errors import ConfigurationError, PoolExhaustedError
 from instrumentation.pool import PoolTelemetry
 from instrumentation.sampling import drops_unsampled_children, unsampled_parent
@@ -48,7 +48,6 @@ _log = logging.getLogger(__name__)
 
 INSTRUMENTATION_SCOPE = "instrumentation.database"
 _SCOPE_KEY = "vrp.session_scope"
-_APPLICATION_NAME_MAX = 63  # PostgreSQL truncates application_name to NAMEDATALEN - 1 bytes
 
 T = TypeVar("T")
 
@@ -109,24 +108,6 @@ def _parse_url(raw: str) -> URL:
             "backend; allowed: sqlite, postgresql"
         )
     return url
-
-
-def _postgresql_arguments(url: URL, settings: DatabaseSettings) -> dict[str, Any]:
-    connect_args: dict[str, Any] = {}
-    if "application_name" not in url.query:
-        name = f"vrp {settings.pool_name}" if settings.pool_name else "vrp"
-        connect_args["application_name"] = name[:_APPLICATION_NAME_MAX]
-    if settings.statement_timeout_ms is not None:
-        connect_args["options"] = f"-c statement_timeout={int(settings.statement_timeout_ms)}"
-    return {
-        "connect_args": connect_args,
-        "pool_size": settings.pool_size,
-        "max_overflow": settings.max_overflow,
-        "pool_timeout": settings.pool_timeout,
-        "pool_recycle": settings.pool_recycle,
-        "pool_pre_ping": settings.pool_pre_ping,
-        "pool_use_lifo": True,
-    }
 
 
 def _max_connections(pool_class: type[Pool], settings: DatabaseSettings) -> int | None:
@@ -191,7 +172,7 @@ class Database:
             }
         else:
             base_pool = QueuePool
-            engine_arguments = _postgresql_arguments(url, settings)
+            engine_arguments = postgresql.engine_arguments(url, settings)
             engine_attributes = {
                 conventions.DB_SYSTEM_NAME: conventions.DB_SYSTEM_POSTGRESQL,
                 conventions.DB_NAMESPACE: url.database,
@@ -211,6 +192,8 @@ class Database:
         )
         if self.system == "sqlite":
             sqlite.install(self.engine, settings, file_database=not sqlite.is_memory_database(url))
+        else:
+            postgresql.install(self.engine)
         self._pool_telemetry.attach(self.engine)
         self._statements = StatementTelemetry(
             tracer=self.tracer,
