@@ -9,7 +9,10 @@ So the direct path (:mod:`instrumentation.direct`) makes the record inside the r
 the request's time, trace context and request id, and queues it here; a writer thread hands
 the queued records to the handlers in a row once per flush interval, as nginx's buffered
 access log (``access_log ... buffer= flush=``) and the OpenTelemetry batch processors do.
-A line is the same line; only the moment it is written changes.
+A line is the same line; only the moment it is written changes. A handler with an
+``end_batch()`` method may keep the lines of a batch (see :func:`writing`) and write them with
+one call when the batch ends; the file and stderr handlers do, so a batch costs one write and
+one flush per output instead of one per record, as with nginx's buffer.
 
 The standard library's ``QueueHandler`` / ``QueueListener`` do not do this: the handler
 formats the record in the caller (the cost this module moves), and the listener wakes for
@@ -102,13 +105,24 @@ class RecordBuffer:
             return
         with self._lock:
             self._local.writing = True
+            written: dict[int, logging.Handler] = {}
             try:
                 pending = self._pending
                 while pending:
                     record, handlers = pending.popleft()
                     self._deliver(record, handlers)
+                    for handler in handlers:
+                        written[id(handler)] = handler
             finally:
                 self._local.writing = False
+                for handler in written.values():
+                    end_batch = getattr(handler, "end_batch", None)
+                    if end_batch is not None:
+                        end_batch()
+
+    def writing_here(self) -> bool:
+        """Whether the calling thread is writing the queue out now."""
+        return bool(getattr(self._local, "writing", False))
 
     def pending(self) -> int:
         """How many records wait for their handlers."""
@@ -168,6 +182,12 @@ def uninstall() -> None:
     """Write out and stop the active buffer; records are handled as they are made again."""
     while _active:
         _active.pop().close()
+
+
+def writing() -> bool:
+    """Whether the calling thread is writing the active buffer out: a handler may then keep its
+    output and write it in one piece when the buffer calls its ``end_batch()``."""
+    return bool(_active) and _active[0].writing_here()
 
 
 def write_pending() -> None:

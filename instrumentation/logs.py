@@ -295,6 +295,56 @@ class _DirectPath:
         super().flush()
 
 
+class _BatchedLines(_DirectPath):
+    """A direct-path handler that writes whole lines, one write per log buffer batch.
+
+    ``emit`` hands each line to :meth:`_write_line`. While the log buffer's writer hands the
+    handler a batch (:func:`instrumentation.logbuffer.writing`), the lines are kept and
+    :meth:`end_batch` writes them in one piece; any other line is written at once, after the
+    kept ones, so the output keeps its order.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._kept: list[Any] = []
+        self._kept_record: logging.LogRecord | None = None
+
+    def end_batch(self: Any) -> None:
+        """Write the lines kept during the log buffer's batch."""
+        with self.lock:
+            self._write_kept()
+
+    def close(self: Any) -> None:
+        with self.lock:
+            self._write_kept()
+        super().close()
+
+    def _write_line(self: Any, line: Any, record: logging.LogRecord) -> None:
+        """Write ``line`` (under the handler's lock), or keep it until the batch ends."""
+        self._kept.append(line)
+        self._kept_record = record
+        if not logbuffer.writing():
+            self._write_kept()
+
+    def _write_kept(self: Any) -> None:
+        kept = self._kept
+        if not kept:
+            return
+        record = self._kept_record
+        data = kept[0] if len(kept) == 1 else kept[0][:0].join(kept)
+        kept.clear()
+        try:
+            self._write(data)
+        except RecursionError:
+            raise
+        except Exception:
+            self.handleError(record)
+
+    def _write(self, data: Any) -> None:
+        """Write and flush ``data``: one or more whole lines."""
+        raise NotImplementedError
+
+
 def _install(handler: logging.Handler, formatter: logging.Formatter) -> None:
     handler.setFormatter(formatter)
     handler.addFilter(TraceContextFilter())
@@ -313,7 +363,7 @@ def _encoded_line(handler: logging.Handler, record: logging.LogRecord) -> bytes:
     return (handler.format(record) + "\n").encode("utf-8")
 
 
-class SizeRotatingFileHandler(_DirectPath, logging.handlers.RotatingFileHandler):
+class SizeRotatingFileHandler(_BatchedLines, logging.handlers.RotatingFileHandler):
     """A ``RotatingFileHandler`` that writes each record's bytes as formatted, once.
 
     The standard one formats every record twice on Python 3.11 (once in ``shouldRollover`` to
@@ -343,19 +393,25 @@ class SizeRotatingFileHandler(_DirectPath, logging.handlers.RotatingFileHandler)
             if self.maxBytes > 0:
                 position = self._position
                 if position and position + len(line) >= self.maxBytes:
+                    self._write_kept()
                     self.doRollover()
                     if self.stream is None:
                         self.stream = self._open()
-            self.stream.write(line)
-            self.stream.flush()
             self._position += len(line)
+            self._write_line(line, record)
         except RecursionError:
             raise
         except Exception:
             self.handleError(record)
 
+    def _write(self, data: bytes) -> None:
+        if self.stream is None:
+            self.stream = self._open()
+        self.stream.write(data)
+        self.stream.flush()
 
-class _JsonStreamHandler(_DirectPath, logging.StreamHandler[TextIO]):
+
+class _JsonStreamHandler(_BatchedLines, logging.StreamHandler[TextIO]):
     """A ``StreamHandler`` writing the JSON line the shared formatter already made."""
 
     def emit(self, record: logging.LogRecord) -> None:
@@ -365,14 +421,17 @@ class _JsonStreamHandler(_DirectPath, logging.StreamHandler[TextIO]):
                 text = formatter.line(record).decode("utf-8")
             else:
                 text = self.format(record)
-            self.stream.write(text + self.terminator)
-            # The stream's flush only: this handler's flush() also writes the log buffer out,
-            # which a line being emitted (often by that buffer's writer) has no need of.
-            logging.StreamHandler.flush(self)
+            self._write_line(text + self.terminator, record)
         except RecursionError:
             raise
         except Exception:
             self.handleError(record)
+
+    def _write(self, data: str) -> None:
+        self.stream.write(data)
+        # The stream's flush only: this handler's flush() also writes the log buffer out, which
+        # a line being written (often by that buffer's writer) has no need of.
+        logging.StreamHandler.flush(self)
 
 
 class _TextStreamHandler(_DirectPath, logging.StreamHandler[TextIO]):

@@ -205,3 +205,65 @@ direct.log(logging.getLogger("vrp.access"), logging.INFO, "GET /last", (), {{}})
     subprocess.run([sys.executable, "-c", script], cwd=REPO, check=True, timeout=60)
 
     assert [line["message"] for line in lines(tmp_path)] == ["GET /last"]
+
+
+def test_a_batch_reaches_the_file_and_stderr_with_one_write_each(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    settings = LoggingSettings(
+        log_dir=tmp_path, stderr=True, stderr_format="json", level="INFO", flush_ms=NEVER_MS
+    )
+    configure_logging(settings, service="vrp")
+    writes: list[tuple[str, int]] = []
+    outputs = [handler for handler in logging.getLogger().handlers if hasattr(handler, "end_batch")]
+    for handler in outputs:
+        real_write = handler._write  # type: ignore[attr-defined]
+
+        def spy(data: Any, name: str = type(handler).__name__, real: Any = real_write) -> None:
+            writes.append((name, len(data.splitlines())))
+            real(data)
+
+        monkeypatch.setattr(handler, "_write", spy)
+
+    with only_package_handlers():
+        for path in ("/a", "/b", "/c"):
+            access(path)
+        assert writes == []
+        logbuffer.write_pending()
+        logging.getLogger("vrp.test").warning("then this")
+
+    assert sorted(writes) == [
+        ("SizeRotatingFileHandler", 1),
+        ("SizeRotatingFileHandler", 3),
+        ("_JsonStreamHandler", 1),
+        ("_JsonStreamHandler", 3),
+    ]
+    expected = ["GET /a", "GET /b", "GET /c", "then this"]
+    assert [line["message"] for line in lines(tmp_path)] == expected
+    printed = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
+    assert [line["message"] for line in printed if line["logger"].startswith("vrp.")] == expected
+
+
+def test_a_batch_that_crosses_the_size_limit_rotates_where_its_line_would_cross_it(
+    tmp_path: Path,
+) -> None:
+    settings = LoggingSettings(
+        log_dir=tmp_path, stderr=False, level="INFO", flush_ms=NEVER_MS, max_bytes=2000
+    )
+    configure_logging(settings, service="vrp")
+    with only_package_handlers():
+        for number in range(20):
+            access(f"/{number:02d}/{'x' * 100}")
+        logbuffer.write_pending()
+    shutdown_logging()
+
+    newest, older = tmp_path / "vrp.log", tmp_path / "vrp.log.1"
+    assert older.exists()
+    assert older.stat().st_size <= 2000 and newest.stat().st_size <= 2000
+    assert older.stat().st_size + len(newest.read_bytes().splitlines()[0]) + 1 >= 2000
+    numbers = [
+        json.loads(line)["url.path"][1:3]
+        for path in sorted(tmp_path.glob("vrp.log*"), reverse=True)
+        for line in path.read_text(encoding="utf-8").splitlines()
+    ]
+    assert numbers == sorted(numbers) and numbers[-1] == "19"
