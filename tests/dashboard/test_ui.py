@@ -158,30 +158,53 @@ def _text_in(selector: str, text: str) -> Callable[[WebDriver], bool]:
     return found
 
 
-def _element(driver: WebDriver, selector: str, text: str) -> WebElement:
-    def find(d: WebDriver) -> WebElement | bool:
-        for element in d.find_elements(By.CSS_SELECTOR, selector):
+Finder = Callable[[WebDriver], "WebElement | bool"]
+
+
+def _holding(selector: str, text: str, inner: str | None = None) -> Finder:
+    """The first ``selector`` element holding ``text`` (or its first ``inner`` element)."""
+
+    def find(driver: WebDriver) -> WebElement | bool:
+        for element in driver.find_elements(By.CSS_SELECTOR, selector):
             if text in element.text:
-                return element
+                return element.find_element(By.CSS_SELECTOR, inner) if inner else element
         return False
 
-    found = _wait(driver, find, f"{selector} holding {text!r}")
+    return find
+
+
+def _first(selector: str) -> Finder:
+    def find(driver: WebDriver) -> WebElement | bool:
+        return next(iter(driver.find_elements(By.CSS_SELECTOR, selector)), False)
+
+    return find
+
+
+def _element(driver: WebDriver, selector: str, text: str) -> WebElement:
+    found = _wait(driver, _holding(selector, text), f"{selector} holding {text!r}")
     assert isinstance(found, WebElement)
     return found
 
 
-def _click(driver: WebDriver, element: WebElement) -> None:
-    """Click like a user: scrolled into view, once a refresh overlay has gone."""
-    driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", element)
+def _click(driver: WebDriver, find: Finder, what: str) -> None:
+    """Click like a user: scrolled into view, once a refresh overlay has gone.
 
-    def clicked(_: WebDriver) -> bool:
+    The element is looked up again for every try: a panel that refreshes replaces its elements,
+    and a reference to a replaced one can never be clicked.
+    """
+
+    def clicked(d: WebDriver) -> bool:
+        element = find(d)
+        if not isinstance(element, WebElement):
+            return False
+        d.execute_script("arguments[0].scrollIntoView({block: 'center'});", element)
         try:
             element.click()
-        except ElementClickInterceptedException:
+        except (ElementClickInterceptedException, StaleElementReferenceException):
             return False
         return True
 
-    _wait(driver, clicked, "a clickable element")
+    _wait(driver, clicked, f"{what} to click")
 
 
 def _screenshot(driver: WebDriver, name: str) -> None:
@@ -224,7 +247,7 @@ def test_every_page_renders_with_data(browser: WebDriver, dashboard: Running, pa
     _element(browser, selector, text)
     if page == "queries":
         # The screenshot shows a query's latency and its slowest examples.
-        _click(browser, _element(browser, "#queries-table td", ui_telemetry.SLOW_QUERY))
+        _click(browser, _holding("#queries-table td", ui_telemetry.SLOW_QUERY), "the slow query")
         _element(browser, "#queries-detail-title", ui_telemetry.SLOW_QUERY)
     if page == "transactions":
         _element(browser, "#transactions-outcomes", "commit")
@@ -246,22 +269,17 @@ def test_clicking_a_slow_query_leads_to_its_trace_waterfall(
     browser: WebDriver, dashboard: Running
 ) -> None:
     browser.get(f"{dashboard.base}/")
-    _click(browser, _element(browser, ".navbar a.nav-link", "Queries"))
+    _click(browser, _holding(".navbar a.nav-link", "Queries"), "the Queries tab")
     _wait(browser, lambda d: d.current_url.endswith("/queries"), "the Queries page")
-    _click(browser, _element(browser, "#queries-table td", ui_telemetry.SLOW_QUERY))
+    _click(browser, _holding("#queries-table td", ui_telemetry.SLOW_QUERY), "the slow query")
     _element(browser, "#queries-detail-title", ui_telemetry.SLOW_QUERY)
     _wait(browser, _text_in("#queries-latency", "p95"), "the query's latency plot")
     trace_id = dashboard.sent.slow_trace_id
-    link = _wait(
+    _click(
         browser,
-        lambda d: next(
-            iter(d.find_elements(By.CSS_SELECTOR, f'#queries-examples a[href*="{trace_id}"]')),
-            False,
-        ),
+        _first(f'#queries-examples a[href*="{trace_id}"]'),
         "a link to the slow example's trace",
     )
-    assert isinstance(link, WebElement)
-    _click(browser, link)
     _wait(browser, lambda d: f"trace={trace_id}" in d.current_url, "the trace page")
     _element(browser, "#traces-waterfall-graph", f"Trace {trace_id}")
     _element(browser, "#traces-waterfall-graph", ui_telemetry.SLOW_QUERY)
@@ -274,8 +292,9 @@ def test_n_plus_one_is_flagged_on_queries_and_in_its_waterfall(
     trace_id = dashboard.sent.n_plus_one_trace_id
     browser.get(f"{dashboard.base}/queries")
     _element(browser, "#queries-n-plus-one-table", ui_telemetry.N_PLUS_ONE_TEXT)
-    link = browser.find_element(By.CSS_SELECTOR, f'#queries-n-plus-one-table a[href*="{trace_id}"]')
-    _click(browser, link)
+    _click(
+        browser, _first(f'#queries-n-plus-one-table a[href*="{trace_id}"]'), "the N+1 trace link"
+    )
     _element(browser, ".n-plus-one", ui_telemetry.N_PLUS_ONE_TEXT)
     colors = _wait(
         browser,
@@ -292,8 +311,11 @@ def test_n_plus_one_is_flagged_on_queries_and_in_its_waterfall(
 def test_a_log_line_leads_to_its_trace(browser: WebDriver, dashboard: Running) -> None:
     trace_id = dashboard.sent.error_trace_id
     browser.get(f"{dashboard.base}/logs")
-    row = _element(browser, "#logs-table tr", ui_telemetry.ERROR_MESSAGE)
-    _click(browser, row.find_element(By.CSS_SELECTOR, "a"))
+    _click(
+        browser,
+        _holding("#logs-table tr", ui_telemetry.ERROR_MESSAGE, "a"),
+        "the error's trace link",
+    )
     _wait(browser, lambda d: f"trace={trace_id}" in d.current_url, "the trace page")
     _element(browser, "#traces-waterfall-graph", f"Trace {trace_id}")
     _element(browser, "#traces-waterfall-graph", "POST /api/recordings")
