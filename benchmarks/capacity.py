@@ -399,6 +399,11 @@ def report(results: dict[str, Result], plan: Plan, sink: dict[str, dict[str, int
         f"sink received {traces['items']} spans and {logs['items']} log records from on "
         f"({results['on'].requests} requests)"
     )
+    if (logs["items"] or 0) < results["on"].requests:
+        print(
+            "  fewer log records than requests: access records were held back instead of "
+            "exported, so this run did not measure their full cost"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -90,12 +90,13 @@ class RecordBuffer:
         pending.append((record, handlers))
         if self._thread is None:
             self._start()
-        # Counted after the append: whoever makes the queue one long wakes the writer, and
-        # a writer still emptying it sees a longer queue.
-        queued = len(pending)
-        if queued == 1:
+        # Looked at after the append: the writer lowers the flag just before it takes the
+        # queue, so a record appended before that is in its pass, and one appended after it
+        # finds the flag down and raises it. (Waking the writer only for the record that makes
+        # the queue one long loses the wake-up when two threads append before either counts.)
+        if not self._work.is_set():
             self._work.set()
-        elif queued >= self._max_pending:
+        if len(pending) >= self._max_pending:
             self.write()
 
     def write(self) -> None:
@@ -148,9 +149,9 @@ class RecordBuffer:
     def _run(self) -> None:
         while not self._stop.is_set():
             self._work.wait()
-            self._work.clear()
             # Let the interval's records gather, unless closing.
             self._stop.wait(self._interval_s)
+            self._work.clear()
             self.write()
 
     def _after_fork_in_child(self) -> None:

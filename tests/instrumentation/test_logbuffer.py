@@ -267,3 +267,32 @@ def test_a_batch_that_crosses_the_size_limit_rotates_where_its_line_would_cross_
         for line in path.read_text(encoding="utf-8").splitlines()
     ]
     assert numbers == sorted(numbers) and numbers[-1] == "19"
+
+
+def test_records_queued_by_many_threads_at_once_are_all_written_by_the_writer() -> None:
+    delivered: list[str] = []
+    buffer = logbuffer.RecordBuffer(0.001, lambda record, _: delivered.append(record.msg))
+    threads, each = 8, 300
+    switch_interval = sys.getswitchinterval()
+    # Thread switches between any two bytecodes, so puts interleave at every point they can.
+    sys.setswitchinterval(1e-6)
+    try:
+
+        def put(worker: int) -> None:
+            for index in range(each):
+                buffer.put(logging.makeLogRecord({"msg": f"{worker}-{index}"}), ())
+
+        workers = [threading.Thread(target=put, args=(worker,)) for worker in range(threads)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+    finally:
+        sys.setswitchinterval(switch_interval)
+    deadline = time.monotonic() + 10
+    while len(delivered) < threads * each and time.monotonic() < deadline:
+        time.sleep(0.01)
+    try:
+        assert len(delivered) == threads * each, f"{buffer.pending()} records never written"
+    finally:
+        buffer.close()
