@@ -11,6 +11,11 @@ What is measured
       the log file and to stderr (sent to ``/dev/null``);
     * ``off``: ``OTEL_SDK_DISABLED=true`` and ``VRP_LOG_LEVEL=WARNING``.
 
+    ``--breakdown`` adds two servers that show where ``on``'s cost lies: ``nolog``, ``on``
+    with logs at WARNING (no access records), and ``nospans``, ``on`` with
+    ``OTEL_TRACES_SAMPLER=always_off`` (no spans; metrics and access records as ``on``). Each
+    exporting server has a sink of its own, so the counts printed are its own.
+
     A phase saturates one server with 16 client threads, each running the recorder mix in a
     loop - create (multipart upload of a 0.1 s WAV, unique per upload), get, list
     (``page_size=20``), update (PATCH with ``If-Match``) - on a keep-alive connection, for 15 s.
@@ -57,6 +62,7 @@ from benchmarks.overhead import (
 )
 
 CONFIGURATIONS = ("on", "off")
+BREAKDOWN = ("on", "nolog", "nospans", "off")
 CLIENT_THREADS = 16
 PHASE_SECONDS = 15.0
 TARGET_ON_OFF = 0.80
@@ -69,6 +75,7 @@ class Plan:
     phase_seconds: float
     pairs: int
     warmup_seconds: float
+    configurations: tuple[str, ...] = CONFIGURATIONS
 
 
 def parse_plan(argv: list[str] | None) -> Plan:
@@ -85,12 +92,18 @@ def parse_plan(argv: list[str] | None) -> Plan:
         "--pairs", type=int, default=2, help="on/off phase pairs, at least 2 (default 2)"
     )
     parser.add_argument("--quick", action="store_true", help="short phases, for a smoke check")
+    parser.add_argument(
+        "--breakdown",
+        action="store_true",
+        help="add on without access records (nolog) and on without spans (nospans)",
+    )
     args = parser.parse_args(argv)
+    configurations = BREAKDOWN if args.breakdown else CONFIGURATIONS
     if args.quick:
-        return Plan(threads=args.threads, phase_seconds=1.5, pairs=2, warmup_seconds=0.5)
+        return Plan(args.threads, 1.5, 2, warmup_seconds=0.5, configurations=configurations)
     if args.threads < 1 or args.seconds <= 0 or args.pairs < 2:
         parser.error("--threads and --seconds must be positive, --pairs at least 2")
-    return Plan(args.threads, args.seconds, args.pairs, warmup_seconds=3.0)
+    return Plan(args.threads, args.seconds, args.pairs, 3.0, configurations)
 
 
 # --- the servers ----------------------------------------------------------------------------
@@ -124,10 +137,17 @@ def _environment(name: str, directory: Path, sink: str) -> dict[str, str]:
             "OTEL_SERVICE_NAME": f"vrp-api-capacity-{name}",
         }
     )
-    if name == "on":
-        env.update({"VRP_LOG_LEVEL": "INFO", "OTEL_EXPORTER_OTLP_ENDPOINT": sink})
-    else:
+    if name == "off":
         env.update({"VRP_LOG_LEVEL": "WARNING", "OTEL_SDK_DISABLED": "true"})
+        return env
+    env.update(
+        {
+            "VRP_LOG_LEVEL": "WARNING" if name == "nolog" else "INFO",
+            "OTEL_EXPORTER_OTLP_ENDPOINT": sink,
+        }
+    )
+    if name == "nospans":
+        env["OTEL_TRACES_SAMPLER"] = "always_off"
     return env
 
 
@@ -358,7 +378,9 @@ class Result:
         return self.cpu_seconds * 1000 / self.requests
 
 
-def report(results: dict[str, Result], plan: Plan, sink: dict[str, dict[str, int | None]]) -> None:
+def report(
+    results: dict[str, Result], plan: Plan, sinks: dict[str, dict[str, dict[str, int | None]]]
+) -> None:
     print(
         f"\nvrp api over HTTP, {plan.threads} client threads running the recorder mix, "
         f"{len(results['on'].phase_rates)} phases of {plan.phase_seconds:.1f} s per "
@@ -394,15 +416,22 @@ def report(results: dict[str, Result], plan: Plan, sink: dict[str, dict[str, int
             + " ".join(f"{pair:.3f}" for pair in pairs)
             + f"  (median {statistics.median(pairs):.3f})"
         )
-    traces, logs = sink["traces"], sink["logs"]
-    print(
-        f"sink received {traces['items']} spans and {logs['items']} log records from on "
-        f"({results['on'].requests} requests)"
-    )
-    if (logs["items"] or 0) < results["on"].requests:
+    for name, sink in sinks.items():
+        traces, logs = sink["traces"], sink["logs"]
         print(
-            "  fewer log records than requests: access records were held back instead of "
-            "exported, so this run did not measure their full cost"
+            f"sink received {traces['items']} spans and {logs['items']} log records from {name} "
+            f"({results[name].requests} requests)"
+        )
+        if name != "nolog" and (logs["items"] or 0) < results[name].requests:
+            print(
+                "  fewer log records than requests: access records were held back instead of "
+                "exported, so this run did not measure their full cost"
+            )
+    others = [name for name in results if name not in CONFIGURATIONS]
+    if others and results["off"].rate:
+        print(
+            "breakdown, each / off  "
+            + "  ".join(f"{name} {results[name].rate / results['off'].rate:.3f}" for name in others)
         )
 
 
@@ -412,24 +441,29 @@ def main(argv: list[str] | None = None) -> int:
     payload = make_wav()
     started = time.monotonic()
     load_before = os.getloadavg()[0]
-    results = {name: Result(name) for name in CONFIGURATIONS}
+    results = {name: Result(name) for name in plan.configurations}
     with ExitStack() as stack:
-        endpoint = stack.enter_context(running_sink())
+        # One sink per exporting server, so that each one's counts are its own.
+        endpoints = {
+            name: stack.enter_context(running_sink())
+            for name in plan.configurations
+            if name != "off"
+        }
         root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="vrp-capacity-")))
         servers = {
-            name: stack.enter_context(running_server(name, root, endpoint))
-            for name in CONFIGURATIONS
+            name: stack.enter_context(running_server(name, root, endpoints.get(name, "")))
+            for name in plan.configurations
         }
         for server in servers.values():
             run_phase(server, plan, plan.warmup_seconds, payload)
         for pair in range(plan.pairs):
-            for name in CONFIGURATIONS:
+            for name in plan.configurations:
                 tally, seconds, cpu = run_phase(servers[name], plan, plan.phase_seconds, payload)
                 results[name].add(tally, seconds, cpu)
             print(f"\rpair {pair + 1}/{plan.pairs}", end="", file=sys.stderr, flush=True)
         print(file=sys.stderr)
-        time.sleep(1.5)  # the on server's batch processors export what the last phase queued
-        report(results, plan, sink_stats(endpoint))
+        time.sleep(1.5)  # the servers' batch processors export what the last phase queued
+        report(results, plan, {name: sink_stats(url) for name, url in endpoints.items()})
     load_after = os.getloadavg()[0]
     print(
         f"\ntook {time.monotonic() - started:.0f} s on {os.cpu_count()} CPUs; 1-minute load "

@@ -49,3 +49,46 @@ def test_quick_run_alternates_both_configurations_without_errors_and_exports() -
     # Every request of on is traced and logged once (the canonical line); off sends nothing.
     assert int(exported[1]) > int(rows["on"]["requests"])
     assert int(exported[2]) >= int(rows["on"]["requests"])
+    assert "breakdown" not in out
+    assert "fewer log records" not in out
+
+
+def test_breakdown_adds_on_without_access_records_and_on_without_spans() -> None:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "capacity.py"), "--quick", "--breakdown"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+    assert result.returncode == 0, result.stderr[-2000:]
+    out = result.stdout
+    rows = {
+        match["name"]: (int(match["requests"]), float(match["rate"]), int(match["errors"]))
+        for match in re.finditer(
+            r"^(?P<name>on|nolog|nospans|off)\s+(?P<requests>\d+)\s+(?P<rate>\d+\.\d)\s+"
+            r"\d+\.\d \d+\.\d\s+\d+\.\d\s+\d+\.\d\d\s+(?P<errors>\d+)$",
+            out,
+            re.MULTILINE,
+        )
+    }
+    assert list(rows) == ["on", "nolog", "nospans", "off"]
+    assert all(requests > 0 and errors == 0 for requests, _, errors in rows.values())
+    sinks = {
+        match[3]: (int(match[1]), int(match[2]))
+        for match in re.finditer(
+            r"^sink received (\d+) spans and (\d+) log records from (\w+)", out, re.M
+        )
+    }
+    assert set(sinks) == {"on", "nolog", "nospans"}
+    # Each server's own sink: nolog exports spans but no access records, nospans the reverse.
+    assert sinks["on"][0] > rows["on"][0] and sinks["on"][1] >= rows["on"][0]
+    assert sinks["nolog"][0] > rows["nolog"][0] and sinks["nolog"][1] < rows["nolog"][0]
+    assert sinks["nospans"][0] == 0 and sinks["nospans"][1] >= rows["nospans"][0]
+    breakdown = re.search(
+        r"^breakdown, each / off  nolog (\d\.\d{3})  nospans (\d\.\d{3})$", out, re.M
+    )
+    assert breakdown is not None
+    assert abs(float(breakdown[1]) - rows["nolog"][1] / rows["off"][1]) < 0.01
+    assert abs(float(breakdown[2]) - rows["nospans"][1] / rows["off"][1]) < 0.01
