@@ -48,6 +48,12 @@ STALE_UPLOAD_SECONDS = 3600
 # packets): a PostgreSQL server gets this long to answer a connection attempt, unless
 # PGCONNECT_TIMEOUT or the URL's connect_timeout says otherwise. Child processes inherit it.
 POSTGRES_CONNECT_TIMEOUT = "10"
+# Allocations of container objects between two young-generation collections in `vrp api`
+# (Python's default is 700). Spans, their attributes and the log records waiting for export
+# are allocated by every request and survive it, so at 700 the cyclic GC ran over them again
+# and again while they waited. Measured with four servers in one capacity run (two runs, 16
+# clients): server CPU per request -10 to -12 % with full telemetry, -3 to -7 % without.
+API_GC_YOUNG_THRESHOLD = 10_000
 
 
 def _fail(message: str, code: int = FAILURE_EXIT) -> NoReturn:
@@ -215,9 +221,12 @@ def _serve_api(settings: Settings, db: Database) -> None:
         logger.info("API listening on http://%s:%s", host, port, extra={"version": __version__})
     # Everything allocated so far lives as long as the process: keep it out of every future
     # collection, so that the cyclic GC only scans the per-request garbage (telemetry records
-    # waiting for export make full collections otherwise long and frequent).
+    # waiting for export make full collections otherwise long and frequent), and scans it less
+    # often (API_GC_YOUNG_THRESHOLD).
     gc.collect()
     gc.freeze()
+    _, older, oldest = gc.get_threshold()
+    gc.set_threshold(API_GC_YOUNG_THRESHOLD, older, oldest)
     server.run()
 
 

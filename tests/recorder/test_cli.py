@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import gc
 import json
 import os
 import queue
@@ -14,8 +15,13 @@ import threading
 import time
 import urllib.request
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from instrumentation.database import Database
+    from recorder.config import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -385,3 +391,29 @@ def test_the_access_record_of_the_last_request_is_written_when_the_api_is_stoppe
         for line in path.read_text(encoding="utf-8").splitlines()
     ]
     assert any(record.get("url.path") == "/api/recordings" for record in records), records[-3:]
+
+
+def test_the_api_collects_its_young_generation_less_often_once_it_serves(
+    settings: Settings, db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import waitress
+
+    from recorder import cli
+
+    thresholds: list[tuple[int, int, int]] = []
+
+    class Server:
+        effective_host, effective_port = "127.0.0.1", 5000
+
+        def run(self) -> None:
+            thresholds.append(gc.get_threshold())
+
+    monkeypatch.setattr(waitress, "create_server", lambda app, **options: Server())
+    before = gc.get_threshold()
+    try:
+        cli._serve_api(settings, db)
+    finally:
+        gc.set_threshold(*before)
+        gc.unfreeze()
+
+    assert thresholds == [(cli.API_GC_YOUNG_THRESHOLD, before[1], before[2])]
