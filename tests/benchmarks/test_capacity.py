@@ -10,17 +10,21 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_quick_run_alternates_both_configurations_without_errors_and_exports() -> None:
+def run_quick(*options: str) -> str:
+    """What ``capacity.py --quick`` with ``options`` prints; it must exit 0."""
     result = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "capacity.py"), "--quick"],
+        [sys.executable, str(ROOT / "benchmarks" / "capacity.py"), "--quick", *options],
         capture_output=True,
         text=True,
         timeout=300,
         check=False,
     )
-
     assert result.returncode == 0, result.stderr[-2000:]
-    out = result.stdout
+    return result.stdout
+
+
+def test_quick_run_alternates_both_configurations_without_errors_and_exports() -> None:
+    out = run_quick()
     rows = {
         match["name"]: match
         for match in re.finditer(
@@ -54,16 +58,7 @@ def test_quick_run_alternates_both_configurations_without_errors_and_exports() -
 
 
 def test_breakdown_adds_on_without_access_records_and_on_without_spans() -> None:
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "capacity.py"), "--quick", "--breakdown"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-
-    assert result.returncode == 0, result.stderr[-2000:]
-    out = result.stdout
+    out = run_quick("--breakdown")
     rows = {
         match["name"]: (int(match["requests"]), float(match["rate"]), int(match["errors"]))
         for match in re.finditer(
