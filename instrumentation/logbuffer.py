@@ -111,9 +111,9 @@ class RecordBuffer:
                 pending = self._pending
                 while pending:
                     record, handlers = pending.popleft()
-                    self._deliver(record, handlers)
-                    for handler in handlers:
+                    for handler in handlers:  # before delivery: a failed one still ends its batch
                         written[id(handler)] = handler
+                    self._deliver(record, handlers)
             finally:
                 self._local.writing = False
                 for handler in written.values():
