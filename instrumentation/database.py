@@ -36,7 +36,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import Pool, QueuePool, StaticPool
 
 from instrumentation import conventions, postgresql, sqlite, uow
-from instrumentation.errors import ConfigurationError, PoolExhaustedError
+from instrumentation.errors import ConfigurationError, PoolExhaustedError, is_client_error
 from instrumentation.pool import PoolTelemetry
 from instrumentation.sampling import drops_unsampled_children, unsampled_parent
 from instrumentation.settings import DatabaseSettings
@@ -283,8 +283,11 @@ class Database:
         self, span: Span, scope: _SessionScope, failure: BaseException | None, started: float
     ) -> None:
         try:
+            client_error = is_client_error(failure)
             if failure is not None:
-                scope.outcome = "error"
+                # A handled client error (404, 409, 412, 422) rolled the session back: the span
+                # carries error.type but keeps status UNSET, as OpenTelemetry's conventions ask.
+                scope.outcome = "rollback" if client_error else "error"
             if span.is_recording():
                 attributes: dict[str, Any] = {
                     conventions.VRP_DB_SESSION_STATEMENTS: scope.statements,
@@ -292,7 +295,10 @@ class Database:
                 }
                 if failure is not None:
                     attributes[conventions.ERROR_TYPE] = error_type(failure)
-                    span.set_status(Status(StatusCode.ERROR, attributes[conventions.ERROR_TYPE]))
+                    if not client_error:
+                        span.set_status(
+                            Status(StatusCode.ERROR, attributes[conventions.ERROR_TYPE])
+                        )
                 span.set_attributes(attributes)
             span.end()
             if _log.isEnabledFor(logging.DEBUG):

@@ -6,6 +6,23 @@ subclasses name the failure so that an HTTP layer can map them (pool exhausted -
 
 from __future__ import annotations
 
+from typing import Final
+
+from sqlalchemy.orm.exc import StaleDataError
+
+# Attribute an application exception class sets to say "the caller's request was refused".
+CLIENT_ERROR_FLAG: Final = "client_error"
+
+
+def is_client_error(exc: BaseException | None) -> bool:
+    """Whether ``exc`` refused the caller's request (404, 409, 412, 422) rather than failed.
+
+    Such an exception rolls a unit back, but by OpenTelemetry's conventions the span keeps
+    status UNSET: the service worked as intended. A stale version is optimistic locking doing
+    its job (the caller lost a race), so it counts as a client error too.
+    """
+    return getattr(exc, CLIENT_ERROR_FLAG, False) is True or isinstance(exc, StaleDataError)
+
 
 class InstrumentationError(Exception):
     """Base of every error raised on purpose by :mod:`instrumentation`."""

@@ -105,6 +105,7 @@ from instrumentation.errors import (
     CommitOutcomeUnknownError,
     InstrumentationError,
     TransactionRetryError,
+    is_client_error,
 )
 from instrumentation.sampling import unsampled_parent
 from instrumentation.sqlite import READONLY_OPTION
@@ -142,8 +143,6 @@ _LOG_VERBS: Final[dict[Outcome, str]] = {
     "rollback": "rolled back",
     "error": "failed",
 }
-# Attribute an application exception class sets to say "the caller's request was refused".
-CLIENT_ERROR_FLAG: Final = "client_error"
 
 # The server aborted the transaction and says so; nothing was committed, retrying is safe.
 _CONFLICT_SQLSTATES: Final = frozenset({"40001", "40P01"})
@@ -401,11 +400,6 @@ def _outcome_of(exc: BaseException) -> Outcome:
     return "rollback"
 
 
-def _client_error(exc: BaseException | None) -> bool:
-    """Whether ``exc`` refused the caller's request rather than failed the service."""
-    return getattr(exc, CLIENT_ERROR_FLAG, False) is True or isinstance(exc, StaleDataError)
-
-
 def _unit_active(session: Session | None) -> TypeGuard[Session]:
     """Whether ``session`` runs a transaction begun on purpose, which a new unit must join."""
     if session is None:
@@ -589,7 +583,7 @@ class _Unit:
             if outcome == "error":
                 span.set_status(Status(StatusCode.ERROR, kind))
         level = _LOG_LEVELS[outcome]
-        if outcome == "rollback" and _client_error(exc):
+        if outcome == "rollback" and is_client_error(exc):
             level = logging.DEBUG
         if note_transaction(outcome, self.attempts) and outcome == "commit":
             # Inside a request the access record carries the unit (the canonical log line).

@@ -118,6 +118,25 @@ def test_session_outcome_is_error_and_the_exception_propagates_when_the_body_rai
     assert not span.events, "exception messages may quote values and are never recorded"
 
 
+class _Refused(Exception):
+    """An application's "not found": the caller's request was refused, the service is fine."""
+
+    client_error = True
+
+
+def test_session_refused_by_a_client_error_rolls_back_with_status_unset(
+    db: Database, telemetry: InMemoryTelemetry
+) -> None:
+    with pytest.raises(_Refused), db.session() as session:
+        session.execute(sa.text("SELECT 1"))
+        raise _Refused
+
+    span = telemetry.span_named("db.session")
+    assert span.attributes["vrp.db.session.outcome"] == "rollback"
+    assert span.attributes["error.type"].endswith("_Refused")
+    assert span.status.status_code is StatusCode.UNSET
+
+
 def test_session_always_closes_and_returns_its_connection_when_the_body_raises(
     db: Database,
 ) -> None:

@@ -128,6 +128,8 @@ def test_a_unit_refused_by_a_client_error_rolls_back_at_debug_not_warning(
     span = telemetry.span_named("db.transaction")
     assert span.attributes is not None
     assert span.attributes["vrp.db.transaction.outcome"] == "rollback"
+    assert span.attributes["error.type"] == kind
+    assert span.status.status_code is StatusCode.UNSET
     (record,) = [r for r in caplog.records if r.name == "instrumentation.transactions"]
     assert record.levelno == logging.DEBUG
     assert field(record, "vrp.db.transaction.outcome") == "rollback"

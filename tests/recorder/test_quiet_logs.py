@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from flask.testing import FlaskClient
-from opentelemetry.trace import SpanKind
+from opentelemetry.trace import SpanKind, StatusCode
 
 from instrumentation.database import Database
 from instrumentation.testing import InMemoryTelemetry
@@ -20,6 +20,7 @@ from recorder.config import Settings
 from tests.recorder.fixtures import recorder_app, upload
 
 TRANSACTIONS = "instrumentation.transactions"
+ERROR = StatusCode.ERROR
 
 
 def test_client_errors_roll_back_at_debug_and_log_no_warning(
@@ -41,6 +42,26 @@ def test_client_errors_roll_back_at_debug_and_log_no_warning(
     assert len(rollbacks) == 3
     assert {r.levelno for r in rollbacks} == {logging.DEBUG}
     assert [r for r in records if r.levelno >= logging.WARNING] == []
+
+
+def test_client_errors_leave_every_span_of_the_request_without_error_status(
+    client: FlaskClient, telemetry: InMemoryTelemetry
+) -> None:
+    _, created = upload(client)
+    rid = created["id"]
+    client.delete(f"/api/recordings/{rid}")
+    telemetry.clear()
+
+    missing = client.get("/api/recordings/00000000-0000-4000-8000-000000000000")
+    stale = client.patch(f"/api/recordings/{rid}", json={"title": "x"}, headers={"If-Match": '"9"'})
+    deleted = client.patch(f"/api/recordings/{rid}", json={"title": "x"})
+
+    assert (missing.status_code, stale.status_code, deleted.status_code) == (404, 412, 409)
+    spans = telemetry.spans()
+    assert {span.name for span in spans} >= {"db.session", "db.transaction"}
+    assert [(s.name, s.status.status_code) for s in spans if s.status.status_code is ERROR] == []
+    refused = [s for s in spans if s.name in {"db.session", "db.transaction"}]
+    assert all(s.attributes and "error.type" in s.attributes for s in refused)
 
 
 def test_the_start_up_schema_check_runs_under_one_db_migrate_span(
