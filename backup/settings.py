@@ -146,8 +146,7 @@ def load_backup_settings(
     try:
         data = _SCHEMA.load(raw)
     except ma.ValidationError as exc:
-        allowed = ", ".join(sorted(_SCHEMA.fields))
-        line = invalid_setting_line(exc, raw, unknown_hint=f"the backup settings are {allowed}")
+        line = invalid_setting_line(exc, raw)
         raise BackupConfigError(line) from None
     backup_dir = absolute_path(data["VRP_BACKUP_DIR"], cwd)
     return BackupSettings(

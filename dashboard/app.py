@@ -135,7 +135,7 @@ def create_app(
     """
     if server is None:
         server = create_server(settings, store=store)
-    install_auth(server, settings.token)
+    install_auth(server, settings)
     app = dash.Dash(
         __name__,
         server=server,

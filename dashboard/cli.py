@@ -1,4 +1,5 @@
-"""``dashboard``: serve the receiver, the JSON API and the UI with waitress.
+"""``dashboard``: serve the receiver, the JSON API and the UI with waitress;
+``dashboard token`` prints a new random token for ``VRP_DASHBOARD_TOKEN``.
 
 The host application mounts :func:`make_command` in its own click group (the recorder's ``vrp
 dashboard``) and hands it a :data:`ProcessScope`: what sets up logging and telemetry for the life
@@ -28,6 +29,7 @@ import gc
 import ipaddress
 import logging
 import os
+import secrets
 import signal
 import socket
 import sys
@@ -255,16 +257,25 @@ def tune_for_serving() -> None:
     sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
 
 
-def make_command(process_scope: ProcessScope = standalone_scope) -> click.Command:
-    """The ``dashboard`` click command, using ``process_scope`` for logging and telemetry."""
+def new_token() -> str:
+    """A token for ``VRP_DASHBOARD_TOKEN``: 256 random bits, URL-safe base64 (43 characters)."""
+    return secrets.token_urlsafe(32)
 
-    @click.command("dashboard")
+
+def make_command(process_scope: ProcessScope = standalone_scope) -> click.Group:
+    """The ``dashboard`` command (serves), using ``process_scope`` for logging and telemetry,
+    with its ``token`` subcommand."""
+
+    @click.group("dashboard", invoke_without_command=True)
     @click.option("--host", default=None, help="Address to bind [default: 127.0.0.1].")
     @click.option(
         "--port", type=click.IntRange(1, 65535), default=None, help="Port [default: 8050]."
     )
-    def dashboard(host: str | None, port: int | None) -> None:
+    @click.pass_context
+    def dashboard(ctx: click.Context, host: str | None, port: int | None) -> None:
         """Serve the telemetry dashboard: OTLP receiver, JSON API and UI."""
+        if ctx.invoked_subcommand is not None:
+            return
         settings = _load(host, port)
         if not settings.token and not is_loopback(settings.host):
             _fail(
@@ -281,6 +292,11 @@ def make_command(process_scope: ProcessScope = standalone_scope) -> click.Comman
                     loop,
                 )
             serve(settings)
+
+    @dashboard.command("token")
+    def token() -> None:
+        """Print a new random token for VRP_DASHBOARD_TOKEN (256 bits)."""
+        click.echo(new_token())
 
     return dashboard
 

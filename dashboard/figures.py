@@ -4,6 +4,10 @@ Pure functions: rows in, ``go.Figure`` out, no I/O, so they are tested without a
 arrive as ISO 8601 UTC strings and are drawn as naive UTC datetimes (Plotly has no time zones);
 axes say "UTC". An empty input gives a figure that says there is no data rather than an empty
 grid, and percentiles that are null stay gaps, never zeros.
+
+Plotly reads a subset of HTML in every label, legend entry, title and hover text (``<a href>``
+becomes a live link, ``<b>`` renders), and span names, statements, routes and service names
+come from whoever sends telemetry: every such text goes through :func:`plain` first.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
+from html import escape
 from typing import Any
 
 import plotly.graph_objects as go
@@ -30,6 +35,15 @@ KIND_COLORS = {
 }
 _MARGIN = {"l": 50, "r": 20, "t": 40, "b": 40}
 SINGLE_RUN_SPAN = timedelta(hours=1)
+
+
+def plain(text: object) -> str:
+    """``text`` as Plotly shows it literally: its markup characters as the entities it decodes.
+
+    Plotly decodes ``&amp;``, ``&lt;`` and ``&gt;`` but not ``&quot;``, so quotes stay as they
+    are (they mean nothing outside a tag).
+    """
+    return escape(str(text), quote=False)
 
 
 def parse_time(value: str | None) -> datetime | None:
@@ -59,9 +73,9 @@ def empty_figure(message: str = "No data in this time range") -> go.Figure:
 
 def _time_layout(figure: go.Figure, title: str, y_title: str, height: int = 300) -> go.Figure:
     figure.update_layout(
-        title={"text": title, "x": 0.01, "font": {"size": 14}},
+        title={"text": plain(title), "x": 0.01, "font": {"size": 14}},
         xaxis={"title": {"text": "time (UTC)"}},
-        yaxis={"title": {"text": y_title}, "rangemode": "tozero"},
+        yaxis={"title": {"text": plain(y_title)}, "rangemode": "tozero"},
         legend={"orientation": "h", "x": 1, "xanchor": "right", "y": 1.02, "yanchor": "bottom"},
         margin=_MARGIN,
         height=height,
@@ -95,7 +109,7 @@ def percentiles_figure(
                 go.Scatter(
                     x=times,
                     y=[r.get(field) for r in rows],
-                    name=f"{name} {label}".strip(),
+                    name=plain(f"{name} {label}".strip()),
                     mode="lines+markers",
                     marker={"size": 4},
                     line={"color": color, "dash": dash, "width": 2},
@@ -126,7 +140,7 @@ def lines_figure(
             go.Scatter(
                 x=[parse_time(r["t"]) for r in rows],
                 y=values,
-                name=name or field,
+                name=plain(name or field),
                 mode="lines+markers",
                 marker={"size": 4},
                 line={"color": PALETTE[index % len(PALETTE)], "width": 2},
@@ -152,7 +166,7 @@ def pool_figure(series: Sequence[Row]) -> go.Figure:
                 go.Scatter(
                     x=times,
                     y=[r.get(field) for r in rows],
-                    name=f"{name} {field}",
+                    name=plain(f"{name} {field}"),
                     mode="lines",
                     line={"color": color, "dash": dash, "width": 2},
                 )
@@ -172,7 +186,7 @@ def stacked_counts_figure(
             go.Bar(
                 x=[parse_time(r["t"]) for r in rows],
                 y=[r.get("count", 0) for r in rows],
-                name=name,
+                name=plain(name),
                 marker_color=(colors or {}).get(name, PALETTE[index % len(PALETTE)]),
             )
         )
@@ -200,8 +214,8 @@ def backup_runs_figure(runs: Sequence[Row], field: str, *, title: str, y_title: 
                 mode="lines+markers" if status == "success" else "markers",
                 marker={"color": color, "size": 9},
                 line={"color": color},
-                customdata=[r.get("backup_id") for r in chosen],
-                hovertemplate="%{customdata}<br>%{y:.3f} " + y_title + "<extra></extra>",
+                customdata=[plain(r.get("backup_id")) for r in chosen],
+                hovertemplate="%{customdata}<br>%{y:.3f} " + plain(y_title) + "<extra></extra>",
             )
         )
     figure = _time_layout(figure, title, y_title, height=280)
@@ -256,18 +270,20 @@ def _span_labels(spans: Sequence[Row]) -> list[str]:
             name = name[:47] + "~"
         labels.append("\u00a0\u00a0" * int(span.get("depth", 0)) + name)
     width = max(len(label) for label in labels)
-    return [label + "\u00a0" * (width - len(label)) for label in labels]
+    # Padded before escaping: an entity is one character on the screen.
+    return [plain(label + "\u00a0" * (width - len(label))) for label in labels]
 
 
 def _span_hover(span: Row, flagged: set[str]) -> str:
     attributes = span.get("attributes") or {}
     lines = [
-        f"<b>{span['name']}</b> ({span.get('kind', '')}, {span.get('service', '')})",
+        f"<b>{plain(span['name'])}</b> ({plain(span.get('kind', ''))}, "
+        f"{plain(span.get('service', ''))})",
         f"start +{span['offset_ms']:.2f} ms, duration {span['duration_ms']:.2f} ms",
     ]
     text = attributes.get("db.query.text")
     if text:
-        lines.append(str(text)[:160])
+        lines.append(plain(str(text)[:160]))
     if span["span_id"] in flagged:
         lines.append("<b>N+1</b>: the same statement runs again and again in one session")
     return "<br>".join(lines)
@@ -299,7 +315,11 @@ def waterfall_figure(trace: Row) -> go.Figure:
         )
     )
     figure.update_layout(
-        title={"text": f"Trace {trace.get('trace_id', '')}", "x": 0.01, "font": {"size": 14}},
+        title={
+            "text": f"Trace {plain(trace.get('trace_id', ''))}",
+            "x": 0.01,
+            "font": {"size": 14},
+        },
         xaxis={"title": {"text": "ms since the trace started"}, "rangemode": "tozero"},
         yaxis={
             "tickmode": "array",

@@ -7,7 +7,8 @@ As the OTLP specification (``docs/specification.md``, "OTLP/HTTP") defines it: b
 encoded like the request. 400 for an undecodable body, 413 when the body (after decompression,
 checked while inflating so a gzip bomb is never inflated whole) exceeds the limit, 415 for
 another content type or encoding, 401 when a token is configured and the bearer token is missing
-or wrong, 503 (retryable, with ``Retry-After``) when the store cannot be written.
+or wrong, 429 for a wrong one from a network that sent too many (:mod:`dashboard.attempts`),
+503 (retryable, with ``Retry-After``) when the store cannot be written.
 """
 
 from __future__ import annotations
@@ -140,8 +141,11 @@ def create_receiver_blueprint(
         if token is not None:
             header = request.headers.get("Authorization", "")
             scheme, _, given = header.partition(" ")
-            wait = attempts.retry_after(request.remote_addr)
-            if header and wait:
+            right = scheme.lower() == "bearer" and hmac.compare_digest(
+                given.strip().encode(), token.encode()
+            )
+            wait = 0 if right or not header else attempts.retry_after(request.remote_addr)
+            if wait:
                 response = _status(
                     8,
                     f"too many wrong tokens from this address; retry in {wait} s",
@@ -150,9 +154,7 @@ def create_receiver_blueprint(
                 )
                 response.headers["Retry-After"] = str(wait)
                 return response
-            if scheme.lower() != "bearer" or not hmac.compare_digest(
-                given.strip().encode(), token.encode()
-            ):
+            if not right:
                 if header:
                     attempts.failed(request.remote_addr)
                 return _status(

@@ -3,8 +3,10 @@
 Every variable is declared in :class:`DashboardSettingsSchema`; an unknown ``VRP_DASHBOARD_*``
 variable is an error (a typo must not be ignored silently). :func:`load_dashboard_settings`
 raises :class:`~dashboard.errors.DashboardConfigError` with one line naming the variable, the
-value (never a token) and what is allowed. A relative SQLite path is resolved to an absolute one
-here, once, against the working folder the command was started in.
+value (never a token, nor the value of an unknown variable: it may be a mistyped token) and
+what is allowed, worded by :mod:`instrumentation.envsettings` as for every package. A relative
+SQLite path is resolved to an absolute one here, once, against the working folder the command
+was started in.
 """
 
 from __future__ import annotations
@@ -22,8 +24,12 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from dashboard.errors import DashboardConfigError
+from instrumentation.envsettings import Flag, invalid_setting_line, prefixed, shown_value
 
 PREFIX = "VRP_DASHBOARD_"
+# 128 bits written in hex; ``vrp dashboard token`` prints 256 bits in 43 characters.
+MIN_TOKEN_LENGTH = 32
+MAX_TOKEN_LENGTH = 4096
 SUPPORTED_STORES = ("sqlite", "postgresql")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
 _UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -74,7 +80,16 @@ class DashboardSettingsSchema(ma.Schema):
     VRP_DASHBOARD_STORE_URL = fields.String(
         load_default="sqlite:///var/telemetry.db", validate=_validate_store_url
     )
-    VRP_DASHBOARD_TOKEN = fields.String(load_default=None, validate=validate.Length(8, 4096))
+    VRP_DASHBOARD_TOKEN = fields.String(
+        load_default=None,
+        validate=validate.Length(
+            MIN_TOKEN_LENGTH,
+            MAX_TOKEN_LENGTH,
+            error=f"must be {MIN_TOKEN_LENGTH} to {MAX_TOKEN_LENGTH} characters (at least 128 "
+            "bits; `vrp dashboard token` prints a new one)",
+        ),
+    )
+    VRP_DASHBOARD_COOKIE_SECURE = Flag(load_default=False)
     VRP_DASHBOARD_HOST = fields.String(load_default="127.0.0.1", validate=validate.Length(1, 255))
     VRP_DASHBOARD_PORT = fields.Integer(load_default=8050, validate=validate.Range(1, 65535))
     VRP_DASHBOARD_MAX_BODY_BYTES = fields.Integer(
@@ -103,6 +118,9 @@ class DashboardSettings:
 
     store_url: str = "sqlite:///var/telemetry.db"
     token: str | None = None
+    # The sign-in cookie is Secure on every response, not only on HTTPS requests (for a
+    # dashboard behind a proxy that terminates TLS).
+    cookie_secure: bool = False
     host: str = "127.0.0.1"
     port: int = 8050
     max_body_bytes: int = 16 * 1024 * 1024
@@ -117,24 +135,12 @@ class DashboardSettings:
     def __repr__(self) -> str:
         # The token must never reach a log line through a repr.
         shown = {**self.__dict__, "token": "***" if self.token else None}
-        shown["store_url"] = _shown("VRP_DASHBOARD_STORE_URL", self.store_url)
+        shown["store_url"] = shown_value("VRP_DASHBOARD_STORE_URL", self.store_url)
         body = ", ".join(f"{key}={value!r}" for key, value in shown.items())
         return f"DashboardSettings({body})"
 
 
 _SCHEMA = DashboardSettingsSchema()
-
-
-def _shown(name: str, value: str) -> str:
-    """The value as it may appear in an error message: never a password or a token."""
-    if "TOKEN" in name:
-        return "***"
-    if name.endswith("_URL"):
-        try:
-            return make_url(value).render_as_string(hide_password=True)
-        except ArgumentError:
-            return value
-    return value
 
 
 def resolve_store_url(url: str, cwd: Path) -> str:
@@ -159,26 +165,16 @@ def load_dashboard_settings(
     Raises :class:`DashboardConfigError` naming the first bad variable. An empty value means
     unset.
     """
-    env = os.environ if environ is None else environ
-    raw = {
-        name: value
-        for name, value in env.items()
-        if name.startswith(PREFIX) and value.strip() != ""
-    }
+    raw = prefixed(os.environ if environ is None else environ, PREFIX)
     try:
         data = _SCHEMA.load(raw)
     except ma.ValidationError as exc:
-        messages = exc.normalized_messages()
-        name = sorted(messages)[0]
-        problem = messages[name]
-        if isinstance(problem, list):
-            problem = " ".join(str(p) for p in problem)
-        if problem == "Unknown field.":
-            problem = "unknown setting; see the Dashboard section of the README"
-        raise DashboardConfigError(f"{name}={_shown(name, raw[name])!r}: {problem}") from None
+        line = invalid_setting_line(exc, raw)
+        raise DashboardConfigError(line) from None
     return DashboardSettings(
         store_url=resolve_store_url(data["VRP_DASHBOARD_STORE_URL"], cwd or Path.cwd()),
         token=data["VRP_DASHBOARD_TOKEN"],
+        cookie_secure=data["VRP_DASHBOARD_COOKIE_SECURE"],
         host=data["VRP_DASHBOARD_HOST"],
         port=data["VRP_DASHBOARD_PORT"],
         max_body_bytes=data["VRP_DASHBOARD_MAX_BODY_BYTES"],

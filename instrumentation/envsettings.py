@@ -4,7 +4,9 @@ Each package validates its own variables with a marshmallow schema (``Meta.unkno
 one field per variable name) and turns the first error into one line naming the variable, the
 value as it may be shown and what is allowed. A value is shown only where it cannot be a
 secret: never for a name that says token, password, secret, key or headers, never the password of a
-URL, and never for an unknown variable (``VRP_DASHBOARD_TOKN=...`` is a mistyped secret).
+URL, and never for an unknown variable (``VRP_DASHBOARD_TOKN=...`` is a mistyped secret). An
+unknown variable reads the same in every package: ``NAME: unknown setting; see the
+Configuration section of the README``.
 """
 
 from __future__ import annotations
@@ -17,6 +19,25 @@ from sqlalchemy.exc import ArgumentError
 
 _SECRET_WORDS = ("TOKEN", "PASSWORD", "SECRET", "KEY", "HEADERS")
 _UNKNOWN = "Unknown field."
+UNKNOWN_SETTING = "unknown setting; see the Configuration section of the README"
+TRUE_WORDS = ("1", "true", "yes", "on")
+FALSE_WORDS = ("0", "false", "no", "off")
+
+
+class Flag(ma.fields.Boolean):
+    """A yes/no variable: ``1``, ``true``, ``yes``, ``on`` or ``0``, ``false``, ``no``, ``off``."""
+
+    truthy = set(TRUE_WORDS)
+    falsy = set(FALSE_WORDS)
+
+
+def prefixed(environ: Mapping[str, str], prefix: str) -> dict[str, str]:
+    """The variables of ``environ`` named ``prefix...``; an empty value means unset."""
+    return {
+        name: value
+        for name, value in environ.items()
+        if name.startswith(prefix) and value.strip() != ""
+    }
 
 
 def shown_value(name: str, value: str) -> str:
@@ -31,13 +52,11 @@ def shown_value(name: str, value: str) -> str:
     return value
 
 
-def invalid_setting_line(
-    error: ma.ValidationError, raw: Mapping[str, str], *, unknown_hint: str
-) -> str:
+def invalid_setting_line(error: ma.ValidationError, raw: Mapping[str, str]) -> str:
     """The first (by name) invalid variable of ``error`` as ``NAME='value': problem``.
 
-    ``unknown_hint`` says where the valid names are listed, for a variable the schema does not
-    know (a typo must not be ignored, and its value is not shown).
+    A variable the schema does not know is named without its value, with where the valid names
+    are listed (a typo must not be ignored).
     """
     messages = error.normalized_messages()
     name = sorted(messages)[0]
@@ -45,7 +64,7 @@ def invalid_setting_line(
     if isinstance(problem, list):
         problem = " ".join(str(part) for part in problem)
     if problem == _UNKNOWN:
-        return f"{name}: unknown setting; {unknown_hint}"
+        return f"{name}: {UNKNOWN_SETTING}"
     if isinstance(problem, dict):
         problem = "; ".join(f"{key}: {value}" for key, value in problem.items())
     if name not in raw:

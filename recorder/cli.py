@@ -263,18 +263,23 @@ def _validate_configuration() -> None:
         _fail(f"invalid configuration: {exc}", CONFIG_EXIT)
 
 
-_ASKS_HELP = "vrp.asks_help"
+_NEEDS_NO_CONFIG = "vrp.needs_no_config"
+# Commands that read no setting: ``vrp dashboard token`` makes the token a refused one replaces.
+_CONFIG_FREE_COMMANDS = (["dashboard", "token"],)
 
 
 class _VrpGroup(click.Group):
-    """The ``vrp`` group; notes whether the command line asks for help (which needs no config).
+    """The ``vrp`` group; notes whether the command line needs no configuration (help, or a
+    command of :data:`_CONFIG_FREE_COMMANDS`).
 
     Click runs the group's callback before a subcommand parses its options, so the callback
     cannot see a subcommand's ``--help`` itself.
     """
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        ctx.meta[_ASKS_HELP] = any(arg in ctx.help_option_names for arg in args)
+        ctx.meta[_NEEDS_NO_CONFIG] = (
+            any(arg in ctx.help_option_names for arg in args) or args in _CONFIG_FREE_COMMANDS
+        )
         return super().parse_args(ctx, args)
 
 
@@ -283,7 +288,7 @@ class _VrpGroup(click.Group):
 @click.pass_context
 def main(ctx: click.Context) -> None:
     """Voice Recorder Pro: API, database, backups and dashboard."""
-    if not ctx.meta.get(_ASKS_HELP):
+    if not ctx.meta.get(_NEEDS_NO_CONFIG):
         _validate_configuration()
 
 
@@ -406,7 +411,7 @@ def up(host: str | None, port: int | None, dashboard_port: int | None) -> None:
     run the backup scheduler.
 
     The API and the scheduler export their telemetry to the dashboard unless an OTLP endpoint
-    is configured.
+    is configured, with VRP_DASHBOARD_TOKEN, or else a token made for the run and printed once.
     Ctrl-C or SIGTERM stops everything; if one server dies, the others are stopped too.
     """
     import os
@@ -437,13 +442,25 @@ def up(host: str | None, port: int | None, dashboard_port: int | None) -> None:
         finally:
             database.dispose()
         api_address = ("--host", settings.api_host, "--port", str(settings.api_port))
-        api_env = supervisor.otlp_env(os.environ, dashboard.host, dashboard_port, dashboard.token)
+        token = supervisor.stack_token(os.environ, dashboard.token, dashboard.host)
+        dashboard_env = {}
+        if token is not None and token != dashboard.token:
+            dashboard_env["VRP_DASHBOARD_TOKEN"] = token
+            # On the terminal only, never in a log record: whoever ran vrp up signs in with it.
+            click.echo(
+                f"vrp up: the dashboard's token for this run is {token} (sign in on "
+                f"http://{supervisor.loopback_if_any(dashboard.host)}:{dashboard_port}/login; "
+                "set VRP_DASHBOARD_TOKEN to choose one)",
+                err=True,
+            )
+        api_env = supervisor.otlp_env(os.environ, dashboard.host, dashboard_port, token)
         # The dashboard first, and listening before the others start exporting to it; the
         # supervisor stops them in reverse, so their last telemetry still reaches it.
         children = [
             supervisor.Child(
                 "dashboard",
                 _vrp("dashboard", "--port", str(dashboard_port)),
+                env=dashboard_env,
                 ready=(dashboard.host, dashboard_port),
             ),
             supervisor.Child("api", _vrp("api", *api_address), env=api_env),

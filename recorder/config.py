@@ -171,9 +171,7 @@ def load_settings(
     try:
         data = _SCHEMA.load(raw)
     except ma.ValidationError as exc:
-        line = invalid_setting_line(
-            exc, raw, unknown_hint="see the Configuration section of the README"
-        )
+        line = invalid_setting_line(exc, raw)
         raise ConfigError(line) from None
     if data["OTEL_SERVICE_NAME"]:
         service_name = data["OTEL_SERVICE_NAME"]

@@ -7,7 +7,10 @@ backup commands export to the dashboard's address (``VRP_DASHBOARD_HOST`` and
 ``VRP_DASHBOARD_PORT``, loopback for an any-address bind: ``http://127.0.0.1:8050`` by
 default), but only when something accepts a TCP connection there within a short timeout:
 with no dashboard running, exporting would only add retries and warnings to a command whose
-work has nothing to do with telemetry, so it exports nothing, as before.
+work has nothing to do with telemetry, so it exports nothing, as before. The same holds for a
+dashboard that wants a token this command does not know (a ``vrp up`` that made its own):
+every export would be refused, so none is tried unless ``VRP_DASHBOARD_TOKEN`` (or
+``OTEL_EXPORTER_OTLP_HEADERS``) is set.
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ from __future__ import annotations
 import dataclasses
 import os
 import socket
+import urllib.error
+import urllib.request
 from collections.abc import Mapping
 from typing import Final
 
@@ -39,6 +44,27 @@ def listening_endpoint(host: str, port: int) -> str | None:
     return f"http://{shown}:{port}"
 
 
+def refuses_anonymous_telemetry(endpoint: str) -> bool:
+    """Whether the OTLP receiver at ``endpoint`` answers 401 to an empty, tokenless export.
+
+    An empty body holds no record: nothing is written, and a request without a token is not
+    counted as a wrong guess (:mod:`dashboard.attempts`).
+    """
+    probe = urllib.request.Request(
+        f"{endpoint}/v1/logs",
+        data=b"",
+        headers={"Content-Type": "application/x-protobuf"},
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(probe, timeout=PROBE_TIMEOUT_SECONDS):
+            return False
+    except urllib.error.HTTPError as exc:
+        return exc.code == 401
+    except OSError:
+        return False  # the exporter will report what goes wrong, as for any endpoint
+
+
 def with_local_dashboard(settings: Settings, environ: Mapping[str, str] | None = None) -> Settings:
     """``settings`` exporting to the local dashboard when no endpoint is configured and one
     is listening; otherwise ``settings`` unchanged."""
@@ -58,7 +84,10 @@ def with_local_dashboard(settings: Settings, environ: Mapping[str, str] | None =
     if endpoint is None:
         return settings
     headers = dict(telemetry.otlp_headers)
-    if dashboard.token and not env.get("OTEL_EXPORTER_OTLP_HEADERS", "").strip():
+    own_headers = bool(env.get("OTEL_EXPORTER_OTLP_HEADERS", "").strip())
+    if dashboard.token and not own_headers:
         headers["Authorization"] = f"Bearer {dashboard.token}"
+    elif not own_headers and refuses_anonymous_telemetry(endpoint):
+        return settings
     telemetry = dataclasses.replace(telemetry, otlp_endpoint=endpoint, otlp_headers=headers)
     return dataclasses.replace(settings, telemetry=telemetry)

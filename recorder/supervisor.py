@@ -39,6 +39,8 @@ from dataclasses import dataclass, field
 from types import FrameType
 from urllib.parse import quote
 
+from dashboard.cli import is_loopback, new_token
+
 logger = logging.getLogger(__name__)
 
 POLL_SECONDS = 0.2
@@ -255,6 +257,24 @@ def otlp_env(environ: Mapping[str, str], host: str, port: int, token: str | None
         # The variable's values are URL-encoded (OpenTelemetry specification).
         env["OTEL_EXPORTER_OTLP_HEADERS"] = f"Authorization=Bearer%20{quote(token)}"
     return env
+
+
+def stack_token(environ: Mapping[str, str], token: str | None, host: str) -> str | None:
+    """The dashboard token of a ``vrp up`` stack: ``token`` when one is configured, else a new
+    one for a dashboard on loopback when :func:`otlp_env` can hand it to the exporters (no OTLP
+    endpoint or headers of the operator's), else None.
+
+    With a token, the dashboard's limiter refuses only wrong tokens, so another local user cannot
+    lock the stack's own telemetry out (:mod:`dashboard.attempts`). None is left for a collector
+    in between (it would not know a token made here) and for a dashboard on a public address,
+    which refuses to start without a token the operator chose.
+    """
+    if token:
+        return token
+    configured = (*OTLP_ENDPOINT_VARIABLES, "OTEL_EXPORTER_OTLP_HEADERS")
+    if any(environ.get(name, "").strip() for name in configured) or not is_loopback(host):
+        return None
+    return new_token()
 
 
 def loopback_if_any(host: str) -> str:

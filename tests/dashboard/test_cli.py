@@ -19,9 +19,10 @@ import pytest
 import requests
 
 from dashboard.cli import is_loopback, points_at_itself
+from dashboard.settings import load_dashboard_settings
 
 ROOT = Path(__file__).resolve().parents[2]
-TOKEN = "s3cret-token-for-tests"
+TOKEN = "s3cret-token-for-tests-0123456789abcdef"
 
 
 def free_port() -> int:
@@ -113,6 +114,27 @@ def test_bad_token_value_is_never_echoed(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "VRP_DASHBOARD_TOKEN" in result.stderr
     assert "short" not in result.stderr.replace("VRP_DASHBOARD_TOKEN", "")
+
+
+def test_a_mistyped_secret_is_never_echoed(tmp_path: Path) -> None:
+    result = run_vrp(tmp_path, VRP_DASHBOARD_TOKN="supersecret")
+    assert result.returncode == 2
+    assert result.stderr == (
+        "vrp: invalid configuration: VRP_DASHBOARD_TOKN: unknown setting; "
+        "see the Configuration section of the README\n"
+    )
+
+
+def test_token_prints_a_new_token_of_256_bits(tmp_path: Path) -> None:
+    # Even with a token that is now too short: the command is how to replace it.
+    first = run_vrp(tmp_path, "token", VRP_DASHBOARD_TOKEN="short")
+    second = run_vrp(tmp_path, "token")
+    assert (first.returncode, first.stderr, second.returncode) == (0, "", 0), first.stderr
+    tokens = [first.stdout.strip(), second.stdout.strip()]
+    assert [len(token) for token in tokens] == [43, 43]
+    assert tokens[0] != tokens[1]
+    assert load_dashboard_settings({"VRP_DASHBOARD_TOKEN": tokens[0]}).token == tokens[0]
+    assert not (tmp_path / "var").exists(), "printing a token creates nothing"
 
 
 @pytest.mark.parametrize("how", ["option", "variable"])

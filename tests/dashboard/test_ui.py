@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 import requests
 from dash.testing.application_runners import ThreadedRunner
+from opentelemetry.proto.trace.v1.trace_pb2 import Span as SpanProto
 from selenium import webdriver
 from selenium.common.exceptions import (
     ElementClickInterceptedException,
@@ -38,7 +39,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 from dashboard.app import create_app
 from dashboard.settings import DashboardSettings
-from tests.dashboard import ui_telemetry
+from tests.dashboard import otlp_bodies, ui_telemetry
 from tests.dashboard.ui_telemetry import Sent
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -67,6 +68,7 @@ CHROMIUM_FLAGS = (
     "--window-size=1400,1000",
 )
 TOKEN = "browser-test-token-0123"
+SERVER, CLIENT = SpanProto.SPAN_KIND_SERVER, SpanProto.SPAN_KIND_CLIENT
 WAIT_S = 30
 
 
@@ -362,6 +364,71 @@ def test_an_empty_dashboard_says_plainly_that_nothing_arrived(
         browser.get(f"{base}/")
         _element(browser, ".notice", "No requests in this time range yet")
         _no_errors(browser)
+    finally:
+        runner.stop()
+
+
+HOSTILE_NAME = 'GET <a href="https://evil.example/">click</a>'
+HOSTILE_QUERY = "SELECT 1 -- <b>bold</b> <a href='https://evil.example/'>here</a>"
+
+
+def _graph_text(driver: WebDriver) -> str:
+    return str(
+        driver.execute_script(
+            "const g = document.querySelector('#traces-waterfall-graph');"
+            "return g ? g.textContent : '';"
+        )
+    )
+
+
+def _markup_in_graph(driver: WebDriver) -> list[str]:
+    return list(
+        driver.execute_script(
+            "return Array.from(document.querySelectorAll("
+            "'#traces-waterfall-graph a, #traces-waterfall-graph [style*=\"bold\"]'"
+            ")).map(e => e.outerHTML);"
+        )
+    )
+
+
+def test_markup_in_span_names_and_statements_shows_as_text(
+    browser: WebDriver, tmp_path: Path
+) -> None:
+    runner, base = _serve(DashboardSettings(store_url=f"sqlite:///{tmp_path / 'hostile.db'}"))
+    try:
+        trace_id, root, child = bytes.fromhex("ab" * 16), b"\x01" * 8, b"\x02" * 8
+        start = time.time_ns() - 60 * 1_000_000_000
+        spans = [
+            otlp_bodies.span(trace_id, root, HOSTILE_NAME, start, 5_000_000, kind=SERVER),
+            otlp_bodies.span(
+                trace_id,
+                child,
+                "SELECT <b>x</b>",
+                start + 1_000_000,
+                2_000_000,
+                parent=root,
+                kind=CLIENT,
+                attributes={"db.query.text": HOSTILE_QUERY},
+            ),
+        ]
+        sent = requests.post(
+            f"{base}/v1/traces",
+            data=otlp_bodies.traces_request(spans).SerializeToString(),
+            headers={"Content-Type": "application/x-protobuf"},
+            timeout=5,
+        )
+        assert sent.status_code == 200
+        browser.get(f"{base}/traces?trace={trace_id.hex()}")
+        _wait(browser, lambda d: HOSTILE_NAME in _graph_text(d), "the span name as text")
+        assert "SELECT <b>x</b>" in _graph_text(browser)
+        browser.execute_script(
+            "const g = document.querySelector('#traces-waterfall-graph .js-plotly-plot');"
+            "Plotly.Fx.hover(g, [{curveNumber: 0, pointNumber: 1}]);"
+        )
+        _wait(browser, lambda d: HOSTILE_QUERY in _graph_text(d), "the statement's hover text")
+        # Plotly's own markup is bold only around the hovered span's name.
+        leaked = [e for e in _markup_in_graph(browser) if "evil" in e or ">x<" in e]
+        assert not leaked, leaked
     finally:
         runner.stop()
 

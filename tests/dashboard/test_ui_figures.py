@@ -141,3 +141,56 @@ def test_backup_runs_are_green_or_red_by_status() -> None:
     by_name = {trace.name: trace for trace in figure.data}
     assert list(by_name["success"].y) == [2.0]
     assert list(by_name["failed"].y) == [1.0]
+
+
+LINK = '<a href="https://evil.example/">click</a>'
+
+
+def test_span_names_and_statements_are_shown_as_text_not_markup() -> None:
+    spans = [
+        _span("a" * 16, None, f"GET {LINK}", "SERVER", 0, duration_ms=30.0),
+        _span(
+            "b" * 16,
+            "a" * 16,
+            "SELECT <b>x</b>",
+            "CLIENT",
+            1,
+            attributes={"db.query.text": f"SELECT 1 -- {LINK} & <b>bold</b>"},
+        ),
+    ]
+    spans[0]["service"] = "<i>api</i>"
+    figure = figures.waterfall_figure({"trace_id": "<b>t</b>", "spans": spans})
+    shown = [*figure.data[0].hovertext, *figure.layout.yaxis.ticktext, figure.layout.title.text]
+    for text in shown:
+        # Only the figure's own markup is left: <b> around the name, <br> between lines.
+        markup = text.replace("<b>", "").replace("</b>", "").replace("<br>", "")
+        assert "<" not in markup and ">" not in markup, text
+    hover = figure.data[0].hovertext
+    assert '&lt;a href="https://evil.example/"&gt;click&lt;/a&gt;' in hover[0]
+    assert "&lt;i&gt;api&lt;/i&gt;" in hover[0]
+    assert "SELECT 1 -- &lt;a href" in hover[1] and "&amp; &lt;b&gt;bold&lt;/b&gt;" in hover[1]
+    assert figure.layout.yaxis.ticktext[1].strip("\u00a0") == "SELECT &lt;b&gt;x&lt;/b&gt;"
+    assert figure.layout.title.text == "Trace &lt;b&gt;t&lt;/b&gt;"
+
+
+def test_labels_of_untrusted_groups_are_escaped_in_every_figure() -> None:
+    row = {"t": "2026-11-28T20:00:00+00:00", "p50_ms": 1.0, "count": 1, "rps": 1.0}
+    hostile = {**row, "service": LINK, "outcome": LINK, "pool": LINK}
+    built = [
+        figures.percentiles_figure([hostile], group_by="service", title=f"{LINK}: p50"),
+        figures.lines_figure([hostile], "rps", group_by="service", title="r", y_title="req/s"),
+        figures.pool_figure([{**hostile, "used": 1, "idle": 1, "max": 2}]),
+        figures.stacked_counts_figure([hostile], group_by="outcome", title="t"),
+        figures.backup_runs_figure(
+            [{"start": row["t"], "status": "failed", "bytes": 1, "backup_id": LINK}],
+            "bytes",
+            title="size",
+            y_title="MB",
+        ),
+    ]
+    for figure in built:
+        texts = [trace.name for trace in figure.data]
+        texts += [str(trace.customdata) for trace in figure.data if trace.customdata is not None]
+        texts.append(figure.layout.title.text)
+        assert all("<a" not in text for text in texts), texts
+        assert any("&lt;a href" in text for text in texts), texts

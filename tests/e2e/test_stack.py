@@ -94,16 +94,31 @@ class Stack:
     process: subprocess.Popen[str]
     api: str
     dashboard: str
+    token: str
+
+
+TOKEN_LINE = "vrp up: the dashboard's token for this run is "
+
+
+def _printed_token(process: subprocess.Popen[str]) -> str:
+    """The token ``vrp up`` made for its dashboard, from the line it prints on stderr."""
+    for line in process.stderr:
+        if line.startswith(TOKEN_LINE):
+            return line.removeprefix(TOKEN_LINE).split()[0]
+    pytest.fail(f"vrp up printed no token and exited with {process.wait()}")
 
 
 @contextmanager
 def _running_stack(folder: Path, **env: str) -> Iterator[Stack]:
     api_port, dashboard_port = _free_port(), _free_port()
     process = _up(folder, "--port", str(api_port), "--dashboard-port", str(dashboard_port), **env)
-    running = Stack(process, f"http://127.0.0.1:{api_port}", f"http://127.0.0.1:{dashboard_port}")
     try:
+        token = env.get("VRP_DASHBOARD_TOKEN") or _printed_token(process)
+        running = Stack(
+            process, f"http://127.0.0.1:{api_port}", f"http://127.0.0.1:{dashboard_port}", token
+        )
         _wait_for(process, f"{running.api}/healthz")
-        _wait_for(process, f"{running.dashboard}/login" if env else f"{running.dashboard}/")
+        _wait_for(process, f"{running.dashboard}/login")
         yield running
     finally:
         if process.poll() is None:
@@ -131,9 +146,10 @@ def _upload(stack: Stack) -> None:
     assert response.status_code == 201, response.text
 
 
-def _uploads_seen(stack: Stack, headers: dict[str, str] | None = None) -> list[dict[str, Any]]:
+def _uploads_seen(stack: Stack) -> list[dict[str, Any]]:
     """The dashboard's row for the uploads, once the API's telemetry has arrived (30 s)."""
     deadline = time.monotonic() + 30
+    headers = {"Authorization": f"Bearer {stack.token}"}
     while time.monotonic() < deadline:
         response = requests.get(f"{stack.dashboard}/api/operations", headers=headers, timeout=5)
         assert response.status_code == 200, response.text
@@ -158,12 +174,29 @@ def test_upload_through_the_api_shows_up_in_the_dashboard(stack: Stack, tmp_path
 
 
 def test_with_a_token_the_api_exports_with_it_and_readers_need_it(tmp_path: Path) -> None:
-    token = "stack-token-0123456789"
+    token = "stack-token-0123456789abcdef0123456789"
     with _running_stack(tmp_path, VRP_DASHBOARD_TOKEN=token) as stack:
+        assert stack.token == token
         _upload(stack)
         assert requests.get(f"{stack.dashboard}/api/operations", timeout=5).status_code == 401
-        operations = _uploads_seen(stack, {"Authorization": f"Bearer {token}"})
+        operations = _uploads_seen(stack)
         assert operations, "the API's telemetry did not get through the receiver's token check"
+
+
+def test_without_a_token_the_stack_makes_one_and_a_local_guesser_cannot_stop_its_telemetry(
+    stack: Stack,
+) -> None:
+    assert len(stack.token) == 43
+    assert requests.get(f"{stack.dashboard}/api/operations", timeout=5).status_code == 401
+    wrong = {"Authorization": "Bearer guess", "Content-Type": "application/x-protobuf"}
+    url = f"{stack.dashboard}/v1/traces"
+    answers = {
+        requests.post(url, data=b"", headers=wrong, timeout=5).status_code for _ in range(30)
+    }
+    assert answers == {401, 429}, "the guesser from 127.0.0.1 is refused"
+    _upload(stack)
+    operations = _uploads_seen(stack)
+    assert operations, "the API's telemetry, from the same address, was locked out"
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from recorder.supervisor import otlp_env, stack_token
+
 DRIVER = """
 import logging, os, sys
 from recorder import supervisor
@@ -141,3 +143,29 @@ def test_later_children_start_once_the_ready_port_accepts_and_stop_before_it(
         "client stopped",
         "server stopped",
     ]
+
+
+def test_vrp_up_keeps_the_configured_dashboard_token() -> None:
+    assert stack_token({}, "chosen-" + "t" * 32, "127.0.0.1") == "chosen-" + "t" * 32
+
+
+def test_vrp_up_makes_a_token_of_its_own_for_a_dashboard_it_wires_on_loopback() -> None:
+    token = stack_token({}, None, "127.0.0.1")
+    assert token is not None and len(token) == 43
+    assert stack_token({}, None, "127.0.0.1") != token
+    headers = otlp_env({}, "127.0.0.1", 8050, token)["OTEL_EXPORTER_OTLP_HEADERS"]
+    assert headers == f"Authorization=Bearer%20{token}"
+
+
+@pytest.mark.parametrize(
+    ("environ", "host"),
+    [
+        ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318"}, "127.0.0.1"),
+        ({"OTEL_EXPORTER_OTLP_HEADERS": "x-team=voice"}, "127.0.0.1"),
+        ({}, "0.0.0.0"),
+    ],
+)
+def test_vrp_up_makes_no_token_that_nobody_could_be_handed(
+    environ: dict[str, str], host: str
+) -> None:
+    assert stack_token(environ, None, host) is None
