@@ -4,8 +4,8 @@ A browser signs in once with the token on ``/login`` and gets a signed cookie (H
 SameSite=Lax, Secure over HTTPS, 12 hours); scripts send ``Authorization: Bearer <token>``.
 Without either, ``/api/`` and Dash's own XHRs (``/_dash-...``) answer 401 JSON and every other
 UI path redirects to the login form, so no data reaches an anonymous browser. Left open: the
-login form, Dash's static files and ``/assets/`` (no data in them), and the OTLP receiver
-``/v1/*``, which checks the bearer token itself.
+login form, ``/healthz``, Dash's static files and ``/assets/`` (no data in them), and the OTLP
+receiver ``/v1/*``, which checks the bearer token itself.
 
 The cookie is signed by itsdangerous with a key derived from the token, so changing the token
 signs everyone out; tokens are compared with :func:`hmac.compare_digest`. Without a token
@@ -23,6 +23,7 @@ from markupsafe import escape
 from werkzeug.wrappers import Response
 
 from dashboard.attempts import TokenAttempts
+from dashboard.server import HEALTH_PATH
 
 COOKIE_NAME = "vrp_dashboard_session"
 COOKIE_MAX_AGE_S = 12 * 3600
@@ -93,7 +94,7 @@ class TokenAuth:
         """``before_request``: None lets the request through, else the refusal to send."""
         request = flask.request
         path = request.path
-        if path.startswith(OPEN_PREFIXES):
+        if path == HEALTH_PATH or path.startswith(OPEN_PREFIXES):
             return None
         if self.cookie_ok(request):
             return None

@@ -117,6 +117,18 @@ def idle_flood(port: int, count: int) -> Iterator[list[socket.socket]]:
             sock.close()
 
 
+def closed_by_server(sockets: list[socket.socket]) -> int:
+    """How many of ``sockets`` the server has closed (end of stream or reset)."""
+    readable, _, _ = select.select(sockets, [], [], 0.5)
+    closed = 0
+    for sock in readable:
+        try:
+            closed += sock.recv(1024) == b""
+        except OSError:
+            closed += 1
+    return closed
+
+
 def timed_get(port: int, path: str, timeout: float = 30) -> tuple[int | None, float]:
     """The status of ``GET path`` on a new connection and the seconds it took."""
     started = time.monotonic()
