@@ -184,18 +184,23 @@ class _GatedParser(HTTPRequestParser):
             if self.error is None or isinstance(self.error, RequestEntityTooLarge):
                 refusal = self._gate.check(self._head())
                 if refusal is not None:
-                    self.error = _RefusedError(refusal)
-                    self.completed = True
+                    self._refuse(refusal)
         if isinstance(self.error, RequestEntityTooLarge):
             limit = self.adj.max_request_body_size - 1
-            self.error = _RefusedError(self._gate.too_large(self._head(), limit))
+            self._refuse(self._gate.too_large(self._head(), limit))
         return consumed
+
+    def _refuse(self, refusal: Refusal) -> None:
+        self.error = _RefusedError(refusal)
+        self.completed = True
+        # A client that sent "Expect: 100-continue" gets the refusal instead of "continue".
+        self.expect_continue = False
 
 
 class _GatedChannel(HTTPChannel):
     server: _LimitedServer
 
-    def parser_class(self, adj: Adjustments) -> _GatedParser:  # type: ignore[override]
+    def parser_class(self, adj: Adjustments) -> _GatedParser:
         # waitress builds each request's parser as self.parser_class(self.adj).
         return _GatedParser(adj, self.server.gate, str(self.addr[0]) if self.addr else None)
 

@@ -64,6 +64,17 @@ def test_declared_oversized_upload_gets_413_json_before_its_body(api: int) -> No
     assert f"limit of {UPLOAD_LIMIT} bytes" in answer.json()["message"]
 
 
+def test_oversized_upload_expecting_100_continue_gets_the_413_instead(api: int) -> None:
+    head = request_head(
+        "POST", "/api/recordings", Content_Length=BODY_LIMIT + 1, Expect="100-continue", **UPLOAD
+    )
+
+    answer = send_slowly(api, head, give_up_after=0)
+
+    assert answer.status == 413, answer
+    assert answer.json()["code"] == 413
+
+
 def test_declared_length_at_the_limit_reaches_the_app_and_one_byte_more_does_not(
     api: int,
 ) -> None:
