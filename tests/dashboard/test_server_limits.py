@@ -11,13 +11,19 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from google.rpc import status_pb2
+from werkzeug.serving import make_server
 
-from dashboard.limits import UI_MAX_BODY_BYTES
+from dashboard.app import create_app
+from dashboard.limits import UI_MAX_BODY_BYTES, DashboardGate
+from dashboard.settings import DashboardSettings
+from dashboard.store import TelemetryStore
+from instrumentation.serving import GateMiddleware
 from tests.serving_probes import (
     clean_env,
     closed_by_server,
@@ -115,6 +121,35 @@ def test_chunked_body_is_cut_off_past_the_server_limit(dashboard: int) -> None:
     assert answer.status == 413, answer
     assert answer.sent < UI_MAX_BODY_BYTES + 1024 * 1024
     assert _status(answer.body).code == 8
+
+
+def test_the_gate_refuses_before_the_body_under_another_wsgi_server(store: TelemetryStore) -> None:
+    # Werkzeug's server, like gunicorn's workers, calls the app once the headers are in.
+    settings = DashboardSettings(store_url=store.url, token=TOKEN, max_body_bytes=BODY_LIMIT)
+    app = create_app(settings, store=store).server
+    server = make_server(
+        "127.0.0.1", 0, GateMiddleware(app, DashboardGate(settings, app.token_attempts))
+    )
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        # The UI's callback endpoint: Flask alone would read the whole body before judging it.
+        head = request_head(
+            "POST",
+            "/_dash-update-component",
+            Content_Length=2 * UI_MAX_BODY_BYTES,
+            Content_Type="application/json",
+            Authorization=f"Bearer {TOKEN}",
+        )
+        answer = send_slowly(server.server_port, head, give_up_after=2 * UI_MAX_BODY_BYTES)
+    finally:
+        server.shutdown()
+        thread.join(10)
+        app.stop_background()
+
+    assert answer.status == 413, answer
+    assert answer.sent < 256 * 1024, f"sent {answer.sent} bytes before the answer"
+    assert answer.json()["code"] == 413
 
 
 def test_healthz_answers_without_a_token(dashboard: int) -> None:
