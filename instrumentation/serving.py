@@ -238,15 +238,13 @@ def create_server(
 
     As :func:`waitress.create_server` (one server per address, a :class:`MultiSocketServer`
     when there are several; ``OSError`` when an address cannot be bound, ``ValueError`` for a
-    host that does not resolve), with ``limits`` applied. The app is wrapped in
-    :class:`GateMiddleware` too, which checks nothing new under waitress but keeps the app
-    guarded if it is served otherwise.
+    host that does not resolve), with ``limits`` applied. ``app`` needs no
+    :class:`GateMiddleware` here: the gate has run before waitress calls it.
     """
     bind: dict[str, Any] = {"sockets": list(sockets)} if sockets else {"host": host, "port": port}
     adj = Adjustments(**bind, **limits.waitress_options(), **options)
     dispatcher = ThreadedTaskDispatcher()
     dispatcher.set_thread_count(adj.threads)
-    wsgi = GateMiddleware(app, gate)
     socket_map: dict[int, Any] = {}
     servers: list[_LimitedServer] = []
     if adj.sockets:
@@ -254,7 +252,7 @@ def create_server(
             sockinfo = (sock.family, sock.type, sock.proto, sock.getsockname())
             servers.append(
                 _LimitedServer(
-                    wsgi,
+                    app,
                     socket_map,
                     True,
                     sock,
@@ -269,7 +267,7 @@ def create_server(
         for sockinfo in adj.listen:
             servers.append(
                 _LimitedServer(
-                    wsgi,
+                    app,
                     socket_map,
                     True,
                     None,
