@@ -1,4 +1,5 @@
-# `make run` serves the whole stack on SQLite and local files; `make test` runs every test.
+# `make run` serves the whole stack on SQLite and local files; `make test` runs ruff, bandit and
+# every test.
 # Both create .venv on first use; `run` installs only what running needs, `test` adds the test
 # extras. Each install is remembered by a stamp and redone when pyproject.toml changes.
 PYTHON ?= python3
@@ -26,6 +27,7 @@ run: $(RUN_STAMP)
 test: $(TEST_STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/bandit --quiet --configfile pyproject.toml --recursive recorder instrumentation dashboard backup
 	$(VENV)/bin/pytest
 
 bench: $(TEST_STAMP)

@@ -5,9 +5,9 @@ SameSite=Lax, 12 hours; Secure over HTTPS, or always with ``VRP_DASHBOARD_COOKIE
 dashboard behind a TLS-terminating proxy); scripts send ``Authorization: Bearer <token>``.
 Without either, ``/api/`` and Dash's own XHRs (``/_dash-...``) answer 401 JSON and every other
 UI path redirects to the login form, so no data reaches an anonymous browser. Left open: the
-login form, Dash's static files, its favicon and ``/assets/`` (no data in them), and the OTLP
-receiver ``/v1/*``, which checks the bearer token itself. Open paths are matched whole or up to
-a ``/``: ``/loginx`` is not the login form.
+login form, ``/healthz``, Dash's static files, its favicon and ``/assets/`` (no data in them),
+and the OTLP receiver ``/v1/*``, which checks the bearer token itself. Open paths are matched
+whole or up to a ``/``: ``/loginx`` is not the login form.
 
 Each sign-in is a session of its own (:mod:`dashboard.sessions`): signing out ends it, and a
 copy of its cookie is refused from then on. The cookie is signed by itsdangerous with a key
@@ -30,6 +30,7 @@ from markupsafe import escape
 from werkzeug.wrappers import Response
 
 from dashboard.attempts import TokenAttempts
+from dashboard.server import HEALTH_PATH
 from dashboard.sessions import Sessions
 from dashboard.settings import DashboardSettings
 
@@ -37,7 +38,7 @@ COOKIE_NAME = "vrp_dashboard_session"
 COOKIE_MAX_AGE_S = 12 * 3600
 LOGIN_PATH = "/login"
 LOGOUT_PATH = "/logout"
-OPEN_PATHS = frozenset(("/_favicon.ico", LOGIN_PATH))
+OPEN_PATHS = frozenset(("/_favicon.ico", LOGIN_PATH, HEALTH_PATH))
 OPEN_PREFIXES = ("/v1/", "/assets/", "/_dash-component-suites/")
 DATA_PREFIXES = ("/api/", "/_dash-")
 # Longer ``next`` targets are not pages of this dashboard; they are dropped, not parsed.

@@ -209,11 +209,12 @@ def _bind(host: str, port: int) -> list[socket.socket]:
 def serve(settings: DashboardSettings) -> None:
     """Bind, build the app, and serve until SIGTERM or Ctrl-C."""
     import sqlalchemy as sa
-    import waitress
     from sqlalchemy.engine import make_url
 
     from dashboard.app import create_app
     from dashboard.errors import StoreError
+    from dashboard.limits import DashboardGate, server_limits
+    from instrumentation.serving import create_server
 
     sockets = _bind(settings.host, settings.port)
     try:
@@ -226,7 +227,13 @@ def serve(settings: DashboardSettings) -> None:
             reason = reason.replace(str(password), "***")
         store = make_url(settings.store_url).render_as_string(hide_password=True)
         _fail(FAILURE_EXIT, f"cannot open the telemetry store {store}: {reason}")
-    server = waitress.create_server(app.server, sockets=sockets, **WAITRESS_OPTIONS)
+    server = create_server(
+        app.server,
+        server_limits(settings),
+        DashboardGate(settings, app.server.token_attempts),
+        sockets=sockets,
+        **WAITRESS_OPTIONS,
+    )
     app.server.start_background()
     logger.info(
         "dashboard listening on http://%s:%d (OTLP/HTTP receiver at /v1/*)",

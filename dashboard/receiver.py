@@ -17,6 +17,7 @@ import hmac
 import logging
 import zlib
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -121,12 +122,61 @@ def _encode(message: Message, content_type: str) -> bytes:
     return message.SerializeToString()
 
 
+def status_body(code: int, message: str, content_type: str) -> bytes:
+    """A ``google.rpc.Status`` encoded as the request was (JSON or protobuf)."""
+    return _encode(status_pb2.Status(code=code, message=message), content_type)
+
+
 def _status(code: int, message: str, content_type: str, http_status: int) -> Response:
-    body = _encode(status_pb2.Status(code=code, message=message), content_type)
+    body = status_body(code, message, content_type)
     response = Response(body, status=http_status, content_type=content_type)
     if http_status == 503:
         response.headers["Retry-After"] = "5"
     return response
+
+
+@dataclass(frozen=True)
+class TokenRefusal:
+    """Why a request to the receiver is refused before its body is read."""
+
+    status: int
+    rpc_code: int
+    message: str
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+def check_token(
+    token: str, attempts: TokenAttempts, authorization: str, address: str | None
+) -> TokenRefusal | None:
+    """None when ``authorization`` carries the bearer ``token`` and ``address`` may try it.
+
+    Called by the handler and, under :mod:`instrumentation.serving`, as soon as the headers
+    are in (:mod:`dashboard.limits`), so an unauthenticated client never gets to send a body.
+    """
+    scheme, _, given = authorization.partition(" ")
+    right = scheme.lower() == "bearer" and hmac.compare_digest(
+        given.strip().encode(), token.encode()
+    )
+    # The right token always passes, even from an address with failures: a neighbour's wrong
+    # guesses must never lock the stack's own exporters out.
+    wait = 0 if right or not authorization else attempts.retry_after(address)
+    if wait:
+        return TokenRefusal(
+            429,
+            8,
+            f"too many wrong tokens from this address; retry in {wait} s",
+            (("Retry-After", str(wait)),),
+        )
+    if not right:
+        if authorization:
+            attempts.failed(address)
+        return TokenRefusal(
+            401,
+            16,
+            "missing or wrong bearer token: set the exporter's Authorization "
+            "header to 'Bearer <VRP_DASHBOARD_TOKEN>'",
+        )
+    return None
 
 
 def create_receiver_blueprint(
@@ -139,31 +189,12 @@ def create_receiver_blueprint(
     def handle(signal: str) -> Response:
         reply_type = request.mimetype if request.mimetype == otlp.JSON else otlp.PROTOBUF
         if token is not None:
-            header = request.headers.get("Authorization", "")
-            scheme, _, given = header.partition(" ")
-            right = scheme.lower() == "bearer" and hmac.compare_digest(
-                given.strip().encode(), token.encode()
-            )
-            wait = 0 if right or not header else attempts.retry_after(request.remote_addr)
-            if wait:
-                response = _status(
-                    8,
-                    f"too many wrong tokens from this address; retry in {wait} s",
-                    reply_type,
-                    429,
-                )
-                response.headers["Retry-After"] = str(wait)
+            authorization = request.headers.get("Authorization", "")
+            refused = check_token(token, attempts, authorization, request.remote_addr)
+            if refused is not None:
+                response = _status(refused.rpc_code, refused.message, reply_type, refused.status)
+                response.headers.extend(refused.headers)
                 return response
-            if not right:
-                if header:
-                    attempts.failed(request.remote_addr)
-                return _status(
-                    16,
-                    "missing or wrong bearer token: set the exporter's Authorization "
-                    "header to 'Bearer <VRP_DASHBOARD_TOKEN>'",
-                    reply_type,
-                    401,
-                )
         decode, store_signal, response_type, rejected_field = _SIGNALS[signal]
         try:
             content_type = _content_type()

@@ -735,9 +735,10 @@ def _sqlite_upsert_sql(rows: int) -> str:
     columns = ("series_id", "resolution", "start_s", *_ROLLUP_VALUES)
     row = f"({', '.join('?' for _ in columns)})"
     updates = ", ".join(f"{name} = excluded.{name}" for name in _ROLLUP_VALUES)
+    # The table's and the columns' names are this module's own; values go as parameters.
     return (
         f"INSERT INTO {rollup.name} ({', '.join(columns)}) VALUES {', '.join([row] * rows)} "
-        f"ON CONFLICT (series_id, resolution, start_s) DO UPDATE SET {updates}"
+        f"ON CONFLICT (series_id, resolution, start_s) DO UPDATE SET {updates}"  # nosec B608
     )
 
 

@@ -19,6 +19,8 @@ from dashboard.settings import DashboardSettings
 from dashboard.store import TelemetryStore
 from dashboard.writer import GroupWriter
 
+HEALTH_PATH = "/healthz"
+
 
 class DashboardServer(Flask):
     """A Flask app that owns a telemetry store and its pruning thread."""
@@ -60,4 +62,10 @@ def create_server(
     app.register_blueprint(create_receiver_blueprint(settings, app.writer, app.token_attempts))
     register_api(app)
     install_security_headers(app)
+    app.add_url_rule(HEALTH_PATH, "healthz", _healthz)
     return app
+
+
+def _healthz() -> dict[str, str]:
+    """The process answers (no store access: a health check must stay cheap and open)."""
+    return {"status": "ok"}

@@ -25,6 +25,12 @@ from sqlalchemy.exc import ArgumentError
 
 from dashboard.errors import DashboardConfigError
 from instrumentation.envsettings import Flag, invalid_setting_line, prefixed, shown_value
+from instrumentation.settings import (
+    DEFAULT_CHANNEL_TIMEOUT,
+    DEFAULT_CONNECTION_LIMIT,
+    MAX_CONNECTION_LIMIT,
+    MIN_CONNECTION_LIMIT,
+)
 
 PREFIX = "VRP_DASHBOARD_"
 # 128 bits written in hex; ``vrp dashboard token`` prints 256 bits in 43 characters.
@@ -95,6 +101,13 @@ class DashboardSettingsSchema(ma.Schema):
     VRP_DASHBOARD_MAX_BODY_BYTES = fields.Integer(
         load_default=16 * 1024 * 1024, validate=validate.Range(min=1024)
     )
+    VRP_DASHBOARD_CONNECTION_LIMIT = fields.Integer(
+        load_default=DEFAULT_CONNECTION_LIMIT,
+        validate=validate.Range(min=MIN_CONNECTION_LIMIT, max=MAX_CONNECTION_LIMIT),
+    )
+    VRP_DASHBOARD_CHANNEL_TIMEOUT = fields.Integer(
+        load_default=DEFAULT_CHANNEL_TIMEOUT, validate=validate.Range(min=1, max=3600)
+    )
     VRP_DASHBOARD_SPAN_RETENTION_HOURS = fields.Float(
         load_default=24.0, validate=validate.Range(min=0.01)
     )
@@ -124,6 +137,8 @@ class DashboardSettings:
     host: str = "127.0.0.1"
     port: int = 8050
     max_body_bytes: int = 16 * 1024 * 1024
+    connection_limit: int = DEFAULT_CONNECTION_LIMIT
+    channel_timeout: int = DEFAULT_CHANNEL_TIMEOUT
     span_retention_hours: float = 24.0
     log_retention_hours: float = 24.0
     max_spans: int = 1_000_000
@@ -178,6 +193,8 @@ def load_dashboard_settings(
         host=data["VRP_DASHBOARD_HOST"],
         port=data["VRP_DASHBOARD_PORT"],
         max_body_bytes=data["VRP_DASHBOARD_MAX_BODY_BYTES"],
+        connection_limit=data["VRP_DASHBOARD_CONNECTION_LIMIT"],
+        channel_timeout=data["VRP_DASHBOARD_CHANNEL_TIMEOUT"],
         span_retention_hours=data["VRP_DASHBOARD_SPAN_RETENTION_HOURS"],
         log_retention_hours=data["VRP_DASHBOARD_LOG_RETENTION_HOURS"],
         max_spans=data["VRP_DASHBOARD_MAX_SPANS"],

@@ -831,6 +831,7 @@ def _sqlite_trim_sql(groups: int) -> str:
     keep = " ".join(f"WHEN {r} THEN {k}" for r, k in EXAMPLES_PER_GROUP.items())
     groups_sql = ", ".join(["(?, ?, ?, ?)"] * groups)
     table = examples.name
+    # The table's name and the CASE's integers are this module's own; values go as parameters.
     return (
         f"WITH touched (resolution, service, summary, start_s) AS (VALUES {groups_sql}) "
         f"DELETE FROM {table} WHERE rowid IN (SELECT rowid FROM (SELECT e.rowid AS rowid, "
@@ -839,7 +840,7 @@ def _sqlite_trim_sql(groups: int) -> str:
         f"FROM touched CROSS JOIN {table} AS e ON e.resolution = touched.resolution "
         "AND e.summary = touched.summary AND e.service = touched.service "
         "AND e.start_s = touched.start_s) "
-        f"WHERE place > CASE resolution {keep} END)"
+        f"WHERE place > CASE resolution {keep} END)"  # nosec B608
     )
 
 

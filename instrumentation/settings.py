@@ -73,3 +73,33 @@ class TelemetrySettings:
     schedule_delay_ms: int = 1000
     export_timeout_ms: int = 5000
     metric_export_interval_ms: int = 10000
+
+
+# waitress's connection_limit counts its own listening sockets and wake-up pipe too; 900 keeps
+# every descriptor below the 1,024 that waitress's select() loop can watch.
+DEFAULT_CONNECTION_LIMIT = 100
+MIN_CONNECTION_LIMIT = 10
+MAX_CONNECTION_LIMIT = 900
+# Seconds a connection may stay silent with no request being answered (waitress: 120).
+DEFAULT_CHANNEL_TIMEOUT = 30
+
+
+@dataclass(frozen=True)
+class ServerLimits:
+    """What one HTTP server accepts (:mod:`instrumentation.serving` turns it into waitress's
+    adjustments): the largest request body, open connections, seconds of silence."""
+
+    max_body_bytes: int
+    connection_limit: int = DEFAULT_CONNECTION_LIMIT
+    channel_timeout: int = DEFAULT_CHANNEL_TIMEOUT
+
+    def waitress_options(self) -> dict[str, int]:
+        return {
+            # waitress refuses a declared length >= this, so exactly max_body_bytes passes.
+            "max_request_body_size": self.max_body_bytes + 1,
+            "connection_limit": self.connection_limit,
+            "channel_timeout": self.channel_timeout,
+            # How often idle connections are looked for: often enough that one silent for
+            # channel_timeout is closed within half as long again.
+            "cleanup_interval": max(1, min(30, self.channel_timeout // 2)),
+        }

@@ -182,10 +182,11 @@ def _read_only_engine(raw_url: str) -> sa.Engine | None:
 
 
 def _serve_api(settings: Settings, db: Database) -> None:
-    import waitress
     from waitress.server import MultiSocketServer
 
+    from instrumentation.serving import create_server
     from recorder.api import create_app
+    from recorder.api.limits import BodyLimitGate, server_limits
     from recorder.errors import SchemaOutOfDateError
     from recorder.storage import BlobStore
 
@@ -200,8 +201,10 @@ def _serve_api(settings: Settings, db: Database) -> None:
         logger.info("removed %d temporary file(s) left by interrupted uploads", swept)
     address = f"{settings.api_host}:{settings.api_port}"
     try:
-        server = waitress.create_server(
+        server = create_server(
             app,
+            server_limits(settings),
+            BodyLimitGate.from_settings(settings),
             host=settings.api_host,
             port=settings.api_port,
             threads=settings.api_threads,

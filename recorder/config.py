@@ -26,7 +26,15 @@ from sqlalchemy.exc import ArgumentError
 
 from instrumentation.envsettings import invalid_setting_line
 from instrumentation.paths import absolute_path, absolute_sqlite_url
-from instrumentation.settings import DatabaseSettings, LoggingSettings, TelemetrySettings
+from instrumentation.settings import (
+    DEFAULT_CHANNEL_TIMEOUT,
+    DEFAULT_CONNECTION_LIMIT,
+    MAX_CONNECTION_LIMIT,
+    MIN_CONNECTION_LIMIT,
+    DatabaseSettings,
+    LoggingSettings,
+    TelemetrySettings,
+)
 from recorder import __version__
 from recorder.errors import ConfigError
 
@@ -85,6 +93,13 @@ class SettingsSchema(ma.Schema):
     VRP_API_HOST = fields.String(load_default="127.0.0.1", validate=validate.Length(1, 255))
     VRP_API_PORT = fields.Integer(load_default=5000, validate=validate.Range(min=1, max=65535))
     VRP_API_THREADS = fields.Integer(load_default=8, validate=validate.Range(min=1, max=256))
+    VRP_API_CONNECTION_LIMIT = fields.Integer(
+        load_default=DEFAULT_CONNECTION_LIMIT,
+        validate=validate.Range(min=MIN_CONNECTION_LIMIT, max=MAX_CONNECTION_LIMIT),
+    )
+    VRP_API_CHANNEL_TIMEOUT = fields.Integer(
+        load_default=DEFAULT_CHANNEL_TIMEOUT, validate=validate.Range(min=1, max=3600)
+    )
     VRP_MAX_UPLOAD_BYTES = fields.Integer(
         load_default=200 * 1024 * 1024, validate=validate.Range(min=1024)
     )
@@ -138,6 +153,8 @@ class Settings:
     api_host: str
     api_port: int
     api_threads: int
+    api_connection_limit: int = DEFAULT_CONNECTION_LIMIT
+    api_channel_timeout: int = DEFAULT_CHANNEL_TIMEOUT
 
     def for_service(self, service_name: str) -> Settings:
         """The same settings for another process of the stack (``vrp-dashboard``, ...)."""
@@ -209,4 +226,6 @@ def load_settings(
         api_host=data["VRP_API_HOST"],
         api_port=data["VRP_API_PORT"],
         api_threads=data["VRP_API_THREADS"],
+        api_connection_limit=data["VRP_API_CONNECTION_LIMIT"],
+        api_channel_timeout=data["VRP_API_CHANNEL_TIMEOUT"],
     )

@@ -77,6 +77,32 @@ for url in sys.argv[2:]:
     assert listed.status_code == 200 and listed.get_json(), listed.get_data(as_text=True)
     db.dispose()
 telemetry.shutdown(timeout_ms=1000)
+
+# The server limits reach into waitress's parser, channel and server classes: a declared body
+# over the limit must be refused, in JSON, at the headers.
+import socket
+from instrumentation.serving import create_server, json_error
+from instrumentation.settings import ServerLimits
+
+class Gate:
+    def check(self, head):
+        return self.too_large(head, 1024) if (head.content_length or 0) > 1024 else None
+
+    def too_large(self, head, limit):
+        return json_error(413, f"over {limit} bytes")
+
+def app(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"ok"]
+
+server = create_server(app, ServerLimits(1024, 20, 5), Gate(), host="127.0.0.1", port=0)
+threading.Thread(target=server.run, daemon=True).start()
+with socket.create_connection(("127.0.0.1", server.effective_port), timeout=10) as client:
+    client.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 99999\r\n\r\n")
+    answer = b""
+    while chunk := client.recv(4096):
+        answer += chunk
+assert answer.startswith(b"HTTP/1.1 413") and b'"code":413' in answer, answer
 assert not failures, failures
 """
 

@@ -10,14 +10,11 @@ from flask_smorest import Api
 from instrumentation.database import Database
 from instrumentation.flask import instrument_app
 from recorder import __version__, schema_version
-from recorder.api import health, jsonbody, recordings, tags
+from recorder.api import health, jsonbody, limits, recordings, tags
 from recorder.api.context import EXTENSION, RecorderContext
 from recorder.api.errors import register_error_handlers
 from recorder.config import Settings
 from recorder.storage import BlobStore
-
-# Form fields beside the file (title, tags) never need more than this on top of the audio.
-FORM_OVERHEAD_BYTES = 64 * 1024
 
 
 def create_app(
@@ -47,7 +44,7 @@ def create_app(
         OPENAPI_VERSION="3.0.3",
         OPENAPI_URL_PREFIX="/api",
         OPENAPI_JSON_PATH="openapi.json",
-        MAX_CONTENT_LENGTH=settings.max_upload_bytes + FORM_OVERHEAD_BYTES,
+        MAX_CONTENT_LENGTH=limits.max_body_bytes(settings),
         JSON_SORT_KEYS=False,
     )
     store = BlobStore(settings.storage_dir, settings.max_upload_bytes)

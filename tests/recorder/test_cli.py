@@ -396,8 +396,7 @@ def test_the_access_record_of_the_last_request_is_written_when_the_api_is_stoppe
 def test_the_api_collects_its_young_generation_less_often_once_it_serves(
     settings: Settings, db: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import waitress
-
+    from instrumentation import serving
     from recorder import cli
 
     thresholds: list[tuple[int, int, int]] = []
@@ -408,7 +407,7 @@ def test_the_api_collects_its_young_generation_less_often_once_it_serves(
         def run(self) -> None:
             thresholds.append(gc.get_threshold())
 
-    monkeypatch.setattr(waitress, "create_server", lambda app, **options: Server())
+    monkeypatch.setattr(serving, "create_server", lambda app, *limits, **options: Server())
     before = gc.get_threshold()
     try:
         cli._serve_api(settings, db)
