@@ -35,7 +35,7 @@ from tests.serving_probes import (
     vrp_server,
 )
 
-TOKEN = "s3cret-token-for-tests"
+TOKEN = "s3cret-token-for-the-server-limit-tests"
 BODY_LIMIT = 1024 * 1024
 GIVE_UP = 8 * 1024 * 1024
 PROTOBUF = {"Content-Type": "application/x-protobuf"}
