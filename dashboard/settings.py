@@ -25,7 +25,7 @@ from dashboard.errors import DashboardConfigError
 
 PREFIX = "VRP_DASHBOARD_"
 SUPPORTED_STORES = ("sqlite", "postgresql")
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
+_DURATION = re.compile(r"^\s*+(\d++(?:\.\d++)?)\s*+([smhd]?)\s*+$")
 _UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
