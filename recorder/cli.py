@@ -54,6 +54,10 @@ POSTGRES_CONNECT_TIMEOUT = "10"
 # and again while they waited. Measured with four servers in one capacity run (two runs, 16
 # clients): server CPU per request -10 to -12 % with full telemetry, -3 to -7 % without.
 API_GC_YOUNG_THRESHOLD = 10_000
+# Every file and folder a vrp process creates is for its user only: the database and its -wal,
+# the telemetry store, the logs (which hold request paths and client addresses) as the audio and
+# the backups already were. Set first thing, so children (`vrp up`'s) inherit it.
+PRIVATE_UMASK = 0o077
 
 
 def _fail(message: str, code: int = FAILURE_EXIT) -> NoReturn:
@@ -283,6 +287,7 @@ class _VrpGroup(click.Group):
 @click.pass_context
 def main(ctx: click.Context) -> None:
     """Voice Recorder Pro: API, database, backups and dashboard."""
+    os.umask(PRIVATE_UMASK)
     if not ctx.meta.get(_ASKS_HELP):
         _validate_configuration()
 
