@@ -208,21 +208,20 @@ def serve(settings: DashboardSettings) -> None:
     """Bind, build the app, and serve until SIGTERM or Ctrl-C."""
     import sqlalchemy as sa
     import waitress
-    from sqlalchemy.engine import make_url
 
     from dashboard.app import create_app
     from dashboard.errors import StoreError
+    from instrumentation.urls import shown_url, without_secrets
 
     sockets = _bind(settings.host, settings.port)
     try:
         app = create_app(settings)
-    except (StoreError, sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
+    # DBAPIError: unreachable, or a parameter of the URL's query the driver refuses.
+    except (StoreError, sa.exc.DBAPIError) as exc:
         cause = getattr(exc, "orig", None) or exc
         reason = " ".join(line.strip() for line in str(cause).splitlines() if line.strip())
-        password = make_url(settings.store_url).password
-        if password:
-            reason = reason.replace(str(password), "***")
-        store = make_url(settings.store_url).render_as_string(hide_password=True)
+        reason = without_secrets(reason, settings.store_url)
+        store = shown_url(settings.store_url)
         _fail(FAILURE_EXIT, f"cannot open the telemetry store {store}: {reason}")
     server = waitress.create_server(app.server, sockets=sockets, **WAITRESS_OPTIONS)
     app.server.start_background()

@@ -19,9 +19,10 @@ from typing import Any
 import marshmallow as ma
 from marshmallow import fields, validate
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
 
 from dashboard.errors import DashboardConfigError
+from instrumentation.errors import ConfigurationError
+from instrumentation.urls import parse_database_url, shown_url
 
 PREFIX = "VRP_DASHBOARD_"
 SUPPORTED_STORES = ("sqlite", "postgresql")
@@ -55,12 +56,11 @@ class _Interval(fields.Field):
 
 def _validate_store_url(value: str) -> None:
     try:
-        url = make_url(value)
-    except ArgumentError as exc:
+        url = parse_database_url(value)
+    except ConfigurationError as exc:
         raise ma.ValidationError(
-            "not a database URL (e.g. sqlite:///var/telemetry.db or "
-            "postgresql+psycopg://user@host/db)"
-        ) from exc
+            f"{exc}; expected e.g. sqlite:///var/telemetry.db or postgresql+psycopg://user@host/db"
+        ) from None
     if url.get_backend_name() not in SUPPORTED_STORES:
         raise ma.ValidationError(f"backend must be one of {', '.join(SUPPORTED_STORES)}")
 
@@ -130,10 +130,7 @@ def _shown(name: str, value: str) -> str:
     if "TOKEN" in name:
         return "***"
     if name.endswith("_URL"):
-        try:
-            return make_url(value).render_as_string(hide_password=True)
-        except ArgumentError:
-            return value
+        return shown_url(value)
     return value
 
 

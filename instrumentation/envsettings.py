@@ -12,8 +12,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import marshmallow as ma
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
+
+from instrumentation.urls import shown_url
 
 _SECRET_WORDS = ("TOKEN", "PASSWORD", "SECRET", "KEY", "HEADERS")
 _UNKNOWN = "Unknown field."
@@ -24,10 +24,7 @@ def shown_value(name: str, value: str) -> str:
     if any(word in name.upper() for word in _SECRET_WORDS):
         return "***"
     if name.upper().endswith("_URL"):
-        try:
-            return make_url(value).render_as_string(hide_password=True)
-        except ArgumentError:
-            return value
+        return shown_url(value)
     return value
 
 

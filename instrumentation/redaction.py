@@ -83,6 +83,8 @@ _QUOTED_PAIR = re.compile(
     rf"(?P<head>(?P<q1>[\"']){_KEY}(?P=q1)\s*+:\s*+){_QUOTED_VALUE}", re.IGNORECASE
 )
 
+_SECRET_KEY = re.compile(_KEY, re.IGNORECASE)
+
 _DROPPED_ATTRIBUTES = frozenset({"parameters", "params"})
 _CONTAINERS = frozenset({dict, list, tuple})
 _SCALARS = frozenset({int, float, bool, type(None)})
@@ -115,6 +117,11 @@ def _mask_pg_key_detail(match: re.Match[str]) -> str:
 
 def _mask_header(match: re.Match[str]) -> str:
     return f"{match.group('head')}{match.group('sep')}{match.group('scheme') or ''}{MASK}"
+
+
+def is_secret_key(name: str) -> bool:
+    """Whether the value of a ``name=value`` pair is masked (``password``, ``client_secret``)."""
+    return _SECRET_KEY.fullmatch(name) is not None
 
 
 def redact_url(url: str) -> str:
