@@ -4,7 +4,8 @@ Each package validates its own variables with a marshmallow schema (``Meta.unkno
 one field per variable name) and turns the first error into one line naming the variable, the
 value as it may be shown and what is allowed. A value is shown only where it cannot be a
 secret: never for a name that says token, password, secret, key or headers, never the password of a
-URL, and never for an unknown variable (``VRP_DASHBOARD_TOKN=...`` is a mistyped secret).
+URL (``*_URL``, ``*_ENDPOINT``; in its user info or its query), and never for an unknown variable
+(``VRP_DASHBOARD_TOKN=...`` is a mistyped secret).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ def shown_value(name: str, value: str) -> str:
     """``value`` as it may appear in an error message or a log line."""
     if any(word in name.upper() for word in _SECRET_WORDS):
         return "***"
-    if name.upper().endswith("_URL"):
+    if name.upper().endswith(("_URL", "_ENDPOINT")):
         return shown_url(value)
     return value
 

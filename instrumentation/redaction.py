@@ -83,7 +83,8 @@ _QUOTED_PAIR = re.compile(
     rf"(?P<head>(?P<q1>[\"']){_KEY}(?P=q1)\s*+:\s*+){_QUOTED_VALUE}", re.IGNORECASE
 )
 
-_SECRET_KEY = re.compile(_KEY, re.IGNORECASE)
+# Anchored: unanchored, every position of a long word would start a scan to the word's end.
+_SECRET_KEY = re.compile(rf"\A{_KEY}\Z", re.IGNORECASE)
 
 _DROPPED_ATTRIBUTES = frozenset({"parameters", "params"})
 _CONTAINERS = frozenset({dict, list, tuple})
@@ -121,7 +122,7 @@ def _mask_header(match: re.Match[str]) -> str:
 
 def is_secret_key(name: str) -> bool:
     """Whether the value of a ``name=value`` pair is masked (``password``, ``client_secret``)."""
-    return _SECRET_KEY.fullmatch(name) is not None
+    return _SECRET_KEY.match(name) is not None
 
 
 def redact_url(url: str) -> str:

@@ -110,3 +110,18 @@ def test_a_store_url_refused_when_connecting_is_one_line_exit_1_without_its_pass
     assert result.returncode == 1
     assert line.startswith("vrp dashboard: cannot open the telemetry store postgresql+psycopg://")
     assert "vrp:***@127.0.0.1:" in line
+
+
+def test_an_otlp_endpoint_refused_as_a_setting_is_shown_without_its_password(
+    tmp_path: Path,
+) -> None:
+    result = _vrp(
+        tmp_path, ["db", "current"], OTEL_EXPORTER_OTLP_ENDPOINT=f"ftp://vrp:{SECRET}@otel:4318"
+    )
+
+    line = _one_line(result, tmp_path)
+    assert result.returncode == 2
+    assert line == (
+        "vrp: invalid configuration: OTEL_EXPORTER_OTLP_ENDPOINT='ftp://vrp:***@otel:4318': "
+        "Not a valid URL."
+    )
