@@ -14,6 +14,10 @@ What is masked (the value becomes ``***``, the key or scheme stays so the line s
   removed entirely (``[SQL: ...]`` stays: it holds placeholders only), and PostgreSQL's
   ``Key (col)=(value)`` detail loses its value.
 
+A value cut before its closing quote or bracket (a truncated driver message, a capped line) is
+masked to the end of its line. Every pattern runs in linear time on any text, however hostile
+(the User-Agent and the path of every access record pass through here).
+
 :class:`RedactionFilter` applies this to a :class:`logging.LogRecord`: the message (formatted
 with its args, which are then cleared), extra fields holding text (strings, and strings in
 dicts, lists and tuples), the formatted exception and stack, and it drops record attributes
