@@ -261,9 +261,9 @@ def restore_command(
 def _target(target: str) -> str:
     if "://" not in target:
         return target
-    from sqlalchemy.engine import make_url
+    from instrumentation.urls import shown_url
 
-    return make_url(target).render_as_string(hide_password=True)
+    return shown_url(target)
 
 
 def mount(parent: click.Group, backup_host: BackupHost) -> None:

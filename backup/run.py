@@ -339,15 +339,18 @@ def _naming(url: str) -> Iterator[None]:
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import SQLAlchemyError
 
+    from instrumentation.urls import shown_url, without_secrets
+
     parsed = make_url(url)
     sqlite = parsed.get_backend_name() == "sqlite"
-    shown = parsed.database if sqlite else parsed.render_as_string(hide_password=True)
+    shown = parsed.database if sqlite else shown_url(parsed)
     try:
         yield
     except SourceNotReadyError as exc:
         raise SourceNotReadyError(f"the database {shown} {exc}") from exc
     except SQLAlchemyError as exc:
         reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        reason = without_secrets(reason, url)
         raise EngineError(
             f"reading the database {shown} failed ({type(exc).__name__}: {reason}); check "
             "that it is the application's database and that it is migrated"

@@ -25,6 +25,7 @@ from dashboard.store import TelemetryStore
 
 _RELATIVE = re.compile(r"^\d+(\.\d+)?[smhd]$")
 _TRACE_ID = re.compile(r"^[0-9a-f]{32}$")
+_SERVICE_NAME = re.compile(r"^[^\x00-\x1f]{1,255}$")
 _HEX_TRACE_ID = validate.Regexp(_TRACE_ID, error="must be 32 lower-case hex digits")
 
 
@@ -70,7 +71,7 @@ class RangeArgs(ma.Schema):
     since = _Instant(metadata={"description": "ISO 8601 with zone, or 15m/1h/24h/7d"})
     until = _Instant(metadata={"description": "ISO 8601 with zone, or relative; default now"})
     service = fields.String(
-        validate=validate.Regexp(r"^[^\x00-\x1f]{1,255}$", error="must be 1-255 printable chars")
+        validate=validate.Regexp(_SERVICE_NAME, error="must be 1-255 printable chars")
     )
 
     default_span = timedelta(hours=1)

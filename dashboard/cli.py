@@ -209,23 +209,22 @@ def _bind(host: str, port: int) -> list[socket.socket]:
 def serve(settings: DashboardSettings) -> None:
     """Bind, build the app, and serve until SIGTERM or Ctrl-C."""
     import sqlalchemy as sa
-    from sqlalchemy.engine import make_url
 
     from dashboard.app import create_app
     from dashboard.errors import StoreError
     from dashboard.limits import DashboardGate, server_limits
     from instrumentation.serving import create_server
+    from instrumentation.urls import shown_url, without_secrets
 
     sockets = _bind(settings.host, settings.port)
     try:
         app = create_app(settings)
-    except (StoreError, sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
+    # DBAPIError: unreachable, or a parameter of the URL's query the driver refuses.
+    except (StoreError, sa.exc.DBAPIError) as exc:
         cause = getattr(exc, "orig", None) or exc
         reason = " ".join(line.strip() for line in str(cause).splitlines() if line.strip())
-        password = make_url(settings.store_url).password
-        if password:
-            reason = reason.replace(str(password), "***")
-        store = make_url(settings.store_url).render_as_string(hide_password=True)
+        reason = without_secrets(reason, settings.store_url)
+        store = shown_url(settings.store_url)
         _fail(FAILURE_EXIT, f"cannot open the telemetry store {store}: {reason}")
     server = create_server(
         app.server,

@@ -21,23 +21,24 @@ from typing import Any
 import marshmallow as ma
 from marshmallow import fields, validate
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
 
 from dashboard.errors import DashboardConfigError
 from instrumentation.envsettings import Flag, invalid_setting_line, prefixed, shown_value
+from instrumentation.errors import ConfigurationError
 from instrumentation.settings import (
     DEFAULT_CHANNEL_TIMEOUT,
     DEFAULT_CONNECTION_LIMIT,
     MAX_CONNECTION_LIMIT,
     MIN_CONNECTION_LIMIT,
 )
+from instrumentation.urls import parse_database_url
 
 PREFIX = "VRP_DASHBOARD_"
 # 128 bits written in hex; ``vrp dashboard token`` prints 256 bits in 43 characters.
 MIN_TOKEN_LENGTH = 32
 MAX_TOKEN_LENGTH = 4096
 SUPPORTED_STORES = ("sqlite", "postgresql")
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
+_DURATION = re.compile(r"^\s*+(\d++(?:\.\d++)?)\s*+([smhd]?)\s*+$")
 _UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
@@ -67,12 +68,11 @@ class _Interval(fields.Field):
 
 def _validate_store_url(value: str) -> None:
     try:
-        url = make_url(value)
-    except ArgumentError as exc:
+        url = parse_database_url(value)
+    except ConfigurationError as exc:
         raise ma.ValidationError(
-            "not a database URL (e.g. sqlite:///var/telemetry.db or "
-            "postgresql+psycopg://user@host/db)"
-        ) from exc
+            f"{exc}; expected e.g. sqlite:///var/telemetry.db or postgresql+psycopg://user@host/db"
+        ) from None
     if url.get_backend_name() not in SUPPORTED_STORES:
         raise ma.ValidationError(f"backend must be one of {', '.join(SUPPORTED_STORES)}")
 

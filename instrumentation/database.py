@@ -31,7 +31,7 @@ import sqlalchemy as sa
 from opentelemetry import metrics, trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from sqlalchemy import event
-from sqlalchemy.engine import URL, make_url
+from sqlalchemy.engine import URL
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import Pool, QueuePool, StaticPool
 
@@ -41,6 +41,7 @@ from instrumentation.pool import PoolTelemetry
 from instrumentation.sampling import drops_unsampled_children, unsampled_parent
 from instrumentation.settings import DatabaseSettings
 from instrumentation.statements import StatementTelemetry, error_type
+from instrumentation.urls import parse_database_url, shown_url
 
 __all__ = ["Database", "PoolStatus", "open_databases"]
 
@@ -93,18 +94,18 @@ def open_databases() -> list[Database]:
 
 def _parse_url(raw: str) -> URL:
     try:
-        url = make_url(raw)
-    except sa.exc.ArgumentError as e:
+        url = parse_database_url(raw)
+    except ConfigurationError as e:
         # The raw value may hold a password, so it is not repeated here.
         raise ConfigurationError(
-            "database URL is not a valid SQLAlchemy URL; expected e.g. sqlite:///var/vrp.db "
+            f"database URL is not valid: {e}; expected e.g. sqlite:///var/vrp.db "
             "or postgresql://user@host/dbname"
-        ) from e
+        ) from None
     if url.drivername == "postgresql":
         url = url.set(drivername="postgresql+psycopg")
     if url.get_backend_name() not in ("sqlite", "postgresql"):
         raise ConfigurationError(
-            f"database URL {url.render_as_string(hide_password=True)!r} uses an unsupported "
+            f"database URL {shown_url(url)!r} uses an unsupported "
             "backend; allowed: sqlite, postgresql"
         )
     return url
@@ -154,9 +155,7 @@ class Database:
     ) -> None:
         url = _parse_url(settings.url)
         self.settings = settings
-        self.name = settings.pool_name or make_url(settings.url).render_as_string(
-            hide_password=True
-        )
+        self.name = settings.pool_name or shown_url(settings.url)
         self.system = url.get_backend_name()
         self.tracer = trace.get_tracer(INSTRUMENTATION_SCOPE, tracer_provider=tracer_provider)
         # Whether session, transaction and statement spans of unsampled traces may be skipped.

@@ -4,9 +4,9 @@ Each package validates its own variables with a marshmallow schema (``Meta.unkno
 one field per variable name) and turns the first error into one line naming the variable, the
 value as it may be shown and what is allowed. A value is shown only where it cannot be a
 secret: never for a name that says token, password, secret, key or headers, never the password of a
-URL, and never for an unknown variable (``VRP_DASHBOARD_TOKN=...`` is a mistyped secret). An
-unknown variable reads the same in every package: ``NAME: unknown setting; see the
-Configuration section of the README``.
+URL (``*_URL``, ``*_ENDPOINT``; in its user info or its query), and never for an unknown variable
+(``VRP_DASHBOARD_TOKN=...`` is a mistyped secret). An unknown variable reads the same in every
+package: ``NAME: unknown setting; see the Configuration section of the README``.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import marshmallow as ma
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
+
+from instrumentation.urls import shown_url
 
 _SECRET_WORDS = ("TOKEN", "PASSWORD", "SECRET", "KEY", "HEADERS")
 _UNKNOWN = "Unknown field."
@@ -44,11 +44,8 @@ def shown_value(name: str, value: str) -> str:
     """``value`` as it may appear in an error message or a log line."""
     if any(word in name.upper() for word in _SECRET_WORDS):
         return "***"
-    if name.upper().endswith("_URL"):
-        try:
-            return make_url(value).render_as_string(hide_password=True)
-        except ArgumentError:
-            return value
+    if name.upper().endswith(("_URL", "_ENDPOINT")):
+        return shown_url(value)
     return value
 
 

@@ -14,6 +14,10 @@ What is masked (the value becomes ``***``, the key or scheme stays so the line s
   removed entirely (``[SQL: ...]`` stays: it holds placeholders only), and PostgreSQL's
   ``Key (col)=(value)`` detail loses its value.
 
+A value cut before its closing quote or bracket (a truncated driver message, a capped line) is
+masked to the end of its line. Every pattern runs in linear time on any text, however hostile
+(the User-Agent and the path of every access record pass through here).
+
 :class:`RedactionFilter` applies this to a :class:`logging.LogRecord`: the message (formatted
 with its args, which are then cleared), extra fields holding text (strings, and strings in
 dicts, lists and tuples), the formatted exception and stack, and it drops record attributes
@@ -45,25 +49,46 @@ _KEY = (
     r"|private[_-]?key|credentials?|auth)"
 )
 
+# Every pattern here sees untrusted text (a User-Agent, a URL path, an exception message), so
+# each runs in linear time (tests/test_regular_expressions.py checks it): no two alternatives
+# under a repetition can match the same text, repetitions whose text cannot be given back are
+# possessive, and a scan that could reach the end of the line without finding its closing part
+# falls back to consuming the line, so that the next start position does not scan it again.
+
 # Greedy up to the last "@" before the host, so an unescaped "@" inside the password is covered.
-_URL_USERINFO = re.compile(r"(?P<head>\b[a-zA-Z][a-zA-Z0-9+.-]*://[^:/?#@\s]*:)[^\s/?#]*@")
-_SQL_PARAMETERS = re.compile(r"\n?\[parameters: [^\n]*\]")
-_PG_KEY_DETAIL = re.compile(r"(?P<head>\bKey \([^)\n]*\)=\()[^\n]*?(?P<tail>\)(?: already| is)\b)")
+# Anchored on "://" (after any scheme character) rather than on the scheme's first letter: every
+# "." or "-" of a long scheme-like run would be a new start position scanning the whole run.
+_URL_USERINFO = re.compile(r"(?P<head>(?<=[a-zA-Z0-9+.-])://[^:/?#@\s]*+:)[^\s/?#]*@")
+# The block and the rest of its line (SQLAlchemy ends the line with the block).
+_SQL_PARAMETERS = re.compile(r"\n?\[parameters: [^\n]*+")
+# Without its closing ") already" / ") is", the value is masked up to the end of the line; a
+# "Key (" with no ")=(" on its line is consumed unchanged (group "head" unset).
+_PG_KEY_DETAIL = re.compile(
+    r"(?P<head>\bKey \([^\n]*?\)=\()(?:[^\n]*?(?P<tail>\)(?: already| is)\b)|[^\n]*+)"
+    r"|\bKey \([^\n]*+"
+)
 _HEADER = re.compile(
-    r"(?P<head>\b(?:proxy-)?authorization|x-api-key)(?P<sep>[\"']?\s*[:=]\s*[\"']?)"
-    r"(?P<scheme>(?:bearer|basic|digest|negotiate|token)\s+)?[^\s\"',;}]+",
+    r"(?P<head>\b(?:proxy-)?authorization|x-api-key)(?P<sep>[\"']?\s*+[:=]\s*+[\"']?)"
+    r"(?P<scheme>(?:bearer|basic|digest|negotiate|token)\s++)?[^\s\"',;}]+",
     re.IGNORECASE,
 )
-_COOKIE = re.compile(r"(?P<head>\b(?:set-)?cookie[\"']?\s*:\s*[\"']?)[^\r\n\"']+", re.IGNORECASE)
+_COOKIE = re.compile(r"(?P<head>\b(?:set-)?cookie[\"']?\s*+:\s*+[\"']?)[^\r\n\"']+", re.IGNORECASE)
+# A quoted value: a backslash always escapes the next character (one way to match it, never
+# two), and a value whose closing quote is missing is masked to the end of the line.
+_QUOTED_VALUE = (
+    r"(?:(?P<dq>\"(?:[^\"\\\n]|\\.)*+\")|(?P<sq>'(?:[^'\\\n]|\\.)*+')"
+    r"|(?P<open>[\"'])[^\n]*+)"
+)
 _KEY_VALUE = re.compile(
-    rf"(?P<head>(?<![\w.-]){_KEY}\s*=\s*)"
-    r"(?:(?P<quote>[\"'])(?:\\.|(?!(?P=quote)).)*(?P=quote)|[^\s&,;)\]}]+)",
+    rf"(?P<head>(?<![\w.-]){_KEY}\s*+=\s*+)(?:{_QUOTED_VALUE}|[^\s&,;)\]}}]+)",
     re.IGNORECASE,
 )
 _QUOTED_PAIR = re.compile(
-    rf"(?P<head>(?P<q1>[\"']){_KEY}(?P=q1)\s*:\s*)(?P<q2>[\"'])(?:\\.|(?!(?P=q2)).)*(?P=q2)",
-    re.IGNORECASE,
+    rf"(?P<head>(?P<q1>[\"']){_KEY}(?P=q1)\s*+:\s*+){_QUOTED_VALUE}", re.IGNORECASE
 )
+
+# Anchored: unanchored, every position of a long word would start a scan to the word's end.
+_SECRET_KEY = re.compile(rf"\A{_KEY}\Z", re.IGNORECASE)
 
 _DROPPED_ATTRIBUTES = frozenset({"parameters", "params"})
 _CONTAINERS = frozenset({dict, list, tuple})
@@ -79,13 +104,29 @@ _NOT_REDACTED = RECORD_ATTRIBUTES | {_STATE}
 _EXCEPTION_FORMATTER = logging.Formatter()
 
 
-def _mask_key_value(match: re.Match[str]) -> str:
-    quote = match.group("quote") or ""
-    return f"{match.group('head')}{quote}{MASK}{quote}"
+def _mask_value(match: re.Match[str]) -> str:
+    """``head`` then the value masked, in its quotes (only the opening one if it was unclosed)."""
+    if match.group("dq"):
+        return f'{match.group("head")}"{MASK}"'
+    if match.group("sq"):
+        return f"{match.group('head')}'{MASK}'"
+    return f"{match.group('head')}{match.group('open') or ''}{MASK}"
+
+
+def _mask_pg_key_detail(match: re.Match[str]) -> str:
+    head = match.group("head")
+    if head is None:
+        return match.group(0)
+    return f"{head}{MASK}{match.group('tail') or ''}"
 
 
 def _mask_header(match: re.Match[str]) -> str:
     return f"{match.group('head')}{match.group('sep')}{match.group('scheme') or ''}{MASK}"
+
+
+def is_secret_key(name: str) -> bool:
+    """Whether the value of a ``name=value`` pair is masked (``password``, ``client_secret``)."""
+    return _SECRET_KEY.match(name) is not None
 
 
 def redact_url(url: str) -> str:
@@ -96,7 +137,7 @@ def redact_url(url: str) -> str:
     if "@" in url:
         url = _URL_USERINFO.sub(rf"\g<head>{MASK}@", url)
     if "=" in url:
-        url = _KEY_VALUE.sub(_mask_key_value, url)
+        url = _KEY_VALUE.sub(_mask_value, url)
     return url
 
 
@@ -115,7 +156,7 @@ def redact_text(text: str) -> str:
     if has_at and "://" in text:
         text = _URL_USERINFO.sub(rf"\g<head>{MASK}@", text)
     if has_eq and "Key (" in text:
-        text = _PG_KEY_DETAIL.sub(rf"\g<head>{MASK}\g<tail>", text)
+        text = _PG_KEY_DETAIL.sub(_mask_pg_key_detail, text)
     # Case-insensitive regexes are slow to scan; a lowered copy gates them on literal keywords.
     lowered = text.lower()
     if "authoriz" in lowered or "x-api-key" in lowered:
@@ -124,9 +165,9 @@ def redact_text(text: str) -> str:
         text = _COOKIE.sub(rf"\g<head>{MASK}", text)
     if _mentions_secret_key(lowered):
         if has_colon and ('"' in text or "'" in text):
-            text = _QUOTED_PAIR.sub(rf"\g<head>\g<q2>{MASK}\g<q2>", text)
+            text = _QUOTED_PAIR.sub(_mask_value, text)
         if has_eq:
-            text = _KEY_VALUE.sub(_mask_key_value, text)
+            text = _KEY_VALUE.sub(_mask_value, text)
     return text
 
 

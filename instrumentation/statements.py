@@ -61,12 +61,14 @@ _COLLECTION_MARKERS: Mapping[str, frozenset[str]] = {
 }
 _SKIPPED_BEFORE_NAME = frozenset({"IF", "NOT", "EXISTS", "ONLY", "TABLE"})
 
+# Linear in the statement's length: an unclosed comment, quoted name or string runs to the end
+# of the text instead of failing, so that the next start position does not scan it again.
 _TOKEN = re.compile(
     r"""
-    \s+ | --[^\n]* | /\*.*?\*/
-    | (?P<word>[A-Za-z_][A-Za-z0-9_$]*)
-    | (?P<quoted>"(?:[^"]|"")*"|`[^`]*`|\[[^\]]*\])
-    | (?P<string>'(?:[^']|'')*')
+    \s++ | --[^\n]*+ | /\*.*?(?:\*/|\Z)
+    | (?P<word>[A-Za-z_][A-Za-z0-9_$]*+)
+    | (?P<quoted>"(?:[^"]|"")*+(?:"|\Z)|`[^`]*+(?:`|\Z)|\[[^\]]*+(?:\]|\Z))
+    | (?P<string>'(?:[^']|'')*+(?:'|\Z))
     | (?P<other>.)
     """,
     re.DOTALL | re.VERBOSE,

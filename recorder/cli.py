@@ -54,6 +54,10 @@ POSTGRES_CONNECT_TIMEOUT = "10"
 # and again while they waited. Measured with four servers in one capacity run (two runs, 16
 # clients): server CPU per request -10 to -12 % with full telemetry, -3 to -7 % without.
 API_GC_YOUNG_THRESHOLD = 10_000
+# Every file and folder a vrp process creates is for its user only: the database and its -wal,
+# the telemetry store, the logs (which hold request paths and client addresses) as the audio and
+# the backups already were. Set first thing, so children (`vrp up`'s) inherit it.
+PRIVATE_UMASK = 0o077
 
 
 def _fail(message: str, code: int = FAILURE_EXIT) -> NoReturn:
@@ -100,28 +104,29 @@ def _process(settings: Settings) -> Iterator[None]:
         logs.shutdown_logging()
 
 
-def _shown_url(url: str) -> str:
-    from sqlalchemy.engine import make_url
-
-    return make_url(url).render_as_string(hide_password=True)
-
-
 def _unreachable(url: str, exc: BaseException) -> NoReturn:
-    """One line naming the database (without its password) and why it cannot be reached."""
-    from sqlalchemy.engine import make_url
+    """One line naming the database (without its secrets) and why it cannot be reached."""
+    from instrumentation.urls import shown_url, without_secrets
 
     cause = getattr(exc, "orig", None) or exc
     # Drivers spread one cause over several lines (psycopg adds a hint on the second).
     text = " ".join(line.strip() for line in str(cause).splitlines() if line.strip())
-    password = make_url(url).password
-    if password:
-        text = text.replace(str(password), "***")
-    _fail(f"cannot reach the database {_shown_url(url)}: {text or type(cause).__name__}")
+    text = without_secrets(text, url)
+    _fail(f"cannot reach the database {shown_url(url)}: {text or type(cause).__name__}")
+
+
+def _connect_errors() -> tuple[type[Exception], ...]:
+    """What connecting raises for a reason the user fixes in VRP_DATABASE_URL: the server or
+    file cannot be reached (OperationalError, InterfaceError), or the driver refuses a parameter
+    of the URL's query (ProgrammingError for psycopg's ``connect_timeout=notanint``, TypeError
+    for an argument sqlite3 does not take)."""
+    import sqlalchemy as sa
+
+    return (sa.exc.DBAPIError, TypeError, ValueError)
 
 
 def _open_database(settings: Settings) -> Database:
     """The app's :class:`Database`, connected once so that an unreachable one fails here."""
-    import sqlalchemy as sa
 
     os.environ.setdefault("PGCONNECT_TIMEOUT", POSTGRES_CONNECT_TIMEOUT)
 
@@ -134,7 +139,7 @@ def _open_database(settings: Settings) -> Database:
     try:
         with database.engine.connect():
             pass
-    except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
+    except _connect_errors() as exc:
         database.dispose()
         _unreachable(settings.database.url, exc)
     return database
@@ -291,6 +296,7 @@ class _VrpGroup(click.Group):
 @click.pass_context
 def main(ctx: click.Context) -> None:
     """Voice Recorder Pro: API, database, backups and dashboard."""
+    os.umask(PRIVATE_UMASK)
     if not ctx.meta.get(_NEEDS_NO_CONFIG):
         _validate_configuration()
 
@@ -334,7 +340,6 @@ def db_upgrade(revision: str) -> None:
 @db.command("current")
 def db_current() -> None:
     """Show the schema revision of the database and whether it is up to date (read-only)."""
-    import sqlalchemy as sa
 
     from recorder import schema_version
 
@@ -344,7 +349,7 @@ def db_current() -> None:
     if engine is not None:
         try:
             current = schema_version.current_revision(engine)
-        except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
+        except _connect_errors() as exc:
             _unreachable(settings.database.url, exc)
         finally:
             engine.dispose()

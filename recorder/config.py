@@ -21,10 +21,9 @@ from typing import Any
 
 import marshmallow as ma
 from marshmallow import fields, validate
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
 
 from instrumentation.envsettings import invalid_setting_line
+from instrumentation.errors import ConfigurationError
 from instrumentation.paths import absolute_path, absolute_sqlite_url
 from instrumentation.settings import (
     DEFAULT_CHANNEL_TIMEOUT,
@@ -35,6 +34,7 @@ from instrumentation.settings import (
     LoggingSettings,
     TelemetrySettings,
 )
+from instrumentation.urls import parse_database_url
 from recorder import __version__
 from recorder.errors import ConfigError
 
@@ -62,9 +62,9 @@ class _UpperCase(fields.String):
 
 def _validate_database_url(value: str) -> None:
     try:
-        url = make_url(value)
-    except ArgumentError as exc:
-        raise ma.ValidationError("not a database URL (e.g. sqlite:///var/vrp.db)") from exc
+        url = parse_database_url(value)
+    except ConfigurationError as exc:
+        raise ma.ValidationError(f"{exc}; expected e.g. sqlite:///var/vrp.db") from None
     if url.get_backend_name() not in SUPPORTED_DATABASES:
         raise ma.ValidationError(f"backend must be one of {', '.join(SUPPORTED_DATABASES)}")
 

@@ -120,3 +120,30 @@ def test_vrp_up_with_defaults_stores_and_serves_audio(running_stack: Stack) -> N
     assert (var / "vrp.db").is_file()
     assert [p.name for p in (var / "recordings").rglob("*") if p.is_file() and len(p.name) == 64]
     assert list((var / "log").glob("*.log")), "the API writes JSON logs under var/log"
+
+
+def test_vrp_up_creates_every_file_for_its_user_only(running_stack: Stack) -> None:
+    # The test process's own umask (022 as a rule) is what vrp up inherits: it must not matter.
+    created = requests.post(
+        f"{running_stack.base}/api/recordings",
+        files={"file": ("some.wav", make_wav(seconds=0.5), "application/octet-stream")},
+        data={"title": "private"},
+        timeout=10,
+    )
+    assert created.status_code == 201, created.text
+    var = running_stack.workdir / "var"
+    expected = [
+        var / "vrp.db",
+        var / "vrp.db-wal",
+        var / "telemetry.db",
+        *(var / "log").glob("*.log"),
+        *(var / "recordings").rglob("*"),
+    ]
+    assert {"vrp-api.log", "vrp-dashboard.log"} <= {path.name for path in expected}
+
+    modes = {
+        str(path.relative_to(var)): oct(path.stat().st_mode & 0o777)
+        for path in [var, *expected, *var.glob("*-wal"), *var.glob("*-shm")]
+    }
+
+    assert modes == {name: "0o700" if (var / name).is_dir() else "0o600" for name in modes}, modes

@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -346,3 +347,51 @@ def test_filter_masks_text_in_subclasses_and_sequences_and_leaves_numbers_alone(
     assert record.headers == {"note": "Authorization: Bearer ***"}
     assert (record.count, record.ratio, record.missing) == (3, 0.5, None)
     assert record.flags == ("password=***",)
+
+
+@pytest.mark.parametrize(
+    ("text", "secret", "kept"),
+    [
+        pytest.param("{'password': 'cut-sh", "cut-sh", "{'password': '***", id="unclosed-pair"),
+        pytest.param('token="cut-tok\nnext line', "cut-tok", 'token="***\nnext line', id="kv"),
+        pytest.param(
+            "DETAIL:  Key (email)=(alice@exam", "alice@exam", "Key (email)=(***", id="pg-detail"
+        ),
+        pytest.param(
+            "[SQL: INSERT INTO users VALUES (?)]\n[parameters: ('alice@exam",
+            "alice@exam",
+            "[SQL: INSERT INTO users VALUES (?)]",
+            id="parameters-block",
+        ),
+    ],
+)
+def test_a_value_cut_before_its_closing_quote_is_masked_to_the_end_of_its_line(
+    text: str, secret: str, kept: str
+) -> None:
+    # Log lines get cut (a size cap, a truncated driver message): a secret without its closing
+    # quote or bracket must not escape the mask for that.
+    redacted = redact_text(text)
+
+    assert secret not in redacted
+    assert kept in redacted
+    assert redact_text(redacted) == redacted
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # A backslash matched two ways: the cost doubled every two characters (34: seconds).
+        pytest.param("'token': '" + "\\" * 34, id="quoted-pair-backslashes"),
+        pytest.param('password="' + "\\" * 34, id="key-value-backslashes"),
+        # Scans that every start position repeated to the end of the text: quadratic.
+        pytest.param("a." * 30_000 + "@://", id="url-scheme-run"),
+        pytest.param("Key (a)=(" * 8_000 + "=", id="pg-detail-without-end"),
+        pytest.param("Key (" * 15_000 + "=", id="pg-detail-without-value"),
+        pytest.param("[parameters: " * 15_000, id="parameters-without-bracket"),
+    ],
+)
+def test_hostile_text_is_redacted_in_linear_time(text: str) -> None:
+    started = time.process_time()
+    redact_text(text)
+
+    assert time.process_time() - started < 0.5
