@@ -103,13 +103,15 @@ def _clean_leftovers(catalog: Catalog, archive: BlobArchive) -> None:
         logger.warning("removed %d partial blob copies left by an interrupted run", swept)
 
 
-def _blob_size(archive: BlobArchive, source: Path, sha256: str) -> int:
-    try:
-        return source.stat().st_size
-    except FileNotFoundError:
-        with archive.path_for(sha256).open("rb") as stored:
-            size = zstandard.frame_content_size(stored.read(18))
-        return max(size, 0)
+def _blob_size(archive: BlobArchive, sources: tuple[Path, ...], sha256: str) -> int:
+    for source in sources:
+        try:
+            return source.stat().st_size
+        except FileNotFoundError:
+            continue
+    with archive.path_for(sha256).open("rb") as stored:
+        size = zstandard.frame_content_size(stored.read(18))
+    return max(size, 0)
 
 
 def _copy_blobs(
@@ -126,8 +128,8 @@ def _copy_blobs(
     stored = copied = 0
     with reporter.task("blobs", len(missing), "files") as advance:
         for sha256 in snapshot.blobs:
-            path = source.blob_path(source.storage_dir, sha256)
-            result = archive.add(sha256, path, level=level) if sha256 in missing else None
+            paths = source.blob_candidates(sha256)
+            result = archive.add(sha256, paths, level=level) if sha256 in missing else None
             if result is not None:
                 stored += result.stored_bytes
                 copied += 1
@@ -138,7 +140,7 @@ def _copy_blobs(
             else:
                 if not archive.has(sha256):
                     raise BlobSourceError(f"audio blob {sha256} vanished from the archive")
-                entries.append(BlobEntry(sha256, _blob_size(archive, path, sha256)))
+                entries.append(BlobEntry(sha256, _blob_size(archive, paths, sha256)))
     return entries, stored, copied
 
 
@@ -256,28 +258,31 @@ def _run(
     _clean_leftovers(catalog, archive)
     make_private_dir(work)
 
-    event("snapshot")
-    with telemetry.phase("snapshot") as span:
-        size = _database_size(source.database_url)
-        with reporter.task("snapshot", size, "bytes") as advance, _naming(source.database_url):
-            snapshot = engine.snapshot(
-                source.database_url,
-                work,
-                level=settings.compression_level,
-                referenced_blobs=source.referenced_blobs,
-                progress=advance,
-                on_event=on_event,
-            )
-        span.set_attribute(ATTR_BYTES, snapshot.artifact.bytes)
-        span.set_attribute(ATTR_STORED_BYTES, snapshot.artifact.stored_bytes)
+    # Held from before the snapshot until its blobs are copied: the application keeps what it
+    # deletes meanwhile, so every blob the snapshot references can be copied.
+    with source.hold_blobs():
+        event("snapshot")
+        with telemetry.phase("snapshot") as span:
+            size = _database_size(source.database_url)
+            with reporter.task("snapshot", size, "bytes") as advance, _naming(source.database_url):
+                snapshot = engine.snapshot(
+                    source.database_url,
+                    work,
+                    level=settings.compression_level,
+                    referenced_blobs=source.referenced_blobs,
+                    progress=advance,
+                    on_event=on_event,
+                )
+            span.set_attribute(ATTR_BYTES, snapshot.artifact.bytes)
+            span.set_attribute(ATTR_STORED_BYTES, snapshot.artifact.stored_bytes)
 
-    event("blobs")
-    with telemetry.phase("blobs") as span:
-        blobs, blob_stored, copied = _copy_blobs(
-            source, snapshot, archive, settings.compression_level, reporter, on_event
-        )
-        span.set_attribute("vrp.backup.blobs.copied", copied)
-        span.set_attribute("vrp.backup.blobs.skipped", len(blobs) - copied)
+        event("blobs")
+        with telemetry.phase("blobs") as span:
+            blobs, blob_stored, copied = _copy_blobs(
+                source, snapshot, archive, settings.compression_level, reporter, on_event
+            )
+            span.set_attribute("vrp.backup.blobs.copied", copied)
+            span.set_attribute("vrp.backup.blobs.skipped", len(blobs) - copied)
 
     event("manifest")
     with telemetry.phase("manifest"):

@@ -49,7 +49,7 @@ def lay_down_backup(
     for index in blob_indexes:
         path = source / SHAS[index]
         path.write_bytes(CONTENTS[index])
-        archive.add(SHAS[index], path, level=1)
+        archive.add(SHAS[index], [path], level=1)
     manifests.write(
         run_dir,
         manifests.Manifest(
@@ -110,7 +110,7 @@ def test_prune_removes_what_the_plan_drops_and_only_unreferenced_blobs(tmp_path:
         )
     orphan = backup_dir / "source" / "orphan"
     orphan.write_bytes(CONTENTS[7])
-    Catalog(backup_dir).blob_archive().add(SHAS[7], orphan, level=1)  # a killed run's leftover
+    Catalog(backup_dir).blob_archive().add(SHAS[7], [orphan], level=1)  # a killed run's leftover
     policy = RetentionPolicy(keep_last=3, keep_daily=0, keep_weekly=0, keep_monthly=0)
 
     result = prune(_settings(backup_dir, policy))
