@@ -31,6 +31,7 @@ from pathlib import Path
 
 import zstandard
 
+from backup import checks
 from backup import manifest as manifests
 from backup.blobs import BlobArchive
 from backup.catalog import LOCK, Catalog
@@ -64,7 +65,7 @@ from backup.telemetry import (
     default,
     failed,
 )
-from backup.verify import verify_run_dir
+from backup.verify import fail_sharers, verify_run_dir
 
 logger = logging.getLogger(__name__)
 
@@ -310,12 +311,14 @@ def _run(
             )
             span.set_attribute(ATTR_VERIFIED, report.ok)
             if not report.ok:
+                # A damaged archived blob fails the published backups that share it too.
+                fail_sharers(catalog, report.problems, checks.SCOPE_RUN)
                 raise VerifyError(
                     f"backup {backup_id} failed its verification: "
                     + "; ".join(str(p) for p in report.problems[:5]),
                     report,
                 )
-            manifests.record_verified(work, True)
+            checks.record(settings.backup_dir, work, ok=True, scope=checks.SCOPE_RUN)
 
     event("publish")
     make_private_dir(catalog.runs_dir)

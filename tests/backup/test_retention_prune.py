@@ -7,6 +7,8 @@ Backups are laid down with the package's own manifest and blob archive code, at 
 from __future__ import annotations
 
 import hashlib
+import os
+import sqlite3
 from contextlib import nullcontext
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -17,6 +19,7 @@ from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from backup import checks
 from backup import manifest as manifests
 from backup.catalog import LOCK, Catalog
 from backup.cli import BackupHost, mount
@@ -26,12 +29,31 @@ from backup.prune import prune
 from backup.retention import RetentionPolicy, plan_retention
 from backup.settings import BackupSettings
 from backup.source import BackupSource
+from backup.stream import StreamResult, compress_stream
 from backup.telemetry import BackupTelemetry
 from instrumentation.testing import InMemoryTelemetry
 
 CONTENTS = [f"audio blob {i}".encode() * 50 for i in range(8)]
 SHAS = [hashlib.sha256(c).hexdigest() for c in CONTENTS]
 START = datetime(2026, 3, 1, 2, 0, tzinfo=UTC)
+ROWS = 20
+
+
+def _sqlite_snapshot(target: Path) -> StreamResult:
+    """A real SQLite database of ``ROWS`` rows, compressed as a run stores its snapshot."""
+    plain = target.with_name("snapshot.sqlite")
+    connection = sqlite3.connect(plain)
+    connection.execute("CREATE TABLE items (id INTEGER PRIMARY KEY, payload BLOB)")
+    connection.executemany("INSERT INTO items (payload) VALUES (?)", [(b"x" * 100,)] * ROWS)
+    connection.commit()
+    connection.close()
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        with plain.open("rb") as source:
+            return compress_stream(source, fd, level=1)
+    finally:
+        os.close(fd)
+        plain.unlink()
 
 
 def lay_down_backup(
@@ -42,7 +64,7 @@ def lay_down_backup(
     run_dir = backup_dir / "runs" / backup_id
     run_dir.mkdir(parents=True)
     database = run_dir / "database.sqlite.zst"
-    database.write_bytes(b"snapshot " * 100)
+    snapshot = _sqlite_snapshot(database)
     archive = Catalog(backup_dir).blob_archive()
     source = backup_dir / "source"
     source.mkdir(exist_ok=True)
@@ -62,20 +84,21 @@ def lay_down_backup(
             artifacts=(
                 manifests.Artifact(
                     path=database.name,
-                    sha256=hashlib.sha256(database.read_bytes()).hexdigest(),
-                    bytes=900,
-                    stored_bytes=900,
+                    sha256=snapshot.stored_sha256,
+                    bytes=snapshot.plain_bytes,
+                    stored_bytes=snapshot.stored_bytes,
                 ),
             ),
             blobs=tuple(
                 manifests.BlobEntry(sha256=SHAS[i], bytes=len(CONTENTS[i]))
                 for i in sorted(set(blob_indexes))
             ),
-            stored_bytes=900,
+            stored_bytes=snapshot.stored_bytes,
+            tables={"items": ROWS},
         ),
     )
     if verified:
-        manifests.record_verified(run_dir, ok=True)
+        checks.record(backup_dir, run_dir, ok=True, scope=checks.SCOPE_BACKUP)
     return backup_id
 
 
