@@ -99,6 +99,12 @@ def test_a_damaged_shared_blob_fails_every_backup_that_references_it_in_verify_a
     assert all(b["checked_at"] for b in listed)
     table = _ok(vrp(["backup", "list"], cwd))
     assert table.count("FAILED") == BACKUPS
+    checked_at = datetime.fromisoformat(str(listed[-1]["checked_at"]))
+    status = _ok(vrp(["backup", "status"], cwd))
+    assert f"FAILED its check {checked_at:%Y-%m-%d %H:%M:%S} UTC" in status
+    data = orjson.loads(_ok(vrp(["backup", "status", "--json"], cwd)))
+    assert data["newest_backup"]["checked_at"] == listed[-1]["checked_at"]
+    assert data["newest_verified_backup"] is None
 
 
 def test_verify_of_one_backup_fails_the_others_that_share_its_damaged_blob(
