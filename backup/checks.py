@@ -138,6 +138,22 @@ def remove(backup_dir: Path, backup_id: str) -> None:
     (checks_dir(backup_dir) / f"{backup_id}.json").unlink(missing_ok=True)
 
 
+def remove_orphans(backup_dir: Path, backup_ids: set[str]) -> int:
+    """Drop the records of backups that are not in ``backup_ids`` (a run killed between its
+    verify and its publication, a backup deleted while a check ran); how many went."""
+    folder = checks_dir(backup_dir)
+    if not folder.is_dir():
+        return 0
+    orphans = [
+        path
+        for path in folder.glob("*.json")
+        if path.name != ROTATION and path.stem not in backup_ids
+    ]
+    for path in orphans:
+        path.unlink(missing_ok=True)
+    return len(orphans)
+
+
 def read_rotation(backup_dir: Path) -> int:
     """The slot the periodic check reads next (0 when it never ran or its file is unusable)."""
     try:

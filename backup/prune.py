@@ -21,7 +21,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 
-from backup import telemetry
+from backup import checks, telemetry
 from backup.catalog import LOCK, Catalog
 from backup.check import prove_newest
 from backup.errors import NoVerifiedBackupError
@@ -125,6 +125,7 @@ def prune_locked(
                 "; ".join(decision.reasons),
                 extra={"vrp.backup.id": decision.backup.id},
             )
+        checks.remove_orphans(settings.backup_dir, {b.id for b in current.kept})
         deleted_blobs = 0
         for sha256 in sorted(current.blobs_to_delete):
             path = archive.path_for(sha256)

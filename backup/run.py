@@ -10,6 +10,10 @@ and retention deletes them if no manifest ever references them. A full disk fail
 (:class:`~backup.errors.BackupSpaceError`) after removing its temporary folder; earlier backups
 are never touched.
 
+The snapshot and the blob copy run under the application's blob hold (see
+:class:`~backup.source.BackupSource`): a blob it deletes meanwhile stays readable, so every blob
+the snapshot references is copied, whatever the application does.
+
 Every run is reported: a ``backup.run`` span with a child span per phase, the
 ``vrp.backup.duration`` histogram, ``vrp.backup.last_success`` on success, and one log record
 for the outcome.

@@ -313,3 +313,20 @@ def test_no_blob_is_pruned_while_a_manifest_cannot_be_read(
     assert result.deleted_blobs == 0
     assert {SHAS[0], SHAS[1], SHAS[2]} <= Catalog(backup_dir).blob_archive().list_blobs()
     assert any(damaged in r.getMessage() and r.levelname == "WARNING" for r in caplog.records)
+
+
+def test_prune_drops_the_check_records_of_backups_that_are_gone(tmp_path: Path) -> None:
+    backup_dir = tmp_path / "backups"
+    kept = lay_down_backup(backup_dir, START, [0], verified=True, n=0)
+    # A run killed between its verify and its publication leaves its record behind.
+    killed = backup_dir / "tmp" / "20260302T020000Z-000009"
+    killed.mkdir(parents=True)
+    (killed / manifests.MANIFEST_NAME).write_bytes(
+        (backup_dir / "runs" / kept / "manifest.json").read_bytes()
+    )
+    checks.record(backup_dir, killed, ok=True, scope=checks.SCOPE_RUN)
+
+    prune(_settings(backup_dir, RetentionPolicy(1, 0, 0, 0)))
+
+    assert sorted(p.name for p in (backup_dir / "checks").iterdir()) == [f"{kept}.json"]
+    assert Catalog(backup_dir).get(kept).verified
