@@ -10,9 +10,9 @@ and retention deletes them if no manifest ever references them. A full disk fail
 (:class:`~backup.errors.BackupSpaceError`) after removing its temporary folder; earlier backups
 are never touched.
 
-The snapshot and the blob copy run under the application's blob hold (see
-:class:`~backup.source.BackupSource`): a blob it deletes meanwhile stays readable, so every blob
-the snapshot references is copied, whatever the application does.
+A run holds the application's blobs (see :class:`~backup.source.BackupSource`) from before the
+snapshot until it is published: a blob the application deletes meanwhile stays readable, so
+every blob the snapshot references is copied, whatever the application does.
 
 Every run is reported: a ``backup.run`` span with a child span per phase, the
 ``vrp.backup.duration`` histogram, ``vrp.backup.last_success`` on success, and one log record
@@ -180,10 +180,13 @@ def run_backup(
         with telemetry.run_span(backup_id, trigger) as span:
             work = catalog.tmp_dir / backup_id
             try:
-                result = _run(
-                    settings, source, catalog, archive, work, backup_id, started_at,
-                    trigger, verify, reporter, on_event, telemetry,
-                )  # fmt: skip
+                # Held from before the snapshot until the backup is published: the application
+                # keeps what it deletes meanwhile, so every blob the snapshot references is there.
+                with source.hold_blobs():
+                    result = _run(
+                        settings, source, catalog, archive, work, backup_id, started_at,
+                        trigger, verify, reporter, on_event, telemetry,
+                    )  # fmt: skip
             except BaseException as exc:
                 shutil.rmtree(work, ignore_errors=True)
                 error = _as_backup_error(exc, settings.backup_dir)
@@ -263,31 +266,28 @@ def _run(
     _clean_leftovers(catalog, archive)
     make_private_dir(work)
 
-    # Held from before the snapshot until its blobs are copied: the application keeps what it
-    # deletes meanwhile, so every blob the snapshot references can be copied.
-    with source.hold_blobs():
-        event("snapshot")
-        with telemetry.phase("snapshot") as span:
-            size = _database_size(source.database_url)
-            with reporter.task("snapshot", size, "bytes") as advance, _naming(source.database_url):
-                snapshot = engine.snapshot(
-                    source.database_url,
-                    work,
-                    level=settings.compression_level,
-                    referenced_blobs=source.referenced_blobs,
-                    progress=advance,
-                    on_event=on_event,
-                )
-            span.set_attribute(ATTR_BYTES, snapshot.artifact.bytes)
-            span.set_attribute(ATTR_STORED_BYTES, snapshot.artifact.stored_bytes)
-
-        event("blobs")
-        with telemetry.phase("blobs") as span:
-            blobs, blob_stored, copied = _copy_blobs(
-                source, snapshot, archive, settings.compression_level, reporter, on_event
+    event("snapshot")
+    with telemetry.phase("snapshot") as span:
+        size = _database_size(source.database_url)
+        with reporter.task("snapshot", size, "bytes") as advance, _naming(source.database_url):
+            snapshot = engine.snapshot(
+                source.database_url,
+                work,
+                level=settings.compression_level,
+                referenced_blobs=source.referenced_blobs,
+                progress=advance,
+                on_event=on_event,
             )
-            span.set_attribute("vrp.backup.blobs.copied", copied)
-            span.set_attribute("vrp.backup.blobs.skipped", len(blobs) - copied)
+        span.set_attribute(ATTR_BYTES, snapshot.artifact.bytes)
+        span.set_attribute(ATTR_STORED_BYTES, snapshot.artifact.stored_bytes)
+
+    event("blobs")
+    with telemetry.phase("blobs") as span:
+        blobs, blob_stored, copied = _copy_blobs(
+            source, snapshot, archive, settings.compression_level, reporter, on_event
+        )
+        span.set_attribute("vrp.backup.blobs.copied", copied)
+        span.set_attribute("vrp.backup.blobs.skipped", len(blobs) - copied)
 
     event("manifest")
     with telemetry.phase("manifest"):

@@ -6,7 +6,7 @@ blob its rows reference (run on the snapshot, so the manifest lists exactly what
 references), and where a blob of a given sha256 lives in its folder.
 
 An application that deletes blobs while it runs also hands in a hold: the run holds it from
-before the snapshot until the referenced blobs are copied, and while it is held the
+before the snapshot until the backup is published, and while it is held the
 application keeps every blob it deletes where ``retained_blob_path`` finds it. Without that, a
 blob the snapshot references but the application deleted meanwhile would fail the run.
 """

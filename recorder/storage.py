@@ -23,7 +23,7 @@ deletion.
 A backup reads the database snapshot first and copies the blobs it references afterwards, so a
 purge committed in between must not take those blobs away. :meth:`BlobStore.snapshot_hold`
 (handed to the backup through :mod:`recorder.backup_source`) holds a shared ``flock`` on
-``root/locks/snapshot.lock`` from before the snapshot until the blobs are copied; while any
+``root/locks/snapshot.lock`` from before the snapshot until the backup is done; while any
 process holds it, :meth:`BlobStore.delete` moves a blob to ``root/retained/<sha256>`` instead of
 unlinking it, where the backup finds it. A purge that finds no hold (its non-blocking exclusive
 ``flock`` is granted) unlinks, and empties ``retained/`` too. The order makes this safe: a purge
