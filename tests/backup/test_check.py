@@ -234,3 +234,14 @@ def test_the_check_rotation_setting_is_validated(tmp_path: Path) -> None:
         "vrp: invalid configuration: VRP_BACKUP_CHECK_ROTATION='0': "
         "Must be greater than or equal to 1 and less than or equal to 10000."
     ]
+
+
+def test_verify_without_an_id_on_an_empty_repository_is_one_line(tmp_path: Path) -> None:
+    _ok(vrp(["db", "upgrade"], tmp_path))
+    result = vrp(["backup", "verify"], tmp_path)
+    assert (result.returncode, result.stderr.splitlines()) == (
+        1,
+        ["vrp: no backups yet; take one with `vrp backup run`"],
+    )
+    both = vrp(["backup", "verify", "--all", "20261207T020000Z-abcdef"], tmp_path)
+    assert both.returncode == 2 and "give a BACKUP_ID or --all, not both" in both.stderr
