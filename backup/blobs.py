@@ -15,9 +15,9 @@ import logging
 import os
 import re
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Final
+from typing import BinaryIO, Final
 
 from backup.errors import BackupError, BlobSourceError
 from backup.files import fsync_dir, make_private_dir, open_private
@@ -70,10 +70,17 @@ class BlobArchive:
         return True
 
     def add(
-        self, sha256: str, source: Path, *, level: int, progress: Progress | None = None
+        self,
+        sha256: str,
+        sources: Sequence[Path],
+        *,
+        level: int,
+        progress: Progress | None = None,
     ) -> StreamResult | None:
         """Copy one blob in unless the archive holds it; None when nothing was copied.
 
+        ``sources`` are the places the blob may be, tried in order (the application may move
+        it from the first to a later one meanwhile: see :class:`backup.source.BackupSource`).
         The plain content is hashed on the way through: a source file whose content does not
         match its name is refused rather than archived under the wrong hash.
         """
@@ -83,8 +90,9 @@ class BlobArchive:
         make_private_dir(self.tmp)
         make_private_dir(target.parent)
         tmp = self.tmp / f"{sha256}.{os.getpid()}.part"
+        source = sources[0]
         try:
-            with source.open("rb") as src:
+            with _open_first(sources) as src:
                 fd = open_private(tmp, exclusive=False)
                 try:
                     result = compress_stream(src, fd, level=level, progress=progress)
@@ -144,3 +152,13 @@ class BlobArchive:
         count = sum(1 for _ in self.tmp.iterdir())
         shutil.rmtree(self.tmp, ignore_errors=True)
         return count
+
+
+def _open_first(paths: Sequence[Path]) -> BinaryIO:
+    """The first of ``paths`` that opens; FileNotFoundError when none exists."""
+    for path in paths[:-1]:
+        try:
+            return path.open("rb")
+        except FileNotFoundError:
+            continue
+    return paths[-1].open("rb")

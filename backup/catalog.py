@@ -4,7 +4,7 @@ Layout under ``backup_dir``::
 
     runs/<id>/manifest.json           a complete backup (the manifest is written last)
     runs/<id>/database.*.zst          the database snapshot
-    runs/<id>/verified.json           outcome of the latest verify
+    checks/<id>.json                  the latest check of each backup (see backup.checks)
     blobs/<aa>/<sha256>.zst           the shared blob archive (see backup.blobs)
     tmp/<id>/                         a run in progress, or one that was killed
     .lock                             the run lock (see backup.lock)
@@ -24,6 +24,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Final
 
+from backup import checks
 from backup import manifest as manifests
 from backup.blobs import BlobArchive
 from backup.errors import BackupNotFoundError, ManifestError
@@ -45,7 +46,11 @@ def valid_id(backup_id: str) -> bool:
 
 @dataclass(frozen=True)
 class BackupInfo:
-    """One complete backup, as retention, listing and the dashboard need it."""
+    """One complete backup, as retention, listing and the dashboard need it.
+
+    ``verified`` is True when the latest check of these manifest bytes passed; ``checked_at``
+    says when that check (passed or failed) ran, None when no valid record exists.
+    """
 
     id: str
     path: Path
@@ -57,6 +62,7 @@ class BackupInfo:
     stored_bytes: int
     engine: str = ""
     files: int = 0
+    checked_at: datetime | None = None
 
 
 class Catalog:
@@ -124,6 +130,7 @@ class Catalog:
         fsync_dir(info.path)
         shutil.rmtree(info.path)
         fsync_dir(self.runs_dir)
+        checks.remove(self.backup_dir, backup_id)
 
     def blob_archive(self) -> BlobArchive:
         return BlobArchive(self.backup_dir / BLOBS)
@@ -132,15 +139,17 @@ class Catalog:
         doc = manifests.read(path)
         if doc.id != path.name:
             raise ManifestError(f"manifest id {doc.id!r} does not match its folder")
+        check = checks.read(self.backup_dir, path)
         return BackupInfo(
             id=doc.id,
             path=path,
             created_at=doc.created_at,
             trigger=doc.trigger,
-            verified=manifests.read_verified(path),
+            verified=check is not None and check.ok,
             blobs=frozenset(b.sha256 for b in doc.blobs),
             bytes=doc.bytes,
             stored_bytes=doc.stored_bytes,
             engine=doc.engine,
             files=doc.files,
+            checked_at=check.checked_at if check is not None else None,
         )

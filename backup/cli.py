@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, NoReturn
 import click
 
 if TYPE_CHECKING:
+    from backup.catalog import BackupInfo
     from backup.settings import BackupSettings
     from backup.source import BackupSource
 
@@ -141,6 +142,7 @@ def list_command(as_json: bool) -> None:
                 "trigger": b.trigger,
                 "engine": b.engine,
                 "verified": b.verified,
+                "checked_at": b.checked_at.isoformat() if b.checked_at else None,
                 "files": b.files,
                 "blobs": len(b.blobs),
                 "bytes": b.bytes,
@@ -154,28 +156,51 @@ def list_command(as_json: bool) -> None:
     if not backups:
         click.echo("no backups yet; take one with `vrp backup run`")
         return
-    header = f"{'id':<24} {'created (UTC)':<19} {'trigger':<8} {'verified':<8} {'files':>6} "
-    click.echo(header + f"{'size':>10} {'stored':>10}")
+    header = f"{'id':<24} {'created (UTC)':<19} {'trigger':<8} {'verified':<8} "
+    click.echo(header + f"{'checked (UTC)':<16} {'files':>6} {'size':>10} {'stored':>10}")
     for b in backups:
+        checked = f"{b.checked_at:%Y-%m-%d %H:%M}" if b.checked_at else "never"
         click.echo(
             f"{b.id:<24} {b.created_at:%Y-%m-%d %H:%M:%S} {b.trigger:<8} "
-            f"{'yes' if b.verified else 'no':<8} {b.files:>6} {_size(b.bytes):>10} "
+            f"{_verified(b):<8} {checked:<16} {b.files:>6} {_size(b.bytes):>10} "
             f"{_size(b.stored_bytes):>10}"
         )
 
 
+def _verified(backup: BackupInfo) -> str:
+    """``yes`` when its latest check passed, ``FAILED`` when it failed, ``no`` when none."""
+    if backup.verified:
+        return "yes"
+    return "FAILED" if backup.checked_at is not None else "no"
+
+
 @backup.command("verify")
-@click.argument("backup_id")
-def verify_command(backup_id: str) -> None:
-    """Recompute every checksum, open the snapshot, check every referenced blob."""
+@click.argument("backup_id", required=False)
+@click.option(
+    "--all",
+    "whole",
+    is_flag=True,
+    help="Check the whole repository: every manifest, snapshot and blob (each blob read once).",
+)
+def verify_command(backup_id: str | None, whole: bool) -> None:
+    """Recompute every checksum, open the snapshot, check every referenced blob.
+
+    Without BACKUP_ID, the newest backup; with --all, every backup.
+    """
     from backup.errors import BackupError
     from backup.progress import for_stream
     from backup.verify import verify_backup
 
+    if whole and backup_id is not None:
+        raise click.UsageError("give a BACKUP_ID or --all, not both")
     config = settings()
     source = host().source()
     with host().process(SERVICE_NAME):
         try:
+            if whole:
+                _verify_all(config, source.database_url)
+                return
+            backup_id = backup_id or _newest_id(config)
             report = verify_backup(
                 config,
                 backup_id,
@@ -192,6 +217,35 @@ def verify_command(backup_id: str) -> None:
     for problem in report.problems:
         click.echo(str(problem))
     _fail(f"backup {backup_id} failed verification: {len(report.problems)} problem(s)")
+
+
+def _newest_id(config: BackupSettings) -> str:
+    from backup.catalog import Catalog
+
+    backups = Catalog(config.backup_dir).list()
+    if not backups:
+        _fail("no backups yet; take one with `vrp backup run`")
+    return backups[-1].id
+
+
+def _verify_all(config: BackupSettings, database_url: str) -> None:
+    from backup.check import verify_repository
+    from backup.progress import for_stream
+
+    result = verify_repository(config, database_url=database_url, reporter=for_stream(sys.stderr))
+    for report in result.reports:
+        click.echo(f"{report.backup_id}  {'verified' if report.ok else 'FAILED'}")
+        for problem in report.problems:
+            click.echo(f"  {problem}")
+    for name in result.unreadable:
+        click.echo(f"{name}  FAILED\n  runs/{name}: the manifest cannot be read")
+    summary = (
+        f"{len(result.reports)} backup(s), {result.blobs_read} blob(s) read: "
+        f"{len(result.failed) + len(result.unreadable)} failed"
+    )
+    if not result.ok:
+        _fail(f"repository check failed: {summary}")
+    click.echo(f"repository verified: {summary}")
 
 
 @backup.command("restore")

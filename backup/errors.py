@@ -73,3 +73,7 @@ class VerifyError(BackupError):
 
 class RestoreError(BackupError):
     """A restore was refused (target exists without ``--force``) or failed."""
+
+
+class NoVerifiedBackupError(BackupError):
+    """Prune found no backup that passes its check, so it deleted nothing."""

@@ -31,7 +31,6 @@ from backup.errors import ManifestError
 from backup.files import write_atomic
 
 MANIFEST_NAME: Final = "manifest.json"
-VERIFIED_NAME: Final = "verified.json"
 FORMAT: Final = 2
 UNCHECKED_FORMAT: Final = 1
 CHECKSUM_KEY: Final = "checksum"
@@ -232,17 +231,3 @@ def read(run_dir: Path) -> Manifest:
 def write(run_dir: Path, manifest: Manifest) -> None:
     """Write the manifest atomically (temp file, fsync, rename, directory fsync)."""
     write_atomic(run_dir / MANIFEST_NAME, manifest.to_json())
-
-
-def record_verified(run_dir: Path, ok: bool, problems: int = 0) -> None:
-    """Note the outcome of the latest verify next to the manifest (the manifest never changes)."""
-    doc = {"ok": ok, "problems": problems, "verified_at": _iso(datetime.now(UTC))}
-    write_atomic(run_dir / VERIFIED_NAME, orjson.dumps(doc))
-
-
-def read_verified(run_dir: Path) -> bool:
-    """Whether the latest verify of this run succeeded (False when never verified)."""
-    try:
-        return bool(orjson.loads((run_dir / VERIFIED_NAME).read_bytes()).get("ok"))
-    except (OSError, orjson.JSONDecodeError, AttributeError):
-        return False

@@ -6,16 +6,25 @@ take them for garbage. It plans inside the lock (the catalog it reads cannot cha
 deletes the backups the plan drops (each manifest first, so a crash halfway leaves a folder
 that no longer lists) and only then the blobs no remaining manifest references. A dry run reads
 the catalog without the lock and changes nothing.
+
+Before it deletes anything, a real prune proves the backup it keeps as "newest verified": it
+verifies backups newest first until one passes (:func:`backup.check.prove_newest`), records
+each outcome, and keeps that one whatever the counts say. When none passes it deletes nothing
+and raises :class:`~backup.errors.NoVerifiedBackupError`: a stale or hand-edited flag never
+decides what is deleted. A dry run shows the plan from the recorded checks without proving.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, replace
+from datetime import datetime
 from pathlib import Path
 
-from backup import telemetry
+from backup import checks, telemetry
 from backup.catalog import LOCK, Catalog
+from backup.check import prove_newest
+from backup.errors import NoVerifiedBackupError
 from backup.lock import run_lock
 from backup.retention import RetentionPlan, RetentionPolicy, plan_retention
 from backup.settings import BackupSettings
@@ -41,8 +50,11 @@ def _size(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink())
 
 
-def plan(settings: BackupSettings) -> RetentionPlan:
+def plan(settings: BackupSettings, *, newest_verified: str | None = None) -> RetentionPlan:
     """The retention plan for the backups on disk now, under the configured policy.
+
+    ``newest_verified`` names the backup proven just now; without it the recorded checks
+    decide (a dry run).
 
     While a run folder holds a manifest that cannot be read, no blob is planned for deletion:
     that folder may reference any of them, and a blob is deleted only when no manifest does.
@@ -52,6 +64,7 @@ def plan(settings: BackupSettings) -> RetentionPlan:
         catalog.list(),
         RetentionPolicy.from_settings(settings),
         catalog.blob_archive().list_blobs(),
+        newest_verified=newest_verified,
     )
     refused = catalog.unreadable()
     if refused and current.blobs_to_delete:
@@ -66,22 +79,40 @@ def plan(settings: BackupSettings) -> RetentionPlan:
 
 
 def prune(
-    settings: BackupSettings, *, dry_run: bool = False, tel: BackupTelemetry | None = None
+    settings: BackupSettings,
+    *,
+    dry_run: bool = False,
+    tel: BackupTelemetry | None = None,
+    database_url: str | None = None,
 ) -> PruneResult:
     """Apply the retention policy; raises BackupLockedError while a run holds the lock."""
     if dry_run:
         return PruneResult(plan=plan(settings), dry_run=True)
     with run_lock(settings.backup_dir / LOCK):
-        return prune_locked(settings, tel=tel)
+        return prune_locked(settings, tel=tel, database_url=database_url)
 
 
-def prune_locked(settings: BackupSettings, *, tel: BackupTelemetry | None = None) -> PruneResult:
-    """Plan and apply under the run lock, which the caller holds; one ``backup.prune`` span
-    (a child of the current span, so of ``backup.run`` when a run prunes)."""
+def prune_locked(
+    settings: BackupSettings,
+    *,
+    tel: BackupTelemetry | None = None,
+    database_url: str | None = None,
+    checked_since: datetime | None = None,
+) -> PruneResult:
+    """Prove the backup to keep, then plan and apply, under the run lock, which the caller
+    holds; one ``backup.prune`` span (a child of the current span, so of ``backup.run`` when a
+    run prunes). ``database_url`` lets the proof restore a PostgreSQL snapshot into a scratch
+    database; ``checked_since``: see :func:`backup.check.prove_newest`."""
     catalog = Catalog(settings.backup_dir)
     archive = catalog.blob_archive()
     with (tel or telemetry.default()).phase("prune") as span:
-        current = plan(settings)
+        proven = prove_newest(settings, database_url=database_url, checked_since=checked_since)
+        if proven is None and catalog.list():
+            raise NoVerifiedBackupError(
+                "no backup passes its check, so nothing was pruned; `vrp backup verify --all` "
+                "lists the problems, and a new `vrp backup run` gives a good backup"
+            )
+        current = plan(settings, newest_verified=proven)
         freed = 0
         for decision in current.decisions:
             if decision.keep:
@@ -94,6 +125,7 @@ def prune_locked(settings: BackupSettings, *, tel: BackupTelemetry | None = None
                 "; ".join(decision.reasons),
                 extra={"vrp.backup.id": decision.backup.id},
             )
+        checks.remove_orphans(settings.backup_dir, {b.id for b in current.kept})
         deleted_blobs = 0
         for sha256 in sorted(current.blobs_to_delete):
             path = archive.path_for(sha256)

@@ -126,11 +126,17 @@ def _bucket_decisions(
 
 
 def plan_retention(
-    backups: Iterable[BackupInfo], policy: RetentionPolicy, archived_blobs: Iterable[str] = ()
+    backups: Iterable[BackupInfo],
+    policy: RetentionPolicy,
+    archived_blobs: Iterable[str] = (),
+    *,
+    newest_verified: str | None = None,
 ) -> RetentionPlan:
     """Decide, for every backup, keep or delete and why; and which archived blobs then go.
 
     Never deletes the newest verified backup, nor any blob that a kept backup references.
+    ``newest_verified`` names it (the backup a prune has just proven); without it, the newest
+    backup whose recorded check passed.
     Applying the plan and planning again with the same policy deletes nothing more.
     """
     newest_first = sorted(backups, key=lambda b: (b.created_at, b.id), reverse=True)
@@ -150,9 +156,10 @@ def plan_retention(
             reasons[backup_id].append(reason)
         for backup_id, reason in not_kept.items():
             refusals[backup_id].append(reason)
-    newest_verified = next((b for b in newest_first if b.verified), None)
-    if newest_verified is not None:
-        reasons[newest_verified.id].append("newest verified")
+    if newest_verified is None:
+        newest_verified = next((b.id for b in newest_first if b.verified), None)
+    if newest_verified in reasons:
+        reasons[newest_verified].append("newest verified")
     decisions = tuple(
         Decision(backup=b, keep=True, reasons=tuple(reasons[b.id]))
         if reasons[b.id]

@@ -10,6 +10,10 @@ and retention deletes them if no manifest ever references them. A full disk fail
 (:class:`~backup.errors.BackupSpaceError`) after removing its temporary folder; earlier backups
 are never touched.
 
+A run holds the application's blobs (see :class:`~backup.source.BackupSource`) from before the
+snapshot until it is published: a blob the application deletes meanwhile stays readable, so
+every blob the snapshot references is copied, whatever the application does.
+
 Every run is reported: a ``backup.run`` span with a child span per phase, the
 ``vrp.backup.duration`` histogram, ``vrp.backup.last_success`` on success, and one log record
 for the outcome.
@@ -31,6 +35,7 @@ from pathlib import Path
 
 import zstandard
 
+from backup import checks
 from backup import manifest as manifests
 from backup.blobs import BlobArchive
 from backup.catalog import LOCK, Catalog
@@ -64,7 +69,7 @@ from backup.telemetry import (
     default,
     failed,
 )
-from backup.verify import verify_run_dir
+from backup.verify import fail_sharers, verify_run_dir
 
 logger = logging.getLogger(__name__)
 
@@ -103,13 +108,15 @@ def _clean_leftovers(catalog: Catalog, archive: BlobArchive) -> None:
         logger.warning("removed %d partial blob copies left by an interrupted run", swept)
 
 
-def _blob_size(archive: BlobArchive, source: Path, sha256: str) -> int:
-    try:
-        return source.stat().st_size
-    except FileNotFoundError:
-        with archive.path_for(sha256).open("rb") as stored:
-            size = zstandard.frame_content_size(stored.read(18))
-        return max(size, 0)
+def _blob_size(archive: BlobArchive, sources: tuple[Path, ...], sha256: str) -> int:
+    for source in sources:
+        try:
+            return source.stat().st_size
+        except FileNotFoundError:
+            continue
+    with archive.path_for(sha256).open("rb") as stored:
+        size = zstandard.frame_content_size(stored.read(18))
+    return max(size, 0)
 
 
 def _copy_blobs(
@@ -126,8 +133,8 @@ def _copy_blobs(
     stored = copied = 0
     with reporter.task("blobs", len(missing), "files") as advance:
         for sha256 in snapshot.blobs:
-            path = source.blob_path(source.storage_dir, sha256)
-            result = archive.add(sha256, path, level=level) if sha256 in missing else None
+            paths = source.blob_candidates(sha256)
+            result = archive.add(sha256, paths, level=level) if sha256 in missing else None
             if result is not None:
                 stored += result.stored_bytes
                 copied += 1
@@ -138,7 +145,7 @@ def _copy_blobs(
             else:
                 if not archive.has(sha256):
                     raise BlobSourceError(f"audio blob {sha256} vanished from the archive")
-                entries.append(BlobEntry(sha256, _blob_size(archive, path, sha256)))
+                entries.append(BlobEntry(sha256, _blob_size(archive, paths, sha256)))
     return entries, stored, copied
 
 
@@ -173,10 +180,13 @@ def run_backup(
         with telemetry.run_span(backup_id, trigger) as span:
             work = catalog.tmp_dir / backup_id
             try:
-                result = _run(
-                    settings, source, catalog, archive, work, backup_id, started_at,
-                    trigger, verify, reporter, on_event, telemetry,
-                )  # fmt: skip
+                # Held from before the snapshot until the backup is published: the application
+                # keeps what it deletes meanwhile, so every blob the snapshot references is there.
+                with source.hold_blobs():
+                    result = _run(
+                        settings, source, catalog, archive, work, backup_id, started_at,
+                        trigger, verify, reporter, on_event, telemetry,
+                    )  # fmt: skip
             except BaseException as exc:
                 shutil.rmtree(work, ignore_errors=True)
                 error = _as_backup_error(exc, settings.backup_dir)
@@ -305,12 +315,14 @@ def _run(
             )
             span.set_attribute(ATTR_VERIFIED, report.ok)
             if not report.ok:
+                # A damaged archived blob fails the published backups that share it too.
+                fail_sharers(catalog, report.problems, checks.SCOPE_RUN)
                 raise VerifyError(
                     f"backup {backup_id} failed its verification: "
                     + "; ".join(str(p) for p in report.problems[:5]),
                     report,
                 )
-            manifests.record_verified(work, True)
+            checks.record(settings.backup_dir, work, ok=True, scope=checks.SCOPE_RUN)
 
     event("publish")
     make_private_dir(catalog.runs_dir)

@@ -45,10 +45,10 @@ def prune_command(dry_run: bool) -> None:
     if dry_run:
         result = prune(config, dry_run=True)
     else:
-        host().source()  # validates the application's settings too (exit 2 on a bad one)
+        source = host().source()  # validates the application's settings (exit 2 on a bad one)
         with host().process(SERVICE_NAME):
             try:
-                result = prune(config)
+                result = prune(config, database_url=source.database_url)
             except BackupError as exc:
                 click.echo(f"vrp: prune failed: {exc}", err=True)
                 sys.exit(FAILURE_EXIT)

@@ -19,9 +19,11 @@ The ``schedule`` library says *when* (``every 6 hours``, ``daily at 02:00``, fro
   the step in progress (a backup run, or the prune after it). A second signal acts as if this
   module had not caught the first.
 
-After each backup it verifies (``VRP_BACKUP_VERIFY``, done by the run itself) and prunes
-(``VRP_BACKUP_PRUNE``). Each step is written to :mod:`backup.state`, which
-``vrp backup status`` reads.
+After each backup it verifies (``VRP_BACKUP_VERIFY``, done by the run itself), prunes
+(``VRP_BACKUP_PRUNE``; the prune proves the backup it keeps, see :mod:`backup.prune`) and runs
+the periodic check of one slot of the archive (``VRP_BACKUP_CHECK_ROTATION``, see
+:func:`backup.check.rotating_check`), all inside the run's lock. Each step is written to
+:mod:`backup.state`, which ``vrp backup status`` reads.
 """
 
 from __future__ import annotations
@@ -320,7 +322,8 @@ def backup_job(
 ) -> Job:
     """The real job: :func:`backup.run.run_backup` (which verifies when
     ``VRP_BACKUP_VERIFY``), then, inside the same lock and ``backup.run`` span, a prune when
-    ``VRP_BACKUP_PRUNE`` and no stop was asked for."""
+    ``VRP_BACKUP_PRUNE`` and the periodic check, unless a stop was asked for."""
+    from backup.check import rotating_check
     from backup.prune import prune_locked
     from backup.run import run_backup
     from backup.telemetry import default
@@ -330,20 +333,21 @@ def backup_job(
     def job(should_stop: Callable[[], bool]) -> JobResult:
         pruned: list[int] = []
         spans_before = tel.runs_started
+        started_at = _utcnow()
 
-        def prune_after_publish() -> None:
-            if not settings.prune_after_run or should_stop():
-                return
-            try:
-                pruned.append(len(prune_locked(settings, tel=telemetry).deleted_backups))
-            except Exception as exc:
-                # The backup is published; a failed prune is retried after the next run.
-                logger.error(
-                    "prune after the backup failed: %s",
-                    _describe(exc),
-                    exc_info=not isinstance(exc, BackupError),
-                    extra={"error.type": type(exc).__qualname__},
-                )
+        def after_publish() -> None:
+            if settings.prune_after_run and not should_stop():
+                with _logged("prune after the backup"):
+                    result = prune_locked(
+                        settings,
+                        tel=telemetry,
+                        database_url=source.database_url,
+                        checked_since=started_at,
+                    )
+                    pruned.append(len(result.deleted_backups))
+            if not should_stop():
+                with _logged("periodic check after the backup"), tel.phase("check"):
+                    rotating_check(settings)
 
         try:
             result = run_backup(
@@ -351,7 +355,7 @@ def backup_job(
                 source,
                 trigger="schedule",
                 verify=settings.verify_after_run,
-                after_publish=prune_after_publish,
+                after_publish=after_publish,
                 telemetry=tel,
             )
         except BackupLockedError:
@@ -383,6 +387,21 @@ def backup_job(
         )
 
     return job
+
+
+@contextmanager
+def _logged(step: str) -> Iterator[None]:
+    """Log a failed step after a published backup; it is tried again after the next run."""
+    try:
+        yield
+    except Exception as exc:
+        logger.error(
+            "%s failed: %s",
+            step,
+            _describe(exc),
+            exc_info=not isinstance(exc, BackupError),
+            extra={"error.type": type(exc).__qualname__},
+        )
 
 
 def newest_backup_at(settings: BackupSettings) -> Callable[[], datetime | None]:

@@ -90,6 +90,7 @@ class BackupSettings:
     compression_level: int = 3
     verify_after_run: bool = True
     prune_after_run: bool = True
+    check_rotation: int = 7
 
 
 class _Bool(fields.Boolean):
@@ -128,6 +129,11 @@ class BackupSettingsSchema(ma.Schema):
     )
     VRP_BACKUP_VERIFY = _Bool(load_default=True)
     VRP_BACKUP_PRUNE = _Bool(load_default=True)
+    # The scheduler's periodic check reads 1/N of the archive after each run: all of it every
+    # N runs (a week of daily runs by default).
+    VRP_BACKUP_CHECK_ROTATION = fields.Integer(
+        load_default=7, validate=validate.Range(min=1, max=10_000)
+    )
 
 
 _SCHEMA = BackupSettingsSchema()
@@ -159,4 +165,5 @@ def load_backup_settings(
         compression_level=data["VRP_BACKUP_COMPRESSION_LEVEL"],
         verify_after_run=data["VRP_BACKUP_VERIFY"],
         prune_after_run=data["VRP_BACKUP_PRUNE"],
+        check_rotation=data["VRP_BACKUP_CHECK_ROTATION"],
     )

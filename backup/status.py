@@ -57,6 +57,7 @@ def _backup_json(info: BackupInfo | None) -> dict[str, Any] | None:
         "created_at": info.created_at.isoformat(),
         "trigger": info.trigger,
         "verified": info.verified,
+        "checked_at": info.checked_at.isoformat() if info.checked_at else None,
         "bytes": info.bytes,
     }
 
@@ -150,8 +151,16 @@ def format_status(status: Status, now: datetime | None = None) -> list[str]:
         newest = status.newest
         lines.append(
             f"backups: {status.backups}; newest {newest.id} from {_when(newest.created_at)} "
-            f"({_ago(newest.created_at, now)}, {'verified' if newest.verified else 'not verified'})"
+            f"({_ago(newest.created_at, now)}, {_check_text(newest)})"
         )
         if status.newest_verified is not None and status.newest_verified is not newest:
             lines.append(f"newest verified: {status.newest_verified.id}")
     return lines
+
+
+def _check_text(info: BackupInfo) -> str:
+    """What the latest check of a backup says, with its date."""
+    if info.checked_at is None:
+        return "never verified"
+    outcome = "verified" if info.verified else "FAILED its check"
+    return f"{outcome} {_when(info.checked_at)}"

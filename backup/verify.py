@@ -5,18 +5,21 @@ the snapshot is opened (SQLite: written out and ``PRAGMA integrity_check``, row 
 with the manifest; PostgreSQL: ``pg_restore --list``, and with a server at hand a restore into a
 scratch database with row counts compared per table), and every referenced blob is decompressed
 and its content hashed against its name. Each problem names the file, the expected and the
-actual hash (or what else is wrong). The outcome is noted in ``verified.json`` next to the
-manifest, so retention knows which backups were proven.
+actual hash (or what else is wrong). The outcome is recorded in ``checks/<id>.json`` (see
+:mod:`backup.checks`), and a blob found damaged fails, in the same breath, every other backup
+that references it: "verified" never outlives the data it vouches for.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 import zstandard
 
+from backup import checks
 from backup import manifest as manifests
 from backup.blobs import BlobArchive
 from backup.catalog import Catalog
@@ -38,12 +41,17 @@ class Problem:
     message: str
     expected: str | None = None
     actual: str | None = None
+    blob: str | None = None
 
     def __str__(self) -> str:
         text = f"{self.file}: {self.message}"
         if self.expected is not None or self.actual is not None:
             text += f" (expected sha256 {self.expected}, actual {self.actual})"
         return text
+
+
+# The outcome of checking each (sha256, size) once, shared by the verifies of one check.
+BlobResults = dict[tuple[str, int], Problem | None]
 
 
 @dataclass(frozen=True)
@@ -66,8 +74,13 @@ def verify_run_dir(
     database_url: str | None = None,
     full: bool = True,
     reporter: Reporter | None = None,
+    blob_results: BlobResults | None = None,
 ) -> VerifyReport:
-    """Verify the backup in ``run_dir`` (published or still in the temporary folder)."""
+    """Verify the backup in ``run_dir`` (published or still in the temporary folder).
+
+    ``blob_results``, shared across calls, makes each blob read once however many backups
+    reference it (a repository check).
+    """
     reporter = reporter or NullReporter()
     backup_id = run_dir.name
     relative_run = f"runs/{backup_id}"
@@ -77,7 +90,7 @@ def verify_run_dir(
         return VerifyReport(
             backup_id, (Problem(f"{relative_run}/{manifests.MANIFEST_NAME}", str(exc)),)
         )
-    problems = _manifest_problems(run_dir, manifest, f"{relative_run}/{manifests.MANIFEST_NAME}")
+    problems = manifest_problems(run_dir, manifest, f"{relative_run}/{manifests.MANIFEST_NAME}")
     checked_bytes = 0
     engine = engine_named(manifest.engine)
     scratch_url = database_url if database_url and full else None
@@ -117,7 +130,13 @@ def verify_run_dir(
             )
     with reporter.task("verify blobs", len(manifest.blobs), "files") as advance:
         for blob in manifest.blobs:
-            problem = _check_blob(archive, blob.sha256, blob.bytes)
+            key = (blob.sha256, blob.bytes)
+            if blob_results is None or key not in blob_results:
+                problem = check_blob(archive, blob.sha256, blob.bytes)
+                if blob_results is not None:
+                    blob_results[key] = problem
+            else:
+                problem = blob_results[key]
             if problem is not None:
                 problems.append(problem)
             checked_bytes += blob.bytes
@@ -143,7 +162,7 @@ class _Counter:
         return counted
 
 
-def _manifest_problems(run_dir: Path, manifest: manifests.Manifest, name: str) -> list[Problem]:
+def manifest_problems(run_dir: Path, manifest: manifests.Manifest, name: str) -> list[Problem]:
     """What reading the manifest could not catch: an unchecked (format 1) manifest, or a byte
     changed outside its values (the checksum covers the values, this covers the rest)."""
     if manifest.format == manifests.UNCHECKED_FORMAT:
@@ -169,17 +188,18 @@ def _manifest_problems(run_dir: Path, manifest: manifests.Manifest, name: str) -
     return []
 
 
-def _check_blob(archive: BlobArchive, sha256: str, size: int) -> Problem | None:
+def check_blob(archive: BlobArchive, sha256: str, size: int) -> Problem | None:
+    """Decompress and hash one archived blob; the problem with it, or None."""
     path = archive.path_for(sha256)
     name = f"blobs/{path.parent.name}/{path.name}"
     if path.is_symlink():
-        return Problem(name, "is a symlink; refusing to follow it", sha256, None)
+        return Problem(name, "is a symlink; refusing to follow it", sha256, None, sha256)
     try:
         result = archive.check(sha256)
     except FileNotFoundError:
-        return Problem(name, "missing from the blob archive", sha256, "missing")
+        return Problem(name, "missing from the blob archive", sha256, "missing", sha256)
     except OSError as exc:
-        return Problem(name, f"unreadable: {exc.strerror}", sha256, None)
+        return Problem(name, f"unreadable: {exc.strerror}", sha256, None, sha256)
     except zstandard.ZstdError as exc:
         with path.open("rb") as stored:
             stored_sha, _ = sha256_file(stored)
@@ -188,12 +208,52 @@ def _check_blob(archive: BlobArchive, sha256: str, size: int) -> Problem | None:
             f"damaged compressed data ({exc}); stored file sha256 {stored_sha}",
             sha256,
             "unreadable",
+            sha256,
         )
     if result.plain_sha256 != sha256:
-        return Problem(name, "content checksum mismatch", sha256, result.plain_sha256)
+        return Problem(name, "content checksum mismatch", sha256, result.plain_sha256, sha256)
     if result.plain_bytes != size:
         return Problem(name, f"holds {result.plain_bytes} bytes, the manifest records {size}")
     return None
+
+
+def record_outcome(catalog: Catalog, run_dir: Path, report: VerifyReport, scope: str) -> None:
+    """Record a check of one backup, and fail every other backup that references a blob this
+    check found damaged (they cannot be restored whole either)."""
+    problems = tuple(str(p) for p in report.problems)
+    checks.record(catalog.backup_dir, run_dir, ok=report.ok, scope=scope, problems=problems)
+    fail_sharers(catalog, report.problems, scope, exclude=report.backup_id)
+
+
+def fail_sharers(
+    catalog: Catalog, problems: Iterable[Problem], scope: str, *, exclude: str = ""
+) -> list[str]:
+    """Record a failed check for every backup that references a blob named in ``problems``;
+    the ids of those backups."""
+    damaged = {p.blob: p for p in problems if p.blob is not None}
+    failed = []
+    if not damaged:
+        return failed
+    for info in catalog.list():
+        shared = sorted(info.blobs & damaged.keys())
+        if info.id == exclude or not shared:
+            continue
+        checks.record(
+            catalog.backup_dir,
+            info.path,
+            ok=False,
+            scope=scope,
+            problems=tuple(str(damaged[sha]) for sha in shared),
+        )
+        failed.append(info.id)
+        logger.error(
+            "backup %s is no longer verified: it references %d damaged blob(s): %s",
+            info.id,
+            len(shared),
+            str(damaged[shared[0]]),
+            extra={ATTR_ID: info.id, ATTR_VERIFIED: False},
+        )
+    return failed
 
 
 def verify_backup(
@@ -222,7 +282,7 @@ def verify_backup(
         full=full,
         reporter=reporter,
     )
-    manifests.record_verified(run_dir, report.ok, len(report.problems))
+    record_outcome(catalog, run_dir, report, checks.SCOPE_BACKUP)
     if report.ok:
         logger.info(
             "backup %s verified: %d files, %d bytes",

@@ -19,11 +19,24 @@ the blob on disk commits its row). :meth:`BlobStore.locked` serialises them per 
 file lock (``root/locks/<first two hex digits>.lock``, 256 stripes, ``filelock``); callers hold
 it from "the blob is there" to the commit of the row, and from "no row references it" to the
 deletion.
+
+A backup reads the database snapshot first and copies the blobs it references afterwards, so a
+purge committed in between must not take those blobs away. :meth:`BlobStore.snapshot_hold`
+(handed to the backup through :mod:`recorder.backup_source`) holds a shared ``flock`` on
+``root/locks/snapshot.lock`` from before the snapshot until the backup is done; while any
+process holds it, :meth:`BlobStore.delete` moves a blob to ``root/retained/<sha256>`` instead of
+unlinking it, where the backup finds it. A purge that finds no hold (its non-blocking exclusive
+``flock`` is granted) unlinks, and empties ``retained/`` too. The order makes this safe: a purge
+looks for a hold only after its row deletion committed, and a backup takes the hold before its
+snapshot begins, so a hold the purge misses belongs to a snapshot that no longer sees the row.
+A hold dies with its process (the kernel drops the ``flock``), so a killed backup never keeps
+blobs for ever.
 """
 
 from __future__ import annotations
 
 import errno
+import fcntl
 import hashlib
 import logging
 import os
@@ -31,7 +44,7 @@ import re
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Final
@@ -47,6 +60,8 @@ CHUNK_BYTES: Final = 64 * 1024
 _SHA256_HEX: Final = re.compile(r"[0-9a-f]{64}")
 _FAN_OUT: Final = re.compile(r"[0-9a-f]{2}")
 _TEMP_PREFIX: Final = "upload-"
+RETAINED: Final = "retained"
+_SNAPSHOT_LOCK: Final = "snapshot.lock"
 # Renames into a fan-out folder that a concurrent purge just removed; one retry nearly always
 # suffices, a few bound it.
 _RENAME_ATTEMPTS: Final = 5
@@ -97,6 +112,7 @@ class BlobStore:
         self.max_bytes = max_bytes
         self._tmp = self.root / "tmp"
         self._locks = self.root / "locks"
+        self._retained = self.root / RETAINED
 
     def put(self, stream: BinaryIO) -> StoredBlob:
         """Store everything ``stream`` yields; returns where it went and whether it is new.
@@ -177,17 +193,80 @@ class BlobStore:
     def delete(self, sha256: str) -> bool:
         """Remove a blob and the fan-out folders it leaves empty; False if it was already gone.
 
-        Call only once no recording references the hash any more.
+        Call only once no recording references the hash any more. While a backup holds
+        :meth:`snapshot_hold`, the blob is moved to :meth:`retained_path` instead, for that
+        backup's snapshot may reference it.
         """
         path = self.path_for(sha256)
         try:
-            path.unlink()
+            with self._snapshot_lock(fcntl.LOCK_EX | fcntl.LOCK_NB) as unheld:
+                if unheld:
+                    path.unlink()
+                    self._empty_retained()
+                else:
+                    self._retained.mkdir(parents=True, exist_ok=True)
+                    os.replace(path, self.retained_path(sha256))
         except FileNotFoundError:
             return False
         except OSError as e:
             raise self._error(f"cannot delete audio blob {sha256}", e) from e
         self._prune(path.parent)
         return True
+
+    def retained_path(self, sha256: str) -> Path:
+        """Where a blob deleted during a :meth:`snapshot_hold` is kept until no hold remains."""
+        self.path_for(sha256)
+        return self._retained / sha256
+
+    def snapshot_hold(self) -> AbstractContextManager[None]:
+        """While held (by any thread or process), deleted blobs are retained, not unlinked.
+
+        Shared: holders never wait for each other, and a delete never waits for a holder. On
+        the way out the retained blobs are removed unless another hold remains (a failure there
+        is a warning: the next delete without a hold removes them). The lock file is opened
+        here, so a :class:`StorageError` comes from this call, never from the block.
+        """
+        return self._holding(self._open_snapshot_lock())
+
+    @contextmanager
+    def _holding(self, fd: int) -> Iterator[None]:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH)
+            yield
+        finally:
+            os.close(fd)
+        try:
+            with self._snapshot_lock(fcntl.LOCK_EX | fcntl.LOCK_NB) as unheld:
+                if unheld:
+                    self._empty_retained()
+        except (OSError, StorageError):
+            logger.warning("could not remove the blobs retained for a backup", exc_info=True)
+
+    def _open_snapshot_lock(self) -> int:
+        try:
+            self._locks.mkdir(parents=True, exist_ok=True)
+            return os.open(self._locks / _SNAPSHOT_LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as e:
+            raise self._error("cannot open the backup snapshot lock", e) from e
+
+    @contextmanager
+    def _snapshot_lock(self, operation: int) -> Iterator[bool]:
+        """``flock`` the snapshot lock file; yields whether a non-blocking request was granted."""
+        fd = self._open_snapshot_lock()
+        try:
+            try:
+                fcntl.flock(fd, operation)
+            except BlockingIOError:
+                yield False
+                return
+            yield True
+        finally:
+            os.close(fd)
+
+    def _empty_retained(self) -> None:
+        """Remove the retained blobs; the caller holds the snapshot lock exclusively."""
+        for name in self._listdir(self._retained):
+            (self._retained / name).unlink(missing_ok=True)
 
     def _prune(self, leaf: Path) -> None:
         """Remove ``leaf`` and then its parent if they are empty; never below ``root``.

@@ -7,6 +7,8 @@ Backups are laid down with the package's own manifest and blob archive code, at 
 from __future__ import annotations
 
 import hashlib
+import os
+import sqlite3
 from contextlib import nullcontext
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -17,6 +19,7 @@ from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from backup import checks
 from backup import manifest as manifests
 from backup.catalog import LOCK, Catalog
 from backup.cli import BackupHost, mount
@@ -26,12 +29,31 @@ from backup.prune import prune
 from backup.retention import RetentionPolicy, plan_retention
 from backup.settings import BackupSettings
 from backup.source import BackupSource
+from backup.stream import StreamResult, compress_stream
 from backup.telemetry import BackupTelemetry
 from instrumentation.testing import InMemoryTelemetry
 
 CONTENTS = [f"audio blob {i}".encode() * 50 for i in range(8)]
 SHAS = [hashlib.sha256(c).hexdigest() for c in CONTENTS]
 START = datetime(2026, 3, 1, 2, 0, tzinfo=UTC)
+ROWS = 20
+
+
+def _sqlite_snapshot(target: Path) -> StreamResult:
+    """A real SQLite database of ``ROWS`` rows, compressed as a run stores its snapshot."""
+    plain = target.with_name("snapshot.sqlite")
+    connection = sqlite3.connect(plain)
+    connection.execute("CREATE TABLE items (id INTEGER PRIMARY KEY, payload BLOB)")
+    connection.executemany("INSERT INTO items (payload) VALUES (?)", [(b"x" * 100,)] * ROWS)
+    connection.commit()
+    connection.close()
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        with plain.open("rb") as source:
+            return compress_stream(source, fd, level=1)
+    finally:
+        os.close(fd)
+        plain.unlink()
 
 
 def lay_down_backup(
@@ -42,14 +64,14 @@ def lay_down_backup(
     run_dir = backup_dir / "runs" / backup_id
     run_dir.mkdir(parents=True)
     database = run_dir / "database.sqlite.zst"
-    database.write_bytes(b"snapshot " * 100)
+    snapshot = _sqlite_snapshot(database)
     archive = Catalog(backup_dir).blob_archive()
     source = backup_dir / "source"
     source.mkdir(exist_ok=True)
     for index in blob_indexes:
         path = source / SHAS[index]
         path.write_bytes(CONTENTS[index])
-        archive.add(SHAS[index], path, level=1)
+        archive.add(SHAS[index], [path], level=1)
     manifests.write(
         run_dir,
         manifests.Manifest(
@@ -62,20 +84,21 @@ def lay_down_backup(
             artifacts=(
                 manifests.Artifact(
                     path=database.name,
-                    sha256=hashlib.sha256(database.read_bytes()).hexdigest(),
-                    bytes=900,
-                    stored_bytes=900,
+                    sha256=snapshot.stored_sha256,
+                    bytes=snapshot.plain_bytes,
+                    stored_bytes=snapshot.stored_bytes,
                 ),
             ),
             blobs=tuple(
                 manifests.BlobEntry(sha256=SHAS[i], bytes=len(CONTENTS[i]))
                 for i in sorted(set(blob_indexes))
             ),
-            stored_bytes=900,
+            stored_bytes=snapshot.stored_bytes,
+            tables={"items": ROWS},
         ),
     )
     if verified:
-        manifests.record_verified(run_dir, ok=True)
+        checks.record(backup_dir, run_dir, ok=True, scope=checks.SCOPE_BACKUP)
     return backup_id
 
 
@@ -110,7 +133,7 @@ def test_prune_removes_what_the_plan_drops_and_only_unreferenced_blobs(tmp_path:
         )
     orphan = backup_dir / "source" / "orphan"
     orphan.write_bytes(CONTENTS[7])
-    Catalog(backup_dir).blob_archive().add(SHAS[7], orphan, level=1)  # a killed run's leftover
+    Catalog(backup_dir).blob_archive().add(SHAS[7], [orphan], level=1)  # a killed run's leftover
     policy = RetentionPolicy(keep_last=3, keep_daily=0, keep_weekly=0, keep_monthly=0)
 
     result = prune(_settings(backup_dir, policy))
@@ -290,3 +313,20 @@ def test_no_blob_is_pruned_while_a_manifest_cannot_be_read(
     assert result.deleted_blobs == 0
     assert {SHAS[0], SHAS[1], SHAS[2]} <= Catalog(backup_dir).blob_archive().list_blobs()
     assert any(damaged in r.getMessage() and r.levelname == "WARNING" for r in caplog.records)
+
+
+def test_prune_drops_the_check_records_of_backups_that_are_gone(tmp_path: Path) -> None:
+    backup_dir = tmp_path / "backups"
+    kept = lay_down_backup(backup_dir, START, [0], verified=True, n=0)
+    # A run killed between its verify and its publication leaves its record behind.
+    killed = backup_dir / "tmp" / "20260302T020000Z-000009"
+    killed.mkdir(parents=True)
+    (killed / manifests.MANIFEST_NAME).write_bytes(
+        (backup_dir / "runs" / kept / "manifest.json").read_bytes()
+    )
+    checks.record(backup_dir, killed, ok=True, scope=checks.SCOPE_RUN)
+
+    prune(_settings(backup_dir, RetentionPolicy(1, 0, 0, 0)))
+
+    assert sorted(p.name for p in (backup_dir / "checks").iterdir()) == [f"{kept}.json"]
+    assert Catalog(backup_dir).get(kept).verified

@@ -293,3 +293,27 @@ def test_status_on_a_backup_folder_that_is_a_file_is_one_line(
         f"vrp: the backup folder {backup_settings.backup_dir} cannot be used: it is a file, "
         "not a folder; set VRP_BACKUP_DIR to a folder this user can read and write"
     ]
+
+
+def test_each_run_checks_the_next_slot_of_the_archive_and_prune_trusts_the_runs_own_verify(
+    tmp_path: Path, backup_settings: BackupSettings, telemetry: InMemoryTelemetry
+) -> None:
+    make_app_data(tmp_path / "app", clips=12)
+    settings = replace(backup_settings, check_rotation=2)
+    tel = BackupTelemetry(
+        tracer_provider=telemetry.tracer_provider, meter_provider=telemetry.meter_provider
+    )
+    job = backup_job(settings, app_source(tmp_path / "app"), telemetry=tel)
+    slots = []
+    for _ in range(3):
+        result = job(lambda: False)
+        slots.append(json.loads((settings.backup_dir / "checks" / "rotation.json").read_text()))
+        record = json.loads(
+            (settings.backup_dir / "checks" / f"{result.backup_id}.json").read_text()
+        )
+        assert (record["ok"], record["scope"]) == (True, "run")
+    assert [s["next_slot"] for s in slots] == [1, 0, 1]
+    runs = {s.context.span_id for s in telemetry.spans("backup.run")}
+    check_spans = telemetry.spans("backup.check")
+    assert len(check_spans) == 3
+    assert all(s.parent is not None and s.parent.span_id in runs for s in check_spans)

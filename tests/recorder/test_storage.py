@@ -422,3 +422,57 @@ def test_lock_directory_that_cannot_be_made_is_a_storage_error(store: BlobStore)
         store.locked(SHA),
     ):
         pass
+
+
+def _hold_in_another_process(store: BlobStore) -> subprocess.Popen[str]:
+    script = (
+        "import sys; from pathlib import Path; from recorder.storage import BlobStore;"
+        f"s = BlobStore(Path({str(store.root)!r}), 1);"
+        "cm = s.snapshot_hold(); cm.__enter__(); print('held', flush=True); sys.stdin.read();"
+        "cm.__exit__(None, None, None)"
+    )
+    holder = subprocess.Popen(
+        [sys.executable, "-c", script],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    assert holder.stdout is not None
+    assert holder.stdout.readline().strip() == "held"
+    return holder
+
+
+def test_a_blob_deleted_during_a_snapshot_hold_is_retained_until_the_hold_ends(
+    store: BlobStore,
+) -> None:
+    blob = store.put(io.BytesIO(payload(5000)))
+    holder = _hold_in_another_process(store)
+    try:
+        assert store.delete(blob.sha256)
+        assert not store.exists(blob.sha256)
+        retained = store.retained_path(blob.sha256)
+        assert hashlib.sha256(retained.read_bytes()).hexdigest() == blob.sha256
+        assert list(store.iter_blobs()) == []
+    finally:
+        holder.communicate(input="", timeout=10)
+    assert holder.returncode == 0
+    assert not retained.exists(), "the holder's exit emptied retained/"
+
+
+def test_a_killed_holder_keeps_nothing_and_the_next_delete_empties_retained(
+    store: BlobStore,
+) -> None:
+    first = store.put(io.BytesIO(payload(3000)))
+    second = store.put(io.BytesIO(payload(4000)))
+    holder = _hold_in_another_process(store)
+    store.delete(first.sha256)
+    holder.kill()
+    holder.communicate(timeout=10)
+    assert store.retained_path(first.sha256).exists()
+
+    assert store.delete(second.sha256)
+
+    assert not store.retained_path(first.sha256).exists()
+    assert not store.retained_path(second.sha256).exists()
+    assert not store.exists(second.sha256)
