@@ -164,6 +164,9 @@ class PostgresqlEngine:
 
     def __init__(self) -> None:
         self._created: set[str] = set()
+        # Targets a pg_restore committed into. It runs as one transaction (--single-transaction,
+        # which implies --exit-on-error): one that fails or is killed leaves no trace.
+        self._committed: set[str] = set()
 
     def snapshot(
         self,
@@ -295,6 +298,7 @@ class PostgresqlEngine:
         problems = self._pg_restore(artifact, options, url=target, progress=progress)
         if problems:
             raise RestoreError(f"pg_restore into {_shown(target)} failed: {'; '.join(problems)}")
+        self._committed.add(target)
         return replaced
 
     def staging_target(self, target: str) -> str:
@@ -304,14 +308,17 @@ class PostgresqlEngine:
         """Nothing to do: the restore went into the target database itself."""
 
     def discard(self, staged: str, target: str) -> str:
-        if staged not in self._created:
-            return (
-                f"the database {_shown(target)} existed before and may hold part of the restore; "
-                "check it or drop it"
-            )
-        self._drop_database(staged)
-        self._created.discard(staged)
-        return f"the database {_shown(target)} that this restore created was dropped"
+        if staged in self._created:
+            self._drop_database(staged)
+            self._created.discard(staged)
+            self._committed.discard(staged)
+            return f"the database {_shown(target)} that this restore created was dropped"
+        if staged not in self._committed:
+            return f"nothing was written to the database {_shown(target)}"
+        return (
+            f"the database {_shown(target)} existed before and now holds this restore, which "
+            "did not pass its checks; check it or drop it"
+        )
 
     def _drop_database(self, url: str) -> None:
         name = make_url(url).database

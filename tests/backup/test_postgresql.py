@@ -79,6 +79,11 @@ def scratch_url(postgres_url: str) -> Iterator[str]:
     admin.dispose()
 
 
+def _shown(url: str) -> str:
+    parsed = make_url(url)
+    return f"{parsed.database} on {parsed.host}:{parsed.port or 5432}"
+
+
 def _counts(url: str) -> dict[str, int]:
     engine = _engine(url)
     try:
@@ -222,3 +227,71 @@ def test_thousands_of_recordings_back_up_verified_and_restore_with_equal_row_cou
     restore_backup(settings, plan)
     assert _counts(scratch_url) == _counts(postgres_url) == manifest.tables
     reset_postgres(postgres_url)
+
+
+def _admin(url: str) -> sa.Engine:
+    return sa.create_engine(
+        make_url(url).set(drivername="postgresql+psycopg"),
+        isolation_level="AUTOCOMMIT",
+        poolclass=sa.NullPool,
+    )
+
+
+def test_a_refused_restore_says_nothing_was_written(
+    pg_source: BackupSource, scratch_url: str, tmp_path: Path
+) -> None:
+    settings = backup_settings(tmp_path)
+    backup_id = run_backup(settings, pg_source, verify=False).backup_id
+    admin = _admin(pg_source.database_url)
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{make_url(scratch_url).database}"'))
+    admin.dispose()
+    engine = _engine(scratch_url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("CREATE TABLE precious (id int)"))
+        conn.execute(sa.text("INSERT INTO precious VALUES (1), (2)"))
+    engine.dispose()
+    plan = plan_restore(
+        settings, backup_id, database_url=scratch_url, storage_dir=tmp_path / "audio"
+    )
+
+    with pytest.raises(RestoreError) as caught:
+        restore_backup(settings, plan)
+
+    message = str(caught.value)
+    assert "holds 1 table(s)" in message and "--force" in message
+    assert message.endswith("nothing was written to the database " + _shown(scratch_url))
+    assert "drop" not in message and "part of the restore" not in message
+    assert _counts(scratch_url) == {"public.precious": 2}
+    assert not (tmp_path / "audio").exists()
+
+
+def test_a_failed_restore_into_an_existing_database_wrote_nothing_and_says_so(
+    pg_source: BackupSource, scratch_url: str, tmp_path: Path
+) -> None:
+    """pg_restore runs as one transaction: a failure halfway leaves the database as it was."""
+    settings = backup_settings(tmp_path)
+    backup_id = run_backup(settings, pg_source, verify=False).backup_id
+    admin = _admin(pg_source.database_url)
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{make_url(scratch_url).database}"'))
+    admin.dispose()
+    engine = _engine(scratch_url)
+    with engine.begin() as conn:  # no table, but a name the dump creates too
+        conn.execute(sa.text("CREATE SEQUENCE public.tags_id_seq"))
+    plan = plan_restore(
+        settings, backup_id, database_url=scratch_url, storage_dir=tmp_path / "audio"
+    )
+
+    with pytest.raises(RestoreError, match=r"pg_restore into .* failed") as caught:
+        restore_backup(settings, plan)
+
+    assert str(caught.value).endswith("nothing was written to the database " + _shown(scratch_url))
+    with engine.connect() as conn:
+        assert _counts(scratch_url) == {}
+        assert (
+            conn.execute(sa.text("SELECT count(*) FROM pg_class WHERE relkind = 'S'")).scalar_one()
+            == 1
+        )
+    engine.dispose()
+    assert not (tmp_path / "audio").exists()
