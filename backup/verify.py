@@ -19,10 +19,11 @@ import zstandard
 
 from backup import manifest as manifests
 from backup.blobs import BlobArchive
-from backup.catalog import Catalog
+from backup.catalog import TMP, Catalog
 from backup.engines import engine_named
 from backup.errors import BackupNotFoundError, ManifestError
 from backup.progress import NullReporter, Reporter
+from backup.scratch import scratch_folder
 from backup.settings import BackupSettings
 from backup.stream import Progress, sha256_file
 from backup.telemetry import ATTR_ID, ATTR_VERIFIED
@@ -67,7 +68,12 @@ def verify_run_dir(
     full: bool = True,
     reporter: Reporter | None = None,
 ) -> VerifyReport:
-    """Verify the backup in ``run_dir`` (published or still in the temporary folder)."""
+    """Verify the backup in ``run_dir`` (published or still in the temporary folder).
+
+    What the check writes (a SQLite snapshot written out to be opened) goes to a scratch folder
+    in the repository's ``tmp/`` (:mod:`backup.scratch`), removed when it is done, or by the
+    next run or prune if this process dies first.
+    """
     reporter = reporter or NullReporter()
     backup_id = run_dir.name
     relative_run = f"runs/{backup_id}"
@@ -103,9 +109,17 @@ def verify_run_dir(
                 Problem(name, f"{size} bytes on disk, the manifest records {artifact.stored_bytes}")
             )
         plain = _Counter()
-        with reporter.task(f"open {artifact.path}", artifact.bytes, "bytes") as adv:
+        with (
+            reporter.task(f"open {artifact.path}", artifact.bytes, "bytes") as adv,
+            scratch_folder(run_dir.parent.parent / TMP, "verify") as scratch,
+        ):
             findings = engine.check(
-                path, manifest.tables, full=full, progress=plain.wrap(adv), scratch_url=scratch_url
+                path,
+                manifest.tables,
+                full=full,
+                progress=plain.wrap(adv),
+                scratch=scratch,
+                scratch_url=scratch_url,
             )
         problems += [Problem(name, finding) for finding in findings]
         if not findings and plain.total != artifact.bytes:

@@ -250,6 +250,7 @@ class PostgresqlEngine:
         *,
         full: bool,
         progress: Progress | None,
+        scratch: Path,
         scratch_url: str | None = None,
     ) -> list[str]:
         if not full or scratch_url is None:
@@ -301,7 +302,7 @@ class PostgresqlEngine:
         self._committed.add(target)
         return replaced
 
-    def staging_target(self, target: str) -> str:
+    def stage(self, target: str) -> str:
         return target
 
     def publish(self, staged: str, target: str) -> None:

@@ -191,3 +191,23 @@ def test_a_failed_forced_restore_leaves_the_existing_database_as_it_was(
 
     assert target.read_bytes() == before
     assert _leftovers(tmp_path, "existing.db") == ["existing.db"]
+
+
+def test_a_failed_restore_removes_the_folders_it_created(
+    backed_up: tuple[BackupSettings, BackupSource, str], tmp_path: Path
+) -> None:
+    settings, _, backup_id = backed_up
+    catalog = Catalog(settings.backup_dir)
+    blobs = sorted(b.sha256 for b in catalog.manifest(backup_id).blobs)
+    flip_byte(catalog.blob_archive().path_for(blobs[-1]), 30)
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    target = kept / "new" / "deeper" / "restored.db"
+    audio = kept / "audio" / "nested"
+    plan = plan_restore(settings, backup_id, to_path=target, storage_dir=audio)
+
+    with pytest.raises(RestoreError, match=f"blob {blobs[-1]} is damaged") as caught:
+        restore_backup(settings, plan)
+
+    assert "nothing was written to" in str(caught.value)
+    assert sorted(p.name for p in kept.iterdir()) == []
