@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 
 import zstandard
@@ -243,7 +244,8 @@ def _run(
 
     engine = engine_for(source.database_url)
     make_private_dir(settings.backup_dir)
-    remove_leftovers(catalog.tmp_dir, archive)  # we hold the lock: no other run is alive
+    # We hold the lock: no other run is alive.
+    remove_leftovers(catalog.tmp_dir, archive, partial(engine.drop_scratch, source.database_url))
     make_private_dir(work)
 
     event("snapshot")

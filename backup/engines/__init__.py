@@ -68,6 +68,11 @@ class Engine(Protocol):
         """
         ...
 
+    def drop_scratch(self, url: str, name: str) -> None:
+        """Drop the scratch database ``name`` that a killed check made on the server of ``url``
+        (its name was noted in its scratch folder, see :mod:`backup.scratch`)."""
+        ...
+
     def check_restored(self, target: str, tables: dict[str, int]) -> list[str]:
         """What is wrong with a restored database (integrity, row counts per table)."""
         ...

@@ -37,6 +37,7 @@ from backup.engines import Event, Snapshot
 from backup.errors import EngineError, RestoreError
 from backup.files import open_private
 from backup.manifest import Artifact
+from backup.scratch import note_database
 from backup.source import ReferencedBlobs
 from backup.stream import Progress, StreamResult, compress_stream, decompress_stream
 
@@ -45,6 +46,7 @@ logger = logging.getLogger(__name__)
 ARTIFACT: Final = "database.pgdump.zst"
 _VERSION: Final = re.compile(r"\(PostgreSQL\)\s+(\d+)")
 _SYSTEM_SCHEMAS: Final = ("pg_catalog", "information_schema")
+_SCRATCH_NAME: Final = re.compile(r"vrp_verify_[0-9a-f]{12}")
 
 
 def _sa_url(url: str) -> URL:
@@ -257,15 +259,15 @@ class PostgresqlEngine:
             # pg_restore reads the whole archive (every data block, not only the table of
             # contents that --list stops after) and writes the script it would run nowhere.
             return self._pg_restore(artifact, [f"--file={os.devnull}"], progress=progress)
-        with self._scratch_database(scratch_url) as scratch:
+        with self._scratch_database(scratch_url, scratch) as database:
             problems = self._pg_restore(
                 artifact,
                 ["--no-owner", "--exit-on-error", "--single-transaction"],
-                url=scratch,
+                url=database,
                 progress=progress,
             )
             if not problems:
-                problems = self.check_restored(scratch, tables)
+                problems = self.check_restored(database, tables)
         return problems
 
     def check_restored(self, target: str, tables: dict[str, int]) -> list[str]:
@@ -394,10 +396,17 @@ class PostgresqlEngine:
         finally:
             engine.dispose()
 
+    def drop_scratch(self, url: str, name: str) -> None:
+        if not _SCRATCH_NAME.fullmatch(name):
+            raise EngineError(f"{name!r} is not the name of a verify's scratch database")
+        self._drop_database(_sa_url(url).set(database=name).render_as_string(hide_password=False))
+
     @contextmanager
-    def _scratch_database(self, url: str) -> Iterator[str]:
+    def _scratch_database(self, url: str, folder: Path) -> Iterator[str]:
         name = f"vrp_verify_{secrets.token_hex(6)}"
         scratch = _sa_url(url).set(database=name)
+        # Noted before it exists: whoever finds the folder of a killed verify drops it.
+        note_database(folder, name)
         engine = sa.create_engine(
             self._maintenance_url(url), poolclass=NullPool, isolation_level="AUTOCOMMIT"
         )

@@ -276,6 +276,12 @@ class SqliteEngine:
             connection.close()
         return problems
 
+    def drop_scratch(self, url: str, name: str) -> None:
+        raise EngineError(
+            f"the scratch database {name} is on a PostgreSQL server and VRP_DATABASE_URL names "
+            "a SQLite file; drop it there by hand"
+        )
+
     def check_restored(self, target: str, tables: dict[str, int]) -> list[str]:
         # restore() ran the integrity check before the file took its place.
         connection = _open_copy(Path(target))

@@ -4,6 +4,10 @@ restore into a scratch database with equal row counts per table, clear tool erro
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,6 +29,8 @@ from tests.backup.recordings import fill_recordings
 from tests.conftest import reset_postgres
 
 pytestmark = pytest.mark.postgres
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _engine(url: str) -> sa.Engine:
@@ -295,3 +301,60 @@ def test_a_failed_restore_into_an_existing_database_wrote_nothing_and_says_so(
         )
     engine.dispose()
     assert not (tmp_path / "audio").exists()
+
+
+def _scratch_databases(url: str) -> list[str]:
+    engine = _engine(url)
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(
+                sa.text("SELECT datname FROM pg_database WHERE datname LIKE 'vrp_verify_%'")
+            )
+            return sorted(row[0] for row in rows)
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.slow
+def test_a_killed_verify_leaves_a_scratch_database_that_the_next_run_drops(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    reset_postgres(postgres_url)
+    fill_recordings(postgres_url, tmp_path / "storage", recordings=12_000)
+    env = {
+        **os.environ,
+        "VRP_DATABASE_URL": postgres_url,
+        "VRP_STORAGE_DIR": str(tmp_path / "storage"),
+        "VRP_BACKUP_DIR": str(tmp_path / "backups"),
+        "VRP_LOG_DIR": str(tmp_path / "log"),
+        "OTEL_SDK_DISABLED": "true",
+    }
+    vrp = [sys.executable, "-m", "recorder.cli", "backup"]
+    taken = subprocess.run([*vrp, "run", "--no-verify"], env=env, cwd=REPO, check=False)
+    assert taken.returncode == 0
+    (backup_id,) = [p.name for p in (tmp_path / "backups" / "runs").iterdir()]
+    before = _scratch_databases(postgres_url)
+
+    verify = subprocess.Popen([*vrp, "verify", backup_id], env=env, cwd=REPO)
+    deadline = time.monotonic() + 60
+    while _scratch_databases(postgres_url) == before:
+        assert verify.poll() is None, "the verify ended before it made its scratch database"
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    verify.send_signal(signal.SIGKILL)
+    verify.wait()
+    (leaked,) = set(_scratch_databases(postgres_url)) - set(before)
+
+    pruned = subprocess.run(
+        [*vrp, "prune"], env=env, cwd=REPO, capture_output=True, text=True, check=False
+    )
+    assert pruned.returncode == 0, pruned.stderr
+    assert leaked in _scratch_databases(postgres_url)  # prune cannot reach the server: kept
+    ran = subprocess.run(
+        [*vrp, "run"], env=env, cwd=REPO, capture_output=True, text=True, check=False
+    )
+    assert ran.returncode == 0, ran.stderr
+    assert f"dropped the scratch database {leaked}" in ran.stderr
+    assert _scratch_databases(postgres_url) == before
+    assert list((tmp_path / "backups" / "tmp").iterdir()) == []
+    reset_postgres(postgres_url)
