@@ -181,8 +181,9 @@ def test_a_killed_verify_is_cleaned_up_by_the_next_prune_and_a_live_one_is_left_
 def test_a_killed_restore_is_cleaned_up_by_the_next_restore_to_the_same_target(
     env: dict[str, str], database: tuple[dict[str, str], Path], tmp_path: Path
 ) -> None:
-    taken = _vrp(env, "backup", "run")
+    taken = _vrp(env, "backup", "run")  # verified: VRP_BACKUP_VERIFY is on by default
     assert taken.returncode == 0, taken.stderr
+    assert ", verified, " in taken.stdout
     (backup_id,) = [entry["id"] for entry in _backups(env)]
     assert isinstance(backup_id, str)
     target = tmp_path / "restored" / "vrp.db"
