@@ -61,7 +61,7 @@ def remove_dead(target: Path) -> list[Path]:
             continue
         owner = name[len(prefix) :]
         sidecar = next((s for s in SIDECARS if owner.endswith(s)), "")
-        match = _OWNER.fullmatch(owner.removesuffix(sidecar) if sidecar else owner)
+        match = _OWNER.fullmatch(owner.removesuffix(sidecar))
         path = target.with_name(name)
         if match is None or path.is_symlink() or not path.exists():
             continue

@@ -139,6 +139,14 @@ def _blob_matches(path: Path, sha256: str) -> bool:
         return False
 
 
+@dataclass
+class _Undo:
+    """What a restore created in the storage folder: blob files, and folders for them."""
+
+    files: list[Path] = field(default_factory=list)
+    dirs: list[Path] = field(default_factory=list)
+
+
 def _restore_blobs(
     catalog: Catalog,
     manifest: manifests.Manifest,
@@ -187,14 +195,6 @@ def _restore_blobs(
                 written += 1
             advance(1)
     return written, kept
-
-
-@dataclass
-class _Undo:
-    """What a restore created in the storage folder: blob files, and folders for them."""
-
-    files: list[Path] = field(default_factory=list)
-    dirs: list[Path] = field(default_factory=list)
 
 
 def _undo(engine: Engine, staged: str | None, target: str, undo: _Undo) -> str:
