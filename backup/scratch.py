@@ -32,7 +32,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
-from backup.files import make_private_dir, write_atomic
+from backup.files import DIR_MODE, make_private_dir, write_atomic
 from backup.lock import other_process_running, try_lock
 
 if TYPE_CHECKING:
@@ -58,10 +58,11 @@ def scratch_folder(tmp_dir: Path, purpose: str) -> Iterator[Path]:
     removed after it."""
     make_private_dir(tmp_dir)
     folder = tmp_dir / f"{purpose}-{os.getpid()}-{secrets.token_hex(6)}"
-    folder.mkdir(mode=0o700)
+    folder.mkdir(mode=DIR_MODE)
     fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
+        os.fchmod(fd, DIR_MODE)
         try:
             yield folder
         finally:
