@@ -358,3 +358,68 @@ def test_a_killed_verify_leaves_a_scratch_database_that_the_next_run_drops(
     assert _scratch_databases(postgres_url) == before
     assert list((tmp_path / "backups" / "tmp").iterdir()) == []
     reset_postgres(postgres_url)
+
+
+def _copying_into(admin_url: str, database: str) -> bool:
+    engine = _engine(admin_url)
+    try:
+        with engine.connect() as conn:
+            return bool(
+                conn.execute(
+                    sa.text(
+                        "SELECT count(*) FROM pg_stat_activity "
+                        "WHERE datname = :name AND query LIKE 'COPY %'"
+                    ),
+                    {"name": database},
+                ).scalar_one()
+            )
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.slow
+def test_a_restore_killed_while_it_copies_rows_is_finished_by_the_next_one(
+    postgres_url: str, scratch_url: str, tmp_path: Path
+) -> None:
+    reset_postgres(postgres_url)
+    fill_recordings(postgres_url, tmp_path / "storage", recordings=12_000)
+    source = BackupSource(
+        postgres_url, tmp_path / "storage", recorder.referenced_blobs, recorder.blob_path
+    )
+    settings = backup_settings(tmp_path)
+    backup_id = run_backup(settings, source, verify=False).backup_id
+    env = {
+        **os.environ,
+        "VRP_DATABASE_URL": postgres_url,
+        "VRP_STORAGE_DIR": str(tmp_path / "storage"),
+        "VRP_BACKUP_DIR": str(tmp_path / "backups"),
+        "VRP_LOG_DIR": str(tmp_path / "log"),
+        "OTEL_SDK_DISABLED": "true",
+    }
+    audio = tmp_path / "restored-audio"
+    restore = [sys.executable, "-m", "recorder.cli", "backup", "restore", backup_id]
+    restore += ["--database-url", scratch_url, "--storage-dir", str(audio)]
+    name = str(make_url(scratch_url).database)
+
+    killed = subprocess.Popen(restore, env=env, cwd=REPO)
+    deadline = time.monotonic() + 60
+    while not _copying_into(postgres_url, name):
+        assert killed.poll() is None, "the restore ended before it copied rows"
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    killed.send_signal(signal.SIGKILL)
+    killed.wait()
+    while _copying_into(postgres_url, name):  # pg_restore ends at the end of its input
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert _counts(scratch_url) == {}  # one transaction: nothing of it stayed
+
+    done = subprocess.run(restore, env=env, cwd=REPO, capture_output=True, text=True, check=False)
+
+    assert done.returncode == 0, done.stderr
+    manifest = Catalog(settings.backup_dir).manifest(backup_id)
+    assert _counts(scratch_url) == manifest.tables
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "backups", "log", "restored-audio", "storage"
+    ]  # fmt: skip
+    reset_postgres(postgres_url)
