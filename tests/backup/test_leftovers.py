@@ -48,6 +48,11 @@ def _holder(code: str, argument: Path) -> tuple[subprocess.Popen[str], Path]:
     return process, Path(process.stdout.readline().strip())
 
 
+def hold_partial(target: Path) -> tuple[subprocess.Popen[str], Path]:
+    """Another process that claimed a partial file beside ``target`` and holds it."""
+    return _holder(HOLD_PARTIAL, target)
+
+
 def _sigkill(process: subprocess.Popen[str]) -> None:
     process.send_signal(signal.SIGKILL)
     process.wait()
@@ -89,8 +94,8 @@ def test_a_scratch_folder_made_an_instant_ago_by_a_live_process_stays(tmp_path: 
 
 def test_a_live_restores_partial_file_stays_and_a_dead_ones_goes(tmp_path: Path) -> None:
     target = tmp_path / "restored.db"
-    live, live_partial = _holder(HOLD_PARTIAL, target)
-    dead, dead_partial = _holder(HOLD_PARTIAL, target)
+    live, live_partial = hold_partial(target)
+    dead, dead_partial = hold_partial(target)
     orphan = tmp_path / ".restored.db.restore-1-0123456789ab-shm"  # its database is gone
     orphan.write_bytes(b"shm")
     unrelated = tmp_path / ".other.db.restore-1-0123456789ab"
