@@ -17,15 +17,19 @@ is reported by name, with what to install.
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import re
 import secrets
 import shutil
+import signal
 import subprocess
+import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
+from functools import partial
 from pathlib import Path
 from typing import IO, Final
 
@@ -47,6 +51,7 @@ ARTIFACT: Final = "database.pgdump.zst"
 _VERSION: Final = re.compile(r"\(PostgreSQL\)\s+(\d+)")
 _SYSTEM_SCHEMAS: Final = ("pg_catalog", "information_schema")
 _SCRATCH_NAME: Final = re.compile(r"vrp_verify_[0-9a-f]{12}")
+_PR_SET_PDEATHSIG: Final = 1
 
 
 def _sa_url(url: str) -> URL:
@@ -124,6 +129,19 @@ def row_counts(connection: sa.Connection) -> dict[str, int]:
             sa.text(f"SELECT count(*) FROM {name}")
         ).scalar_one()
     return counts
+
+
+def _die_with(parent: int) -> None:
+    """In the child, before it runs pg_dump or pg_restore: be killed when ``parent`` dies
+    (Linux's PR_SET_PDEATHSIG). A pg_restore fed by a ``vrp`` that is killed would otherwise
+    go on with what the pipe still holds and could commit a restore nobody checks."""
+    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # it died before the line above
+        os._exit(1)
+
+
+def _child_setup() -> Callable[[], None] | None:
+    return partial(_die_with, os.getpid()) if sys.platform == "linux" else None
 
 
 def _stderr_text(stream: IO[bytes]) -> str:
@@ -225,7 +243,11 @@ class PostgresqlEngine:
         command = [pg_dump, "--format=custom", "--compress=0", f"--snapshot={snapshot_id}"]
         with tempfile.TemporaryFile() as errors:
             process = subprocess.Popen(
-                [*command, f"--dbname={uri}"], stdout=subprocess.PIPE, stderr=errors, env=env
+                [*command, f"--dbname={uri}"],
+                stdout=subprocess.PIPE,
+                stderr=errors,
+                env=env,
+                preexec_fn=_child_setup(),
             )
             assert process.stdout is not None
             fd = open_private(artifact_path)
@@ -356,6 +378,7 @@ class PostgresqlEngine:
                 stdout=subprocess.DEVNULL,
                 stderr=errors,
                 env=env,
+                preexec_fn=_child_setup(),
             )
             assert process.stdin is not None
             feed = _Feed(process.stdin)
