@@ -19,6 +19,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import BinaryIO, Final
 
+from backup import partials
 from backup.errors import BackupError, BlobSourceError
 from backup.files import fsync_dir, make_private_dir, open_private
 from backup.stream import Progress, StreamResult, compress_stream, decompress_stream
@@ -124,12 +125,13 @@ class BlobArchive:
     def restore_to(self, sha256: str, target: Path, progress: Progress | None = None) -> str:
         """Write the plain content of one blob to ``target`` atomically; its actual sha256.
 
-        The content is written under a temp name and renamed to ``target`` only when it hashes
+        The content is written under a temp name beside it (:mod:`backup.partials`: what a
+        dead restore left there is removed first) and renamed to ``target`` only when it hashes
         to ``sha256``; otherwise ``target`` is left as it was and the actual sha256 returned.
         """
         make_private_dir(target.parent)
-        tmp = target.with_name(f".{target.name}.restore-{os.getpid()}")
-        fd = open_private(tmp, exclusive=False)
+        partials.remove_dead(target)
+        tmp, fd = partials.claim(target)
         try:
             with os.fdopen(fd, "wb") as out, self.path_for(sha256).open("rb") as src:
                 result = decompress_stream(src, out.write, progress=progress)

@@ -7,6 +7,7 @@ Layout under ``backup_dir``::
     checks/<id>.json                  the latest check of each backup (see backup.checks)
     blobs/<aa>/<sha256>.zst           the shared blob archive (see backup.blobs)
     tmp/<id>/                         a run in progress, or one that was killed
+    tmp/verify-<pid>-<random>/        a verify's scratch (see backup.scratch)
     .lock                             the run lock (see backup.lock)
 
 A run is built in ``tmp/<id>/`` and renamed into ``runs/`` only once its manifest is durable,

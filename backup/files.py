@@ -16,19 +16,33 @@ FILE_MODE: Final = 0o600
 DIR_MODE: Final = 0o700
 
 
-def make_private_dir(path: Path) -> None:
-    """Create ``path`` and any missing parents with mode 0700 (existing ones keep their mode)."""
+def make_private_dir(path: Path) -> list[Path]:
+    """Create ``path`` and any missing parents with mode 0700 (existing ones keep their mode);
+    the folders this call created, outermost first."""
     missing = []
     current = path
     while not current.exists():
         missing.append(current)
         current = current.parent
+    created = []
     for directory in reversed(missing):
         try:
             directory.mkdir(mode=DIR_MODE)
         except FileExistsError:
             continue
         os.chmod(directory, DIR_MODE)
+        created.append(directory)
+    return created
+
+
+def remove_empty_dirs(created: list[Path]) -> None:
+    """Undo :func:`make_private_dir`: remove the folders it created, innermost first, as long
+    as they are empty (a folder something else has written into since stays)."""
+    for directory in reversed(created):
+        try:
+            directory.rmdir()
+        except OSError:
+            continue
 
 
 def open_private(path: Path, *, exclusive: bool = True) -> int:

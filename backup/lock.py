@@ -58,3 +58,36 @@ def run_lock(path: Path) -> Iterator[int | None]:
             fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
         os.close(fd)
+
+
+def try_lock(path: Path) -> int | None:
+    """A descriptor holding an exclusive ``flock`` on the file or folder ``path``, or None when
+    another live owner holds it (or it is gone). The caller closes the descriptor."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def other_process_running(pid: int) -> bool:
+    """Whether ``pid`` is a running process other than this one.
+
+    Things named after their owner's pid are locked by it right after they are made; in that
+    instant the pid tells a live owner from a dead one. This process is never a live owner
+    of what it finds there: it cleans before it makes anything of its own.
+    """
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

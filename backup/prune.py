@@ -27,6 +27,7 @@ from backup.check import prove_newest
 from backup.errors import NoVerifiedBackupError
 from backup.lock import run_lock
 from backup.retention import RetentionPlan, RetentionPolicy, plan_retention
+from backup.scratch import remove_leftovers
 from backup.settings import BackupSettings
 from backup.telemetry import BackupTelemetry
 
@@ -89,6 +90,8 @@ def prune(
     if dry_run:
         return PruneResult(plan=plan(settings), dry_run=True)
     with run_lock(settings.backup_dir / LOCK):
+        catalog = Catalog(settings.backup_dir)
+        remove_leftovers(catalog.tmp_dir, catalog.blob_archive())
         return prune_locked(settings, tel=tel, database_url=database_url)
 
 

@@ -9,11 +9,14 @@ must pass its integrity check and hold the manifest's row counts per table. Ever
 snapshot references is written into ``storage_dir`` (existing identical ones are kept) and its
 content hash checked against its name.
 
-Nothing unproven is left behind: a SQLite backup is restored into a sibling
-``<target>.partial-<pid>`` that is renamed onto the target only once the integrity check, the
-row counts and every blob have passed; each blob is written under a temp name and renamed when
-its hash matches. On any failure the partial copy and the blobs this restore wrote are removed
-(a PostgreSQL database the restore created is dropped) and the error says so.
+Nothing unproven is left behind: a SQLite backup is restored into a hidden sibling
+``.<target name>.restore-<pid>-<random>`` that is renamed onto the target only once the
+integrity check, the row counts and every blob have passed; each blob is written under such a
+temp name beside it and renamed when its hash matches (:mod:`backup.partials`: the restore
+holds a lock on each while it writes, and the next restore to the same place removes what a
+killed one left). On any failure the partial copy, the blobs this restore wrote and the folders
+it created for them are removed (a PostgreSQL database the restore created is dropped) and the
+error says so.
 
 Only the validated manifest is followed: artifact paths are plain relative names inside the
 run folder, never absolute, never through a symlink (see :mod:`backup.manifest`), and blobs are
@@ -23,7 +26,7 @@ addressed by sha256 digests, so a tampered manifest cannot read or write outside
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import zstandard
@@ -33,6 +36,7 @@ from backup import manifest as manifests
 from backup.catalog import Catalog
 from backup.engines import Engine, backend_name, engine_named
 from backup.errors import BackupError, ManifestError, RestoreError
+from backup.files import make_private_dir, remove_empty_dirs
 from backup.progress import NullReporter, Reporter
 from backup.settings import BackupSettings
 from backup.source import BlobPath, fan_out_path
@@ -135,15 +139,23 @@ def _blob_matches(path: Path, sha256: str) -> bool:
         return False
 
 
+@dataclass
+class _Undo:
+    """What a restore created in the storage folder: blob files, and folders for them."""
+
+    files: list[Path] = field(default_factory=list)
+    dirs: list[Path] = field(default_factory=list)
+
+
 def _restore_blobs(
     catalog: Catalog,
     manifest: manifests.Manifest,
     storage_dir: Path,
     blob_path: BlobPath,
     reporter: Reporter,
-    written_paths: list[Path],
+    undo: _Undo,
 ) -> tuple[int, int]:
-    """Restore the blobs; the paths this call created go to ``written_paths`` (for undoing)."""
+    """Restore the blobs; the files and folders this call created go to ``undo``."""
     archive = catalog.blob_archive()
     root = storage_dir.resolve()
     written = kept = 0
@@ -160,6 +172,7 @@ def _restore_blobs(
                 existed = target.exists()
                 if existed:
                     logger.warning("replacing damaged blob %s in %s", blob.sha256, storage_dir)
+                undo.dirs += make_private_dir(target.parent)
                 try:
                     actual = archive.restore_to(blob.sha256, target)
                 except FileNotFoundError as exc:
@@ -178,17 +191,20 @@ def _restore_blobs(
                         "archive copy is damaged"
                     )
                 if not existed:
-                    written_paths.append(target)
+                    undo.files.append(target)
                 written += 1
             advance(1)
     return written, kept
 
 
-def _undo(engine: Engine, staged: str, target: str, written_paths: list[Path]) -> str:
+def _undo(engine: Engine, staged: str | None, target: str, undo: _Undo) -> str:
     """Remove what a failed restore wrote; a sentence saying what is left."""
-    for path in written_paths:
+    for path in undo.files:
         path.unlink(missing_ok=True)
-    blobs = f", and the {len(written_paths)} blob(s) it wrote were removed" if written_paths else ""
+    remove_empty_dirs(undo.dirs)
+    blobs = f", and the {len(undo.files)} blob(s) it wrote were removed" if undo.files else ""
+    if staged is None:
+        return f"nothing was written{blobs}"
     try:
         return engine.discard(staged, target) + blobs
     except Exception as exc:
@@ -227,9 +243,10 @@ def restore_backup(
         engine = engine_named(plan.engine)
         if plan.replaces:
             logger.warning("restore of backup %s replaces %s", plan.backup_id, plan.replaces)
-        staged = engine.staging_target(plan.target)
-        written_paths: list[Path] = []
+        staged: str | None = None
+        undo = _Undo()
         try:
+            staged = engine.stage(plan.target)
             with reporter.task("restore database", artifact.bytes, "bytes") as advance:
                 replaced = engine.restore(path, staged, force=force, progress=advance)
             problems = engine.check_restored(staged, manifest.tables)
@@ -239,11 +256,11 @@ def restore_backup(
                     + "; ".join(problems[:5])
                 )
             written, kept = _restore_blobs(
-                catalog, manifest, plan.storage_dir, blob_path, reporter, written_paths
+                catalog, manifest, plan.storage_dir, blob_path, reporter, undo
             )
             engine.publish(staged, plan.target)
         except BaseException as exc:
-            undone = _undo(engine, staged, plan.target, written_paths)
+            undone = _undo(engine, staged, plan.target, undo)
             if isinstance(exc, ManifestError):
                 raise ManifestError(f"{exc}; {undone}") from exc
             if isinstance(exc, BackupError):

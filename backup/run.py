@@ -31,6 +31,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 
 import zstandard
@@ -52,6 +53,7 @@ from backup.files import fsync_dir, make_private_dir
 from backup.lock import run_lock
 from backup.manifest import BlobEntry, Manifest
 from backup.progress import NullReporter, Reporter
+from backup.scratch import remove_leftovers
 from backup.settings import BackupSettings
 from backup.source import BackupSource
 from backup.telemetry import (
@@ -95,17 +97,6 @@ class BackupResult:
 def new_backup_id(now: datetime) -> str:
     """Sortable by time, unique across runs started in the same second."""
     return f"{now.astimezone(UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
-
-
-def _clean_leftovers(catalog: Catalog, archive: BlobArchive) -> None:
-    """Remove what killed runs left behind; the caller holds the lock, so none is running."""
-    leftovers = sorted(catalog.tmp_dir.iterdir()) if catalog.tmp_dir.is_dir() else []
-    for leftover in leftovers:
-        shutil.rmtree(leftover, ignore_errors=True)
-        logger.warning("removed %s, left by an interrupted backup run", leftover)
-    swept = archive.sweep_temp()
-    if swept:
-        logger.warning("removed %d partial blob copies left by an interrupted run", swept)
 
 
 def _blob_size(archive: BlobArchive, sources: tuple[Path, ...], sha256: str) -> int:
@@ -263,7 +254,8 @@ def _run(
 
     engine = engine_for(source.database_url)
     make_private_dir(settings.backup_dir)
-    _clean_leftovers(catalog, archive)
+    # We hold the lock: no other run is alive.
+    remove_leftovers(catalog.tmp_dir, archive, partial(engine.drop_scratch, source.database_url))
     make_private_dir(work)
 
     event("snapshot")

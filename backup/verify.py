@@ -2,12 +2,12 @@
 
 Every checksum is recomputed: the stored database artifact's sha256 against the manifest, then
 the snapshot is opened (SQLite: written out and ``PRAGMA integrity_check``, row counts compared
-with the manifest; PostgreSQL: ``pg_restore --list``, and with a server at hand a restore into a
-scratch database with row counts compared per table), and every referenced blob is decompressed
-and its content hashed against its name. Each problem names the file, the expected and the
-actual hash (or what else is wrong). The outcome is recorded in ``checks/<id>.json`` (see
-:mod:`backup.checks`), and a blob found damaged fails, in the same breath, every other backup
-that references it: "verified" never outlives the data it vouches for.
+with the manifest; PostgreSQL: with a server at hand a restore into a scratch database with row
+counts compared per table, without one ``pg_restore`` reading the whole archive into nowhere),
+and every referenced blob is decompressed and its content hashed against its name. Each problem
+names the file, the expected and the actual hash (or what else is wrong). The outcome is recorded
+in ``checks/<id>.json`` (see :mod:`backup.checks`), and a blob found damaged fails, in the same
+breath, every other backup that references it: "verified" never outlives the data it vouches for.
 """
 
 from __future__ import annotations
@@ -22,10 +22,11 @@ import zstandard
 from backup import checks
 from backup import manifest as manifests
 from backup.blobs import BlobArchive
-from backup.catalog import Catalog
+from backup.catalog import TMP, Catalog
 from backup.engines import engine_named
 from backup.errors import BackupNotFoundError, ManifestError
 from backup.progress import NullReporter, Reporter
+from backup.scratch import scratch_folder
 from backup.settings import BackupSettings
 from backup.stream import Progress, sha256_file
 from backup.telemetry import ATTR_ID, ATTR_VERIFIED
@@ -80,6 +81,10 @@ def verify_run_dir(
 
     ``blob_results``, shared across calls, makes each blob read once however many backups
     reference it (a repository check).
+
+    What the check writes (a SQLite snapshot written out to be opened) goes to a scratch folder
+    in the repository's ``tmp/`` (:mod:`backup.scratch`), removed when it is done, or by the
+    next run or prune if this process dies first.
     """
     reporter = reporter or NullReporter()
     backup_id = run_dir.name
@@ -116,9 +121,17 @@ def verify_run_dir(
                 Problem(name, f"{size} bytes on disk, the manifest records {artifact.stored_bytes}")
             )
         plain = _Counter()
-        with reporter.task(f"open {artifact.path}", artifact.bytes, "bytes") as adv:
+        with (
+            reporter.task(f"open {artifact.path}", artifact.bytes, "bytes") as adv,
+            scratch_folder(run_dir.parent.parent / TMP, "verify") as scratch,
+        ):
             findings = engine.check(
-                path, manifest.tables, full=full, progress=plain.wrap(adv), scratch_url=scratch_url
+                path,
+                manifest.tables,
+                full=full,
+                progress=plain.wrap(adv),
+                scratch=scratch,
+                scratch_url=scratch_url,
             )
         problems += [Problem(name, finding) for finding in findings]
         if not findings and plain.total != artifact.bytes:
@@ -267,7 +280,7 @@ def verify_backup(
     """Verify a complete backup and record the outcome next to its manifest.
 
     ``database_url`` names a PostgreSQL server on which a full verify may create (and drop) a
-    scratch database; without it a PostgreSQL snapshot is checked with ``pg_restore --list``.
+    scratch database; without it a PostgreSQL snapshot is read through by ``pg_restore`` alone.
     """
     catalog = Catalog(settings.backup_dir)
     run_dir = catalog.runs_dir / backup_id

@@ -56,13 +56,21 @@ class Engine(Protocol):
         *,
         full: bool,
         progress: Progress | None,
+        scratch: Path,
         scratch_url: str | None = None,
     ) -> list[str]:
         """Open the snapshot and return what is wrong with it (empty: it is sound).
 
-        ``full`` also restores it into a scratch database (on the server of ``scratch_url``)
-        and compares row counts per table with ``tables`` where the light check cannot.
+        ``scratch`` is an empty private folder for whatever the check writes (the caller
+        removes it, and the next run removes it if this process dies). ``full`` also restores
+        it into a scratch database (on the server of ``scratch_url``) and compares row counts
+        per table with ``tables`` where the light check cannot.
         """
+        ...
+
+    def drop_scratch(self, url: str, name: str) -> None:
+        """Drop the scratch database ``name`` that a killed check made on the server of ``url``
+        (its name was noted in its scratch folder, see :mod:`backup.scratch`)."""
         ...
 
     def check_restored(self, target: str, tables: dict[str, int]) -> list[str]:
@@ -76,9 +84,11 @@ class Engine(Protocol):
         replaced ("" when nothing was)."""
         ...
 
-    def staging_target(self, target: str) -> str:
-        """Where a restore into ``target`` writes until it is proven (SQLite: a sibling file
-        that :meth:`publish` renames into place; PostgreSQL: the database itself)."""
+    def stage(self, target: str) -> str:
+        """Claim where a restore into ``target`` writes until it is proven (SQLite: a new hidden
+        file beside it, locked as live, that :meth:`publish` renames into place, after removing
+        what dead restores left there; PostgreSQL: the database itself). Every restore that
+        stages ends with :meth:`publish` or :meth:`discard`."""
         ...
 
     def publish(self, staged: str, target: str) -> None:

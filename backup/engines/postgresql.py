@@ -7,23 +7,29 @@ manifest lists what the dump references, whatever commits meanwhile. The dump is
 uncompressed (``-Z0``) to a pipe and compressed here at the configured zstd level in the same
 pass that hashes it.
 
-A check feeds the decompressed dump to ``pg_restore --list``; a full check restores it into a
-scratch database on the same server and compares the row counts per table with the manifest.
+A check feeds the whole decompressed dump to ``pg_restore --file=/dev/null``, which reads every
+entry and data block of the archive (``--list`` reads only its table of contents, and stops
+reading its input there); a full check restores it into a scratch database on the same server
+instead and compares the row counts per table with the manifest.
 The client tools must be at least as new as the server: a missing tool or an older ``pg_dump``
 is reported by name, with what to install.
 """
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import re
 import secrets
 import shutil
+import signal
 import subprocess
+import sys
 import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from functools import partial
 from pathlib import Path
 from typing import IO, Final
 
@@ -35,6 +41,7 @@ from backup.engines import Event, Snapshot
 from backup.errors import EngineError, RestoreError
 from backup.files import open_private
 from backup.manifest import Artifact
+from backup.scratch import note_database
 from backup.source import ReferencedBlobs
 from backup.stream import Progress, StreamResult, compress_stream, decompress_stream
 
@@ -43,6 +50,8 @@ logger = logging.getLogger(__name__)
 ARTIFACT: Final = "database.pgdump.zst"
 _VERSION: Final = re.compile(r"\(PostgreSQL\)\s+(\d+)")
 _SYSTEM_SCHEMAS: Final = ("pg_catalog", "information_schema")
+_SCRATCH_NAME: Final = re.compile(r"vrp_verify_[0-9a-f]{12}")
+_PR_SET_PDEATHSIG: Final = 1
 
 
 def _sa_url(url: str) -> URL:
@@ -126,6 +135,19 @@ def row_counts(connection: sa.Connection) -> dict[str, int]:
     return counts
 
 
+def _die_with(parent: int) -> None:
+    """In the child, before it runs pg_dump or pg_restore: be killed when ``parent`` dies
+    (Linux's PR_SET_PDEATHSIG). A pg_restore fed by a ``vrp`` that is killed would otherwise
+    go on with what the pipe still holds and could commit a restore nobody checks."""
+    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # it died before the line above
+        os._exit(1)
+
+
+def _child_setup() -> Callable[[], None] | None:
+    return partial(_die_with, os.getpid()) if sys.platform == "linux" else None
+
+
 def _stderr_text(stream: IO[bytes]) -> str:
     stream.seek(0)
     lines = stream.read().decode("utf-8", "replace").strip().splitlines()
@@ -136,6 +158,29 @@ def _server_major(connection: sa.Connection) -> int:
     return int(connection.execute(sa.text("SHOW server_version_num")).scalar_one()) // 10000
 
 
+class _Feed:
+    """pg_restore's stdin. pg_restore may stop reading before the end of the archive (past
+    the last entry it needs) and close its end: the rest of the artifact is still decompressed
+    (its zstd frame checked to the end and its length counted) but goes nowhere, and the
+    verdict is pg_restore's exit status, not the broken pipe."""
+
+    def __init__(self, stdin: IO[bytes]) -> None:
+        self.stdin = stdin
+        self.closed_early = False
+
+    def write(self, data: bytes) -> None:
+        if self.closed_early:
+            return
+        try:
+            self.stdin.write(data)
+        except BrokenPipeError:
+            self.closed_early = True
+
+    def close(self) -> None:
+        with suppress(BrokenPipeError):
+            self.stdin.close()
+
+
 class PostgresqlEngine:
     """Snapshots of a PostgreSQL database through pg_dump and pg_restore."""
 
@@ -143,6 +188,9 @@ class PostgresqlEngine:
 
     def __init__(self) -> None:
         self._created: set[str] = set()
+        # Targets a pg_restore committed into. It runs as one transaction (--single-transaction,
+        # which implies --exit-on-error): one that fails or is killed leaves no trace.
+        self._committed: set[str] = set()
 
     def snapshot(
         self,
@@ -200,7 +248,11 @@ class PostgresqlEngine:
         with tempfile.TemporaryFile() as errors:
             # pg_dump with options of this module; the URL is one argument, no shell
             process = subprocess.Popen(  # nosec B603
-                [*command, f"--dbname={uri}"], stdout=subprocess.PIPE, stderr=errors, env=env
+                [*command, f"--dbname={uri}"],
+                stdout=subprocess.PIPE,
+                stderr=errors,
+                env=env,
+                preexec_fn=_child_setup(),
             )
             assert process.stdout is not None
             fd = open_private(artifact_path)
@@ -227,17 +279,22 @@ class PostgresqlEngine:
         *,
         full: bool,
         progress: Progress | None,
+        scratch: Path,
         scratch_url: str | None = None,
     ) -> list[str]:
-        problems = self._pg_restore(artifact, ["--list"], progress=progress)
-        if problems or not full or scratch_url is None:
-            return problems
-        with self._scratch_database(scratch_url) as scratch:
+        if not full or scratch_url is None:
+            # pg_restore reads the whole archive (every data block, not only the table of
+            # contents that --list stops after) and writes the script it would run nowhere.
+            return self._pg_restore(artifact, [f"--file={os.devnull}"], progress=progress)
+        with self._scratch_database(scratch_url, scratch) as database:
             problems = self._pg_restore(
-                artifact, ["--no-owner", "--exit-on-error", "--single-transaction"], url=scratch
+                artifact,
+                ["--no-owner", "--exit-on-error", "--single-transaction"],
+                url=database,
+                progress=progress,
             )
             if not problems:
-                problems = self.check_restored(scratch, tables)
+                problems = self.check_restored(database, tables)
         return problems
 
     def check_restored(self, target: str, tables: dict[str, int]) -> list[str]:
@@ -271,23 +328,27 @@ class PostgresqlEngine:
         problems = self._pg_restore(artifact, options, url=target, progress=progress)
         if problems:
             raise RestoreError(f"pg_restore into {_shown(target)} failed: {'; '.join(problems)}")
+        self._committed.add(target)
         return replaced
 
-    def staging_target(self, target: str) -> str:
+    def stage(self, target: str) -> str:
         return target
 
     def publish(self, staged: str, target: str) -> None:
         """Nothing to do: the restore went into the target database itself."""
 
     def discard(self, staged: str, target: str) -> str:
-        if staged not in self._created:
-            return (
-                f"the database {_shown(target)} existed before and may hold part of the restore; "
-                "check it or drop it"
-            )
-        self._drop_database(staged)
-        self._created.discard(staged)
-        return f"the database {_shown(target)} that this restore created was dropped"
+        if staged in self._created:
+            self._drop_database(staged)
+            self._created.discard(staged)
+            self._committed.discard(staged)
+            return f"the database {_shown(target)} that this restore created was dropped"
+        if staged not in self._committed:
+            return f"nothing was written to the database {_shown(target)}"
+        return (
+            f"the database {_shown(target)} existed before and now holds this restore, which "
+            "did not pass its checks; check it or drop it"
+        )
 
     def _drop_database(self, url: str) -> None:
         name = make_url(url).database
@@ -323,21 +384,17 @@ class PostgresqlEngine:
                 stdout=subprocess.DEVNULL,
                 stderr=errors,
                 env=env,
+                preexec_fn=_child_setup(),
             )
             assert process.stdin is not None
-            broken = False
+            feed = _Feed(process.stdin)
             try:
                 with artifact.open("rb") as src:
-                    decompress_stream(src, process.stdin.write, progress=progress)
-            except BrokenPipeError:
-                broken = True
+                    decompress_stream(src, feed.write, progress=progress)
             finally:
-                try:
-                    process.stdin.close()
-                except BrokenPipeError:
-                    broken = True
+                feed.close()
                 returncode = process.wait()
-            if returncode != 0 or broken:
+            if returncode != 0:
                 return [f"pg_restore {' '.join(options)} failed: {_stderr_text(errors)}"]
         return []
 
@@ -368,10 +425,17 @@ class PostgresqlEngine:
         finally:
             engine.dispose()
 
+    def drop_scratch(self, url: str, name: str) -> None:
+        if not _SCRATCH_NAME.fullmatch(name):
+            raise EngineError(f"{name!r} is not the name of a verify's scratch database")
+        self._drop_database(_sa_url(url).set(database=name).render_as_string(hide_password=False))
+
     @contextmanager
-    def _scratch_database(self, url: str) -> Iterator[str]:
+    def _scratch_database(self, url: str, folder: Path) -> Iterator[str]:
         name = f"vrp_verify_{secrets.token_hex(6)}"
         scratch = _sa_url(url).set(database=name)
+        # Noted before it exists: whoever finds the folder of a killed verify drops it.
+        note_database(folder, name)
         engine = sa.create_engine(
             self._maintenance_url(url), poolclass=NullPool, isolation_level="AUTOCOMMIT"
         )

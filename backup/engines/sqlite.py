@@ -39,7 +39,6 @@ import errno
 import logging
 import os
 import sqlite3
-import tempfile
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -50,9 +49,10 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
+from backup import partials
 from backup.engines import Event, Snapshot
 from backup.errors import EngineError, RestoreError
-from backup.files import fsync_dir, make_private_dir, open_private
+from backup.files import fsync_dir, make_private_dir, open_private, remove_empty_dirs
 from backup.manifest import Artifact
 from backup.source import ReferencedBlobs
 from backup.stream import Progress, compress_stream, decompress_stream
@@ -194,6 +194,12 @@ class SqliteEngine:
 
     name = "sqlite"
 
+    def __init__(self) -> None:
+        # A restore's claimed partial file -> the descriptor holding its lock (see stage()).
+        self._held: dict[str, int] = {}
+        # A restore target -> the folders stage() created for it, removed again by discard().
+        self._made_dirs: dict[str, list[Path]] = {}
+
     def snapshot(
         self,
         url: str,
@@ -256,22 +262,28 @@ class SqliteEngine:
         *,
         full: bool,
         progress: Progress | None,
+        scratch: Path,
         scratch_url: str | None = None,
     ) -> list[str]:
         # Opening a SQLite snapshot means writing it out as a file: light and full are one.
-        with tempfile.TemporaryDirectory(prefix="vrp-verify-") as scratch:
-            copy = Path(scratch) / "database.sqlite"
-            _decompress_to(artifact, copy, progress)
-            connection = _open_copy(copy)
-            try:
-                problems = [f"integrity check: {p}" for p in integrity_problems(connection)]
-                if not problems:
-                    problems += _compare_counts(tables, row_counts(connection))
-            except sqlite3.DatabaseError as exc:
-                problems = [f"cannot open the snapshot as a SQLite database: {exc}"]
-            finally:
-                connection.close()
+        copy = scratch / "database.sqlite"
+        _decompress_to(artifact, copy, progress)
+        connection = _open_copy(copy)
+        try:
+            problems = [f"integrity check: {p}" for p in integrity_problems(connection)]
+            if not problems:
+                problems += _compare_counts(tables, row_counts(connection))
+        except sqlite3.DatabaseError as exc:
+            problems = [f"cannot open the snapshot as a SQLite database: {exc}"]
+        finally:
+            connection.close()
         return problems
+
+    def drop_scratch(self, url: str, name: str) -> None:
+        raise EngineError(
+            f"the scratch database {name} is on a PostgreSQL server and VRP_DATABASE_URL names "
+            "a SQLite file; drop it there by hand"
+        )
 
     def check_restored(self, target: str, tables: dict[str, int]) -> list[str]:
         # restore() ran the integrity check before the file took its place.
@@ -284,57 +296,49 @@ class SqliteEngine:
     def restore(
         self, artifact: Path, target: str, *, force: bool, progress: Progress | None
     ) -> str:
-        path = Path(target).absolute()
-        replaced = ""
-        if path.exists():
-            if not force:
-                raise RestoreError(
-                    f"{path} exists; restore into a new path, or add --force to replace it"
-                )
-            replaced = f"the SQLite database {path}"
-        make_private_dir(path.parent)
-        tmp = path.with_name(f".{path.name}.restore-{os.getpid()}")
+        # ``target`` is the file :meth:`stage` claimed: a new one, so nothing is replaced yet.
+        path = Path(target)
+        _decompress_to(artifact, path, progress)
+        connection = _open_copy(path)
         try:
-            _decompress_to(artifact, tmp, progress)
-            connection = _open_copy(tmp)
-            try:
-                problems = integrity_problems(connection)
-            finally:
-                connection.close()
-            if problems:
-                raise RestoreError(
-                    f"the restored database failed its integrity check: {'; '.join(problems)}"
-                )
-            # A stale WAL beside the new file would be replayed into it: drop it first.
-            for suffix in ("-wal", "-shm", "-journal"):
-                path.with_name(path.name + suffix).unlink(missing_ok=True)
-            os.replace(tmp, path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        fsync_dir(path.parent)
-        return replaced
+            problems = integrity_problems(connection)
+        finally:
+            connection.close()
+        if problems:
+            raise RestoreError(
+                f"the restored database failed its integrity check: {'; '.join(problems)}"
+            )
+        return ""
 
-    def staging_target(self, target: str) -> str:
+    def stage(self, target: str) -> str:
         path = Path(target).absolute()
-        return str(path.with_name(f"{path.name}.partial-{os.getpid()}"))
+        self._made_dirs[target] = make_private_dir(path.parent)
+        for leftover in partials.remove_dead(path):
+            logger.warning("removed %s, left by an interrupted restore", leftover)
+        staged, fd = partials.claim(path)
+        self._held[str(staged)] = fd
+        return str(staged)
 
     def publish(self, staged: str, target: str) -> None:
         path = Path(target).absolute()
         # A stale WAL beside the new file would be replayed into it: drop it first.
-        for suffix in _SIDECARS:
+        for suffix in partials.SIDECARS:
             path.with_name(path.name + suffix).unlink(missing_ok=True)
         os.replace(staged, path)
         fsync_dir(path.parent)
+        self._release(staged)
+        self._made_dirs.pop(target, None)
 
     def discard(self, staged: str, target: str) -> str:
-        path = Path(staged)
-        for suffix in ("", *_SIDECARS):
-            path.with_name(path.name + suffix).unlink(missing_ok=True)
+        partials.remove(Path(staged))
+        self._release(staged)
+        remove_empty_dirs(self._made_dirs.pop(target, []))
         return f"nothing was written to {Path(target).absolute()} (the unchecked copy was removed)"
 
-
-_SIDECARS: Final = ("-wal", "-shm", "-journal")
+    def _release(self, staged: str) -> None:
+        fd = self._held.pop(staged, None)
+        if fd is not None:
+            os.close(fd)
 
 
 def _remove_while(path: Path, work: Callable[[], object]) -> None:

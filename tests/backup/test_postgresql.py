@@ -4,6 +4,10 @@ restore into a scratch database with equal row counts per table, clear tool erro
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,10 +23,14 @@ from backup.restore import plan_restore, restore_backup
 from backup.run import run_backup
 from backup.source import BackupSource, fan_out_path
 from backup.verify import verify_backup
+from recorder import backup_source as recorder
 from tests.backup.helpers import backup_settings, referenced_blobs, tamper_manifest, write_blob
+from tests.backup.recordings import fill_recordings
 from tests.conftest import reset_postgres
 
 pytestmark = pytest.mark.postgres
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _engine(url: str) -> sa.Engine:
@@ -75,6 +83,11 @@ def scratch_url(postgres_url: str) -> Iterator[str]:
     with admin.connect() as conn:
         conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     admin.dispose()
+
+
+def _shown(url: str) -> str:
+    parsed = make_url(url)
+    return f"{parsed.database} on {parsed.host}:{parsed.port or 5432}"
 
 
 def _counts(url: str) -> dict[str, int]:
@@ -181,3 +194,246 @@ def test_a_failed_restore_into_a_new_database_drops_it(
         engine.dispose()
     assert exists == 0
     assert not (tmp_path / "audio").exists()
+
+
+def test_the_small_dump_of_these_tests_stays_under_a_pipe_buffer(
+    pg_source: BackupSource, tmp_path: Path
+) -> None:
+    """The other side of 64 KiB from the test below: a dump pg_restore reads in one gulp."""
+    settings = backup_settings(tmp_path)
+    result = run_backup(settings, pg_source, verify=True)
+    assert result.verified
+    manifest = Catalog(settings.backup_dir).manifest(result.backup_id)
+    assert manifest.database_artifact.bytes < 64 * 1024
+    assert verify_backup(settings, result.backup_id).ok
+    assert verify_backup(settings, result.backup_id, database_url=pg_source.database_url).ok
+
+
+@pytest.mark.slow
+def test_thousands_of_recordings_back_up_verified_and_restore_with_equal_row_counts(
+    postgres_url: str, scratch_url: str, tmp_path: Path
+) -> None:
+    reset_postgres(postgres_url)
+    fill_recordings(postgres_url, tmp_path / "storage", recordings=12_000)
+    source = BackupSource(
+        postgres_url, tmp_path / "storage", recorder.referenced_blobs, recorder.blob_path
+    )
+    settings = backup_settings(tmp_path)
+
+    result = run_backup(settings, source, verify=True)
+
+    assert result.verified
+    manifest = Catalog(settings.backup_dir).manifest(result.backup_id)
+    assert manifest.database_artifact.bytes > 4 * 1024 * 1024
+    assert manifest.tables["public.recordings"] == 12_000
+    assert verify_backup(settings, result.backup_id).ok  # without a server: pg_restore only
+    plan = plan_restore(
+        settings, result.backup_id, database_url=scratch_url, storage_dir=tmp_path / "audio"
+    )
+    restore_backup(settings, plan)
+    assert _counts(scratch_url) == _counts(postgres_url) == manifest.tables
+    reset_postgres(postgres_url)
+
+
+def _admin(url: str) -> sa.Engine:
+    return sa.create_engine(
+        make_url(url).set(drivername="postgresql+psycopg"),
+        isolation_level="AUTOCOMMIT",
+        poolclass=sa.NullPool,
+    )
+
+
+def test_a_refused_restore_says_nothing_was_written(
+    pg_source: BackupSource, scratch_url: str, tmp_path: Path
+) -> None:
+    settings = backup_settings(tmp_path)
+    backup_id = run_backup(settings, pg_source, verify=False).backup_id
+    admin = _admin(pg_source.database_url)
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{make_url(scratch_url).database}"'))
+    admin.dispose()
+    engine = _engine(scratch_url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("CREATE TABLE precious (id int)"))
+        conn.execute(sa.text("INSERT INTO precious VALUES (1), (2)"))
+    engine.dispose()
+    plan = plan_restore(
+        settings, backup_id, database_url=scratch_url, storage_dir=tmp_path / "audio"
+    )
+
+    with pytest.raises(RestoreError) as caught:
+        restore_backup(settings, plan)
+
+    message = str(caught.value)
+    assert "holds 1 table(s)" in message and "--force" in message
+    assert message.endswith("nothing was written to the database " + _shown(scratch_url))
+    assert "drop" not in message and "part of the restore" not in message
+    assert _counts(scratch_url) == {"public.precious": 2}
+    assert not (tmp_path / "audio").exists()
+
+
+def test_a_failed_restore_into_an_existing_database_wrote_nothing_and_says_so(
+    pg_source: BackupSource, scratch_url: str, tmp_path: Path
+) -> None:
+    """pg_restore runs as one transaction: a failure halfway leaves the database as it was."""
+    settings = backup_settings(tmp_path)
+    backup_id = run_backup(settings, pg_source, verify=False).backup_id
+    admin = _admin(pg_source.database_url)
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{make_url(scratch_url).database}"'))
+    admin.dispose()
+    engine = _engine(scratch_url)
+    with engine.begin() as conn:  # no table, but a name the dump creates too
+        conn.execute(sa.text("CREATE SEQUENCE public.tags_id_seq"))
+    plan = plan_restore(
+        settings, backup_id, database_url=scratch_url, storage_dir=tmp_path / "audio"
+    )
+
+    with pytest.raises(RestoreError, match=r"pg_restore into .* failed") as caught:
+        restore_backup(settings, plan)
+
+    assert str(caught.value).endswith("nothing was written to the database " + _shown(scratch_url))
+    with engine.connect() as conn:
+        assert _counts(scratch_url) == {}
+        assert (
+            conn.execute(sa.text("SELECT count(*) FROM pg_class WHERE relkind = 'S'")).scalar_one()
+            == 1
+        )
+    engine.dispose()
+    assert not (tmp_path / "audio").exists()
+
+
+def _scratch_databases(url: str) -> list[str]:
+    engine = _engine(url)
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(
+                sa.text("SELECT datname FROM pg_database WHERE datname LIKE 'vrp_verify_%'")
+            )
+            return sorted(row[0] for row in rows)
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.slow
+def test_a_killed_verify_leaves_a_scratch_database_that_the_next_run_drops(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    reset_postgres(postgres_url)
+    fill_recordings(postgres_url, tmp_path / "storage", recordings=12_000)
+    env = {
+        **os.environ,
+        "VRP_DATABASE_URL": postgres_url,
+        "VRP_STORAGE_DIR": str(tmp_path / "storage"),
+        "VRP_BACKUP_DIR": str(tmp_path / "backups"),
+        "VRP_LOG_DIR": str(tmp_path / "log"),
+        "OTEL_SDK_DISABLED": "true",
+    }
+    vrp = [sys.executable, "-m", "recorder.cli", "backup"]
+    taken = subprocess.run([*vrp, "run", "--no-verify"], env=env, cwd=REPO, check=False)
+    assert taken.returncode == 0
+    (backup_id,) = [p.name for p in (tmp_path / "backups" / "runs").iterdir()]
+    before = _scratch_databases(postgres_url)
+
+    verify = subprocess.Popen([*vrp, "verify", backup_id], env=env, cwd=REPO)
+    deadline = time.monotonic() + 60
+    while _scratch_databases(postgres_url) == before:
+        assert verify.poll() is None, "the verify ended before it made its scratch database"
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    verify.send_signal(signal.SIGKILL)
+    verify.wait()
+    (leaked,) = set(_scratch_databases(postgres_url)) - set(before)
+
+    pruned = subprocess.run(
+        [*vrp, "prune"], env=env, cwd=REPO, capture_output=True, text=True, check=False
+    )
+    assert pruned.returncode == 0, pruned.stderr
+    assert leaked in _scratch_databases(postgres_url)  # prune cannot reach the server: kept
+    ran = subprocess.run(
+        [*vrp, "run"], env=env, cwd=REPO, capture_output=True, text=True, check=False
+    )
+    assert ran.returncode == 0, ran.stderr
+    assert f"dropped the scratch database {leaked}" in ran.stderr
+    assert _scratch_databases(postgres_url) == before
+    assert list((tmp_path / "backups" / "tmp").iterdir()) == []
+    reset_postgres(postgres_url)
+
+
+def _waiting_in(admin_url: str, database: str) -> bool:
+    """Whether a session of ``database`` waits for a lock."""
+    engine = _engine(admin_url)
+    try:
+        with engine.connect() as conn:
+            return bool(
+                conn.execute(
+                    sa.text(
+                        "SELECT count(*) FROM pg_stat_activity "
+                        "WHERE datname = :name AND wait_event_type = 'Lock'"
+                    ),
+                    {"name": database},
+                ).scalar_one()
+            )
+    finally:
+        engine.dispose()
+
+
+def _sessions_in(admin_url: str, database: str) -> int:
+    engine = _engine(admin_url)
+    try:
+        with engine.connect() as conn:
+            return int(
+                conn.execute(
+                    sa.text("SELECT count(*) FROM pg_stat_activity WHERE datname = :name"),
+                    {"name": database},
+                ).scalar_one()
+            )
+    finally:
+        engine.dispose()
+
+
+def test_a_killed_restore_takes_its_pg_restore_along_and_the_next_restore_completes(
+    pg_source: BackupSource, scratch_url: str, tmp_path: Path
+) -> None:
+    """The dump (under 64 KiB) is all in pg_restore's pipe when ``vrp`` is killed: pg_restore
+    dies with it rather than go on and commit a restore that nothing checks."""
+    settings = backup_settings(tmp_path)
+    backup_id = run_backup(settings, pg_source, verify=False).backup_id
+    name = str(make_url(scratch_url).database)
+    admin = _admin(pg_source.database_url)
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    env = {
+        **os.environ,
+        "VRP_DATABASE_URL": pg_source.database_url,
+        "VRP_STORAGE_DIR": str(pg_source.storage_dir),
+        "VRP_BACKUP_DIR": str(settings.backup_dir),
+        "VRP_LOG_DIR": str(tmp_path / "log"),
+        "OTEL_SDK_DISABLED": "true",
+    }
+    restore = [sys.executable, "-m", "recorder.cli", "backup", "restore", backup_id]
+    restore += ["--database-url", scratch_url, "--storage-dir", str(tmp_path / "audio")]
+    blocker = _engine(scratch_url)
+    with blocker.connect() as held:
+        held.execute(sa.text("CREATE SCHEMA extra"))  # uncommitted: pg_restore's waits on it
+        killed = subprocess.Popen(restore, env=env, cwd=REPO)
+        deadline = time.monotonic() + 60
+        while not _waiting_in(pg_source.database_url, name):
+            assert killed.poll() is None, "the restore ended before it reached the server"
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        killed.send_signal(signal.SIGKILL)
+        killed.wait()
+        time.sleep(0.5)
+        held.rollback()
+    blocker.dispose()
+    while _sessions_in(pg_source.database_url, name):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert _counts(scratch_url) == {}  # nothing of the killed restore was committed
+
+    done = subprocess.run(restore, env=env, cwd=REPO, capture_output=True, text=True, check=False)
+
+    assert done.returncode == 0, done.stderr
+    assert _counts(scratch_url) == _counts(pg_source.database_url)

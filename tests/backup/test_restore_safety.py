@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,7 @@ from tests.backup.helpers import (
     sqlite_rows,
     tamper_manifest,
 )
+from tests.backup.test_leftovers import hold_partial
 
 
 @pytest.fixture
@@ -191,3 +193,45 @@ def test_a_failed_forced_restore_leaves_the_existing_database_as_it_was(
 
     assert target.read_bytes() == before
     assert _leftovers(tmp_path, "existing.db") == ["existing.db"]
+
+
+def test_a_failed_restore_removes_the_folders_it_created(
+    backed_up: tuple[BackupSettings, BackupSource, str], tmp_path: Path
+) -> None:
+    settings, _, backup_id = backed_up
+    catalog = Catalog(settings.backup_dir)
+    blobs = sorted(b.sha256 for b in catalog.manifest(backup_id).blobs)
+    flip_byte(catalog.blob_archive().path_for(blobs[-1]), 30)
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    target = kept / "new" / "deeper" / "restored.db"
+    audio = kept / "audio" / "nested"
+    plan = plan_restore(settings, backup_id, to_path=target, storage_dir=audio)
+
+    with pytest.raises(RestoreError, match=f"blob {blobs[-1]} is damaged") as caught:
+        restore_backup(settings, plan)
+
+    assert "nothing was written to" in str(caught.value)
+    assert sorted(p.name for p in kept.iterdir()) == []
+
+
+def test_a_restore_removes_the_blob_partials_a_killed_restore_left_in_the_storage_folder(
+    backed_up: tuple[BackupSettings, BackupSource, str], tmp_path: Path
+) -> None:
+    settings, _, backup_id = backed_up
+    blobs = [b.sha256 for b in Catalog(settings.backup_dir).manifest(backup_id).blobs]
+    audio = tmp_path / "restored-audio"
+    blob_target = fan_out_path(audio, blobs[0])
+    blob_target.parent.mkdir(parents=True)
+    holder, partial = hold_partial(blob_target)  # a restore writing that blob ...
+    holder.send_signal(signal.SIGKILL)  # ... killed
+    holder.wait()
+    assert partial.exists()
+
+    plan = plan_restore(settings, backup_id, to_path=tmp_path / "restored.db", storage_dir=audio)
+    restore_backup(settings, plan)
+
+    assert sorted(p.name for p in blob_target.parent.iterdir()) == [blob_target.name]
+    assert sorted(p.relative_to(audio) for p in _files(audio)) == sorted(
+        fan_out_path(Path(), sha) for sha in blobs
+    )
