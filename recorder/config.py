@@ -85,6 +85,8 @@ class SettingsSchema(ma.Schema):
     VRP_API_HOST = fields.String(load_default="127.0.0.1", validate=validate.Length(1, 255))
     VRP_API_PORT = fields.Integer(load_default=5000, validate=validate.Range(min=1, max=65535))
     VRP_API_THREADS = fields.Integer(load_default=8, validate=validate.Range(min=1, max=256))
+    VRP_API_WORKERS = fields.Integer(load_default=1, validate=validate.Range(min=1, max=64))
+    VRP_API_METRICS_ENABLED = _Bool(load_default=False)
     VRP_MAX_UPLOAD_BYTES = fields.Integer(
         load_default=200 * 1024 * 1024, validate=validate.Range(min=1024)
     )
@@ -138,6 +140,9 @@ class Settings:
     api_host: str
     api_port: int
     api_threads: int
+    api_workers: int = 1
+    # `vrp api` serves /metrics to Prometheus (instrumentation.prometheus).
+    api_metrics_enabled: bool = False
 
     def for_service(self, service_name: str) -> Settings:
         """The same settings for another process of the stack (``vrp-dashboard``, ...)."""
@@ -211,4 +216,6 @@ def load_settings(
         api_host=data["VRP_API_HOST"],
         api_port=data["VRP_API_PORT"],
         api_threads=data["VRP_API_THREADS"],
+        api_workers=data["VRP_API_WORKERS"],
+        api_metrics_enabled=data["VRP_API_METRICS_ENABLED"],
     )
