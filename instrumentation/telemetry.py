@@ -8,9 +8,10 @@ Resource precedence: the settings give ``service.name``, ``service.version`` and
 ``deployment.environment.name``; the standard variables override them - ``OTEL_SERVICE_NAME``
 beats ``OTEL_RESOURCE_ATTRIBUTES``, which beats the settings. The settings hold the application's
 defaults, the variables are the operator's per-deployment knob, so the operator wins.
-``service.instance.id`` is a new UUID at every :func:`setup`, so that processes of one service
-(gunicorn workers, replicas) keep apart the cumulative series they each export; set it in
-``OTEL_RESOURCE_ATTRIBUTES`` only for a service that runs as one process.
+``service.instance.id`` is a new UUID at every :func:`setup` and ``process.pid`` the process's,
+so that processes of one service (gunicorn workers, replicas) keep apart the cumulative series
+they each export; set the id in ``OTEL_RESOURCE_ATTRIBUTES`` only for a service that runs as one
+process.
 
 Exporters, per signal (traces, metrics, logs):
 
@@ -582,6 +583,7 @@ def _build_resource(settings: TelemetrySettings) -> Resource:
             conventions.SERVICE_VERSION: settings.service_version,
             conventions.DEPLOYMENT_ENVIRONMENT_NAME: settings.environment,
             conventions.SERVICE_INSTANCE_ID: str(uuid.uuid4()),
+            conventions.PROCESS_PID: os.getpid(),
         }
     )
     return defaults.merge(OTELResourceDetector().detect())
