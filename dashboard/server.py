@@ -12,6 +12,7 @@ from flask import Flask
 
 from dashboard.api import register_api
 from dashboard.attempts import TokenAttempts
+from dashboard.prometheus import install_metrics
 from dashboard.receiver import create_receiver_blueprint
 from dashboard.retention import Pruner
 from dashboard.settings import DashboardSettings
@@ -58,4 +59,5 @@ def create_server(
     app.token_attempts = TokenAttempts()
     app.register_blueprint(create_receiver_blueprint(settings, app.writer, app.token_attempts))
     register_api(app)
+    install_metrics(app, store, settings, app.token_attempts)
     return app

@@ -386,10 +386,16 @@ def db_current() -> None:
 @contextmanager
 def _dashboard_scope(export_telemetry: bool) -> Iterator[None]:
     """Logging and telemetry of ``vrp dashboard``, from the same ``VRP_LOG_*`` and ``OTEL_*``."""
+    from dashboard.settings import load_dashboard_settings
+
     settings = _settings("vrp-dashboard")
+    # Its /metrics serves the process's own metrics too (validated by the group already).
+    telemetry = dataclasses.replace(
+        settings.telemetry, prometheus=load_dashboard_settings().metrics_enabled
+    )
     if not export_telemetry:
-        telemetry = dataclasses.replace(settings.telemetry, disabled=True)
-        settings = dataclasses.replace(settings, telemetry=telemetry)
+        telemetry = dataclasses.replace(telemetry, disabled=True)
+    settings = dataclasses.replace(settings, telemetry=telemetry)
     with _process(settings):
         yield
 
