@@ -42,14 +42,15 @@ from opentelemetry.sdk.metrics.export import (
     HistogramDataPoint,
     MetricsData,
 )
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, ProcessCollector
+from prometheus_client import CollectorRegistry, ProcessCollector
 from prometheus_client.exposition import generate_latest
 
 from instrumentation import conventions
 from instrumentation.bound import DrainsBoundPoints
 
 METRICS_PATH = "/metrics"
-CONTENT_TYPE = CONTENT_TYPE_LATEST
+# What generate_latest writes, whatever newer format prometheus-client names as its latest.
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 # Upper bounds (seconds) of the buckets the duration histograms are re-bucketed into: from a
 # fast SQLite statement to a slow upload, about three per decade.
 DURATION_BUCKETS_S: tuple[float, ...] = (
