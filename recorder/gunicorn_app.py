@@ -46,7 +46,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 # A worker gets this long to finish its requests and flush its telemetry after SIGTERM.
-GRACEFUL_TIMEOUT_S = 20
+GRACEFUL_TIMEOUT_S = 10
 # A worker silent for this long (its main loop stuck) is killed and replaced.
 WORKER_TIMEOUT_S = 60
 # Seconds a keep-alive connection may sit idle between two requests (gunicorn's default is 2;

@@ -19,11 +19,20 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
 
-from tests.e2e.test_stack import _alive, _children, _free_port
+from tests.e2e.test_stack import Stack as UpStack
+from tests.e2e.test_stack import (
+    _alive,
+    _children,
+    _free_port,
+    _up,
+    _upload,
+    _uploads_seen,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKERS = 2
@@ -50,7 +59,7 @@ def _vrp(*args: str) -> list[str]:
     return [sys.executable, "-m", "recorder.cli", *args]
 
 
-def _wait_for(process: subprocess.Popen[bytes], url: str, timeout: float = 45) -> None:
+def _wait_for(process: subprocess.Popen[Any], url: str, timeout: float = 45) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -223,3 +232,34 @@ def test_a_killed_worker_is_replaced_and_the_api_keeps_answering(tmp_path: Path)
     # The master's log says what happened, through the same JSON logging as everything else.
     log = (tmp_path / "log" / "vrp-api.log").read_text()
     assert f"Worker (pid:{first}) was sent SIGKILL" in log
+
+
+def test_vrp_up_serves_the_api_with_the_workers_it_is_told(tmp_path: Path) -> None:
+    api_port, dashboard_port = _free_port(), _free_port()
+    process = _up(
+        tmp_path,
+        "--port",
+        str(api_port),
+        "--dashboard-port",
+        str(dashboard_port),
+        VRP_API_WORKERS=str(WORKERS),
+    )
+    stack = UpStack(process, f"http://127.0.0.1:{api_port}", f"http://127.0.0.1:{dashboard_port}")
+    try:
+        _wait_for(process, f"{stack.api}/healthz")
+        api = next(
+            pid
+            for pid in _children(process.pid)
+            if b"api" in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        )
+        workers = [pid for pid in _children(api) if _alive(pid)]
+        assert len(workers) == WORKERS
+        _upload(stack)
+        assert _uploads_seen(stack), "the workers' telemetry never reached the dashboard"
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=40) == 0, process.stderr.read()[-3000:]
+        assert not [pid for pid in [api, *workers] if _alive(pid)]
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
