@@ -123,7 +123,7 @@ def _tune_gc() -> None:
     gc.set_threshold(API_GC_YOUNG_THRESHOLD, older, oldest)
 
 
-class ApiApplication(BaseApplication):  # type: ignore[misc]
+class ApiApplication(BaseApplication):
     """gunicorn embedded: the configuration comes from the settings, not from a file or argv."""
 
     def __init__(
