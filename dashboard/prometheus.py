@@ -28,6 +28,7 @@ telemetry has a Prometheus reader (:mod:`instrumentation.prometheus`).
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections import Counter
 from collections.abc import Iterator
@@ -51,6 +52,8 @@ from instrumentation.prometheus import CONTENT_TYPE, METRICS_PATH, exposition
 
 RECEIVER_PREFIX = "/v1/"
 RECENT = timedelta(minutes=5)
+
+logger = logging.getLogger(__name__)
 
 
 class ReceiverCounts:
@@ -242,7 +245,16 @@ def install_metrics(
         return None if auth.bearer_ok(flask.request) else _unauthorized()
 
     def metrics() -> Response:
-        return Response(exposition(registry), content_type=CONTENT_TYPE)
+        try:
+            body = exposition(registry)
+        except sa.exc.SQLAlchemyError as exc:
+            logger.warning("metrics scrape: telemetry store unavailable: %s", type(exc).__name__)
+            response = flask.jsonify(
+                code=503, status="Service Unavailable", message="telemetry store unavailable"
+            )
+            response.status_code = 503
+            return response
+        return Response(body, content_type=CONTENT_TYPE)
 
     server.before_request(guard)
     server.add_url_rule(METRICS_PATH, "prometheus_metrics", metrics)

@@ -76,3 +76,12 @@ def test_receiver_refusals_are_counted_by_signal_and_code(store: TelemetryStore)
         assert refused.status_code == 415
     text = client.get("/metrics").get_data(as_text=True)
     assert 'vrp_dashboard_receiver_requests_total{code="415",signal="traces"} 3.0' in text
+
+
+def test_a_store_that_cannot_be_read_answers_503(store: TelemetryStore) -> None:
+    client = _client(store, metrics_enabled=True)
+    with store.engine.begin() as conn:
+        conn.exec_driver_sql("DROP TABLE telemetry_backup_runs")
+    response = client.get("/metrics")
+    assert response.status_code == 503
+    assert response.get_json()["message"] == "telemetry store unavailable"
