@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
 import socket
 from collections.abc import Callable
 from dataclasses import replace
@@ -187,7 +188,8 @@ def listen(host: str, port: int) -> socket.socket:
     except socket.gaierror as exc:
         raise ListenError(f"cannot listen on {address}: {exc.strerror or exc}") from exc
     except OSError as exc:
-        reason = (exc.strerror or str(exc)).lower()
+        # socket.create_server adds the address to strerror; the errno's own text is enough.
+        reason = (os.strerror(exc.errno) if exc.errno else str(exc)).lower()
         raise ListenError(
             f"cannot listen on {address}: {reason} (pick another with --port)"
         ) from exc

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -263,3 +264,28 @@ def test_vrp_up_serves_the_api_with_the_workers_it_is_told(tmp_path: Path) -> No
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def test_a_bad_worker_count_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    result = subprocess.run(
+        _vrp("api"), env=_env(tmp_path, VRP_API_WORKERS="0"), capture_output=True, text=True
+    )
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and "VRP_API_WORKERS" in result.stderr
+
+
+def test_a_port_in_use_is_one_line_and_exit_1_before_any_worker(tmp_path: Path) -> None:
+    subprocess.run(_vrp("db", "upgrade"), env=_env(tmp_path), check=True, capture_output=True)
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            _vrp("api", "--workers", "2", "--port", str(port)),
+            env=_env(tmp_path, VRP_LOG_LEVEL="WARNING"),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        f"vrp: cannot listen on 127.0.0.1:{port}: address already in use (pick another with --port)"
+    )
