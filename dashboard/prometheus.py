@@ -33,6 +33,7 @@ import threading
 from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import flask
 import sqlalchemy as sa
@@ -51,6 +52,9 @@ from instrumentation import conventions as names
 from instrumentation.prometheus import CONTENT_TYPE, METRICS_PATH, exposition
 
 RECEIVER_PREFIX = "/v1/"
+# The receiver's signals; any other path under /v1/ counts as "other", so that a client cannot
+# make a label value per path it tries.
+SIGNALS = frozenset({"traces", "metrics", "logs"})
 RECENT = timedelta(minutes=5)
 
 logger = logging.getLogger(__name__)
@@ -68,6 +72,8 @@ class ReceiverCounts:
         path = flask.request.path
         if path.startswith(RECEIVER_PREFIX):
             signal = path[len(RECEIVER_PREFIX) :]
+            if signal not in SIGNALS:
+                signal = "other"
             rejected = int(getattr(flask.g, REJECTED_KEY, 0))
             with self._lock:
                 self.responses[(signal, str(response.status_code))] += 1
@@ -159,7 +165,7 @@ class StoreCollector:
         )
         now = datetime.now(UTC)
         summary = queries.summary(self._store, queries.TimeRange(now - RECENT, now))
-        chosen: dict[str, dict[str, object]] = {}
+        chosen: dict[str, dict[str, Any]] = {}
         for row in summary["services"]:
             # The metrics are true whatever the trace sampler kept; spans only for a service
             # that sends no metrics.
@@ -167,10 +173,10 @@ class StoreCollector:
                 chosen[row["service"]] = row
         for service, row in sorted(chosen.items()):
             labels = [service, str(row["source"])]
-            requests.add_metric(labels, float(row["count"]))  # type: ignore[arg-type]
-            errors.add_metric(labels, float(row["errors"]))  # type: ignore[arg-type]
+            requests.add_metric(labels, float(row["count"]))
+            errors.add_metric(labels, float(row["errors"]))
             if row["p95_ms"] is not None:
-                p95.add_metric(labels, float(row["p95_ms"]) / 1000)  # type: ignore[arg-type]
+                p95.add_metric(labels, float(row["p95_ms"]) / 1000)
         yield from (requests, errors, p95)
 
     def _receiver_families(self) -> Iterator[Metric]:

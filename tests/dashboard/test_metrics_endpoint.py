@@ -74,8 +74,12 @@ def test_receiver_refusals_are_counted_by_signal_and_code(store: TelemetryStore)
     for _ in range(3):
         refused = client.post("/v1/traces", data=b"x", content_type="text/plain")
         assert refused.status_code == 415
+    for path in ("/v1/a", "/v1/b"):
+        assert client.post(path, data=b"x").status_code == 405  # Dash's catch-all is GET only
     text = client.get("/metrics").get_data(as_text=True)
     assert 'vrp_dashboard_receiver_requests_total{code="415",signal="traces"} 3.0' in text
+    # Unknown paths share one label value.
+    assert 'vrp_dashboard_receiver_requests_total{code="405",signal="other"} 2.0' in text
 
 
 def test_a_store_that_cannot_be_read_answers_503(store: TelemetryStore) -> None:
