@@ -24,6 +24,8 @@ What is measured
     A phase saturates one server with 16 client threads, each running the recorder mix in a
     loop - create (multipart upload of a 0.1 s WAV, unique per upload), get, list
     (``page_size=20``), update (PATCH with ``If-Match``) - on a keep-alive connection, for 15 s.
+    ``--mix read`` runs the list request alone instead, on the rows the warm-up created: what
+    more workers gain where SQLite's one writer at a time does not bound the mix.
     Phases alternate (on, off, on, off, ...; ``--pairs``, at least two), so that a change in
     machine load hits both alike. Per configuration the figure is completed requests per
     second, summed over its phases; ``on / off`` is the capacity kept with telemetry switched
@@ -72,6 +74,7 @@ CLIENT_THREADS = 16
 PHASE_SECONDS = 15.0
 TARGET_ON_OFF = 0.80
 WORKERS_SUFFIX = "-w"
+MIXES = ("recorder", "read")
 VRP = Path(sys.executable).with_name("vrp")
 
 
@@ -83,6 +86,7 @@ class Plan:
     warmup_seconds: float
     configurations: tuple[str, ...] = CONFIGURATIONS
     workers: int = 1
+    mix: str = "recorder"
 
 
 def parse_plan(argv: list[str] | None) -> Plan:
@@ -110,6 +114,13 @@ def parse_plan(argv: list[str] | None) -> Plan:
         default=1,
         help="also run on and off under gunicorn with this many workers (default 1: not)",
     )
+    parser.add_argument(
+        "--mix",
+        choices=MIXES,
+        default="recorder",
+        help="recorder: create, get, list, update (default); read: list only, after a warm-up "
+        "that creates rows with the recorder mix",
+    )
     args = parser.parse_args(argv)
     if args.workers < 1:
         parser.error("--workers must be at least 1")
@@ -117,10 +128,10 @@ def parse_plan(argv: list[str] | None) -> Plan:
     if args.workers > 1:
         configurations += tuple(f"{name}{WORKERS_SUFFIX}{args.workers}" for name in CONFIGURATIONS)
     if args.quick:
-        return Plan(args.threads, 1.5, 2, 0.5, configurations, args.workers)
+        return Plan(args.threads, 1.5, 2, 0.5, configurations, args.workers, args.mix)
     if args.threads < 1 or args.seconds <= 0 or args.pairs < 2:
         parser.error("--threads and --seconds must be positive, --pairs at least 2")
-    return Plan(args.threads, args.seconds, args.pairs, 3.0, configurations, args.workers)
+    return Plan(args.threads, args.seconds, args.pairs, 3.0, configurations, args.workers, args.mix)
 
 
 def _workers_of(name: str) -> tuple[str, int]:
@@ -286,7 +297,10 @@ class Client:
         self.errors += 1
         self.error = self.error or error
 
-    def cycle(self) -> None:
+    def cycle(self, mix: str = "recorder") -> None:
+        if mix == "read":
+            self._call("GET", "/api/recordings?page_size=20", None, {}, 200)
+            return
         self._serial += 1
         boundary = uuid.uuid4().hex
         body = _multipart(boundary, unique_payload(self._payload, self._serial))
@@ -335,7 +349,7 @@ _serials = iter(range(1, 1 << 62, 1 << 32))
 
 
 def run_phase(
-    server: Server, plan: Plan, seconds: float, payload: bytes
+    server: Server, plan: Plan, seconds: float, payload: bytes, mix: str = "recorder"
 ) -> tuple[Tally, float, float | None]:
     """``plan.threads`` clients cycling on ``server`` until ``seconds`` have passed.
 
@@ -351,7 +365,7 @@ def run_phase(
         start.wait()
         try:
             while not stop.is_set():
-                client.cycle()
+                client.cycle(mix)
         finally:
             client.close()
             tally.merge(client.requests, client.errors, client.error, client.latencies)
@@ -415,7 +429,7 @@ def report(
     results: dict[str, Result], plan: Plan, sinks: dict[str, dict[str, dict[str, int | None]]]
 ) -> None:
     print(
-        f"\nvrp api over HTTP, {plan.threads} client threads running the recorder mix, "
+        f"\nvrp api over HTTP, {plan.threads} client threads running the {plan.mix} mix, "
         f"{len(results['on'].phase_rates)} phases of {plan.phase_seconds:.1f} s per "
         "configuration, alternating"
     )
@@ -508,7 +522,9 @@ def main(argv: list[str] | None = None) -> int:
             run_phase(server, plan, plan.warmup_seconds, payload)
         for pair in range(plan.pairs):
             for name in plan.configurations:
-                tally, seconds, cpu = run_phase(servers[name], plan, plan.phase_seconds, payload)
+                tally, seconds, cpu = run_phase(
+                    servers[name], plan, plan.phase_seconds, payload, plan.mix
+                )
                 results[name].add(tally, seconds, cpu)
             print(f"\rpair {pair + 1}/{plan.pairs}", end="", file=sys.stderr, flush=True)
         print(file=sys.stderr)
