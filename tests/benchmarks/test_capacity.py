@@ -112,3 +112,13 @@ def test_workers_adds_on_and_off_under_gunicorn_and_their_ratios() -> None:
         ratio = re.search(rf"^2 workers / 1 \(waitress\), {name}\s+(\d+\.\d{{3}})", out, re.M)
         assert ratio is not None
         assert abs(float(ratio[1]) - rows[f"{name}-w2"][1] / rows[name][1]) < 0.01
+
+
+def test_read_mix_runs_the_list_request_alone() -> None:
+    out = run_quick("--mix", "read")
+    assert "16 client threads running the read mix" in out
+    rows = re.findall(
+        r"^(on|off)\s+(\d+)\s+\d+\.\d\s+\d+\.\d \d+\.\d\s+\d+\.\d\s+\d+\.\d\d\s+0$", out, re.M
+    )
+    assert [name for name, _ in rows] == ["on", "off"]
+    assert all(int(requests) > 0 for _, requests in rows)
