@@ -11,6 +11,11 @@ What is measured
       the log file and to stderr (sent to ``/dev/null``);
     * ``off``: ``OTEL_SDK_DISABLED=true`` and ``VRP_LOG_LEVEL=WARNING``.
 
+    ``--workers N`` adds ``on-wN`` and ``off-wN``: the same two under gunicorn with N worker
+    processes (``vrp api --workers N``, each worker with ``VRP_API_THREADS`` threads), and
+    prints what N workers serve against one (waitress) and ``on / off`` at N workers. The
+    server's CPU is then the master's and its workers' together.
+
     ``--breakdown`` adds two servers that show where ``on``'s cost lies: ``nolog``, ``on``
     with logs at WARNING (no access records), and ``nospans``, ``on`` with
     ``OTEL_TRACES_SAMPLER=always_off`` (no spans; metrics and access records as ``on``). Each
@@ -19,6 +24,8 @@ What is measured
     A phase saturates one server with 16 client threads, each running the recorder mix in a
     loop - create (multipart upload of a 0.1 s WAV, unique per upload), get, list
     (``page_size=20``), update (PATCH with ``If-Match``) - on a keep-alive connection, for 15 s.
+    ``--mix read`` runs the list request alone instead, on the rows the warm-up created: what
+    more workers gain where SQLite's one writer at a time does not bound the mix.
     Phases alternate (on, off, on, off, ...; ``--pairs``, at least two), so that a change in
     machine load hits both alike. Per configuration the figure is completed requests per
     second, summed over its phases; ``on / off`` is the capacity kept with telemetry switched
@@ -66,6 +73,8 @@ BREAKDOWN = ("on", "nolog", "nospans", "off")
 CLIENT_THREADS = 16
 PHASE_SECONDS = 15.0
 TARGET_ON_OFF = 0.80
+WORKERS_SUFFIX = "-w"
+MIXES = ("recorder", "read")
 VRP = Path(sys.executable).with_name("vrp")
 
 
@@ -76,6 +85,8 @@ class Plan:
     pairs: int
     warmup_seconds: float
     configurations: tuple[str, ...] = CONFIGURATIONS
+    workers: int = 1
+    mix: str = "recorder"
 
 
 def parse_plan(argv: list[str] | None) -> Plan:
@@ -97,13 +108,36 @@ def parse_plan(argv: list[str] | None) -> Plan:
         action="store_true",
         help="add on without access records (nolog) and on without spans (nospans)",
     )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="also run on and off under gunicorn with this many workers (default 1: not)",
+    )
+    parser.add_argument(
+        "--mix",
+        choices=MIXES,
+        default="recorder",
+        help="recorder: create, get, list, update (default); read: list only, after a warm-up "
+        "that creates rows with the recorder mix",
+    )
     args = parser.parse_args(argv)
+    if args.workers < 1:
+        parser.error("--workers must be at least 1")
     configurations = BREAKDOWN if args.breakdown else CONFIGURATIONS
+    if args.workers > 1:
+        configurations += tuple(f"{name}{WORKERS_SUFFIX}{args.workers}" for name in CONFIGURATIONS)
     if args.quick:
-        return Plan(args.threads, 1.5, 2, warmup_seconds=0.5, configurations=configurations)
+        return Plan(args.threads, 1.5, 2, 0.5, configurations, args.workers, args.mix)
     if args.threads < 1 or args.seconds <= 0 or args.pairs < 2:
         parser.error("--threads and --seconds must be positive, --pairs at least 2")
-    return Plan(args.threads, args.seconds, args.pairs, 3.0, configurations)
+    return Plan(args.threads, args.seconds, args.pairs, 3.0, configurations, args.workers, args.mix)
+
+
+def _workers_of(name: str) -> tuple[str, int]:
+    """(``on``/``off``/..., workers) of a configuration's name (``on-w2`` is on at 2)."""
+    base, _, workers = name.partition(WORKERS_SUFFIX)
+    return base, int(workers) if workers else 1
 
 
 # --- the servers ----------------------------------------------------------------------------
@@ -117,13 +151,21 @@ class Server:
     pid: int
 
     def cpu_seconds(self) -> float | None:
-        """User + system CPU time the server process used so far (Linux ``/proc``), else None."""
-        try:
-            fields = Path(f"/proc/{self.pid}/stat").read_text().rpartition(")")[2].split()
-        except OSError:
-            return None
-        # utime and stime are the 14th and 15th fields of the line, in clock ticks.
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        """User + system CPU time the server process and its live children (gunicorn's
+        workers) used so far (Linux ``/proc``), else None."""
+        ticks = 0
+        found = False
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rpartition(")")[2].split()
+            except OSError:
+                continue  # the process ended while we looked
+            # After the name: state, ppid, ...; utime and stime are the 14th and 15th fields of
+            # the line, in clock ticks.
+            if int(stat.parent.name) == self.pid or int(fields[1]) == self.pid:
+                ticks += int(fields[11]) + int(fields[12])
+                found = found or int(stat.parent.name) == self.pid
+        return ticks / os.sysconf("SC_CLK_TCK") if found else None
 
 
 def _environment(name: str, directory: Path, sink: str) -> dict[str, str]:
@@ -137,16 +179,17 @@ def _environment(name: str, directory: Path, sink: str) -> dict[str, str]:
             "OTEL_SERVICE_NAME": f"vrp-api-capacity-{name}",
         }
     )
-    if name == "off":
+    base, _ = _workers_of(name)
+    if base == "off":
         env.update({"VRP_LOG_LEVEL": "WARNING", "OTEL_SDK_DISABLED": "true"})
         return env
     env.update(
         {
-            "VRP_LOG_LEVEL": "WARNING" if name == "nolog" else "INFO",
+            "VRP_LOG_LEVEL": "WARNING" if base == "nolog" else "INFO",
             "OTEL_EXPORTER_OTLP_ENDPOINT": sink,
         }
     )
-    if name == "nospans":
+    if base == "nospans":
         env["OTEL_TRACES_SAMPLER"] = "always_off"
     return env
 
@@ -159,8 +202,9 @@ def running_server(name: str, root: Path, sink: str) -> Iterator[Server]:
     env = _environment(name, directory, sink)
     subprocess.run([str(VRP), "db", "upgrade"], env=env, check=True, capture_output=True)
     port = _free_port()
+    workers = str(_workers_of(name)[1])
     process = subprocess.Popen(
-        [str(VRP), "api", "--host", "127.0.0.1", "--port", str(port)],
+        [str(VRP), "api", "--host", "127.0.0.1", "--port", str(port), "--workers", workers],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -253,7 +297,10 @@ class Client:
         self.errors += 1
         self.error = self.error or error
 
-    def cycle(self) -> None:
+    def cycle(self, mix: str = "recorder") -> None:
+        if mix == "read":
+            self._call("GET", "/api/recordings?page_size=20", None, {}, 200)
+            return
         self._serial += 1
         boundary = uuid.uuid4().hex
         body = _multipart(boundary, unique_payload(self._payload, self._serial))
@@ -302,7 +349,7 @@ _serials = iter(range(1, 1 << 62, 1 << 32))
 
 
 def run_phase(
-    server: Server, plan: Plan, seconds: float, payload: bytes
+    server: Server, plan: Plan, seconds: float, payload: bytes, mix: str = "recorder"
 ) -> tuple[Tally, float, float | None]:
     """``plan.threads`` clients cycling on ``server`` until ``seconds`` have passed.
 
@@ -318,7 +365,7 @@ def run_phase(
         start.wait()
         try:
             while not stop.is_set():
-                client.cycle()
+                client.cycle(mix)
         finally:
             client.close()
             tally.merge(client.requests, client.errors, client.error, client.latencies)
@@ -382,7 +429,7 @@ def report(
     results: dict[str, Result], plan: Plan, sinks: dict[str, dict[str, dict[str, int | None]]]
 ) -> None:
     print(
-        f"\nvrp api over HTTP, {plan.threads} client threads running the recorder mix, "
+        f"\nvrp api over HTTP, {plan.threads} client threads running the {plan.mix} mix, "
         f"{len(results['on'].phase_rates)} phases of {plan.phase_seconds:.1f} s per "
         "configuration, alternating"
     )
@@ -427,11 +474,28 @@ def report(
                 "  fewer log records than requests: access records were held back instead of "
                 "exported, so this run did not measure their full cost"
             )
-    others = [name for name in results if name not in CONFIGURATIONS]
+    if plan.workers > 1:
+        _report_workers(results, plan.workers)
+    others = [name for name in results if name in BREAKDOWN and name not in CONFIGURATIONS]
     if others and results["off"].rate:
         print(
             "breakdown, each / off  "
             + "  ".join(f"{name} {results[name].rate / results['off'].rate:.3f}" for name in others)
+        )
+
+
+def _report_workers(results: dict[str, Result], workers: int) -> None:
+    on, off = results[f"on{WORKERS_SUFFIX}{workers}"], results[f"off{WORKERS_SUFFIX}{workers}"]
+    print(
+        f"\nat {workers} workers (gunicorn), capacity on / off"
+        f"{on.rate / off.rate if off.rate else float('nan'):>9.3f}"
+    )
+    for name, many in (("on", on), ("off", off)):
+        one = results[name].rate
+        ratio = many.rate / one if one else float("nan")
+        print(
+            f"{workers} workers / 1 (waitress), {name:<3}{ratio:>9.3f}"
+            f"  ({many.rate:.1f} against {one:.1f} req/s)"
         )
 
 
@@ -447,7 +511,7 @@ def main(argv: list[str] | None = None) -> int:
         endpoints = {
             name: stack.enter_context(running_sink())
             for name in plan.configurations
-            if name != "off"
+            if _workers_of(name)[0] != "off"
         }
         root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="vrp-capacity-")))
         servers = {
@@ -458,7 +522,9 @@ def main(argv: list[str] | None = None) -> int:
             run_phase(server, plan, plan.warmup_seconds, payload)
         for pair in range(plan.pairs):
             for name in plan.configurations:
-                tally, seconds, cpu = run_phase(servers[name], plan, plan.phase_seconds, payload)
+                tally, seconds, cpu = run_phase(
+                    servers[name], plan, plan.phase_seconds, payload, plan.mix
+                )
                 results[name].add(tally, seconds, cpu)
             print(f"\rpair {pair + 1}/{plan.pairs}", end="", file=sys.stderr, flush=True)
         print(file=sys.stderr)

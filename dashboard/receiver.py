@@ -22,7 +22,7 @@ from typing import Any
 
 import orjson
 import sqlalchemy as sa
-from flask import Blueprint, Response, request
+from flask import Blueprint, Response, g, request
 from google.protobuf import json_format
 from google.protobuf.message import Message
 from google.rpc import status_pb2
@@ -42,6 +42,9 @@ from dashboard.errors import (
 )
 from dashboard.settings import DashboardSettings
 from dashboard.writer import GroupWriter
+
+REJECTED_KEY = "vrp_otlp_rejected"
+"""Where a request's refused item count is left in ``flask.g`` (read by dashboard.prometheus)."""
 
 logger = logging.getLogger(__name__)
 _READ_CHUNK = 64 * 1024
@@ -218,6 +221,7 @@ def create_receiver_blueprint(
             return _status(14, "telemetry store unavailable; retry later", content_type, 503)
         response: Any = response_type()
         if decoded.rejected:
+            setattr(g, REJECTED_KEY, decoded.rejected)
             setattr(response.partial_success, rejected_field, decoded.rejected)
             response.partial_success.error_message = decoded.error_message
         return Response(_encode(response, content_type), status=200, content_type=content_type)

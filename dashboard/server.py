@@ -13,6 +13,7 @@ from flask import Flask
 from dashboard.api import register_api
 from dashboard.attempts import TokenAttempts
 from dashboard.headers import install_security_headers
+from dashboard.prometheus import install_metrics
 from dashboard.receiver import create_receiver_blueprint
 from dashboard.retention import Pruner
 from dashboard.settings import DashboardSettings
@@ -63,6 +64,7 @@ def create_server(
     register_api(app)
     install_security_headers(app)
     app.add_url_rule(HEALTH_PATH, "healthz", _healthz)
+    install_metrics(app, store, settings, app.token_attempts)
     return app
 
 

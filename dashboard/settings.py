@@ -123,6 +123,7 @@ class DashboardSettingsSchema(ma.Schema):
     VRP_DASHBOARD_REFRESH_SECONDS = fields.Integer(
         load_default=10, validate=validate.Range(1, 3600)
     )
+    VRP_DASHBOARD_METRICS_ENABLED = fields.Boolean(load_default=False)
 
 
 @dataclass(frozen=True)
@@ -146,6 +147,8 @@ class DashboardSettings:
     rollup_retention_days: float = 30.0
     backup_interval_seconds: float = 24 * 3600.0
     refresh_seconds: int = 10
+    # Serve /metrics to Prometheus (dashboard.prometheus).
+    metrics_enabled: bool = False
 
     def __repr__(self) -> str:
         # The token must never reach a log line through a repr.
@@ -202,4 +205,5 @@ def load_dashboard_settings(
         rollup_retention_days=data["VRP_DASHBOARD_ROLLUP_RETENTION_DAYS"],
         backup_interval_seconds=data["VRP_DASHBOARD_BACKUP_INTERVAL"],
         refresh_seconds=data["VRP_DASHBOARD_REFRESH_SECONDS"],
+        metrics_enabled=data["VRP_DASHBOARD_METRICS_ENABLED"],
     )

@@ -16,6 +16,8 @@ from typing import Final
 
 SERVICE_NAME: Final = "service.name"
 SERVICE_VERSION: Final = "service.version"
+SERVICE_INSTANCE_ID: Final = "service.instance.id"
+PROCESS_PID: Final = "process.pid"
 DEPLOYMENT_ENVIRONMENT_NAME: Final = "deployment.environment.name"
 
 # -- Span names ---------------------------------------------------------------------------------

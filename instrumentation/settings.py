@@ -73,6 +73,8 @@ class TelemetrySettings:
     schedule_delay_ms: int = 1000
     export_timeout_ms: int = 5000
     metric_export_interval_ms: int = 10000
+    # Serve the meter provider's metrics to a Prometheus server too (instrumentation.prometheus).
+    prometheus: bool = False
 
 
 # waitress's connection_limit counts its own listening sockets and wake-up pipe too; 900 keeps

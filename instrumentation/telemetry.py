@@ -8,6 +8,10 @@ Resource precedence: the settings give ``service.name``, ``service.version`` and
 ``deployment.environment.name``; the standard variables override them - ``OTEL_SERVICE_NAME``
 beats ``OTEL_RESOURCE_ATTRIBUTES``, which beats the settings. The settings hold the application's
 defaults, the variables are the operator's per-deployment knob, so the operator wins.
+``service.instance.id`` is a new UUID at every :func:`setup` and ``process.pid`` the process's,
+so that processes of one service (gunicorn workers, replicas) keep apart the cumulative series
+they each export; set the id in ``OTEL_RESOURCE_ATTRIBUTES`` only for a service that runs as one
+process.
 
 Exporters, per signal (traces, metrics, logs):
 
@@ -19,6 +23,9 @@ Exporters, per signal (traces, metrics, logs):
   a dead collector costs a bounded time and :func:`shutdown` cannot hang on it;
 * console exporters when ``settings.console``, writing to ``sys.stdout`` as it is at setup;
 * nothing otherwise: spans are still created, so log lines carry trace ids.
+
+With ``settings.prometheus`` the meter provider has a pull reader too, whose metrics
+:mod:`instrumentation.prometheus` serves on ``/metrics``.
 
 The sampler is left to the SDK, which reads ``OTEL_TRACES_SAMPLER`` / ``OTEL_TRACES_SAMPLER_ARG``
 (default ``parentbased_always_on``). ``settings.disabled`` or ``OTEL_SDK_DISABLED=true`` yields
@@ -43,6 +50,7 @@ import sys
 import threading
 import time
 import traceback
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from functools import partial
@@ -75,6 +83,7 @@ from opentelemetry.sdk.metrics.export import (
     ConsoleMetricExporter,
     MetricExporter,
     MetricExportResult,
+    MetricReader,
     MetricsData,
     PeriodicExportingMetricReader,
 )
@@ -573,6 +582,8 @@ def _build_resource(settings: TelemetrySettings) -> Resource:
             conventions.SERVICE_NAME: settings.service_name,
             conventions.SERVICE_VERSION: settings.service_version,
             conventions.DEPLOYMENT_ENVIRONMENT_NAME: settings.environment,
+            conventions.SERVICE_INSTANCE_ID: str(uuid.uuid4()),
+            conventions.PROCESS_PID: os.getpid(),
         }
     )
     return defaults.merge(OTELResourceDetector().detect())
@@ -656,7 +667,7 @@ def _metric_pipeline(
             settings, "metrics", OTLPMetricExporter, ConsoleMetricExporter
         )
     ]
-    readers = [
+    readers: list[MetricReader] = [
         PeriodicMetricReader(
             exporter,
             export_interval_millis=settings.metric_export_interval_ms,
@@ -664,6 +675,10 @@ def _metric_pipeline(
         )
         for exporter in exporters
     ]
+    if settings.prometheus:
+        from instrumentation.prometheus import PrometheusReader
+
+        readers.append(PrometheusReader())
     provider = MeterProvider(
         metric_readers=readers,
         resource=resource,

@@ -301,12 +301,49 @@ def main(ctx: click.Context) -> None:
         _validate_configuration()
 
 
+def _api_settings(settings: Settings, workers: int | None) -> Settings:
+    """``--workers`` over ``VRP_API_WORKERS``; a Prometheus reader when ``/metrics`` is served."""
+    telemetry = dataclasses.replace(settings.telemetry, prometheus=settings.api_metrics_enabled)
+    return dataclasses.replace(
+        settings, api_workers=workers or settings.api_workers, telemetry=telemetry
+    )
+
+
+def _serve_api_workers(settings: Settings) -> None:
+    """``vrp api`` under gunicorn (:mod:`recorder.gunicorn_app`): the master logs, never
+    exports; each worker sets up its own telemetry after the fork."""
+    from instrumentation import logs
+    from instrumentation.errors import ConfigurationError
+    from recorder import gunicorn_app
+    from recorder.errors import RecorderError
+
+    try:
+        logs.configure_logging(settings.logging, service=settings.telemetry.service_name)
+    except ConfigurationError as exc:
+        _fail(f"invalid configuration: {exc}", CONFIG_EXIT)
+    try:
+        gunicorn_app.serve(settings, _open_database)
+    except RecorderError as exc:
+        _fail(str(exc))
+    finally:
+        logs.shutdown_logging()
+
+
 @main.command()
 @_HOST
 @_PORT
-def api(host: str | None, port: int | None) -> None:
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 64),
+    default=None,
+    help="Worker processes; more than 1 serves with gunicorn [default: VRP_API_WORKERS, 1].",
+)
+def api(host: str | None, port: int | None, workers: int | None) -> None:
     """Serve the recorder API (refuses to start on an out-of-date schema)."""
-    settings = _server_settings("vrp-api", host, port)
+    settings = _api_settings(_server_settings("vrp-api", host, port), workers)
+    if settings.api_workers > 1:
+        _serve_api_workers(settings)
+        return
     with _process(settings):
         db = _open_database(settings)
         try:
@@ -362,10 +399,16 @@ def db_current() -> None:
 @contextmanager
 def _dashboard_scope(export_telemetry: bool) -> Iterator[None]:
     """Logging and telemetry of ``vrp dashboard``, from the same ``VRP_LOG_*`` and ``OTEL_*``."""
+    from dashboard.settings import load_dashboard_settings
+
     settings = _settings("vrp-dashboard")
+    # Its /metrics serves the process's own metrics too (validated by the group already).
+    telemetry = dataclasses.replace(
+        settings.telemetry, prometheus=load_dashboard_settings().metrics_enabled
+    )
     if not export_telemetry:
-        telemetry = dataclasses.replace(settings.telemetry, disabled=True)
-        settings = dataclasses.replace(settings, telemetry=telemetry)
+        telemetry = dataclasses.replace(telemetry, disabled=True)
+    settings = dataclasses.replace(settings, telemetry=telemetry)
     with _process(settings):
         yield
 

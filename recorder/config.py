@@ -100,6 +100,8 @@ class SettingsSchema(ma.Schema):
     VRP_API_CHANNEL_TIMEOUT = fields.Integer(
         load_default=DEFAULT_CHANNEL_TIMEOUT, validate=validate.Range(min=1, max=3600)
     )
+    VRP_API_WORKERS = fields.Integer(load_default=1, validate=validate.Range(min=1, max=64))
+    VRP_API_METRICS_ENABLED = _Bool(load_default=False)
     VRP_MAX_UPLOAD_BYTES = fields.Integer(
         load_default=200 * 1024 * 1024, validate=validate.Range(min=1024)
     )
@@ -155,6 +157,9 @@ class Settings:
     api_threads: int
     api_connection_limit: int = DEFAULT_CONNECTION_LIMIT
     api_channel_timeout: int = DEFAULT_CHANNEL_TIMEOUT
+    api_workers: int = 1
+    # `vrp api` serves /metrics to Prometheus (instrumentation.prometheus).
+    api_metrics_enabled: bool = False
 
     def for_service(self, service_name: str) -> Settings:
         """The same settings for another process of the stack (``vrp-dashboard``, ...)."""
@@ -228,4 +233,6 @@ def load_settings(
         api_threads=data["VRP_API_THREADS"],
         api_connection_limit=data["VRP_API_CONNECTION_LIMIT"],
         api_channel_timeout=data["VRP_API_CHANNEL_TIMEOUT"],
+        api_workers=data["VRP_API_WORKERS"],
+        api_metrics_enabled=data["VRP_API_METRICS_ENABLED"],
     )

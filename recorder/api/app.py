@@ -58,6 +58,10 @@ def create_app(
         app,
         tracer_provider=tracer_provider,
         meter_provider=meter_provider,
-        excluded_routes=("/healthz",),
+        excluded_routes=("/healthz", "/metrics"),
     )
+    if settings.api_metrics_enabled:
+        from instrumentation.prometheus import add_metrics_route
+
+        add_metrics_route(app)
     return app

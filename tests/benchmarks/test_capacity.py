@@ -87,3 +87,38 @@ def test_breakdown_adds_on_without_access_records_and_on_without_spans() -> None
     assert breakdown is not None
     assert abs(float(breakdown[1]) - rows["nolog"][1] / rows["off"][1]) < 0.01
     assert abs(float(breakdown[2]) - rows["nospans"][1] / rows["off"][1]) < 0.01
+
+
+def test_workers_adds_on_and_off_under_gunicorn_and_their_ratios() -> None:
+    out = run_quick("--workers", "2")
+    rows = {
+        match["name"]: (int(match["requests"]), float(match["rate"]), float(match["cpu"]))
+        for match in re.finditer(
+            r"^(?P<name>on|off|on-w2|off-w2)\s+(?P<requests>\d+)\s+(?P<rate>\d+\.\d)\s+"
+            r"\d+\.\d \d+\.\d\s+\d+\.\d\s+(?P<cpu>\d+\.\d\d)\s+0$",
+            out,
+            re.MULTILINE,
+        )
+    }
+    assert list(rows) == ["on", "off", "on-w2", "off-w2"]
+    # The workers' CPU is counted with the master's.
+    assert all(requests > 0 and cpu > 0 for requests, _, cpu in rows.values())
+    exported = re.search(r"^sink received (\d+) spans and (\d+) log records from on-w2", out, re.M)
+    assert exported is not None and int(exported[2]) >= rows["on-w2"][0]
+    at_two = re.search(r"^at 2 workers \(gunicorn\), capacity on / off\s+(\d+\.\d{3})$", out, re.M)
+    assert at_two is not None
+    assert abs(float(at_two[1]) - rows["on-w2"][1] / rows["off-w2"][1]) < 0.01
+    for name in ("on", "off"):
+        ratio = re.search(rf"^2 workers / 1 \(waitress\), {name}\s+(\d+\.\d{{3}})", out, re.M)
+        assert ratio is not None
+        assert abs(float(ratio[1]) - rows[f"{name}-w2"][1] / rows[name][1]) < 0.01
+
+
+def test_read_mix_runs_the_list_request_alone() -> None:
+    out = run_quick("--mix", "read")
+    assert "16 client threads running the read mix" in out
+    rows = re.findall(
+        r"^(on|off)\s+(\d+)\s+\d+\.\d\s+\d+\.\d \d+\.\d\s+\d+\.\d\s+\d+\.\d\d\s+0$", out, re.M
+    )
+    assert [name for name, _ in rows] == ["on", "off"]
+    assert all(int(requests) > 0 for _, requests in rows)
