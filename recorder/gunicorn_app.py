@@ -35,6 +35,7 @@ from gunicorn.arbiter import Arbiter
 from gunicorn.glogging import Logger as GunicornLogger
 from gunicorn.workers.base import Worker
 
+from instrumentation.serving import GateMiddleware
 from recorder import __version__
 from recorder.errors import RecorderError
 
@@ -172,8 +173,13 @@ class ApiApplication(BaseApplication):
         for name, value in options.items():
             self.cfg.set(name, value)
 
-    def load(self) -> Flask:
-        return self._worker.app(self._open_database)
+    def load(self) -> GateMiddleware:
+        # gunicorn has no body limit of its own: the same gate as under waitress answers an
+        # oversized declared body with the app's 413 before a byte of it is read.
+        from recorder.api.limits import BodyLimitGate
+
+        app = self._worker.app(self._open_database)
+        return GateMiddleware(app, BodyLimitGate.from_settings(self._settings))
 
 
 class ListenError(RecorderError):
