@@ -30,7 +30,6 @@ from markupsafe import escape
 from werkzeug.wrappers import Response
 
 from dashboard.attempts import TokenAttempts
-from dashboard.server import HEALTH_PATH
 from dashboard.sessions import Sessions
 from dashboard.settings import DashboardSettings
 
@@ -38,6 +37,8 @@ COOKIE_NAME = "vrp_dashboard_session"
 COOKIE_MAX_AGE_S = 12 * 3600
 LOGIN_PATH = "/login"
 LOGOUT_PATH = "/logout"
+# The process-is-up probe: cheap, no data, open to load balancers and orchestrators.
+HEALTH_PATH = "/healthz"
 OPEN_PATHS = frozenset(("/_favicon.ico", LOGIN_PATH, HEALTH_PATH))
 OPEN_PREFIXES = ("/v1/", "/assets/", "/_dash-component-suites/")
 DATA_PREFIXES = ("/api/", "/_dash-")

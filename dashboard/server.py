@@ -12,6 +12,7 @@ from flask import Flask
 
 from dashboard.api import register_api
 from dashboard.attempts import TokenAttempts
+from dashboard.auth import HEALTH_PATH
 from dashboard.headers import install_security_headers
 from dashboard.prometheus import install_metrics
 from dashboard.receiver import create_receiver_blueprint
@@ -19,8 +20,6 @@ from dashboard.retention import Pruner
 from dashboard.settings import DashboardSettings
 from dashboard.store import TelemetryStore
 from dashboard.writer import GroupWriter
-
-HEALTH_PATH = "/healthz"
 
 
 class DashboardServer(Flask):
