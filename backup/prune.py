@@ -17,6 +17,7 @@ from pathlib import Path
 from backup import telemetry
 from backup.catalog import LOCK, Catalog
 from backup.lock import run_lock
+from backup.repository import repository_for
 from backup.retention import RetentionPlan, RetentionPolicy, plan_retention
 from backup.settings import BackupSettings
 from backup.telemetry import BackupTelemetry
@@ -68,7 +69,9 @@ def plan(settings: BackupSettings) -> RetentionPlan:
 def prune(
     settings: BackupSettings, *, dry_run: bool = False, tel: BackupTelemetry | None = None
 ) -> PruneResult:
-    """Apply the retention policy; raises BackupLockedError while a run holds the lock."""
+    """Apply the retention policy; raises BackupLockedError while a run holds the lock, and a
+    RepositoryError when the backup folder is not a repository."""
+    repository_for(settings.backup_dir, init_if_missing=settings.init_if_missing)
     if dry_run:
         return PruneResult(plan=plan(settings), dry_run=True)
     with run_lock(settings.backup_dir / LOCK):

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from backup.errors import BackupError
-from backup.files import make_private_dir, write_atomic
+from backup.files import write_atomic
 
 STATE_FILE = "scheduler-state.json"
 _TIMES = (
@@ -106,7 +106,7 @@ def read_state(backup_dir: Path) -> SchedulerState | None:
 
 
 def write_state(backup_dir: Path, state: SchedulerState) -> None:
-    """Replace the state file atomically (mode 0600; the folder is created 0700 if missing)."""
-    make_private_dir(backup_dir)
+    """Replace the state file atomically (mode 0600). The folder is never created: a missing
+    one is an unmounted backup disk, and the scheduler's report must not hide it."""
     payload = json.dumps(state.to_json(), indent=2, sort_keys=True).encode("utf-8") + b"\n"
     write_atomic(state_path(backup_dir), payload)

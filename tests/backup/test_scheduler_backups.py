@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -31,6 +32,7 @@ from backup.source import BackupSource, fan_out_path
 from backup.state import SchedulerState, read_state, write_state
 from backup.telemetry import BackupTelemetry
 from instrumentation.testing import InMemoryTelemetry
+from tests.backup.helpers import repository_dir
 
 HOURLY = Schedule(kind="interval", interval=timedelta(hours=1), text="every 1 hour")
 
@@ -64,7 +66,7 @@ def app_source(root: Path) -> BackupSource:
 
 @pytest.fixture
 def backup_settings(tmp_path: Path) -> BackupSettings:
-    return BackupSettings(backup_dir=tmp_path / "backups", schedule=HOURLY)
+    return BackupSettings(backup_dir=repository_dir(tmp_path / "backups"), schedule=HOURLY)
 
 
 @pytest.fixture
@@ -245,6 +247,7 @@ def test_a_run_that_fails_before_its_span_is_a_failed_backup_run_span_and_warns_
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     make_app_data(tmp_path / "app")
+    shutil.rmtree(backup_settings.backup_dir)
     backup_settings.backup_dir.write_text("a file where the backup folder should be")
     tel = BackupTelemetry(
         tracer_provider=telemetry.tracer_provider, meter_provider=telemetry.meter_provider
@@ -277,7 +280,7 @@ def test_a_run_that_fails_before_its_span_is_a_failed_backup_run_span_and_warns_
         assert span.attributes is not None
         assert span.attributes["vrp.backup.status"] == "failed"
         assert span.attributes["vrp.backup.trigger"] == "schedule"
-        assert span.attributes["error.type"] == "BackupError"
+        assert span.attributes["error.type"] == "RepositoryError"
         assert "it is a file, not a folder" in (span.status.description or "")
     messages = [r.getMessage() for r in caplog.records]
     assert sum("could not write the scheduler state file" in m for m in messages) == 1
@@ -287,6 +290,7 @@ def test_a_run_that_fails_before_its_span_is_a_failed_backup_run_span_and_warns_
 def test_status_on_a_backup_folder_that_is_a_file_is_one_line(
     backup_settings: BackupSettings, cli: Callable[..., str]
 ) -> None:
+    shutil.rmtree(backup_settings.backup_dir)
     backup_settings.backup_dir.write_text("not a folder")
     output = cli("backup", "status", code=1)
     assert output.splitlines() == [

@@ -91,6 +91,8 @@ def recorder_home(tmp_path: Path) -> Path:
     """A migrated recorder database under ./var with a filler table of random bytes."""
     upgraded = _vrp(tmp_path, "db", "upgrade")
     assert upgraded.returncode == 0, upgraded.stderr
+    initialised = _vrp(tmp_path, "backup", "init")
+    assert initialised.returncode == 0, initialised.stderr
     with sqlite3.connect(tmp_path / "var" / "vrp.db") as conn:
         conn.execute("CREATE TABLE filler (data BLOB)")
         conn.executemany(
@@ -254,7 +256,7 @@ def test_a_backup_folder_that_is_a_file_is_refused_at_start(tmp_path: Path) -> N
         2,
         [
             f"vrp: invalid configuration: VRP_BACKUP_DIR='{tmp_path / 'backups'}': exists and is "
-            "not a folder; set it to a folder (created when missing)"
+            "not a folder; set it to a backup repository (`vrp backup init` makes one)"
         ],
     )
     assert not (tmp_path / "var").exists()
