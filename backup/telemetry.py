@@ -154,9 +154,10 @@ class BackupTelemetry:
 def identity(repository_id: str | None, database_url: str) -> dict[str, str]:
     """The attributes naming what a run backs up: its repository and its database (the URL
     without user, password or query, which may hold secrets)."""
-    from sqlalchemy.engine import make_url
+    from sqlalchemy.engine import URL, make_url
 
-    url = make_url(database_url).set(username=None, password=None, query={})
+    given = make_url(database_url)
+    url = URL.create(given.drivername, host=given.host, port=given.port, database=given.database)
     attributes = {ATTR_DATABASE: url.render_as_string(hide_password=True)}
     if repository_id:
         attributes[ATTR_REPOSITORY_ID] = repository_id

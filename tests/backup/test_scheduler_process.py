@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from backup.catalog import Catalog
+from backup.repository import open_repository
 from backup.state import read_state
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -231,6 +232,7 @@ def test_vrp_up_runs_the_scheduler_which_catches_up_at_once(tmp_path: Path) -> N
             lambda: (s := read_state(backups)) is not None and s.last_outcome == "success",
             "the scheduler under vrp up to take its first backup",
         )
+        announced = json.loads((tmp_path / "var" / "vrp-up.json").read_text())
         process.send_signal(signal.SIGTERM)
         code = process.wait(timeout=60)
     finally:
@@ -240,6 +242,13 @@ def test_vrp_up_runs_the_scheduler_which_catches_up_at_once(tmp_path: Path) -> N
     assert backup.trigger == "schedule"
     state = read_state(backups)
     assert state is not None and state.status == "stopped"
+    assert open_repository(backups).id  # vrp up made the named folder a repository itself
+    assert announced == {
+        "pid": process.pid,
+        "otlp_endpoint": f"http://127.0.0.1:{ports[3]}",
+        "token": None,
+    }
+    assert not (tmp_path / "var" / "vrp-up.json").exists()
 
 
 def test_a_backup_folder_that_is_a_file_is_refused_at_start(tmp_path: Path) -> None:
