@@ -6,9 +6,11 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -143,6 +145,23 @@ def test_a_manual_run_exports_its_span_tree_and_metrics_over_otlp(
     assert gauge_point.as_double > 1.7e9
     assert _attributes(gauge_point.attributes) == identity
 
+    backup_id = str(attributes["vrp.backup.id"])
+    restored = _vrp(tmp_path, env, "backup", "restore", backup_id, "--to", "restored.db")
+    assert restored.returncode == 0, restored.stderr
+    [restore] = [
+        span
+        for body in receiver.bodies["/v1/traces"]
+        for resource_spans in ExportTraceServiceRequest.FromString(body).resource_spans
+        for scope in resource_spans.scope_spans
+        for span in scope.spans
+        if span.name == "backup.restore"
+    ]
+    assert _attributes(restore.attributes) == {
+        "vrp.backup.id": backup_id,
+        "vrp.backup.status": "success",
+        **identity,
+    }
+
 
 def _identity(home: Path) -> dict[str, object]:
     """What every run of the checkout at ``home`` carries: its repository and its database."""
@@ -245,3 +264,55 @@ def test_a_manual_run_without_an_endpoint_or_a_dashboard_exports_nothing_and_war
     assert done.returncode == 0, done.stderr
     assert "opentelemetry.exporter" not in done.stderr
     assert "Connection refused" not in done.stderr
+
+
+def _gauge_points(receiver: _Receiver, name: str) -> list[tuple[float, dict[str, object]]]:
+    """Every exported point of the gauge ``name``, in the order they arrived."""
+    return [
+        (point.as_double, _attributes(point.attributes))
+        for body in receiver.bodies["/v1/metrics"]
+        for resource_metrics in ExportMetricsServiceRequest.FromString(body).resource_metrics
+        for scope in resource_metrics.scope_metrics
+        for metric in scope.metrics
+        if metric.name == name
+        for point in metric.gauge.data_points
+    ]
+
+
+def test_the_scheduler_exports_its_next_run_then_none_when_it_stops(
+    tmp_path: Path, receiver: _Receiver
+) -> None:
+    env = _plain_env(
+        OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{receiver.server_port}",
+        VRP_BACKUP_SCHEDULE="every 6 hours",
+    )
+    env["OTEL_METRIC_EXPORT_INTERVAL"] = "200"
+    assert _vrp(tmp_path, env, "db", "upgrade").returncode == 0
+    scheduler = subprocess.Popen(
+        [sys.executable, "-m", "recorder.cli", "scheduler"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    started = time.time()
+    try:
+        deadline = time.monotonic() + 60
+        while not any(value > 0 for value, _ in _gauge_points(receiver, "vrp.backup.next_run")):
+            assert time.monotonic() < deadline, "no next run was exported"
+            time.sleep(0.05)
+        scheduler.send_signal(signal.SIGTERM)
+        _, stderr = scheduler.communicate(timeout=60)
+    finally:
+        scheduler.kill()
+    assert scheduler.returncode == 0, stderr
+
+    identity = _identity(tmp_path)
+    points = _gauge_points(receiver, "vrp.backup.next_run")
+    assert points and all(attributes == identity for _, attributes in points)
+    assert points[-1][0] == 0.0, "a stopped scheduler has no next run"
+    planned = [value for value, _ in points if value > 0]
+    assert all(started + 5.9 * 3600 < value < time.time() + 6 * 3600 for value in planned)
+    [(success, attributes)] = _gauge_points(receiver, "vrp.backup.last_success")[-1:]
+    assert success > started - 120 and attributes == identity
