@@ -6,6 +6,7 @@ Retry after a broken database, the prune after each run inside the run's span, a
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -297,3 +298,54 @@ def test_status_on_a_backup_folder_that_is_a_file_is_one_line(
         f"vrp: the backup folder {backup_settings.backup_dir} cannot be used: it is a file, "
         "not a folder; set VRP_BACKUP_DIR to a folder this user can read and write"
     ]
+
+
+def test_a_backup_disk_unmounted_under_a_running_scheduler_fails_its_runs_and_fills_nothing(
+    tmp_path: Path,
+    backup_settings: BackupSettings,
+    telemetry: InMemoryTelemetry,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    make_app_data(tmp_path / "app")
+    every_second = Schedule(kind="interval", interval=timedelta(seconds=1), text="every 1 second")
+    backup_settings = dataclasses.replace(backup_settings, schedule=every_second)
+    tel = BackupTelemetry(
+        tracer_provider=telemetry.tracer_provider, meter_provider=telemetry.meter_provider
+    )
+    real_job = backup_job(backup_settings, app_source(tmp_path / "app"), telemetry=tel)
+    scheduler: BackupScheduler
+    calls = 0
+
+    def job(should_stop: Callable[[], bool]) -> JobResult:
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            shutil.rmtree(backup_settings.backup_dir)  # the disk is unmounted: an empty path
+        if calls == 3:
+            scheduler.stop()
+        return real_job(should_stop)
+
+    scheduler = BackupScheduler(
+        backup_settings,
+        job,
+        last_backup_at=lambda: None,
+        backoff=Backoff(initial=0.05, cap=0.1),
+        slice_seconds=0.02,
+    )
+    with caplog.at_level(logging.INFO):
+        scheduler.serve()
+
+    assert calls == 3
+    assert not backup_settings.backup_dir.exists(), "no run, nor the state file, made the folder"
+    runs = telemetry.spans("backup.run")
+    assert [s.attributes["vrp.backup.status"] for s in runs if s.attributes] == [
+        "success",
+        "failed",
+        "failed",
+    ]
+    for span in runs[1:]:
+        assert span.attributes is not None
+        assert span.attributes["error.type"] == "NotARepositoryError"
+        assert "is the backup disk mounted?" in (span.status.description or "")
+    messages = [r.getMessage() for r in caplog.records]
+    assert sum("scheduled backup failed (" in m for m in messages) == 2
