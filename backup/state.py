@@ -17,6 +17,7 @@ from typing import Any
 
 from backup.errors import BackupError
 from backup.files import write_atomic
+from backup.repository import unusable
 
 STATE_FILE = "scheduler-state.json"
 _TIMES = (
@@ -75,14 +76,7 @@ class SchedulerState:
 
 def unusable_dir_error(backup_dir: Path, exc: OSError) -> BackupError:
     """One line saying that the backup folder cannot be used, and what to do about it."""
-    if backup_dir.exists() and not backup_dir.is_dir():
-        reason = "it is a file, not a folder"
-    else:
-        reason = (exc.strerror or str(exc)).lower()
-    return BackupError(
-        f"the backup folder {backup_dir} cannot be used: {reason}; set VRP_BACKUP_DIR to a "
-        "folder this user can read and write"
-    )
+    return unusable(backup_dir, exc)
 
 
 def state_path(backup_dir: Path) -> Path:
