@@ -266,3 +266,26 @@ def test_a_backup_folder_this_user_may_not_enter_is_one_line(
         f"the backup folder {backups} cannot be used: {private}: permission denied; "
         "set VRP_BACKUP_DIR to a folder this user can read and write"
     )
+
+
+def test_status_names_the_repository_or_says_why_the_folder_is_not_one(
+    home: Path, tmp_path: Path
+) -> None:
+    unmounted = tmp_path / "unmounted"
+    backups = tmp_path / "backups"
+    assert _vrp(home, "backup", "init", VRP_BACKUP_DIR=str(backups)).returncode == 0
+    marker = json.loads((backups / MARKER).read_text())
+
+    missing = _vrp(home, "backup", "status", VRP_BACKUP_DIR=str(unmounted))
+    missing_json = _vrp(home, "backup", "status", "--json", VRP_BACKUP_DIR=str(unmounted))
+    present = _vrp(home, "backup", "status", "--json", VRP_BACKUP_DIR=str(backups))
+
+    assert missing.returncode == 0, missing.stderr
+    assert missing.stdout.splitlines()[1] == (
+        f"repository: none: {unmounted} does not exist, so it is not a backup repository (is "
+        "the backup disk mounted?); run `vrp backup init` to create one there"
+    )
+    assert orjson.loads(missing_json.stdout)["repository_id"] is None
+    assert not unmounted.exists()
+    status = orjson.loads(present.stdout)
+    assert (status["repository_id"], status["repository_problem"]) == (marker["id"], None)
