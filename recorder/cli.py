@@ -435,8 +435,8 @@ def up(host: str | None, port: int | None, dashboard_port: int | None) -> None:
                 f"cannot listen on {bind_host}:{bind_port}: {reason} (pick another with {option})"
             )
     settings.storage_dir.mkdir(parents=True, exist_ok=True)
-    _init_backup_repository()
     with _process(settings):
+        _init_backup_repository()
         database = _open_database(settings)
         try:
             schema_version.upgrade(database.engine)

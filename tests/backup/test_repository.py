@@ -289,3 +289,28 @@ def test_status_names_the_repository_or_says_why_the_folder_is_not_one(
     assert not unmounted.exists()
     status = orjson.loads(present.stdout)
     assert (status["repository_id"], status["repository_problem"]) == (marker["id"], None)
+
+
+def test_vrp_up_refuses_a_backup_folder_it_cannot_make_a_repository(
+    home: Path, tmp_path: Path
+) -> None:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        dashboard_port = probe.getsockname()[1]
+    blocking = tmp_path / "disk"
+    blocking.write_text("a file where a folder should be")
+    backups = blocking / "backups"
+
+    result = _vrp(
+        home, "up", "--port", "0", "--dashboard-port", str(dashboard_port),
+        VRP_BACKUP_DIR=str(backups),
+    )  # fmt: skip
+
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    assert [line for line in result.stderr.splitlines() if not line.startswith("{")] == [
+        f"vrp: the backup folder {backups} cannot be used: {blocking} is a file, not a folder; "
+        "set VRP_BACKUP_DIR to a folder this user can read and write"
+    ]
