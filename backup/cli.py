@@ -4,7 +4,9 @@ The application mounts the :data:`backup` group with :func:`mount`, handing in a
 :class:`BackupHost`: how to build its :class:`~backup.source.BackupSource` from its validated
 settings, and how to set up logging and telemetry for a command under a service name. Nothing
 here imports the application. Exit codes: 0 done, 1 the work failed (a failed run or verify, a
-refused restore), 2 a bad setting (one line naming the variable).
+refused restore, a backup folder that is not a repository or cannot be used), 2 a bad setting
+(one line naming the variable). ``--json`` prints one JSON value on stdout
+(:mod:`backup.json_output`); failures stay one line on stderr with the same exit codes.
 
 This module imports only click at the top so that ``vrp --help`` stays fast; everything else is
 imported inside the commands.
@@ -24,6 +26,8 @@ import click
 
 if TYPE_CHECKING:
     from backup.catalog import BackupInfo
+    from backup.progress import Reporter
+    from backup.repository import Repository
     from backup.settings import BackupSettings
     from backup.source import BackupSource
 
@@ -71,6 +75,33 @@ def settings() -> BackupSettings:
         _fail(f"invalid configuration: {exc}", CONFIG_EXIT)
 
 
+def repository(config: BackupSettings) -> Repository:
+    """The repository the command works in (made first for the default folder); exit 1 with
+    one line when the folder is not a repository or cannot be used."""
+    from backup.repository import RepositoryError, repository_for
+
+    try:
+        return repository_for(config.backup_dir, init_if_missing=config.init_if_missing)
+    except RepositoryError as exc:
+        _fail(str(exc))
+
+
+def _reporter(as_json: bool) -> Reporter:
+    """Progress on stderr, none in JSON mode (stderr then holds only a failure's line)."""
+    from backup.progress import NullReporter, for_stream
+
+    return NullReporter() if as_json else for_stream(sys.stderr)
+
+
+def _print_json(value: object) -> None:
+    from backup.json_output import dumps
+
+    click.echo(dumps(value))
+
+
+_JSON = click.option("--json", "as_json", is_flag=True, help="One JSON object, for scripts.")
+
+
 def _size(value: int) -> str:
     amount = float(value)
     for unit in ("B", "KiB", "MiB", "GiB"):
@@ -85,19 +116,49 @@ def backup() -> None:
     """Back up, list, verify and restore the database and its audio."""
 
 
+@backup.command("init")
+@_JSON
+def init_command(as_json: bool) -> None:
+    """Make VRP_BACKUP_DIR a backup repository (created if missing; a repository is kept).
+
+    A folder holding the backups of an earlier version is adopted as it is; a folder holding
+    anything else is refused.
+    """
+    from backup.repository import RepositoryError, init_repository
+
+    config = settings()
+    try:
+        result = init_repository(config.backup_dir)
+    except RepositoryError as exc:
+        _fail(str(exc))
+    if as_json:
+        from backup.json_output import init_json
+
+        _print_json(init_json(result))
+        return
+    repo = result.repository
+    if not result.created:
+        click.echo(f"{repo.path} is already a backup repository (id {repo.id}); nothing changed")
+    elif result.adopted:
+        click.echo(f"adopted the backups in {repo.path} as repository {repo.id}")
+    else:
+        click.echo(f"created backup repository {repo.id} in {repo.path}")
+
+
 @backup.command("run")
 @click.option(
     "--verify/--no-verify",
     default=None,
     help="Verify the backup before publishing it [default: VRP_BACKUP_VERIFY].",
 )
-def run_command(verify: bool | None) -> None:
+@_JSON
+def run_command(verify: bool | None, as_json: bool) -> None:
     """Take a backup now (manual trigger)."""
     from backup.errors import BackupError
-    from backup.progress import for_stream
     from backup.run import run_backup
 
     config = settings()
+    repository(config)
     source = host().source()
     # What start-up allocates (modules, settings, then the telemetry set-up's imports and
     # providers) lives until the process ends: frozen, it is left out of the collector's passes,
@@ -113,10 +174,15 @@ def run_command(verify: bool | None) -> None:
                 source,
                 trigger="manual",
                 verify=config.verify_after_run if verify is None else verify,
-                reporter=for_stream(sys.stderr),
+                reporter=_reporter(as_json),
             )
         except BackupError as exc:
             _fail(f"backup failed: {exc}")
+    if as_json:
+        from backup.json_output import run_json
+
+        _print_json(run_json(result))
+        return
     click.echo(
         f"backup {result.backup_id}: {result.files} files, {_size(result.bytes)}, "
         f"{_size(result.stored_bytes)} stored, {result.blobs_copied} blobs copied, "
@@ -130,28 +196,18 @@ def run_command(verify: bool | None) -> None:
 def list_command(as_json: bool) -> None:
     """List the complete backups, oldest first."""
     from backup.catalog import Catalog
+    from backup.repository import unusable
 
-    backups = Catalog(settings().backup_dir).list()
+    config = settings()
+    repository(config)
+    try:
+        backups = Catalog(config.backup_dir).list()
+    except OSError as exc:
+        _fail(str(unusable(config.backup_dir, exc)))
     if as_json:
-        import orjson
+        from backup.json_output import backup_json
 
-        rows = [
-            {
-                "id": b.id,
-                "created_at": b.created_at.isoformat(),
-                "trigger": b.trigger,
-                "engine": b.engine,
-                "verified": b.verified,
-                "checked_at": b.checked_at.isoformat() if b.checked_at else None,
-                "files": b.files,
-                "blobs": len(b.blobs),
-                "bytes": b.bytes,
-                "stored_bytes": b.stored_bytes,
-                "path": str(b.path),
-            }
-            for b in backups
-        ]
-        click.echo(orjson.dumps(rows, option=orjson.OPT_INDENT_2).decode())
+        _print_json([backup_json(b) for b in backups])
         return
     if not backups:
         click.echo("no backups yet; take one with `vrp backup run`")
@@ -182,35 +238,43 @@ def _verified(backup: BackupInfo) -> str:
     is_flag=True,
     help="Check the whole repository: every manifest, snapshot and blob (each blob read once).",
 )
-def verify_command(backup_id: str | None, whole: bool) -> None:
+@_JSON
+def verify_command(backup_id: str | None, whole: bool, as_json: bool) -> None:
     """Recompute every checksum, open the snapshot, check every referenced blob.
 
     Without BACKUP_ID, the newest backup; with --all, every backup.
     """
     from backup.errors import BackupError
-    from backup.progress import for_stream
     from backup.verify import verify_backup
 
     if whole and backup_id is not None:
         raise click.UsageError("give a BACKUP_ID or --all, not both")
     config = settings()
+    repository(config)
     source = host().source()
     with host().process(SERVICE_NAME):
         try:
             if whole:
-                _verify_all(config, source.database_url)
+                _verify_all(config, source.database_url, as_json)
                 return
             backup_id = backup_id or _newest_id(config)
             report = verify_backup(
                 config,
                 backup_id,
                 database_url=source.database_url,
-                reporter=for_stream(sys.stderr),
+                reporter=_reporter(as_json),
             )
         except BackupError as exc:
             _fail(str(exc))
         except OSError as exc:
             _fail(f"verify failed on {exc.filename or config.backup_dir}: {exc.strerror or exc}")
+    if as_json:
+        from backup.json_output import verify_json
+
+        _print_json(verify_json(report))
+        if not report.ok:
+            _fail(f"backup {backup_id} failed verification: {len(report.problems)} problem(s)")
+        return
     if report.ok:
         click.echo(f"backup {backup_id} verified: {report.files} files, {_size(report.bytes)}")
         return
@@ -228,21 +292,32 @@ def _newest_id(config: BackupSettings) -> str:
     return backups[-1].id
 
 
-def _verify_all(config: BackupSettings, database_url: str) -> None:
+def _verify_all(config: BackupSettings, database_url: str, as_json: bool) -> None:
     from backup.check import verify_repository
-    from backup.progress import for_stream
 
-    result = verify_repository(config, database_url=database_url, reporter=for_stream(sys.stderr))
-    for report in result.reports:
-        click.echo(f"{report.backup_id}  {'verified' if report.ok else 'FAILED'}")
-        for problem in report.problems:
-            click.echo(f"  {problem}")
-    for name in result.unreadable:
-        click.echo(f"{name}  FAILED\n  runs/{name}: the manifest cannot be read")
+    result = verify_repository(config, database_url=database_url, reporter=_reporter(as_json))
     summary = (
         f"{len(result.reports)} backup(s), {result.blobs_read} blob(s) read: "
         f"{len(result.failed) + len(result.unreadable)} failed"
     )
+    if as_json:
+        from backup.json_output import verify_json
+
+        _print_json(
+            {
+                "ok": result.ok,
+                "blobs_read": result.blobs_read,
+                "backups": [verify_json(report) for report in result.reports],
+                "unreadable": list(result.unreadable),
+            }
+        )
+    else:
+        for report in result.reports:
+            click.echo(f"{report.backup_id}  {'verified' if report.ok else 'FAILED'}")
+            for problem in report.problems:
+                click.echo(f"  {problem}")
+        for name in result.unreadable:
+            click.echo(f"{name}  FAILED\n  runs/{name}: the manifest cannot be read")
     if not result.ok:
         _fail(f"repository check failed: {summary}")
     click.echo(f"repository verified: {summary}")
@@ -263,21 +338,24 @@ def _verify_all(config: BackupSettings, database_url: str) -> None:
     help="Folder to restore the audio blobs into [default: VRP_STORAGE_DIR].",
 )
 @click.option("--force", is_flag=True, help="Replace an existing database, even the live one.")
+@_JSON
 def restore_command(
     backup_id: str,
     to_path: Path | None,
     database_url: str | None,
     storage_dir: Path | None,
     force: bool,
+    as_json: bool,
 ) -> None:
     """Restore a backup into a new database file or database, and its audio."""
     from backup.errors import BackupError
-    from backup.progress import for_stream
     from backup.restore import plan_restore, restore_backup
+    from backup.telemetry import identity
 
     if (to_path is None) == (database_url is None):
         raise click.UsageError("give exactly one of --to PATH and --database-url URL")
     config = settings()
+    repo = repository(config)
     source = host().source()
     with host().process(SERVICE_NAME):
         try:
@@ -298,12 +376,18 @@ def restore_command(
                 plan,
                 force=force,
                 blob_path=source.blob_path,
-                reporter=for_stream(sys.stderr),
+                reporter=_reporter(as_json),
+                identity=identity(repo.id, source.database_url),
             )
         except BackupError as exc:
             _fail(f"restore failed: {exc}")
         except OSError as exc:
             _fail(f"restore failed on {exc.filename or backup_id}: {exc.strerror or exc}")
+    if as_json:
+        from backup.json_output import restore_json
+
+        _print_json(restore_json(plan, result, _target(result.target)))
+        return
     replaced = f", replacing {result.replaced}" if result.replaced else ""
     click.echo(
         f"restored backup {backup_id} into {_target(result.target)}{replaced}; "

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from backup.errors import BackupLockedError
 from backup.files import FILE_MODE, make_private_dir
+from backup.repository import unusable
 
 logger = logging.getLogger(__name__)
 
@@ -31,10 +32,15 @@ def _read_pid(fd: int) -> int | None:
 def run_lock(path: Path) -> Iterator[int | None]:
     """Hold the lock for the ``with`` body; yields the dead pid taken over, if any.
 
-    Raises :class:`BackupLockedError` at once when a live process holds it.
+    Raises :class:`BackupLockedError` at once when a live process holds it, and a
+    :class:`~backup.repository.RepositoryError` naming the path when the lock file cannot be
+    opened (a folder in its place, a folder this user may not write).
     """
-    make_private_dir(path.parent)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, FILE_MODE)
+    try:
+        make_private_dir(path.parent)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, FILE_MODE)
+    except OSError as exc:
+        raise unusable(path.parent, exc) from exc
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -26,6 +26,7 @@ from backup.catalog import LOCK, Catalog
 from backup.check import prove_newest
 from backup.errors import NoVerifiedBackupError
 from backup.lock import run_lock
+from backup.repository import repository_for
 from backup.retention import RetentionPlan, RetentionPolicy, plan_retention
 from backup.scratch import remove_leftovers
 from backup.settings import BackupSettings
@@ -86,7 +87,9 @@ def prune(
     tel: BackupTelemetry | None = None,
     database_url: str | None = None,
 ) -> PruneResult:
-    """Apply the retention policy; raises BackupLockedError while a run holds the lock."""
+    """Apply the retention policy; raises BackupLockedError while a run holds the lock, and a
+    RepositoryError when the backup folder is not a repository."""
+    repository_for(settings.backup_dir, init_if_missing=settings.init_if_missing)
     if dry_run:
         return PruneResult(plan=plan(settings), dry_run=True)
     with run_lock(settings.backup_dir / LOCK):

@@ -41,7 +41,15 @@ from backup.progress import NullReporter, Reporter
 from backup.settings import BackupSettings
 from backup.source import BlobPath, fan_out_path
 from backup.stream import sha256_file
-from backup.telemetry import ATTR_ID, ATTR_STATUS, STATUS_SUCCESS, BackupTelemetry, default
+from backup.telemetry import (
+    ATTR_ID,
+    ATTR_STATUS,
+    NO_IDENTITY,
+    STATUS_SUCCESS,
+    BackupTelemetry,
+    Identity,
+    default,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -220,12 +228,14 @@ def restore_backup(
     blob_path: BlobPath = fan_out_path,
     reporter: Reporter | None = None,
     telemetry: BackupTelemetry | None = None,
+    identity: Identity = NO_IDENTITY,
 ) -> RestoreResult:
-    """Carry out a plan from :func:`plan_restore`; RestoreError if refused or unproven."""
+    """Carry out a plan from :func:`plan_restore`; RestoreError if refused or unproven.
+    ``identity`` (:func:`backup.telemetry.identity`) goes on the ``backup.restore`` span."""
     reporter = reporter or NullReporter()
     telemetry = telemetry or default()
     catalog = Catalog(settings.backup_dir)
-    with telemetry.restore_span(plan.backup_id):
+    with telemetry.restore_span(plan.backup_id, identity):
         if plan.replaces and not force:
             raise RestoreError(f"this restore would replace {plan.replaces}; add --force")
         info = catalog.get(plan.backup_id)

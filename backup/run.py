@@ -53,6 +53,7 @@ from backup.files import fsync_dir, make_private_dir
 from backup.lock import run_lock
 from backup.manifest import BlobEntry, Manifest
 from backup.progress import NullReporter, Reporter
+from backup.repository import repository_for
 from backup.scratch import remove_leftovers
 from backup.settings import BackupSettings
 from backup.source import BackupSource
@@ -70,6 +71,7 @@ from backup.telemetry import (
     BackupTelemetry,
     default,
     failed,
+    identity,
 )
 from backup.verify import fail_sharers, verify_run_dir
 
@@ -92,6 +94,7 @@ class BackupResult:
     blobs_skipped: int
     verified: bool
     seconds: float
+    repository_id: str = ""
 
 
 def new_backup_id(now: datetime) -> str:
@@ -153,22 +156,26 @@ def run_backup(
 ) -> BackupResult:
     """Take one backup; raise a :class:`~backup.errors.BackupError` when the run fails.
 
-    Raises :class:`~backup.errors.BackupLockedError` before starting when another run holds
-    the lock. ``on_event`` is called with the name of each step as it starts (``snapshot``,
-    ``blobs``, ``manifest``, ``verify``, ``publish``, and a few inside them), which tests use
-    to stop a run at a chosen point; it may be called from the snapshot's worker thread.
-    ``after_publish`` runs inside the run's span and lock once
-    the backup is in place (the scheduler prunes there).
+    Raises :class:`~backup.repository.NotARepositoryError` before starting when the backup
+    folder is not a repository (unless ``settings.init_if_missing``), and
+    :class:`~backup.errors.BackupLockedError` when another run holds the lock.
+    ``on_event`` is called with the name of each step as it starts (``snapshot``, ``blobs``,
+    ``manifest``, ``verify``, ``publish``, and a few inside them), which tests use to stop a
+    run at a chosen point; it may be called from the snapshot's worker thread.
+    ``after_publish`` runs inside the run's span and lock once the backup is in place (the
+    scheduler prunes there).
     """
     reporter = reporter or NullReporter()
     telemetry = telemetry or default()
+    repository = repository_for(settings.backup_dir, init_if_missing=settings.init_if_missing)
+    names = identity(repository.id, source.database_url)
     catalog = Catalog(settings.backup_dir)
     archive = catalog.blob_archive()
     started_at = datetime.now(UTC)
     backup_id = new_backup_id(started_at)
     with run_lock(settings.backup_dir / LOCK):
         started = time.monotonic()
-        with telemetry.run_span(backup_id, trigger) as span:
+        with telemetry.run_span(backup_id, trigger, names) as span:
             work = catalog.tmp_dir / backup_id
             try:
                 # Held from before the snapshot until the backup is published: the application
@@ -183,7 +190,7 @@ def run_backup(
                 error = _as_backup_error(exc, settings.backup_dir)
                 failed(span, error)
                 seconds = time.monotonic() - started
-                telemetry.record_run(STATUS_FAILED, seconds, None)
+                telemetry.record_run(STATUS_FAILED, seconds, None, names)
                 logger.error(
                     "backup %s failed after %.1fs: %s",
                     backup_id,
@@ -205,7 +212,7 @@ def run_backup(
                     ATTR_VERIFIED: result.verified,
                 }
             )
-            telemetry.record_run(STATUS_SUCCESS, seconds, time.time())
+            telemetry.record_run(STATUS_SUCCESS, seconds, time.time(), names)
             logger.info(
                 "backup %s done in %.1fs: %d files, %d bytes, %d stored (%d blobs copied, "
                 "%d already archived)%s",
@@ -217,7 +224,7 @@ def run_backup(
             )  # fmt: skip
             if after_publish is not None:
                 after_publish()
-    return BackupResult(**{**result.__dict__, "seconds": seconds})
+    return BackupResult(**{**result.__dict__, "seconds": seconds, "repository_id": repository.id})
 
 
 def _as_backup_error(exc: BaseException, backup_dir: Path) -> BaseException:

@@ -15,6 +15,7 @@ import click
 
 if TYPE_CHECKING:
     from backup.prune import PruneResult
+    from backup.settings import BackupSettings
 
 SCHEDULER_SERVICE_NAME = "vrp-scheduler"
 
@@ -35,23 +36,24 @@ def _plan_lines(result: PruneResult) -> list[str]:
 
 @click.command("prune")
 @click.option("--dry-run", is_flag=True, help="Show what would be deleted and why; change nothing.")
-def prune_command(dry_run: bool) -> None:
+@click.option("--json", "as_json", is_flag=True, help="One JSON object, for scripts.")
+def prune_command(dry_run: bool, as_json: bool) -> None:
     """Delete the backups the retention policy (VRP_BACKUP_KEEP_*) no longer keeps."""
-    from backup.cli import FAILURE_EXIT, SERVICE_NAME, host, settings
-    from backup.errors import BackupError
-    from backup.prune import prune
+    from backup.cli import SERVICE_NAME, host, repository, settings
 
     config = settings()
+    repository(config)
     if dry_run:
-        result = prune(config, dry_run=True)
+        result = _prune(config, dry_run=True)
     else:
         source = host().source()  # validates the application's settings (exit 2 on a bad one)
         with host().process(SERVICE_NAME):
-            try:
-                result = prune(config, database_url=source.database_url)
-            except BackupError as exc:
-                click.echo(f"vrp: prune failed: {exc}", err=True)
-                sys.exit(FAILURE_EXIT)
+            result = _prune(config, dry_run=False, database_url=source.database_url)
+    if as_json:
+        from backup.json_output import dumps, prune_json
+
+        click.echo(dumps(prune_json(result)))
+        return
     for line in _plan_lines(result):
         click.echo(line)
     plan = result.plan
@@ -66,6 +68,25 @@ def prune_command(dry_run: bool) -> None:
             f"deleted {len(result.deleted_backups)} backup(s) and {result.deleted_blobs} "
             f"unreferenced blob(s), freed {result.freed_bytes} bytes, kept {len(plan.kept)}"
         )
+
+
+def _prune(
+    config: BackupSettings, *, dry_run: bool, database_url: str | None = None
+) -> PruneResult:
+    """Plan or prune; exit 1 with one line when the folder or the lock cannot be used."""
+    from backup.cli import FAILURE_EXIT
+    from backup.errors import BackupError
+    from backup.prune import prune
+    from backup.repository import unusable
+
+    try:
+        return prune(config, dry_run=dry_run, database_url=database_url)
+    except BackupError as exc:
+        message = str(exc)
+    except OSError as exc:
+        message = str(unusable(config.backup_dir, exc))
+    click.echo(f"vrp: prune failed: {message}", err=True)
+    sys.exit(FAILURE_EXIT)
 
 
 @click.command("status")
@@ -97,8 +118,9 @@ def scheduler_command() -> None:
     Runs one at once when the newest backup is older than the schedule's period. Never runs
     two backups at the same time, even with several schedulers on one backup folder.
     """
-    from backup.cli import CONFIG_EXIT, host, settings
+    from backup.cli import CONFIG_EXIT, FAILURE_EXIT, host, settings
     from backup.errors import BackupConfigError
+    from backup.repository import RepositoryError
     from backup.scheduler import check_backup_dir, run_scheduler
 
     config = settings()
@@ -109,7 +131,11 @@ def scheduler_command() -> None:
         sys.exit(CONFIG_EXIT)
     source = host().source()
     with host().process(SCHEDULER_SERVICE_NAME):
-        run_scheduler(config, source)
+        try:
+            run_scheduler(config, source)
+        except RepositoryError as exc:
+            click.echo(f"vrp: scheduler: {exc}", err=True)
+            sys.exit(FAILURE_EXIT)
 
 
 def register(group: click.Group) -> None:

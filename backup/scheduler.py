@@ -100,8 +100,10 @@ class BackupScheduler:
         last_backup_at: Callable[[], datetime | None],
         backoff: Backoff | None = None,
         slice_seconds: float = 0.5,
+        on_next_run: Callable[[datetime | None], None] | None = None,
     ) -> None:
         self.settings = settings
+        self._on_next_run = on_next_run
         self._job = job
         self._last_backup_at = last_backup_at
         self._backoff = backoff or Backoff()
@@ -277,6 +279,8 @@ class BackupScheduler:
 
     def _record(self, **changes: object) -> None:
         self._state = self._state.evolve(updated_at=_utcnow(), **changes)
+        if "next_run_at" in changes and self._on_next_run is not None:
+            self._on_next_run(self._state.next_run_at)
         try:
             write_state(self.settings.backup_dir, self._state)
         except OSError as exc:
@@ -329,6 +333,7 @@ def backup_job(
     from backup.telemetry import default
 
     tel = telemetry or default()
+    names = _identity(settings, source)
 
     def job(should_stop: Callable[[], bool]) -> JobResult:
         pruned: list[int] = []
@@ -366,7 +371,7 @@ def backup_job(
             error: Exception = exc
             if isinstance(exc, OSError):
                 error = unusable_dir_error(settings.backup_dir, exc)
-            tel.run_failed_to_start("schedule", error)
+            tel.run_failed_to_start("schedule", error, names)
             # As run_backup logs a run that failed once started.
             logger.error(
                 "backup failed before it could start: %s",
@@ -404,6 +409,18 @@ def _logged(step: str) -> Iterator[None]:
         )
 
 
+def _identity(settings: BackupSettings, source: BackupSource) -> dict[str, str]:
+    """What the scheduler's runs back up, for the telemetry of a run that could not start."""
+    from backup.repository import RepositoryError, open_repository
+    from backup.telemetry import identity
+
+    try:
+        repository_id: str | None = open_repository(settings.backup_dir).id
+    except RepositoryError:
+        repository_id = None
+    return identity(repository_id, source.database_url)
+
+
 def newest_backup_at(settings: BackupSettings) -> Callable[[], datetime | None]:
     """When the newest complete backup in the catalog started, or None when there is none."""
     from backup.catalog import Catalog
@@ -420,13 +437,31 @@ def check_backup_dir(settings: BackupSettings) -> None:
     path = settings.backup_dir
     if path.exists() and not path.is_dir():
         raise BackupConfigError(
-            f"VRP_BACKUP_DIR={str(path)!r}: exists and is not a folder; set it to a folder "
-            "(created when missing)"
+            f"VRP_BACKUP_DIR={str(path)!r}: exists and is not a folder; set it to a backup "
+            "repository (`vrp backup init` makes one)"
         )
 
 
 def run_scheduler(settings: BackupSettings, source: BackupSource) -> None:
-    """What ``vrp scheduler`` does: serve until SIGTERM or SIGINT."""
+    """What ``vrp scheduler`` does: serve until SIGTERM or SIGINT.
+
+    Raises :class:`~backup.repository.RepositoryError` before serving when the backup folder is
+    not a repository (and ``settings.init_if_missing`` does not make it one); each run checks
+    again, so a backup disk unmounted later fails those runs instead of filling another disk.
+    """
+    from backup.repository import repository_for
+    from backup.telemetry import default, identity
+
+    repository = repository_for(settings.backup_dir, init_if_missing=settings.init_if_missing)
+    names = identity(repository.id, source.database_url)
+    tel = default()
+
+    def next_run(at: datetime | None) -> None:
+        tel.record_next_run(None if at is None else at.timestamp(), names)
+
     BackupScheduler(
-        settings, backup_job(settings, source), last_backup_at=newest_backup_at(settings)
+        settings,
+        backup_job(settings, source),
+        last_backup_at=newest_backup_at(settings),
+        on_next_run=next_run,
     ).serve()

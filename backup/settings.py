@@ -79,7 +79,12 @@ def parse_schedule(text: str) -> Schedule:
 
 @dataclass(frozen=True)
 class BackupSettings:
-    """Validated backup settings. ``backup_dir`` is absolute."""
+    """Validated backup settings. ``backup_dir`` is absolute.
+
+    ``init_if_missing`` is True when ``VRP_BACKUP_DIR`` was not set: the default folder of a
+    checkout (``var/backups``) is made a repository on first use, so that a newcomer needs no
+    step; a folder named on purpose must be one already (``vrp backup init``).
+    """
 
     backup_dir: Path = Path("var/backups")
     schedule: Schedule = Schedule(kind="daily", at=time(2, 0), text="daily at 02:00")
@@ -91,6 +96,7 @@ class BackupSettings:
     verify_after_run: bool = True
     prune_after_run: bool = True
     check_rotation: int = 7
+    init_if_missing: bool = False
 
 
 class _Bool(fields.Boolean):
@@ -166,4 +172,5 @@ def load_backup_settings(
         verify_after_run=data["VRP_BACKUP_VERIFY"],
         prune_after_run=data["VRP_BACKUP_PRUNE"],
         check_rotation=data["VRP_BACKUP_CHECK_ROTATION"],
+        init_if_missing="VRP_BACKUP_DIR" not in raw,
     )

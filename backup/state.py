@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from backup.errors import BackupError
-from backup.files import make_private_dir, write_atomic
+from backup.files import write_atomic
+from backup.repository import unusable
 
 STATE_FILE = "scheduler-state.json"
 _TIMES = (
@@ -75,14 +76,7 @@ class SchedulerState:
 
 def unusable_dir_error(backup_dir: Path, exc: OSError) -> BackupError:
     """One line saying that the backup folder cannot be used, and what to do about it."""
-    if backup_dir.exists() and not backup_dir.is_dir():
-        reason = "it is a file, not a folder"
-    else:
-        reason = (exc.strerror or str(exc)).lower()
-    return BackupError(
-        f"the backup folder {backup_dir} cannot be used: {reason}; set VRP_BACKUP_DIR to a "
-        "folder this user can read and write"
-    )
+    return unusable(backup_dir, exc)
 
 
 def state_path(backup_dir: Path) -> Path:
@@ -106,7 +100,7 @@ def read_state(backup_dir: Path) -> SchedulerState | None:
 
 
 def write_state(backup_dir: Path, state: SchedulerState) -> None:
-    """Replace the state file atomically (mode 0600; the folder is created 0700 if missing)."""
-    make_private_dir(backup_dir)
+    """Replace the state file atomically (mode 0600). The folder is never created: a missing
+    one is an unmounted backup disk, and the scheduler's report must not hide it."""
     payload = json.dumps(state.to_json(), indent=2, sort_keys=True).encode("utf-8") + b"\n"
     write_atomic(state_path(backup_dir), payload)

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from backup.catalog import BackupInfo, Catalog
+from backup.repository import RepositoryError, open_repository
 from backup.settings import BackupSettings
 from backup.state import SchedulerState, read_state, unusable_dir_error
 
@@ -32,6 +33,10 @@ def _pid_alive(pid: int) -> bool:
 @dataclass(frozen=True)
 class Status:
     backup_dir: str
+    # The repository's id, or None with the reason the folder is not one (not an error here:
+    # status reports, and says what is wrong).
+    repository_id: str | None
+    repository_problem: str | None
     state: SchedulerState | None
     scheduler_alive: bool
     backups: int
@@ -41,6 +46,8 @@ class Status:
     def to_json(self) -> dict[str, Any]:
         return {
             "backup_dir": self.backup_dir,
+            "repository_id": self.repository_id,
+            "repository_problem": self.repository_problem,
             "scheduler": self.state.to_json() if self.state is not None else None,
             "scheduler_running": self.scheduler_alive,
             "backups": self.backups,
@@ -69,6 +76,11 @@ def read_status(settings: BackupSettings) -> Status:
         backups = Catalog(settings.backup_dir).list()
     except OSError as exc:  # a file where the folder should be, a folder we may not read
         raise unusable_dir_error(settings.backup_dir, exc) from exc
+    repository_id, problem = None, None
+    try:
+        repository_id = open_repository(settings.backup_dir).id
+    except RepositoryError as exc:
+        problem = str(exc)
     verified = [b for b in backups if b.verified]
     alive = (
         state is not None
@@ -78,6 +90,8 @@ def read_status(settings: BackupSettings) -> Status:
     )
     return Status(
         backup_dir=str(settings.backup_dir),
+        repository_id=repository_id,
+        repository_problem=problem,
         state=state,
         scheduler_alive=alive,
         backups=len(backups),
@@ -116,6 +130,10 @@ def format_status(status: Status, now: datetime | None = None) -> list[str]:
     """Plain lines for a terminal."""
     now = now or datetime.now(UTC)
     lines = [f"backup folder: {status.backup_dir}"]
+    if status.repository_id is not None:
+        lines.append(f"repository: {status.repository_id}")
+    else:
+        lines.append(f"repository: none: {status.repository_problem}")
     state = status.state
     if state is None:
         lines.append("scheduler: no scheduler has ever run here (start one with `vrp scheduler`)")

@@ -6,7 +6,10 @@ and ``vrp.backup.verified``; each phase (``snapshot``, ``blobs``, ``manifest``, 
 ``prune``) is a child span ``backup.<phase>``. Names come from
 :mod:`instrumentation.conventions`. ``backup.restore`` wraps a restore. The metrics
 ``vrp.backup.last_success`` (gauge, unix time) and ``vrp.backup.duration`` (histogram, by
-``vrp.backup.status``) are recorded for every run. Providers are the global ones unless a test
+``vrp.backup.status``) are recorded for every run; the scheduler sets ``vrp.backup.next_run``
+(gauge, unix time, 0 once it stopped). Runs, restores and these metrics carry the run's
+:func:`identity`: the repository id and the database without credentials, so that one dashboard
+tells the backups of several stacks apart. Providers are the global ones unless a test
 hands its own in; the host process sets them up (service name ``vrp-scheduler`` for scheduled
 runs, ``vrp-cli`` for a manual one).
 
@@ -16,7 +19,7 @@ raises on purpose.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -34,6 +37,9 @@ SPAN_RESTORE: Final = conventions.BACKUP_RESTORE_SPAN
 PHASE_PREFIX: Final = "backup."
 METRIC_LAST_SUCCESS: Final = conventions.VRP_BACKUP_LAST_SUCCESS
 METRIC_DURATION: Final = conventions.VRP_BACKUP_DURATION
+METRIC_NEXT_RUN: Final = conventions.VRP_BACKUP_NEXT_RUN
+ATTR_REPOSITORY_ID: Final = conventions.VRP_BACKUP_REPOSITORY_ID
+ATTR_DATABASE: Final = conventions.VRP_BACKUP_DATABASE
 ATTR_ID: Final = conventions.VRP_BACKUP_ID
 ATTR_TRIGGER: Final = conventions.VRP_BACKUP_TRIGGER
 ATTR_STATUS: Final = conventions.VRP_BACKUP_STATUS
@@ -45,6 +51,9 @@ ATTR_PHASE: Final = "vrp.backup.phase"
 ATTR_ERROR_TYPE: Final = conventions.ERROR_TYPE
 STATUS_SUCCESS: Final = conventions.BACKUP_STATUS_SUCCESS
 STATUS_FAILED: Final = conventions.BACKUP_STATUS_FAILED
+# What a run backed up: repository id and database (see identity()); empty when unknown.
+Identity = Mapping[str, str]
+NO_IDENTITY: Identity = {}
 # Backups take seconds to hours: explicit buckets for when the exponential default is off.
 DURATION_BUCKETS: Final = (1, 5, 15, 60, 300, 900, 1800, 3600, 7200, 14400, 43200)
 
@@ -58,6 +67,7 @@ class BackupTelemetry:
     tracer: trace.Tracer = field(init=False)
     last_success: Any = field(init=False)
     duration: Any = field(init=False)
+    next_run: Any = field(init=False)
     # How many ``backup.run`` spans were started: tells a caller whether a failed run had one.
     runs_started: int = field(init=False, default=0)
 
@@ -73,11 +83,16 @@ class BackupTelemetry:
             description="Duration of backup runs",
             explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
         )
+        self.next_run = meter.create_gauge(
+            METRIC_NEXT_RUN, unit="s", description="Unix time of the next scheduled backup"
+        )
 
     @contextmanager
-    def run_span(self, backup_id: str, trigger: str) -> Iterator[Span]:
+    def run_span(
+        self, backup_id: str, trigger: str, identity: Identity = NO_IDENTITY
+    ) -> Iterator[Span]:
         """The ``backup.run`` span, current for the body; the caller sets the outcome."""
-        attributes = {ATTR_ID: backup_id, ATTR_TRIGGER: trigger}
+        attributes = {**identity, ATTR_ID: backup_id, ATTR_TRIGGER: trigger}
         self.runs_started += 1
         with self.tracer.start_as_current_span(
             SPAN_RUN,
@@ -89,9 +104,9 @@ class BackupTelemetry:
             yield span
 
     @contextmanager
-    def restore_span(self, backup_id: str) -> Iterator[Span]:
+    def restore_span(self, backup_id: str, identity: Identity = NO_IDENTITY) -> Iterator[Span]:
         with self.tracer.start_as_current_span(
-            SPAN_RESTORE, kind=SpanKind.INTERNAL, attributes={ATTR_ID: backup_id}
+            SPAN_RESTORE, kind=SpanKind.INTERNAL, attributes={**identity, ATTR_ID: backup_id}
         ) as span:
             try:
                 yield span
@@ -108,20 +123,45 @@ class BackupTelemetry:
         ) as span:
             yield span
 
-    def run_failed_to_start(self, trigger: str, exc: BaseException) -> None:
+    def run_failed_to_start(
+        self, trigger: str, exc: BaseException, identity: Identity = NO_IDENTITY
+    ) -> None:
         """A failed ``backup.run`` span (no backup id) for a run that failed before its span
         could start (the backup folder or its lock unusable), so that it is seen like others."""
         with self.tracer.start_as_current_span(
-            SPAN_RUN, kind=SpanKind.INTERNAL, attributes={ATTR_TRIGGER: trigger}
+            SPAN_RUN, kind=SpanKind.INTERNAL, attributes={**identity, ATTR_TRIGGER: trigger}
         ) as span:
             failed(span, exc)
-        self.record_run(STATUS_FAILED, 0.0, None)
+        self.record_run(STATUS_FAILED, 0.0, None, identity)
 
-    def record_run(self, status: str, seconds: float, finished_at: float | None) -> None:
+    def record_run(
+        self,
+        status: str,
+        seconds: float,
+        finished_at: float | None,
+        identity: Identity = NO_IDENTITY,
+    ) -> None:
         """One run's duration, and the time of the success when it was one."""
-        self.duration.record(seconds, {ATTR_STATUS: status})
+        self.duration.record(seconds, {**identity, ATTR_STATUS: status})
         if status == STATUS_SUCCESS and finished_at is not None:
-            self.last_success.set(finished_at)
+            self.last_success.set(finished_at, dict(identity))
+
+    def record_next_run(self, at: float | None, identity: Identity = NO_IDENTITY) -> None:
+        """When the scheduler runs next (unix time), or 0 when it runs no more."""
+        self.next_run.set(at or 0.0, dict(identity))
+
+
+def identity(repository_id: str | None, database_url: str) -> dict[str, str]:
+    """The attributes naming what a run backs up: its repository and its database (the URL
+    without user, password or query, which may hold secrets)."""
+    from sqlalchemy.engine import URL, make_url
+
+    given = make_url(database_url)
+    url = URL.create(given.drivername, host=given.host, port=given.port, database=given.database)
+    attributes = {ATTR_DATABASE: url.render_as_string(hide_password=True)}
+    if repository_id:
+        attributes[ATTR_REPOSITORY_ID] = repository_id
+    return attributes
 
 
 def failed(span: Span, exc: BaseException) -> None:

@@ -120,6 +120,7 @@ def build_database(work: Path, megabytes: int) -> tuple[dict[str, str], Path]:
     database.parent.mkdir(parents=True)
     env = _env(work, database, storage, work / "db" / "backups")
     _vrp(env, "db", "upgrade")
+    _vrp(env, "backup", "init")
     sha256 = _put_blob(storage, os.urandom(4096))
     connection = sqlite3.connect(database)
     rows = 0
@@ -140,6 +141,7 @@ def build_audio(work: Path, megabytes: int) -> dict[str, str]:
     database.parent.mkdir(parents=True)
     env = _env(work, database, storage, work / "audio" / "backups")
     _vrp(env, "db", "upgrade")
+    _vrp(env, "backup", "init")
     blob_bytes = min(BLOB_MB, megabytes) * 1024 * 1024
     connection = sqlite3.connect(database)
     for index in range(max(1, megabytes // BLOB_MB)):
@@ -181,6 +183,7 @@ def measure_database(work: Path, megabytes: int, rounds: int) -> dict[str, Any]:
         _settle(work / "pipeline", Path(env["VRP_BACKUP_DIR"]))
         pipeline.append(time_pipeline(database, work / "pipeline"))
         _settle(work / "pipeline", Path(env["VRP_BACKUP_DIR"]))
+        _vrp(env, "backup", "init")  # untimed: the run needs a repository
         ours.append(_vrp(env, "backup", "run", "--no-verify")[0])
     _settle(work / "pipeline", Path(env["VRP_BACKUP_DIR"]))
     ratio = statistics.median(ours) / statistics.median(pipeline)

@@ -18,7 +18,7 @@ from flask.views import MethodView
 from flask_smorest import Api, Blueprint, abort
 from marshmallow import fields, validate
 
-from dashboard import queries
+from dashboard import backup_status, queries
 from dashboard.errors import TraceNotFoundError
 from dashboard.settings import DashboardSettings, parse_interval
 from dashboard.store import TelemetryStore
@@ -112,6 +112,7 @@ class TracesArgs(RangeArgs):
 
 class BackupsArgs(RangeArgs):
     default_span = timedelta(days=30)
+    repository = fields.String(validate=validate.Length(1, 255))
 
 
 def _store() -> TelemetryStore:
@@ -235,9 +236,17 @@ class BackupsView(MethodView):
     @blp.arguments(BackupsArgs, location="query")
     @blp.response(200)
     def get(self, args: dict[str, Any]) -> dict[str, Any]:
-        """Backup runs, and the age of the last good backup against the expected interval."""
-        return queries.backups(
-            _store(), args["window"], _settings().backup_interval_seconds, datetime.now(UTC)
+        """Backup runs, and per repository the age of the last good backup against the
+        expected interval and the next scheduled run (``repository`` chooses one)."""
+        window = args["window"]
+        return backup_status.backups(
+            _store(),
+            window.since_ns,
+            window.until_ns,
+            _settings().backup_interval_seconds,
+            datetime.now(UTC),
+            repository=args.get("repository"),
+            service=window.service,
         )
 
 

@@ -8,7 +8,6 @@ Durations are milliseconds; times are ISO 8601 UTC; a percentile with no data is
 
 from __future__ import annotations
 
-import math
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -30,7 +29,6 @@ from dashboard.histograms import (
 from dashboard.otlp import SPAN_KIND_CLIENT, SPAN_KIND_SERVER, STATUS_ERROR
 from dashboard.rollups import DAY, HOUR, MINUTE
 from dashboard.schema import (
-    backup_runs,
     examples,
     logs,
     n_plus_one,
@@ -1055,75 +1053,3 @@ def _trace_n_plus_one(
                     }
                 )
     return found
-
-
-def backups(
-    store: TelemetryStore, window: TimeRange, expected_interval_s: float, now: datetime
-) -> dict[str, Any]:
-    with store.read() as conn:
-        query = (
-            sa.select(backup_runs)
-            .where(
-                backup_runs.c.start_ns >= window.since_ns, backup_runs.c.start_ns <= window.until_ns
-            )
-            .order_by(backup_runs.c.start_ns.desc())
-            .limit(1000)
-        )
-        if window.service is not None:
-            query = query.where(backup_runs.c.service == window.service)
-        runs = conn.execute(query).all()
-        gauge_ids = [
-            s.id for s in _series(conn, "metric", [names.VRP_BACKUP_LAST_SUCCESS], window.service)
-        ]
-        last_gauge = None
-        if gauge_ids:
-            last_gauge = conn.execute(
-                sa.select(rollup.c.last_value)
-                .where(rollup.c.series_id.in_(gauge_ids), rollup.c.last_value.is_not(None))
-                .order_by(rollup.c.last_time.desc())
-                .limit(1)
-            ).scalar()
-        newest_success = conn.execute(
-            sa.select(backup_runs.c.start_ns, backup_runs.c.duration_ms)
-            .where(backup_runs.c.status == names.BACKUP_STATUS_SUCCESS)
-            .order_by(backup_runs.c.start_ns.desc())
-            .limit(1)
-        ).first()
-        any_run = conn.execute(sa.select(backup_runs.c.span_id).limit(1)).first() is not None
-    last_success: float | None = None
-    if last_gauge is not None and math.isfinite(last_gauge) and last_gauge > 0:
-        last_success = float(last_gauge)
-    elif newest_success is not None:
-        last_success = newest_success.start_ns / 1e9 + newest_success.duration_ms / 1e3
-    has_telemetry = any_run or bool(gauge_ids)
-    age = None if last_success is None else max(now.timestamp() - last_success, 0.0)
-    if age is None:
-        state = "none" if not has_telemetry else "overdue"
-    elif age < expected_interval_s:
-        state = "ok"
-    elif age < 2 * expected_interval_s:
-        state = "late"
-    else:
-        state = "overdue"
-    return {
-        "runs": [
-            {
-                "backup_id": r.backup_id,
-                "trigger": r.trigger,
-                "status": r.status,
-                "start": iso_ns(r.start_ns),
-                "duration_ms": r.duration_ms,
-                "bytes": r.bytes,
-                "stored_bytes": r.stored_bytes,
-                "files": r.files,
-                "verified": r.verified,
-                "trace_id": r.trace_id,
-            }
-            for r in runs
-        ],
-        "last_success": None if last_success is None else iso(last_success),
-        "last_success_age_s": age,
-        "expected_interval_s": expected_interval_s,
-        "state": state,
-        "has_telemetry": has_telemetry,
-    }

@@ -158,7 +158,10 @@ backup_runs = sa.Table(
     sa.Column("stored_bytes", sa.BigInteger, nullable=True),
     sa.Column("files", sa.BigInteger, nullable=True),
     sa.Column("verified", sa.Boolean, nullable=True),
+    sa.Column("repository_id", sa.String(255), nullable=True),
+    sa.Column("database", sa.Text, nullable=True),
     sa.Index("ix_telemetry_backup_runs_start", "start_ns"),
+    sa.Index("ix_telemetry_backup_runs_repository", "repository_id", "start_ns"),
 )
 
 services_seen = sa.Table(

@@ -687,6 +687,8 @@ def _backup_rows(records: Iterable[SpanRecord]) -> list[dict[str, Any]]:
                 "verified": attrs.get(names.VRP_BACKUP_VERIFIED)
                 if isinstance(attrs.get(names.VRP_BACKUP_VERIFIED), bool)
                 else None,
+                "repository_id": _short_text(attrs.get(names.VRP_BACKUP_REPOSITORY_ID), 255),
+                "database": _text(attrs.get(names.VRP_BACKUP_DATABASE)),
             }
         )
     return rows
@@ -995,6 +997,10 @@ def _severity_name(number: int) -> str:
 
 def _text(value: Any) -> str | None:
     return None if value is None else str(value)
+
+
+def _short_text(value: Any, limit: int) -> str | None:
+    return None if value is None else str(value)[:limit]
 
 
 def _integer(value: Any) -> int | None:

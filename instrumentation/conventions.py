@@ -95,6 +95,10 @@ VRP_BACKUP_STORED_BYTES: Final = "vrp.backup.stored_bytes"
 VRP_BACKUP_FILES: Final = "vrp.backup.files"
 VRP_BACKUP_VERIFIED: Final = "vrp.backup.verified"
 VRP_BACKUP_PHASE: Final = "vrp.backup.phase"
+# What a run backed up, on backup.run, backup.restore and the backup metrics: the id of the
+# repository (from `vrp backup init`) and the database URL without credentials or query.
+VRP_BACKUP_REPOSITORY_ID: Final = "vrp.backup.repository.id"
+VRP_BACKUP_DATABASE: Final = "vrp.backup.database"
 
 # -- Attribute values ---------------------------------------------------------------------------
 
@@ -121,6 +125,7 @@ VRP_DB_TRANSACTION_RETRIES: Final = "vrp.db.transaction.retries"
 VRP_DB_CONNECTION_LEAKS: Final = "vrp.db.connection.leaks"
 VRP_BACKUP_LAST_SUCCESS: Final = "vrp.backup.last_success"
 VRP_BACKUP_DURATION: Final = "vrp.backup.duration"
+VRP_BACKUP_NEXT_RUN: Final = "vrp.backup.next_run"
 
 # The histograms of durations, in seconds: exported as base-2 exponential histograms by default
 # (see instrumentation.telemetry.duration_histogram_views).

@@ -427,15 +427,19 @@ def _backup_source() -> BackupSource:
 def _backup_scope(service_name: str) -> Iterator[None]:
     """Logging and telemetry of a ``vrp backup`` command (``vrp-cli``) or the scheduler.
 
-    A manual command with no OTLP endpoint configured reports to the local dashboard if one is
-    listening (:mod:`recorder.local_dashboard`); the scheduler gets its address from ``vrp up``.
+    A manual command with no OTLP endpoint configured reports to the dashboard of the ``vrp up``
+    running from this folder, and otherwise nowhere (:mod:`recorder.local_dashboard`); the
+    scheduler gets its address from ``vrp up``.
     """
     settings = _settings(service_name)
+    unexported = None
     if service_name == backup_cli.SERVICE_NAME:
         from recorder.local_dashboard import with_local_dashboard
 
-        settings = with_local_dashboard(settings)
+        settings, unexported = with_local_dashboard(settings)
     with _process(settings):
+        if unexported is not None:
+            logger.debug(unexported)
         yield
 
 
@@ -470,6 +474,7 @@ def up(host: str | None, port: int | None, dashboard_port: int | None) -> None:
     from dashboard.errors import DashboardConfigError
     from dashboard.settings import load_dashboard_settings
     from recorder import schema_version, supervisor
+    from recorder.local_dashboard import up_state
 
     settings = _server_settings("vrp-up", host, port)
     try:
@@ -487,6 +492,7 @@ def up(host: str | None, port: int | None, dashboard_port: int | None) -> None:
             )
     settings.storage_dir.mkdir(parents=True, exist_ok=True)
     with _process(settings):
+        _init_backup_repository()
         database = _open_database(settings)
         try:
             schema_version.upgrade(database.engine)
@@ -517,8 +523,25 @@ def up(host: str | None, port: int | None, dashboard_port: int | None) -> None:
             supervisor.Child("api", _vrp("api", *api_address), env=api_env),
             supervisor.Child("scheduler", _vrp("scheduler"), env=api_env),
         ]
-        status = supervisor.run(children, os.environ)
+        endpoint = supervisor.otlp_endpoint(dashboard.host, dashboard_port)
+        with up_state(endpoint, token):
+            status = supervisor.run(children, os.environ)
     sys.exit(status)
+
+
+def _init_backup_repository() -> None:
+    """``vrp up`` makes its backup folder a repository (``vrp backup init``): one step less."""
+    from backup.repository import RepositoryError, init_repository
+    from backup.settings import load_backup_settings
+
+    try:
+        result = init_repository(load_backup_settings().backup_dir)
+    except RepositoryError as exc:
+        _fail(str(exc))
+    if result.created:
+        logger.info(
+            "created backup repository %s in %s", result.repository.id, result.repository.path
+        )
 
 
 if __name__ == "__main__":

@@ -1,73 +1,79 @@
-"""A command run by hand next to ``vrp up`` reports to its dashboard, as ``vrp up``'s children do.
+"""A command run by hand next to ``vrp up`` reports to *its* dashboard, and to no other.
 
 ``vrp up`` hands its children the dashboard's address (:func:`recorder.supervisor.otlp_env`);
-a ``vrp backup run`` typed in another shell has nobody to do that, so its run would never reach
-the Backups page. When no OTLP endpoint is configured (``OTEL_EXPORTER_OTLP_*ENDPOINT``), the
-backup commands export to the dashboard's address (``VRP_DASHBOARD_HOST`` and
-``VRP_DASHBOARD_PORT``, loopback for an any-address bind: ``http://127.0.0.1:8050`` by
-default), but only when something accepts a TCP connection there within a short timeout:
-with no dashboard running, exporting would only add retries and warnings to a command whose
-work has nothing to do with telemetry, so it exports nothing, as before. The same holds for a
-dashboard that wants a token this command does not know (a ``vrp up`` that made its own):
-every export would be refused, so none is tried unless ``VRP_DASHBOARD_TOKEN`` (or
-``OTEL_EXPORTER_OTLP_HEADERS``) is set.
+a ``vrp backup run`` typed in another shell has nobody to do that. ``vrp up`` therefore writes
+``var/vrp-up.json`` in the folder it runs from (mode 0600: it holds the dashboard's token):
+its pid, the dashboard's OTLP endpoint and token. A backup command with no OTLP endpoint
+configured (``OTEL_EXPORTER_OTLP_*ENDPOINT``) exports there when that file exists in its own
+working folder and the ``vrp up`` that wrote it still runs. Without either it exports nothing
+and says so at DEBUG level: whatever listens on 127.0.0.1:8050 may be another checkout's
+dashboard, and runs shown there would pass for that stack's backups.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
-import socket
-import urllib.error
-import urllib.request
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Final
 
-from dashboard.errors import DashboardConfigError
-from dashboard.settings import load_dashboard_settings
 from recorder.config import Settings
-from recorder.supervisor import OTLP_ENDPOINT_VARIABLES, loopback_if_any
+from recorder.supervisor import OTLP_ENDPOINT_VARIABLES
 
-# Loopback answers (or refuses) at once; this bounds the wait on an address that drops packets.
-PROBE_TIMEOUT_SECONDS: Final = 0.25
+UP_STATE_FILE: Final = Path("var") / "vrp-up.json"
 
 
-def listening_endpoint(host: str, port: int) -> str | None:
-    """``http://host:port`` when something accepts a connection there, else None."""
-    address = loopback_if_any(host)
+def up_state_path(cwd: Path | None = None) -> Path:
+    return (cwd or Path.cwd()) / UP_STATE_FILE
+
+
+@contextmanager
+def up_state(endpoint: str, token: str | None, cwd: Path | None = None) -> Iterator[Path]:
+    """Announce a running ``vrp up`` (its pid, dashboard endpoint and token) for the body."""
+    path = up_state_path(cwd)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    doc = {"pid": os.getpid(), "otlp_endpoint": endpoint, "token": token}
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        json.dump(doc, out)
+    os.replace(tmp, path)
     try:
-        with socket.create_connection((address, port), timeout=PROBE_TIMEOUT_SECONDS):
-            pass
-    except OSError:
+        yield path
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def running_up(cwd: Path | None = None) -> tuple[str, str | None] | None:
+    """``(endpoint, token)`` of the ``vrp up`` running from ``cwd``, or None."""
+    try:
+        doc = json.loads(up_state_path(cwd).read_text(encoding="utf-8"))
+        pid, endpoint, token = int(doc["pid"]), str(doc["otlp_endpoint"]), doc.get("token")
+    except (OSError, ValueError, KeyError, TypeError):
         return None
-    shown = f"[{address}]" if ":" in address else address
-    return f"http://{shown}:{port}"
+    if not _alive(pid):
+        return None
+    return endpoint, (str(token) if token else None)
 
 
-def refuses_anonymous_telemetry(endpoint: str) -> bool:
-    """Whether the OTLP receiver at ``endpoint`` answers 401 to an empty, tokenless export.
-
-    An empty body holds no record: nothing is written, and a request without a token is not
-    counted as a wrong guess (:mod:`dashboard.attempts`).
-    """
-    probe = urllib.request.Request(
-        f"{endpoint}/v1/logs",
-        data=b"",
-        headers={"Content-Type": "application/x-protobuf"},
-        method="POST",
-    )
-    try:
-        with urllib.request.urlopen(probe, timeout=PROBE_TIMEOUT_SECONDS):
-            return False
-    except urllib.error.HTTPError as exc:
-        return exc.code == 401
-    except OSError:
-        return False  # the exporter will report what goes wrong, as for any endpoint
-
-
-def with_local_dashboard(settings: Settings, environ: Mapping[str, str] | None = None) -> Settings:
-    """``settings`` exporting to the local dashboard when no endpoint is configured and one
-    is listening; otherwise ``settings`` unchanged."""
+def with_local_dashboard(
+    settings: Settings, environ: Mapping[str, str] | None = None, cwd: Path | None = None
+) -> tuple[Settings, str | None]:
+    """``settings`` exporting to the dashboard of the ``vrp up`` running from this folder when
+    no endpoint is configured; and, when it exports nowhere, the line saying why (for DEBUG)."""
     env = os.environ if environ is None else environ
     telemetry = settings.telemetry
     if (
@@ -75,19 +81,16 @@ def with_local_dashboard(settings: Settings, environ: Mapping[str, str] | None =
         or telemetry.otlp_endpoint
         or any(env.get(name, "").strip() for name in OTLP_ENDPOINT_VARIABLES)
     ):
-        return settings
-    try:
-        dashboard = load_dashboard_settings(env)
-    except DashboardConfigError:
-        return settings  # refused with one line before any command runs (recorder.cli)
-    endpoint = listening_endpoint(dashboard.host, dashboard.port)
-    if endpoint is None:
-        return settings
+        return settings, None
+    found = running_up(cwd)
+    if found is None:
+        return settings, (
+            "telemetry not exported: no OTLP endpoint is configured and no `vrp up` runs from "
+            f"this folder ({up_state_path(cwd)})"
+        )
+    endpoint, token = found
     headers = dict(telemetry.otlp_headers)
-    own_headers = bool(env.get("OTEL_EXPORTER_OTLP_HEADERS", "").strip())
-    if dashboard.token and not own_headers:
-        headers["Authorization"] = f"Bearer {dashboard.token}"
-    elif not own_headers and refuses_anonymous_telemetry(endpoint):
-        return settings
+    if token and not env.get("OTEL_EXPORTER_OTLP_HEADERS", "").strip():
+        headers["Authorization"] = f"Bearer {token}"
     telemetry = dataclasses.replace(telemetry, otlp_endpoint=endpoint, otlp_headers=headers)
-    return dataclasses.replace(settings, telemetry=telemetry)
+    return dataclasses.replace(settings, telemetry=telemetry), None

@@ -250,10 +250,7 @@ def otlp_env(environ: Mapping[str, str], host: str, port: int, token: str | None
     """
     if any(environ.get(name, "").strip() for name in OTLP_ENDPOINT_VARIABLES):
         return {}
-    host = loopback_if_any(host)
-    if ":" in host:
-        host = f"[{host}]"
-    env = {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://{host}:{port}"}
+    env = {"OTEL_EXPORTER_OTLP_ENDPOINT": otlp_endpoint(host, port)}
     if token and not environ.get("OTEL_EXPORTER_OTLP_HEADERS", "").strip():
         # The variable's values are URL-encoded (OpenTelemetry specification).
         env["OTEL_EXPORTER_OTLP_HEADERS"] = f"Authorization=Bearer%20{quote(token)}"
@@ -276,6 +273,14 @@ def stack_token(environ: Mapping[str, str], token: str | None, host: str) -> str
     if any(environ.get(name, "").strip() for name in configured) or not is_loopback(host):
         return None
     return new_token()
+
+
+def otlp_endpoint(host: str, port: int) -> str:
+    """``http://host:port`` of a dashboard bound to ``host`` (loopback for every address)."""
+    host = loopback_if_any(host)
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{port}"
 
 
 def loopback_if_any(host: str) -> str:

@@ -79,7 +79,7 @@ def test_compose_and_collector_files_parse() -> None:
         assert "otlphttp/dashboard" in pipeline["exporters"]
 
 
-@pytest.mark.parametrize("service", ["migrate", "api", "scheduler", "dashboard"])
+@pytest.mark.parametrize("service", ["migrate", "backup-init", "api", "scheduler", "dashboard"])
 def test_every_compose_command_is_a_real_vrp_command(service: str) -> None:
     command = _services()[service]["command"]
     ctx = _resolve(command)
@@ -100,7 +100,7 @@ def test_dockerfile_copies_only_what_exists() -> None:
                 assert (ROOT / source).exists(), source
 
 
-@pytest.mark.parametrize("service", ["migrate", "api", "scheduler", "dashboard"])
+@pytest.mark.parametrize("service", ["migrate", "backup-init", "api", "scheduler", "dashboard"])
 def test_every_service_environment_passes_start_up_validation(service: str) -> None:
     env = {name: str(value) for name, value in _services()[service]["environment"].items()}
     load_settings(env)

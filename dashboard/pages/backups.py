@@ -1,8 +1,11 @@
-"""Backups: is the last good backup recent enough, and how did the runs go.
+"""Backups: is the last good backup recent enough, and how did the runs go, per repository.
 
 The age of the last good backup is green below the expected interval, amber up to twice it and
 red beyond (``VRP_DASHBOARD_BACKUP_INTERVAL``); until any backup telemetry has arrived the page
-says so instead of showing an alarming red.
+says so instead of showing an alarming red. Runs name their backup repository and database, so
+a dashboard watching several stacks shows each apart: a table of repositories (state, last good
+backup, next scheduled run) and a selector that narrows the banner and the runs to one. Without
+a choice, the banner is that of the repository needing attention most.
 """
 
 from __future__ import annotations
@@ -23,8 +26,10 @@ STATES = {
     "late": ("warning", "late"),
     "overdue": ("danger", "overdue"),
 }
+ALL = "__all__"
 COLUMNS = (
     ui.text("backup", "backup_id"),
+    ui.text("repository", "repository"),
     ui.text("trigger", "trigger"),
     ui.text("status", "status"),
     ui.time("start (UTC)", "start"),
@@ -35,6 +40,23 @@ COLUMNS = (
     ui.text("verified", "verified_text"),
     ui.link("trace", "trace"),
 )
+REPOSITORY_COLUMNS = (
+    ui.text("repository", "repository"),
+    ui.text("database", "database"),
+    ui.text("state", "state"),
+    ui.time("last good backup (UTC)", "last_success"),
+    ui.time("next run (UTC)", "next_run"),
+    ui.number("runs", "runs", 0),
+)
+
+
+def _short(repository_id: str | None) -> str:
+    """A repository id as people compare them: its first 8 characters, like a git hash."""
+    return "(unnamed)" if repository_id is None else repository_id[:8]
+
+
+def _label(summary: dict[str, Any]) -> str:
+    return f"{summary.get('database') or 'unknown database'} ({_short(summary['repository_id'])})"
 
 
 def layout() -> html.Div:
@@ -45,6 +67,13 @@ def layout() -> html.Div:
                 "Runs of the last 30 days from backup.run spans, whatever the time range and "
                 "service chosen above: backups run daily, not by the minute.",
                 className="text-muted",
+            ),
+            dcc.Dropdown(
+                id="backups-repository",
+                options=[{"label": "All repositories", "value": ALL}],
+                value=ALL,
+                clearable=False,
+                className="mb-3",
             ),
             dcc.Loading(html.Div(id="backups-body"), delay_show=500),
         ]
@@ -63,6 +92,8 @@ def _status(body: dict[str, Any]) -> dbc.Alert:
             f"Last good backup {age} ago, at {ui.fmt_time(body['last_success'])} UTC: {word} "
             f"(expected every {expected})."
         )
+    if body.get("next_run"):
+        message += f" Next scheduled run at {ui.fmt_time(body['next_run'])} UTC."
     return dbc.Alert(
         html.B(message), color=color, id="backups-state", className=f"state-{body['state']}"
     )
@@ -79,56 +110,91 @@ def _row(run: dict[str, Any]) -> dict[str, Any]:
         "mb": mb(run.get("bytes")),
         "stored_mb": mb(run.get("stored_bytes")),
         "verified_text": {True: "yes", False: "no"}.get(run.get("verified"), ui.NONE),
+        "repository": _short(run.get("repository_id")),
         "trace": ui.trace_link(run.get("trace_id")),
     }
 
 
+def _repository_row(summary: dict[str, Any]) -> dict[str, Any]:
+    return {
+        **summary,
+        "repository": _short(summary["repository_id"]),
+        "database": summary.get("database") or ui.NONE,
+        "state": STATES.get(summary["state"], ("", "no success yet"))[1],
+    }
+
+
 def register(app: Dash, api: ApiClient) -> None:
-    @app.callback(Output("backups-body", "children"), Input(REFRESH_ID, "n_intervals"))
-    def refresh(_tick: int) -> Any:
+    @app.callback(
+        Output("backups-body", "children"),
+        Output("backups-repository", "options"),
+        Input(REFRESH_ID, "n_intervals"),
+        Input("backups-repository", "value"),
+    )
+    def refresh(_tick: int, chosen: str | None) -> Any:
+        params = {"since": HISTORY}
+        if chosen and chosen != ALL:
+            params["repository"] = chosen
         try:
-            body = api.get("/api/backups", {"since": HISTORY})
+            body = api.get("/api/backups", params)
         except ApiReadError as exc:
-            return ui.read_error(exc)
-        if not body["has_telemetry"]:
-            return ui.notice(
-                "No backup telemetry has arrived yet: no backup.run span and no "
-                "vrp.backup.last_success metric. Runs appear here once the backup scheduler "
-                "(vrp scheduler) or a manual backup exports its telemetry to this dashboard.",
-                color="info",
-            )
-        runs = body["runs"]
-        return [
-            _status(body),
-            ui.section(
-                "Runs",
-                ui.table("backups-table", COLUMNS, [_row(r) for r in runs])
-                if runs
-                else ui.notice("No backup run in this time range."),
-            ),
-            dbc.Row(
-                [
-                    dbc.Col(
-                        ui.graph(
-                            id="backups-sizes",
-                            figure=figures.backup_runs_figure(
-                                runs, "bytes", title="Backup size", y_title="MB"
-                            ),
-                        ),
-                        lg=6,
-                    ),
-                    dbc.Col(
-                        ui.graph(
-                            id="backups-durations",
-                            figure=figures.backup_runs_figure(
-                                runs, "duration_ms", title="Backup duration", y_title="s"
-                            ),
-                        ),
-                        lg=6,
-                    ),
-                ]
-            ),
+            return ui.read_error(exc), [{"label": "All repositories", "value": ALL}]
+        options = [{"label": "All repositories", "value": ALL}] + [
+            {"label": _label(s), "value": s["repository_id"]}
+            for s in body["repositories"]
+            if s["repository_id"] is not None
         ]
+        return _body(body), options
+
+
+def _body(body: dict[str, Any]) -> Any:
+    if not body["has_telemetry"]:
+        return ui.notice(
+            "No backup telemetry has arrived yet: no backup.run span and no "
+            "vrp.backup.last_success metric. Runs appear here once the backup scheduler "
+            "(vrp scheduler) or a manual backup exports its telemetry to this dashboard.",
+            color="info",
+        )
+    runs = body["runs"]
+    return [
+        _status(body),
+        ui.section(
+            "Repositories",
+            ui.table(
+                "backups-repositories",
+                REPOSITORY_COLUMNS,
+                [_repository_row(s) for s in body["repositories"]],
+            ),
+        ),
+        ui.section(
+            "Runs",
+            ui.table("backups-table", COLUMNS, [_row(r) for r in runs])
+            if runs
+            else ui.notice("No backup run in this time range."),
+        ),
+        dbc.Row(
+            [
+                dbc.Col(
+                    ui.graph(
+                        id="backups-sizes",
+                        figure=figures.backup_runs_figure(
+                            runs, "bytes", title="Backup size", y_title="MB"
+                        ),
+                    ),
+                    lg=6,
+                ),
+                dbc.Col(
+                    ui.graph(
+                        id="backups-durations",
+                        figure=figures.backup_runs_figure(
+                            runs, "duration_ms", title="Backup duration", y_title="s"
+                        ),
+                    ),
+                    lg=6,
+                ),
+            ]
+        ),
+    ]
 
 
 PAGE = Page(path="/backups", title="Backups", layout=layout, register=register)

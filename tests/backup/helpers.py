@@ -14,6 +14,7 @@ import orjson
 import sqlalchemy as sa
 
 from backup.manifest import CHECKSUM_KEY, checksum_of
+from backup.repository import init_repository
 from backup.settings import BackupSettings, load_backup_settings
 from backup.source import BackupSource, fan_out_path
 
@@ -54,7 +55,17 @@ def make_sqlite_app(
 
 
 def backup_settings(root: Path, **env: str) -> BackupSettings:
-    return load_backup_settings({"VRP_BACKUP_DIR": str(root / "backups"), **env}, cwd=root)
+    """The settings of a backup repository at ``root/backups``, made with ``vrp backup init``'s
+    code (a folder named in VRP_BACKUP_DIR must be a repository)."""
+    settings = load_backup_settings({"VRP_BACKUP_DIR": str(root / "backups"), **env}, cwd=root)
+    init_repository(settings.backup_dir)
+    return settings
+
+
+def repository_dir(path: Path) -> Path:
+    """``path`` made a backup repository, as ``vrp backup init`` makes it; returns ``path``."""
+    init_repository(path)
+    return path
 
 
 def sqlite_rows(path: Path) -> int:

@@ -63,6 +63,10 @@ def test_enospc_during_a_run_records_a_failed_run_and_leaves_earlier_backups_int
     assert [s.attributes["vrp.backup.status"] for s in runs] == ["success", "failed"]
     assert runs[1].attributes["error.type"] == "BackupSpaceError"
     durations = [dict(p.attributes) for p in recorded.metric_points("vrp.backup.duration")]
-    assert {"vrp.backup.status": "failed"} in durations
+    assert {
+        "vrp.backup.status": "failed",
+        "vrp.backup.repository.id": first.repository_id,
+        "vrp.backup.database": source.database_url,
+    } in durations
     # The next run, with space again, succeeds and copies what the failed one could not.
     assert run_backup(settings, source, telemetry=telemetry).blobs_copied == 1

@@ -3,6 +3,7 @@ restore into a scratch database with equal row counts per table, clear tool erro
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import subprocess
@@ -19,10 +20,13 @@ from sqlalchemy.engine import make_url
 from backup.catalog import Catalog
 from backup.engines.postgresql import row_counts
 from backup.errors import EngineError, RestoreError
+from backup.repository import open_repository
 from backup.restore import plan_restore, restore_backup
 from backup.run import run_backup
 from backup.source import BackupSource, fan_out_path
+from backup.telemetry import BackupTelemetry
 from backup.verify import verify_backup
+from instrumentation.testing import InMemoryTelemetry
 from recorder import backup_source as recorder
 from tests.backup.helpers import backup_settings, referenced_blobs, tamper_manifest, write_blob
 from tests.backup.recordings import fill_recordings
@@ -437,3 +441,32 @@ def test_a_killed_restore_takes_its_pg_restore_along_and_the_next_restore_comple
 
     assert done.returncode == 0, done.stderr
     assert _counts(scratch_url) == _counts(pg_source.database_url)
+
+
+def test_a_run_names_its_repository_and_its_database_without_credentials(
+    pg_source: BackupSource, tmp_path: Path, telemetry: InMemoryTelemetry
+) -> None:
+    """Trust authentication ignores the password, so the URL can carry one the attributes must
+    not show (nor the user, nor the query, which may hold ``password=``)."""
+    url = make_url(pg_source.database_url).set(
+        username="postgres", password="s3cret", query={"application_name": "vrp"}
+    )
+    source = dataclasses.replace(pg_source, database_url=url.render_as_string(hide_password=False))
+    settings = backup_settings(tmp_path)
+    tel = BackupTelemetry(
+        tracer_provider=telemetry.tracer_provider, meter_provider=telemetry.meter_provider
+    )
+
+    result = run_backup(settings, source, verify=False, telemetry=tel)
+
+    [span] = telemetry.spans("backup.run")
+    assert span.attributes is not None
+    expected = {
+        "vrp.backup.repository.id": open_repository(settings.backup_dir).id,
+        "vrp.backup.database": f"postgresql://{url.host}:{url.port}/{url.database}",
+    }
+    assert {k: span.attributes[k] for k in expected} == expected
+    assert result.repository_id == expected["vrp.backup.repository.id"]
+    points = telemetry.metric_points("vrp.backup.last_success")
+    assert [dict(p.attributes or {}) for p in points] == [expected]
+    assert "s3cret" not in repr(span.attributes) and "postgres@" not in repr(span.attributes)

@@ -32,6 +32,7 @@ from backup.source import BackupSource
 from backup.stream import StreamResult, compress_stream
 from backup.telemetry import BackupTelemetry
 from instrumentation.testing import InMemoryTelemetry
+from tests.backup.helpers import repository_dir
 
 CONTENTS = [f"audio blob {i}".encode() * 50 for i in range(8)]
 SHAS = [hashlib.sha256(c).hexdigest() for c in CONTENTS]
@@ -61,6 +62,7 @@ def lay_down_backup(
 ) -> str:
     """A complete backup as a run leaves it: database artifact, blobs archived, manifest last."""
     backup_id = f"{created_at:%Y%m%dT%H%M%SZ}-{n:06x}"
+    repository_dir(backup_dir)
     run_dir = backup_dir / "runs" / backup_id
     run_dir.mkdir(parents=True)
     database = run_dir / "database.sqlite.zst"
@@ -104,7 +106,7 @@ def lay_down_backup(
 
 def _settings(backup_dir: Path, policy: RetentionPolicy) -> BackupSettings:
     return BackupSettings(
-        backup_dir=backup_dir,
+        backup_dir=repository_dir(backup_dir),
         keep_last=policy.keep_last,
         keep_daily=policy.keep_daily,
         keep_weekly=policy.keep_weekly,
@@ -253,7 +255,8 @@ def _cli(backup_dir: Path, *args: str, **env: str) -> str:
     group = click.Group("vrp")
     source = BackupSource(database_url="sqlite:///unused.db", storage_dir=backup_dir / "audio")
     mount(group, BackupHost(source=lambda: source, process=lambda _: nullcontext()))
-    result = CliRunner().invoke(group, list(args), env={"VRP_BACKUP_DIR": str(backup_dir), **env})
+    env = {"VRP_BACKUP_DIR": str(repository_dir(backup_dir)), **env}
+    result = CliRunner().invoke(group, list(args), env=env)
     assert result.exit_code == 0, result.output
     return result.output
 

@@ -6,9 +6,11 @@ Retry after a broken database, the prune after each run inside the run's span, a
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -31,6 +33,7 @@ from backup.source import BackupSource, fan_out_path
 from backup.state import SchedulerState, read_state, write_state
 from backup.telemetry import BackupTelemetry
 from instrumentation.testing import InMemoryTelemetry
+from tests.backup.helpers import repository_dir
 
 HOURLY = Schedule(kind="interval", interval=timedelta(hours=1), text="every 1 hour")
 
@@ -64,7 +67,7 @@ def app_source(root: Path) -> BackupSource:
 
 @pytest.fixture
 def backup_settings(tmp_path: Path) -> BackupSettings:
-    return BackupSettings(backup_dir=tmp_path / "backups", schedule=HOURLY)
+    return BackupSettings(backup_dir=repository_dir(tmp_path / "backups"), schedule=HOURLY)
 
 
 @pytest.fixture
@@ -245,6 +248,7 @@ def test_a_run_that_fails_before_its_span_is_a_failed_backup_run_span_and_warns_
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     make_app_data(tmp_path / "app")
+    shutil.rmtree(backup_settings.backup_dir)
     backup_settings.backup_dir.write_text("a file where the backup folder should be")
     tel = BackupTelemetry(
         tracer_provider=telemetry.tracer_provider, meter_provider=telemetry.meter_provider
@@ -277,7 +281,7 @@ def test_a_run_that_fails_before_its_span_is_a_failed_backup_run_span_and_warns_
         assert span.attributes is not None
         assert span.attributes["vrp.backup.status"] == "failed"
         assert span.attributes["vrp.backup.trigger"] == "schedule"
-        assert span.attributes["error.type"] == "BackupError"
+        assert span.attributes["error.type"] == "RepositoryError"
         assert "it is a file, not a folder" in (span.status.description or "")
     messages = [r.getMessage() for r in caplog.records]
     assert sum("could not write the scheduler state file" in m for m in messages) == 1
@@ -287,6 +291,7 @@ def test_a_run_that_fails_before_its_span_is_a_failed_backup_run_span_and_warns_
 def test_status_on_a_backup_folder_that_is_a_file_is_one_line(
     backup_settings: BackupSettings, cli: Callable[..., str]
 ) -> None:
+    shutil.rmtree(backup_settings.backup_dir)
     backup_settings.backup_dir.write_text("not a folder")
     output = cli("backup", "status", code=1)
     assert output.splitlines() == [
@@ -317,3 +322,54 @@ def test_each_run_checks_the_next_slot_of_the_archive_and_prune_trusts_the_runs_
     check_spans = telemetry.spans("backup.check")
     assert len(check_spans) == 3
     assert all(s.parent is not None and s.parent.span_id in runs for s in check_spans)
+
+
+def test_a_backup_disk_unmounted_under_a_running_scheduler_fails_its_runs_and_fills_nothing(
+    tmp_path: Path,
+    backup_settings: BackupSettings,
+    telemetry: InMemoryTelemetry,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    make_app_data(tmp_path / "app")
+    every_second = Schedule(kind="interval", interval=timedelta(seconds=1), text="every 1 second")
+    backup_settings = dataclasses.replace(backup_settings, schedule=every_second)
+    tel = BackupTelemetry(
+        tracer_provider=telemetry.tracer_provider, meter_provider=telemetry.meter_provider
+    )
+    real_job = backup_job(backup_settings, app_source(tmp_path / "app"), telemetry=tel)
+    scheduler: BackupScheduler
+    calls = 0
+
+    def job(should_stop: Callable[[], bool]) -> JobResult:
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            shutil.rmtree(backup_settings.backup_dir)  # the disk is unmounted: an empty path
+        if calls == 3:
+            scheduler.stop()
+        return real_job(should_stop)
+
+    scheduler = BackupScheduler(
+        backup_settings,
+        job,
+        last_backup_at=lambda: None,
+        backoff=Backoff(initial=0.05, cap=0.1),
+        slice_seconds=0.02,
+    )
+    with caplog.at_level(logging.INFO):
+        scheduler.serve()
+
+    assert calls == 3
+    assert not backup_settings.backup_dir.exists(), "no run, nor the state file, made the folder"
+    runs = telemetry.spans("backup.run")
+    assert [s.attributes["vrp.backup.status"] for s in runs if s.attributes] == [
+        "success",
+        "failed",
+        "failed",
+    ]
+    for span in runs[1:]:
+        assert span.attributes is not None
+        assert span.attributes["error.type"] == "NotARepositoryError"
+        assert "is the backup disk mounted?" in (span.status.description or "")
+    messages = [r.getMessage() for r in caplog.records]
+    assert sum("scheduled backup failed (" in m for m in messages) == 2

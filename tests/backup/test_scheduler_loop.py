@@ -20,13 +20,14 @@ from backup.errors import BackupError, BackupLockedError
 from backup.scheduler import Backoff, BackupScheduler, JobResult
 from backup.settings import BackupSettings, Schedule
 from backup.state import read_state
+from tests.backup.helpers import repository_dir
 
 HOURLY = Schedule(kind="interval", interval=timedelta(hours=1), text="every 1 hour")
 EVERY_SECOND = Schedule(kind="interval", interval=timedelta(seconds=1), text="every 1 second")
 
 
 def _settings(tmp_path: Path, schedule: Schedule = HOURLY) -> BackupSettings:
-    return BackupSettings(backup_dir=tmp_path / "backups", schedule=schedule)
+    return BackupSettings(backup_dir=repository_dir(tmp_path / "backups"), schedule=schedule)
 
 
 class RecordingJob:

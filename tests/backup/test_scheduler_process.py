@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from backup.catalog import Catalog
+from backup.repository import open_repository
 from backup.state import read_state
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -91,6 +92,8 @@ def recorder_home(tmp_path: Path) -> Path:
     """A migrated recorder database under ./var with a filler table of random bytes."""
     upgraded = _vrp(tmp_path, "db", "upgrade")
     assert upgraded.returncode == 0, upgraded.stderr
+    initialised = _vrp(tmp_path, "backup", "init")
+    assert initialised.returncode == 0, initialised.stderr
     with sqlite3.connect(tmp_path / "var" / "vrp.db") as conn:
         conn.execute("CREATE TABLE filler (data BLOB)")
         conn.executemany(
@@ -229,6 +232,7 @@ def test_vrp_up_runs_the_scheduler_which_catches_up_at_once(tmp_path: Path) -> N
             lambda: (s := read_state(backups)) is not None and s.last_outcome == "success",
             "the scheduler under vrp up to take its first backup",
         )
+        announced = json.loads((tmp_path / "var" / "vrp-up.json").read_text())
         process.send_signal(signal.SIGTERM)
         code = process.wait(timeout=60)
     finally:
@@ -238,6 +242,13 @@ def test_vrp_up_runs_the_scheduler_which_catches_up_at_once(tmp_path: Path) -> N
     assert backup.trigger == "schedule"
     state = read_state(backups)
     assert state is not None and state.status == "stopped"
+    assert open_repository(backups).id  # vrp up made the named folder a repository itself
+    assert announced == {
+        "pid": process.pid,
+        "otlp_endpoint": f"http://127.0.0.1:{ports[3]}",
+        "token": None,
+    }
+    assert not (tmp_path / "var" / "vrp-up.json").exists()
 
 
 def test_a_backup_folder_that_is_a_file_is_refused_at_start(tmp_path: Path) -> None:
@@ -254,7 +265,7 @@ def test_a_backup_folder_that_is_a_file_is_refused_at_start(tmp_path: Path) -> N
         2,
         [
             f"vrp: invalid configuration: VRP_BACKUP_DIR='{tmp_path / 'backups'}': exists and is "
-            "not a folder; set it to a folder (created when missing)"
+            "not a folder; set it to a backup repository (`vrp backup init` makes one)"
         ],
     )
     assert not (tmp_path / "var").exists()

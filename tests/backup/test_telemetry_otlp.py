@@ -4,10 +4,13 @@ SDK exporters, with the names and attributes of DESIGN.md, under service name ``
 from __future__ import annotations
 
 import gzip
+import json
 import os
+import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -20,6 +23,7 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
+from recorder.local_dashboard import up_state
 from tests.backup.helpers import write_blob
 
 REPO = Path(__file__).resolve().parents[2]
@@ -32,6 +36,7 @@ class _Receiver(ThreadingHTTPServer):
     def __init__(self) -> None:
         super().__init__(("127.0.0.1", 0), _Handler)
         self.bodies: dict[str, list[bytes]] = {"/v1/traces": [], "/v1/metrics": [], "/v1/logs": []}
+        self.authorizations: set[str] = set()
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -43,6 +48,7 @@ class _Handler(BaseHTTPRequestHandler):
         if self.headers.get("Content-Encoding") == "gzip":
             body = gzip.decompress(body)
         self.server.bodies.setdefault(self.path, []).append(body)
+        self.server.authorizations.add(self.headers.get("Authorization", ""))
         self.send_response(200)
         self.send_header("Content-Type", "application/x-protobuf")
         self.send_header("Content-Length", "0")
@@ -114,6 +120,8 @@ def test_a_manual_run_exports_its_span_tree_and_metrics_over_otlp(
     assert attributes["vrp.backup.files"] == 1
     assert attributes["vrp.backup.bytes"] > 0 and attributes["vrp.backup.stored_bytes"] > 0
     assert str(attributes["vrp.backup.id"]) in done.stdout
+    identity = _identity(tmp_path)
+    assert {k: attributes[k] for k in identity} == identity
     for phase in PHASES:
         assert spans[phase].parent_span_id == run.span_id, phase
         assert spans[phase].trace_id == run.trace_id
@@ -131,10 +139,37 @@ def test_a_manual_run_exports_its_span_tree_and_metrics_over_otlp(
     assert kind in ("histogram", "exponential_histogram")
     (point,) = getattr(duration, kind).data_points
     assert point.count == 1
-    assert _attributes(point.attributes) == {"vrp.backup.status": "success"}
+    assert _attributes(point.attributes) == {"vrp.backup.status": "success", **identity}
     last_success = metrics["vrp.backup.last_success"]
     (gauge_point,) = last_success.gauge.data_points
     assert gauge_point.as_double > 1.7e9
+    assert _attributes(gauge_point.attributes) == identity
+
+    backup_id = str(attributes["vrp.backup.id"])
+    restored = _vrp(tmp_path, env, "backup", "restore", backup_id, "--to", "restored.db")
+    assert restored.returncode == 0, restored.stderr
+    [restore] = [
+        span
+        for body in receiver.bodies["/v1/traces"]
+        for resource_spans in ExportTraceServiceRequest.FromString(body).resource_spans
+        for scope in resource_spans.scope_spans
+        for span in scope.spans
+        if span.name == "backup.restore"
+    ]
+    assert _attributes(restore.attributes) == {
+        "vrp.backup.id": backup_id,
+        "vrp.backup.status": "success",
+        **identity,
+    }
+
+
+def _identity(home: Path) -> dict[str, object]:
+    """What every run of the checkout at ``home`` carries: its repository and its database."""
+    marker = json.loads((home / "var" / "backups" / "repository.json").read_text())
+    return {
+        "vrp.backup.repository.id": marker["id"],
+        "vrp.backup.database": f"sqlite:///{home / 'var' / 'vrp.db'}",
+    }
 
 
 def _plain_env(**extra: str) -> dict[str, str]:
@@ -153,17 +188,64 @@ def _span_services(receiver: _Receiver) -> dict[str, set[str]]:
     return found
 
 
-def test_a_manual_run_without_an_endpoint_reports_to_a_listening_local_dashboard(
+def test_a_manual_run_without_an_endpoint_reports_to_the_vrp_up_of_its_folder(
     tmp_path: Path, receiver: _Receiver
 ) -> None:
-    env = _plain_env(VRP_DASHBOARD_PORT=str(receiver.server_port))
+    env = _plain_env()
     assert _vrp(tmp_path, env, "db", "upgrade").returncode == 0
+    endpoint = f"http://127.0.0.1:{receiver.server_port}"
 
-    done = _vrp(tmp_path, env, "backup", "run")
+    with up_state(endpoint, "s3cret-token", cwd=tmp_path) as announced:
+        assert announced.stat().st_mode & 0o777 == 0o600
+        done = _vrp(tmp_path, env, "backup", "run")
 
     assert done.returncode == 0, done.stderr
     assert _span_services(receiver)["backup.run"] == {"vrp-cli"}
     assert receiver.bodies["/v1/metrics"]
+    assert receiver.authorizations == {"Bearer s3cret-token"}
+    assert not announced.exists()
+
+
+def test_a_dashboard_of_another_checkout_listening_on_the_port_gets_nothing(
+    tmp_path: Path, receiver: _Receiver
+) -> None:
+    """Something listens on the dashboard's port, but no ``vrp up`` runs from this folder: it
+    may be another stack's dashboard, and this checkout's runs must not show there."""
+    env = _plain_env(VRP_DASHBOARD_PORT=str(receiver.server_port), VRP_LOG_LEVEL="DEBUG")
+    assert _vrp(tmp_path, env, "db", "upgrade").returncode == 0
+    other = tmp_path / "other-checkout"
+    other.mkdir()
+    with up_state(f"http://127.0.0.1:{receiver.server_port}", None, cwd=other):
+        done = _vrp(tmp_path, env, "backup", "run")
+
+    assert done.returncode == 0, done.stderr
+    assert receiver.bodies == {"/v1/traces": [], "/v1/metrics": [], "/v1/logs": []}
+    assert "telemetry not exported: no OTLP endpoint is configured and no `vrp up` runs" in (
+        done.stderr
+    )
+
+
+def test_a_vrp_up_state_file_left_by_a_dead_process_is_ignored(
+    tmp_path: Path, receiver: _Receiver
+) -> None:
+    env = _plain_env()
+    assert _vrp(tmp_path, env, "db", "upgrade").returncode == 0
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], text=True,
+                          capture_output=True, check=True)  # fmt: skip
+    (tmp_path / "var" / "vrp-up.json").write_text(
+        json.dumps(
+            {
+                "pid": int(dead.stdout),
+                "otlp_endpoint": f"http://127.0.0.1:{receiver.server_port}",
+                "token": None,
+            }
+        )
+    )
+
+    done = _vrp(tmp_path, env, "backup", "run")
+
+    assert done.returncode == 0, done.stderr
+    assert receiver.bodies == {"/v1/traces": [], "/v1/metrics": [], "/v1/logs": []}
 
 
 def test_a_manual_run_without_an_endpoint_or_a_dashboard_exports_nothing_and_warns_nothing(
@@ -182,3 +264,55 @@ def test_a_manual_run_without_an_endpoint_or_a_dashboard_exports_nothing_and_war
     assert done.returncode == 0, done.stderr
     assert "opentelemetry.exporter" not in done.stderr
     assert "Connection refused" not in done.stderr
+
+
+def _gauge_points(receiver: _Receiver, name: str) -> list[tuple[float, dict[str, object]]]:
+    """Every exported point of the gauge ``name``, in the order they arrived."""
+    return [
+        (point.as_double, _attributes(point.attributes))
+        for body in receiver.bodies["/v1/metrics"]
+        for resource_metrics in ExportMetricsServiceRequest.FromString(body).resource_metrics
+        for scope in resource_metrics.scope_metrics
+        for metric in scope.metrics
+        if metric.name == name
+        for point in metric.gauge.data_points
+    ]
+
+
+def test_the_scheduler_exports_its_next_run_then_none_when_it_stops(
+    tmp_path: Path, receiver: _Receiver
+) -> None:
+    env = _plain_env(
+        OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{receiver.server_port}",
+        VRP_BACKUP_SCHEDULE="every 6 hours",
+    )
+    env["OTEL_METRIC_EXPORT_INTERVAL"] = "200"
+    assert _vrp(tmp_path, env, "db", "upgrade").returncode == 0
+    scheduler = subprocess.Popen(
+        [sys.executable, "-m", "recorder.cli", "scheduler"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    started = time.time()
+    try:
+        deadline = time.monotonic() + 60
+        while not any(value > 0 for value, _ in _gauge_points(receiver, "vrp.backup.next_run")):
+            assert time.monotonic() < deadline, "no next run was exported"
+            time.sleep(0.05)
+        scheduler.send_signal(signal.SIGTERM)
+        _, stderr = scheduler.communicate(timeout=60)
+    finally:
+        scheduler.kill()
+    assert scheduler.returncode == 0, stderr
+
+    identity = _identity(tmp_path)
+    points = _gauge_points(receiver, "vrp.backup.next_run")
+    assert points and all(attributes == identity for _, attributes in points)
+    assert points[-1][0] == 0.0, "a stopped scheduler has no next run"
+    planned = [value for value, _ in points if value > 0]
+    assert all(started + 5.9 * 3600 < value < time.time() + 6 * 3600 for value in planned)
+    [(success, attributes)] = _gauge_points(receiver, "vrp.backup.last_success")[-1:]
+    assert success > started - 120 and attributes == identity

@@ -256,6 +256,9 @@ def test_every_page_renders_with_data(browser: WebDriver, dashboard: Running, pa
     if page == "backups":
         state = _element(browser, "#backups-state", "Last good backup")
         assert "alert-success" in state.get_attribute("class")
+        assert "Next scheduled run at" in state.text
+        _element(browser, "#backups-repositories", "sqlite:////srv/vrp/var/vrp.db")
+        _element(browser, "#backups-table", "5f3c2a9e")
     if page == "traces":
         # The screenshot shows a waterfall: open the N+1 trace from the search results.
         browser.get(f"{dashboard.base}/traces?trace={dashboard.sent.n_plus_one_trace_id}")

@@ -48,6 +48,10 @@ SLOW_QUERY_TEXT = (
 )
 N_PLUS_ONE_TEXT = "SELECT tags.name FROM tags WHERE tags.recording_id = ?"
 ERROR_MESSAGE = "storage unavailable while writing the audio"
+BACKUP_REPOSITORY = {
+    c.VRP_BACKUP_REPOSITORY_ID: "5f3c2a9e41b84d07a6c1e29b8d7f0a13",
+    c.VRP_BACKUP_DATABASE: "sqlite:////srv/vrp/var/vrp.db",
+}
 
 
 @dataclass
@@ -329,6 +333,7 @@ def _backups(endpoint: str, now: int) -> None:
                     c.VRP_BACKUP_STORED_BYTES: (12 + index) * 1_000_000,
                     c.VRP_BACKUP_FILES: 30 + index,
                     c.VRP_BACKUP_VERIFIED: status == "success",
+                    **BACKUP_REPOSITORY,
                 }
             )
             if status == "failed":
@@ -336,8 +341,12 @@ def _backups(endpoint: str, now: int) -> None:
             run.end(end_time=start + duration)
             if status == "success":
                 last_success = (start + duration) // 1_000_000_000
-        meter.get_meter("tests.ui.backup").create_gauge(c.VRP_BACKUP_LAST_SUCCESS, "s").set(
-            last_success
+        backup_meter = meter.get_meter("tests.ui.backup")
+        backup_meter.create_gauge(c.VRP_BACKUP_LAST_SUCCESS, "s").set(
+            last_success, BACKUP_REPOSITORY
+        )
+        backup_meter.create_gauge(c.VRP_BACKUP_NEXT_RUN, "s").set(
+            now // 1_000_000_000 + 3 * 3600, BACKUP_REPOSITORY
         )
         meter.export_at(now - 60 * 1_000_000_000)
         logger.info("backup backup-3 verified")
