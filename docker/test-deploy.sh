@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# `make test-deploy`: build the images, start the stack of docker/compose.yaml with the CI
+# override docker/compose.ci.yaml, wait for it to be healthy, run tests/deploy/ against it, and
+# always take it down again (volumes included), whatever failed.
+#
+# Needs a running Docker engine and docker-compose (`.ci/run` installs and starts them), and
+# mmdebstrap the first time: the base image `vrp-base:bookworm` (Debian bookworm minbase with
+# Python 3.11 and PostgreSQL 15) is made from Debian's packages, since no image registry may be
+# reachable. Its tar is kept in DEPLOY_CACHE_DIR (default /var/cache/vrp-deploy) and the
+# imported image in the engine, so later runs skip that step; a clean machine makes both.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+CACHE_DIR=${DEPLOY_CACHE_DIR:-/var/cache/vrp-deploy}
+BASE_IMAGE=vrp-base:bookworm
+BASE_PACKAGES=python3,python3-venv,postgresql-15
+PYTHON=${PYTHON:-.venv/bin/python}
+LOG_DIR=${DEPLOY_LOG_DIR:-build/deploy}
+# Every docker-compose below, and those tests/deploy/ runs, use this project and the file that
+# `tests.deploy.stack render` makes of compose.yaml + compose.ci.yaml.
+export COMPOSE_PROJECT_NAME=vrp-deploy COMPOSE_FILE=$PWD/$LOG_DIR/compose.yaml
+COMPOSE=(docker-compose)
+
+step() { printf '\n== test-deploy: %s (%ss)\n' "$1" "$SECONDS"; }
+
+if ! docker info >/dev/null 2>&1; then
+    echo "test-deploy: no Docker engine answers; start one: dockerd --bridge=none --iptables=false &" >&2
+    exit 1
+fi
+
+step "base image $BASE_IMAGE"
+if ! docker image inspect "$BASE_IMAGE" >/dev/null 2>&1; then
+    if [ ! -s "$CACHE_DIR/base-bookworm.tar" ]; then
+        # The mirror this host's apt uses (deb822 sources first, then sources.list).
+        mirror=$(sed -n 's/^URIs: *\([^ ]*\).*/\1/p' /etc/apt/sources.list.d/*.sources 2>/dev/null \
+            | grep -v security | head -n 1 || true)
+        mirror=${mirror:-$(awk '$1 == "deb" && $0 !~ /security/ {print $2; exit}' \
+            /etc/apt/sources.list 2>/dev/null || true)}
+        mirror=${mirror:-http://deb.debian.org/debian}
+        mkdir -p "$CACHE_DIR"
+        mmdebstrap --quiet --variant=minbase --include="$BASE_PACKAGES" bookworm \
+            "$CACHE_DIR/base-bookworm.tar.partial" "$mirror"
+        mv "$CACHE_DIR/base-bookworm.tar.partial" "$CACHE_DIR/base-bookworm.tar"
+    fi
+    docker import "$CACHE_DIR/base-bookworm.tar" "$BASE_IMAGE" >/dev/null
+fi
+
+# The wheelhouse (make wheelhouse) is built on the host: a build has no package index.
+step "image vrp:ci (docker/Dockerfile)"
+docker build --quiet --network none --build-arg BASE="$BASE_IMAGE" \
+    -f docker/Dockerfile -t vrp:ci . >/dev/null
+step "image vrp-postgres:ci (docker/postgres.Dockerfile)"
+docker build --quiet --network none --build-arg BASE="$BASE_IMAGE" \
+    -f docker/postgres.Dockerfile -t vrp-postgres:ci docker >/dev/null
+
+VRP_DASHBOARD_TOKEN=$("$PYTHON" -c 'import secrets; print(secrets.token_hex(16))')
+export VRP_DASHBOARD_TOKEN
+mkdir -p "$LOG_DIR"
+COMPOSE_FILE= "$PYTHON" -m tests.deploy.stack render "$COMPOSE_FILE"
+
+cleanup() {
+    status=$?
+    step "logs in $LOG_DIR/compose.log; down"
+    "${COMPOSE[@]}" logs --no-color --timestamps >"$LOG_DIR/compose.log" 2>&1 || true
+    if [ "$status" -ne 0 ]; then
+        echo "test-deploy failed (status $status); the last lines of the stack's logs:" >&2
+        tail -n 60 "$LOG_DIR/compose.log" >&2 || true
+    fi
+    "${COMPOSE[@]}" down --volumes --remove-orphans --timeout 20 >/dev/null 2>&1 || true
+    rm -f "$COMPOSE_FILE"
+    exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# A run killed before its clean-up left containers and volumes: start from nothing.
+"${COMPOSE[@]}" down --volumes --remove-orphans --timeout 5 >/dev/null 2>&1 || true
+
+step "up"
+"${COMPOSE[@]}" up -d --no-build
+
+step "waiting for api and dashboard to be healthy"
+"$PYTHON" -m tests.deploy.stack wait-healthy --timeout 180
+
+step "tests/deploy"
+DEPLOY_STACK=1 "$PYTHON" -m pytest tests/deploy -p no:cacheprovider -o addopts="-ra"
+step "passed"
