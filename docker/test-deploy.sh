@@ -1,31 +1,53 @@
 #!/usr/bin/env bash
-# `make test-deploy`: build the images, start the stack of docker/compose.yaml with the CI
-# override docker/compose.ci.yaml, wait for it to be healthy, run tests/deploy/ against it, and
-# always take it down again (volumes included), whatever failed.
+# The CI stack: docker/compose.yaml with docker/compose.ci.yaml on top (README "Deployment").
+#   docker/test-deploy.sh [test]  build the images, start the stack from empty volumes, wait for
+#                                 it to be healthy, run tests/deploy/ against it, and always
+#                                 take it down again, volumes included (`make test-deploy`)
+#   docker/test-deploy.sh up      build and start it (or apply a changed VRP_DASHBOARD_TOKEN)
+#                                 and leave it running, volumes kept
+#   docker/test-deploy.sh down    stop it and remove its containers and volumes
+# After `up`, `docker-compose` in a shell that ran the two exports this prints acts on it.
 #
 # Needs a running Docker engine and docker-compose (`.ci/run` installs and starts them), and
 # mmdebstrap the first time: the base image `vrp-base:bookworm` (Debian bookworm minbase with
 # Python 3.11 and PostgreSQL 15) is made from Debian's packages, since no image registry may be
 # reachable. Its tar is kept in DEPLOY_CACHE_DIR (default /var/cache/vrp-deploy) and the
-# imported image in the engine, so later runs skip that step; a clean machine makes both.
+# imported image in the engine, so later runs skip that step; a clean machine makes both. The
+# wheelhouse must be there (`make wheelhouse`): no package index is reachable from a build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+ACTION=${1:-test}
 CACHE_DIR=${DEPLOY_CACHE_DIR:-/var/cache/vrp-deploy}
 BASE_IMAGE=vrp-base:bookworm
 BASE_PACKAGES=python3,python3-venv,postgresql-15
 PYTHON=${PYTHON:-.venv/bin/python}
-LOG_DIR=${DEPLOY_LOG_DIR:-build/deploy}
+LOG_DIR=build/deploy
 # Every docker-compose below, and those tests/deploy/ runs, use this project and the file that
 # `tests.deploy.stack render` makes of compose.yaml + compose.ci.yaml.
 export COMPOSE_PROJECT_NAME=vrp-deploy COMPOSE_FILE=$PWD/$LOG_DIR/compose.yaml
-COMPOSE=(docker-compose)
 
-step() { printf '\n== test-deploy: %s (%ss)\n' "$1" "$SECONDS"; }
+step() { printf '== %s: %s (%ss)\n' "$ACTION" "$1" "$SECONDS"; }
+
+case "$ACTION" in
+test | up | down) ;;
+*)
+    echo "usage: docker/test-deploy.sh [test|up|down]" >&2
+    exit 2
+    ;;
+esac
 
 if ! docker info >/dev/null 2>&1; then
     echo "test-deploy: no Docker engine answers; start one: dockerd --bridge=none --iptables=false &" >&2
     exit 1
+fi
+
+if [ "$ACTION" = down ]; then
+    if [ -f "$COMPOSE_FILE" ]; then
+        docker-compose down --volumes --remove-orphans --timeout 20
+        rm -f "$COMPOSE_FILE"
+    fi
+    exit 0
 fi
 
 step "base image $BASE_IMAGE"
@@ -45,7 +67,10 @@ if ! docker image inspect "$BASE_IMAGE" >/dev/null 2>&1; then
     docker import "$CACHE_DIR/base-bookworm.tar" "$BASE_IMAGE" >/dev/null
 fi
 
-# The wheelhouse (make wheelhouse) is built on the host: a build has no package index.
+if ! ls docker/wheelhouse/*.whl >/dev/null 2>&1; then
+    echo "test-deploy: docker/wheelhouse is empty; run: make wheelhouse" >&2
+    exit 1
+fi
 step "image vrp:ci (docker/Dockerfile)"
 docker build --quiet --network none --build-arg BASE="$BASE_IMAGE" \
     -f docker/Dockerfile -t vrp:ci . >/dev/null
@@ -53,35 +78,48 @@ step "image vrp-postgres:ci (docker/postgres.Dockerfile)"
 docker build --quiet --network none --build-arg BASE="$BASE_IMAGE" \
     -f docker/postgres.Dockerfile -t vrp-postgres:ci docker >/dev/null
 
-VRP_DASHBOARD_TOKEN=$("$PYTHON" -c 'import secrets; print(secrets.token_hex(16))')
+if [ -z "${VRP_DASHBOARD_TOKEN:-}" ]; then
+    VRP_DASHBOARD_TOKEN=$("$PYTHON" -c 'import secrets; print(secrets.token_hex(16))')
+fi
 export VRP_DASHBOARD_TOKEN
 mkdir -p "$LOG_DIR"
-COMPOSE_FILE= "$PYTHON" -m tests.deploy.stack render "$COMPOSE_FILE"
+
+if [ "$ACTION" = up ]; then
+    COMPOSE_FILE='' "$PYTHON" -m tests.deploy.stack render "$COMPOSE_FILE"
+    step "up"
+    docker-compose up -d --no-build
+    "$PYTHON" -m tests.deploy.stack wait-healthy --timeout 180
+    echo "export COMPOSE_PROJECT_NAME=$COMPOSE_PROJECT_NAME COMPOSE_FILE=$COMPOSE_FILE"
+    echo "api http://127.0.0.1:15000, dashboard http://127.0.0.1:18050 (token: docker-compose exec -T dashboard printenv VRP_DASHBOARD_TOKEN)"
+    exit 0
+fi
 
 cleanup() {
     status=$?
     step "logs in $LOG_DIR/compose.log; down"
-    "${COMPOSE[@]}" logs --no-color --timestamps >"$LOG_DIR/compose.log" 2>&1 || true
+    docker-compose logs --no-color --timestamps >"$LOG_DIR/compose.log" 2>&1 || true
     if [ "$status" -ne 0 ]; then
         echo "test-deploy failed (status $status); the last lines of the stack's logs:" >&2
         tail -n 60 "$LOG_DIR/compose.log" >&2 || true
     fi
-    "${COMPOSE[@]}" down --volumes --remove-orphans --timeout 20 >/dev/null 2>&1 || true
+    docker-compose down --volumes --remove-orphans --timeout 20 >/dev/null 2>&1 || true
     rm -f "$COMPOSE_FILE"
     exit "$status"
 }
+# A stack left by `up` or by a killed run goes first: the test starts from empty volumes.
+if [ -f "$COMPOSE_FILE" ]; then
+    docker-compose down --volumes --remove-orphans --timeout 5 >/dev/null 2>&1 || true
+fi
+COMPOSE_FILE='' "$PYTHON" -m tests.deploy.stack render "$COMPOSE_FILE"
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# A run killed before its clean-up left containers and volumes: start from nothing.
-"${COMPOSE[@]}" down --volumes --remove-orphans --timeout 5 >/dev/null 2>&1 || true
-
 step "up"
-"${COMPOSE[@]}" up -d --no-build
+docker-compose up -d --no-build
 
 step "waiting for api and dashboard to be healthy"
 "$PYTHON" -m tests.deploy.stack wait-healthy --timeout 180
 
 step "tests/deploy"
-DEPLOY_STACK=1 "$PYTHON" -m pytest tests/deploy -p no:cacheprovider -o addopts="-ra"
+DEPLOY_STACK=1 "$PYTHON" -m pytest tests/deploy -p no:cacheprovider -o addopts="-ra" --durations=0
 step "passed"
