@@ -60,9 +60,10 @@ if ! docker image inspect "$BASE_IMAGE" >/dev/null 2>&1; then
             /etc/apt/sources.list 2>/dev/null || true)}
         mirror=${mirror:-http://deb.debian.org/debian}
         mkdir -p "$CACHE_DIR"
+        rm -rf "$CACHE_DIR/base-bookworm.partial.tar"
         mmdebstrap --quiet --variant=minbase --include="$BASE_PACKAGES" bookworm \
-            "$CACHE_DIR/base-bookworm.tar.partial" "$mirror"
-        mv "$CACHE_DIR/base-bookworm.tar.partial" "$CACHE_DIR/base-bookworm.tar"
+            "$CACHE_DIR/base-bookworm.partial.tar" "$mirror"
+        mv "$CACHE_DIR/base-bookworm.partial.tar" "$CACHE_DIR/base-bookworm.tar"
     fi
     docker import "$CACHE_DIR/base-bookworm.tar" "$BASE_IMAGE" >/dev/null
 fi
