@@ -157,6 +157,7 @@ def test_dockerfile_takes_a_base_and_runs_as_a_non_root_user_with_a_readyz_healt
     )
     assert "FROM ${BASE}" in lines
     assert any(line.startswith("USER vrp") for line in lines)
+    assert "STOPSIGNAL SIGINT" in lines
     healthcheck = next(line for line in lines if line.startswith("HEALTHCHECK"))
     assert "/readyz" in healthcheck and ":5000/" in healthcheck
     assert "postgresql-client-15" in (DOCKER / "Dockerfile").read_text()
