@@ -73,10 +73,10 @@ if ! ls docker/wheelhouse/*.whl >/dev/null 2>&1; then
     exit 1
 fi
 step "image vrp:ci (docker/Dockerfile)"
-docker build --quiet --network none --build-arg BASE="$BASE_IMAGE" \
+docker build --quiet --force-rm --network none --build-arg BASE="$BASE_IMAGE" \
     -f docker/Dockerfile -t vrp:ci . >/dev/null
 step "image vrp-postgres:ci (docker/postgres.Dockerfile)"
-docker build --quiet --network none --build-arg BASE="$BASE_IMAGE" \
+docker build --quiet --force-rm --network none --build-arg BASE="$BASE_IMAGE" \
     -f docker/postgres.Dockerfile -t vrp-postgres:ci docker >/dev/null
 
 if [ -z "${VRP_DASHBOARD_TOKEN:-}" ]; then
@@ -100,8 +100,11 @@ cleanup() {
     step "logs in $LOG_DIR/compose.log; down"
     docker-compose logs --no-color --timestamps >"$LOG_DIR/compose.log" 2>&1 || true
     if [ "$status" -ne 0 ]; then
-        echo "test-deploy failed (status $status); the last lines of the stack's logs:" >&2
-        tail -n 60 "$LOG_DIR/compose.log" >&2 || true
+        echo "test-deploy failed (status $status); the last lines of each service's logs:" >&2
+        for service in postgres migrate api scheduler dashboard; do
+            docker-compose logs --no-color --tail 8 "$service" >&2 || true
+        done
+        docker-compose ps >&2 || true
     fi
     docker-compose down --volumes --remove-orphans --timeout 20 >/dev/null 2>&1 || true
     rm -f "$COMPOSE_FILE"
