@@ -114,6 +114,13 @@ cleanup() {
 if [ -f "$COMPOSE_FILE" ]; then
     docker-compose down --volumes --remove-orphans --timeout 5 >/dev/null 2>&1 || true
 fi
+# Host networking: the stack's ports must be free (someone else's server would answer instead).
+for port in 15432 15000 18050; do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+        echo "test-deploy: 127.0.0.1:$port is in use; docker/compose.ci.yaml needs it" >&2
+        exit 1
+    fi
+done
 COMPOSE_FILE='' "$PYTHON" -m tests.deploy.stack render "$COMPOSE_FILE"
 trap cleanup EXIT
 trap 'exit 130' INT TERM
