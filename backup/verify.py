@@ -2,11 +2,11 @@
 
 Every checksum is recomputed: the stored database artifact's sha256 against the manifest, then
 the snapshot is opened (SQLite: written out and ``PRAGMA integrity_check``, row counts compared
-with the manifest; PostgreSQL: with a server at hand a restore into a scratch database with row
-counts compared per table, without one ``pg_restore`` reading the whole archive into nowhere),
-and every referenced blob is decompressed and its content hashed against its name. Each problem
-names the file, the expected and the actual hash (or what else is wrong). The outcome is noted
-in ``verified.json`` next to the manifest, so retention knows which backups were proven.
+with the manifest; PostgreSQL: ``pg_restore --list``, and with a server at hand a restore into a
+scratch database with row counts compared per table), and every referenced blob is decompressed
+and its content hashed against its name. Each problem names the file, the expected and the
+actual hash (or what else is wrong). The outcome is noted in ``verified.json`` next to the
+manifest, so retention knows which backups were proven.
 """
 
 from __future__ import annotations
@@ -207,7 +207,7 @@ def verify_backup(
     """Verify a complete backup and record the outcome next to its manifest.
 
     ``database_url`` names a PostgreSQL server on which a full verify may create (and drop) a
-    scratch database; without it a PostgreSQL snapshot is read through by ``pg_restore`` alone.
+    scratch database; without it a PostgreSQL snapshot is checked with ``pg_restore --list``.
     """
     catalog = Catalog(settings.backup_dir)
     run_dir = catalog.runs_dir / backup_id

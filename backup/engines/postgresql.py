@@ -7,10 +7,8 @@ manifest lists what the dump references, whatever commits meanwhile. The dump is
 uncompressed (``-Z0``) to a pipe and compressed here at the configured zstd level in the same
 pass that hashes it.
 
-A check feeds the whole decompressed dump to ``pg_restore --file=/dev/null``, which reads every
-entry and data block of the archive (``--list`` reads only its table of contents, and stops
-reading its input there); a full check restores it into a scratch database on the same server
-instead and compares the row counts per table with the manifest.
+A check feeds the decompressed dump to ``pg_restore --list``; a full check restores it into a
+scratch database on the same server and compares the row counts per table with the manifest.
 The client tools must be at least as new as the server: a missing tool or an older ``pg_dump``
 is reported by name, with what to install.
 """
@@ -25,7 +23,7 @@ import shutil
 import subprocess
 import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Final
 
@@ -134,29 +132,6 @@ def _server_major(connection: sa.Connection) -> int:
     return int(connection.execute(sa.text("SHOW server_version_num")).scalar_one()) // 10000
 
 
-class _Feed:
-    """pg_restore's stdin. pg_restore may stop reading before the end of the archive (past
-    the last entry it needs) and close its end: the rest of the artifact is still decompressed
-    (its zstd frame checked to the end and its length counted) but goes nowhere, and the
-    verdict is pg_restore's exit status, not the broken pipe."""
-
-    def __init__(self, stdin: IO[bytes]) -> None:
-        self.stdin = stdin
-        self.closed_early = False
-
-    def write(self, data: bytes) -> None:
-        if self.closed_early:
-            return
-        try:
-            self.stdin.write(data)
-        except BrokenPipeError:
-            self.closed_early = True
-
-    def close(self) -> None:
-        with suppress(BrokenPipeError):
-            self.stdin.close()
-
-
 class PostgresqlEngine:
     """Snapshots of a PostgreSQL database through pg_dump and pg_restore."""
 
@@ -249,16 +224,12 @@ class PostgresqlEngine:
         progress: Progress | None,
         scratch_url: str | None = None,
     ) -> list[str]:
-        if not full or scratch_url is None:
-            # pg_restore reads the whole archive (every data block, not only the table of
-            # contents that --list stops after) and writes the script it would run nowhere.
-            return self._pg_restore(artifact, [f"--file={os.devnull}"], progress=progress)
+        problems = self._pg_restore(artifact, ["--list"], progress=progress)
+        if problems or not full or scratch_url is None:
+            return problems
         with self._scratch_database(scratch_url) as scratch:
             problems = self._pg_restore(
-                artifact,
-                ["--no-owner", "--exit-on-error", "--single-transaction"],
-                url=scratch,
-                progress=progress,
+                artifact, ["--no-owner", "--exit-on-error", "--single-transaction"], url=scratch
             )
             if not problems:
                 problems = self.check_restored(scratch, tables)
@@ -348,14 +319,19 @@ class PostgresqlEngine:
                 env=env,
             )
             assert process.stdin is not None
-            feed = _Feed(process.stdin)
+            broken = False
             try:
                 with artifact.open("rb") as src:
-                    decompress_stream(src, feed.write, progress=progress)
+                    decompress_stream(src, process.stdin.write, progress=progress)
+            except BrokenPipeError:
+                broken = True
             finally:
-                feed.close()
+                try:
+                    process.stdin.close()
+                except BrokenPipeError:
+                    broken = True
                 returncode = process.wait()
-            if returncode != 0:
+            if returncode != 0 or broken:
                 return [f"pg_restore {' '.join(options)} failed: {_stderr_text(errors)}"]
         return []
 

@@ -19,9 +19,7 @@ from backup.restore import plan_restore, restore_backup
 from backup.run import run_backup
 from backup.source import BackupSource, fan_out_path
 from backup.verify import verify_backup
-from recorder import backup_source as recorder
 from tests.backup.helpers import backup_settings, referenced_blobs, tamper_manifest, write_blob
-from tests.backup.recordings import fill_recordings
 from tests.conftest import reset_postgres
 
 pytestmark = pytest.mark.postgres
@@ -183,42 +181,3 @@ def test_a_failed_restore_into_a_new_database_drops_it(
         engine.dispose()
     assert exists == 0
     assert not (tmp_path / "audio").exists()
-
-
-def test_the_small_dump_of_these_tests_stays_under_a_pipe_buffer(
-    pg_source: BackupSource, tmp_path: Path
-) -> None:
-    """The other side of 64 KiB from the test below: a dump pg_restore reads in one gulp."""
-    settings = backup_settings(tmp_path)
-    result = run_backup(settings, pg_source, verify=True)
-    assert result.verified
-    manifest = Catalog(settings.backup_dir).manifest(result.backup_id)
-    assert manifest.database_artifact.bytes < 64 * 1024
-    assert verify_backup(settings, result.backup_id).ok
-    assert verify_backup(settings, result.backup_id, database_url=pg_source.database_url).ok
-
-
-@pytest.mark.slow
-def test_thousands_of_recordings_back_up_verified_and_restore_with_equal_row_counts(
-    postgres_url: str, scratch_url: str, tmp_path: Path
-) -> None:
-    reset_postgres(postgres_url)
-    fill_recordings(postgres_url, tmp_path / "storage", recordings=12_000)
-    source = BackupSource(
-        postgres_url, tmp_path / "storage", recorder.referenced_blobs, recorder.blob_path
-    )
-    settings = backup_settings(tmp_path)
-
-    result = run_backup(settings, source, verify=True)
-
-    assert result.verified
-    manifest = Catalog(settings.backup_dir).manifest(result.backup_id)
-    assert manifest.database_artifact.bytes > 4 * 1024 * 1024
-    assert manifest.tables["public.recordings"] == 12_000
-    assert verify_backup(settings, result.backup_id).ok  # without a server: pg_restore only
-    plan = plan_restore(
-        settings, result.backup_id, database_url=scratch_url, storage_dir=tmp_path / "audio"
-    )
-    restore_backup(settings, plan)
-    assert _counts(scratch_url) == _counts(postgres_url) == manifest.tables
-    reset_postgres(postgres_url)
