@@ -28,12 +28,14 @@ from recorder.config import load_settings
 
 DOCKER = Path(__file__).resolve().parent.parent / "docker"
 ROOT = DOCKER.parent
-# compose's `${NAME:?message}` interpolation, resolved as if the operator had set NAME.
+# compose's `${NAME:?message}` interpolation, resolved as if the operator had set NAME (to a
+# value long enough for a token: 32 characters, as `openssl rand -hex 16` prints).
 _INTERPOLATION = re.compile(r"\$\{(\w+)(?::\?[^}]*)?\}")
+_SECRET = "compose-secret-0123456789abcdef0123"
 
 
 def _compose(name: str = "compose.yaml") -> dict[str, Any]:
-    text = _INTERPOLATION.sub("compose-secret", (DOCKER / name).read_text())
+    text = _INTERPOLATION.sub(_SECRET, (DOCKER / name).read_text())
     return yaml.safe_load(text)
 
 
@@ -55,6 +57,8 @@ def _resolve(args: list[str]) -> click.Context:
     command: click.Command = main
     while isinstance(command, click.Group):
         rest = [*ctx._protected_args, *ctx.args]
+        if not rest and command.invoke_without_command:
+            break
         name, sub, rest = command.resolve_command(ctx, rest)
         assert sub is not None and name is not None
         ctx = sub.make_context(name, rest, parent=ctx)
