@@ -46,6 +46,27 @@ $(CONTRIB_STAMP): pyproject.toml benchmarks/contrib-requirements.txt
 bench-contrib: $(CONTRIB_STAMP)
 	$(CONTRIB_VENV)/bin/python benchmarks/overhead.py --contrib
 
+# ---- Deployment (docker/, README "Deployment") ----
+# `make test-deploy` builds the images, starts docker/compose.yaml with docker/compose.ci.yaml
+# (PostgreSQL, migrate, api, scheduler, dashboard), runs tests/deploy/ against it and takes it
+# down (docker/test-deploy.sh). Needs a running Docker engine, docker-compose and mmdebstrap.
+# The wheelhouse holds every dependency as a wheel built here, for image builds that cannot
+# reach a package index.
+WHEELHOUSE_STAMP := docker/wheelhouse/.built
+
+.PHONY: wheelhouse test-deploy
+
+$(WHEELHOUSE_STAMP): pyproject.toml $(RUN_STAMP)
+	$(VENV)/bin/pip wheel --quiet --wheel-dir docker/wheelhouse . 'setuptools>=68'
+	rm -f docker/wheelhouse/voice_recorder_pro-*.whl
+	touch $@
+
+wheelhouse: $(WHEELHOUSE_STAMP)
+
+test-deploy: $(TEST_STAMP) $(WHEELHOUSE_STAMP)
+	PYTHON=$(VENV)/bin/python bash docker/test-deploy.sh
+# ---- end of deployment ----
+
 # Removes what the build made, never ./var: it holds the database, the audio and the backups.
 clean:
 	rm -rf $(VENV) $(CONTRIB_VENV) .pytest_cache .ruff_cache .hypothesis *.egg-info
