@@ -36,7 +36,9 @@ from backup.files import fsync_dir, make_private_dir, open_private
 MARKER: Final = "repository.json"
 FORMAT: Final = 1
 # What an earlier version of this package left in a backup folder: adopted by ``init``.
-KNOWN_ENTRIES: Final = frozenset({"runs", "blobs", "tmp", ".lock", "scheduler-state.json", MARKER})
+KNOWN_ENTRIES: Final = frozenset(
+    {"runs", "blobs", "tmp", "checks", ".lock", "scheduler-state.json", MARKER}
+)
 
 
 class RepositoryError(BackupError):

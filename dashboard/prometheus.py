@@ -43,8 +43,7 @@ from werkzeug.wrappers import Response
 
 from dashboard import queries
 from dashboard.attempts import TokenAttempts
-from dashboard.auth import TokenAuth
-from dashboard.receiver import REJECTED_KEY
+from dashboard.receiver import REJECTED_KEY, check_token
 from dashboard.schema import backup_runs
 from dashboard.settings import DashboardSettings
 from dashboard.store import TelemetryStore
@@ -237,18 +236,21 @@ def install_metrics(
     server.after_request(receiver.count)
     registry = CollectorRegistry(auto_describe=False)
     registry.register(StoreCollector(store, settings, receiver))
-    auth = TokenAuth(settings.token, attempts) if settings.token else None
+    token = settings.token
 
     def guard() -> Response | None:
-        if auth is None or flask.request.path != METRICS_PATH:
+        if token is None or flask.request.path != METRICS_PATH:
             return None
-        wait = attempts.retry_after(flask.request.remote_addr)
-        if wait:
-            response = flask.jsonify(code=429, status="Too Many Requests")
-            response.status_code = 429
-            response.headers["Retry-After"] = str(wait)
-            return response
-        return None if auth.bearer_ok(flask.request) else _unauthorized()
+        authorization = flask.request.headers.get("Authorization", "")
+        refused = check_token(token, attempts, authorization, flask.request.remote_addr)
+        if refused is None:
+            return None
+        if refused.status != 429:
+            return _unauthorized()
+        response = flask.jsonify(code=429, status="Too Many Requests", message=refused.message)
+        response.status_code = 429
+        response.headers.extend(refused.headers)
+        return response
 
     def metrics() -> Response:
         try:

@@ -17,6 +17,7 @@ import orjson
 import pytest
 
 from benchmarks.backup import build_database
+from tests.backup.helpers import repository_dir
 
 pytestmark = pytest.mark.slow
 
@@ -39,7 +40,7 @@ def env(database: tuple[dict[str, str], Path], tmp_path: Path) -> dict[str, str]
     (tmp_path / "system-tmp").mkdir()
     return {
         **database[0],
-        "VRP_BACKUP_DIR": str(tmp_path / "backups"),
+        "VRP_BACKUP_DIR": str(repository_dir(tmp_path / "backups")),
         "TMPDIR": str(tmp_path / "system-tmp"),
         "OTEL_SDK_DISABLED": "true",
     }

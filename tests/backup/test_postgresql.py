@@ -28,7 +28,13 @@ from backup.telemetry import BackupTelemetry
 from backup.verify import verify_backup
 from instrumentation.testing import InMemoryTelemetry
 from recorder import backup_source as recorder
-from tests.backup.helpers import backup_settings, referenced_blobs, tamper_manifest, write_blob
+from tests.backup.helpers import (
+    backup_settings,
+    referenced_blobs,
+    repository_dir,
+    tamper_manifest,
+    write_blob,
+)
 from tests.backup.recordings import fill_recordings
 from tests.conftest import reset_postgres
 
@@ -329,7 +335,7 @@ def test_a_killed_verify_leaves_a_scratch_database_that_the_next_run_drops(
         **os.environ,
         "VRP_DATABASE_URL": postgres_url,
         "VRP_STORAGE_DIR": str(tmp_path / "storage"),
-        "VRP_BACKUP_DIR": str(tmp_path / "backups"),
+        "VRP_BACKUP_DIR": str(repository_dir(tmp_path / "backups")),
         "VRP_LOG_DIR": str(tmp_path / "log"),
         "OTEL_SDK_DISABLED": "true",
     }

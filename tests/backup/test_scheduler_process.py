@@ -243,11 +243,10 @@ def test_vrp_up_runs_the_scheduler_which_catches_up_at_once(tmp_path: Path) -> N
     state = read_state(backups)
     assert state is not None and state.status == "stopped"
     assert open_repository(backups).id  # vrp up made the named folder a repository itself
-    assert announced == {
-        "pid": process.pid,
-        "otlp_endpoint": f"http://127.0.0.1:{ports[3]}",
-        "token": None,
-    }
+    # vrp up made a token for its dashboard, printed it, and hands it to commands run by hand.
+    token = announced.pop("token")
+    assert len(token) >= 32 and token in (tmp_path / "up.stderr").read_text()
+    assert announced == {"pid": process.pid, "otlp_endpoint": f"http://127.0.0.1:{ports[3]}"}
     assert not (tmp_path / "var" / "vrp-up.json").exists()
 
 

@@ -13,7 +13,7 @@ from dashboard.schema import backup_runs
 from dashboard.settings import DashboardSettings
 from dashboard.store import TelemetryStore
 
-TOKEN = "metrics-token-123"
+TOKEN = "metrics-token-0123456789abcdef0123456789"
 
 
 def _client(store: TelemetryStore, **settings: Any) -> FlaskClient:

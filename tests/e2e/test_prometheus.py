@@ -22,11 +22,12 @@ import pytest
 import requests
 import yaml
 
+from tests.backup.helpers import repository_dir
 from tests.e2e.test_stack import _free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG_DIR = ROOT / "docker" / "prometheus"
-TOKEN = "scrape-token-1234"
+TOKEN = "scrape-token-0123456789abcdef0123456789"
 
 pytestmark = pytest.mark.slow
 
@@ -90,7 +91,7 @@ def _env(folder: Path, **extra: str) -> dict[str, str]:
         VRP_DATABASE_URL=f"sqlite:///{folder / 'vrp.db'}",
         VRP_STORAGE_DIR=str(folder / "recordings"),
         VRP_LOG_DIR=str(folder / "log"),
-        VRP_BACKUP_DIR=str(folder / "backups"),
+        VRP_BACKUP_DIR=str(repository_dir(folder / "backups")),
         VRP_DASHBOARD_STORE_URL=f"sqlite:///{folder / 'telemetry.db'}",
         VRP_DASHBOARD_TOKEN=TOKEN,
         **extra,

@@ -30,6 +30,7 @@ from tests.e2e.test_stack import (
     _alive,
     _children,
     _free_port,
+    _printed_token,
     _up,
     _upload,
     _uploads_seen,
@@ -245,7 +246,12 @@ def test_vrp_up_serves_the_api_with_the_workers_it_is_told(tmp_path: Path) -> No
         str(dashboard_port),
         VRP_API_WORKERS=str(WORKERS),
     )
-    stack = UpStack(process, f"http://127.0.0.1:{api_port}", f"http://127.0.0.1:{dashboard_port}")
+    stack = UpStack(
+        process,
+        f"http://127.0.0.1:{api_port}",
+        f"http://127.0.0.1:{dashboard_port}",
+        _printed_token(process),
+    )
     try:
         _wait_for(process, f"{stack.api}/healthz")
         api = next(
