@@ -133,7 +133,8 @@ class DemoTraffic:
     requests_sent: int = 0
 
     def __post_init__(self) -> None:
-        self._random = random.Random(self.seed)  # nosec B311: sample data, not secrets
+        # Sample titles, tags and tones: no secret comes from this generator.
+        self._random = random.Random(self.seed)  # nosec B311
 
     def stop(self, signum: int | None = None, frame: FrameType | None = None) -> None:
         """Ask :meth:`run` to return (safe from a signal handler)."""
