@@ -461,9 +461,18 @@ def _vrp(*args: str) -> list[str]:
     default=None,
     help="Port of the dashboard [default: VRP_DASHBOARD_PORT, 8050].",
 )
-def up(host: str | None, port: int | None, dashboard_port: int | None) -> None:
+@click.option(
+    "--demo",
+    is_flag=True,
+    help="Also upload sample recordings, take a backup and send light traffic to the API.",
+)
+def up(host: str | None, port: int | None, dashboard_port: int | None, demo: bool) -> None:
     """Run the whole stack on this machine: migrate, then serve the API and the dashboard, and
     run the backup scheduler.
+
+    With --demo, one more child (``vrp demo-traffic``, :mod:`recorder.demo`) seeds sample
+    recordings, starts one backup run and sends a few requests a second to the API, so that
+    the dashboard shows latencies, queries and a backup within a minute.
 
     The API and the scheduler export their telemetry to the dashboard unless an OTLP endpoint
     is configured, with VRP_DASHBOARD_TOKEN, or else a token made for the run and printed once.
@@ -482,6 +491,8 @@ def up(host: str | None, port: int | None, dashboard_port: int | None) -> None:
     except DashboardConfigError as exc:
         _fail(f"invalid configuration: {exc}", CONFIG_EXIT)
     dashboard_port = dashboard_port or dashboard.port
+    if demo and settings.api_port == 0:
+        _fail("--demo needs the API's port: pick one with --port (not 0)", CONFIG_EXIT)
     for bind_host, bind_port, option in (
         (settings.api_host, settings.api_port, "--port"),
         (dashboard.host, dashboard_port, "--dashboard-port"),
@@ -520,13 +531,45 @@ def up(host: str | None, port: int | None, dashboard_port: int | None) -> None:
                 env=dashboard_env,
                 ready=(dashboard.host, dashboard_port),
             ),
-            supervisor.Child("api", _vrp("api", *api_address), env=api_env),
+            supervisor.Child(
+                "api",
+                _vrp("api", *api_address),
+                env=api_env,
+                # The demo starts once the API listens, and stops before it.
+                ready=(settings.api_host, settings.api_port) if demo else None,
+            ),
             supervisor.Child("scheduler", _vrp("scheduler"), env=api_env),
         ]
+        if demo:
+            api_url = supervisor.otlp_endpoint(settings.api_host, settings.api_port)
+            # Its backup run exports to the dashboard as the scheduler does (api_env).
+            children.append(
+                supervisor.Child("demo", _vrp("demo-traffic", "--api", api_url), env=api_env)
+            )
         endpoint = supervisor.otlp_endpoint(dashboard.host, dashboard_port)
         with up_state(endpoint, token):
             status = supervisor.run(children, os.environ)
     sys.exit(status)
+
+
+@main.command("demo-traffic", hidden=True)
+@click.option("--api", "api_url", required=True, metavar="URL", help="The API's base URL.")
+def demo_traffic(api_url: str) -> None:
+    """Sample recordings, one backup run and light traffic against the API (``vrp up --demo``)
+    until SIGTERM or Ctrl-C."""
+    from instrumentation import logs
+    from instrumentation.errors import ConfigurationError
+    from recorder.demo import DemoTraffic, run_until_signalled
+
+    settings = _settings("vrp-demo")
+    try:
+        logs.configure_logging(settings.logging, service=settings.telemetry.service_name)
+    except ConfigurationError as exc:
+        _fail(f"invalid configuration: {exc}", CONFIG_EXIT)
+    try:
+        run_until_signalled(DemoTraffic(api_url, backup_argv=_vrp("backup", "run")))
+    finally:
+        logs.shutdown_logging()
 
 
 def _init_backup_repository() -> None:
