@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from dashboard.app import create_app
 from dashboard.histograms import ExpHistogram
 from dashboard.otlp import LogRecord, MetricPoint, decode_traces
 from dashboard.queries import TimeRange
@@ -476,3 +477,48 @@ def test_a_spans_only_service_counts_4xx_server_spans_as_client_errors(live: Liv
     assert (service["source"], service["errors"], service["client_errors"]) == ("spans", 1, 2)
     (operation,) = live.get("/api/operations")["operations"]
     assert operation["status_classes"] == {"2xx": 2, "3xx": 1, "4xx": 2, "5xx": 1}
+
+
+@pytest.mark.parametrize(
+    ("path", "params", "unknown"),
+    [
+        ("/api/services", {"since": "1h"}, "since"),
+        ("/api/summary", {"sinse": "1h"}, "sinse"),
+        ("/api/operations", {"since": "1h", "route": "/x"}, "route"),
+        ("/api/queries", {"summry": "SELECT x"}, "summry"),
+        ("/api/pool", {"pool": "vrp"}, "pool"),
+        ("/api/transactions", {"outcome": "commit"}, "outcome"),
+        ("/api/logs", {"levl": "ERROR"}, "levl"),
+        ("/api/traces", {"min_duration": "5"}, "min_duration"),
+        (f"/api/traces/{'0' * 32}", {"depth": "2"}, "depth"),
+        ("/api/backups", {"repo": "r1"}, "repo"),
+    ],
+)
+def test_an_unknown_query_parameter_is_a_422_naming_it(
+    live: Live, path: str, params: dict[str, str], unknown: str
+) -> None:
+    with live.app.test_client() as client:
+        response = client.get(path, query_string=params)
+    assert response.status_code == 422, response.get_data(as_text=True)
+    errors = response.get_json()["errors"]["query"]
+    assert list(errors) == [unknown]
+    assert "unknown parameter" in errors[unknown][0]
+
+
+@pytest.mark.parametrize("path", ["/api", "/api/", "/api/nope", "/api/summary/extra", "/v1"])
+def test_an_unknown_path_under_api_is_a_404_json_not_the_ui(live: Live, path: str) -> None:
+    app = create_app(live.settings, store=live.store)
+    with app.server.test_client() as client:
+        response = client.get(path)
+        assert client.get("/").content_type.startswith("text/html")
+    assert response.status_code == 404
+    assert response.is_json
+    assert path in response.get_json()["message"]
+
+
+def test_metrics_not_enabled_is_a_404_json(live: Live) -> None:
+    app = create_app(live.settings, store=live.store)
+    with app.server.test_client() as client:
+        response = client.get("/metrics")
+    assert response.status_code == 404
+    assert "VRP_DASHBOARD_METRICS_ENABLED" in response.get_json()["message"]
