@@ -1,7 +1,8 @@
 """The JSON API under ``/api/`` (flask-smorest; OpenAPI at ``/api/openapi.json``).
 
-Every endpoint is a GET whose query parameters are validated by marshmallow: a bad value is a
-422 naming the parameter, never a 500. ``since``/``until`` take ISO 8601 with a zone or a
+Every endpoint is a GET whose query parameters are validated by marshmallow: a bad value, or a
+parameter the endpoint does not know (a misspelt filter must not silently widen the answer),
+is a 422 naming the parameter, never a 500. ``since``/``until`` take ISO 8601 with a zone or a
 relative ``15m``/``1h``/``24h``/``7d`` (now minus that); the default is the last hour up to now.
 The documents returned are built by :mod:`dashboard.queries`.
 """
@@ -17,6 +18,7 @@ from flask import Flask, current_app
 from flask.views import MethodView
 from flask_smorest import Api, Blueprint, abort
 from marshmallow import fields, validate
+from webargs.flaskparser import FlaskParser
 
 from dashboard import backup_status, queries
 from dashboard.errors import TraceNotFoundError
@@ -67,7 +69,15 @@ class _Instant(fields.Field):
         return min(max(moment, EARLIEST), LATEST)
 
 
-class RangeArgs(ma.Schema):
+class _Query(ma.Schema):
+    error_messages = {"unknown": "unknown parameter (the endpoint's are in /api/openapi.json)"}
+
+
+class NoArgs(_Query):
+    """The query of an endpoint that takes no parameters: any one given is unknown."""
+
+
+class RangeArgs(_Query):
     since = _Instant(metadata={"description": "ISO 8601 with zone, or 15m/1h/24h/7d"})
     until = _Instant(metadata={"description": "ISO 8601 with zone, or relative; default now"})
     service = fields.String(
@@ -123,13 +133,24 @@ def _settings() -> DashboardSettings:
     return current_app.extensions["dashboard_settings"]
 
 
-blp = Blueprint("api", __name__, url_prefix="/api", description="Telemetry read by the dashboard")
+class _StrictParser(FlaskParser):
+    """webargs leaves unknown query parameters out by default; here they are a 422."""
+
+    DEFAULT_UNKNOWN_BY_LOCATION = {**FlaskParser.DEFAULT_UNKNOWN_BY_LOCATION, "query": ma.RAISE}
+
+
+class _Blueprint(Blueprint):
+    ARGUMENTS_PARSER = _StrictParser()
+
+
+blp = _Blueprint("api", __name__, url_prefix="/api", description="Telemetry read by the dashboard")
 
 
 @blp.route("/services")
 class ServicesView(MethodView):
+    @blp.arguments(NoArgs, location="query")
     @blp.response(200)
-    def get(self) -> dict[str, Any]:
+    def get(self, _args: dict[str, Any]) -> dict[str, Any]:
         """Services that sent telemetry, with what they sent and when last."""
         return queries.services(_store())
 
@@ -213,10 +234,11 @@ class TracesView(MethodView):
 
 @blp.route("/traces/<trace_id>")
 class TraceView(MethodView):
+    @blp.arguments(NoArgs, location="query")
     @blp.response(200)
     @blp.alt_response(404, description="No span of this trace is stored")
     @blp.alt_response(422, description="Malformed trace id")
-    def get(self, trace_id: str) -> dict[str, Any]:
+    def get(self, _args: dict[str, Any], trace_id: str) -> dict[str, Any]:
         """The span tree of one trace, parents before children, siblings by start."""
         if not _TRACE_ID.match(trace_id):
             abort(

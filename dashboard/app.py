@@ -102,7 +102,7 @@ def _register_shell(app: dash.Dash, api: ApiClient) -> None:
     def services(_tick: int, range_value: str) -> list[dict[str, str]]:
         options = [{"label": "all services", "value": ui.ALL_SERVICES}]
         try:
-            found = api.get("/api/services", {"since": range_value})["services"]
+            found = api.get("/api/services")["services"]
         except ApiReadError:
             return options
         return options + [{"label": s["name"], "value": s["name"]} for s in found]
@@ -111,9 +111,14 @@ def _register_shell(app: dash.Dash, api: ApiClient) -> None:
 def _no_pages_under(server: flask.Flask, prefixes: tuple[str, ...]) -> None:
     """A mistyped ``/api/...`` gets a 404 JSON, not the UI's HTML from Dash's catch-all route."""
 
+    # "/api" itself too, not only what lies under "/api/".
+    roots = tuple(prefix.rstrip("/") for prefix in prefixes)
+
     def not_a_page() -> flask.Response | None:
         rule = flask.request.url_rule
-        if flask.request.path.startswith(prefixes) and rule and rule.rule.endswith("<path:path>"):
+        path = flask.request.path
+        under = path.startswith(prefixes) or path in roots
+        if under and rule and rule.rule.endswith("<path:path>"):
             response = flask.jsonify(
                 code=404, status="Not Found", message=f"no endpoint at {flask.request.path}"
             )

@@ -128,25 +128,29 @@ def lines_figure(
     y_title: str,
     percent: bool = False,
 ) -> go.Figure:
-    """One line per group of ``field`` over time (rates, error rates, pool gauges)."""
+    """One line per group of ``field`` over time (rates, error rates, pool gauges).
+
+    With ``percent`` the values are ratios (0..1), plotted as they are on an axis whose ticks
+    and hover labels Plotly formats as percentages (0.05 reads 5%).
+    """
     if not series:
         return empty_figure()
     figure = go.Figure()
     for index, (name, rows) in enumerate(_grouped(series, group_by).items()):
-        values = [r.get(field) for r in rows]
-        if percent:
-            values = [None if v is None else 100.0 * v for v in values]
         figure.add_trace(
             go.Scatter(
                 x=[parse_time(r["t"]) for r in rows],
-                y=values,
+                y=[r.get(field) for r in rows],
                 name=plain(name or field),
                 mode="lines+markers",
                 marker={"size": 4},
                 line={"color": PALETTE[index % len(PALETTE)], "width": 2},
             )
         )
-    return _time_layout(figure, title, y_title)
+    _time_layout(figure, title, y_title)
+    if percent:
+        figure.update_yaxes(tickformat=".1~%", hoverformat=".2%")
+    return figure
 
 
 def pool_figure(series: Sequence[Row]) -> go.Figure:

@@ -192,6 +192,8 @@ class Row:
     min: float | None
     max: float | None
     errors: int
+    client_errors: int
+    redirects: int
     zero_count: int
     offset: int
     buckets: bytes | None
@@ -212,6 +214,8 @@ _ROLLUP_COLUMNS = (
     rollup.c.min,
     rollup.c.max,
     rollup.c.errors,
+    rollup.c.client_errors,
+    rollup.c.redirects,
     rollup.c.zero_count,
     rollup.c.bucket_offset,
     rollup.c.buckets,
@@ -237,11 +241,11 @@ def _rows(conn: sa.Connection, found: Sequence[Series], window: TimeRange) -> li
             _segments(ids[start : start + _CHUNK], plan), rollup.c.count > 0
         )
         for values in conn.execute(query).all():
-            p50, p95, p99 = values[12:15]
+            p50, p95, p99 = values[14:17]
             result.append(
                 Row(
                     by_id[values[0]],
-                    *values[1:12],
+                    *values[1:14],
                     None if p50 is None or p95 is None or p99 is None else (p50, p95, p99),
                 )
             )
@@ -258,6 +262,8 @@ class Acc:
 
     count: int = 0
     errors: int = 0
+    client_errors: int = 0
+    redirects: int = 0
     sum: float = 0.0
     last_value: float | None = None
     last_time: int = -1
@@ -276,6 +282,8 @@ class Acc:
     def add(self, row: Row) -> None:
         self.count += row.count
         self.errors += row.errors
+        self.client_errors += row.client_errors
+        self.redirects += row.redirects
         self.sum += row.sum
         self.to_ms = row.series.to_ms
         if row.last_time is not None and row.last_time > self.last_time:
@@ -349,6 +357,20 @@ class Acc:
             "p99_ms": p99,
         }
 
+    def http_stats(self, seconds: float) -> dict[str, Any]:
+        """:meth:`stats` with the client errors (4xx) beside the errors (5xx), and the count
+        per status class (the 2xx are the rest: a response without a status counts there)."""
+        stats = self.stats(seconds)
+        stats["client_errors"] = self.client_errors
+        stats["client_error_rate"] = self.client_errors / self.count if self.count else None
+        stats["status_classes"] = {
+            "2xx": self.count - self.redirects - self.client_errors - self.errors,
+            "3xx": self.redirects,
+            "4xx": self.client_errors,
+            "5xx": self.errors,
+        }
+        return stats
+
 
 def _explicit(
     found: Series,
@@ -382,6 +404,8 @@ def _totals(
         rollup.c.series_id,
         sa.cast(sa.func.sum(rollup.c.count), sa.BigInteger),
         sa.cast(sa.func.sum(rollup.c.errors), sa.BigInteger),
+        sa.cast(sa.func.sum(rollup.c.client_errors), sa.BigInteger),
+        sa.cast(sa.func.sum(rollup.c.redirects), sa.BigInteger),
         sa.func.sum(rollup.c.sum),
         sa.func.min(rollup.c.min),
         sa.func.max(rollup.c.max),
@@ -401,11 +425,14 @@ def _totals(
             .group_by(rollup.c.series_id)
         )
         for values in conn.execute(query).all():
-            sid, count, errors, total, low, high, zero, rows, p50, p95, p99 = values
+            sid, count, errors, client_errors, redirects, total, low, high = values[:8]
+            zero, rows, p50, p95, p99 = values[8:]
             s = by_id[sid]
             acc = groups[key(s)]
             acc.count += count
             acc.errors += errors
+            acc.client_errors += client_errors
+            acc.redirects += redirects
             acc.sum += total
             acc.to_ms = s.to_ms
             if s.histogram == "exponential":
@@ -442,7 +469,7 @@ def _totals(
             acc.buckets.add(offset, packed)
     for sid, summed in explicit.items():
         s = by_id[sid]
-        _, count, _, total, low, high = per_series[sid][:6]
+        _, count, _, _, _, total, low, high = per_series[sid][:8]
         groups[key(s)].explicit.append(
             _explicit(s, summed.buckets.offset, summed.buckets.counts(), count, total, low, high)
         )
@@ -529,7 +556,7 @@ def summary(store: TelemetryStore, window: TimeRange) -> dict[str, Any]:
     points = []
     for source, rows, totals in fetched:
         for service, acc in sorted(totals.items()):
-            result.append({"service": service, "source": source, **acc.stats(window.seconds)})
+            result.append({"service": service, "source": source, **acc.http_stats(window.seconds)})
         by_bucket: dict[tuple[int, str], list[Row]] = defaultdict(list)
         for row in rows:
             by_bucket[(row.t, row.series.service)].append(row)
@@ -542,8 +569,8 @@ def summary(store: TelemetryStore, window: TimeRange) -> dict[str, Any]:
         busy_by_service.setdefault(point["service"], []).append(point["_t"])
     for service, busy in busy_by_service.items():
         points.extend(
-            {"_t": t, "t": iso(t), "service": service, "rate_per_s": 0.0, "error_rate": None}
-            | dict.fromkeys(("p50_ms", "p95_ms", "p99_ms"))
+            {"_t": t, "t": iso(t), "service": service, "rate_per_s": 0.0}
+            | dict.fromkeys(("error_rate", "client_error_rate", "p50_ms", "p95_ms", "p99_ms"))
             for t in _idle_buckets(busy, window)
         )
     for point in points:
@@ -558,7 +585,8 @@ def summary(store: TelemetryStore, window: TimeRange) -> dict[str, Any]:
 
 
 def _summary_point(rows: Sequence[Row], seconds: float) -> dict[str, Any]:
-    """Rate, error rate and percentiles of one service's rows in one time bucket.
+    """Rate, error and client error rates and percentiles of one service's rows in one time
+    bucket.
 
     Usually one row of the service-wide series, whose percentiles are stored with it: that
     point is built from the row alone, as cheaply as an idle bucket's.
@@ -570,6 +598,7 @@ def _summary_point(rows: Sequence[Row], seconds: float) -> dict[str, Any]:
         return {
             "rate_per_s": row.count / seconds,
             "error_rate": row.errors / row.count if row.count else None,
+            "client_error_rate": row.client_errors / row.count if row.count else None,
             "p50_ms": p50 * to_ms,
             "p95_ms": p95 * to_ms,
             "p99_ms": p99 * to_ms,
@@ -577,8 +606,8 @@ def _summary_point(rows: Sequence[Row], seconds: float) -> dict[str, Any]:
     acc = Acc()
     for member in rows:
         acc.add(member)
-    stats = acc.stats(seconds)
-    del stats["count"], stats["errors"]
+    stats = acc.http_stats(seconds)
+    del stats["count"], stats["errors"], stats["client_errors"], stats["status_classes"]
     return stats
 
 
@@ -622,7 +651,7 @@ def operations(store: TelemetryStore, window: TimeRange) -> dict[str, Any]:
                 "operation": operation,
                 "kind": "SERVER",
                 "source": "metrics",
-                **acc.stats(window.seconds),
+                **acc.http_stats(window.seconds),
             }
         )
     for (service, name, kind), acc in by_span.items():
@@ -632,7 +661,7 @@ def operations(store: TelemetryStore, window: TimeRange) -> dict[str, Any]:
                 "operation": name,
                 "kind": SPAN_KINDS.get(kind or 0, "UNSPECIFIED"),
                 "source": "spans",
-                **acc.stats(window.seconds),
+                **acc.http_stats(window.seconds),
             }
         )
     result.sort(key=lambda o: (-o["count"], o["service"], o["operation"]))

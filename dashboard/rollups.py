@@ -52,8 +52,9 @@ SPAN_DIMENSIONS = (
     names.VRP_BACKUP_STATUS,
 )
 # The duration metrics are rolled up per operation only: the attributes that vary within one
-# operation (status code, error.type) are folded into the rollup's error count, which keeps the
-# number of rows a panel reads small. Other metrics keep their whole attribute set.
+# operation (status code, error.type) are folded into the rollup's error count (5xx, error.type)
+# and, for HTTP, its client error (4xx) and redirect (3xx) counts, which keeps the number of rows
+# a panel reads small. Other metrics keep their whole attribute set.
 METRIC_DIMENSIONS: dict[str, tuple[str, ...]] = {
     names.HTTP_SERVER_REQUEST_DURATION: (names.HTTP_REQUEST_METHOD, names.HTTP_ROUTE),
     names.DB_CLIENT_OPERATION_DURATION: (names.DB_SYSTEM_NAME, names.DB_QUERY_SUMMARY),
@@ -76,6 +77,8 @@ class Agg:
     min: float | None = None
     max: float | None = None
     errors: int = 0
+    client_errors: int = 0
+    redirects: int = 0
     zero_count: int = 0
     offset: int = 0
     counts: list[int] = field(default_factory=list)
@@ -86,6 +89,8 @@ class Agg:
         self.count += other.count
         self.sum += other.sum
         self.errors += other.errors
+        self.client_errors += other.client_errors
+        self.redirects += other.redirects
         self.zero_count += other.zero_count
         if other.min is not None and (self.min is None or other.min < self.min):
             self.min = other.min
@@ -255,13 +260,15 @@ RollupKey = tuple[int, int, int]  # (series id, resolution, t in unix seconds)
 def aggregate_spans(
     records: Sequence[SpanRecord], series_ids: Sequence[int]
 ) -> dict[RollupKey, Agg]:
-    """Minute and hour rollups of span durations (seconds), errors = spans with ERROR status.
+    """Minute and hour rollups of span durations (seconds), errors = spans with ERROR status;
+    client errors and redirects = spans with a 4xx or 3xx ``http.response.status_code``.
 
     Durations are grouped per rollup first and each group summarised with builtins: this runs
     for every span ingested.
     """
     groups: dict[RollupKey, list[int]] = {}
     errors: dict[RollupKey, int] = {}
+    classes: dict[RollupKey, list[int]] = {}
     for record, series_id in zip(records, series_ids, strict=True):
         key = (series_id, MINUTE, record.start_ns // 60_000_000_000 * 60)
         durations = groups.get(key)
@@ -270,6 +277,13 @@ def aggregate_spans(
         durations.append(record.end_ns - record.start_ns)
         if record.status_code == STATUS_ERROR:
             errors[key] = errors.get(key, 0) + 1
+        else:
+            status = record.attributes.get(names.HTTP_RESPONSE_STATUS_CODE)
+            if isinstance(status, int) and 300 <= status < 500:
+                tally = classes.get(key)
+                if tally is None:
+                    tally = classes[key] = [0, 0]
+                tally[status >= 400] += 1
     minutes: dict[RollupKey, Agg] = {}
     for key, durations in groups.items():
         seconds = [d / 1e9 for d in durations]
@@ -282,6 +296,9 @@ def aggregate_spans(
             errors=errors.get(key, 0),
             zero_count=len(seconds) - len(positive),
         )
+        tally = classes.get(key)
+        if tally is not None:
+            agg.redirects, agg.client_errors = tally
         if positive:
             indexes = _store_indexes(positive)
             agg.offset = low = min(indexes)
@@ -342,11 +359,15 @@ def aggregate_points(
     return with_hours(minutes)
 
 
-def _is_error(attributes: dict[str, Any]) -> bool:
-    if attributes.get(names.ERROR_TYPE):
-        return True
+def _status_class(attributes: dict[str, Any]) -> int:
+    """5 for an error (a 5xx or an ``error.type``), 4 for a client error, 3 for a redirect,
+    else 0: one class per point, so the counts never overlap."""
     status = attributes.get(names.HTTP_RESPONSE_STATUS_CODE)
-    return isinstance(status, int) and status >= 500
+    if attributes.get(names.ERROR_TYPE) or (isinstance(status, int) and status >= 500):
+        return 5
+    if isinstance(status, int) and 300 <= status < 500:
+        return status // 100
+    return 0
 
 
 def _point_histogram(point: MetricPoint) -> tuple[int, int, list[int]]:
@@ -497,13 +518,15 @@ def _contribution(point: MetricPoint, state: _State | None) -> Agg | None:
             state.changed = True
         return Agg(count=1, sum=delta, last_value=point.value, last_time=point.time_ns)
     zero, offset, counts = _point_histogram(point)
-    errors = point.count if _is_error(point.attributes) else 0
+    status_class = _status_class(point.attributes)
     agg = Agg(
         count=point.count,
         sum=point.sum,
         min=point.min,
         max=point.max,
-        errors=errors,
+        errors=point.count if status_class == 5 else 0,
+        client_errors=point.count if status_class == 4 else 0,
+        redirects=point.count if status_class == 3 else 0,
         zero_count=zero,
         offset=offset,
         counts=counts,
@@ -562,7 +585,10 @@ def _subtract(current: Agg, previous: tuple[Any, ...], point: MetricPoint) -> Ag
     delta = Agg(
         count=current.count - count,
         sum=current.sum - total,
+        # A stream has one attribute set, hence one status class: all of its delta or none.
         errors=current.count - count if current.errors else 0,
+        client_errors=current.count - count if current.client_errors else 0,
+        redirects=current.count - count if current.redirects else 0,
         zero_count=current.zero_count - zero,
         offset=delta_offset,
         counts=delta_counts,
@@ -612,6 +638,8 @@ def apply(conn: sa.Connection, store: TelemetryStore, aggs: dict[RollupKey, Agg]
                     "min": None,
                     "max": None,
                     "errors": 0,
+                    "client_errors": 0,
+                    "redirects": 0,
                     "zero_count": 0,
                     "bucket_offset": 0,
                     "buckets": None,
@@ -671,6 +699,8 @@ def apply(conn: sa.Connection, store: TelemetryStore, aggs: dict[RollupKey, Agg]
                 agg.min,
                 agg.max,
                 agg.errors,
+                agg.client_errors,
+                agg.redirects,
                 agg.zero_count,
                 agg.offset,
                 pack_counts(agg.counts) if agg.counts else None,
@@ -707,6 +737,8 @@ _ROLLUP_VALUES = (
     "min",
     "max",
     "errors",
+    "client_errors",
+    "redirects",
     "zero_count",
     "bucket_offset",
     "buckets",
@@ -726,7 +758,7 @@ _UPDATE_ROLLUP = (
     )
     .values({name: sa.bindparam(name) for name in _ROLLUP_VALUES})
 )
-# 50 rows of 16 values stay under SQLite's oldest limit of 999 bound values.
+# 50 rows of 18 values stay under SQLite's oldest limit of 999 bound values.
 _SQLITE_UPSERT_ROWS = 50
 
 
@@ -749,6 +781,8 @@ def row_to_agg(row: Any) -> Agg:
         min=row.min,
         max=row.max,
         errors=row.errors,
+        client_errors=row.client_errors,
+        redirects=row.redirects,
         zero_count=row.zero_count,
         offset=row.bucket_offset,
         counts=unpack_counts(row.buckets),

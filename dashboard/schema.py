@@ -40,6 +40,10 @@ rollup = sa.Table(
     sa.Column("min", sa.Float, nullable=True),
     sa.Column("max", sa.Float, nullable=True),
     sa.Column("errors", sa.BigInteger, nullable=False),
+    # HTTP duration rows only: responses with a 4xx (client errors) and a 3xx status, counted
+    # apart from the errors (5xx); the 2xx are what is left of the count.
+    sa.Column("client_errors", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("redirects", sa.BigInteger, nullable=False, server_default="0"),
     sa.Column("zero_count", sa.BigInteger, nullable=False),
     sa.Column("bucket_offset", sa.Integer, nullable=False),
     sa.Column("buckets", sa.LargeBinary, nullable=True),

@@ -1,4 +1,5 @@
-"""Overview: per service, how many requests, how fast, how many failed, at a glance."""
+"""Overview: per service, how many requests, how fast, how many failed (5xx) and how many
+were refused as the client's fault (4xx), at a glance."""
 
 from __future__ import annotations
 
@@ -18,8 +19,10 @@ COLUMNS = (
     ui.text("source", "source"),
     ui.number("requests", "count", 0),
     ui.number("rate /s", "rate_per_s"),
-    ui.number("errors", "errors", 0),
+    ui.number("errors (5xx)", "errors", 0),
     ui.percent("error rate", "error_rate"),
+    ui.number("client errors (4xx)", "client_errors", 0),
+    ui.percent("4xx rate", "client_error_rate"),
     ui.number("p50 ms", "p50_ms"),
     ui.number("p95 ms", "p95_ms"),
     ui.number("p99 ms", "p99_ms"),
@@ -50,6 +53,7 @@ def _error_color(error_rate: float | None) -> str:
 def _cards(services: list[dict[str, Any]]) -> dbc.Row:
     count = sum(s.get("count") or 0 for s in services)
     errors = sum(s.get("errors") or 0 for s in services)
+    client_errors = sum(s.get("client_errors") or 0 for s in services)
     rate = sum(s.get("rate_per_s") or 0.0 for s in services)
     slowest = max(
         (s for s in services if s.get("p95_ms") is not None),
@@ -57,6 +61,7 @@ def _cards(services: list[dict[str, Any]]) -> dbc.Row:
         default=None,
     )
     error_rate = errors / count if count else None
+    client_error_rate = client_errors / count if count else None
     return dbc.Row(
         [
             ui.stat("requests", f"{count:,}", detail=f"{len(services)} service(s)"),
@@ -65,7 +70,13 @@ def _cards(services: list[dict[str, Any]]) -> dbc.Row:
                 "error rate",
                 ui.fmt_percent(error_rate),
                 color=_error_color(error_rate),
-                detail=f"{errors:,} failed",
+                detail=f"{errors:,} failed (5xx)",
+            ),
+            # Neutral whatever the rate: a 4xx is the client's doing, not an outage.
+            ui.stat(
+                "4xx rate",
+                ui.fmt_percent(client_error_rate),
+                detail=f"{client_errors:,} client errors",
             ),
             ui.stat(
                 "slowest p95",
@@ -113,14 +124,15 @@ def register(app: Dash, api: ApiClient) -> None:
                     ),
                     dbc.Col(
                         ui.graph(
+                            id="overview-error-rate",
                             figure=figures.lines_figure(
                                 series,
                                 "error_rate",
                                 group_by="service",
-                                title="Error rate",
-                                y_title="%",
+                                title="Error rate (5xx)",
+                                y_title="error rate",
                                 percent=True,
-                            )
+                            ),
                         ),
                         md=6,
                     ),

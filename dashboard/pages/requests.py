@@ -1,4 +1,5 @@
-"""Requests: every HTTP route (or server span name) with its rate, errors and percentiles."""
+"""Requests: every HTTP route (or server span name) with its rate, errors and percentiles, and
+its responses per status class (2xx/3xx/4xx/5xx: the RED view)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from dashboard import figures
 from dashboard.apiclient import ApiClient, ApiReadError
 from dashboard.pages.base import FILTERS, Page, window
 
+STATUS_CLASSES = ("2xx", "3xx", "4xx", "5xx")
 COLUMNS = (
     ui.text("service", "service"),
     ui.text("operation", "operation"),
@@ -20,8 +22,11 @@ COLUMNS = (
     ui.text("source", "source"),
     ui.number("count", "count", 0),
     ui.number("rate /s", "rate_per_s"),
-    ui.number("errors", "errors", 0),
+    ui.number("errors (5xx)", "errors", 0),
     ui.percent("error rate", "error_rate"),
+    ui.number("client errors (4xx)", "client_errors", 0),
+    ui.percent("4xx rate", "client_error_rate"),
+    *(ui.number(name, f"status_{name}", 0) for name in STATUS_CLASSES),
     ui.number("p50 ms", "p50_ms"),
     ui.number("p95 ms", "p95_ms"),
     ui.number("p99 ms", "p99_ms"),
@@ -56,7 +61,14 @@ def register(app: Dash, api: ApiClient) -> None:
             series = api.get("/api/summary", params)["series"]
         except ApiReadError as exc:
             return ui.read_error(exc)
-        rows = [{**row, "traces": _traces_link(row)} for row in operations]
+        rows = [
+            {
+                **row,
+                **{f"status_{name}": row["status_classes"][name] for name in STATUS_CLASSES},
+                "traces": _traces_link(row),
+            }
+            for row in operations
+        ]
         return [
             ui.section("Operations", ui.table("requests-table", COLUMNS, rows)),
             dbc.Row(

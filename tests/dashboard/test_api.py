@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from dashboard.app import create_app
 from dashboard.histograms import ExpHistogram
 from dashboard.otlp import LogRecord, MetricPoint, decode_traces
 from dashboard.queries import TimeRange
@@ -404,3 +405,120 @@ def test_a_minute_range_total_plan_covers_each_minute_of_the_range_once(
             assert resolution == MINUTE
             covered += range(-(-a // MINUTE) * MINUTE, b + 1, MINUTE)
     assert covered == list(range(window.first_bucket, window.last_bucket + 1, MINUTE))
+
+
+def _status_point(
+    route: str, status: int, end_s: float, count: int, *, cumulative_from: float | None = None
+) -> MetricPoint:
+    """A point of ``http.server.request.duration`` for ``count`` responses with ``status``:
+    a delta over the 10 s ending at ``end_s``, or cumulative since ``cumulative_from``."""
+    attributes = {
+        c.HTTP_REQUEST_METHOD: "GET",
+        c.HTTP_ROUTE: route,
+        c.HTTP_RESPONSE_STATUS_CODE: status,
+    }
+    histogram = ExpHistogram(scale=10)
+    for _ in range(count):
+        histogram.record(0.01)
+    start_s = end_s - 10 if cumulative_from is None else cumulative_from
+    return MetricPoint(
+        "svc", f"{route}|{status}", c.HTTP_SERVER_REQUEST_DURATION, "s",
+        "exponential_histogram", 2 if cumulative_from is not None else 1, False, attributes,
+        int(start_s * 1e9), int(end_s * 1e9), count=count, sum=0.01 * count, min=0.01,
+        max=0.01, bucket_counts=histogram.counts, scale=10, offset=histogram.offset,
+    )  # fmt: skip
+
+
+def test_client_errors_are_counted_apart_from_errors_per_service_and_route(
+    any_live: Live,
+) -> None:
+    """A 4xx is a client error, a 5xx an error: the summary and every route carry both, and
+    the routes their responses per status class (cumulative streams counted by delta)."""
+    now = time.time() - 60
+    statuses = {200: 70, 301: 5, 404: 20, 422: 3, 500: 2}
+    points = [_status_point("/r", status, now, n) for status, n in statuses.items()]
+    points.append(_status_point("/c", 404, now - 20, 4, cumulative_from=now - 100))
+    points.append(_status_point("/c", 404, now, 10, cumulative_from=now - 100))
+    points.append(_status_point("/c", 200, now, 30))
+    any_live.store.write_metrics(sorted(points, key=lambda p: p.time_ns))
+
+    (service,) = any_live.get("/api/summary", since="1h")["services"]
+    assert (service["count"], service["errors"], service["client_errors"]) == (140, 2, 33)
+    assert service["error_rate"] == pytest.approx(2 / 140)
+    assert service["client_error_rate"] == pytest.approx(33 / 140)
+    busy = [p for p in any_live.get("/api/summary", since="1h")["series"] if p["rate_per_s"]]
+    assert sum(p["client_error_rate"] * p["rate_per_s"] * 60 for p in busy) == pytest.approx(33)
+
+    found = {o["operation"]: o for o in any_live.get("/api/operations")["operations"]}
+    route = found["GET /r"]
+    assert (route["errors"], route["client_errors"]) == (2, 23)
+    assert route["client_error_rate"] == pytest.approx(23 / 100)
+    assert route["status_classes"] == {"2xx": 70, "3xx": 5, "4xx": 23, "5xx": 2}
+    assert found["GET /c"]["status_classes"] == {"2xx": 30, "3xx": 0, "4xx": 10, "5xx": 0}
+
+
+def test_a_spans_only_service_counts_4xx_server_spans_as_client_errors(live: Live) -> None:
+    now = time.time_ns() - 60 * 10**9
+    spans_ = [
+        span(
+            bytes([i + 1]) * 16,
+            b"\x02" * 8,
+            "GET /r",
+            now + i * MS,
+            MS,
+            kind=2,
+            attributes={c.HTTP_RESPONSE_STATUS_CODE: status},
+            error=status >= 500,
+        )
+        for i, status in enumerate([200, 200, 302, 404, 409, 503])
+    ]
+    write(live.store, spans_)
+    (service,) = live.get("/api/summary", since="1h")["services"]
+    assert (service["source"], service["errors"], service["client_errors"]) == ("spans", 1, 2)
+    (operation,) = live.get("/api/operations")["operations"]
+    assert operation["status_classes"] == {"2xx": 2, "3xx": 1, "4xx": 2, "5xx": 1}
+
+
+@pytest.mark.parametrize(
+    ("path", "params", "unknown"),
+    [
+        ("/api/services", {"since": "1h"}, "since"),
+        ("/api/summary", {"sinse": "1h"}, "sinse"),
+        ("/api/operations", {"since": "1h", "route": "/x"}, "route"),
+        ("/api/queries", {"summry": "SELECT x"}, "summry"),
+        ("/api/pool", {"pool": "vrp"}, "pool"),
+        ("/api/transactions", {"outcome": "commit"}, "outcome"),
+        ("/api/logs", {"levl": "ERROR"}, "levl"),
+        ("/api/traces", {"min_duration": "5"}, "min_duration"),
+        (f"/api/traces/{'0' * 32}", {"depth": "2"}, "depth"),
+        ("/api/backups", {"repo": "r1"}, "repo"),
+    ],
+)
+def test_an_unknown_query_parameter_is_a_422_naming_it(
+    live: Live, path: str, params: dict[str, str], unknown: str
+) -> None:
+    with live.app.test_client() as client:
+        response = client.get(path, query_string=params)
+    assert response.status_code == 422, response.get_data(as_text=True)
+    errors = response.get_json()["errors"]["query"]
+    assert list(errors) == [unknown]
+    assert "unknown parameter" in errors[unknown][0]
+
+
+@pytest.mark.parametrize("path", ["/api", "/api/", "/api/nope", "/api/summary/extra", "/v1"])
+def test_an_unknown_path_under_api_is_a_404_json_not_the_ui(live: Live, path: str) -> None:
+    app = create_app(live.settings, store=live.store)
+    with app.server.test_client() as client:
+        response = client.get(path)
+        assert client.get("/").content_type.startswith("text/html")
+    assert response.status_code == 404
+    assert response.is_json
+    assert path in response.get_json()["message"]
+
+
+def test_metrics_not_enabled_is_a_404_json(live: Live) -> None:
+    app = create_app(live.settings, store=live.store)
+    with app.server.test_client() as client:
+        response = client.get("/metrics")
+    assert response.status_code == 404
+    assert "VRP_DASHBOARD_METRICS_ENABLED" in response.get_json()["message"]

@@ -445,3 +445,57 @@ def test_screenshots_go_to_an_ignored_folder_unless_an_update_is_asked() -> None
     assert ignored.returncode == 0, f"{default} is not git-ignored: a test run would dirty it"
     asked = screenshots_folder({UPDATE_SCREENSHOTS: "1"})
     assert asked == ROOT / "docs" / "screenshots"
+
+
+def _row_by_header(driver: WebDriver, table: str, text: str) -> dict[str, str]:
+    """The cells of the first row of ``table`` holding ``text``, by column header."""
+    return dict(
+        driver.execute_script(
+            "const t = document.querySelector(arguments[0]);"
+            "const heads = Array.from(t.querySelectorAll('th.dash-header'))"
+            "  .map(h => h.textContent.trim());"
+            "const row = Array.from(t.querySelectorAll('tr'))"
+            "  .find(r => r.querySelector('td') && r.textContent.includes(arguments[1]));"
+            "const cells = Array.from(row.querySelectorAll('td')).map(c => c.textContent.trim());"
+            "return heads.map((h, i) => [h, cells[i]]);",
+            table,
+            text,
+        )
+    )
+
+
+def test_overview_shows_client_errors_beside_errors_and_the_error_rate_in_percent(
+    browser: WebDriver, dashboard: Running
+) -> None:
+    browser.get(dashboard.base + "/")
+    _element(browser, "#overview-services", "vrp-api")
+    cards = [
+        str(e.get_attribute("textContent")) for e in browser.find_elements(By.CSS_SELECTOR, ".card")
+    ]
+    assert any(c.startswith("4xx rate") and "1 client errors" in c for c in cards), cards
+    row = _row_by_header(browser, "#overview-services", "vrp-api")
+    assert (row["errors (5xx)"], row["client errors (4xx)"]) == ("1", "1")
+    ticks = _wait(
+        browser,
+        lambda d: [
+            e.text for e in d.find_elements(By.CSS_SELECTOR, "#overview-error-rate .ytick text")
+        ],
+        "the error rate axis",
+    )
+    assert isinstance(ticks, list)
+    assert all(t.endswith("%") for t in ticks), ticks
+    # The failed request is one of a minute's few: far above 1%, and never above 100%.
+    values = [float(t.rstrip("%")) for t in ticks]
+    assert max(values) > 1 and max(values) <= 100, ticks
+    _no_errors(browser)
+
+
+def test_requests_show_each_route_by_status_class(browser: WebDriver, dashboard: Running) -> None:
+    browser.get(dashboard.base + "/requests")
+    _element(browser, "#requests-table", ui_telemetry.CLIENT_ERROR_ROUTE)
+    row = _row_by_header(browser, "#requests-table", ui_telemetry.CLIENT_ERROR_ROUTE)
+    assert (row["2xx"], row["3xx"], row["4xx"], row["5xx"]) == ("0", "0", "1", "0")
+    assert (row["errors (5xx)"], row["client errors (4xx)"]) == ("0", "1")
+    posts = _row_by_header(browser, "#requests-table", "POST /api/recordings")
+    assert posts["5xx"] == "1" and posts["4xx"] == "0" and int(posts["2xx"].replace(",", "")) > 100
+    _no_errors(browser)

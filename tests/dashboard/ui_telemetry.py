@@ -47,6 +47,7 @@ SLOW_QUERY_TEXT = (
     "ORDER BY recordings.created_at DESC LIMIT ?"
 )
 N_PLUS_ONE_TEXT = "SELECT tags.name FROM tags WHERE tags.recording_id = ?"
+CLIENT_ERROR_ROUTE = "/api/recordings/<recording_id>"
 ERROR_MESSAGE = "storage unavailable while writing the audio"
 BACKUP_REPOSITORY = {
     c.VRP_BACKUP_REPOSITORY_ID: "5f3c2a9e41b84d07a6c1e29b8d7f0a13",
@@ -311,6 +312,17 @@ def _api(endpoint: str, now: int) -> Sent:
             start=now - 3 * minute,
             statements=[(*insert, 2)],
             status=500,
+        )
+        # A client error (4xx), which the pages count apart from the errors (5xx).
+        _request(
+            tracer,
+            meter,
+            logger,
+            method="GET",
+            route=CLIENT_ERROR_ROUTE,
+            start=now - 3 * minute + 500 * MS,
+            statements=[(*select, 1)],
+            status=404,
         )
         meter.export_at(now - 2 * minute)
     return Sent(slow_trace_id=slow, n_plus_one_trace_id=n_plus_one, error_trace_id=failed)
