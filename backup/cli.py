@@ -320,7 +320,8 @@ def _verify_all(config: BackupSettings, database_url: str, as_json: bool) -> Non
             click.echo(f"{name}  FAILED\n  runs/{name}: the manifest cannot be read")
     if not result.ok:
         _fail(f"repository check failed: {summary}")
-    click.echo(f"repository verified: {summary}")
+    if not as_json:
+        click.echo(f"repository verified: {summary}")
 
 
 @backup.command("restore")

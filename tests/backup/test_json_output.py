@@ -102,6 +102,19 @@ def test_run_verify_prune_and_restore_print_their_documented_json(home: Path) ->
     assert [b["id"] for b in listed] == [second["id"]]
 
 
+def test_verify_all_prints_one_json_document_and_list_shows_when_each_was_checked(
+    home: Path,
+) -> None:
+    backup = _json(_vrp(home, "backup", "run", "--json"))
+
+    checked = _json(_vrp(home, "backup", "verify", "--all", "--json"))
+
+    assert (checked["ok"], checked["unreadable"]) == (True, [])
+    assert [(b["id"], b["ok"]) for b in checked["backups"]] == [(backup["id"], True)]
+    [listed] = _json(_vrp(home, "backup", "list", "--json"))
+    assert listed["verified"] is True and listed["checked_at"] is not None
+
+
 def test_a_failed_verify_prints_its_report_and_one_line_and_exits_1(home: Path) -> None:
     backup = _json(_vrp(home, "backup", "run", "--json"))
     artifact = Path(backup["path"]) / "database.sqlite.zst"
