@@ -110,9 +110,9 @@ class TokenAuth:
             return None
         wait = self._attempts.retry_after(request.remote_addr)
         if wait:
-            return _too_many(wait)
+            return too_many(wait)
         self._attempts.failed(request.remote_addr)
-        return _unauthorized()
+        return unauthorized()
 
     def guard(self) -> Response | None:
         """``before_request``: None lets the request through, else the refusal to send."""
@@ -127,7 +127,7 @@ class TokenAuth:
             if refusal is None or refusal.status_code == 429 or path.startswith(DATA_PREFIXES):
                 return refusal
         if path.startswith(DATA_PREFIXES):
-            return _unauthorized()
+            return unauthorized()
         target = quote(local_path(request.full_path), safe="/")
         return flask.redirect(f"{LOGIN_PATH}?next={target}")
 
@@ -177,18 +177,18 @@ class TokenAuth:
         server.add_url_rule(LOGOUT_PATH, "vrp_logout", self.logout, methods=["GET", "POST"])
 
 
-def _unauthorized() -> Response:
-    response = flask.jsonify(
-        code=401,
-        status="Unauthorized",
-        message="sign in on /login or send Authorization: Bearer <VRP_DASHBOARD_TOKEN>",
-    )
+def unauthorized(
+    message: str = "sign in on /login or send Authorization: Bearer <VRP_DASHBOARD_TOKEN>",
+) -> Response:
+    """The 401 JSON answer of every guarded path, naming how to get in."""
+    response = flask.jsonify(code=401, status="Unauthorized", message=message)
     response.status_code = 401
     response.headers["WWW-Authenticate"] = 'Bearer realm="vrp-dashboard"'
     return response
 
 
-def _too_many(wait: int) -> Response:
+def too_many(wait: int) -> Response:
+    """The 429 JSON answer to an address past the wrong-token limit."""
     response = flask.jsonify(
         code=429,
         status="Too Many Requests",

@@ -43,6 +43,7 @@ from werkzeug.wrappers import Response
 
 from dashboard import queries
 from dashboard.attempts import TokenAttempts
+from dashboard.auth import too_many, unauthorized
 from dashboard.receiver import REJECTED_KEY, check_token
 from dashboard.schema import backup_runs
 from dashboard.settings import DashboardSettings
@@ -207,17 +208,6 @@ def _not_found() -> Response:
     return response
 
 
-def _unauthorized() -> Response:
-    response = flask.jsonify(
-        code=401,
-        status="Unauthorized",
-        message="send Authorization: Bearer <VRP_DASHBOARD_TOKEN> (bearer_token in prometheus.yml)",
-    )
-    response.status_code = 401
-    response.headers["WWW-Authenticate"] = 'Bearer realm="vrp-dashboard"'
-    return response
-
-
 def install_metrics(
     server: flask.Flask,
     store: TelemetryStore,
@@ -246,11 +236,10 @@ def install_metrics(
         if refused is None:
             return None
         if refused.status != 429:
-            return _unauthorized()
-        response = flask.jsonify(code=429, status="Too Many Requests", message=refused.message)
-        response.status_code = 429
-        response.headers.extend(refused.headers)
-        return response
+            return unauthorized(
+                "send Authorization: Bearer <VRP_DASHBOARD_TOKEN> (bearer_token in prometheus.yml)"
+            )
+        return too_many(int(dict(refused.headers)["Retry-After"]))
 
     def metrics() -> Response:
         try:
