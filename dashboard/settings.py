@@ -12,17 +12,18 @@ was started in.
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import marshmallow as ma
 from marshmallow import fields, validate
 from sqlalchemy.engine import make_url
 
 from dashboard.errors import DashboardConfigError
+from dashboard.intervals import Interval
+from dashboard.intervals import parse_interval as parse_interval
+from dashboard.notify.settings import NotifySettings, NotifySettingsSchema, notify_settings
 from instrumentation.envsettings import Flag, invalid_setting_line, prefixed, shown_value
 from instrumentation.errors import ConfigurationError
 from instrumentation.settings import (
@@ -38,32 +39,6 @@ PREFIX = "VRP_DASHBOARD_"
 MIN_TOKEN_LENGTH = 32
 MAX_TOKEN_LENGTH = 4096
 SUPPORTED_STORES = ("sqlite", "postgresql")
-_DURATION = re.compile(r"^\s*+(\d++(?:\.\d++)?)\s*+([smhd]?)\s*+$")
-_UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-def parse_interval(value: str) -> float:
-    """Seconds in ``6h``, ``30m``, ``1d``, ``90s`` or a bare number of seconds.
-
-    Raises :class:`ValueError` for anything else or for a non-positive interval.
-    """
-    match = _DURATION.match(value)
-    if match is None:
-        raise ValueError(f"{value!r} is not an interval such as 6h, 30m, 1d or 3600")
-    seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
-    if seconds <= 0:
-        raise ValueError("the interval must be positive")
-    return seconds
-
-
-class _Interval(fields.Field):
-    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> float:
-        try:
-            return parse_interval(str(value))
-        except ValueError as exc:
-            raise ma.ValidationError(
-                "must be an interval such as 6h, 30m, 1d or a number of seconds"
-            ) from exc
 
 
 def _validate_store_url(value: str) -> None:
@@ -77,8 +52,8 @@ def _validate_store_url(value: str) -> None:
         raise ma.ValidationError(f"backend must be one of {', '.join(SUPPORTED_STORES)}")
 
 
-class DashboardSettingsSchema(ma.Schema):
-    """The ``VRP_DASHBOARD_*`` variables, by variable name."""
+class DashboardSettingsSchema(NotifySettingsSchema):
+    """The ``VRP_DASHBOARD_*`` variables, by variable name (with the notification variables)."""
 
     class Meta:
         unknown = ma.RAISE
@@ -119,7 +94,7 @@ class DashboardSettingsSchema(ma.Schema):
     VRP_DASHBOARD_ROLLUP_RETENTION_DAYS = fields.Float(
         load_default=30.0, validate=validate.Range(min=0.01)
     )
-    VRP_DASHBOARD_BACKUP_INTERVAL = _Interval(load_default=24 * 3600.0)
+    VRP_DASHBOARD_BACKUP_INTERVAL = Interval(load_default=24 * 3600.0)
     VRP_DASHBOARD_REFRESH_SECONDS = fields.Integer(
         load_default=10, validate=validate.Range(1, 3600)
     )
@@ -149,6 +124,8 @@ class DashboardSettings:
     refresh_seconds: int = 10
     # Serve /metrics to Prometheus (dashboard.prometheus).
     metrics_enabled: bool = False
+    # Alert notifications (dashboard.notify); its repr leaves out the webhook URLs and password.
+    notify: NotifySettings = field(default_factory=NotifySettings)
 
     def __repr__(self) -> str:
         # The token must never reach a log line through a repr.
@@ -184,13 +161,17 @@ def load_dashboard_settings(
     unset.
     """
     raw = prefixed(os.environ if environ is None else environ, PREFIX)
+    cwd = cwd or Path.cwd()
     try:
         data = _SCHEMA.load(raw)
+        notify = notify_settings(
+            data, host=data["VRP_DASHBOARD_HOST"], port=data["VRP_DASHBOARD_PORT"], cwd=cwd
+        )
     except ma.ValidationError as exc:
         line = invalid_setting_line(exc, raw)
         raise DashboardConfigError(line) from None
     return DashboardSettings(
-        store_url=resolve_store_url(data["VRP_DASHBOARD_STORE_URL"], cwd or Path.cwd()),
+        store_url=resolve_store_url(data["VRP_DASHBOARD_STORE_URL"], cwd),
         token=data["VRP_DASHBOARD_TOKEN"],
         cookie_secure=data["VRP_DASHBOARD_COOKIE_SECURE"],
         host=data["VRP_DASHBOARD_HOST"],
@@ -206,4 +187,5 @@ def load_dashboard_settings(
         backup_interval_seconds=data["VRP_DASHBOARD_BACKUP_INTERVAL"],
         refresh_seconds=data["VRP_DASHBOARD_REFRESH_SECONDS"],
         metrics_enabled=data["VRP_DASHBOARD_METRICS_ENABLED"],
+        notify=notify,
     )

@@ -100,6 +100,13 @@ VRP_BACKUP_PHASE: Final = "vrp.backup.phase"
 VRP_BACKUP_REPOSITORY_ID: Final = "vrp.backup.repository.id"
 VRP_BACKUP_DATABASE: Final = "vrp.backup.database"
 
+# -- Attributes: alert notifications (dashboard.notify) -----------------------------------------
+
+# The channel a notification went to: webhook, slack or email.
+VRP_ALERT_CHANNEL: Final = "vrp.alert.channel"
+# What became of it: delivered, or failed once retries were exhausted (or the error was final).
+VRP_ALERT_DELIVERY_OUTCOME: Final = "vrp.alert.delivery.outcome"
+
 # -- Attribute values ---------------------------------------------------------------------------
 
 DB_SYSTEM_SQLITE: Final = "sqlite"
@@ -126,6 +133,7 @@ VRP_DB_CONNECTION_LEAKS: Final = "vrp.db.connection.leaks"
 VRP_BACKUP_LAST_SUCCESS: Final = "vrp.backup.last_success"
 VRP_BACKUP_DURATION: Final = "vrp.backup.duration"
 VRP_BACKUP_NEXT_RUN: Final = "vrp.backup.next_run"
+VRP_ALERT_NOTIFICATIONS: Final = "vrp.alert.notifications"
 
 # The histograms of durations, in seconds: exported as base-2 exponential histograms by default
 # (see instrumentation.telemetry.duration_histogram_views).

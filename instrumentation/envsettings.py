@@ -3,10 +3,11 @@
 Each package validates its own variables with a marshmallow schema (``Meta.unknown = RAISE``,
 one field per variable name) and turns the first error into one line naming the variable, the
 value as it may be shown and what is allowed. A value is shown only where it cannot be a
-secret: never for a name that says token, password, secret, key or headers, never the password of a
-URL (``*_URL``, ``*_ENDPOINT``; in its user info or its query), and never for an unknown variable
-(``VRP_DASHBOARD_TOKN=...`` is a mistyped secret). An unknown variable reads the same in every
-package: ``NAME: unknown setting; see the Configuration section of the README``.
+secret: never for a name that says token, password, secret, key, headers, webhook or slack,
+never the password of a URL (``*_URL``, ``*_ENDPOINT``; in its user info or its query), and
+never for an unknown variable (``VRP_DASHBOARD_TOKN=...`` is a mistyped secret). An unknown
+variable reads the same in every package: ``NAME: unknown setting; see the Configuration
+section of the README``.
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ import marshmallow as ma
 
 from instrumentation.urls import shown_url
 
-_SECRET_WORDS = ("TOKEN", "PASSWORD", "SECRET", "KEY", "HEADERS")
+# A webhook URL (a Slack incoming webhook, say) carries its credential in its path: the whole
+# value is secret.
+_SECRET_WORDS = ("TOKEN", "PASSWORD", "SECRET", "KEY", "HEADERS", "WEBHOOK", "SLACK")
 _UNKNOWN = "Unknown field."
 UNKNOWN_SETTING = "unknown setting; see the Configuration section of the README"
 TRUE_WORDS = ("1", "true", "yes", "on")

@@ -1,0 +1,212 @@
+"""The notifier the alert evaluator talks to: groups events, hands notifications to channels.
+
+:class:`Dispatcher` implements :class:`~dashboard.alert_events.AlertNotifier`. ``submit`` only
+takes the events into their groups (:mod:`~dashboard.notify.grouping`) under a lock and
+returns: evaluation never waits for a channel. A background thread looks at the groups at
+least every ``tick`` seconds and queues each notification due on every channel's worker
+(:mod:`~dashboard.notify.delivery`), which delivers it with retries. Every outcome is logged
+(a failure as one WARNING line without any secret), counted (``vrp.alert.notifications`` and
+:meth:`Dispatcher.stats`) and handed to the :class:`~dashboard.alert_events.DeliverySink`.
+
+What is lost on purpose when the process stops: groups still inside their ``group_wait`` and
+notifications not yet delivered are reported as failed (``not sent: the dashboard stopped
+first``); the alert states are in the store, so the evaluator submits them again after a
+restart and the next notification carries them.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+
+from opentelemetry import metrics
+
+from dashboard.alert_events import AlertEvent, DeliveryRecord, DeliverySink
+from dashboard.notify.delivery import Channel, ChannelWorker
+from dashboard.notify.grouping import Grouper, Notification
+from dashboard.notify.settings import NotifySettings
+from dashboard.notify.slack import SlackChannel
+from dashboard.notify.smtp import EmailChannel
+from dashboard.notify.webhook import WebhookChannel
+from instrumentation import conventions as names
+
+logger = logging.getLogger(__name__)
+DEFAULT_TICK = 1.0
+DEFAULT_STOP_TIMEOUT = 5.0
+
+
+def build_channels(settings: NotifySettings) -> list[Channel]:
+    """One channel per destination the settings configure (none, some or all three)."""
+    options = {"external_url": settings.external_url, "timeout": settings.timeout}
+    channels: list[Channel] = []
+    if settings.webhook_url:
+        channels.append(WebhookChannel(settings.webhook_url, **options))
+    if settings.slack_url:
+        channels.append(SlackChannel(settings.slack_url, **options))
+    if settings.smtp is not None:
+        channels.append(EmailChannel(settings.smtp, **options))
+    return channels
+
+
+class Dispatcher:
+    """Alertmanager-style grouping and delivery of alert events to every configured channel."""
+
+    def __init__(
+        self,
+        settings: NotifySettings,
+        sink: DeliverySink,
+        clock: Callable[[], float] = time.time,
+        *,
+        channels: Sequence[Channel] | None = None,
+        tick: float = DEFAULT_TICK,
+    ) -> None:
+        self._settings = settings
+        self._sink = sink
+        self._clock = clock
+        self._tick = tick
+        self._grouper = Grouper(
+            group_by=settings.group_by,
+            group_wait=settings.group_wait,
+            group_interval=settings.group_interval,
+            repeat_interval=settings.repeat_interval,
+        )
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        chosen = build_channels(settings) if channels is None else list(channels)
+        self._workers = [
+            ChannelWorker(channel, settings, self._record, clock, self._stopping)
+            for channel in chosen
+        ]
+        self._counts: Counter[tuple[str, str]] = Counter()
+        self._counts_lock = threading.Lock()
+        self._counter = metrics.get_meter(__name__).create_counter(
+            names.VRP_ALERT_NOTIFICATIONS,
+            unit="{notification}",
+            description="Alert notifications by channel and outcome (delivered or failed).",
+        )
+
+    @property
+    def channels(self) -> tuple[str, ...]:
+        return tuple(worker.channel.name for worker in self._workers)
+
+    def submit(self, events: Sequence[AlertEvent]) -> None:
+        """Take the events of one evaluation; returns at once (delivery happens elsewhere)."""
+        with self._lock:
+            self._grouper.add(events, self._clock())
+        self._wake.set()
+
+    def flush(self, now: float | None = None) -> list[Notification]:
+        """Queue every notification due at ``now`` on every channel; return them."""
+        with self._lock:
+            due = self._grouper.due(self._clock() if now is None else now)
+        for notification in due:
+            for worker in self._workers:
+                worker.put(notification)
+        return due
+
+    def step(self, now: float | None = None) -> list[DeliveryRecord]:
+        """Deliver what is due at ``now`` in the caller's thread, channel after channel.
+
+        For tests and one-shot tools: the outcomes are recorded as the background thread
+        records them, and returned.
+        """
+        with self._lock:
+            due = self._grouper.due(self._clock() if now is None else now)
+        records = []
+        for notification in due:
+            for worker in self._workers:
+                record = worker.deliver(notification)
+                self._record(record)
+                records.append(record)
+        return records
+
+    def start(self) -> None:
+        """Start the channel workers and the loop that looks at the groups (idempotent)."""
+        if self._thread is not None and self._thread.is_alive():
+            return
+        self._stopping.clear()
+        for worker in self._workers:
+            worker.start()
+        self._thread = threading.Thread(target=self._run, name="alert-notify", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = DEFAULT_STOP_TIMEOUT) -> None:
+        """Stop within about ``timeout`` seconds, even with a channel that does not answer.
+
+        Retries that wait are abandoned; a delivery in progress gets what is left of
+        ``timeout`` to end. Notifications not delivered are reported as failed.
+        """
+        deadline = time.monotonic() + timeout
+        self._stopping.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(max(deadline - time.monotonic(), 0.0))
+            self._thread = None
+        for worker in self._workers:
+            worker.shutdown()
+        for worker in self._workers:
+            worker.join(deadline - time.monotonic())
+        for worker in self._workers:
+            worker.fail_queued()
+
+    def stats(self) -> dict[str, dict[str, int]]:
+        """``{channel: {"delivered": n, "failed": n}}`` since this dispatcher was made."""
+        with self._counts_lock:
+            return {
+                channel: {
+                    outcome: self._counts[(channel, outcome)] for outcome in ("delivered", "failed")
+                }
+                for channel in self.channels
+            }
+
+    def _run(self) -> None:
+        while not self._stopping.is_set():
+            with self._lock:
+                next_due = self._grouper.next_due()
+            wait = self._tick if next_due is None else min(self._tick, next_due - self._clock())
+            self._wake.wait(max(wait, 0.0))
+            self._wake.clear()
+            if self._stopping.is_set():
+                return
+            self.flush()
+
+    def _record(self, record: DeliveryRecord) -> None:
+        """Log, count and keep one outcome; a failing sink is logged, never raised."""
+        if record.outcome == "failed":
+            logger.warning(
+                "alert notification %s not delivered on %s after %d attempts: %s",
+                record.group_key,
+                record.channel,
+                record.attempts,
+                record.error,
+            )
+        else:
+            logger.info(
+                "alert notification %s delivered on %s (%d attempts)",
+                record.group_key,
+                record.channel,
+                record.attempts,
+            )
+        with self._counts_lock:
+            self._counts[(record.channel, record.outcome)] += 1
+        self._counter.add(
+            1,
+            {
+                names.VRP_ALERT_CHANNEL: record.channel,
+                names.VRP_ALERT_DELIVERY_OUTCOME: record.outcome,
+            },
+        )
+        try:
+            self._sink.record_delivery(record)
+        except Exception as exc:  # the store's trouble must not end a worker thread
+            logger.error(
+                "keeping the outcome of alert notification %s on %s failed (%s)",
+                record.group_key,
+                record.channel,
+                type(exc).__name__,
+            )

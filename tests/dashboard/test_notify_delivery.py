@@ -1,0 +1,360 @@
+"""Alert notifications reach real receivers on 127.0.0.1: a webhook, a Slack-compatible
+webhook and SMTP servers (aiosmtpd, plain and with STARTTLS and AUTH LOGIN)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from dashboard.alert_events import AlertEvent
+from dashboard.notify import Dispatcher, NullNotifier, build_notifier
+from dashboard.notify.settings import NotifySettings, SmtpSettings
+from dashboard.settings import DashboardSettings
+from tests.dashboard.notify_receivers import (
+    HOST,
+    HttpReceiver,
+    Mailbox,
+    Sink,
+    free_port,
+    smtp_server,
+)
+
+# Secrets of at least 32 characters, looked for in every record and log line.
+HOOK_SECRET = "T0A1B2C3D4/B5E6F7G8H9/x9Yz8Wv7Ut6Sr5Qp4On3Ml2Kj1"
+SLACK_SECRET = "T9Z8Y7X6W5/B4V3U2T1S0/a1Bc2De3Fg4Hi5Jk6Lm7No8Pq9"
+PASSWORD = "correct-horse-battery-staple-0123456789"
+EXTERNAL = "https://dashboard.example.com/vrp"
+FAST = NotifySettings(
+    external_url=EXTERNAL,
+    group_wait=0.3,
+    group_interval=0.3,
+    repeat_interval=3600.0,
+    timeout=5.0,
+    retry_attempts=5,
+    retry_initial=0.05,
+    retry_max=0.2,
+)
+
+
+def alert(
+    fingerprint: str = "f-1",
+    state: str = "firing",
+    *,
+    rule: str = "backup_overdue",
+    repository: str = "r-1",
+    ends_at: float | None = None,
+) -> AlertEvent:
+    return AlertEvent(
+        rule=rule,
+        fingerprint=fingerprint,
+        state=state,  # type: ignore[arg-type]
+        severity="critical",
+        labels={"repository": repository, "service": "vrp-scheduler"},
+        annotations={"summary": f"No backup of {repository} for 26 h", "runbook": "docs/backup"},
+        value=93600.0,
+        starts_at=1_765_000_000.0,
+        ends_at=ends_at,
+        url=f"/backups?repository={repository}",
+    )
+
+
+@pytest.fixture
+def webhook() -> Iterator[HttpReceiver]:
+    with HttpReceiver() as receiver:
+        yield receiver
+
+
+@pytest.fixture
+def slack() -> Iterator[HttpReceiver]:
+    with HttpReceiver() as receiver:
+        yield receiver
+
+
+@pytest.fixture
+def mailbox() -> Iterator[tuple[Mailbox, int]]:
+    box = Mailbox()
+    with smtp_server(box) as port:
+        yield box, port
+
+
+def _started(settings: NotifySettings, sink: Sink) -> Dispatcher:
+    dispatcher = Dispatcher(settings, sink, tick=0.05)
+    dispatcher.start()
+    return dispatcher
+
+
+def test_firing_then_resolved_reach_the_webhook_slack_and_email(
+    webhook: HttpReceiver, slack: HttpReceiver, mailbox: tuple[Mailbox, int]
+) -> None:
+    box, port = mailbox
+    smtp = SmtpSettings(
+        host=HOST, port=port, sender="vrp@example.com", recipients=("ops@example.com",)
+    )
+    settings = replace(
+        FAST,
+        webhook_url=webhook.url(f"/hooks/{HOOK_SECRET}"),
+        slack_url=slack.url(f"/services/{SLACK_SECRET}"),
+        smtp=smtp,
+    )
+    sink = Sink()
+    dispatcher = _started(settings, sink)
+    try:
+        dispatcher.submit([alert()])
+        webhook.wait_for(1)
+        dispatcher.submit([alert(state="resolved", ends_at=1_765_003_600.0)])
+        records = sink.wait_for(6)
+    finally:
+        dispatcher.stop()
+
+    # The channels deliver side by side: the order between them is not fixed.
+    assert sorted((r.channel, r.states) for r in records) == sorted(
+        (channel, states)
+        for states in (("firing",), ("resolved",))
+        for channel in ("webhook", "slack", "email")
+    )
+    assert all(r.outcome == "delivered" and r.error is None for r in records)
+
+    first, second = webhook.wait_for(2)
+    assert first.path == f"/hooks/{HOOK_SECRET}"
+    assert first.body["version"] == "4"
+    assert first.body["status"] == "firing"
+    assert first.body["groupKey"] == '{}:{alertname="backup_overdue"}'
+    assert first.body["groupLabels"] == {"alertname": "backup_overdue"}
+    assert first.body["commonLabels"] == {
+        "alertname": "backup_overdue",
+        "severity": "critical",
+        "repository": "r-1",
+        "service": "vrp-scheduler",
+    }
+    assert first.body["externalURL"] == EXTERNAL
+    [firing] = first.body["alerts"]
+    assert firing["status"] == "firing"
+    assert firing["startsAt"] == "2025-12-06T05:46:40.000Z"
+    assert firing["endsAt"] == "0001-01-01T00:00:00Z"
+    assert firing["generatorURL"] == f"{EXTERNAL}/backups?repository=r-1"
+    assert firing["annotations"]["summary"] == "No backup of r-1 for 26 h"
+    assert second.body["status"] == "resolved"
+    assert second.body["alerts"][0]["endsAt"] == "2025-12-06T06:46:40.000Z"
+
+    slack_first, slack_second = slack.wait_for(2)
+    assert slack_first.body["text"].startswith("[FIRING:1] backup_overdue")
+    assert f"<{EXTERNAL}/backups?repository=r-1|No backup of r-1 for 26 h>" in str(
+        slack_first.body["blocks"]
+    )
+    assert slack_second.body["text"].startswith("[RESOLVED] backup_overdue")
+
+    (sender, recipients, fired_mail), (_, _, resolved_mail) = box.wait_for(2)
+    assert (sender, recipients) == ("vrp@example.com", ["ops@example.com"])
+    assert fired_mail["Subject"].startswith("[FIRING:1] backup_overdue")
+    body = fired_mail.get_payload(decode=True).decode()
+    assert "No backup of r-1 for 26 h" in body
+    assert f"link: {EXTERNAL}/backups?repository=r-1" in body
+    assert resolved_mail["Subject"].startswith("[RESOLVED] backup_overdue")
+    assert "Resolved (1):" in resolved_mail.get_payload(decode=True).decode()
+    assert dispatcher.stats() == {
+        channel: {"delivered": 2, "failed": 0} for channel in ("webhook", "slack", "email")
+    }
+
+
+def test_starttls_and_auth_login_deliver_the_email(tmp_path: Path) -> None:
+    box = Mailbox()
+    with smtp_server(box, tls_folder=tmp_path, user="alerts", password=PASSWORD) as port:
+        smtp = SmtpSettings(
+            host=HOST,
+            port=port,
+            starttls=True,
+            ca_file=str(tmp_path / "smtp-cert.pem"),
+            user="alerts",
+            password=PASSWORD,
+            sender="vrp@example.com",
+            recipients=("ops@example.com", "oncall@example.org"),
+        )
+        sink = Sink()
+        dispatcher = Dispatcher(replace(FAST, smtp=smtp), sink)
+        dispatcher.submit([alert()])
+        [record] = dispatcher.step(now=time.time() + 1)
+        messages = box.wait_for(1)
+
+    assert (record.channel, record.outcome, record.attempts) == ("email", "delivered", 1)
+    assert box.logins == ["LOGIN:alerts"]
+    [(_, recipients, message)] = messages
+    assert recipients == ["ops@example.com", "oncall@example.org"]
+    assert message["Subject"].startswith("[FIRING:1] backup_overdue")
+
+
+def test_two_alerts_of_one_rule_within_group_wait_go_in_one_message(
+    webhook: HttpReceiver,
+) -> None:
+    settings = replace(FAST, webhook_url=webhook.url("/hook"), group_wait=0.8)
+    sink = Sink()
+    dispatcher = _started(settings, sink)
+    try:
+        dispatcher.submit([alert("f-1", repository="r-1")])
+        time.sleep(0.3)
+        dispatcher.submit([alert("f-1", repository="r-1"), alert("f-2", repository="r-2")])
+        [record] = sink.wait_for(1)
+        time.sleep(0.5)
+    finally:
+        dispatcher.stop()
+
+    [received] = webhook.received
+    assert [a["labels"]["repository"] for a in received.body["alerts"]] == ["r-1", "r-2"]
+    assert received.body["commonLabels"] == {
+        "alertname": "backup_overdue",
+        "severity": "critical",
+        "service": "vrp-scheduler",
+    }
+    assert record.fingerprints == ("f-1", "f-2")
+
+
+def test_a_group_still_firing_is_sent_again_after_repeat_interval(webhook: HttpReceiver) -> None:
+    settings = replace(
+        FAST, webhook_url=webhook.url("/hook"), group_interval=0.2, repeat_interval=1.2
+    )
+    dispatcher = _started(settings, Sink())
+    try:
+        dispatcher.submit([alert()])
+        first, second = webhook.wait_for(2, timeout=10)
+        time.sleep(0.4)
+    finally:
+        dispatcher.stop()
+
+    assert len(webhook.received) == 2
+    assert second.at - first.at == pytest.approx(1.2, abs=0.35)
+    assert second.body["alerts"] == first.body["alerts"]
+
+
+def test_a_receiver_answering_500_twice_gets_the_notification_on_the_third_attempt(
+    webhook: HttpReceiver,
+) -> None:
+    webhook.answers = [500, 500]
+    sink = Sink()
+    dispatcher = Dispatcher(replace(FAST, webhook_url=webhook.url("/hook")), sink)
+    dispatcher.submit([alert()])
+
+    [record] = dispatcher.step(now=time.time() + 1)
+
+    assert (record.outcome, record.attempts, record.error) == ("delivered", 3, None)
+    assert webhook.attempts == 3
+    assert len(webhook.received) == 1
+    assert sink.records == [record]
+
+
+def test_a_dead_channel_gives_a_failed_record_with_no_secret_in_it_nor_in_the_log(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    dead_url = f"http://{HOST}:{free_port()}/hooks/{HOOK_SECRET}"
+    box = Mailbox()
+    caplog.set_level(logging.DEBUG)
+    with smtp_server(box, tls_folder=tmp_path, user="alerts", password="not-" + PASSWORD) as port:
+        smtp = SmtpSettings(
+            host=HOST,
+            port=port,
+            starttls=True,
+            ca_file=str(tmp_path / "smtp-cert.pem"),
+            user="alerts",
+            password=PASSWORD,
+            sender="vrp@example.com",
+            recipients=("ops@example.com",),
+        )
+        settings = replace(FAST, webhook_url=dead_url, smtp=smtp, retry_attempts=3)
+        sink = Sink()
+        dispatcher = Dispatcher(settings, sink)
+        dispatcher.submit([alert()])
+        records = dispatcher.step(now=time.time() + 1)
+
+    by_channel = {record.channel: record for record in records}
+    assert by_channel["webhook"].outcome == "failed"
+    assert by_channel["webhook"].attempts == 3
+    assert by_channel["webhook"].error == "connection failed (Connection refused)"
+    assert by_channel["email"].outcome == "failed"
+    assert by_channel["email"].attempts == 1  # a refused login is not retried
+    assert by_channel["email"].error == f"SMTP {HOST}:{port}: SMTP 535 (login refused)"
+    assert sink.records == records
+    assert box.messages == []
+    assert dispatcher.stats()["webhook"] == {"delivered": 0, "failed": 1}
+
+    lines = [record.getMessage() for record in caplog.records]
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 2
+    assert any("not delivered on webhook after 3 attempts" in line for line in warnings)
+    text = "\n".join(lines + [repr(r.__dict__) for r in caplog.records] + [repr(records)])
+    for secret in (HOOK_SECRET, dead_url, PASSWORD):
+        assert secret not in text
+    assert HOOK_SECRET not in repr(DashboardSettings(notify=settings))
+    assert PASSWORD not in repr(DashboardSettings(notify=settings))
+
+
+def test_a_slow_channel_does_not_delay_another(webhook: HttpReceiver, slack: HttpReceiver) -> None:
+    slack.delay = 4.0
+    settings = replace(
+        FAST, webhook_url=webhook.url("/hook"), slack_url=slack.url("/slow"), group_wait=0.1
+    )
+    sink = Sink()
+    dispatcher = _started(settings, sink)
+    try:
+        started = time.monotonic()
+        dispatcher.submit([alert()])
+        [fast] = webhook.wait_for(1, timeout=3)
+        assert fast.at - started < 1.5
+        assert slack.received == []
+        second_started = time.monotonic()
+        dispatcher.submit([alert("f-9", rule="http_5xx_rate")])
+        webhook.wait_for(2, timeout=3)
+        assert time.monotonic() - second_started < 1.5
+        slack.release.set()
+        records = sink.wait_for(4)
+    finally:
+        dispatcher.stop()
+
+    assert sorted((r.channel, r.outcome) for r in records) == [
+        ("slack", "delivered"),
+        ("slack", "delivered"),
+        ("webhook", "delivered"),
+        ("webhook", "delivered"),
+    ]
+
+
+def test_stop_abandons_a_waiting_retry_and_reports_it_failed(webhook: HttpReceiver) -> None:
+    webhook.answers = [503] * 10
+    settings = replace(
+        FAST, webhook_url=webhook.url("/hook"), group_wait=0.1, retry_initial=30, retry_max=60
+    )
+    sink = Sink()
+    dispatcher = _started(settings, sink)
+    dispatcher.submit([alert()])
+    deadline = time.monotonic() + 5
+    while webhook.attempts == 0 and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+    before = time.monotonic()
+    dispatcher.stop(timeout=2.0)
+    took = time.monotonic() - before
+
+    assert took < 1.0
+    [record] = sink.wait_for(1)
+    assert record.outcome == "failed"
+    assert record.attempts == 1
+    assert record.error is not None and record.error.startswith("not sent: the dashboard stopped")
+
+
+def test_without_any_channel_the_notifier_sends_nothing() -> None:
+    notifier = build_notifier(DashboardSettings(), Sink())
+    assert isinstance(notifier, NullNotifier)
+    notifier.start()
+    notifier.submit([alert()])
+    notifier.stop()
+
+
+def test_build_notifier_makes_a_dispatcher_for_the_configured_channels(
+    webhook: HttpReceiver,
+) -> None:
+    notify = replace(FAST, webhook_url=webhook.url("/hook"), slack_url=webhook.url("/slack"))
+    notifier = build_notifier(DashboardSettings(notify=notify), Sink())
+    assert isinstance(notifier, Dispatcher)
+    assert notifier.channels == ("webhook", "slack")
