@@ -62,6 +62,7 @@ class Dispatcher:
         *,
         channels: Sequence[Channel] | None = None,
         tick: float = DEFAULT_TICK,
+        meter_provider: metrics.MeterProvider | None = None,
     ) -> None:
         self._settings = settings
         self._sink = sink
@@ -84,7 +85,8 @@ class Dispatcher:
         ]
         self._counts: Counter[tuple[str, str]] = Counter()
         self._counts_lock = threading.Lock()
-        self._counter = metrics.get_meter(__name__).create_counter(
+        meter = metrics.get_meter(__name__, meter_provider=meter_provider)
+        self._counter = meter.create_counter(
             names.VRP_ALERT_NOTIFICATIONS,
             unit="{notification}",
             description="Alert notifications by channel and outcome (delivered or failed).",

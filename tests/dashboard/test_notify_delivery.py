@@ -10,11 +10,14 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 from dashboard.alert_events import AlertEvent
 from dashboard.notify import Dispatcher, NullNotifier, build_notifier
 from dashboard.notify.settings import NotifySettings, SmtpSettings
 from dashboard.settings import DashboardSettings
+from instrumentation import conventions
 from tests.dashboard.notify_receivers import (
     HOST,
     HttpReceiver,
@@ -358,3 +361,87 @@ def test_build_notifier_makes_a_dispatcher_for_the_configured_channels(
     notifier = build_notifier(DashboardSettings(notify=notify), Sink())
     assert isinstance(notifier, Dispatcher)
     assert notifier.channels == ("webhook", "slack")
+
+
+def test_stop_returns_within_its_timeout_while_a_receiver_hangs(slack: HttpReceiver) -> None:
+    slack.delay = 30.0
+    settings = replace(FAST, slack_url=slack.url("/hang"), group_wait=0.1, timeout=20.0)
+    sink = Sink()
+    dispatcher = _started(settings, sink)
+    dispatcher.submit([alert("f-1")])
+    time.sleep(0.5)  # the first notification is in flight, the second queued behind it
+    dispatcher.submit([alert("f-2", rule="http_5xx_rate")])
+    time.sleep(0.5)
+
+    before = time.monotonic()
+    dispatcher.stop(timeout=1.0)
+    took = time.monotonic() - before
+
+    assert took < 1.5
+    [queued] = sink.records
+    assert queued.fingerprints == ("f-2",)
+    assert (queued.outcome, queued.error) == ("failed", "not sent: the dashboard stopped first")
+
+
+def test_deliveries_and_failures_are_counted_by_channel_and_outcome(
+    webhook: HttpReceiver,
+) -> None:
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader])
+    webhook.answers = [404]
+    settings = replace(FAST, webhook_url=webhook.url("/hook"), slack_url=webhook.url("/slack"))
+    dispatcher = Dispatcher(settings, Sink(), meter_provider=provider)
+    dispatcher.submit([alert()])
+
+    records = dispatcher.step(now=time.time() + 1)
+
+    data = reader.get_metrics_data()
+    [metric] = [
+        metric
+        for resource in data.resource_metrics
+        for scope in resource.scope_metrics
+        for metric in scope.metrics
+        if metric.name == conventions.VRP_ALERT_NOTIFICATIONS
+    ]
+    counted = {
+        (
+            point.attributes[conventions.VRP_ALERT_CHANNEL],
+            point.attributes[conventions.VRP_ALERT_DELIVERY_OUTCOME],
+        ): point.value
+        for point in metric.data.data_points
+    }
+    assert counted == {("webhook", "failed"): 1, ("slack", "delivered"): 1}
+    assert [(r.channel, r.attempts, r.error) for r in records] == [
+        ("webhook", 1, "HTTP 404 from the receiver"),  # a 4xx is not retried
+        ("slack", 1, None),
+    ]
+    provider.shutdown()
+
+
+def test_a_group_of_600_alerts_reaches_every_receiver_within_their_limits(
+    webhook: HttpReceiver, slack: HttpReceiver, mailbox: tuple[Mailbox, int]
+) -> None:
+    box, port = mailbox
+    smtp = SmtpSettings(
+        host=HOST, port=port, sender="vrp@example.com", recipients=("ops@example.com",)
+    )
+    settings = replace(
+        FAST, webhook_url=webhook.url("/hook"), slack_url=slack.url("/slack"), smtp=smtp
+    )
+    dispatcher = Dispatcher(settings, Sink())
+    dispatcher.submit([alert(f"f-{n:03}", repository=f"r-{n:03}") for n in range(600)])
+
+    records = dispatcher.step(now=time.time() + 1)
+
+    assert [r.outcome for r in records] == ["delivered"] * 3
+    [hook] = webhook.wait_for(1)
+    assert len(hook.body["alerts"]) == 600
+    [message] = slack.wait_for(1)
+    blocks = message.body["blocks"]
+    assert len(blocks) <= 50
+    assert all(len(block["text"]["text"]) <= 3000 for block in blocks if "text" in block)
+    assert blocks[-1]["elements"][0]["text"].startswith("and 590 more alerts")
+    [(_, _, mail)] = box.wait_for(1)
+    body = mail.get_payload(decode=True).decode()
+    assert mail["Subject"].startswith("[FIRING:600] backup_overdue")
+    assert body.count("  link: ") == 600
