@@ -33,6 +33,9 @@ from dashboard.notify.settings import NotifySettings
 
 logger = logging.getLogger(__name__)
 QUEUE_SIZE = 256
+# How often an idle worker looks at the stopping flag (in case its queue was too full to take
+# the shutdown marker).
+IDLE_CHECK = 1.0
 MASK = "***"
 STOPPED = "not sent: the dashboard stopped first"
 
@@ -158,7 +161,12 @@ class ChannelWorker:
 
     def _run(self) -> None:
         while True:
-            item = self._queue.get()
+            try:
+                item = self._queue.get(timeout=IDLE_CHECK)
+            except queue.Empty:
+                if self._stopping.is_set():
+                    return
+                continue
             if isinstance(item, _Shutdown):
                 return
             if self._stopping.is_set():

@@ -179,6 +179,10 @@ class Dispatcher:
 
     def _record(self, record: DeliveryRecord) -> None:
         """Log, count and keep one outcome; a failing sink is logged, never raised."""
+        attributes = {
+            names.VRP_ALERT_CHANNEL: record.channel,
+            names.VRP_ALERT_DELIVERY_OUTCOME: record.outcome,
+        }
         if record.outcome == "failed":
             logger.warning(
                 "alert notification %s not delivered on %s after %d attempts: %s",
@@ -186,6 +190,7 @@ class Dispatcher:
                 record.channel,
                 record.attempts,
                 record.error,
+                extra=attributes,
             )
         else:
             logger.info(
@@ -193,16 +198,11 @@ class Dispatcher:
                 record.group_key,
                 record.channel,
                 record.attempts,
+                extra=attributes,
             )
         with self._counts_lock:
             self._counts[(record.channel, record.outcome)] += 1
-        self._counter.add(
-            1,
-            {
-                names.VRP_ALERT_CHANNEL: record.channel,
-                names.VRP_ALERT_DELIVERY_OUTCOME: record.outcome,
-            },
-        )
+        self._counter.add(1, attributes)
         try:
             self._sink.record_delivery(record)
         except Exception as exc:  # the store's trouble must not end a worker thread

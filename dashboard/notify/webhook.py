@@ -16,6 +16,7 @@ would send the body elsewhere); every request has a timeout.
 
 from __future__ import annotations
 
+import http.client
 import json
 import ssl
 import urllib.error
@@ -64,6 +65,9 @@ def post_json(url: str, body: Any, *, timeout: float) -> None:
         raise _status_error(exc.code) from None
     except urllib.error.URLError as exc:
         raise _connection_error(exc.reason, timeout) from None
+    except http.client.HTTPException as exc:
+        message = f"not an HTTP answer ({type(exc).__name__})"
+        raise DeliveryError(message, transient=True) from None
     except (TimeoutError, OSError) as exc:
         raise _connection_error(exc, timeout) from None
 

@@ -13,7 +13,7 @@ import pytest
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
-from dashboard.alert_events import AlertEvent
+from dashboard.alert_events import AlertEvent, DeliveryRecord
 from dashboard.notify import Dispatcher, NullNotifier, build_notifier
 from dashboard.notify.settings import NotifySettings, SmtpSettings
 from dashboard.settings import DashboardSettings
@@ -445,3 +445,42 @@ def test_a_group_of_600_alerts_reaches_every_receiver_within_their_limits(
     body = mail.get_payload(decode=True).decode()
     assert mail["Subject"].startswith("[FIRING:600] backup_overdue")
     assert body.count("  link: ") == 600
+
+
+class _BrokenSink(Sink):
+    def record_delivery(self, record: DeliveryRecord) -> None:
+        super().record_delivery(record)
+        raise RuntimeError("the alert store is read-only")
+
+
+def test_a_failing_sink_is_logged_and_delivery_goes_on(
+    webhook: HttpReceiver, caplog: pytest.LogCaptureFixture
+) -> None:
+    sink = _BrokenSink()
+    dispatcher = _started(replace(FAST, webhook_url=webhook.url("/hook"), group_wait=0.1), sink)
+    try:
+        dispatcher.submit([alert("f-1")])
+        sink.wait_for(1)
+        dispatcher.submit([alert("f-2", rule="http_5xx_rate")])
+        records = sink.wait_for(2)
+    finally:
+        dispatcher.stop()
+
+    assert [r.outcome for r in records] == ["delivered", "delivered"]
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 2
+    assert errors[0].endswith("on webhook failed (RuntimeError)")
+
+
+def test_a_webhook_that_is_not_an_http_server_is_a_failed_record(
+    mailbox: tuple[Mailbox, int],
+) -> None:
+    _, port = mailbox
+    settings = replace(FAST, webhook_url=f"http://{HOST}:{port}/hook", retry_attempts=2)
+    dispatcher = Dispatcher(settings, Sink())
+    dispatcher.submit([alert()])
+
+    [record] = dispatcher.step(now=time.time() + 1)
+
+    assert (record.outcome, record.attempts) == ("failed", 2)
+    assert record.error == "not an HTTP answer (BadStatusLine)"

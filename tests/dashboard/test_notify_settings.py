@@ -95,6 +95,11 @@ def test_a_bad_webhook_url_is_refused_without_showing_it(name: str, value: str) 
             "VRP_DASHBOARD_ALERT_SMTP_TO='ops@example.com, ops': ops is not an e-mail address",
         ),
         (
+            {"VRP_DASHBOARD_ALERT_SMTP_FROM": "vrp at example.com"},
+            "VRP_DASHBOARD_ALERT_SMTP_FROM='vrp at example.com': must be an e-mail address such "
+            "as alerts@example.com",
+        ),
+        (
             {"VRP_DASHBOARD_ALERT_SMTP_USER": "alerts"},
             "VRP_DASHBOARD_ALERT_SMTP_PASSWORD_FILE: is required with "
             "VRP_DASHBOARD_ALERT_SMTP_USER and VRP_DASHBOARD_ALERT_SMTP_PASSWORD_FILE",
