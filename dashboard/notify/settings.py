@@ -30,8 +30,8 @@ DEFAULT_GROUP_WAIT = 30.0
 DEFAULT_GROUP_INTERVAL = 300.0
 DEFAULT_REPEAT_INTERVAL = 4 * 3600.0
 DEFAULT_TIMEOUT = 10.0
-# Five attempts with waits of about 2, 4, 8 and 16 s: a notification is given up about a minute
-# (plus the connection timeouts) after its first attempt.
+# Five attempts with waits of about 2, 4, 8 and 16 s: a notification that keeps failing is given
+# up within about a minute and a half (30 s of waits, and at most five connection timeouts).
 DEFAULT_RETRY_ATTEMPTS = 5
 DEFAULT_RETRY_INITIAL = 2.0
 DEFAULT_RETRY_MAX = 30.0
@@ -104,9 +104,10 @@ def _validate_http_url(value: str) -> None:
     """An absolute http(s) URL; the message never repeats the value (it may be a secret)."""
     try:
         parts = urlsplit(value)
+        port = parts.port  # ValueError for a port out of range
     except ValueError:
         raise ma.ValidationError("must be an http:// or https:// URL") from None
-    if parts.scheme not in _HTTP_SCHEMES or not parts.hostname:
+    if parts.scheme not in _HTTP_SCHEMES or not parts.hostname or port == 0:
         raise ma.ValidationError("must be an http:// or https:// URL with a host")
 
 
