@@ -14,7 +14,8 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 from dashboard.alert_events import AlertEvent, DeliveryRecord
-from dashboard.notify import Dispatcher, NullNotifier, build_notifier
+from dashboard.notify.dispatcher import Dispatcher
+from dashboard.notify.notifier import NullNotifier, build_notifier
 from dashboard.notify.settings import NotifySettings, SmtpSettings
 from dashboard.settings import DashboardSettings
 from instrumentation import conventions
