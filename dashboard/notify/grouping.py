@@ -10,7 +10,10 @@ the ``group_by`` labels. The timings are Alertmanager's:
 * a group still firing with no change is sent again once ``repeat_interval`` has passed since
   its last notification;
 * a resolved alert is sent once, in the next notification of its group, and then forgotten; an
-  alert that resolved before any notification said it fired is dropped without a message;
+  alert that resolved before any notification said it fired is dropped without a message (but
+  see :meth:`Grouper._resolves_unseen` for alerts resolved across a restart);
+* an alert stays in its group, firing, until an event resolves it: the evaluator submits every
+  firing alert after each evaluation and each resolve once;
 * a group with no alert left is forgotten (the next event starts a new group, with its wait).
 
 A notification holds every alert of its group (firing first, then the ones it resolves), as
@@ -112,6 +115,8 @@ class Grouper:
         self._group_interval = group_interval
         self._repeat_interval = repeat_interval
         self._groups: dict[str, _Group] = {}
+        # Fingerprints whose resolve went out, and when: kept one repeat_interval.
+        self._resolved_sent: dict[str, float] = {}
 
     def add(self, events: Iterable[AlertEvent], now: float) -> None:
         """Take the events of one evaluation into their groups."""
@@ -119,12 +124,29 @@ class Grouper:
             labels = group_labels(event, self._group_by)
             key = group_key(labels)
             group = self._groups.get(key)
+            unknown = group is None or event.fingerprint not in group.alerts
+            if event.state == FIRING:
+                self._resolved_sent.pop(event.fingerprint, None)
+            elif unknown and not self._resolves_unseen(event):
+                continue
             if group is None:
-                if event.state == RESOLVED:
-                    continue  # nothing was said about it: nothing to resolve
                 group = _Group(key, event.rule, labels, next_flush=now + self._group_wait)
                 self._groups[key] = group
+            if event.state == RESOLVED and unknown:
+                group.notified |= {event.fingerprint}
             group.alerts[event.fingerprint] = event
+
+    def _resolves_unseen(self, event: AlertEvent) -> bool:
+        """Whether to send the resolve of an alert this process has not seen firing.
+
+        After a restart the evaluator may resolve an alert whose firing message went out before
+        it: without a notification log on disk (Alertmanager keeps one), an alert that fired
+        for ``group_wait`` or longer is taken as notified, so its resolve is sent rather than
+        lost. A resolve already sent (the same event submitted again) is not sent twice.
+        """
+        if event.fingerprint in self._resolved_sent or event.ends_at is None:
+            return False
+        return event.ends_at - event.starts_at >= self._group_wait
 
     def next_due(self) -> float | None:
         """When the earliest group is next looked at, or None without any group."""
@@ -136,6 +158,9 @@ class Grouper:
     def due(self, now: float) -> list[Notification]:
         """The notifications due at ``now``; advances the timers of the groups looked at."""
         notifications = []
+        forget = now - self._repeat_interval
+        for fingerprint in [fp for fp, at in self._resolved_sent.items() if at < forget]:
+            del self._resolved_sent[fingerprint]
         for key in [key for key, group in self._groups.items() if group.next_flush <= now]:
             group = self._groups[key]
             notification = self._flush(group, now)
@@ -167,6 +192,7 @@ class Grouper:
             return None
         group.notified = firing_now
         group.last_sent = now
+        self._resolved_sent.update((alert.fingerprint, now) for alert in resolved)
         alerts = tuple(sorted(firing, key=_order)) + tuple(sorted(resolved, key=_order))
         return Notification(group.key, group.rule, dict(group.labels), alerts, now)
 

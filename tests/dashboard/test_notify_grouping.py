@@ -128,3 +128,41 @@ def test_next_due_is_the_earliest_group() -> None:
     groups.add([alert("a")], T0)
     groups.add([alert("b", rule="p95_latency")], T0 + 5)
     assert groups.next_due() == T0 + 30
+
+
+def test_a_resolve_of_an_alert_that_fired_before_a_restart_is_still_sent() -> None:
+    groups = grouper()  # a new process: it never saw "a" firing
+    long_firing = alert("a", "resolved")  # fired from T0 to T0 + 600, longer than group_wait
+    groups.add([long_firing], T0 + 700)
+
+    [notification] = groups.due(T0 + 730)
+
+    assert notification.states == ("resolved",)
+    assert notification.status == "resolved"
+
+
+def test_the_same_resolve_submitted_twice_is_sent_once() -> None:
+    groups = grouper()
+    groups.add([alert("a"), alert("b")], T0)
+    groups.due(T0 + 30)
+    groups.add([alert("a", "resolved"), alert("b")], T0 + 60)
+    [resolving] = groups.due(T0 + 330)
+    groups.add([alert("a", "resolved"), alert("b")], T0 + 360)
+
+    assert resolving.states == ("firing", "resolved")
+    assert groups.due(T0 + 630) == []
+
+
+def test_an_alert_that_fires_again_after_its_resolve_is_resolved_again() -> None:
+    groups = grouper()
+    groups.add([alert("a")], T0)
+    groups.due(T0 + 30)
+    groups.add([alert("a", "resolved")], T0 + 60)
+    groups.due(T0 + 330)
+    groups.add([alert("a")], T0 + 400)
+    [fired_again] = groups.due(T0 + 430)
+    groups.add([alert("a", "resolved")], T0 + 500)
+
+    [resolved_again] = groups.due(T0 + 730)
+
+    assert (fired_again.status, resolved_again.status) == ("firing", "resolved")
