@@ -76,7 +76,7 @@ class ChannelWorker:
         self,
         channel: Channel,
         settings: NotifySettings,
-        report: Callable[[DeliveryRecord], None],
+        report: Callable[[DeliveryRecord, Notification], None],
         clock: Callable[[], float],
         stopping: threading.Event,
     ) -> None:
@@ -102,7 +102,7 @@ class ChannelWorker:
             self._queue.put_nowait(notification)
         except queue.Full:
             error = f"not sent: {QUEUE_SIZE} notifications already wait for this channel"
-            self._report(self._record(notification, "failed", 0, error))
+            self._report(self._record(notification, "failed", 0, error), notification)
 
     def shutdown(self) -> None:
         """Ask the thread to end once its current delivery is over (it abandons retries)."""
@@ -124,7 +124,7 @@ class ChannelWorker:
             except queue.Empty:
                 return
             if isinstance(item, Notification):
-                self._report(self._record(item, "failed", 0, STOPPED))
+                self._report(self._record(item, "failed", 0, STOPPED), item)
 
     def deliver(self, notification: Notification) -> DeliveryRecord:
         """Try ``notification`` with retries; the outcome, never an exception."""
@@ -170,9 +170,9 @@ class ChannelWorker:
             if isinstance(item, _Shutdown):
                 return
             if self._stopping.is_set():
-                self._report(self._record(item, "failed", 0, STOPPED))
+                self._report(self._record(item, "failed", 0, STOPPED), item)
                 continue
-            self._report(self.deliver(item))
+            self._report(self.deliver(item), item)
 
     def _sleep(self, seconds: float) -> None:
         if self._stopping.wait(seconds):

@@ -1,12 +1,14 @@
 """The notifier the alert evaluator talks to: groups events, hands notifications to channels.
 
 :class:`Dispatcher` implements :class:`~dashboard.alert_events.AlertNotifier`. ``submit`` only
-takes the events into their groups (:mod:`~dashboard.notify.grouping`) under a lock and
-returns: evaluation never waits for a channel. A background thread looks at the groups at
-least every ``tick`` seconds and queues each notification due on every channel's worker
-(:mod:`~dashboard.notify.delivery`), which delivers it with retries. Every outcome is logged
-(a failure as one WARNING line without any secret), counted (``vrp.alert.notifications`` and
-:meth:`Dispatcher.stats`) and handed to the :class:`~dashboard.alert_events.DeliverySink`.
+takes the events into their groups (:mod:`~dashboard.notify.grouping`; each channel keeps its
+own, so what a failed channel missed is said again on it alone, at the group's next
+``group_interval``) under a lock and returns: evaluation never waits for a channel. A
+background thread looks at the groups at least every ``tick`` seconds and queues each
+notification due on its channel's worker (:mod:`~dashboard.notify.delivery`), which delivers
+it with retries. Every outcome is logged (a failure as one WARNING line without any secret),
+counted (``vrp.alert.notifications`` and :meth:`Dispatcher.stats`) and handed to the
+:class:`~dashboard.alert_events.DeliverySink`.
 
 What is lost on purpose when the process stops: groups still inside their ``group_wait`` and
 notifications not yet delivered are reported as failed (``not sent: the dashboard stopped
@@ -21,6 +23,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from opentelemetry import metrics
 
@@ -51,6 +54,15 @@ def build_channels(settings: NotifySettings) -> list[Channel]:
     return channels
 
 
+@dataclass(frozen=True)
+class _Lane:
+    """One channel with its own groups: what was said on one channel is not what was said on
+    another when one of them failed (Alertmanager keeps a notification log per receiver)."""
+
+    grouper: Grouper
+    worker: ChannelWorker
+
+
 class Dispatcher:
     """Alertmanager-style grouping and delivery of alert events to every configured channel."""
 
@@ -68,21 +80,12 @@ class Dispatcher:
         self._sink = sink
         self._clock = clock
         self._tick = tick
-        self._grouper = Grouper(
-            group_by=settings.group_by,
-            group_wait=settings.group_wait,
-            group_interval=settings.group_interval,
-            repeat_interval=settings.repeat_interval,
-        )
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         chosen = build_channels(settings) if channels is None else list(channels)
-        self._workers = [
-            ChannelWorker(channel, settings, self._record, clock, self._stopping)
-            for channel in chosen
-        ]
+        self._lanes = [self._lane(channel) for channel in chosen]
         self._counts: Counter[tuple[str, str]] = Counter()
         self._counts_lock = threading.Lock()
         meter = metrics.get_meter(__name__, meter_provider=meter_provider)
@@ -92,24 +95,45 @@ class Dispatcher:
             description="Alert notifications by channel and outcome (delivered or failed).",
         )
 
+    def _lane(self, channel: Channel) -> _Lane:
+        settings = self._settings
+        grouper = Grouper(
+            group_by=settings.group_by,
+            group_wait=settings.group_wait,
+            group_interval=settings.group_interval,
+            repeat_interval=settings.repeat_interval,
+        )
+
+        def report(record: DeliveryRecord, notification: Notification) -> None:
+            self._record(record, notification, grouper)
+
+        worker = ChannelWorker(channel, settings, report, self._clock, self._stopping)
+        return _Lane(grouper, worker)
+
     @property
     def channels(self) -> tuple[str, ...]:
-        return tuple(worker.channel.name for worker in self._workers)
+        return tuple(lane.worker.channel.name for lane in self._lanes)
 
     def submit(self, events: Sequence[AlertEvent]) -> None:
         """Take the events of one evaluation; returns at once (delivery happens elsewhere)."""
+        events = list(events)
+        now = self._clock()
         with self._lock:
-            self._grouper.add(events, self._clock())
+            for lane in self._lanes:
+                lane.grouper.add(events, now)
         self._wake.set()
 
-    def flush(self, now: float | None = None) -> list[Notification]:
-        """Queue every notification due at ``now`` on every channel; return them."""
-        with self._lock:
-            due = self._grouper.due(self._clock() if now is None else now)
-        for notification in due:
-            for worker in self._workers:
-                worker.put(notification)
-        return due
+    def flush(self, now: float | None = None) -> int:
+        """Queue every notification due at ``now`` on its channel; return how many."""
+        now = self._clock() if now is None else now
+        queued = 0
+        for lane in self._lanes:
+            with self._lock:
+                due = lane.grouper.due(now)
+            for notification in due:
+                lane.worker.put(notification)
+            queued += len(due)
+        return queued
 
     def step(self, now: float | None = None) -> list[DeliveryRecord]:
         """Deliver what is due at ``now`` in the caller's thread, channel after channel.
@@ -117,13 +141,14 @@ class Dispatcher:
         For tests and one-shot tools: the outcomes are recorded as the background thread
         records them, and returned.
         """
-        with self._lock:
-            due = self._grouper.due(self._clock() if now is None else now)
+        now = self._clock() if now is None else now
         records = []
-        for notification in due:
-            for worker in self._workers:
-                record = worker.deliver(notification)
-                self._record(record)
+        for lane in self._lanes:
+            with self._lock:
+                due = lane.grouper.due(now)
+            for notification in due:
+                record = lane.worker.deliver(notification)
+                self._record(record, notification, lane.grouper)
                 records.append(record)
         return records
 
@@ -132,8 +157,8 @@ class Dispatcher:
         if self._thread is not None and self._thread.is_alive():
             return
         self._stopping.clear()
-        for worker in self._workers:
-            worker.start()
+        for lane in self._lanes:
+            lane.worker.start()
         self._thread = threading.Thread(target=self._run, name="alert-notify", daemon=True)
         self._thread.start()
 
@@ -149,12 +174,12 @@ class Dispatcher:
         if self._thread is not None:
             self._thread.join(max(deadline - time.monotonic(), 0.0))
             self._thread = None
-        for worker in self._workers:
-            worker.shutdown()
-        for worker in self._workers:
-            worker.join(deadline - time.monotonic())
-        for worker in self._workers:
-            worker.fail_queued()
+        for lane in self._lanes:
+            lane.worker.shutdown()
+        for lane in self._lanes:
+            lane.worker.join(deadline - time.monotonic())
+        for lane in self._lanes:
+            lane.worker.fail_queued()
 
     def stats(self) -> dict[str, dict[str, int]]:
         """``{channel: {"delivered": n, "failed": n}}`` since this dispatcher was made."""
@@ -169,7 +194,8 @@ class Dispatcher:
     def _run(self) -> None:
         while not self._stopping.is_set():
             with self._lock:
-                next_due = self._grouper.next_due()
+                dues = [lane.grouper.next_due() for lane in self._lanes]
+            next_due = min((due for due in dues if due is not None), default=None)
             wait = self._tick if next_due is None else min(self._tick, next_due - self._clock())
             self._wake.wait(max(wait, 0.0))
             self._wake.clear()
@@ -177,8 +203,15 @@ class Dispatcher:
                 return
             self.flush()
 
-    def _record(self, record: DeliveryRecord) -> None:
-        """Log, count and keep one outcome; a failing sink is logged, never raised."""
+    def _record(self, record: DeliveryRecord, notification: Notification, grouper: Grouper) -> None:
+        """Log, count and keep one outcome; a failing sink is logged, never raised.
+
+        A notification not delivered is said again at its group's next look on that channel
+        (unless the dashboard is stopping).
+        """
+        if record.outcome == "failed" and not self._stopping.is_set():
+            with self._lock:
+                grouper.undelivered(notification)
         attributes = {
             names.VRP_ALERT_CHANNEL: record.channel,
             names.VRP_ALERT_DELIVERY_OUTCOME: record.outcome,

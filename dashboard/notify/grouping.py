@@ -148,6 +148,34 @@ class Grouper:
             return False
         return event.ends_at - event.starts_at >= self._group_wait
 
+    def undelivered(self, notification: Notification) -> None:
+        """Say again what ``notification`` said, at its group's next look: it was not delivered.
+
+        Alertmanager does the same (its notification log records only what was delivered): a
+        channel that was down gets the group's state once it is back, every
+        ``group_interval``, instead of only at the next ``repeat_interval``.
+        """
+        group = self._groups.get(notification.group_key)
+        if group is None:
+            if not notification.resolved:
+                return
+            group = _Group(
+                notification.group_key,
+                notification.rule,
+                dict(notification.group_labels),
+                next_flush=notification.at + self._group_interval,
+            )
+            self._groups[notification.group_key] = group
+        for alert in notification.resolved:
+            group.alerts.setdefault(alert.fingerprint, alert)
+            self._resolved_sent.pop(alert.fingerprint, None)
+        # Firing alerts count as not notified; the resolves as notified, so they go out again.
+        group.notified = frozenset(
+            alert.fingerprint
+            for alert in notification.resolved
+            if group.alerts[alert.fingerprint].state == RESOLVED
+        )
+
     def next_due(self) -> float | None:
         """When the earliest group is next looked at, or None without any group."""
         return min((group.next_flush for group in self._groups.values()), default=None)

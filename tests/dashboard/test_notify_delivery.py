@@ -485,3 +485,45 @@ def test_a_webhook_that_is_not_an_http_server_is_a_failed_record(
 
     assert (record.outcome, record.attempts) == ("failed", 2)
     assert record.error == "not an HTTP answer (BadStatusLine)"
+
+
+def test_a_notification_not_delivered_goes_out_again_at_the_next_group_interval(
+    webhook: HttpReceiver, slack: HttpReceiver
+) -> None:
+    settings = replace(
+        FAST,
+        webhook_url=webhook.url("/hook"),
+        slack_url=slack.url("/slack"),
+        group_wait=30,
+        group_interval=300,
+        retry_attempts=2,
+    )
+    t0 = 1_796_600_000.0
+    dispatcher = Dispatcher(settings, Sink(), clock=lambda: t0)
+    dispatcher.submit([alert()])
+    webhook.answers = [500, 500]
+
+    fired = dispatcher.step(now=t0 + 30)
+    again = dispatcher.step(now=t0 + 330)
+    dispatcher.submit([alert(state="resolved", ends_at=t0 + 400)])
+    webhook.answers = [503, 503]
+    resolved = dispatcher.step(now=t0 + 630)
+    resolved_again = dispatcher.step(now=t0 + 930)
+    quiet = dispatcher.step(now=t0 + 1230)
+
+    def outcomes(records: list[DeliveryRecord]) -> list[tuple[str, str, tuple[str, ...]]]:
+        return [(r.channel, r.outcome, r.states) for r in records]
+
+    assert outcomes(fired) == [
+        ("webhook", "failed", ("firing",)),
+        ("slack", "delivered", ("firing",)),
+    ]
+    assert outcomes(again) == [("webhook", "delivered", ("firing",))]  # slack already has it
+    assert outcomes(resolved) == [
+        ("webhook", "failed", ("resolved",)),
+        ("slack", "delivered", ("resolved",)),
+    ]
+    assert outcomes(resolved_again) == [("webhook", "delivered", ("resolved",))]
+    assert quiet == []
+    assert [r.body["status"] for r in webhook.received] == ["firing", "resolved"]
+    assert [r.body["text"].split()[0] for r in slack.received] == ["[FIRING:1]", "[RESOLVED]"]
