@@ -58,6 +58,9 @@ class HttpReceiver:
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length", "0"))
                 body = json.loads(self.rfile.read(length))
+                with receiver._changed:
+                    receiver.arrived += 1
+                    receiver._changed.notify_all()
                 if receiver.delay:
                     receiver.release.wait(receiver.delay)
                 with receiver._changed:
@@ -75,6 +78,8 @@ class HttpReceiver:
                 return None
 
         self.attempts = 0
+        # Requests whose body was read (answered or not yet).
+        self.arrived = 0
         self.server = ThreadingHTTPServer((HOST, 0), Handler)
         self.server.daemon_threads = True
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
@@ -87,6 +92,11 @@ class HttpReceiver:
         with self._changed:
             self._changed.wait_for(lambda: len(self.received) >= count, timeout)
             return list(self.received)
+
+    def wait_for_arrivals(self, count: int, timeout: float = 10.0) -> None:
+        """Wait until ``count`` requests have arrived, answered or not."""
+        with self._changed:
+            self._changed.wait_for(lambda: self.arrived >= count, timeout)
 
     def __enter__(self) -> HttpReceiver:
         self._thread.start()
