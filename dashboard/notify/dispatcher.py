@@ -72,7 +72,6 @@ class Dispatcher:
         sink: DeliverySink,
         clock: Callable[[], float] = time.time,
         *,
-        channels: Sequence[Channel] | None = None,
         tick: float = DEFAULT_TICK,
         meter_provider: metrics.MeterProvider | None = None,
     ) -> None:
@@ -84,8 +83,7 @@ class Dispatcher:
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
-        chosen = build_channels(settings) if channels is None else list(channels)
-        self._lanes = [self._lane(channel) for channel in chosen]
+        self._lanes = [self._lane(channel) for channel in build_channels(settings)]
         self._counts: Counter[tuple[str, str]] = Counter()
         self._counts_lock = threading.Lock()
         meter = metrics.get_meter(__name__, meter_provider=meter_provider)
