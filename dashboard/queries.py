@@ -931,6 +931,10 @@ def log_records(
         }
 
 
+# Above this many spans in the range, SQLite finds the slowest roots by their duration index.
+ROOTS_BY_DURATION_FROM_SPANS = 20_000
+
+
 def traces(
     store: TelemetryStore,
     window: TimeRange,
@@ -954,15 +958,23 @@ def traces(
         since_ns = window.since_ns
         scan_from = None
         if attributes:
-            scan_from = trace_search.scan_start(conn, window.since_ns, window.until_ns)
+            scan_from = trace_search.nth_newest_start(
+                conn, window.since_ns, window.until_ns, trace_search.SCAN_SPANS
+            )
             since_ns = max(since_ns, scan_from or since_ns)
+        start = roots.c.start_ns
+        if store.engine.dialect.name == "sqlite" and trace_search.nth_newest_start(
+            conn, since_ns, window.until_ns, ROOTS_BY_DURATION_FROM_SPANS
+        ):
+            # SQLite plans with no statistics and reads a range of the start-time index
+            # whatever its width, then sorts every root in it (1.4 s for 7 days of 1M spans).
+            # Over a range this full, walking the roots' duration index from the slowest and
+            # skipping those outside the range finds a page sooner (0.3 ms): the unary "+"
+            # keeps SQLite off the start-time index (https://sqlite.org/optoverview.html).
+            start = sa.literal_column("+roots.start_ns", sa.BigInteger)
         query = (
             sa.select(roots)
-            .where(
-                roots.c.is_root == sa.true(),
-                roots.c.start_ns >= since_ns,
-                roots.c.start_ns <= window.until_ns,
-            )
+            .where(roots.c.is_root == sa.true(), start >= since_ns, start <= window.until_ns)
             .order_by(roots.c.duration_ms.desc(), roots.c.trace_id)
             .limit(limit + 1)  # one more than asked tells whether more match
             .offset(offset)
@@ -977,11 +989,9 @@ def traces(
             query = query.where(errored)
         elif status == "ok":
             query = query.where(~errored)
-        matching = trace_search.matching_trace_ids(
-            store.engine.dialect.name, attributes, since_ns, window.until_ns
-        )
-        if matching is not None:
-            query = query.where(roots.c.trace_id.in_(matching))
+        if attributes:
+            matching = trace_search.matching_trace_ids(conn, attributes, since_ns, window.until_ns)
+            query = query.where(trace_search.among(roots.c.trace_id, matching, store.engine))
         found = conn.execute(query).all()
         has_more = len(found) > limit
         found = found[:limit]

@@ -19,15 +19,18 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 
 from dashboard.schema import spans
 
-# Spans an attribute search reads at most per request: 200,000 spans are some 33,000 requests
-# of the recorder (six spans each), a day of 0.4 requests per second.
-SCAN_SPANS = 200_000
+# Spans an attribute search reads at most per request: 50,000 spans are some 8,000 requests of
+# the recorder (six spans each), 6 hours at 0.4 requests per second. Reading a span's row costs
+# 1-2 us (its attributes are some 160 bytes of JSON), so a search stays within 100 ms.
+SCAN_SPANS = 50_000
 MAX_CONDITIONS = 5
 MAX_VALUE_CHARS = 1024
 # OpenTelemetry attribute keys are dotted lower-case names; headers add '-', and other
@@ -67,38 +70,44 @@ def _like_literal(text: str) -> str:
 
 
 def _matches(dialect: str, condition: AttributeCondition) -> sa.ColumnElement[bool]:
-    """Whether a span row's attributes satisfy ``condition``, in the store's SQL dialect."""
-    # orjson writes keys as "key": with no space; the key's characters need no JSON escape.
-    holds_key = spans.c.attributes.like(f'%"{_like_literal(condition.key)}":%', escape="\\")
+    """Whether a span row's attributes satisfy ``condition``, in the store's SQL dialect.
+
+    A substring test on the JSON text comes first: most spans lack the key, and only those
+    that have it are parsed.
+    """
     attributes = spans.c.attributes
+    # orjson writes keys as "key": with no space; the key's characters need no JSON escape.
+    holds_key = attributes.like(f'%"{_like_literal(condition.key)}":%', escape="\\")
     if dialect == "postgresql":
-        text = sa.cast(attributes, sa.dialects.postgresql.JSONB).op("->>")(condition.key)
-    else:
-        path = f'$."{condition.key}"'
-        kind = sa.func.json_type(attributes, path)
-        # json_extract gives 1/0 for booleans: spelled as JSON, as PostgreSQL's ->> gives them.
-        text = sa.case(
-            (kind == "true", "true"),
-            (kind == "false", "false"),
-            else_=sa.cast(sa.func.json_extract(attributes, path), sa.Text),
-        )
+        value = sa.cast(attributes, JSONB).op("->>")(condition.key)
+        if condition.value is None:
+            return sa.and_(holds_key, value.is_not(None))
+        # Header attributes are string arrays (["abc"]): a one-element array matches its element.
+        wanted = (condition.value, orjson.dumps([condition.value]).decode())
+        return sa.and_(holds_key, value.in_(wanted))
+    path = f'$."{condition.key}"'
     if condition.value is None:
-        return sa.and_(holds_key, text.is_not(None))
-    # Header attributes are string arrays (["abc"]): a one-element array matches its element.
-    one_element = orjson.dumps([condition.value]).decode()
-    return sa.and_(holds_key, text.in_((condition.value, one_element)))
+        return sa.and_(holds_key, sa.func.json_type(attributes, path).is_not(None))
+    value = sa.cast(sa.func.json_extract(attributes, path), sa.Text)
+    wanted = (condition.value, orjson.dumps([condition.value]).decode())
+    if condition.value in ("true", "false"):
+        # json_extract gives 1 and 0 for booleans; json_type names them as JSON spells them.
+        return sa.and_(
+            holds_key,
+            sa.or_(value.in_(wanted), sa.func.json_type(attributes, path) == condition.value),
+        )
+    return sa.and_(holds_key, value.in_(wanted))
 
 
 def matching_trace_ids(
-    dialect: str,
+    conn: sa.Connection,
     conditions: Sequence[AttributeCondition],
     since_ns: int,
     until_ns: int,
-) -> sa.Select[tuple[str]] | sa.CompoundSelect | None:
+) -> list[str]:
     """The ids of the traces with a span starting in ``[since_ns, until_ns]`` that matches
-    each of ``conditions`` (None when there are none), for ``trace_id.in_(...)``."""
-    if not conditions:
-        return None
+    each of ``conditions``, read once (a scan of the range's spans)."""
+    dialect = conn.engine.dialect.name
     selects = [
         sa.select(spans.c.trace_id).where(
             spans.c.start_ns >= since_ns,
@@ -107,18 +116,39 @@ def matching_trace_ids(
         )
         for condition in conditions
     ]
-    if len(selects) == 1:
-        return selects[0]
-    return sa.intersect(*selects)
+    query = selects[0].distinct() if len(selects) == 1 else sa.intersect(*selects)
+    return sorted(conn.execute(query).scalars())
 
 
-def scan_start(conn: sa.Connection, since_ns: int, until_ns: int) -> int | None:
-    """The start of the oldest span an attribute search reads, when the range holds more than
-    :data:`SCAN_SPANS` spans (None: it reads them all). Read from the start-time index."""
+# Up to this many matching traces, their roots are looked up by trace id; beyond, the roots of
+# the range are walked and each tested against the set (most of them match).
+LOOKUP_UP_TO = 2_000
+
+
+def among(trace_id: sa.ColumnElement[str], ids: list[str], engine: sa.Engine) -> Any:
+    """``trace_id`` is one of ``ids``, which may be many: passed as one JSON array (SQLite) or
+    one array (PostgreSQL) rather than a bound value each (SQLite takes at most 32,766)."""
+    if engine.dialect.name == "postgresql":
+        return trace_id == sa.any_(sa.bindparam("trace_ids", ids, type_=ARRAY(sa.String)))
+    listed = sa.select(sa.column("value", sa.String)).select_from(
+        sa.func.json_each(sa.bindparam("trace_ids", orjson.dumps(ids).decode()))
+    )
+    if len(ids) > LOOKUP_UP_TO:
+        # The unary "+" keeps SQLite from looking up each id in the primary key (then reading
+        # every span of every matching trace and sorting their roots): it walks the roots in
+        # the order asked and tests each against the set (https://sqlite.org/optoverview.html).
+        trace_id = sa.literal_column(f"+{trace_id.table.name}.{trace_id.name}", sa.String)
+    return trace_id.in_(listed)
+
+
+def nth_newest_start(conn: sa.Connection, since_ns: int, until_ns: int, n: int) -> int | None:
+    """The start of the ``n``-th newest span in ``[since_ns, until_ns]``, None if it holds
+    fewer: where an attribute search of :data:`SCAN_SPANS` spans stops reading. Read from the
+    start-time index alone."""
     return conn.execute(
         sa.select(spans.c.start_ns)
         .where(spans.c.start_ns >= since_ns, spans.c.start_ns <= until_ns)
         .order_by(spans.c.start_ns.desc())
         .limit(1)
-        .offset(SCAN_SPANS - 1)
+        .offset(n - 1)
     ).scalar()
