@@ -96,6 +96,9 @@ def _request(rng: random.Random, start: int, status: int) -> tuple[list[SpanProt
             attributes={"db.query.text": "SELECT tags.name FROM tags WHERE recording_id = ?"},
         ),
     ]
+    if status == 404:
+        retry = spans[1].events.add(name="retry", time_unix_nano=start + 2_000_000)
+        retry.attributes.append(otlp_bodies.kv("error.type", "OperationalError"))
     return spans, trace_id.hex(), session.hex()
 
 
@@ -170,7 +173,9 @@ def test_waterfall_labels_bars_and_shows_a_clicked_spans_attributes(
     detail = _element(browser, "#traces-span-detail", "NotFoundError")
     assert "db.session" in detail.text
     assert "error.type" in detail.text and "db.system.name" in detail.text
-    assert "Events (0)" in detail.text and "Links (0)" in detail.text
+    assert "Events (1)" in detail.text and "retry" in detail.text
+    assert "OperationalError" in detail.text
+    assert "does not record span links" in detail.text
     assert "linked span" not in detail.text
     _wait(
         browser,
