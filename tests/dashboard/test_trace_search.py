@@ -232,3 +232,16 @@ def test_more_attribute_conditions_than_allowed_are_a_422(live: Live) -> None:
         response = client.get("/api/traces", query_string=conditions)
     assert response.status_code == 422
     assert "attribute" in response.get_json()["errors"]["query"]
+
+
+def test_many_matching_traces_are_tested_as_a_set_with_the_same_answer(
+    any_live: Live, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past LOOKUP_UP_TO matching traces, SQLite walks the roots and tests each against the
+    set instead of looking each one up: the page is the same."""
+    _send_requests(any_live)
+    looked_up = any_live.get("/api/traces", attribute="http.route", limit=100, offset=100)
+    monkeypatch.setattr(trace_search, "LOOKUP_UP_TO", 10)
+    walked = any_live.get("/api/traces", attribute="http.route", limit=100, offset=100)
+    assert len(looked_up["traces"]) == 100
+    assert walked == looked_up
