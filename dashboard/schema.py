@@ -99,6 +99,15 @@ spans = sa.Table(
         sqlite_where=sa.text("is_root = 1"),
         postgresql_where=sa.text("is_root"),
     ),
+    # /api/traces?operation= matches the root span's name in any case: rare or misspelt
+    # operations are found without walking every root of the range.
+    sa.Index(
+        "ix_telemetry_spans_root_name",
+        sa.func.lower(sa.column("name")),
+        "duration_ms",
+        sqlite_where=sa.text("is_root = 1"),
+        postgresql_where=sa.text("is_root"),
+    ),
 )
 
 logs = sa.Table(
