@@ -1122,6 +1122,7 @@ def trace(store: TelemetryStore, trace_id: str) -> dict[str, Any]:
                     }
                     for event in orjson.loads(r.events)
                 ],
+                "links": orjson.loads(r.links),
                 "depth": depth,
             }
         )

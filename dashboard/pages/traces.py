@@ -223,11 +223,8 @@ def _pairs(attributes: dict[str, Any], table_id: str) -> Any:
 
 
 def span_detail(span: dict[str, Any], highlighted: bool) -> dbc.Card:
-    """The span's identity, timing, attributes, events and links, as plain text.
-
-    The store keeps no span links yet (:mod:`dashboard.otlp_spans` does not decode them): the
-    panel says so rather than show an empty list, and lists them once ``/api/`` returns any.
-    """
+    """The span's identity, timing, attributes, events and links (each opening the linked
+    span in its trace), as plain text."""
     events = span.get("events") or []
     links = span.get("links") or []
     facts = (
@@ -268,7 +265,7 @@ def span_detail(span: dict[str, Any], highlighted: bool) -> dbc.Card:
                     ]
                     or [html.P("none", className="text-muted")]
                 ),
-                html.H6(f"Links ({len(links)})" if "links" in span else "Links"),
+                html.H6(f"Links ({len(links)})"),
                 *(
                     [
                         html.Div(
@@ -286,14 +283,7 @@ def span_detail(span: dict[str, Any], highlighted: bool) -> dbc.Card:
                         )
                         for i, link in enumerate(links)
                     ]
-                    or [
-                        html.P(
-                            "none"
-                            if "links" in span
-                            else "not kept: the telemetry store does not record span links",
-                            className="text-muted",
-                        )
-                    ]
+                    or [html.P("none", className="text-muted")]
                 ),
             ]
         ),

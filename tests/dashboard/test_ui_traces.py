@@ -38,6 +38,7 @@ SERVER, INTERNAL, CLIENT = (
     SpanProto.SPAN_KIND_CLIENT,
 )
 NOT_FOUND = 4
+LINKED_TRACE, LINKED_SPAN = bytes.fromhex("5e" * 16), bytes.fromhex("5f" * 8)
 FOUND = 8
 
 
@@ -99,6 +100,8 @@ def _request(rng: random.Random, start: int, status: int) -> tuple[list[SpanProt
     if status == 404:
         retry = spans[1].events.add(name="retry", time_unix_nano=start + 2_000_000)
         retry.attributes.append(otlp_bodies.kv("error.type", "OperationalError"))
+        link = spans[1].links.add(trace_id=LINKED_TRACE, span_id=LINKED_SPAN)
+        link.attributes.append(otlp_bodies.kv("vrp.link.reason", "follows"))
     return spans, trace_id.hex(), session.hex()
 
 
@@ -175,7 +178,8 @@ def test_waterfall_labels_bars_and_shows_a_clicked_spans_attributes(
     assert "error.type" in detail.text and "db.system.name" in detail.text
     assert "Events (1)" in detail.text and "retry" in detail.text
     assert "OperationalError" in detail.text
-    assert "does not record span links" in detail.text
+    assert "Links (1)" in detail.text and "vrp.link.reason" in detail.text
+    assert f"trace {LINKED_TRACE.hex()} span {LINKED_SPAN.hex()}" in detail.text
     assert "linked span" not in detail.text
     _wait(
         browser,
