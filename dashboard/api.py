@@ -24,6 +24,7 @@ from dashboard import backup_status, queries
 from dashboard.errors import TraceNotFoundError
 from dashboard.settings import DashboardSettings, parse_interval
 from dashboard.store import TelemetryStore
+from dashboard.trace_search import MAX_CONDITIONS, AttributeCondition
 
 _RELATIVE = re.compile(r"^\d+(\.\d+)?[smhd]$")
 _TRACE_ID = re.compile(r"^[0-9a-f]{32}$")
@@ -113,11 +114,34 @@ class LogsArgs(RangeArgs):
     limit = fields.Integer(load_default=200, validate=validate.Range(1, 1000))
 
 
+class _AttributeCondition(fields.String):
+    """``key=value`` or ``key`` (see :mod:`dashboard.trace_search`)."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
+        text = super()._deserialize(value, attr, data, **kwargs)
+        try:
+            return AttributeCondition.parse(text)
+        except ValueError as exc:
+            raise ma.ValidationError(str(exc)) from None
+
+
 class TracesArgs(RangeArgs):
-    operation = fields.String(validate=validate.Length(1, 1024))
+    operation = fields.String(
+        validate=validate.Length(1, 1024),
+        metadata={"description": "root span name, in any case (GET /api/recordings/{id})"},
+    )
     min_duration_ms = fields.Float(validate=validate.Range(min=0))
     status = fields.String(validate=validate.OneOf(("ok", "error")))
+    attribute = fields.List(
+        _AttributeCondition(),
+        validate=validate.Length(max=MAX_CONDITIONS),
+        metadata={
+            "description": "a span of the trace has this attribute: key=value or key (exists), "
+            f"repeatable up to {MAX_CONDITIONS} times (all must match)"
+        },
+    )
     limit = fields.Integer(load_default=50, validate=validate.Range(1, 1000))
+    offset = fields.Integer(load_default=0, validate=validate.Range(0, 100_000))
 
 
 class BackupsArgs(RangeArgs):
@@ -221,14 +245,17 @@ class TracesView(MethodView):
     @blp.arguments(TracesArgs, location="query")
     @blp.response(200)
     def get(self, args: dict[str, Any]) -> dict[str, Any]:
-        """Traces by root span, slowest first."""
+        """Traces by root span, slowest first, a page at a time (``has_more``, ``next_offset``);
+        an ``attribute`` search reads at most the newest spans of the range (``search``)."""
         return queries.traces(
             _store(),
             args["window"],
             operation=args.get("operation"),
             min_duration_ms=args.get("min_duration_ms"),
             status=args.get("status"),
+            attributes=args.get("attribute", ()),
             limit=args["limit"],
+            offset=args["offset"],
         )
 
 

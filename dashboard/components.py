@@ -72,15 +72,20 @@ def link(name: str, column_id: str) -> dict[str, Any]:
     return {"name": name, "id": column_id, "type": "text", "presentation": "markdown"}
 
 
-def trace_href(trace_id: str) -> str:
-    return "/traces?" + urlencode({"trace": trace_id})
+def trace_href(trace_id: str, span_id: str | None = None) -> str:
+    """The Traces page's URL of one trace; ``span_id`` is highlighted in its waterfall."""
+    query = {"trace": trace_id} if not span_id else {"trace": trace_id, "span": span_id}
+    return "/traces?" + urlencode(query)
 
 
-def trace_link(trace_id: str | None, label: str | None = None) -> str:
-    """A Markdown link that opens the trace's waterfall ('' when there is no trace)."""
+def trace_link(
+    trace_id: str | None, label: str | None = None, *, span_id: str | None = None
+) -> str:
+    """A Markdown link that opens the trace's waterfall ('' when there is no trace), with the
+    span ``span_id`` (the row's own: a statement, a log record's span) highlighted."""
     if not trace_id:
         return ""
-    return f"[{label or trace_id[:16]}]({trace_href(trace_id)})"
+    return f"[{label or trace_id[:16]}]({trace_href(trace_id, span_id)})"
 
 
 def table(

@@ -252,12 +252,43 @@ def n_plus_one_span_ids(spans: Sequence[Row], findings: Sequence[Row]) -> set[st
     return flagged
 
 
-def _span_color(span: Row, flagged: set[str]) -> str:
+# Legend entries of the waterfall, in the order shown: bars are coloured by span kind, except
+# the statements of an N+1 finding and failed spans, which stand out whatever their kind.
+N_PLUS_ONE_LABEL = "N+1 statement"
+ERROR_LABEL = "error"
+# A bar is at least this share of the trace's duration wide, so that a 20 us statement in a
+# 300 ms request stays visible (its label still says 20 us).
+MIN_BAR_FRACTION = 0.004
+HIGHLIGHT_COLOR = "rgba(255, 193, 7, 0.35)"
+HIGHLIGHT_MARK = "\u25b6 "
+
+
+def _span_category(span: Row, flagged: set[str]) -> str:
     if span["span_id"] in flagged:
+        return N_PLUS_ONE_LABEL
+    if str(span.get("status", "")).lower() == "error":
+        return ERROR_LABEL
+    kind = str(span.get("kind", "")).upper()
+    return kind if kind in KIND_COLORS else "UNSPECIFIED"
+
+
+def _category_color(category: str) -> str:
+    if category == N_PLUS_ONE_LABEL:
         return N_PLUS_ONE_COLOR
-    if span.get("status") == "ERROR" or str(span.get("status", "")).lower() == "error":
+    if category == ERROR_LABEL:
         return ERROR_COLOR
-    return KIND_COLORS.get(str(span.get("kind", "")).upper(), "#7f7f7f")
+    return KIND_COLORS.get(category, "#7f7f7f")
+
+
+def fmt_duration(ms: float | None) -> str:
+    """A duration in the unit that fits: ``850 µs``, ``12.4 ms``, ``2.31 s``."""
+    if ms is None:
+        return "-"
+    if ms < 1:
+        return f"{ms * 1000:.0f} µs" if ms >= 0.01 else f"{ms * 1000:.1f} µs"
+    if ms < 1000:
+        return f"{ms:.2f} ms" if ms < 10 else f"{ms:.1f} ms"
+    return f"{ms / 1000:.2f} s"
 
 
 def _span_labels(spans: Sequence[Row]) -> list[str]:
@@ -283,59 +314,145 @@ def _span_hover(span: Row, flagged: set[str]) -> str:
     lines = [
         f"<b>{plain(span['name'])}</b> ({plain(span.get('kind', ''))}, "
         f"{plain(span.get('service', ''))})",
-        f"start +{span['offset_ms']:.2f} ms, duration {span['duration_ms']:.2f} ms",
+        f"start +{fmt_duration(span['offset_ms'])}, duration {fmt_duration(span['duration_ms'])}",
     ]
     text = attributes.get("db.query.text")
     if text:
         lines.append(plain(str(text)[:160]))
     if span["span_id"] in flagged:
         lines.append("<b>N+1</b>: the same statement runs again and again in one session")
+    lines.append("click for its attributes and events")
     return "<br>".join(lines)
 
 
-def waterfall_figure(trace: Row) -> go.Figure:
+def waterfall_figure(trace: Row, selected: str | None = None) -> go.Figure:
     """The spans of one trace as horizontal bars: start offset and duration, indented by depth.
 
     Rows keep the API's tree order (parent before children, siblings by start), top to bottom.
-    Statement spans of an N+1 finding are red, other spans are coloured by kind, failed ones
-    dark red.
+    Each bar is labelled with its duration and is at least :data:`MIN_BAR_FRACTION` of the
+    trace wide. Bars are coloured by span kind (the legend says which), statement spans of an
+    N+1 finding red, failed spans dark red. The ``selected`` span (the one a link arrived
+    from, or the last clicked) has its row shaded and its label marked.
+    Every bar carries its span id as ``customdata``, for click handlers.
     """
     spans = list(trace.get("spans") or [])
     if not spans:
         return empty_figure("This trace has no spans")
     flagged = n_plus_one_span_ids(spans, trace.get("n_plus_one") or [])
-    rows = list(range(len(spans)))
-    figure = go.Figure(
-        go.Bar(
-            orientation="h",
-            y=rows,
-            x=[max(float(s["duration_ms"]), 0.0) for s in spans],
-            base=[float(s["offset_ms"]) for s in spans],
-            marker={"color": [_span_color(s, flagged) for s in spans]},
-            hovertext=[_span_hover(s, flagged) for s in spans],
-            hoverinfo="text",
-            customdata=[s["span_id"] for s in spans],
-            showlegend=False,
+    end = max(float(s["offset_ms"]) + max(float(s["duration_ms"]), 0.0) for s in spans)
+    least = max(end, 1e-6) * MIN_BAR_FRACTION
+    categories: dict[str, list[int]] = defaultdict(list)
+    for row, span in enumerate(spans):
+        categories[_span_category(span, flagged)].append(row)
+    order = [*KIND_COLORS, "UNSPECIFIED", ERROR_LABEL, N_PLUS_ONE_LABEL]
+    figure = go.Figure()
+    for category in sorted(categories, key=order.index):
+        rows = categories[category]
+        chosen = [spans[row] for row in rows]
+        figure.add_trace(
+            go.Bar(
+                orientation="h",
+                y=rows,
+                x=[max(float(s["duration_ms"]), least) for s in chosen],
+                base=[float(s["offset_ms"]) for s in chosen],
+                name=category,
+                marker={
+                    "color": _category_color(category),
+                    "line": {
+                        "color": "#000000",
+                        "width": [2 if s["span_id"] == selected else 0 for s in chosen],
+                    },
+                },
+                text=[fmt_duration(float(s["duration_ms"])) for s in chosen],
+                textposition="outside",
+                cliponaxis=False,
+                textfont={"size": 11},
+                hovertext=[_span_hover(s, flagged) for s in chosen],
+                hoverinfo="text",
+                customdata=[s["span_id"] for s in chosen],
+            )
         )
-    )
+    labels = _span_labels(spans)
+    shapes = []
+    for row, span in enumerate(spans):
+        if span["span_id"] == selected:
+            labels[row] = HIGHLIGHT_MARK + labels[row]
+            shapes.append(
+                {
+                    "type": "rect",
+                    "xref": "paper",
+                    "yref": "y",
+                    "x0": 0,
+                    "x1": 1,
+                    "y0": row - 0.5,
+                    "y1": row + 0.5,
+                    "fillcolor": HIGHLIGHT_COLOR,
+                    "line": {"width": 0},
+                    "layer": "below",
+                    "name": "highlighted span",
+                }
+            )
     figure.update_layout(
         title={
             "text": f"Trace {plain(trace.get('trace_id', ''))}",
             "x": 0.01,
             "font": {"size": 14},
         },
-        xaxis={"title": {"text": "ms since the trace started"}, "rangemode": "tozero"},
+        # Room on the right for the duration labels of the bars that end last.
+        xaxis={"title": {"text": "ms since the trace started"}, "range": [0, end * 1.12]},
         yaxis={
             "tickmode": "array",
-            "tickvals": rows,
-            "ticktext": _span_labels(spans),
+            "tickvals": list(range(len(spans))),
+            "ticktext": labels,
             "autorange": "reversed",
             "tickfont": {"family": "monospace", "size": 11},
         },
+        legend={
+            "title": {"text": "span kind"},
+            "orientation": "h",
+            "x": 1,
+            "xanchor": "right",
+            "y": 1.02,
+            "yanchor": "bottom",
+        },
+        shapes=shapes,
+        barmode="overlay",
         bargap=0.25,
-        margin={"l": 20, "r": 20, "t": 40, "b": 40},
-        height=max(220, 60 + 22 * len(spans)),
+        margin={"l": 20, "r": 20, "t": 60, "b": 40},
+        height=max(240, 80 + 22 * len(spans)),
         template="plotly_white",
     )
     figure.update_yaxes(automargin=True)
+    return figure
+
+
+def trace_scatter_figure(traces: Sequence[Row]) -> go.Figure:
+    """The duration of each trace over its start time (errors red); a point's ``customdata``
+    is its trace id, so a click opens it."""
+    points = [t for t in traces if t.get("start")]
+    if not points:
+        return empty_figure("No trace matches this search")
+    figure = go.Figure()
+    for failed, name, color in ((False, "ok", PALETTE[0]), (True, "error", N_PLUS_ONE_COLOR)):
+        chosen = [t for t in points if bool(t.get("error")) == failed]
+        if not chosen:
+            continue
+        figure.add_trace(
+            go.Scatter(
+                x=[parse_time(t["start"]) for t in chosen],
+                y=[t["duration_ms"] for t in chosen],
+                name=name,
+                mode="markers",
+                marker={"color": color, "size": 8, "opacity": 0.8},
+                customdata=[t["trace_id"] for t in chosen],
+                hovertext=[
+                    f"{plain(t.get('root_name', ''))}<br>{fmt_duration(t['duration_ms'])}"
+                    f"<br>{plain(t.get('service', ''))} · click to open"
+                    for t in chosen
+                ],
+                hoverinfo="text",
+            )
+        )
+    figure = _time_layout(figure, "Duration of the matching traces", "ms", height=280)
+    figure.update_layout(hovermode="closest")
     return figure

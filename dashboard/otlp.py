@@ -78,6 +78,9 @@ class SpanRecord(NamedTuple):
     status_message: str
     attributes: dict[str, Any]
     events: Sequence[dict[str, Any]]  # () when none: one tuple shared, no list per span
+    # {"trace_id", "span_id", "attributes"} of the spans this one links to (a batch's
+    # messages, the run a retry follows); () when none, as most spans.
+    links: Sequence[dict[str, Any]] = ()
 
 
 @dataclass(slots=True)
@@ -261,6 +264,27 @@ def _check_count(count: int) -> None:
 _SPAN_ATTRIBUTES = AttributeCache(any_value, _check_count)
 
 
+def _links(raw_links: Sequence[bytes]) -> Sequence[dict[str, Any]]:
+    """The links that name a span (a trace id of 16 bytes, not all zero, and a span id of 8);
+    () when none does."""
+    try:
+        links = [Span.Link.FromString(raw) for raw in raw_links]
+    except (DecodeError, RecursionError, ValueError) as exc:
+        raise PayloadDecodeError(
+            f"body is not a valid ExportTraceServiceRequest protobuf message ({exc}); "
+            "check the exporter's protocol setting"
+        ) from None
+    return [
+        {
+            "trace_id": link.trace_id.hex(),
+            "span_id": link.span_id.hex(),
+            "attributes": attributes(link.attributes),
+        }
+        for link in links
+        if len(link.trace_id) == 16 and len(link.span_id) == 8 and link.trace_id != _ZERO_TRACE_ID
+    ] or ()
+
+
 def _events(raw_events: Sequence[bytes]) -> list[Any]:
     try:
         return [Span.Event.FromString(raw) for raw in raw_events]
@@ -327,6 +351,7 @@ def decode_traces(body: bytes, content_type: str) -> Decoded:
                         ]
                         if events
                         else (),
+                        _links(span.links) if span.links else (),
                     )
                 )
     return decoded

@@ -8,7 +8,7 @@ protobuf's wire format does not tell a length-delimited message from a bytes fie
 parse gives each span's attributes as the serialised ``KeyValue`` pairs, which
 :class:`AttributeCache` maps to Python values, decoding only the pairs it has not seen (the
 same few keys and values recur in every batch: database system, statements, routes, status
-codes). Fields the dashboard does not read (links, trace state, flags, schemas, scopes) are
+codes). Fields the dashboard does not read (trace state, flags, schemas, scopes) are
 left undeclared: parsing skips them as unknown fields.
 """
 
@@ -64,6 +64,7 @@ def _build() -> dict[str, Any]:
             ("end_time_unix_nano", 8, _F.TYPE_FIXED64, one, None),
             ("attributes", 9, _F.TYPE_BYTES, many, None),
             ("events", 11, _F.TYPE_BYTES, many, None),
+            ("links", 13, _F.TYPE_BYTES, many, None),
             ("status", 15, _F.TYPE_MESSAGE, one, "Status"),
         ],
     )

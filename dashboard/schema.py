@@ -90,11 +90,22 @@ spans = sa.Table(
     sa.Column("is_root", sa.Boolean, nullable=False),
     sa.Column("attributes", sa.Text, nullable=False),
     sa.Column("events", sa.Text, nullable=False),
+    # The spans this one links to, JSON: [{"trace_id", "span_id", "attributes"}].
+    sa.Column("links", sa.Text, nullable=False, server_default="[]"),
     sa.Index("ix_telemetry_spans_start", "start_ns"),
     # Only root spans are searched by duration (/api/traces): a partial index keeps the other
     # five in six spans out of it.
     sa.Index(
         "ix_telemetry_spans_root_duration",
+        "duration_ms",
+        sqlite_where=sa.text("is_root = 1"),
+        postgresql_where=sa.text("is_root"),
+    ),
+    # /api/traces?operation= matches the root span's name in any case: rare or misspelt
+    # operations are found without walking every root of the range.
+    sa.Index(
+        "ix_telemetry_spans_root_name",
+        sa.func.lower(sa.column("name")),
         "duration_ms",
         sqlite_where=sa.text("is_root = 1"),
         postgresql_where=sa.text("is_root"),

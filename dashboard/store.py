@@ -877,6 +877,7 @@ _ROW_FIELDS = (
     "status_message",
     "attributes",
     "events",
+    "links",
 )
 # Rows per INSERT statement, at most (SQLite allows 32,766 bound values since 3.32, 999
 # before): a group of up to 2,730 spans goes in one statement, one wait for the GIL.
@@ -945,7 +946,8 @@ def _sqlite_execute(driver: Any, statements: Iterable[tuple[str, list[Any]]]) ->
 
 def _record_of_row(row: tuple[Any, ...]) -> SpanRecord:
     """The inverse of :func:`_span_row`."""
-    return SpanRecord(*row[:10], orjson.loads(row[10]), orjson.loads(row[11]))
+    links = orjson.loads(row[12]) if row[12] != "[]" else ()
+    return SpanRecord(*row[:10], orjson.loads(row[10]), orjson.loads(row[11]), links)
 
 
 def _span_params(row: tuple[Any, ...]) -> dict[str, Any]:
@@ -958,7 +960,7 @@ def _span_params(row: tuple[Any, ...]) -> dict[str, Any]:
 
 def _span_row(record: SpanRecord) -> tuple[Any, ...]:
     """The span's values in the order of :data:`_ROW_FIELDS`: the record's first ten fields,
-    then its attributes and events as JSON text."""
+    then its attributes, events and links as JSON text."""
     attributes = record.attributes
     return (
         record.trace_id,
@@ -975,6 +977,7 @@ def _span_row(record: SpanRecord) -> tuple[Any, ...]:
         if type(attributes) is SharedAttributes
         else orjson.dumps(attributes).decode(),
         orjson.dumps(record.events).decode() if record.events else "[]",
+        orjson.dumps(record.links).decode() if record.links else "[]",
     )
 
 

@@ -84,7 +84,11 @@ def register(app: Dash, api: ApiClient) -> None:
         except ApiReadError as exc:
             return ui.read_error(exc)
         rows = [
-            {**record, "trace": ui.trace_link(record.get("trace_id"))} for record in found["logs"]
+            {
+                **record,
+                "trace": ui.trace_link(record.get("trace_id"), span_id=record.get("span_id")),
+            }
+            for record in found["logs"]
         ]
         table = ui.table("logs-table", COLUMNS, rows, page_size=25, wrap=("message",))
         table.style_data_conditional = LEVEL_STYLES

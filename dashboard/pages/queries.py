@@ -61,7 +61,15 @@ def layout() -> html.Div:
 
 
 def _with_links(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [{**row, "trace": ui.trace_link(row.get("trace_id"))} for row in rows]
+    return [
+        {
+            **row,
+            "trace": ui.trace_link(
+                row.get("trace_id"), span_id=row.get("span_id") or row.get("session_span_id")
+            ),
+        }
+        for row in rows
+    ]
 
 
 def _n_plus_one(findings: list[dict[str, Any]]) -> Any:

@@ -28,6 +28,13 @@ def kv(key: str, value: str | int | float | bool) -> KeyValue:
     return KeyValue(key=key, value=AnyValue(string_value=value))
 
 
+def array_kv(key: str, values: Sequence[str]) -> KeyValue:
+    """A string-array attribute, as OpenTelemetry records request headers."""
+    pair = KeyValue(key=key)
+    pair.value.array_value.values.extend(AnyValue(string_value=v) for v in values)
+    return pair
+
+
 def traces_request(
     spans: Sequence[trace_pb2.Span], service: str = "vrp-api"
 ) -> ExportTraceServiceRequest:

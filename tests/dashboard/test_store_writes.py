@@ -78,6 +78,16 @@ def test_a_row_says_all_its_record_does() -> None:
     event.name, event.time_unix_nano = "retry", now + 5
     event.attributes.append(kv("error.type", "OperationalError"))
     spans_[1].attributes.append(kv("tags", "a"))
+    link = spans_[2].links.add(trace_id=b"\x0a" * 16, span_id=b"\x0b" * 8)
+    link.attributes.append(kv("messaging.operation", "process"))
     body = traces_request(spans_).SerializeToString()
-    for record in decode_traces(body, "application/x-protobuf").records:
+    records = decode_traces(body, "application/x-protobuf").records
+    assert records[2].links == [
+        {
+            "trace_id": "0a" * 16,
+            "span_id": "0b" * 8,
+            "attributes": {"messaging.operation": "process"},
+        }
+    ]
+    for record in records:
         assert _record_of_row(_span_row(record)) == record._replace(events=list(record.events))

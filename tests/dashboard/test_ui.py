@@ -301,16 +301,17 @@ def test_n_plus_one_is_flagged_on_queries_and_in_its_waterfall(
         browser, _first(f'#queries-n-plus-one-table a[href*="{trace_id}"]'), "the N+1 trace link"
     )
     _element(browser, ".n-plus-one", ui_telemetry.N_PLUS_ONE_TEXT)
-    colors = _wait(
+    flagged = _wait(
         browser,
         lambda d: d.execute_script(
             "const g = document.querySelector('#traces-waterfall-graph .js-plotly-plot');"
-            "return g && g.data ? g.data[0].marker.color : null;"
+            "return g && g.data ? g.data.filter(t => t.marker.color === '#d62728') : null;"
         ),
         "the waterfall's bars",
     )
-    assert isinstance(colors, list)
-    assert colors.count("#d62728") == 7, "the seven repeated statements are highlighted"
+    assert isinstance(flagged, list) and len(flagged) == 1
+    assert flagged[0]["name"] == "N+1 statement"
+    assert len(flagged[0]["y"]) == 7, "the seven repeated statements are highlighted"
 
 
 def test_a_log_line_leads_to_its_trace(browser: WebDriver, dashboard: Running) -> None:
@@ -426,7 +427,8 @@ def test_markup_in_span_names_and_statements_shows_as_text(
         assert "SELECT <b>x</b>" in _graph_text(browser)
         browser.execute_script(
             "const g = document.querySelector('#traces-waterfall-graph .js-plotly-plot');"
-            "Plotly.Fx.hover(g, [{curveNumber: 0, pointNumber: 1}]);"
+            # The statement is the one CLIENT bar: the second legend entry, after SERVER.
+            "Plotly.Fx.hover(g, [{curveNumber: 1, pointNumber: 0}]);"
         )
         _wait(browser, lambda d: HOSTILE_QUERY in _graph_text(d), "the statement's hover text")
         # Plotly's own markup is bold only around the hovered span's name.

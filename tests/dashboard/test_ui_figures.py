@@ -74,16 +74,108 @@ def test_n_plus_one_spans_are_the_repeated_statements_below_the_session() -> Non
     assert flagged == {f"{i:016x}" for i in range(5)}
 
 
+def _bars_by_row(figure: Any) -> dict[int, dict[str, Any]]:
+    """Each row's bar, whichever legend entry (trace of the figure) draws it."""
+    rows = {}
+    for bar in figure.data:
+        for i, row in enumerate(bar.y):
+            rows[row] = {
+                "base": bar.base[i],
+                "x": bar.x[i],
+                "text": bar.text[i],
+                "color": bar.marker.color,
+                "legend": bar.name,
+                "span_id": bar.customdata[i],
+                "line": bar.marker.line.width[i],
+                "hover": bar.hovertext[i],
+            }
+    return rows
+
+
 def test_waterfall_keeps_tree_order_offsets_durations_and_colours() -> None:
     trace = _trace()
-    bar = figures.waterfall_figure(trace).data[0]
-    assert bar.orientation == "h"
-    assert list(bar.base) == [s["offset_ms"] for s in trace["spans"]]
-    assert list(bar.x) == [s["duration_ms"] for s in trace["spans"]]
-    colors = list(bar.marker.color)
+    figure = figures.waterfall_figure(trace)
+    assert {bar.orientation for bar in figure.data} == {"h"}
+    rows = _bars_by_row(figure)
+    assert sorted(rows) == list(range(len(trace["spans"])))
+    assert [rows[r]["base"] for r in sorted(rows)] == [s["offset_ms"] for s in trace["spans"]]
+    assert [rows[r]["x"] for r in sorted(rows)] == [s["duration_ms"] for s in trace["spans"]]
+    assert [rows[r]["span_id"] for r in sorted(rows)] == [s["span_id"] for s in trace["spans"]]
+    colors = [rows[r]["color"] for r in sorted(rows)]
     assert colors.count(figures.N_PLUS_ONE_COLOR) == 5
     assert colors[-1] == figures.ERROR_COLOR
     assert colors[0] == figures.KIND_COLORS["SERVER"]
+
+
+def test_waterfall_has_a_legend_entry_per_colour() -> None:
+    figure = figures.waterfall_figure(_trace())
+    assert [bar.name for bar in figure.data] == ["SERVER", "INTERNAL", "error", "N+1 statement"]
+    assert all(bar.showlegend is not False for bar in figure.data)
+    assert figure.layout.legend.title.text == "span kind"
+
+
+def test_waterfall_bars_say_their_duration_in_a_unit_that_fits() -> None:
+    spans = [
+        _span("a" * 16, None, "GET /slow", "SERVER", 0, duration_ms=2310.0),
+        _span("b" * 16, "a" * 16, "db.session", "INTERNAL", 1, duration_ms=12.44),
+        _span("c" * 16, "b" * 16, "SELECT 1", "CLIENT", 2, duration_ms=0.02),
+        _span("d" * 16, "b" * 16, "SELECT 2", "CLIENT", 2, duration_ms=0.85),
+    ]
+    rows = _bars_by_row(figures.waterfall_figure({"trace_id": "e" * 32, "spans": spans}))
+    assert [rows[r]["text"] for r in range(4)] == ["2.31 s", "12.4 ms", "20 µs", "850 µs"]
+
+
+def test_sub_millisecond_spans_get_a_visible_bar_but_keep_their_label() -> None:
+    spans = [
+        _span("a" * 16, None, "GET /slow", "SERVER", 0, duration_ms=300.0),
+        _span("c" * 16, "a" * 16, "SELECT 1", "CLIENT", 1, offset_ms=5.0, duration_ms=0.02),
+    ]
+    rows = _bars_by_row(figures.waterfall_figure({"trace_id": "e" * 32, "spans": spans}))
+    assert rows[1]["x"] == 300.0 * figures.MIN_BAR_FRACTION
+    assert rows[1]["base"] == 5.0
+    assert rows[1]["text"] == "20 µs"
+    assert rows[0]["x"] == 300.0
+
+
+def test_the_selected_span_is_outlined_shaded_and_marked() -> None:
+    trace = _trace()
+    figure = figures.waterfall_figure(trace, selected=SESSION)
+    rows = _bars_by_row(figure)
+    assert [r for r in rows if rows[r]["line"]] == [1]
+    (shape,) = figure.layout.shapes
+    assert (shape.y0, shape.y1) == (0.5, 1.5)
+    labels = figure.layout.yaxis.ticktext
+    assert labels[1].startswith(figures.HIGHLIGHT_MARK)
+    assert not any(
+        label.startswith(figures.HIGHLIGHT_MARK) for i, label in enumerate(labels) if i != 1
+    )
+    assert not figures.waterfall_figure(trace).layout.shapes
+
+
+def test_trace_scatter_plots_duration_over_time_with_trace_ids_to_open() -> None:
+    traces = [
+        {
+            "trace_id": "a" * 32,
+            "root_name": "GET /x",
+            "start": "2026-11-28T20:00:00+00:00",
+            "duration_ms": 12.0,
+            "error": False,
+            "service": "vrp-api",
+        },
+        {
+            "trace_id": "b" * 32,
+            "root_name": "GET /y",
+            "start": "2026-11-28T20:01:00+00:00",
+            "duration_ms": 40.0,
+            "error": True,
+            "service": "vrp-api",
+        },
+    ]
+    figure = figures.trace_scatter_figure(traces)
+    by_name = {scatter.name: scatter for scatter in figure.data}
+    assert list(by_name["ok"].customdata) == ["a" * 32]
+    assert list(by_name["error"].y) == [40.0]
+    assert figures.trace_scatter_figure([]).layout.annotations
 
 
 def test_waterfall_labels_are_indented_by_depth_and_of_one_width() -> None:
@@ -160,12 +252,12 @@ def test_span_names_and_statements_are_shown_as_text_not_markup() -> None:
     ]
     spans[0]["service"] = "<i>api</i>"
     figure = figures.waterfall_figure({"trace_id": "<b>t</b>", "spans": spans})
-    shown = [*figure.data[0].hovertext, *figure.layout.yaxis.ticktext, figure.layout.title.text]
+    hover = [bar["hover"] for _, bar in sorted(_bars_by_row(figure).items())]
+    shown = [*hover, *figure.layout.yaxis.ticktext, figure.layout.title.text]
     for text in shown:
         # Only the figure's own markup is left: <b> around the name, <br> between lines.
         markup = text.replace("<b>", "").replace("</b>", "").replace("<br>", "")
         assert "<" not in markup and ">" not in markup, text
-    hover = figure.data[0].hovertext
     assert '&lt;a href="https://evil.example/"&gt;click&lt;/a&gt;' in hover[0]
     assert "&lt;i&gt;api&lt;/i&gt;" in hover[0]
     assert "SELECT 1 -- &lt;a href" in hover[1] and "&amp; &lt;b&gt;bold&lt;/b&gt;" in hover[1]
