@@ -231,25 +231,9 @@ def backup_runs_figure(runs: Sequence[Row], field: str, *, title: str, y_title: 
     return figure
 
 
-def n_plus_one_span_ids(spans: Sequence[Row], findings: Sequence[Row]) -> set[str]:
-    """The statement spans that make up each N+1 finding of a trace.
-
-    A finding names a ``db.session`` span and a query text; its spans are the CLIENT spans
-    below that session (at any depth) that ran this text.
-    """
-    children: dict[str | None, list[Row]] = defaultdict(list)
-    for span in spans:
-        children[span.get("parent_span_id")].append(span)
-    flagged: set[str] = set()
-    for finding in findings:
-        stack = list(children.get(finding["session_span_id"], []))
-        while stack:
-            span = stack.pop()
-            stack.extend(children.get(span["span_id"], []))
-            text = (span.get("attributes") or {}).get("db.query.text")
-            if span.get("kind") == "CLIENT" and text == finding["query_text"]:
-                flagged.add(span["span_id"])
-    return flagged
+def n_plus_one_span_ids(findings: Sequence[Row]) -> set[str]:
+    """The statement spans of a trace's N+1 findings, as ``/api/traces/<id>`` names them."""
+    return {span_id for finding in findings for span_id in finding.get("span_ids") or ()}
 
 
 def _span_color(span: Row, flagged: set[str]) -> str:
@@ -303,7 +287,7 @@ def waterfall_figure(trace: Row) -> go.Figure:
     spans = list(trace.get("spans") or [])
     if not spans:
         return empty_figure("This trace has no spans")
-    flagged = n_plus_one_span_ids(spans, trace.get("n_plus_one") or [])
+    flagged = n_plus_one_span_ids(trace.get("n_plus_one") or [])
     rows = list(range(len(spans)))
     figure = go.Figure(
         go.Bar(
