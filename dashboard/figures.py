@@ -95,16 +95,21 @@ def _grouped(rows: Iterable[Row], key: str | None) -> dict[str, list[Row]]:
 
 
 def percentiles_figure(
-    series: Sequence[Row], *, group_by: str | None = None, title: str = "Latency"
+    series: Sequence[Row],
+    *,
+    group_by: str | None = None,
+    title: str = "Latency",
+    percentiles: Sequence[tuple[str, str, str]] = PERCENTILES,
 ) -> go.Figure:
-    """p50 (dotted), p95 (solid) and p99 (dashed) over time, one colour per group."""
+    """p50 (dotted), p95 (solid) and p99 (dashed) over time, one colour per group
+    (``percentiles`` chooses which of them)."""
     if not series:
         return empty_figure()
     figure = go.Figure()
     for index, (name, rows) in enumerate(_grouped(series, group_by).items()):
         color = PALETTE[index % len(PALETTE)]
         times = [parse_time(r["t"]) for r in rows]
-        for field, label, dash in PERCENTILES:
+        for field, label, dash in percentiles:
             figure.add_trace(
                 go.Scatter(
                     x=times,
