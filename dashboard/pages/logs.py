@@ -13,6 +13,7 @@ from urllib.parse import parse_qs
 import dash_bootstrap_components as dbc
 import orjson
 from dash import Dash, Input, Output, State, callback_context, dcc, html
+from dash.exceptions import PreventUpdate
 
 from dashboard import components as ui
 from dashboard import figures
@@ -195,6 +196,8 @@ def register(app: Dash, api: ApiClient) -> None:
             "logs-table", COLUMNS, rows, page_size=PAGE_SIZE, selectable=True, wrap=("message",)
         )
         table.style_data_conditional = [*table.style_data_conditional, *LEVEL_STYLES]
+        # A page of records scrolls in its own box, so the detail below stays in view.
+        table.style_table = {**table.style_table, "maxHeight": "560px", "overflowY": "auto"}
         volume = ui.graph(
             id="logs-volume",
             figure=figures.stacked_counts_figure(
@@ -216,11 +219,12 @@ def register(app: Dash, api: ApiClient) -> None:
         State("logs-table", "data"),
     )
     def detail(active_cell: dict[str, Any] | None, rows: list[dict[str, Any]] | None) -> Any:
+        # An auto-refresh draws the table anew, without a clicked cell: the detail stays.
         if not active_cell or not rows:
-            return None
+            raise PreventUpdate
         chosen = next((r for r in rows if r.get("id") == active_cell.get("row_id")), None)
         if chosen is None:
-            return None
+            raise PreventUpdate
         record = {**chosen, "attributes": orjson.loads(chosen.get("attributes") or "{}")}
         return ui.section(
             f"{record['level']} record of {record['service']}",

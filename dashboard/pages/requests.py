@@ -22,7 +22,7 @@ COLUMNS = (
     ui.text("kind", "kind"),
     ui.text("source", "source"),
     ui.number("count", "count", 0),
-    ui.number("rate /s", "rate_per_s"),
+    ui.significant("rate /s", "rate_per_s"),
     ui.number("errors (5xx)", "errors", 0),
     ui.percent("error rate", "error_rate"),
     ui.number("client errors (4xx)", "client_errors", 0),
@@ -110,17 +110,25 @@ def register(app: Dash, api: ApiClient) -> None:
                     ),
                 ]
             ),
-            ui.graph(
-                id="requests-route-latency",
-                figure=figures.percentiles_figure(
-                    found["series"],
-                    group_by="operation",
-                    title=f"Latency per route, p50 / p95 (busiest {TOP_ROUTES})",
-                    percentiles=figures.PERCENTILES[:2],
-                ),
-            ),
+            ui.graph(id="requests-route-latency", figure=_route_latency(found["series"])),
             _backups(found["backups"]),
         ]
+
+
+def _route_latency(series: list[dict[str, Any]]) -> Any:
+    figure = figures.percentiles_figure(
+        series,
+        group_by="operation",
+        title=f"Latency per route, p50 / p95 (the {TOP_ROUTES} busiest)",
+        percentiles=figures.PERCENTILES[:2],
+    )
+    # Two lines per route: the legend goes below the plot, where long routes fit.
+    figure.update_layout(
+        height=420,
+        legend={"orientation": "h", "x": 0, "xanchor": "left", "y": -0.15, "yanchor": "top"},
+        xaxis={"title": {"text": None}},
+    )
+    return figure
 
 
 def _backups(backups: list[dict[str, Any]]) -> html.Div:

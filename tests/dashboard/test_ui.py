@@ -255,6 +255,10 @@ def test_every_page_renders_with_data(browser: WebDriver, dashboard: Running, pa
         _element(browser, "#queries-detail-title", ui_telemetry.SLOW_QUERY)
     if page == "transactions":
         _element(browser, "#transactions-outcomes", "commit")
+    if page == "logs":
+        # The screenshot shows a record's detail.
+        _click(browser, _holding("#logs-table td", ui_telemetry.ERROR_MESSAGE), "the error")
+        _element(browser, "#logs-detail-table", "http.route")
     if page == "backups":
         state = _element(browser, "#backups-state", "Last good backup")
         assert "alert-success" in state.get_attribute("class")
