@@ -6,19 +6,32 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Iterator
 
 import pytest
 
 from dashboard.otlp import LogRecord, decode_traces
+from dashboard.settings import DashboardSettings
 from dashboard.store import TelemetryStore
 from instrumentation import conventions as c
-from tests.dashboard.conftest import Live
+from tests.dashboard.conftest import Live, serve
 from tests.dashboard.otlp_bodies import span, traces_request
 
 PROTOBUF = "application/x-protobuf"
 US = 1_000  # nanoseconds
 MS = 1_000_000
 SERVER, CLIENT, INTERNAL = 2, 3, 1
+
+
+@pytest.fixture
+def any_live(database_url: str) -> Iterator[Live]:
+    """A dashboard on a SQLite file or on the real PostgreSQL server."""
+    store = TelemetryStore(database_url)
+    store.upgrade()
+    try:
+        yield from serve(DashboardSettings(store_url=database_url), store)
+    finally:
+        store.dispose()
 
 
 def write(store: TelemetryStore, spans_: list, service: str = "vrp-api") -> None:
@@ -88,7 +101,10 @@ def server_span(rng: random.Random, route: str, start: int, duration_ns: int) ->
     )
 
 
-def test_operations_list_backup_spans_apart_and_the_busiest_routes_over_time(live: Live) -> None:
+def test_operations_list_backup_spans_apart_and_the_busiest_routes_over_time(
+    any_live: Live,
+) -> None:
+    live = any_live
     rng = random.Random(4)
     minute = 60 * 10**9
     now = time.time_ns() // minute * minute
@@ -147,7 +163,8 @@ def test_levels_have_one_spelling_and_the_filter_takes_any_case(live: Live) -> N
     assert "WARNING" in response.get_json()["errors"]["query"]["level"][0]
 
 
-def test_logs_page_past_200_records_and_count_them_per_level(live: Live) -> None:
+def test_logs_page_past_200_records_and_count_them_per_level(any_live: Live) -> None:
+    live = any_live
     minute = 60 * 10**9
     now = time.time_ns()
     levels = [(9, "INFO"), (13, "WARNING"), (17, "ERROR")]
@@ -227,7 +244,8 @@ def two_repeats_trace(rng: random.Random, start: int) -> tuple[str, list, set[st
     return trace_id.hex(), result, tags
 
 
-def test_an_n_plus_one_finding_reads_the_same_from_every_endpoint(live: Live) -> None:
+def test_an_n_plus_one_finding_reads_the_same_from_every_endpoint(any_live: Live) -> None:
+    live = any_live
     rng = random.Random(21)
     trace_id, spans_, tags = two_repeats_trace(rng, time.time_ns() - 60 * 10**9)
     # The statements arrive in a batch before their session's, as exporters send them.
