@@ -18,6 +18,7 @@ from tests.dashboard.ui_telemetry import SLOW_QUERY, Sent, send_stack_telemetry
 
 WAIT_S = 30
 _PATH_PARAMETER = re.compile(r"\{([a-z_]{1,40})\}")
+_RULE_PARAMETER = re.compile(r"<(?:[a-z]{1,20}:)?([a-z_]{1,40})>")
 
 
 @pytest.fixture(scope="module")
@@ -109,3 +110,15 @@ def test_an_endpoint_without_a_body_schema_fails_the_contract(live: Live) -> Non
     del document["paths"]["/api/pool"]["get"]["responses"]["200"]["content"]
     with pytest.raises(AssertionError, match="GET /api/pool documents no response body"):
         _body_schema(document, "/api/pool")
+
+
+def test_every_route_under_api_is_in_the_document(filled: tuple[Live, Sent]) -> None:
+    """A route added to /api/ outside the documented blueprint would escape the contract."""
+    live, _sent = filled
+    documented = set(_endpoints(_document(live)))
+    routes = {
+        _RULE_PARAMETER.sub(r"{\1}", rule.rule)
+        for rule in live.app.url_map.iter_rules()
+        if rule.rule.startswith("/api/") and "GET" in (rule.methods or ())
+    }
+    assert routes - {"/api/openapi.json"} == documented

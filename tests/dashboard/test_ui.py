@@ -306,16 +306,24 @@ def test_n_plus_one_is_flagged_on_queries_and_in_its_waterfall(
         browser, _first(f'#queries-n-plus-one-table a[href*="{trace_id}"]'), "the N+1 trace link"
     )
     _element(browser, ".n-plus-one", ui_telemetry.N_PLUS_ONE_TEXT)
-    colors = _wait(
+    bars = _wait(
         browser,
         lambda d: d.execute_script(
             "const g = document.querySelector('#traces-waterfall-graph .js-plotly-plot');"
-            "return g && g.data ? g.data[0].marker.color : null;"
+            "return g && g.data ? [g.data[0].marker.color, g.data[0].customdata] : null;"
         ),
         "the waterfall's bars",
     )
-    assert isinstance(colors, list)
+    assert isinstance(bars, list)
+    colors, span_ids = bars
     assert colors.count("#d62728") == 7, "the seven repeated statements are highlighted"
+    # The page draws the API's finding, and nothing it worked out itself.
+    finding = requests.get(f"{dashboard.base}/api/traces/{trace_id}", timeout=5).json()
+    (flagged,) = finding["n_plus_one"]
+    red = {span_id for span_id, color in zip(span_ids, colors, strict=True) if color == "#d62728"}
+    assert red == set(flagged["span_ids"])
+    listed = requests.get(f"{dashboard.base}/api/queries", timeout=5).json()["n_plus_one"]
+    assert [(n["trace_id"], n["count"]) for n in listed] == [(trace_id, flagged["count"])]
 
 
 def test_a_log_line_leads_to_its_trace(browser: WebDriver, dashboard: Running) -> None:
