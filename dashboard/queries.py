@@ -680,10 +680,11 @@ def operations(store: TelemetryStore, window: TimeRange, top: int = 5) -> dict[s
                 key=lambda item: (-item[1].count, item[0]),
             )[:top]
         }
-        over_time = _rows(
+        points = _latency_points(
             conn,
             [s for s in metric_series + span_series if operation_of(s) in busiest],
             window,
+            operation_of,
         )
     result = []
     for (service, operation), acc in by_operation.items():
@@ -713,38 +714,85 @@ def operations(store: TelemetryStore, window: TimeRange, top: int = 5) -> dict[s
     ]
     return {
         "operations": result,
-        "series": _operation_points(over_time, window, lambda r: operation_of(r.series)),
+        "series": points,
         "backups": backups,
     }
 
 
-def _operation_points(
-    rows: Sequence[Row], window: TimeRange, key: Callable[[Row], tuple[str, str]]
+def _latency_points(
+    conn: sa.Connection,
+    found: Sequence[Series],
+    window: TimeRange,
+    key: Callable[[Series], tuple[str, str]],
 ) -> list[dict[str, Any]]:
-    """p50/p95 per operation and time bucket; idle buckets are points without latency."""
-    by_operation: dict[tuple[str, str], list[Row]] = defaultdict(list)
-    for row in rows:
-        by_operation[key(row)].append(row)
+    """p50/p95 per ``key`` (service, operation) and time bucket; idle buckets are points
+    without latency.
+
+    A bucket whose operation has one exponential row takes the percentiles stored with it, so
+    the rows are first read without their bucket arrays (a 7-day chart reads hundreds of rows);
+    only the series of buckets that merge several rows are read again whole.
+    """
+    by_id = {s.id: s for s in found}
+    keys = {s.id: key(s) for s in found}
+    ids = sorted(by_id)
+    plan = [(window.resolution, window.first_bucket, window.last_bucket)]
+    lean: dict[tuple[tuple[str, str], int], list[tuple[Series, int, Any, Any]]] = defaultdict(list)
+    for start in range(0, len(ids), _CHUNK):
+        query = sa.select(
+            rollup.c.series_id, rollup.c.start_s, rollup.c.count, rollup.c.p50, rollup.c.p95
+        ).where(_segments(ids[start : start + _CHUNK], plan), rollup.c.count > 0)
+        for sid, t, count, p50, p95 in conn.execute(query).all():
+            lean[(keys[sid], t)].append((by_id[sid], count, p50, p95))
+    merged: dict[tuple[tuple[str, str], int], tuple[int, float | None, float | None]] = {}
+    whole: set[int] = set()
+    for group, members in lean.items():
+        owner, count, p50, p95 = members[0]
+        if (
+            len(members) == 1
+            and owner.histogram == "exponential"
+            and p50 is not None
+            and p95 is not None
+        ):
+            merged[group] = (count, p50 * owner.to_ms, p95 * owner.to_ms)
+        else:
+            whole.update(member[0].id for member in members)
+    if whole:
+        rows = _rows(conn, [by_id[sid] for sid in sorted(whole)], window)
+        for group, acc in _grouped(rows, lambda r: (key(r.series), r.t)).items():
+            if group not in merged:
+                p50, p95, _ = acc.percentiles()
+                merged[group] = (acc.count, p50, p95)
+    busy: dict[tuple[str, str], list[int]] = defaultdict(list)
+    for operation, t in merged:
+        busy[operation].append(t)
+    times: dict[int, str] = {}
     points = []
-    for (service, operation), members in sorted(by_operation.items()):
-        by_time = _grouped(members, lambda r: r.t)
-        for t, acc in by_time.items():
-            p50, p95, _ = acc.percentiles()
+    for (service, operation), buckets in sorted(busy.items()):
+        for t in buckets:
+            count, p50, p95 = merged[((service, operation), t)]
+            stamp = times.get(t) or times.setdefault(t, iso(t))
             points.append(
                 {
-                    "t": iso(t),
+                    "t": stamp,
                     "service": service,
                     "operation": operation,
-                    "count": acc.count,
+                    "count": count,
                     "p50_ms": p50,
                     "p95_ms": p95,
                 }
             )
-        points.extend(
-            {"t": iso(t), "service": service, "operation": operation, "count": 0}
-            | dict.fromkeys(("p50_ms", "p95_ms"))
-            for t in _idle_buckets(by_time, window)
-        )
+        for t in _idle_buckets(buckets, window):
+            stamp = times.get(t) or times.setdefault(t, iso(t))
+            points.append(
+                {
+                    "t": stamp,
+                    "service": service,
+                    "operation": operation,
+                    "count": 0,
+                    "p50_ms": None,
+                    "p95_ms": None,
+                }
+            )
     points.sort(key=lambda p: (p["t"], p["service"], p["operation"]))
     return points
 

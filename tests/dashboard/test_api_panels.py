@@ -10,7 +10,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from dashboard.otlp import LogRecord, decode_traces
+from dashboard.histograms import ExpHistogram
+from dashboard.otlp import LogRecord, MetricPoint, decode_traces
 from dashboard.settings import DashboardSettings
 from dashboard.store import TelemetryStore
 from instrumentation import conventions as c
@@ -259,3 +260,43 @@ def test_an_n_plus_one_finding_reads_the_same_from_every_endpoint(any_live: Live
     assert set(tree[0]["span_ids"]) == tags
     flagged = {t["trace_id"]: t["n_plus_one"] for t in live.get("/api/traces")["traces"]}
     assert flagged == {trace_id: True}
+
+
+def status_point(status: int, end_s: float, value_s: float, count: int) -> MetricPoint:
+    """A delta point of ``http.server.request.duration``: ``count`` responses of ``GET /m``
+    with ``status``, each taking ``value_s``, over the 10 s ending at ``end_s``."""
+    attributes = {
+        c.HTTP_REQUEST_METHOD: "GET",
+        c.HTTP_ROUTE: "/m",
+        c.HTTP_RESPONSE_STATUS_CODE: status,
+    }
+    histogram = ExpHistogram(scale=10)
+    for _ in range(count):
+        histogram.record(value_s)
+    return MetricPoint(
+        "svc", f"/m|{status}", c.HTTP_SERVER_REQUEST_DURATION, "s", "exponential_histogram",
+        1, False, attributes, int((end_s - 10) * 1e9), int(end_s * 1e9), count=count,
+        sum=value_s * count, min=value_s, max=value_s, bucket_counts=histogram.counts, scale=10,
+        offset=histogram.offset,
+    )  # fmt: skip
+
+
+def test_route_latency_merges_the_status_series_of_a_minute(any_live: Live) -> None:
+    minute = 60
+    now = time.time() // minute * minute
+    merged_minute, single_minute = now - 10 * minute + 30, now - 5 * minute + 30
+    any_live.store.write_metrics(
+        [
+            status_point(200, merged_minute, 0.010, 80),
+            status_point(500, merged_minute, 0.200, 20),
+            status_point(200, single_minute, 0.040, 10),
+        ]
+    )
+    series = any_live.get("/api/operations", since="30m")["series"]
+    busy = [p for p in series if p["count"]]
+    assert [(p["operation"], p["count"]) for p in busy] == [("GET /m", 100), ("GET /m", 10)]
+    merged, single = busy
+    assert merged["p50_ms"] == pytest.approx(10, rel=0.02)
+    assert merged["p95_ms"] == pytest.approx(200, rel=0.02)
+    assert single["p50_ms"] == pytest.approx(40, rel=0.02)
+    assert len(series) >= 30 and all(p["p50_ms"] is None for p in series if not p["count"])
