@@ -4,7 +4,8 @@ Every endpoint is a GET whose query parameters are validated by marshmallow: a b
 parameter the endpoint does not know (a misspelt filter must not silently widen the answer),
 is a 422 naming the parameter, never a 500. ``since``/``until`` take ISO 8601 with a zone or a
 relative ``15m``/``1h``/``24h``/``7d`` (now minus that); the default is the last hour up to now.
-The documents returned are built by :mod:`dashboard.queries`.
+The documents returned are built by :mod:`dashboard.queries`; their schemas, which the OpenAPI
+document carries, are in :mod:`dashboard.responses`.
 """
 
 from __future__ import annotations
