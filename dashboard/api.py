@@ -4,14 +4,16 @@ Every endpoint is a GET whose query parameters are validated by marshmallow: a b
 parameter the endpoint does not know (a misspelt filter must not silently widen the answer),
 is a 422 naming the parameter, never a 500. ``since``/``until`` take ISO 8601 with a zone or a
 relative ``15m``/``1h``/``24h``/``7d`` (now minus that); the default is the last hour up to now.
-The documents returned are built by :mod:`dashboard.queries`.
+The documents returned are built by :mod:`dashboard.queries`; their schemas, which the OpenAPI
+document carries, are in :mod:`dashboard.responses`.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import marshmallow as ma
 from flask import Flask, current_app
@@ -20,7 +22,7 @@ from flask_smorest import Api, Blueprint, abort
 from marshmallow import fields, validate
 from webargs.flaskparser import FlaskParser
 
-from dashboard import backup_status, queries
+from dashboard import backup_status, queries, responses
 from dashboard.errors import TraceNotFoundError
 from dashboard.settings import DashboardSettings, parse_interval
 from dashboard.store import TelemetryStore
@@ -29,6 +31,7 @@ from dashboard.trace_search import MAX_CONDITIONS, AttributeCondition
 _RELATIVE = re.compile(r"^\d+(\.\d+)?[smhd]$")
 _TRACE_ID = re.compile(r"^[0-9a-f]{32}$")
 _SERVICE_NAME = re.compile(r"^[^\x00-\x1f]{1,255}$")
+F = TypeVar("F", bound=Callable[..., Any])
 _HEX_TRACE_ID = validate.Regexp(_TRACE_ID, error="must be 32 lower-case hex digits")
 
 
@@ -107,11 +110,39 @@ class QueriesArgs(RangeArgs):
     summary = fields.String(validate=validate.Length(1, 1024))
 
 
+class _Level(fields.String):
+    """A level in any case, Python's spelling or OpenTelemetry's; loaded as Python's."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
+        level = queries.canonical_level(str(super()._deserialize(value, attr, data, **kwargs)))
+        if level is None:
+            raise ma.ValidationError(
+                f"must be one of {', '.join(queries.LEVELS)} (any case; WARN and FATAL too)"
+            )
+        return level
+
+
 class LogsArgs(RangeArgs):
-    level = fields.String(validate=validate.OneOf(sorted(queries.SEVERITIES)))
+    level = _Level(
+        validate=validate.Length(1, 16),
+        metadata={"description": "this level and above; any case, WARN for WARNING"},
+    )
     trace_id = fields.String(validate=_HEX_TRACE_ID)
     q = fields.String(validate=validate.Length(1, 200))
     limit = fields.Integer(load_default=200, validate=validate.Range(1, 1000))
+    offset = fields.Integer(
+        load_default=0,
+        validate=validate.Range(0, 10_000_000),
+        metadata={"description": "records to skip (newest first): the next page's is offset+limit"},
+    )
+
+
+class OperationsArgs(RangeArgs):
+    top = fields.Integer(
+        load_default=5,
+        validate=validate.Range(1, 20),
+        metadata={"description": "how many of the busiest operations get latency over time"},
+    )
 
 
 class _AttributeCondition(fields.String):
@@ -170,10 +201,21 @@ class _Blueprint(Blueprint):
 blp = _Blueprint("api", __name__, url_prefix="/api", description="Telemetry read by the dashboard")
 
 
+def _answers(schema: type[ma.Schema]) -> Callable[[F], F]:
+    """Document the 200 body as ``schema`` of :mod:`dashboard.responses`.
+
+    Documented, not dumped: the documents are returned as :mod:`dashboard.queries` builds them,
+    and the tests validate real ones against these schemas.
+    """
+    body = {"description": "OK", "content": {"application/json": {"schema": schema}}}
+    return blp.doc(responses={"200": body})
+
+
 @blp.route("/services")
 class ServicesView(MethodView):
     @blp.arguments(NoArgs, location="query")
     @blp.response(200)
+    @_answers(responses.ServicesResponse)
     def get(self, _args: dict[str, Any]) -> dict[str, Any]:
         """Services that sent telemetry, with what they sent and when last."""
         return queries.services(_store())
@@ -183,6 +225,7 @@ class ServicesView(MethodView):
 class SummaryView(MethodView):
     @blp.arguments(RangeArgs, location="query")
     @blp.response(200)
+    @_answers(responses.SummaryResponse)
     def get(self, args: dict[str, Any]) -> dict[str, Any]:
         """Rate, error rate and p50/p95/p99 per service, and over time."""
         return queries.summary(_store(), args["window"])
@@ -190,17 +233,20 @@ class SummaryView(MethodView):
 
 @blp.route("/operations")
 class OperationsView(MethodView):
-    @blp.arguments(RangeArgs, location="query")
+    @blp.arguments(OperationsArgs, location="query")
     @blp.response(200)
+    @_answers(responses.OperationsResponse)
     def get(self, args: dict[str, Any]) -> dict[str, Any]:
-        """Per route and method (from the HTTP metric), or per span name (spans-only)."""
-        return queries.operations(_store(), args["window"])
+        """Per route and method (from the HTTP metric), or per span name (spans-only); the
+        busiest ones over time; backup spans apart."""
+        return queries.operations(_store(), args["window"], top=args["top"])
 
 
 @blp.route("/queries")
 class QueriesView(MethodView):
     @blp.arguments(QueriesArgs, location="query")
     @blp.response(200)
+    @_answers(responses.QueriesResponse)
     def get(self, args: dict[str, Any]) -> dict[str, Any]:
         """Per ``db.query.summary``; slowest examples; N+1 sessions."""
         return queries.queries(_store(), args["window"], args.get("summary"))
@@ -210,6 +256,7 @@ class QueriesView(MethodView):
 class PoolView(MethodView):
     @blp.arguments(RangeArgs, location="query")
     @blp.response(200)
+    @_answers(responses.PoolResponse)
     def get(self, args: dict[str, Any]) -> dict[str, Any]:
         """Connections by state, wait time, timeouts and leaks per pool."""
         return queries.pool(_store(), args["window"])
@@ -219,6 +266,7 @@ class PoolView(MethodView):
 class TransactionsView(MethodView):
     @blp.arguments(RangeArgs, location="query")
     @blp.response(200)
+    @_answers(responses.TransactionsResponse)
     def get(self, args: dict[str, Any]) -> dict[str, Any]:
         """Transaction outcomes and retries by ``error.type``."""
         return queries.transactions(_store(), args["window"])
@@ -228,8 +276,9 @@ class TransactionsView(MethodView):
 class LogsView(MethodView):
     @blp.arguments(LogsArgs, location="query")
     @blp.response(200)
+    @_answers(responses.LogsResponse)
     def get(self, args: dict[str, Any]) -> dict[str, Any]:
-        """Log records, newest first."""
+        """Log records, newest first, a page at a time; their volume per level over time."""
         return queries.log_records(
             _store(),
             args["window"],
@@ -237,6 +286,7 @@ class LogsView(MethodView):
             trace_id=args.get("trace_id"),
             text=args.get("q"),
             limit=args["limit"],
+            offset=args["offset"],
         )
 
 
@@ -244,6 +294,7 @@ class LogsView(MethodView):
 class TracesView(MethodView):
     @blp.arguments(TracesArgs, location="query")
     @blp.response(200)
+    @_answers(responses.TracesResponse)
     def get(self, args: dict[str, Any]) -> dict[str, Any]:
         """Traces by root span, slowest first, a page at a time (``has_more``, ``next_offset``);
         an ``attribute`` search reads at most the newest spans of the range (``search``)."""
@@ -263,6 +314,7 @@ class TracesView(MethodView):
 class TraceView(MethodView):
     @blp.arguments(NoArgs, location="query")
     @blp.response(200)
+    @_answers(responses.TraceResponse)
     @blp.alt_response(404, description="No span of this trace is stored")
     @blp.alt_response(422, description="Malformed trace id")
     def get(self, _args: dict[str, Any], trace_id: str) -> dict[str, Any]:
@@ -284,6 +336,7 @@ class TraceView(MethodView):
 class BackupsView(MethodView):
     @blp.arguments(BackupsArgs, location="query")
     @blp.response(200)
+    @_answers(responses.BackupsResponse)
     def get(self, args: dict[str, Any]) -> dict[str, Any]:
         """Backup runs, and per repository the age of the last good backup against the
         expected interval and the next scheduled run (``repository`` chooses one)."""

@@ -13,7 +13,7 @@ from urllib.parse import urlencode
 
 import dash_bootstrap_components as dbc
 from dash import dash_table, dcc, html
-from dash.dash_table.Format import Format, Scheme
+from dash.dash_table.Format import Format, Scheme, Symbol, Trim
 
 from dashboard.apiclient import ApiReadError
 from dashboard.figures import parse_time
@@ -37,6 +37,31 @@ def number(name: str, column_id: str, decimals: int = 2) -> dict[str, Any]:
         "id": column_id,
         "type": "numeric",
         "format": Format(precision=decimals, scheme=Scheme.fixed),
+    }
+
+
+def significant(name: str, column_id: str, digits: int = 3) -> dict[str, Any]:
+    """A numeric column rounded to ``digits`` significant digits: 0.00167 stays 0.00167."""
+    return {
+        "name": name,
+        "id": column_id,
+        "type": "numeric",
+        "format": Format(precision=digits, scheme=Scheme.decimal).trim(Trim.yes),
+    }
+
+
+def seconds(name: str, column_id: str) -> dict[str, Any]:
+    """A duration column of seconds, in the unit that fits each value: 37µs, 1.25ms, 2.4s.
+
+    The value stays a number (it sorts as one); d3's SI prefixes pick the unit.
+    """
+    return {
+        "name": name,
+        "id": column_id,
+        "type": "numeric",
+        "format": Format(precision=3, scheme=Scheme.decimal_si_prefix, symbol_suffix="s")
+        .trim(Trim.yes)
+        .symbol(Symbol.yes),
     }
 
 

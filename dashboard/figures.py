@@ -95,16 +95,21 @@ def _grouped(rows: Iterable[Row], key: str | None) -> dict[str, list[Row]]:
 
 
 def percentiles_figure(
-    series: Sequence[Row], *, group_by: str | None = None, title: str = "Latency"
+    series: Sequence[Row],
+    *,
+    group_by: str | None = None,
+    title: str = "Latency",
+    percentiles: Sequence[tuple[str, str, str]] = PERCENTILES,
 ) -> go.Figure:
-    """p50 (dotted), p95 (solid) and p99 (dashed) over time, one colour per group."""
+    """p50 (dotted), p95 (solid) and p99 (dashed) over time, one colour per group
+    (``percentiles`` chooses which of them)."""
     if not series:
         return empty_figure()
     figure = go.Figure()
     for index, (name, rows) in enumerate(_grouped(series, group_by).items()):
         color = PALETTE[index % len(PALETTE)]
         times = [parse_time(r["t"]) for r in rows]
-        for field, label, dash in PERCENTILES:
+        for field, label, dash in percentiles:
             figure.add_trace(
                 go.Scatter(
                     x=times,
@@ -231,25 +236,9 @@ def backup_runs_figure(runs: Sequence[Row], field: str, *, title: str, y_title: 
     return figure
 
 
-def n_plus_one_span_ids(spans: Sequence[Row], findings: Sequence[Row]) -> set[str]:
-    """The statement spans that make up each N+1 finding of a trace.
-
-    A finding names a ``db.session`` span and a query text; its spans are the CLIENT spans
-    below that session (at any depth) that ran this text.
-    """
-    children: dict[str | None, list[Row]] = defaultdict(list)
-    for span in spans:
-        children[span.get("parent_span_id")].append(span)
-    flagged: set[str] = set()
-    for finding in findings:
-        stack = list(children.get(finding["session_span_id"], []))
-        while stack:
-            span = stack.pop()
-            stack.extend(children.get(span["span_id"], []))
-            text = (span.get("attributes") or {}).get("db.query.text")
-            if span.get("kind") == "CLIENT" and text == finding["query_text"]:
-                flagged.add(span["span_id"])
-    return flagged
+def n_plus_one_span_ids(findings: Sequence[Row]) -> set[str]:
+    """The statement spans of a trace's N+1 findings, as ``/api/traces/<id>`` names them."""
+    return {span_id for finding in findings for span_id in finding.get("span_ids") or ()}
 
 
 # Legend entries of the waterfall, in the order shown: bars are coloured by span kind, except
@@ -338,7 +327,7 @@ def waterfall_figure(trace: Row, selected: str | None = None) -> go.Figure:
     spans = list(trace.get("spans") or [])
     if not spans:
         return empty_figure("This trace has no spans")
-    flagged = n_plus_one_span_ids(spans, trace.get("n_plus_one") or [])
+    flagged = n_plus_one_span_ids(trace.get("n_plus_one") or [])
     end = max(float(s["offset_ms"]) + max(float(s["duration_ms"]), 0.0) for s in spans)
     least = max(end, 1e-6) * MIN_BAR_FRACTION
     categories: dict[str, list[int]] = defaultdict(list)

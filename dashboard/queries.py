@@ -17,6 +17,7 @@ from typing import Any
 import orjson
 import sqlalchemy as sa
 
+from dashboard import n_plus_one as n_plus_one_rules
 from dashboard import trace_search
 from dashboard.errors import TraceNotFoundError
 from dashboard.histograms import (
@@ -38,7 +39,7 @@ from dashboard.schema import (
     services_seen,
     spans,
 )
-from dashboard.store import N_PLUS_ONE_THRESHOLD, TelemetryStore
+from dashboard.store import TelemetryStore
 from dashboard.trace_search import AttributeCondition
 from instrumentation import conventions as names
 
@@ -52,16 +53,30 @@ SPAN_KINDS = {
     4: "PRODUCER",
     5: "CONSUMER",
 }
-SEVERITIES = {
-    "TRACE": 1,
-    "DEBUG": 5,
-    "INFO": 9,
-    "WARN": 13,
-    "WARNING": 13,
-    "ERROR": 17,
-    "CRITICAL": 21,
-    "FATAL": 21,
-}
+# One spelling of levels everywhere: Python's level names, which the instrumentation sends as
+# the OpenTelemetry severity text. A record's level is read from its severity number (the
+# OpenTelemetry ranges: 1-4 TRACE, 5-8 DEBUG, ... 21-24 FATAL, which Python calls CRITICAL),
+# so a sender that writes "WARN" or "warning" shows up as WARNING all the same.
+LEVELS = ("TRACE", "DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+SEVERITIES = {level: 1 + 4 * index for index, level in enumerate(LEVELS)}
+# The OpenTelemetry short names, accepted as filters (in any case) for the same levels.
+LEVEL_ALIASES = {"WARN": "WARNING", "FATAL": "CRITICAL"}
+
+
+def canonical_level(name: str) -> str | None:
+    """``name`` (any case, Python's or OpenTelemetry's spelling) as one of :data:`LEVELS`."""
+    upper = name.strip().upper()
+    upper = LEVEL_ALIASES.get(upper, upper)
+    return upper if upper in SEVERITIES else None
+
+
+def level_of(severity_number: int, severity_text: str) -> str:
+    """The level a record is shown with: from its number, or its text when it has no number."""
+    if 1 <= severity_number <= 24:
+        return LEVELS[(severity_number - 1) // 4]
+    return canonical_level(severity_text) or (severity_text or "UNSPECIFIED")
+
+
 EXAMPLES_LIMIT = 20
 N_PLUS_ONE_LIMIT = 50
 _CHUNK = 500
@@ -636,15 +651,43 @@ def _operation_name(attributes: dict[str, Any]) -> str:
     return f"{method} {route}" if route else str(method)
 
 
-def operations(store: TelemetryStore, window: TimeRange) -> dict[str, Any]:
+def _is_backup(found: Series) -> bool:
+    return found.span_kind is not None and found.name.startswith(names.BACKUP_PHASE_SPAN_PREFIX)
+
+
+def operations(store: TelemetryStore, window: TimeRange, top: int = 5) -> dict[str, Any]:
+    """Per HTTP route and method (or server span name), the ``top`` busiest of them over time,
+    and the backup spans (``backup.*``) of every service apart from the HTTP operations."""
     with store.read() as conn:
         metric_series, span_series = _duration_series(
             conn, window, names.HTTP_SERVER_REQUEST_DURATION, [1, 2, 5]
         )
-        by_operation = _totals(
-            conn, metric_series, window, lambda s: (s.service, _operation_name(s.attributes))
-        )
+        span_series = [s for s in span_series if not _is_backup(s)]
+        backup_series = [
+            s for s in _series(conn, "span", None, window.service, [1]) if _is_backup(s)
+        ]
+
+        def operation_of(found: Series) -> tuple[str, str]:
+            if found.span_kind is None:
+                return found.service, _operation_name(found.attributes)
+            return found.service, found.name
+
+        by_operation = _totals(conn, metric_series, window, operation_of)
         by_span = _totals(conn, span_series, window, lambda s: (s.service, s.name, s.span_kind))
+        by_backup = _totals(conn, backup_series, window, lambda s: (s.service, s.name))
+        busiest = {
+            key
+            for key, _ in sorted(
+                [*by_operation.items(), *(((k[0], k[1]), a) for k, a in by_span.items())],
+                key=lambda item: (-item[1].count, item[0]),
+            )[:top]
+        }
+        points = _latency_points(
+            conn,
+            [s for s in metric_series + span_series if operation_of(s) in busiest],
+            window,
+            operation_of,
+        )
     result = []
     for (service, operation), acc in by_operation.items():
         result.append(
@@ -667,7 +710,93 @@ def operations(store: TelemetryStore, window: TimeRange) -> dict[str, Any]:
             }
         )
     result.sort(key=lambda o: (-o["count"], o["service"], o["operation"]))
-    return {"operations": result}
+    backups = [
+        {"service": service, "operation": name, **acc.stats(window.seconds)}
+        for (service, name), acc in sorted(by_backup.items())
+    ]
+    return {
+        "operations": result,
+        "series": points,
+        "backups": backups,
+    }
+
+
+def _latency_points(
+    conn: sa.Connection,
+    found: Sequence[Series],
+    window: TimeRange,
+    key: Callable[[Series], tuple[str, str]],
+) -> list[dict[str, Any]]:
+    """p50/p95 per ``key`` (service, operation) and time bucket; idle buckets are points
+    without latency.
+
+    A bucket whose operation has one exponential row takes the percentiles stored with it, so
+    the rows are first read without their bucket arrays (a 7-day chart reads hundreds of rows);
+    only the series of buckets that merge several rows are read again whole.
+    """
+    by_id = {s.id: s for s in found}
+    keys = {s.id: key(s) for s in found}
+    ids = sorted(by_id)
+    plan = [(window.resolution, window.first_bucket, window.last_bucket)]
+    lean: dict[tuple[tuple[str, str], int], list[tuple[Series, int, Any, Any]]] = defaultdict(list)
+    for start in range(0, len(ids), _CHUNK):
+        query = sa.select(
+            rollup.c.series_id, rollup.c.start_s, rollup.c.count, rollup.c.p50, rollup.c.p95
+        ).where(_segments(ids[start : start + _CHUNK], plan), rollup.c.count > 0)
+        for sid, t, count, p50, p95 in conn.execute(query).all():
+            lean[(keys[sid], t)].append((by_id[sid], count, p50, p95))
+    merged: dict[tuple[tuple[str, str], int], tuple[int, float | None, float | None]] = {}
+    whole: set[int] = set()
+    for group, members in lean.items():
+        owner, count, p50, p95 = members[0]
+        if (
+            len(members) == 1
+            and owner.histogram == "exponential"
+            and p50 is not None
+            and p95 is not None
+        ):
+            merged[group] = (count, p50 * owner.to_ms, p95 * owner.to_ms)
+        else:
+            whole.update(member[0].id for member in members)
+    if whole:
+        rows = _rows(conn, [by_id[sid] for sid in sorted(whole)], window)
+        for group, acc in _grouped(rows, lambda r: (key(r.series), r.t)).items():
+            if group not in merged:
+                p50, p95, _ = acc.percentiles()
+                merged[group] = (acc.count, p50, p95)
+    busy: dict[tuple[str, str], list[int]] = defaultdict(list)
+    for operation, t in merged:
+        busy[operation].append(t)
+    times: dict[int, str] = {}
+    points = []
+    for (service, operation), buckets in sorted(busy.items()):
+        for t in buckets:
+            count, p50, p95 = merged[((service, operation), t)]
+            stamp = times.get(t) or times.setdefault(t, iso(t))
+            points.append(
+                {
+                    "t": stamp,
+                    "service": service,
+                    "operation": operation,
+                    "count": count,
+                    "p50_ms": p50,
+                    "p95_ms": p95,
+                }
+            )
+        for t in _idle_buckets(buckets, window):
+            stamp = times.get(t) or times.setdefault(t, iso(t))
+            points.append(
+                {
+                    "t": stamp,
+                    "service": service,
+                    "operation": operation,
+                    "count": 0,
+                    "p50_ms": None,
+                    "p95_ms": None,
+                }
+            )
+    points.sort(key=lambda p: (p["t"], p["service"], p["operation"]))
+    return points
 
 
 def queries(store: TelemetryStore, window: TimeRange, summary: str | None = None) -> dict[str, Any]:
@@ -691,8 +820,11 @@ def queries(store: TelemetryStore, window: TimeRange, summary: str | None = None
         ).items():
             stats = acc.stats(window.seconds)
             del stats["error_rate"]
+            # count x mean: what the statement shape cost in all, the ranking that matters.
+            stats["total_ms"] = acc.sum * acc.to_ms
+            stats["mean_ms"] = acc.sum * acc.to_ms / acc.count if acc.count else None
             result.append({"service": service, "summary": text, **stats})
-        result.sort(key=lambda q: (-(q["p95_ms"] or 0.0), q["service"], q["summary"]))
+        result.sort(key=lambda q: (-q["total_ms"], q["service"], q["summary"]))
         points = []
         if summary is not None:
             over_time = _rows(conn, found, window)
@@ -897,38 +1029,63 @@ def log_records(
     trace_id: str | None = None,
     text: str | None = None,
     limit: int = 200,
+    offset: int = 0,
 ) -> dict[str, Any]:
-    query = (
-        sa.select(logs)
-        .where(logs.c.time_ns >= window.since_ns, logs.c.time_ns <= window.until_ns)
-        .order_by(logs.c.time_ns.desc(), logs.c.id.desc())
-        .limit(limit + 1)  # one more than asked tells whether the limit cut the list
-    )
+    """One page of records (``limit`` from ``offset``, newest first), how many match in all,
+    and their count per level and time bucket (the volume histogram), all with the filters."""
+    conditions = [logs.c.time_ns >= window.since_ns, logs.c.time_ns <= window.until_ns]
     if window.service is not None:
-        query = query.where(logs.c.service == window.service)
+        conditions.append(logs.c.service == window.service)
     if level is not None:
-        query = query.where(logs.c.severity_number >= SEVERITIES[level.upper()])
+        conditions.append(logs.c.severity_number >= SEVERITIES[level])
     if trace_id is not None:
-        query = query.where(logs.c.trace_id == trace_id)
+        conditions.append(logs.c.trace_id == trace_id)
     if text:
-        query = query.where(logs.c.body.like(_like_pattern(text), escape="\\"))
+        conditions.append(logs.c.body.like(_like_pattern(text), escape="\\"))
+    page = (
+        sa.select(logs)
+        .where(*conditions)
+        .order_by(logs.c.time_ns.desc(), logs.c.id.desc())
+        .limit(limit + 1)  # one more than asked tells whether more follow this page
+        .offset(offset)
+    )
+    step = window.resolution
+    bucket = (logs.c.time_ns // (step * 1_000_000_000)).label("bucket")
+    volume = (
+        sa.select(bucket, logs.c.severity_number, logs.c.severity_text, sa.func.count())
+        .where(*conditions)
+        .group_by(bucket, logs.c.severity_number, logs.c.severity_text)
+    )
     with store.read() as conn:
-        found = conn.execute(query).all()
-        return {
-            "truncated": len(found) > limit,
-            "logs": [
-                {
-                    "time": iso_ns(r.time_ns),
-                    "service": r.service,
-                    "level": r.severity_text,
-                    "message": r.body,
-                    "trace_id": r.trace_id,
-                    "span_id": r.span_id,
-                    "attributes": orjson.loads(r.attributes),
-                }
-                for r in found[:limit]
-            ],
-        }
+        found = conn.execute(page).all()
+        counted = conn.execute(volume).all()
+    histogram: dict[tuple[int, str], int] = defaultdict(int)
+    for t, number, severity_text, count in counted:
+        histogram[(int(t) * step, level_of(number, severity_text))] += count
+    return {
+        "offset": offset,
+        "limit": limit,
+        "total": sum(histogram.values()),
+        "truncated": len(found) > limit,
+        "logs": [
+            {
+                "time": iso_ns(r.time_ns),
+                "service": r.service,
+                "level": level_of(r.severity_number, r.severity_text),
+                "severity_number": r.severity_number,
+                "severity_text": r.severity_text,
+                "message": r.body,
+                "trace_id": r.trace_id,
+                "span_id": r.span_id,
+                "attributes": orjson.loads(r.attributes),
+            }
+            for r in found[:limit]
+        ],
+        "histogram": [
+            {"t": iso(t), "level": name, "count": count}
+            for (t, name), count in sorted(histogram.items())
+        ],
+    }
 
 
 # Above this many spans in the range, SQLite finds the slowest roots by their duration index.
@@ -1079,7 +1236,11 @@ def _operations(conn: sa.Connection, service: str | None) -> list[str]:
 
 
 def trace(store: TelemetryStore, trace_id: str) -> dict[str, Any]:
-    """The span tree of one trace; raises :class:`TraceNotFoundError` if none of it is stored."""
+    """The span tree of one trace; raises :class:`TraceNotFoundError` if none of it is stored.
+
+    ``n_plus_one`` holds the trace's findings (:mod:`dashboard.n_plus_one`), each with the ids
+    of the statement spans that make it up.
+    """
     with store.read() as conn:
         rows = conn.execute(sa.select(spans).where(spans.c.trace_id == trace_id)).all()
     if not rows:
@@ -1087,21 +1248,19 @@ def trace(store: TelemetryStore, trace_id: str) -> dict[str, Any]:
             f"no span of trace {trace_id} is in the store (never received, or pruned by retention)"
         )
     present = {r.span_id for r in rows}
-    children: dict[str | None, list[Any]] = defaultdict(list)
-    for r in rows:
-        parent = r.parent_span_id if r.parent_span_id in present else None
-        children[parent].append(r)
+    nodes = [_Node(r, orjson.loads(r.attributes)) for r in rows]
+    children: dict[str | None, list[_Node]] = defaultdict(list)
+    for node in nodes:
+        parent = node.row.parent_span_id if node.row.parent_span_id in present else None
+        children[parent].append(node)
     for members in children.values():
-        members.sort(key=lambda r: (r.start_ns, r.span_id))
+        members.sort(key=lambda n: (n.row.start_ns, n.span_id))
     origin = min(r.start_ns for r in rows)
     ordered: list[dict[str, Any]] = []
-    statement_texts: dict[str, str] = {}
-    stack = [(r, 0) for r in reversed(children[None])]
+    stack = [(n, 0) for n in reversed(children[None])]
     while stack:
-        r, depth = stack.pop()
-        attributes = orjson.loads(r.attributes)
-        if r.kind == SPAN_KIND_CLIENT and isinstance(attributes.get(names.DB_QUERY_TEXT), str):
-            statement_texts[r.span_id] = attributes[names.DB_QUERY_TEXT]
+        node, depth = stack.pop()
+        r = node.row
         ordered.append(
             {
                 "span_id": r.span_id,
@@ -1113,7 +1272,7 @@ def trace(store: TelemetryStore, trace_id: str) -> dict[str, Any]:
                 "offset_ms": (r.start_ns - origin) / 1e6,
                 "duration_ms": r.duration_ms,
                 "status": "error" if r.status_code == STATUS_ERROR else "ok",
-                "attributes": attributes,
+                "attributes": node.attributes,
                 "events": [
                     {
                         "name": event.get("name", ""),
@@ -1127,37 +1286,46 @@ def trace(store: TelemetryStore, trace_id: str) -> dict[str, Any]:
             }
         )
         stack.extend((child, depth + 1) for child in reversed(children.get(r.span_id, [])))
-    return {
-        "trace_id": trace_id,
-        "spans": ordered,
-        "n_plus_one": _trace_n_plus_one(rows, children, statement_texts),
-    }
+    return {"trace_id": trace_id, "spans": ordered, "n_plus_one": _trace_n_plus_one(nodes)}
 
 
-def _trace_n_plus_one(
-    rows: Sequence[Any], children: dict[str | None, list[Any]], texts: dict[str, str]
-) -> list[dict[str, Any]]:
-    found = []
-    for session in rows:
-        if session.name != names.DB_SESSION_SPAN:
+@dataclass(frozen=True, slots=True)
+class _Node:
+    """A stored span with its attributes decoded, as :mod:`dashboard.n_plus_one` reads it."""
+
+    row: Any
+    attributes: dict[str, Any]
+
+    @property
+    def span_id(self) -> str:
+        return str(self.row.span_id)
+
+    @property
+    def kind(self) -> int:
+        return int(self.row.kind)
+
+    @property
+    def parent_span_id(self) -> str | None:
+        return self.row.parent_span_id
+
+
+def _trace_n_plus_one(nodes: Sequence[_Node]) -> list[dict[str, Any]]:
+    children = n_plus_one_rules.children_of(nodes)
+    result = []
+    for session in sorted(nodes, key=lambda n: (n.row.start_ns, n.span_id)):
+        if session.row.name != names.DB_SESSION_SPAN:
             continue
-        counts: dict[str, int] = defaultdict(int)
-        stack = list(children.get(session.span_id, ()))
-        while stack:
-            span = stack.pop()
-            if span.span_id in texts:
-                counts[texts[span.span_id]] += 1
-            stack.extend(children.get(span.span_id, ()))
-        for text, count in counts.items():
-            if count >= N_PLUS_ONE_THRESHOLD:
-                found.append(
-                    {
-                        "trace_id": session.trace_id,
-                        "session_span_id": session.span_id,
-                        "query_text": text,
-                        "count": count,
-                        "service": session.service,
-                        "start": iso_ns(session.start_ns),
-                    }
-                )
-    return found
+        found = n_plus_one_rules.finding(session.span_id, children)
+        if found is not None:
+            result.append(
+                {
+                    "trace_id": session.row.trace_id,
+                    "session_span_id": session.span_id,
+                    "query_text": found.query_text,
+                    "count": found.count,
+                    "service": session.row.service,
+                    "start": iso_ns(session.row.start_ns),
+                    "span_ids": list(found.span_ids),
+                }
+            )
+    return result

@@ -35,6 +35,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy.engine import make_url
 from tenacity import retry, retry_if_exception, stop_after_attempt, wait_random_exponential
 
+from dashboard import n_plus_one as n_plus_one_rules
 from dashboard import rollups
 from dashboard.errors import StoreError
 from dashboard.otlp import SPAN_KIND_CLIENT, LogRecord, MetricPoint, SpanRecord
@@ -57,7 +58,6 @@ T = TypeVar("T")
 VERSION_TABLE = "dashboard_alembic_version"
 SESSION_SPAN = names.DB_SESSION_SPAN
 BACKUP_SPAN = names.BACKUP_RUN_SPAN
-N_PLUS_ONE_THRESHOLD = 5
 # Slowest statements kept per (service, summary) and minute / hour: a 6-hour range reads at most
 # 360 rows per summary, a 30-day one 2,160, whatever the volume.
 EXAMPLES_PER_GROUP = {rollups.MINUTE: 1, rollups.HOUR: 3}
@@ -484,8 +484,10 @@ class TelemetryStore:
         """N+1 findings of ``sessions`` whose statements must be read from the stored trace."""
         findings = []
         for session in sessions:
-            counts = _statement_counts(session.span_id, self._trace_children(conn, session))
-            finding = _n_plus_one_finding(session, counts)
+            statements = n_plus_one_rules.statements_below(
+                session.span_id, self._trace_children(conn, session)
+            )
+            finding = _n_plus_one_finding(session, statements)
             if finding is not None:
                 findings.append(finding)
         return findings
@@ -697,14 +699,14 @@ def _backup_rows(records: Iterable[SpanRecord]) -> list[dict[str, Any]]:
 def _n_plus_one_rows(
     records: Sequence[SpanRecord],
 ) -> tuple[list[dict[str, Any]], list[SpanRecord]]:
-    """Sessions of ``records`` that ran one statement text five or more times, and the
+    """The N+1 findings (:mod:`dashboard.n_plus_one`) of the sessions in ``records``, and the
     sessions that need their stored trace to tell.
 
     Statement spans end before their session, so exporters send them in the same batch or
     an earlier one; when the records do not hold as many statements as the session says it
     ran (``vrp.db.session.statements``), the trace's stored spans must be read. A session
-    that says it ran fewer statements than :data:`N_PLUS_ONE_THRESHOLD` in all cannot have run
-    one of them that often, and is not looked into (most sessions: this runs for every batch).
+    that says it ran fewer statements than the threshold in all cannot have run one of them
+    that often, and is not looked into (most sessions: this runs for every batch).
     """
     sessions = [
         r
@@ -714,56 +716,44 @@ def _n_plus_one_rows(
     ]
     if not sessions:
         return [], []
-    children: dict[str, list[SpanRecord]] = defaultdict(list)
-    for record in records:
-        if record.parent_span_id:
-            children[record.parent_span_id].append(record)
+    children = n_plus_one_rules.children_of(records)
     findings = []
     deferred = []
     for session in sessions:
-        counts = _statement_counts(session.span_id, children)
+        statements = n_plus_one_rules.statements_below(session.span_id, children)
         declared = session.attributes.get(names.VRP_DB_SESSION_STATEMENTS)
-        seen = sum(counts.values())
-        if (max(counts.values(), default=0) < N_PLUS_ONE_THRESHOLD) and (
-            not isinstance(declared, int) or (declared >= N_PLUS_ONE_THRESHOLD and seen < declared)
+        seen = sum(len(ids) for ids in statements.values())
+        most = max((len(ids) for ids in statements.values()), default=0)
+        if most < n_plus_one_rules.THRESHOLD and (
+            not isinstance(declared, int)
+            or (declared >= n_plus_one_rules.THRESHOLD and seen < declared)
         ):
             deferred.append(session)
             continue
-        finding = _n_plus_one_finding(session, counts)
+        finding = _n_plus_one_finding(session, statements)
         if finding is not None:
             findings.append(finding)
     return findings, deferred
 
 
 def _fewer_than_threshold(declared: Any) -> bool:
-    return isinstance(declared, int) and declared < N_PLUS_ONE_THRESHOLD
+    return isinstance(declared, int) and declared < n_plus_one_rules.THRESHOLD
 
 
-def _n_plus_one_finding(session: SpanRecord, counts: dict[str, int]) -> dict[str, Any] | None:
-    text, count = max(counts.items(), key=lambda item: item[1], default=("", 0))
-    if count < N_PLUS_ONE_THRESHOLD:
+def _n_plus_one_finding(
+    session: SpanRecord, statements: dict[str, list[str]]
+) -> dict[str, Any] | None:
+    found = n_plus_one_rules.most_repeated(statements)
+    if found is None:
         return None
     return {
         "trace_id": session.trace_id,
         "session_span_id": session.span_id,
-        "query_text": text,
-        "count": count,
+        "query_text": found.query_text,
+        "count": found.count,
         "service": session.service,
         "start_ns": session.start_ns,
     }
-
-
-def _statement_counts(session_id: str, children: dict[str, list[SpanRecord]]) -> dict[str, int]:
-    counts: dict[str, int] = defaultdict(int)
-    stack = list(children.get(session_id, ()))
-    while stack:
-        span = stack.pop()
-        if span.kind == SPAN_KIND_CLIENT:
-            text = span.attributes.get(names.DB_QUERY_TEXT)
-            if isinstance(text, str):
-                counts[text] += 1
-        stack.extend(children.get(span.span_id, ()))
-    return counts
 
 
 _GROUP = sa.and_(

@@ -1,4 +1,8 @@
-"""Queries: every statement shape (``db.query.summary``) with its rate and percentiles.
+"""Queries: every statement shape (``db.query.summary``) with its rate, percentiles and total
+time (count x mean), most total time first: what the database costs most.
+
+Durations are shown in the unit that fits each (a 37 µs statement reads "37µs", not "0.04 ms");
+rates keep three significant digits, so a rare statement never reads 0.00/s.
 
 Clicking a row shows that query's latency over time and its slowest examples; each example
 links to its trace's waterfall. Traces where one database session ran the same statement five
@@ -19,16 +23,24 @@ from dashboard.pages.base import FILTERS, Page, window
 COLUMNS = (
     ui.text("query", "summary"),
     ui.text("service", "service"),
+    ui.seconds("total time", "total_s"),
     ui.number("count", "count", 0),
-    ui.number("rate /s", "rate_per_s"),
+    ui.significant("rate /s", "rate_per_s"),
     ui.number("errors", "errors", 0),
-    ui.number("p50 ms", "p50_ms"),
-    ui.number("p95 ms", "p95_ms"),
-    ui.number("p99 ms", "p99_ms"),
+    ui.seconds("mean", "mean_s"),
+    ui.seconds("p50", "p50_s"),
+    ui.seconds("p95", "p95_s"),
+    ui.seconds("p99", "p99_s"),
 )
+DEFAULT_SORT = [{"column_id": "total_s", "direction": "desc"}]
+# The API's milliseconds, as seconds for the columns of ui.seconds.
+MS_FIELDS = {
+    name: name.removesuffix("_ms") + "_s"
+    for name in ("total_ms", "mean_ms", "p50_ms", "p95_ms", "p99_ms", "duration_ms")
+}
 EXAMPLE_COLUMNS = (
     ui.link("trace", "trace"),
-    ui.number("duration ms", "duration_ms"),
+    ui.seconds("duration", "duration_s"),
     ui.text("query", "summary"),
     ui.text("statement", "query_text"),
     ui.text("service", "service"),
@@ -54,20 +66,37 @@ def layout() -> html.Div:
             ),
             dcc.Store(id="queries-selected"),
             html.Div(id="queries-n-plus-one"),
-            ui.table("queries-table", COLUMNS, [], selectable=True),
+            _queries_table(),
             dcc.Loading(html.Div(id="queries-detail", className="mt-3"), delay_show=500),
         ]
     )
 
 
+def _queries_table() -> Any:
+    table = ui.table("queries-table", COLUMNS, [], selectable=True)
+    table.sort_by = DEFAULT_SORT
+    return table
+
+
+def in_seconds(row: dict[str, Any]) -> dict[str, Any]:
+    """``row`` with its millisecond fields added as seconds (None stays None)."""
+    return row | {
+        to: None if row.get(field) is None else row[field] / 1000
+        for field, to in MS_FIELDS.items()
+        if field in row
+    }
+
+
 def _with_links(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [
-        {
-            **row,
-            "trace": ui.trace_link(
-                row.get("trace_id"), span_id=row.get("span_id") or row.get("session_span_id")
-            ),
-        }
+        in_seconds(
+            {
+                **row,
+                "trace": ui.trace_link(
+                    row.get("trace_id"), span_id=row.get("span_id") or row.get("session_span_id")
+                ),
+            }
+        )
         for row in rows
     ]
 
@@ -123,7 +152,7 @@ def register(app: Dash, api: ApiClient) -> None:
             body = api.get("/api/queries", window(range_value, service))
         except ApiReadError as exc:
             return [], ui.read_error(exc)
-        rows = [{**row, "id": row["summary"]} for row in body["queries"]]
+        rows = [in_seconds({**row, "id": row["summary"]}) for row in body["queries"]]
         return rows, _n_plus_one(body["n_plus_one"])
 
     @app.callback(

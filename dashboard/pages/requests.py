@@ -1,5 +1,6 @@
 """Requests: every HTTP route (or server span name) with its rate, errors and percentiles, and
-its responses per status class (2xx/3xx/4xx/5xx: the RED view)."""
+its responses per status class (2xx/3xx/4xx/5xx: the RED view); the busiest routes' p50 and p95
+over time; backup spans (``backup.*``) in a section of their own, apart from HTTP traffic."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ COLUMNS = (
     ui.text("kind", "kind"),
     ui.text("source", "source"),
     ui.number("count", "count", 0),
-    ui.number("rate /s", "rate_per_s"),
+    ui.significant("rate /s", "rate_per_s"),
     ui.number("errors (5xx)", "errors", 0),
     ui.percent("error rate", "error_rate"),
     ui.number("client errors (4xx)", "client_errors", 0),
@@ -30,6 +31,18 @@ COLUMNS = (
     ui.number("p50 ms", "p50_ms"),
     ui.number("p95 ms", "p95_ms"),
     ui.number("p99 ms", "p99_ms"),
+    ui.link("traces", "traces"),
+)
+TOP_ROUTES = 5
+PS = ("p50", "p95", "p99")
+BACKUP_COLUMNS = (
+    ui.text("service", "service"),
+    ui.text("operation", "operation"),
+    ui.number("count", "count", 0),
+    ui.number("failed", "errors", 0),
+    ui.seconds("p50", "p50_s"),
+    ui.seconds("p95", "p95_s"),
+    ui.seconds("p99", "p99_s"),
     ui.link("traces", "traces"),
 )
 
@@ -57,10 +70,11 @@ def register(app: Dash, api: ApiClient) -> None:
     def refresh(range_value: str, service: str, _tick: int) -> Any:
         params = window(range_value, service)
         try:
-            operations = api.get("/api/operations", params)["operations"]
+            found = api.get("/api/operations", {**params, "top": TOP_ROUTES})
             series = api.get("/api/summary", params)["series"]
         except ApiReadError as exc:
             return ui.read_error(exc)
+        operations = found["operations"]
         rows = [
             {
                 **row,
@@ -96,7 +110,46 @@ def register(app: Dash, api: ApiClient) -> None:
                     ),
                 ]
             ),
+            ui.graph(id="requests-route-latency", figure=_route_latency(found["series"])),
+            _backups(found["backups"]),
         ]
+
+
+def _route_latency(series: list[dict[str, Any]]) -> Any:
+    figure = figures.percentiles_figure(
+        series,
+        group_by="operation",
+        title=f"Latency per route, p50 / p95 (the {TOP_ROUTES} busiest)",
+        percentiles=figures.PERCENTILES[:2],
+    )
+    # Two lines per route: the legend goes below the plot, where long routes fit.
+    figure.update_layout(
+        height=420,
+        legend={"orientation": "h", "x": 0, "xanchor": "left", "y": -0.15, "yanchor": "top"},
+        xaxis={"title": {"text": None}},
+    )
+    return figure
+
+
+def _backups(backups: list[dict[str, Any]]) -> html.Div:
+    rows = [
+        {
+            **row,
+            **{f"{p}_s": None if row[f"{p}_ms"] is None else row[f"{p}_ms"] / 1000 for p in PS},
+            "traces": _traces_link(row),
+        }
+        for row in backups
+    ]
+    return ui.section(
+        "Backup operations",
+        html.P(
+            "Spans of the backup runs (backup.*), kept apart from the HTTP operations above.",
+            className="text-muted",
+        ),
+        ui.table("requests-backups", BACKUP_COLUMNS, rows)
+        if rows
+        else ui.notice("No backup spans in this time range."),
+    )
 
 
 PAGE = Page(path="/requests", title="Requests", layout=layout, register=register)

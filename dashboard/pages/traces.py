@@ -161,7 +161,7 @@ def _span_rows(trace: dict[str, Any], flagged: set[str]) -> list[dict[str, Any]]
 
 def _waterfall(trace: dict[str, Any], selected: str | None) -> list[Any]:
     findings = trace.get("n_plus_one") or []
-    flagged = figures.n_plus_one_span_ids(trace["spans"], findings)
+    flagged = figures.n_plus_one_span_ids(findings)
     alerts = [
         dbc.Alert(
             [

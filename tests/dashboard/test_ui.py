@@ -38,7 +38,9 @@ from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.ui import WebDriverWait
 
 from dashboard.app import create_app
+from dashboard.otlp import LogRecord
 from dashboard.settings import DashboardSettings
+from dashboard.store import TelemetryStore
 from tests.dashboard import otlp_bodies, ui_telemetry
 from tests.dashboard.ui_telemetry import Sent
 
@@ -253,6 +255,10 @@ def test_every_page_renders_with_data(browser: WebDriver, dashboard: Running, pa
         _element(browser, "#queries-detail-title", ui_telemetry.SLOW_QUERY)
     if page == "transactions":
         _element(browser, "#transactions-outcomes", "commit")
+    if page == "logs":
+        # The screenshot shows a record's detail.
+        _click(browser, _holding("#logs-table td", ui_telemetry.ERROR_MESSAGE), "the error")
+        _element(browser, "#logs-detail-table", "http.route")
     if page == "backups":
         state = _element(browser, "#backups-state", "Last good backup")
         assert "alert-success" in state.get_attribute("class")
@@ -264,8 +270,7 @@ def test_every_page_renders_with_data(browser: WebDriver, dashboard: Running, pa
         browser.get(f"{dashboard.base}/traces?trace={dashboard.sent.n_plus_one_trace_id}")
         _element(browser, ".n-plus-one", "N+1")
         _element(browser, "#traces-table", "GET /api/tags")
-    if page != "logs":
-        _wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, ".js-plotly-plot"), "a plot")
+    _wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, ".js-plotly-plot"), "a plot")
     _no_errors(browser)
     _screenshot(browser, page)
 
@@ -312,6 +317,12 @@ def test_n_plus_one_is_flagged_on_queries_and_in_its_waterfall(
     assert isinstance(flagged, list) and len(flagged) == 1
     assert flagged[0]["name"] == "N+1 statement"
     assert len(flagged[0]["y"]) == 7, "the seven repeated statements are highlighted"
+    # The page draws the API's finding, and nothing it worked out itself.
+    finding = requests.get(f"{dashboard.base}/api/traces/{trace_id}", timeout=5).json()
+    (found,) = finding["n_plus_one"]
+    assert set(flagged[0]["customdata"]) == set(found["span_ids"])
+    listed = requests.get(f"{dashboard.base}/api/queries", timeout=5).json()["n_plus_one"]
+    assert [(n["trace_id"], n["count"]) for n in listed] == [(trace_id, found["count"])]
 
 
 def test_a_log_line_leads_to_its_trace(browser: WebDriver, dashboard: Running) -> None:
@@ -501,3 +512,132 @@ def test_requests_show_each_route_by_status_class(browser: WebDriver, dashboard:
     posts = _row_by_header(browser, "#requests-table", "POST /api/recordings")
     assert posts["5xx"] == "1" and posts["4xx"] == "0" and int(posts["2xx"].replace(",", "")) > 100
     _no_errors(browser)
+
+
+def _column(driver: WebDriver, table: str, column_id: str) -> list[str]:
+    """The text of ``column_id``'s cells in ``table``, top to bottom as shown."""
+    return list(
+        driver.execute_script(
+            "return Array.from(document.querySelectorAll("
+            "  arguments[0] + ' td[data-dash-column=\"' + arguments[1] + '\"]'"
+            ")).map(c => c.textContent.trim());",
+            table,
+            column_id,
+        )
+    )
+
+
+def _sort_icon(driver: WebDriver, table: str, column_id: str) -> str:
+    return str(
+        driver.execute_script(
+            "const h = document.querySelector(arguments[0] + ' th[data-dash-column=\"'"
+            "  + arguments[1] + '\"] .column-header--sort svg');"
+            "return h ? h.getAttribute('data-icon') : '';",
+            table,
+            column_id,
+        )
+    )
+
+
+def test_queries_show_microseconds_and_rank_by_total_time(
+    browser: WebDriver, dashboard: Running
+) -> None:
+    browser.get(dashboard.base + "/queries")
+    _element(browser, "#queries-table", ui_telemetry.FAST_QUERY)
+    try:
+        row = _row_by_header(browser, "#queries-table", ui_telemetry.FAST_QUERY)
+        for column in ("p50", "mean"):
+            assert row[column].endswith("µs"), row
+            assert 25 <= float(row[column].removesuffix("µs")) <= 50, row
+        assert _sort_icon(browser, "#queries-table", "total_s") == "sort-down"
+        api = requests.get(f"{dashboard.base}/api/queries", timeout=5).json()["queries"]
+        by_total = [q["summary"] for q in sorted(api, key=lambda q: -q["total_ms"])]
+        assert _column(browser, "#queries-table", "summary") == by_total
+        # Descending, unsorted, then ascending: the values sort as numbers, not as "37µs" text.
+        for _ in range(2):
+            _click(browser, _first('th[data-dash-column="total_s"] .column-header--sort'), "sort")
+        _wait(
+            browser,
+            lambda d: _sort_icon(d, "#queries-table", "total_s") == "sort-up",
+            "the ascending sort",
+        )
+        assert _column(browser, "#queries-table", "summary") == by_total[::-1]
+        _no_errors(browser)
+    finally:
+        browser.execute_script("window.sessionStorage.clear();")
+
+
+def _plot_traces(driver: WebDriver, graph: str) -> list[str]:
+    names = driver.execute_script(
+        "const g = document.querySelector(arguments[0] + ' .js-plotly-plot');"
+        "return g && g.data ? g.data.map(t => t.name) : [];",
+        graph,
+    )
+    return [str(n) for n in names]
+
+
+def test_requests_show_latency_per_route_and_backup_spans_apart(
+    browser: WebDriver, dashboard: Running
+) -> None:
+    browser.get(dashboard.base + "/requests")
+    _element(browser, "#requests-table", "POST /api/recordings")
+    traces = _wait(
+        browser, lambda d: _plot_traces(d, "#requests-route-latency"), "the per-route latency"
+    )
+    assert isinstance(traces, list)
+    for route in ("GET /api/recordings", "POST /api/recordings", "GET /api/tags"):
+        assert {f"{route} p50", f"{route} p95"} <= set(traces), traces
+    assert not [t for t in traces if t.endswith("p99")]
+    backups = _element(browser, "#requests-backups", "backup.restore")
+    assert "vrp-scheduler" in backups.text
+    operations = browser.find_element(By.CSS_SELECTOR, "#requests-table").text
+    assert "backup." not in operations
+    _no_errors(browser)
+
+
+def test_a_log_record_shows_every_attribute_and_the_volume_per_level(
+    browser: WebDriver, dashboard: Running
+) -> None:
+    browser.get(dashboard.base + "/logs")
+    _click(browser, _holding("#logs-table td", ui_telemetry.ERROR_MESSAGE), "the error record")
+    detail = _element(browser, "#logs-detail-table", ui_telemetry.ERROR_MESSAGE)
+    fields = _row_by_header(browser, "#logs-detail-table", "http.route")
+    assert fields == {"field": "http.route", "value": "/api/recordings"}
+    assert "ERROR" in detail.text and dashboard.sent.error_trace_id in detail.text
+    levels = _wait(browser, lambda d: _plot_traces(d, "#logs-volume"), "the volume histogram")
+    assert isinstance(levels, list)
+    assert {"INFO", "ERROR"} <= set(levels), levels
+    spelled = set(_column(browser, "#logs-table", "level"))
+    assert spelled and spelled <= {"INFO", "WARNING", "ERROR", "CRITICAL"}, spelled
+    _no_errors(browser)
+
+
+def test_logs_page_past_200_records(browser: WebDriver, tmp_path: Path) -> None:
+    store_url = f"sqlite:///{tmp_path / 'logs.db'}"
+    runner, base = _serve(DashboardSettings(store_url=store_url))
+    store = TelemetryStore(store_url)
+    try:
+        now = time.time_ns()
+        store.write_logs(
+            [
+                LogRecord(now - i * 10**9, "vrp-api", 9, "INFO", f"record {i:03d}", None, None, {})
+                for i in range(450)
+            ]
+        )
+        browser.get(f"{base}/logs")
+        _element(browser, "#logs-position", "records 1-100 of 450")
+        assert browser.find_element(By.ID, "logs-newer").get_attribute("disabled")
+        for first in (101, 201, 301, 401):
+            _click(browser, _first("#logs-older:not([disabled])"), "older")
+            last = min(first + 99, 450)
+            _element(browser, "#logs-position", f"records {first}-{last} of 450")
+        _element(browser, "#logs-table", "record 449")
+        assert browser.find_element(By.ID, "logs-older").get_attribute("disabled")
+        shown = _column(browser, "#logs-table", "message")
+        assert shown == [f"record {i:03d}" for i in range(400, 450)]
+        _click(browser, _first("#logs-newer:not([disabled])"), "newer")
+        _element(browser, "#logs-position", "records 301-400 of 450")
+        _no_errors(browser)
+    finally:
+        store.dispose()
+        runner.stop()

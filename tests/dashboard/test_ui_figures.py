@@ -64,13 +64,14 @@ def _trace() -> dict[str, Any]:
         "count": 5,
         "service": "vrp-api",
         "start": "2026-11-28T20:00:00+00:00",
+        "span_ids": [f"{i:016x}" for i in range(5)],
     }
     return {"trace_id": "e" * 32, "spans": spans, "n_plus_one": [finding]}
 
 
-def test_n_plus_one_spans_are_the_repeated_statements_below_the_session() -> None:
+def test_n_plus_one_spans_are_the_ones_the_api_names() -> None:
     trace = _trace()
-    flagged = figures.n_plus_one_span_ids(trace["spans"], trace["n_plus_one"])
+    flagged = figures.n_plus_one_span_ids(trace["n_plus_one"])
     assert flagged == {f"{i:016x}" for i in range(5)}
 
 

@@ -2,10 +2,11 @@
 
 :func:`send_stack_telemetry` plays a small day of the stack into a running dashboard: the API's
 requests (server, session, transaction and statement spans, one request with an N+1 and one slow
-statement, one failing request), its duration histograms (base-2 exponential, as the
-instrumentation exports them), pool and retry metrics, log records with trace ids, and the
-scheduler's backup runs with its last-success gauge. Everything goes through the SDK's own OTLP
-exporters, so the dashboard sees exactly what a real service sends.
+statement, one failing request, a sub-millisecond statement in every read), its duration
+histograms (base-2 exponential, as the instrumentation exports them), pool and retry metrics,
+log records with trace ids, and the scheduler's backup runs with its last-success gauge and a
+restore drill. Everything goes through the SDK's own OTLP exporters, so the dashboard sees
+exactly what a real service sends.
 """
 
 from __future__ import annotations
@@ -47,6 +48,10 @@ SLOW_QUERY_TEXT = (
     "ORDER BY recordings.created_at DESC LIMIT ?"
 )
 N_PLUS_ONE_TEXT = "SELECT tags.name FROM tags WHERE tags.recording_id = ?"
+# A sub-millisecond statement (tens of microseconds, as an indexed SQLite lookup takes).
+FAST_QUERY = "SELECT settings"
+FAST_QUERY_TEXT = "SELECT settings.value FROM settings WHERE settings.key = ?"
+RESTORE_ID = "backup-3"
 CLIENT_ERROR_ROUTE = "/api/recordings/<recording_id>"
 ERROR_MESSAGE = "storage unavailable while writing the audio"
 BACKUP_REPOSITORY = {
@@ -270,7 +275,10 @@ def _api(endpoint: str, now: int) -> Sent:
                     method="GET",
                     route="/api/recordings",
                     start=at + 300 * MS,
-                    statements=[(*select, random.lognormvariate(1, 0.5))],
+                    statements=[
+                        (FAST_QUERY, FAST_QUERY_TEXT, random.uniform(0.03, 0.045)),
+                        (*select, random.lognormvariate(1, 0.5)),
+                    ],
                 )
                 wait.record(random.lognormvariate(-8, 1), pool)
             new_used, new_idle = random.randint(0, 4), random.randint(2, 5)
@@ -362,6 +370,13 @@ def _backups(endpoint: str, now: int) -> None:
         )
         meter.export_at(now - 60 * 1_000_000_000)
         logger.info("backup backup-3 verified")
+        # A restore drill half an hour ago: a backup span of the last hour, no HTTP operation.
+        restore_start = now - 1800 * 1_000_000_000
+        restore = tracer.start_span(
+            c.BACKUP_RESTORE_SPAN, kind=SpanKind.INTERNAL, start_time=restore_start
+        )
+        restore.set_attributes({c.VRP_BACKUP_ID: RESTORE_ID, c.VRP_BACKUP_STATUS: "success"})
+        restore.end(end_time=restore_start + 2500 * MS)
 
 
 def send_stack_telemetry(endpoint: str) -> Sent:
