@@ -257,13 +257,33 @@ class TraceSummary(_Body):
     n_plus_one = _required(fields.Boolean)
 
 
+class TraceSearch(_Body):
+    attributes = _list(fields.String(), "the attribute conditions, as given")
+    scan_limit_spans = _required(fields.Integer, "the most spans an attribute search reads")
+    searched_since = _nullable(
+        Time, "set when the range held more spans: traces that started before were not searched"
+    )
+
+
 class TracesResponse(_Body):
     traces = _list(TraceSummary, "slowest first")
+    offset = _required(fields.Integer)
+    limit = _required(fields.Integer)
+    has_more = _required(fields.Boolean, "more traces follow this page")
+    next_offset = _nullable(fields.Integer, "the offset of the next page")
+    search = fields.Nested(TraceSearch, required=True)
+    operations = _list(fields.String(), "root span names, to suggest as operations")
 
 
 class SpanEvent(_Body):
     name = _required(fields.String)
     time = _required(Time)
+    attributes = _required(fields.Dict)
+
+
+class SpanLink(_Body):
+    trace_id = _required(fields.String)
+    span_id = _required(fields.String)
     attributes = _required(fields.Dict)
 
 
@@ -279,6 +299,7 @@ class Span(_Body):
     status = _required(fields.String, "ok or error")
     attributes = _required(fields.Dict)
     events = _list(SpanEvent)
+    links = _list(SpanLink)
     depth = _required(fields.Integer)
 
 
