@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +40,8 @@ MAX_TOKEN_LENGTH = 4096
 SUPPORTED_STORES = ("sqlite", "postgresql")
 _DURATION = re.compile(r"^\s*+(\d++(?:\.\d++)?)\s*+([smhd]?)\s*+$")
 _UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+_RULE_NAMES = re.compile(r"^[A-Za-z0-9_, ]{0,1000}$")
+_RULE_NAMES_ERROR = "must be built-in rule names separated by commas, e.g. ServiceSilent,SlowRoute"
 
 
 def parse_interval(value: str) -> float:
@@ -124,6 +126,40 @@ class DashboardSettingsSchema(ma.Schema):
         load_default=10, validate=validate.Range(1, 3600)
     )
     VRP_DASHBOARD_METRICS_ENABLED = fields.Boolean(load_default=False)
+    # Alerts (dashboard.alerts): how often rules are evaluated, the user's rules file and the
+    # thresholds of the built-in rules.
+    VRP_DASHBOARD_ALERT_INTERVAL = _Interval(load_default=30.0)
+    VRP_DASHBOARD_ALERT_RULES = fields.String(load_default=None, validate=validate.Length(1, 4096))
+    VRP_DASHBOARD_ALERT_WINDOW = _Interval(load_default=300.0)
+    VRP_DASHBOARD_ALERT_ERROR_RATE = fields.Float(
+        load_default=0.05, validate=validate.Range(min=0, max=1, min_inclusive=False)
+    )
+    VRP_DASHBOARD_ALERT_P95_MS = fields.Float(
+        load_default=1000.0, validate=validate.Range(min=0, min_inclusive=False)
+    )
+    VRP_DASHBOARD_ALERT_MIN_REQUESTS = fields.Integer(load_default=10, validate=validate.Range(1))
+    VRP_DASHBOARD_ALERT_SILENT_AFTER = _Interval(load_default=600.0)
+    VRP_DASHBOARD_ALERT_BACKUP_GRACE = _Interval(load_default=3600.0)
+    VRP_DASHBOARD_ALERT_DISABLED = fields.String(
+        load_default="", validate=validate.Regexp(_RULE_NAMES, error=_RULE_NAMES_ERROR)
+    )
+
+
+@dataclass(frozen=True)
+class AlertSettings:
+    """How alert rules are evaluated (:mod:`dashboard.alerts`); ``rules`` are the user's rules
+    read from ``rules_file`` (``dashboard.alerts.rules.Rule``), validated with the settings."""
+
+    interval_seconds: float = 30.0
+    rules_file: str | None = None
+    rules: tuple[Any, ...] = ()
+    window_seconds: float = 300.0
+    error_rate: float = 0.05
+    p95_ms: float = 1000.0
+    min_requests: int = 10
+    silent_after_seconds: float = 600.0
+    backup_grace_seconds: float = 3600.0
+    disabled: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -149,6 +185,7 @@ class DashboardSettings:
     refresh_seconds: int = 10
     # Serve /metrics to Prometheus (dashboard.prometheus).
     metrics_enabled: bool = False
+    alerts: AlertSettings = field(default_factory=AlertSettings)
 
     def __repr__(self) -> str:
         # The token must never reach a log line through a repr.
@@ -206,4 +243,41 @@ def load_dashboard_settings(
         backup_interval_seconds=data["VRP_DASHBOARD_BACKUP_INTERVAL"],
         refresh_seconds=data["VRP_DASHBOARD_REFRESH_SECONDS"],
         metrics_enabled=data["VRP_DASHBOARD_METRICS_ENABLED"],
+        alerts=_alert_settings(data, cwd or Path.cwd()),
+    )
+
+
+def _alert_settings(data: dict[str, Any], cwd: Path) -> AlertSettings:
+    """The ``VRP_DASHBOARD_ALERT_*`` values, with the rules file read and validated.
+
+    Raises :class:`DashboardConfigError` naming the variable and the file, the rule and the
+    field of a bad rules file, or a disabled rule name that is not a built-in rule.
+    """
+    from dashboard.alerts.builtin import BUILTIN_NAMES
+    from dashboard.alerts.rules import load_rules_file
+
+    disabled = frozenset(n.strip() for n in data["VRP_DASHBOARD_ALERT_DISABLED"].split(",")) - {""}
+    unknown = sorted(disabled - set(BUILTIN_NAMES))
+    if unknown:
+        raise DashboardConfigError(
+            f"VRP_DASHBOARD_ALERT_DISABLED={data['VRP_DASHBOARD_ALERT_DISABLED']!r}: "
+            f"{unknown[0]} is not a built-in rule (they are {', '.join(BUILTIN_NAMES)})"
+        )
+    rules_file = data["VRP_DASHBOARD_ALERT_RULES"]
+    rules: tuple[Any, ...] = ()
+    if rules_file is not None:
+        path = Path(rules_file)
+        rules_file = str(path if path.is_absolute() else (cwd / path).resolve())
+        rules = load_rules_file(Path(rules_file), reserved=BUILTIN_NAMES)
+    return AlertSettings(
+        interval_seconds=data["VRP_DASHBOARD_ALERT_INTERVAL"],
+        rules_file=rules_file,
+        rules=rules,
+        window_seconds=data["VRP_DASHBOARD_ALERT_WINDOW"],
+        error_rate=data["VRP_DASHBOARD_ALERT_ERROR_RATE"],
+        p95_ms=data["VRP_DASHBOARD_ALERT_P95_MS"],
+        min_requests=data["VRP_DASHBOARD_ALERT_MIN_REQUESTS"],
+        silent_after_seconds=data["VRP_DASHBOARD_ALERT_SILENT_AFTER"],
+        backup_grace_seconds=data["VRP_DASHBOARD_ALERT_BACKUP_GRACE"],
+        disabled=disabled,
     )
