@@ -22,7 +22,6 @@ Each reads what the page that explains it reads, over the alert window
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from datetime import UTC, datetime
 from urllib.parse import urlencode
@@ -62,7 +61,8 @@ def backup_overdue(context: Context) -> list[Sample]:
         if age is not None and age <= limit:
             continue
         labels = _repository_labels(repository["repository_id"], repository["database"])
-        samples.append(Sample(labels, age, "/backups"))
+        never = {"summary": f"No successful backup of {labels['database']} yet"}
+        samples.append(Sample(labels, age, "/backups", never if age is None else {}))
     return samples
 
 
@@ -248,8 +248,3 @@ def builtin_rules(settings: AlertSettings) -> tuple[Rule, ...]:
         for name, severity, summary, for_seconds, active, description in _BUILTIN
         if name not in settings.disabled
     )
-
-
-def finite(value: float | None) -> float | None:
-    """``value`` as JSON can carry it (an infinite or NaN value becomes None)."""
-    return value if value is None or math.isfinite(value) else None

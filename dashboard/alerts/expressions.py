@@ -11,6 +11,7 @@ gauge's value received last.
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
@@ -98,7 +99,7 @@ def user_rule(data: dict[str, Any]) -> Rule:
         samples = []
         for key, acc in sorted(totals.items()):
             value = _value(acc, aggregate, window_s)
-            if value is None or not compare(value, threshold):
+            if value is None or not math.isfinite(value) or not compare(value, threshold):
                 continue
             labels = dict(zip(group_by, key, strict=True))
             samples.append(Sample(labels, value, _url(data, labels)))

@@ -23,12 +23,12 @@ COLUMNS = (
     ui.text("state", "state"),
     ui.text("severity", "severity"),
     ui.text("rule", "rule"),
-    ui.text("labels", "labels_text"),
-    ui.time("since (UTC)", "since"),
-    ui.number("value", "value", 3),
-    ui.text("summary", "summary"),
     ui.link("explained by", "link"),
     ui.text("silenced", "silenced_text"),
+    ui.time("since (UTC)", "since"),
+    ui.text("summary", "summary"),
+    ui.number("value", "value", 3),
+    ui.text("labels", "labels_text"),
 )
 SILENCE_COLUMNS = (
     ui.text("rule", "rule_text"),
@@ -61,17 +61,14 @@ def layout() -> html.Div:
                     dbc.Row(
                         [
                             dbc.Col(
-                                dcc.Dropdown(
-                                    id="alerts-silence-rule", placeholder="rule to silence"
-                                ),
+                                dbc.Select(id="alerts-silence-rule", placeholder="rule to silence"),
                                 md=4,
                             ),
                             dbc.Col(
-                                dcc.Dropdown(
+                                dbc.Select(
                                     id="alerts-silence-duration",
                                     options=[{"label": t, "value": v} for v, t in DURATIONS],
                                     value="1h",
-                                    clearable=False,
                                 ),
                                 md=2,
                             ),
