@@ -33,6 +33,7 @@ from dashboard.alerts.store import AlertStore, Silence
 from dashboard.receiver import REJECTED_KEY
 from dashboard.settings import DashboardSettings
 from dashboard.store import TelemetryStore
+from instrumentation import conventions as names
 
 logger = logging.getLogger(__name__)
 RECEIVER_PREFIX = "/v1/"
@@ -174,7 +175,11 @@ class AlertEvaluator:
                     "alert %s %s",
                     transition.rule,
                     transition.to_state,
-                    extra={"alert.fingerprint": transition.fingerprint},
+                    extra={
+                        names.VRP_ALERT_RULE: transition.rule,
+                        names.VRP_ALERT_FINGERPRINT: transition.fingerprint,
+                        names.VRP_ALERT_STATE: transition.to_state,
+                    },
                 )
         return events
 

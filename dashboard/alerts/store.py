@@ -97,6 +97,10 @@ class AlertStore:
         """One evaluation's outcome: alerts upserted, gone ones deleted, transitions added."""
         gone = list(gone)
         rows = [_row(alert) for alert in alerts]
+        if not rows and not transitions and not gone:
+            # A quiet evaluation takes no write lock (on SQLite the receiver's writer waits for
+            # it); what it would prune goes with the next one that writes.
+            return
 
         def work(conn: sa.Connection) -> None:
             if gone:
