@@ -58,13 +58,15 @@ def _group_value(found: Series, key: str) -> str:
     return "" if value is None else str(value)
 
 
-def _url(data: dict[str, Any], labels: dict[str, str]) -> str:
-    """Where to look: the traces of the route or span when there is one, else Requests."""
-    route = labels.get(names.HTTP_ROUTE) or data["filter"].get("route")
+def _url(data: dict[str, Any], labels: dict[str, str], wanted: dict[str, Any]) -> str:
+    """Where to look: the traces of the span, or of the route when its method is known (a
+    server span is named ``METHOD route``); else the page of the metric."""
     if data.get("span"):
         return "/traces?" + urlencode({"operation": data["span"]})
-    if route:
-        return "/traces?" + urlencode({"operation": route})
+    route = labels.get(names.HTTP_ROUTE) or wanted.get(names.HTTP_ROUTE)
+    method = labels.get(names.HTTP_REQUEST_METHOD) or wanted.get(names.HTTP_REQUEST_METHOD)
+    if route and method:
+        return "/traces?" + urlencode({"operation": f"{method} {route}"})
     if data["metric"].startswith("db.client.connection") or data["metric"].startswith("vrp.db"):
         return "/transactions"
     if data["metric"].startswith("db."):
@@ -102,7 +104,7 @@ def user_rule(data: dict[str, Any]) -> Rule:
             if value is None or not math.isfinite(value) or not compare(value, threshold):
                 continue
             labels = dict(zip(group_by, key, strict=True))
-            samples.append(Sample(labels, value, _url(data, labels)))
+            samples.append(Sample(labels, value, _url(data, labels, wanted)))
         return samples
 
     expression = (

@@ -8,6 +8,7 @@ import os
 import time
 from collections.abc import Iterator
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import requests
@@ -18,6 +19,7 @@ from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import Resource
 
 from backup.telemetry import STATUS_FAILED, STATUS_SUCCESS
+from dashboard.alerts.rules import load_rules_file
 from dashboard.settings import AlertSettings, DashboardSettings
 from dashboard.store import TelemetryStore
 from instrumentation import conventions as c
@@ -253,3 +255,62 @@ def test_a_disabled_builtin_rule_is_not_evaluated(store: TelemetryStore) -> None
     for live in serve(settings, store):
         names = [r["name"] for r in live.get("/api/alerts/rules")["rules"]]
         assert "ServiceSilent" not in names and "BackupOverdue" in names
+
+
+def test_a_rule_of_the_rules_file_fires_on_the_metric_it_names(
+    store: TelemetryStore, tmp_path: Path
+) -> None:
+    (tmp_path / "rules.yaml").write_text(RULES)
+    rules = load_rules_file(tmp_path / "rules.yaml")
+    settings = DashboardSettings(store_url=store.url, alerts=AlertSettings(rules=rules))
+    for live in serve(settings, store):
+        meters = _Meters(live.url, "vrp-api")
+        histogram = meters.meter.create_histogram(c.HTTP_SERVER_REQUEST_DURATION, unit="s")
+        for method, seconds in (("POST", 1.2), ("GET", 0.05)):
+            attributes = {
+                c.HTTP_REQUEST_METHOD: method,
+                c.HTTP_ROUTE: "/api/recordings",
+                c.HTTP_RESPONSE_STATUS_CODE: 201 if method == "POST" else 200,
+            }
+            for _ in range(30):
+                histogram.record(seconds, attributes)
+        meters.export()
+
+        now = time.time()
+        assert not _firing(live, "SlowUploads", now), "for: 2m"
+        firing = _firing(live, "SlowUploads", now + 120)
+        assert not _firing(live, "FastLists", now + 120), "the GET series are not POST's"
+
+    assert list(firing) == ["service=vrp-api,team=backend"]
+    alert = firing["service=vrp-api,team=backend"]
+    assert 1150 < alert["value"] < 1250, "p95 in ms"
+    assert alert["severity"] == "critical"
+    assert alert["url"] == "/traces?operation=POST+%2Fapi%2Frecordings"
+    assert (
+        alert["annotations"]["summary"] == f"p95 of uploads on vrp-api is {alert['value']:.4g} ms"
+    )
+
+
+RULES = """\
+rules:
+  - name: SlowUploads
+    metric: http.server.request.duration
+    filter:
+      service: vrp-api
+      route: /api/recordings
+      attributes: {http.request.method: POST}
+    aggregate: p95
+    window: 10m
+    condition: "> 800"
+    for: 2m
+    severity: critical
+    labels: {team: backend}
+    annotations:
+      summary: "p95 of uploads on {{ $labels.service }} is {{ $value }} ms"
+  - name: FastLists
+    metric: http.server.request.duration
+    filter: {attributes: {http.request.method: GET}}
+    aggregate: p95
+    window: 10m
+    condition: "> 100"
+"""
