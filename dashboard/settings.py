@@ -137,9 +137,11 @@ class DashboardSettingsSchema(ma.Schema):
     VRP_DASHBOARD_ALERT_P95_MS = fields.Float(
         load_default=1000.0, validate=validate.Range(min=0, min_inclusive=False)
     )
-    VRP_DASHBOARD_ALERT_MIN_REQUESTS = fields.Integer(load_default=10, validate=validate.Range(1))
+    VRP_DASHBOARD_ALERT_MIN_REQUESTS = fields.Integer(load_default=20, validate=validate.Range(1))
     VRP_DASHBOARD_ALERT_SILENT_AFTER = _Interval(load_default=600.0)
-    VRP_DASHBOARD_ALERT_BACKUP_GRACE = _Interval(load_default=3600.0)
+    # Unset: as long as the interval, so that the alert agrees with the Backups page's
+    # "overdue" (twice the interval) and with docker/prometheus/rules.yml.
+    VRP_DASHBOARD_ALERT_BACKUP_GRACE = _Interval(load_default=None)
     VRP_DASHBOARD_ALERT_DISABLED = fields.String(
         load_default="", validate=validate.Regexp(_RULE_NAMES, error=_RULE_NAMES_ERROR)
     )
@@ -156,9 +158,10 @@ class AlertSettings:
     window_seconds: float = 300.0
     error_rate: float = 0.05
     p95_ms: float = 1000.0
-    min_requests: int = 10
+    min_requests: int = 20
     silent_after_seconds: float = 600.0
-    backup_grace_seconds: float = 3600.0
+    # None: the expected backup interval (VRP_DASHBOARD_BACKUP_INTERVAL).
+    backup_grace_seconds: float | None = None
     disabled: frozenset[str] = frozenset()
 
 

@@ -4,7 +4,8 @@ Each reads what the page that explains it reads, over the alert window
 (``VRP_DASHBOARD_ALERT_WINDOW``, 5 minutes), so an alert and its page agree:
 
 * ``BackupOverdue`` per repository: no successful backup for longer than the expected interval
-  (``VRP_DASHBOARD_BACKUP_INTERVAL``) plus ``VRP_DASHBOARD_ALERT_BACKUP_GRACE``;
+  (``VRP_DASHBOARD_BACKUP_INTERVAL``) plus ``VRP_DASHBOARD_ALERT_BACKUP_GRACE`` (by default the
+  interval again: twice the interval, when the Backups page says "overdue");
 * ``BackupFailed`` per repository: its newest run failed (resolved by a newer good run);
 * ``HighErrorRate`` per service: the share of 5xx answers above ``VRP_DASHBOARD_ALERT_ERROR_RATE``
   over at least ``VRP_DASHBOARD_ALERT_MIN_REQUESTS`` requests;
@@ -50,7 +51,8 @@ def _repository_labels(repository_id: str | None, database: str | None) -> dict[
 
 def backup_overdue(context: Context) -> list[Sample]:
     expected = context.settings.backup_interval_seconds
-    limit = expected + context.settings.alerts.backup_grace_seconds
+    grace = context.settings.alerts.backup_grace_seconds
+    limit = expected + (expected if grace is None else grace)
     now_ns = int(context.now * NS)
     status = backup_status.backups(
         context.store, now_ns, now_ns, expected, datetime.fromtimestamp(context.now, UTC)
@@ -200,7 +202,7 @@ _BUILTIN: tuple[tuple[str, str, str, float, Callable[[Context], list[Sample]], s
         "SlowRoute",
         "warning",
         "p95 of {{ $labels.operation }} is {{ $value }} ms",
-        300.0,
+        600.0,
         slow_route,
         "p95 latency over the alert window > threshold, per service and route",
     ),
