@@ -31,6 +31,7 @@ import sqlalchemy as sa
 
 from dashboard import backup_status, queries
 from dashboard.alerts.rules import Context, Rule, Sample
+from dashboard.otlp import SPAN_KIND_SERVER
 from dashboard.schema import backup_runs, services_seen
 from dashboard.settings import AlertSettings
 from instrumentation import conventions as names
@@ -96,29 +97,53 @@ def backup_failed(context: Context) -> list[Sample]:
 
 def high_error_rate(context: Context) -> list[Sample]:
     settings = context.settings.alerts
-    body = queries.summary(context.store, _window(context))
+    window = _window(context)
+    # The totals of /api/summary's services, without its series over time.
+    with context.store.read() as conn:
+        metric_series, span_series = queries._duration_series(
+            conn, window, names.HTTP_SERVER_REQUEST_DURATION, [SPAN_KIND_SERVER], source="total"
+        )
+        totals = queries._totals(conn, span_series, window, queries._service)
+        totals.update(queries._totals(conn, metric_series, window, queries._service))
     samples = []
-    for entry in body["services"]:
-        rate = entry["error_rate"]
-        if entry["count"] < settings.min_requests or rate is None or rate <= settings.error_rate:
+    for service, acc in sorted(totals.items()):
+        if acc.count < settings.min_requests:
             continue
-        samples.append(Sample({"service": entry["service"]}, rate, "/requests"))
+        rate = acc.errors / acc.count
+        if rate > settings.error_rate:
+            samples.append(Sample({"service": service}, rate, "/requests"))
     return samples
 
 
 def slow_route(context: Context) -> list[Sample]:
     settings = context.settings.alerts
-    body = queries.operations(context.store, _window(context))
+    window = _window(context)
+    # /api/operations' server operations, without its other span kinds.
+    with context.store.read() as conn:
+        metric_series, span_series = queries._duration_series(
+            conn, window, names.HTTP_SERVER_REQUEST_DURATION, [SPAN_KIND_SERVER]
+        )
+        totals = queries._totals(
+            conn, span_series, window, lambda found: (found.service, found.name)
+        )
+        totals.update(
+            queries._totals(
+                conn,
+                metric_series,
+                window,
+                lambda found: (found.service, queries._operation_name(found.attributes)),
+            )
+        )
     samples = []
-    for entry in body["operations"]:
-        p95 = entry["p95_ms"]
-        if entry["kind"] != "SERVER" or entry["count"] < settings.min_requests:
+    for (service, operation), acc in sorted(totals.items()):
+        if acc.count < settings.min_requests:
             continue
+        # All three: with one rollup row the totals carry its stored p50/p95/p99, not buckets.
+        _, p95, _ = acc.percentiles()
         if p95 is None or p95 <= settings.p95_ms:
             continue
-        labels = {"service": entry["service"], "operation": entry["operation"]}
-        url = "/traces?" + urlencode({"operation": entry["operation"]})
-        samples.append(Sample(labels, p95, url))
+        url = "/traces?" + urlencode({"operation": operation})
+        samples.append(Sample({"service": service, "operation": operation}, p95, url))
     return samples
 
 

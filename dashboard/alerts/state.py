@@ -92,9 +92,10 @@ def advance(
 ) -> tuple[list[Alert], list[Transition], list[str]]:
     """The rule's alerts after one evaluation at ``now``.
 
-    ``previous`` are the rule's alerts as stored. Returns the alerts to keep (every pending,
-    firing and resolved one), the transitions made, and the fingerprints that went back to
-    inactive (to delete).
+    ``previous`` are the rule's alerts as stored. Returns the alerts to store (every pending
+    and firing one, and those this evaluation resolved; a resolved alert that stays resolved is
+    left as stored), the transitions made, and the fingerprints that went back to inactive (to
+    delete).
     """
     before = {alert.fingerprint: alert for alert in previous}
     kept: list[Alert] = []
@@ -155,6 +156,4 @@ def advance(
             transitions.append(
                 Transition(key, rule.name, old.labels, FIRING, RESOLVED, old.value, now)
             )
-        else:
-            kept.append(old)
     return kept, transitions, gone

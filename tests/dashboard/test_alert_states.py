@@ -30,15 +30,19 @@ class Run:
 
     def __init__(self, rule: Rule) -> None:
         self.rule = rule
-        self.alerts: list[Alert] = []
+        self.stored: dict[str, Alert] = {}
         self.moves: list[tuple[str, str, float]] = []
 
     def at(self, now: float, value: float | None) -> Alert | None:
+        """Evaluate at ``now``; the alert as stored afterwards (the store keeps what is
+        returned, deletes what is gone and leaves the rest as it was)."""
         samples = [] if value is None else [Sample(LABELS, value, "/requests")]
-        self.alerts, transitions, gone = advance(self.rule, samples, self.alerts, now)
-        assert all(a.fingerprint not in gone for a in self.alerts)
+        changed, transitions, gone = advance(self.rule, samples, self.stored.values(), now)
+        for key in gone:
+            del self.stored[key]
+        self.stored.update((alert.fingerprint, alert) for alert in changed)
         self.moves += [(t.from_state, t.to_state, t.at) for t in transitions]
-        return self.alerts[0] if self.alerts else None
+        return next(iter(self.stored.values()), None)
 
 
 def test_a_condition_held_for_the_for_duration_goes_pending_then_fires() -> None:
