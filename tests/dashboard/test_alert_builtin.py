@@ -314,3 +314,18 @@ rules:
     window: 10m
     condition: "> 100"
 """
+
+
+def test_by_default_a_backup_is_overdue_at_twice_the_interval_as_the_backups_page_says(
+    store: TelemetryStore,
+) -> None:
+    settings = DashboardSettings(store_url=store.url, backup_interval_seconds=HOUR)
+    now = time.time()
+    for live in serve(settings, store):
+        with _process(live.url, "vrp-scheduler") as scheduler:
+            scheduler.run("late", "schedule", STACK_A, now - 1.5 * HOUR)
+            scheduler.export()
+        assert not _firing(live, "BackupOverdue", now), "late, not overdue"
+        assert live.get("/api/backups")["state"] == "late"
+        firing = _firing(live, "BackupOverdue", now + 0.6 * HOUR)
+        assert len(firing) == 1
