@@ -14,6 +14,11 @@ What is measured, in one run
     test client over the last 1 h, 24 h and 7 d, ``--repeat`` times each, interleaved between
     the two stores; the figures are median latencies.
 
+``--alerts`` evaluates the dashboard's alert rules (:mod:`dashboard.alerts`) beside the calls, on
+both stores, in a thread per store as the dashboard's evaluator runs, every ``--alert-interval``
+seconds (1 s by default, thirty times as often as the dashboard's default), at the stores' "now";
+the evaluations' own durations are printed too.
+
 ``--stores DIR`` keeps the filled stores in ``DIR`` and reuses them on later runs with the same
 sizes (the calls then end at the time the stores were filled), so that iterating on the read
 side does not refill them; ``--fill-only`` fills and stops, so the filling can run outside a
@@ -30,6 +35,7 @@ import random
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
@@ -160,6 +166,39 @@ def measure(
 
 
 @contextmanager
+def _evaluating(
+    apps: dict[str, Any], interval: float | None, now: float
+) -> Iterator[dict[str, list[float]]]:
+    """Alert evaluations at ``now`` every ``interval`` seconds per app, in threads of their own,
+    while the body runs (none when ``interval`` is None); yields their durations in ms."""
+    durations: dict[str, list[float]] = {label: [] for label in apps}
+    if interval is None:
+        yield durations
+        return
+    stop = threading.Event()
+
+    def run(label: str, app: Any) -> None:
+        while not stop.is_set():
+            started = time.perf_counter()
+            app.alerts.evaluate(now)
+            durations[label].append((time.perf_counter() - started) * 1000)
+            stop.wait(interval)
+
+    threads = [
+        threading.Thread(target=run, args=(label, app), name=f"alerts-{label}", daemon=True)
+        for label, app in apps.items()
+    ]
+    for thread in threads:
+        thread.start()
+    try:
+        yield durations
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(60)
+
+
+@contextmanager
 def _folder(kept: Path | None) -> Iterator[Path]:
     if kept is not None:
         kept.mkdir(parents=True, exist_ok=True)
@@ -202,6 +241,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--stores", type=Path, help="keep the filled stores here and reuse them on later runs"
     )
     parser.add_argument("--fill-only", action="store_true", help="fill the stores and stop")
+    parser.add_argument(
+        "--alerts", action="store_true", help="evaluate the alert rules beside the calls"
+    )
+    parser.add_argument(
+        "--alert-interval", type=float, default=1.0, help="seconds between alert evaluations"
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.large, args.small, args.repeat = 12_000, 1_200, 3
@@ -219,7 +264,9 @@ def main(argv: Sequence[str] | None = None) -> None:
             )
             for label, store in stores.items()
         }
-        latencies = measure(apps, args.repeat, until)
+        interval = args.alert_interval if args.alerts else None
+        with _evaluating(apps, interval, now_ns / 1e9) as evaluations:
+            latencies = measure(apps, args.repeat, until)
         for app in apps.values():
             app.store.dispose()
 
@@ -229,6 +276,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         f"large {args.large:,} spans (filled in {seeded['large']:.0f} s), "
         f"7 days each; {args.repeat} calls per cell"
     )
+    if args.alerts:
+        for label in ("small", "large"):
+            spent = evaluations[label]
+            print(
+                f"  alert evaluations beside the calls, {label} store: {len(spent)}, every "
+                f"{args.alert_interval:g} s, median {statistics.median(spent):.1f} ms, "
+                f"max {max(spent):.1f} ms"
+            )
     print(f"  {'call':<18}{'range':>6}{'small ms':>11}{'large ms':>11}{'ratio':>8}  verdict")
     worst_ratio, worst_median = 0.0, 0.0
     for endpoint in ENDPOINTS:

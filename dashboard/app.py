@@ -17,6 +17,7 @@ import flask
 from dash import Input, Output, dcc, html
 
 from dashboard import components as ui
+from dashboard.alert_events import AlertNotifier
 from dashboard.apiclient import ApiClient, ApiReadError
 from dashboard.auth import LOGOUT_PATH, install_auth
 from dashboard.pages import PAGES
@@ -26,6 +27,7 @@ from dashboard.settings import DashboardSettings
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 TITLE = "VRP telemetry"
+ALERTS_BADGE_ID = "nav-alerts-badge"
 
 
 def _navbar(token_required: bool) -> dbc.Navbar:
@@ -60,7 +62,13 @@ def _navbar(token_required: bool) -> dbc.Navbar:
         dbc.Container(
             [
                 dbc.NavbarBrand(TITLE, href="/"),
-                dbc.Nav(links, navbar=True, className="me-auto"),
+                dbc.Nav(links, navbar=True),
+                html.A(
+                    dbc.Badge("0", id=ALERTS_BADGE_ID, color="secondary", pill=True),
+                    href="/alerts",
+                    title="firing alerts not silenced",
+                    className="me-auto nav-alerts",
+                ),
                 html.Div(filters, className="d-flex align-items-center gap-2 filters"),
             ],
             fluid=True,
@@ -97,6 +105,20 @@ def _register_shell(app: dash.Dash, api: ApiClient) -> None:
         return not enabled
 
     @app.callback(
+        Output(ALERTS_BADGE_ID, "children"),
+        Output(ALERTS_BADGE_ID, "color"),
+        Input(REFRESH_ID, "n_intervals"),
+        Input(URL_ID, "pathname"),
+    )
+    def firing(_tick: int, _path: str | None) -> tuple[str, str]:
+        try:
+            counts = api.get("/api/alerts")["counts"]
+        except ApiReadError:
+            return "?", "secondary"
+        shown = counts["firing"] - counts["silenced"]
+        return str(shown), "danger" if shown else "secondary"
+
+    @app.callback(
         Output(SERVICE_ID, "options"), Input(REFRESH_ID, "n_intervals"), Input(RANGE_ID, "value")
     )
     def services(_tick: int, range_value: str) -> list[dict[str, str]]:
@@ -130,16 +152,21 @@ def _no_pages_under(server: flask.Flask, prefixes: tuple[str, ...]) -> None:
 
 
 def create_app(
-    settings: DashboardSettings, *, store: Any = None, server: flask.Flask | None = None
+    settings: DashboardSettings,
+    *,
+    store: Any = None,
+    server: flask.Flask | None = None,
+    notifier: AlertNotifier | None = None,
 ) -> dash.Dash:
     """The whole dashboard: receiver, JSON API, login and UI on one Flask server.
 
-    ``store`` is handed to :func:`dashboard.server.create_server` (tests pass their own);
+    ``store`` and ``notifier`` are handed to :func:`dashboard.server.create_server` (tests pass
+    their own store);
     ``server`` mounts the UI on a server built elsewhere instead. The server's background work
     is not started here; see :mod:`dashboard.cli`.
     """
     if server is None:
-        server = create_server(settings, store=store)
+        server = create_server(settings, store=store, notifier=notifier)
     install_auth(server, settings)
     app = dash.Dash(
         __name__,

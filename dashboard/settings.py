@@ -12,9 +12,11 @@ was started in.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import marshmallow as ma
 from marshmallow import fields, validate
@@ -39,6 +41,8 @@ PREFIX = "VRP_DASHBOARD_"
 MIN_TOKEN_LENGTH = 32
 MAX_TOKEN_LENGTH = 4096
 SUPPORTED_STORES = ("sqlite", "postgresql")
+_RULE_NAMES = re.compile(r"^[A-Za-z0-9_, ]{0,1000}$")
+_RULE_NAMES_ERROR = "must be built-in rule names separated by commas, e.g. ServiceSilent,SlowRoute"
 
 
 def _validate_store_url(value: str) -> None:
@@ -99,6 +103,43 @@ class DashboardSettingsSchema(NotifySettingsSchema):
         load_default=10, validate=validate.Range(1, 3600)
     )
     VRP_DASHBOARD_METRICS_ENABLED = fields.Boolean(load_default=False)
+    # Alerts (dashboard.alerts): how often rules are evaluated, the user's rules file and the
+    # thresholds of the built-in rules.
+    VRP_DASHBOARD_ALERT_INTERVAL = Interval(load_default=30.0)
+    VRP_DASHBOARD_ALERT_RULES = fields.String(load_default=None, validate=validate.Length(1, 4096))
+    VRP_DASHBOARD_ALERT_WINDOW = Interval(load_default=300.0)
+    VRP_DASHBOARD_ALERT_ERROR_RATE = fields.Float(
+        load_default=0.05, validate=validate.Range(min=0, max=1, min_inclusive=False)
+    )
+    VRP_DASHBOARD_ALERT_P95_MS = fields.Float(
+        load_default=1000.0, validate=validate.Range(min=0, min_inclusive=False)
+    )
+    VRP_DASHBOARD_ALERT_MIN_REQUESTS = fields.Integer(load_default=20, validate=validate.Range(1))
+    VRP_DASHBOARD_ALERT_SILENT_AFTER = Interval(load_default=600.0)
+    # Unset: as long as the interval, so that the alert agrees with the Backups page's
+    # "overdue" (twice the interval) and with docker/prometheus/rules.yml.
+    VRP_DASHBOARD_ALERT_BACKUP_GRACE = Interval(load_default=None)
+    VRP_DASHBOARD_ALERT_DISABLED = fields.String(
+        load_default="", validate=validate.Regexp(_RULE_NAMES, error=_RULE_NAMES_ERROR)
+    )
+
+
+@dataclass(frozen=True)
+class AlertSettings:
+    """How alert rules are evaluated (:mod:`dashboard.alerts`); ``rules`` are the user's rules
+    read from ``rules_file`` (``dashboard.alerts.rules.Rule``), validated with the settings."""
+
+    interval_seconds: float = 30.0
+    rules_file: str | None = None
+    rules: tuple[Any, ...] = ()
+    window_seconds: float = 300.0
+    error_rate: float = 0.05
+    p95_ms: float = 1000.0
+    min_requests: int = 20
+    silent_after_seconds: float = 600.0
+    # None: the expected backup interval (VRP_DASHBOARD_BACKUP_INTERVAL).
+    backup_grace_seconds: float | None = None
+    disabled: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -126,6 +167,7 @@ class DashboardSettings:
     metrics_enabled: bool = False
     # Alert notifications (dashboard.notify); its repr leaves out the webhook URLs and password.
     notify: NotifySettings = field(default_factory=NotifySettings)
+    alerts: AlertSettings = field(default_factory=AlertSettings)
 
     def __repr__(self) -> str:
         # The token must never reach a log line through a repr.
@@ -188,4 +230,41 @@ def load_dashboard_settings(
         refresh_seconds=data["VRP_DASHBOARD_REFRESH_SECONDS"],
         metrics_enabled=data["VRP_DASHBOARD_METRICS_ENABLED"],
         notify=notify,
+        alerts=_alert_settings(data, cwd or Path.cwd()),
+    )
+
+
+def _alert_settings(data: dict[str, Any], cwd: Path) -> AlertSettings:
+    """The ``VRP_DASHBOARD_ALERT_*`` values, with the rules file read and validated.
+
+    Raises :class:`DashboardConfigError` naming the variable and the file, the rule and the
+    field of a bad rules file, or a disabled rule name that is not a built-in rule.
+    """
+    from dashboard.alerts.builtin import BUILTIN_NAMES
+    from dashboard.alerts.rules import load_rules_file
+
+    disabled = frozenset(n.strip() for n in data["VRP_DASHBOARD_ALERT_DISABLED"].split(",")) - {""}
+    unknown = sorted(disabled - set(BUILTIN_NAMES))
+    if unknown:
+        raise DashboardConfigError(
+            f"VRP_DASHBOARD_ALERT_DISABLED={data['VRP_DASHBOARD_ALERT_DISABLED']!r}: "
+            f"{unknown[0]} is not a built-in rule (they are {', '.join(BUILTIN_NAMES)})"
+        )
+    rules_file = data["VRP_DASHBOARD_ALERT_RULES"]
+    rules: tuple[Any, ...] = ()
+    if rules_file is not None:
+        path = Path(rules_file)
+        rules_file = str(path if path.is_absolute() else (cwd / path).resolve())
+        rules = load_rules_file(Path(rules_file), reserved=BUILTIN_NAMES)
+    return AlertSettings(
+        interval_seconds=data["VRP_DASHBOARD_ALERT_INTERVAL"],
+        rules_file=rules_file,
+        rules=rules,
+        window_seconds=data["VRP_DASHBOARD_ALERT_WINDOW"],
+        error_rate=data["VRP_DASHBOARD_ALERT_ERROR_RATE"],
+        p95_ms=data["VRP_DASHBOARD_ALERT_P95_MS"],
+        min_requests=data["VRP_DASHBOARD_ALERT_MIN_REQUESTS"],
+        silent_after_seconds=data["VRP_DASHBOARD_ALERT_SILENT_AFTER"],
+        backup_grace_seconds=data["VRP_DASHBOARD_ALERT_BACKUP_GRACE"],
+        disabled=disabled,
     )

@@ -85,6 +85,12 @@ VRP_DB_TRANSACTION_ATTEMPT: Final = "vrp.db.transaction.attempt"
 VRP_DB_TRANSACTION_RETRY_DELAY: Final = "vrp.db.transaction.retry_delay_s"
 VRP_DB_TRANSACTION_LANDED: Final = "vrp.db.transaction.landed"
 
+# -- Attributes: alerts (the dashboard's log records of alert transitions) ---------------------
+
+VRP_ALERT_RULE: Final = "vrp.alert.rule"
+VRP_ALERT_FINGERPRINT: Final = "vrp.alert.fingerprint"
+VRP_ALERT_STATE: Final = "vrp.alert.state"
+
 # -- Attributes: backups ------------------------------------------------------------------------
 
 VRP_BACKUP_ID: Final = "vrp.backup.id"

@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
-from dashboard.pages import backups, logs, overview, queries, requests, traces, transactions
+from dashboard.pages import (
+    alerts,
+    backups,
+    logs,
+    overview,
+    queries,
+    requests,
+    traces,
+    transactions,
+)
 from dashboard.pages.base import Page
 
 PAGES: tuple[Page, ...] = (
@@ -13,4 +22,5 @@ PAGES: tuple[Page, ...] = (
     logs.PAGE,
     traces.PAGE,
     backups.PAGE,
+    alerts.PAGE,
 )

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from werkzeug.serving import make_server
 
+from dashboard.alert_events import AlertNotifier
 from dashboard.server import DashboardServer, create_server
 from dashboard.settings import DashboardSettings
 from dashboard.store import TelemetryStore
@@ -38,8 +39,10 @@ def store(tmp_path: Path) -> Iterator[TelemetryStore]:
     store.dispose()
 
 
-def serve(settings: DashboardSettings, store: TelemetryStore) -> Iterator[Live]:
-    app = create_server(settings, store=store)
+def serve(
+    settings: DashboardSettings, store: TelemetryStore, notifier: AlertNotifier | None = None
+) -> Iterator[Live]:
+    app = create_server(settings, store=store, notifier=notifier)
     server = make_server("127.0.0.1", 0, app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
