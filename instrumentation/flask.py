@@ -24,6 +24,13 @@ What callers can rely on
       ``traceparent``, current while the request runs. Status ERROR for 5xx only; ``error.type``
       is the qualified exception class when one escaped the view or an error handler named it
       with :func:`record_error`, else the 5xx status code.
+    * Two INTERNAL children of that span, so that the time around the view is explained:
+      ``http.request.route`` from the request's start to the view's call (request context, URL
+      routing, ``before_request`` hooks) and ``http.response.finalize`` from the view's return
+      to the request's end (``make_response``, ``after_request`` hooks, error handlers,
+      teardown). ``app.dispatch_request`` is wrapped on the app (not the class) to find those
+      two moments. Neither is started in a trace the sampler dropped. The server span ends
+      where the duration below ends, before the access record is written.
     * ``http.server.request.duration`` (seconds) for every request, sampled or not.
     * ``flask.g.request_id`` and :func:`current_request_id`: the incoming ``X-Request-ID`` when
       it is a sane token (at most 128 of ``[A-Za-z0-9._:-]``), else a fresh uuid4 hex; it is
@@ -134,8 +141,7 @@ class _RequestState:
     token: object | None = None
     excluded: bool = False
     exception: BaseException | None = None
-    # time_ns when Flask handed the request to the view and when the view returned (0: never).
-    dispatched_ns: int = 0
+    # time_ns when the view returned (0: Flask never called it).
     returned_ns: int = 0
 
 
@@ -291,7 +297,6 @@ class _FlaskInstrumentation:
         state = _current.get()
         if state is None or state.span is None or state.instrumentation is not self:
             return dispatch_request()
-        state.dispatched_ns = time.time_ns()
         try:
             self._step(state, conventions.HTTP_REQUEST_ROUTE_SPAN, state.start_ns, None)
         except Exception:
