@@ -28,6 +28,8 @@ DEPLOYMENT_ENVIRONMENT_NAME: Final = "deployment.environment.name"
 
 DB_SESSION_SPAN: Final = "db.session"
 DB_TRANSACTION_SPAN: Final = "db.transaction"
+# Around Database.ping (a readiness probe's check): a pooled connection and SELECT 1.
+DB_PING_SPAN: Final = "db.ping"
 # Around the schema check at start-up and migrations (recorder.schema_version).
 DB_MIGRATE_SPAN: Final = "db.migrate"
 BACKUP_RUN_SPAN: Final = "backup.run"
@@ -35,6 +37,25 @@ BACKUP_RESTORE_SPAN: Final = "backup.restore"
 # Each phase of a run is a child span "backup.<phase>" carrying VRP_BACKUP_PHASE.
 BACKUP_PHASE_SPAN_PREFIX: Final = "backup."
 BACKUP_PHASES: Final = ("snapshot", "blobs", "manifest", "verify", "prune")
+
+# The steps of a request outside the database, INTERNAL children of its SERVER span, so that
+# the request's time is explained. Every Flask request (instrumentation.flask): Flask's work
+# before the view (request context, URL routing, before_request hooks) and after it
+# (make_response, after_request hooks, error handlers, teardown). The app's own steps
+# (instrumentation.spans): its arguments read and validated (the body parsed, a multipart
+# upload included), its result serialised into the response body, an upload's audio probed, a
+# blob written (hashed, written, fsynced, renamed), a blob's lock waited for, a blob deleted, a
+# blob opened for a download, the storage checked by a readiness probe.
+HTTP_REQUEST_ROUTE_SPAN: Final = "http.request.route"
+HTTP_RESPONSE_FINALIZE_SPAN: Final = "http.response.finalize"
+HTTP_REQUEST_PARSE_SPAN: Final = "http.request.parse"
+HTTP_RESPONSE_SERIALIZE_SPAN: Final = "http.response.serialize"
+AUDIO_PROBE_SPAN: Final = "audio.probe"
+STORAGE_WRITE_SPAN: Final = "storage.write"
+STORAGE_LOCK_SPAN: Final = "storage.lock"
+STORAGE_DELETE_SPAN: Final = "storage.delete"
+STORAGE_OPEN_SPAN: Final = "storage.open"
+STORAGE_CHECK_SPAN: Final = "storage.check"
 
 # Span events.
 RETRY_EVENT: Final = "retry"

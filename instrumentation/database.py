@@ -40,6 +40,7 @@ from instrumentation.errors import ConfigurationError, PoolExhaustedError, is_cl
 from instrumentation.pool import PoolTelemetry
 from instrumentation.sampling import drops_unsampled_children, unsampled_parent
 from instrumentation.settings import DatabaseSettings
+from instrumentation.spans import Steps
 from instrumentation.statements import StatementTelemetry, error_type
 from instrumentation.urls import parse_database_url, shown_url
 
@@ -160,6 +161,7 @@ class Database:
         self.tracer = trace.get_tracer(INSTRUMENTATION_SCOPE, tracer_provider=tracer_provider)
         # Whether session, transaction and statement spans of unsampled traces may be skipped.
         self.drops_unsampled_children = drops_unsampled_children(self.tracer)
+        self._steps = Steps(self.tracer)
         self.meter = metrics.get_meter(INSTRUMENTATION_SCOPE, meter_provider=meter_provider)
 
         if self.system == "sqlite":
@@ -362,7 +364,10 @@ class Database:
         On SQLite the ping begins DEFERRED, so a readiness probe never queues behind writers.
         """
         try:
-            with self.engine.connect() as conn:
+            with (
+                self._steps(conventions.DB_PING_SPAN, self._session_attributes),
+                self.engine.connect() as conn,
+            ):
                 conn.execution_options(**{sqlite.READONLY_OPTION: True})
                 conn.exec_driver_sql("SELECT 1").scalar_one()
         except sa.exc.TimeoutError as e:

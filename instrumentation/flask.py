@@ -24,6 +24,13 @@ What callers can rely on
       ``traceparent``, current while the request runs. Status ERROR for 5xx only; ``error.type``
       is the qualified exception class when one escaped the view or an error handler named it
       with :func:`record_error`, else the 5xx status code.
+    * Two INTERNAL children of that span, so that the time around the view is explained:
+      ``http.request.route`` from the request's start to the view's call (request context, URL
+      routing, ``before_request`` hooks) and ``http.response.finalize`` from the view's return
+      to the request's end (``make_response``, ``after_request`` hooks, error handlers,
+      teardown). ``app.dispatch_request`` is wrapped on the app (not the class) to find those
+      two moments. Neither is started in a trace the sampler dropped. The server span ends
+      where the duration below ends, before the access record is written.
     * ``http.server.request.duration`` (seconds) for every request, sampled or not.
     * ``flask.g.request_id`` and :func:`current_request_id`: the incoming ``X-Request-ID`` when
       it is a sane token (at most 128 of ``[A-Za-z0-9._:-]``), else a fresh uuid4 hex; it is
@@ -68,6 +75,7 @@ import uuid
 from collections.abc import Callable, Collection, Iterable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import sqlalchemy.exc
@@ -84,6 +92,7 @@ from instrumentation.bound import BoundHistogram
 from instrumentation.errors import PoolExhaustedError
 from instrumentation.redaction import redact_text
 from instrumentation.requestid import REQUEST_ID, current_request_id
+from instrumentation.sampling import drops_unsampled_children
 
 __all__ = [
     "DURATION_BUCKETS",
@@ -132,6 +141,8 @@ class _RequestState:
     token: object | None = None
     excluded: bool = False
     exception: BaseException | None = None
+    # time_ns when the view returned (0: Flask never called it).
+    returned_ns: int = 0
 
 
 _current: ContextVar[_RequestState | None] = ContextVar("vrp_flask_request", default=None)
@@ -213,6 +224,7 @@ class _FlaskInstrumentation:
         self.tracer = tracer
         self.duration = duration
         self.excluded_routes = frozenset(excluded_routes)
+        self.drops_unsampled_children = drops_unsampled_children(tracer)
         self.active = True
         self.failures = 0
         self._routes: dict[tuple[str, str | None], _Route] = {}
@@ -273,6 +285,40 @@ class _FlaskInstrumentation:
         except Exception:
             self.telemetry_failed("start the request span")
 
+    def dispatch(self, dispatch_request: Callable[[], Any]) -> Any:
+        """Flask's ``dispatch_request`` (the view), between the request's two step spans.
+
+        What came before the view (request context, URL routing, ``before_request`` hooks,
+        starting the server span) becomes ``http.request.route``, started and ended here with
+        the request's start time; what comes after it (``make_response``, ``after_request``
+        hooks, error handlers, teardown) becomes ``http.response.finalize`` when the request
+        ends (see :meth:`_finish`).
+        """
+        state = _current.get()
+        if state is None or state.span is None or state.instrumentation is not self:
+            return dispatch_request()
+        try:
+            self._step(state, conventions.HTTP_REQUEST_ROUTE_SPAN, state.start_ns, None)
+        except Exception:
+            self.telemetry_failed("record the routing span")
+        try:
+            return dispatch_request()
+        finally:
+            state.returned_ns = time.time_ns()
+
+    def _step(self, state: _RequestState, name: str, start_ns: int, end_ns: int | None) -> None:
+        """A step span of the request that has already happened: started and ended at once.
+
+        Nothing is started under a request span the sampler dropped (see
+        :mod:`instrumentation.sampling`).
+        """
+        span = state.span
+        if span is None or (not span.is_recording() and self.drops_unsampled_children):
+            return
+        self.tracer.start_span(
+            name, trace.set_span_in_context(span), SpanKind.INTERNAL, start_time=start_ns
+        ).end(end_ns)
+
     def _route(self, raw_method: str, template: str | None) -> _Route:
         method = raw_method if raw_method in _KNOWN_METHODS else _OTHER_METHOD
         route = self._routes.get((method, template))
@@ -303,6 +349,8 @@ class _FlaskInstrumentation:
         if state.excluded:
             return
         duration = time.perf_counter() - state.start
+        # The request's span ends where its duration does, before the bookkeeping below.
+        end_ns = state.start_ns + int(duration * 1e9)
         try:
             if state.route is None:
                 self._start_span(state, None, make_current=False)
@@ -327,8 +375,15 @@ class _FlaskInstrumentation:
         except Exception:
             self.telemetry_failed("write the access log")
         try:
+            if state.returned_ns:
+                self._step(
+                    state, conventions.HTTP_RESPONSE_FINALIZE_SPAN, state.returned_ns, end_ns
+                )
+        except Exception:
+            self.telemetry_failed("record the finalizing span")
+        try:
             if state.span is not None:
-                _end_span(state.span, status, error_type, exception)
+                _end_span(state.span, status, error_type, exception, end_ns)
         except Exception:
             self.telemetry_failed("end the request span")
         finally:
@@ -377,6 +432,10 @@ def instrument_app(
     instrumentation = _FlaskInstrumentation(app, tracer, duration, excluded_routes)
     app.extensions[EXTENSION_KEY] = instrumentation
     app.wsgi_app = instrumentation  # type: ignore[method-assign]
+    # Shadows the method on this app only; uninstrument_app deletes it again.
+    app.dispatch_request = partial(  # type: ignore[method-assign]
+        instrumentation.dispatch, app.dispatch_request
+    )
     # Weakly held: the app and its extensions keep the receiver alive, and a collected app
     # leaves nothing behind in the process-wide signal.
     request_started.connect(instrumentation.on_request_started, sender=app)
@@ -397,6 +456,9 @@ def uninstrument_app(app: Flask) -> None:
     instrumentation.active = False
     if app.wsgi_app is instrumentation:
         app.wsgi_app = instrumentation.wrapped  # type: ignore[method-assign]
+    dispatch = vars(app).get("dispatch_request")
+    if isinstance(dispatch, partial) and dispatch.func == instrumentation.dispatch:
+        del app.dispatch_request
     # Without a sender: disconnecting from one sender would leave the receiver registered.
     request_started.disconnect(instrumentation.on_request_started)
     by_code = app.error_handler_spec[None]
@@ -505,7 +567,7 @@ def _request_attributes(
 
 
 def _end_span(
-    span: Span, status: int, error_type: str | None, exception: BaseException | None
+    span: Span, status: int, error_type: str | None, exception: BaseException | None, end_ns: int
 ) -> None:
     if span.is_recording():
         span.set_attribute(conventions.HTTP_RESPONSE_STATUS_CODE, status)
@@ -515,7 +577,7 @@ def _end_span(
             span.record_exception(exception, attributes=_exception_event_attributes(exception))
         if status >= 500:
             span.set_status(Status(StatusCode.ERROR))
-    span.end()
+    span.end(end_ns)
 
 
 def _exception_event_attributes(exception: BaseException) -> dict[str, str]:

@@ -18,9 +18,11 @@ import dataclasses
 import gc
 import logging
 import os
+import signal
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from types import FrameType
 from typing import TYPE_CHECKING, NoReturn
 
 import click
@@ -235,7 +237,21 @@ def _serve_api(settings: Settings, db: Database) -> None:
     gc.freeze()
     _, older, oldest = gc.get_threshold()
     gc.set_threshold(API_GC_YOUNG_THRESHOLD, older, oldest)
-    server.run()
+    # SIGTERM stops the server as Ctrl-C does: waitress's run() returns on SystemExit once the
+    # requests in progress are done, and the caller then disposes of the pool, which closes
+    # every SQLite connection, so that the last one checkpoints the -wal into the database and
+    # removes it, and flushes the telemetry; the process exits 0. Telemetry's own handler (which
+    # flushes and dies by the signal) is back in place for a second SIGTERM during that.
+    previous = signal.signal(signal.SIGTERM, _stop_serving)
+    try:
+        server.run()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    logger.info("API stopped")
+
+
+def _stop_serving(signum: int, frame: FrameType | None) -> NoReturn:
+    raise SystemExit(0)
 
 
 _HOST = click.option(

@@ -4,9 +4,9 @@ Callers catch :class:`RecorderError` to handle anything this package raises on p
 subclass names one failure and maps to one HTTP status in the API layer (noted per class).
 Messages say what happened and what the caller can do about it.
 
-Classes that refuse a caller's request (404, 409, 412, 422) set ``client_error = True``: a unit of
-work they roll back is logged at DEBUG, not as a warning (see
-:mod:`instrumentation.transactions`).
+Classes that refuse a caller's request (404, 409, 412, 413, 415, 422) set ``client_error = True``:
+a unit of work they roll back is logged at DEBUG, not as a warning (see
+:mod:`instrumentation.transactions`), and a span they end keeps status UNSET.
 """
 
 from __future__ import annotations
@@ -52,6 +52,8 @@ class IdempotencyKeyReusedError(RecorderError):
 class PayloadTooLargeError(RecorderError):
     """An upload is bigger than the configured limit (HTTP 413)."""
 
+    client_error: ClassVar[bool] = True
+
     def __init__(self, max_bytes: int) -> None:
         super().__init__(
             f"upload exceeds the limit of {max_bytes} bytes; send a shorter recording "
@@ -62,6 +64,8 @@ class PayloadTooLargeError(RecorderError):
 
 class UnsupportedMediaError(RecorderError):
     """An upload is not audio in a format the service recognises (HTTP 415)."""
+
+    client_error: ClassVar[bool] = True
 
 
 class StorageError(RecorderError):

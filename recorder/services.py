@@ -7,7 +7,8 @@ error, retry on transient database errors); called with a ``Session`` it joins t
 unit through a SAVEPOINT. The views hand in the ``Database``.
 
 Blob files are written before the unit of work (content-addressed, so a retried unit finds the
-same file) and removed only after the unit that dropped their last reference has committed.
+same file) and removed only after the unit that dropped their last reference has committed;
+:mod:`recorder.uploads` holds that protocol (and the blob lock around it) for every caller.
 
 Creating a recording is safe to repeat: its public id is chosen before the insert, so when a
 COMMIT fails without saying whether it landed, the retry looks the row up by that id first
@@ -289,7 +290,7 @@ def purge_recording(session: Session, public_id: uuid.UUID) -> PurgeResult:
 
     The caller deletes the blob after the commit, under the blob's lock and after checking
     :func:`blob_referenced` again there (an upload of the same audio may have committed a row
-    in between; see :mod:`recorder.storage`).
+    in between): :meth:`recorder.uploads.Uploads.purge` does all of that.
     """
     recording = _load(session, public_id)
     sha256 = recording.sha256

@@ -5,16 +5,19 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Flask
-from flask_smorest import Api
+from opentelemetry import trace
 
 from instrumentation.database import Database
 from instrumentation.flask import instrument_app
+from instrumentation.spans import Steps
 from recorder import __version__, schema_version
 from recorder.api import health, jsonbody, limits, recordings, tags
 from recorder.api.context import EXTENSION, RecorderContext
 from recorder.api.errors import register_error_handlers
+from recorder.api.traced import Api
 from recorder.config import Settings
 from recorder.storage import BlobStore
+from recorder.uploads import Uploads
 
 
 def create_app(
@@ -37,7 +40,8 @@ def create_app(
         )
     if check_schema:
         schema_version.check_current(db.engine, tracer=db.tracer)
-    app = Flask("recorder")
+    # The API serves no static files: no /static/<path:filename> route answering 404s.
+    app = Flask("recorder", static_folder=None)
     app.config.update(
         API_TITLE="Voice Recorder Pro",
         API_VERSION=__version__,
@@ -48,7 +52,10 @@ def create_app(
         JSON_SORT_KEYS=False,
     )
     store = BlobStore(settings.storage_dir, settings.max_upload_bytes)
-    app.extensions[EXTENSION] = RecorderContext(settings=settings, db=db, store=store)
+    steps = Steps(trace.get_tracer("recorder", __version__, tracer_provider=tracer_provider))
+    app.extensions[EXTENSION] = RecorderContext(
+        settings=settings, db=db, store=store, uploads=Uploads(db, store, steps), steps=steps
+    )
     api = Api(app)
     for blueprint in (recordings.blp, tags.blp, health.blp):
         api.register_blueprint(blueprint)

@@ -7,8 +7,10 @@ from dataclasses import dataclass
 from flask import current_app
 
 from instrumentation.database import Database
+from instrumentation.spans import Steps
 from recorder.config import Settings
 from recorder.storage import BlobStore
+from recorder.uploads import Uploads
 
 EXTENSION = "vrp"
 
@@ -18,6 +20,9 @@ class RecorderContext:
     settings: Settings
     db: Database
     store: BlobStore
+    uploads: Uploads
+    # The step spans of the app's requests (recorder.api.traced, the views).
+    steps: Steps
 
 
 def recorder_context() -> RecorderContext:

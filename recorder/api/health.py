@@ -10,9 +10,10 @@ import logging
 from typing import Any
 
 from flask.views import MethodView
-from flask_smorest import Blueprint
 
+from instrumentation import conventions
 from recorder.api.context import recorder_context
+from recorder.api.traced import Blueprint
 from recorder.schemas import HealthSchema
 
 logger = logging.getLogger(__name__)
@@ -34,7 +35,7 @@ class Ready(MethodView):
     def get(self) -> tuple[dict[str, Any], int]:
         ctx = recorder_context()
         checks: dict[str, str] = {}
-        for name, check in (("database", ctx.db.ping), ("storage", ctx.store.check_writable)):
+        for name, check in (("database", ctx.db.ping), ("storage", _check_storage)):
             try:
                 check()
             except Exception as exc:  # readiness reports any failure instead of raising it
@@ -44,3 +45,9 @@ class Ready(MethodView):
                 checks[name] = "ok"
         ready = all(value == "ok" for value in checks.values())
         return {"status": "ok" if ready else "unavailable", "checks": checks}, 200 if ready else 503
+
+
+def _check_storage() -> None:
+    ctx = recorder_context()
+    with ctx.steps(conventions.STORAGE_CHECK_SPAN):
+        ctx.store.check_writable()

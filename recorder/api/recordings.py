@@ -10,19 +10,16 @@ from urllib.parse import quote
 
 from flask import Response, request, send_file, url_for
 from flask.views import MethodView
-from flask_smorest import Blueprint, abort
+from flask_smorest import abort
 from marshmallow import RAISE
 from werkzeug.datastructures import FileStorage
 
+from instrumentation import conventions
 from recorder import services
 from recorder.api.context import recorder_context
-from recorder.audio import FORMATS, HEAD_BYTES, detect_format, probe
-from recorder.errors import (
-    NotFoundError,
-    PreconditionFailedError,
-    PreconditionRequiredError,
-    UnsupportedMediaError,
-)
+from recorder.api.traced import Blueprint
+from recorder.audio import FORMATS
+from recorder.errors import NotFoundError, PreconditionFailedError, PreconditionRequiredError
 from recorder.schemas import (
     DeleteQuerySchema,
     IdempotencyKeyHeaderSchema,
@@ -33,6 +30,7 @@ from recorder.schemas import (
     RecordingUpdateSchema,
     UploadFilesSchema,
 )
+from recorder.uploads import Upload
 
 blp = Blueprint(
     "recordings",
@@ -50,7 +48,6 @@ _UNSAFE_IN_FILENAMES = frozenset('/\\"*:<>?|;')
 _ATTR_CHARS = "!#$&+-.^_`|~"
 # Extensions for rows stored before revision 0002 recorded their format: one per MIME type.
 _LEGACY_EXTENSIONS = {"audio/ogg": "ogg", "audio/mpeg": "mp3"}
-SUPPORTED_FORMATS = ", ".join(sorted({fmt.name.upper() for fmt in FORMATS.values()}))
 
 
 @blp.before_request
@@ -166,46 +163,21 @@ class Recordings(MethodView):
     def post(
         self, headers: dict[str, str], files: dict[str, FileStorage], form: dict[str, Any]
     ) -> Any:
-        ctx = recorder_context()
         upload = files["file"]
-        head = upload.stream.read(HEAD_BYTES)
-        audio_format = detect_format(head)
-        if audio_format is None:
-            raise UnsupportedMediaError(
-                f"the file is not audio in a supported format ({SUPPORTED_FORMATS})"
+        uploaded = recorder_context().uploads.create(
+            Upload(
+                title=form["title"],
+                stream=upload.stream,
+                original_filename=_client_filename(upload),
+                tags=form["tags"],
+                idempotency_key=headers.get("idempotency_key"),
             )
-        # Before anything is stored: 415 naming what is missing unless it really holds audio.
-        info = probe(upload.stream, audio_format)
-        upload.stream.seek(0)
-        blob = ctx.store.put(upload.stream)
-        new = services.NewRecording(
-            title=form["title"],
-            original_filename=_client_filename(upload),
-            blob=blob,
-            audio_format=audio_format,
-            info=info,
-            tags=form["tags"],
-            idempotency_key=headers.get("idempotency_key"),
         )
-        # From "the blob is on disk" to the commit of the row that references it, no purge of
-        # the same audio may decide that nothing references it (see recorder.storage).
-        with ctx.store.locked(blob.sha256):
-            if not ctx.store.exists(blob.sha256):
-                # A purge of the same audio removed it after our put; the upload has the bytes.
-                upload.stream.seek(0)
-                blob = ctx.store.put(upload.stream)
-            try:
-                recording = services.create_recording(ctx.db, new)
-            except Exception:
-                # A blob this request wrote must not outlive a failed insert, unless another
-                # upload of the same audio has committed a row that references it.
-                if blob.created and not services.blob_referenced(ctx.db, blob.sha256):
-                    ctx.store.delete(blob.sha256)
-                raise
+        recording = uploaded.recording
         recording_id = recording.public_id
         location = url_for("recordings.Recording", recording_id=recording_id)
         response_headers = {"Location": location, "ETag": _etag(recording.version)}
-        if recording_id != new.public_id:
+        if uploaded.replayed:
             response_headers["Idempotent-Replayed"] = "true"
         return recording, 201, response_headers
 
@@ -242,15 +214,10 @@ class Recording(MethodView):
     @blp.doc(description="Soft delete; `purge=true` removes the row and, if unused, its audio.")
     def delete(self, args: dict[str, Any], recording_id: uuid.UUID) -> None:
         ctx = recorder_context()
-        if not args["purge"]:
+        if args["purge"]:
+            ctx.uploads.purge(recording_id)
+        else:
             services.delete_recording(ctx.db, recording_id)
-            return
-        result = services.purge_recording(ctx.db, recording_id)
-        if result.blob_unreferenced:
-            # Checked again under the lock: an upload may have committed a reference since.
-            with ctx.store.locked(result.sha256):
-                if not services.blob_referenced(ctx.db, result.sha256):
-                    ctx.store.delete(result.sha256)
 
 
 @blp.route("/<uuid:recording_id>/audio")
@@ -267,16 +234,19 @@ class RecordingAudio(MethodView):
     def get(self, recording_id: uuid.UUID) -> Response:
         ctx = recorder_context()
         recording = services.get_recording(ctx.db, recording_id)
-        path = ctx.store.path_for(recording.sha256)
-        if not path.is_file():
-            raise NotFoundError(f"the audio of recording {recording_id} is missing from storage")
-        response = send_file(
-            path,
-            mimetype=recording.mime_type,
-            conditional=True,
-            etag=recording.sha256,
-            last_modified=recording.created_at,
-            max_age=3600,
-        )
-        response.headers.set("Content-Disposition", "inline", **_content_disposition(recording))
+        with ctx.steps(conventions.STORAGE_OPEN_SPAN):
+            path = ctx.store.path_for(recording.sha256)
+            if not path.is_file():
+                raise NotFoundError(
+                    f"the audio of recording {recording_id} is missing from storage"
+                )
+            response = send_file(
+                path,
+                mimetype=recording.mime_type,
+                conditional=True,
+                etag=recording.sha256,
+                last_modified=recording.created_at,
+                max_age=3600,
+            )
+            response.headers.set("Content-Disposition", "inline", **_content_disposition(recording))
         return response

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from flask.views import MethodView
-from flask_smorest import Blueprint
 
 from recorder import services
 from recorder.api.context import recorder_context
+from recorder.api.traced import Blueprint
 from recorder.schemas import TagSchema
 
 blp = Blueprint("tags", __name__, url_prefix="/api/tags", description="Tags")

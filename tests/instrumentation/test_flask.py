@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import marshmallow as ma
 import pytest
@@ -17,7 +18,7 @@ from flask.signals import request_started
 from flask.testing import FlaskClient
 from flask_smorest import Api, Blueprint
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
-from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased, SamplingResult
 from opentelemetry.trace import SpanKind, StatusCode
 from opentelemetry.trace import TracerProvider as ApiTracerProvider
 
@@ -474,7 +475,9 @@ def test_a_failing_span_processor_does_not_break_the_response(
 
     assert response.status_code == 200
     assert response.get_json() == {"id": 1}
-    assert app.extensions[EXTENSION_KEY].failures == 1
+    # A broken start leaves no request span (so no step spans); a broken end fails each of the
+    # request's three spans (the SERVER span and its route and finalize steps) once.
+    assert app.extensions[EXTENSION_KEY].failures == (1 if broken == "on_start" else 3)
     assert len(telemetry.metric_points(DURATION)) == 1
     assert any(record.name == "instrumentation.flask" for record in caplog.records)
 
@@ -487,7 +490,7 @@ def test_instrumenting_twice_is_a_no_op_and_uninstrument_restores_the_app(
     assert app.wsgi_app is middleware
 
     app.test_client().get("/api/items/1")
-    assert len(telemetry.spans()) == 1
+    assert len([span for span in telemetry.spans() if span.kind is SpanKind.SERVER]) == 1
 
     uninstrument_app(app)
     telemetry.clear()
@@ -496,4 +499,41 @@ def test_instrumenting_twice_is_a_no_op_and_uninstrument_restores_the_app(
     assert telemetry.spans() == []
     assert EXTENSION_KEY not in app.extensions
     assert list(request_started.receivers_for(app)) == []
+    assert "dispatch_request" not in vars(app)
     assert app.test_client().get("/api/busy").status_code == 500
+
+
+def test_flasks_work_before_and_after_the_view_has_step_spans_that_meet_the_request_span(
+    client: FlaskClient, telemetry: InMemoryTelemetry
+) -> None:
+    assert client.get("/api/items/7").status_code == 200
+
+    server = server_span(telemetry)
+    steps = {
+        span.name: span
+        for span in telemetry.spans()
+        if span.parent is not None and span.parent.span_id == server.context.span_id
+    }
+    route, finalize = steps["http.request.route"], steps["http.response.finalize"]
+    assert route.kind is finalize.kind is SpanKind.INTERNAL
+    assert route.start_time == server.start_time
+    assert route.end_time <= finalize.start_time
+    assert finalize.end_time == server.end_time
+
+
+def test_no_step_span_is_started_under_an_unsampled_request(
+    telemetry: InMemoryTelemetry, instrumented_app: InstrumentedApp
+) -> None:
+    asked: list[str] = []
+
+    class CountingSampler(ParentBased):
+        def should_sample(self, *args: Any, **kwargs: Any) -> SamplingResult:
+            asked.append(args[2])
+            return super().should_sample(*args, **kwargs)
+
+    unsampled = TracerProvider(sampler=CountingSampler(ALWAYS_OFF), shutdown_on_exit=False)
+    app = instrumented_app(unsampled, telemetry)
+
+    assert app.test_client().get("/api/items/1").status_code == 200
+    assert asked == ["GET /api/items/<int:item_id>"]
+    assert app.extensions[EXTENSION_KEY].failures == 0
