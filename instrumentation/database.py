@@ -24,7 +24,6 @@ import weakref
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
@@ -33,21 +32,20 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from sqlalchemy import event
 from sqlalchemy.engine import URL
 from sqlalchemy.orm import Session, sessionmaker
-from sqlalchemy.pool import Pool, QueuePool, StaticPool
+from sqlalchemy.pool import QueuePool
 
-from instrumentation import conventions, postgresql, sqlite, uow
+from instrumentation import conventions, postgresql, providers, sqlite, uow
+from instrumentation.engines import EngineInstrumentation, instrument_engine, uninstrument_engine
 from instrumentation.errors import ConfigurationError, PoolExhaustedError, is_client_error
-from instrumentation.pool import PoolTelemetry
 from instrumentation.sampling import drops_unsampled_children, unsampled_parent
 from instrumentation.settings import DatabaseSettings
-from instrumentation.statements import StatementTelemetry, error_type
+from instrumentation.statements import error_type
 from instrumentation.urls import parse_database_url, shown_url
 
 __all__ = ["Database", "PoolStatus", "open_databases"]
 
 _log = logging.getLogger(__name__)
 
-INSTRUMENTATION_SCOPE = "instrumentation.database"
 _SCOPE_KEY = "vrp.session_scope"
 
 T = TypeVar("T")
@@ -111,12 +109,8 @@ def _parse_url(raw: str) -> URL:
     return url
 
 
-def _max_connections(pool_class: type[Pool], settings: DatabaseSettings) -> int | None:
-    if issubclass(pool_class, StaticPool):
-        return 1
-    if issubclass(pool_class, QueuePool) and settings.max_overflow >= 0:
-        return settings.pool_size + settings.max_overflow
-    return None
+def _stop_watching(instrumentation: EngineInstrumentation) -> None:
+    instrumentation.pool.stop_watcher()
 
 
 def _on_commit(session: Session) -> None:
@@ -157,51 +151,28 @@ class Database:
         self.settings = settings
         self.name = settings.pool_name or shown_url(settings.url)
         self.system = url.get_backend_name()
-        self.tracer = trace.get_tracer(INSTRUMENTATION_SCOPE, tracer_provider=tracer_provider)
-        # Whether session, transaction and statement spans of unsampled traces may be skipped.
-        self.drops_unsampled_children = drops_unsampled_children(self.tracer)
-        self.meter = metrics.get_meter(INSTRUMENTATION_SCOPE, meter_provider=meter_provider)
-
         if self.system == "sqlite":
             base_pool, engine_arguments = sqlite.engine_arguments(url, settings)
-            namespace = ":memory:" if sqlite.is_memory_database(url) else url.database
-            engine_attributes: dict[str, Any] = {
-                conventions.DB_SYSTEM_NAME: conventions.DB_SYSTEM_SQLITE,
-                conventions.DB_NAMESPACE: Path(namespace).name if namespace else None,
-            }
         else:
             base_pool = QueuePool
             engine_arguments = postgresql.engine_arguments(url, settings)
-            engine_attributes = {
-                conventions.DB_SYSTEM_NAME: conventions.DB_SYSTEM_POSTGRESQL,
-                conventions.DB_NAMESPACE: url.database,
-                conventions.SERVER_ADDRESS: url.host,
-                conventions.SERVER_PORT: url.port or 5432,
-            }
-
-        self._pool_telemetry = PoolTelemetry(
-            meter=self.meter,
-            pool_name=self.name,
-            max_connections=_max_connections(base_pool, settings),
-            leak_seconds=settings.leak_seconds,
-            leak_stack=settings.leak_stack,
-        )
-        self.engine = sa.create_engine(
-            url, poolclass=self._pool_telemetry.pool_class(base_pool), **engine_arguments
-        )
+        self.engine = sa.create_engine(url, poolclass=base_pool, **engine_arguments)
         if self.system == "sqlite":
             sqlite.install(self.engine, settings, file_database=not sqlite.is_memory_database(url))
         else:
             postgresql.install(self.engine)
-        self._pool_telemetry.attach(self.engine)
-        self._statements = StatementTelemetry(
-            tracer=self.tracer,
-            meter=self.meter,
-            system=self.system,
-            engine_attributes={k: v for k, v in engine_attributes.items() if v is not None},
+        self._instrumentation = instrument_engine(
+            self.engine,
+            pool_name=self.name,
+            leak_seconds=settings.leak_seconds,
+            leak_stack=settings.leak_stack,
+            tracer_provider=tracer_provider,
+            meter_provider=meter_provider,
             on_statement=self._count_statement,
         )
-        self._statements.attach(self.engine)
+        self._take_providers()
+        if tracer_provider is None and providers.global_providers_pending():
+            providers.rebind_when_installed(self._rebind)
 
         self._sessionmaker = sessionmaker(bind=self.engine, expire_on_commit=False, autoflush=True)
         event.listen(self._sessionmaker, "after_commit", _on_commit)
@@ -211,7 +182,17 @@ class Database:
         self._disposed = False
         _OPEN.add(self)
         # A Database dropped without dispose() must not leave its leak-watch thread running.
-        weakref.finalize(self, self._pool_telemetry.stop_signal)
+        weakref.finalize(self, _stop_watching, self._instrumentation)
+
+    def _take_providers(self) -> None:
+        self.tracer = self._instrumentation.tracer
+        self.meter = self._instrumentation.meter
+        # Whether session, transaction and statement spans of unsampled traces may be skipped.
+        self.drops_unsampled_children = drops_unsampled_children(self.tracer)
+
+    def _rebind(self) -> None:
+        # The engine's instrumentation re-binds itself (registered first, so it already has).
+        self._take_providers()
 
     def __repr__(self) -> str:
         return f"<Database {self.name!r} ({self.system})>"
@@ -353,7 +334,7 @@ class Database:
                 overflow=max(pool.overflow(), 0),
                 checked_in=pool.checkedin(),
             )
-        idle, used = self._pool_telemetry.connection_counts()
+        idle, used = self._instrumentation.pool.connection_counts()
         return PoolStatus(size=idle + used, checked_out=used, overflow=0, checked_in=idle)
 
     def ping(self) -> None:
@@ -389,5 +370,4 @@ class Database:
                 extra={"pool_name": self.name, "checked_out": checked_out},
             )
         self.engine.dispose()
-        self._statements.detach()
-        self._pool_telemetry.detach()
+        uninstrument_engine(self.engine)

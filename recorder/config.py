@@ -210,6 +210,7 @@ def load_settings(
             leak_stack=data["VRP_DB_LEAK_STACK"],
             retry_attempts=data["VRP_DB_RETRY_ATTEMPTS"],
             retry_deadline=data["VRP_DB_RETRY_DEADLINE"],
+            application_name="vrp",
         ),
         logging=LoggingSettings(
             level=data["VRP_LOG_LEVEL"],
@@ -218,6 +219,7 @@ def load_settings(
             backup_count=data["VRP_LOG_BACKUP_COUNT"],
             stderr_format=data["VRP_LOG_FORMAT"],
             flush_ms=data["VRP_LOG_FLUSH_MS"],
+            lean=True,
         ),
         telemetry=TelemetrySettings(
             service_name=service_name,

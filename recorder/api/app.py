@@ -7,8 +7,7 @@ from typing import Any
 from flask import Flask
 from flask_smorest import Api
 
-from instrumentation.database import Database
-from instrumentation.flask import instrument_app
+from instrumentation import Database, instrument_app, register_error_responses
 from recorder import __version__, schema_version
 from recorder.api import health, jsonbody, limits, recordings, tags
 from recorder.api.context import EXTENSION, RecorderContext
@@ -60,6 +59,8 @@ def create_app(
         meter_provider=meter_provider,
         excluded_routes=("/healthz", "/metrics"),
     )
+    # JSON 503 on pool exhaustion and JSON 500 on a crash, beside the recorder's own handlers.
+    register_error_responses(app)
     if settings.api_metrics_enabled:
         from instrumentation.prometheus import add_metrics_route
 
