@@ -37,6 +37,7 @@ from sqlalchemy.pool import QueuePool
 from instrumentation import conventions, postgresql, providers, sqlite, uow
 from instrumentation.engines import EngineInstrumentation, instrument_engine, uninstrument_engine
 from instrumentation.errors import ConfigurationError, PoolExhaustedError, is_client_error
+from instrumentation.failures import telemetry_failed
 from instrumentation.sampling import drops_unsampled_children, unsampled_parent
 from instrumentation.settings import DatabaseSettings
 from instrumentation.statements import error_type
@@ -109,8 +110,12 @@ def _parse_url(raw: str) -> URL:
     return url
 
 
-def _stop_watching(instrumentation: EngineInstrumentation) -> None:
-    instrumentation.pool.stop_watcher()
+def _stop_watching(ref: weakref.ref[EngineInstrumentation]) -> None:
+    # Held weakly: the instrumentation reaches the Database (its statement counter). Once it is
+    # collected, its watcher finds its pool telemetry gone and ends on its own.
+    instrumentation = ref()
+    if instrumentation is not None:
+        instrumentation.pool.stop_signal()
 
 
 def _on_commit(session: Session) -> None:
@@ -182,7 +187,7 @@ class Database:
         self._disposed = False
         _OPEN.add(self)
         # A Database dropped without dispose() must not leave its leak-watch thread running.
-        weakref.finalize(self, _stop_watching, self._instrumentation)
+        weakref.finalize(self, _stop_watching, weakref.ref(self._instrumentation))
 
     def _take_providers(self) -> None:
         self.tracer = self._instrumentation.tracer
@@ -244,7 +249,7 @@ class Database:
                 attributes=self._session_attributes,
             )
         except Exception:
-            _log.warning("session span failed to start; the session runs untraced", exc_info=True)
+            telemetry_failed("db.session span start")
             return trace.INVALID_SPAN
 
     def _close_after_failure(self, session: Session) -> None:
@@ -294,9 +299,7 @@ class Database:
                     },
                 )
         except Exception:
-            _log.warning(
-                "session telemetry failed; the session itself is unaffected", exc_info=True
-            )
+            telemetry_failed("db.session span end")
 
     def _count_statement(self) -> None:
         for scope in reversed(_SCOPES.get()):

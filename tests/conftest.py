@@ -20,6 +20,13 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
 from instrumentation.database import open_databases
+from instrumentation.failures import reset_failures
+
+
+@pytest.fixture(autouse=True)
+def _fresh_telemetry_failure_counts() -> None:
+    """Each test sees its own telemetry failures, logged as if for the first time."""
+    reset_failures()
 
 
 @pytest.fixture(autouse=True)
