@@ -189,12 +189,12 @@ def _qualified_name(cls: type) -> str:
 
 def response_status_code(exc: BaseException) -> str | None:
     """The SQLSTATE of a psycopg error, the SQLite result code name or the MySQL/MariaDB error
-    number, if the driver gave one."""
-    code = getattr(exc, "sqlstate", None) or getattr(exc, "sqlite_errorname", None)
-    if isinstance(code, str) and code:
-        return code
+    number (which the conventions prefer to its SQLSTATE), if the driver gave one."""
     number = mysql.error_code(exc)
-    return None if number is None else str(number)
+    if number is not None:
+        return str(number)
+    code = getattr(exc, "sqlstate", None) or getattr(exc, "sqlite_errorname", None)
+    return code if isinstance(code, str) and code else None
 
 
 def error_type(exc: BaseException) -> str:
