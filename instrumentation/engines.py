@@ -161,11 +161,9 @@ class EngineInstrumentation:
         self.tracer = trace.get_tracer(INSTRUMENTATION_SCOPE)
         self.meter = metrics.get_meter(INSTRUMENTATION_SCOPE)
         self.statements.detach()
-        self.pool.detach()
-        self.pool = self._pool_telemetry()
         self.statements = self._statement_telemetry()
-        self.pool.attach(self.engine)
         self.statements.attach(self.engine)
+        self.pool.rebind(self.meter)
 
     def remove(self) -> None:
         """Take every listener and wrapper off the engine; idempotent."""

@@ -166,6 +166,15 @@ class PoolTelemetry:
             unit="{connection}",
             description="Connections currently in the pool, by state.",
         )
+        self._create_instruments(meter)
+        self._lock = threading.Lock()
+        self._idle: set[ConnectionPoolEntry] = set()
+        self._used: dict[ConnectionPoolEntry, _Checkout] = {}
+        self._engine: sa.Engine | None = None
+        self._stop = threading.Event()
+        self._watcher: threading.Thread | None = None
+
+    def _create_instruments(self, meter: metrics.Meter) -> None:
         self._max = meter.create_up_down_counter(
             conventions.DB_CLIENT_CONNECTION_MAX,
             unit="{connection}",
@@ -188,12 +197,17 @@ class PoolTelemetry:
             unit="{connection}",
             description="Checkouts held longer than leak_seconds.",
         )
-        self._lock = threading.Lock()
-        self._idle: set[ConnectionPoolEntry] = set()
-        self._used: dict[ConnectionPoolEntry, _Checkout] = {}
-        self._engine: sa.Engine | None = None
-        self._stop = threading.Event()
-        self._watcher: threading.Thread | None = None
+
+    def rebind(self, meter: metrics.Meter) -> None:
+        """Record into ``meter``'s instruments from now on (see :mod:`instrumentation.providers`).
+
+        The connection count stays observed by the instrument made first: a proxy one turns
+        into the installed provider's with its callback, and a provider keeps one callback set
+        per instrument name. The maximum is published again, as a proxy dropped it.
+        """
+        self._create_instruments(meter)
+        if self._engine is not None and self._max_connections is not None:
+            self._guarded(self._max.add, self._max_connections, self._attributes)
 
     def attach(self, engine: sa.Engine) -> None:
         """Start listening on ``engine``'s pool events and publish the connection maximum."""

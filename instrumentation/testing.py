@@ -141,6 +141,9 @@ def reset_for_tests() -> None:
     trace_api._TRACER_PROVIDER = None
     metrics_api_internal._METER_PROVIDER_SET_ONCE = Once()
     metrics_api_internal._METER_PROVIDER = None
+    # The proxy keeps the meters handed out before a provider was set and replays them onto the
+    # next one: a fresh proxy, so that one test's instruments do not register in the next's.
+    metrics_api_internal._PROXY_METER_PROVIDER = metrics_api_internal._ProxyMeterProvider()
     logs_api_internal._LOGGER_PROVIDER_SET_ONCE = Once()
     logs_api_internal._LOGGER_PROVIDER = None
 
