@@ -34,10 +34,19 @@ class Run:
 
 
 def run_app(
-    python: str, url: str, app_log: Path, *, endpoint: str | None = None, cwd: Path | None = None
+    python: str,
+    url: str,
+    app_log: Path,
+    *,
+    endpoint: str | None = None,
+    cwd: Path | None = None,
+    from_source: bool = True,
 ) -> Run:
+    """Run the app once; ``from_source=False`` imports the instrumentation as installed."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("VRP_", "OTEL_"))}
-    env["PYTHONPATH"] = str(ROOT)
+    env.pop("PYTHONPATH", None)
+    if from_source:
+        env["PYTHONPATH"] = str(ROOT)
     arguments = [python, str(APP), "--database-url", url, "--app-log", str(app_log)]
     if endpoint is not None:
         env["OTEL_EXPORTER_OTLP_ENDPOINT"] = endpoint
