@@ -48,15 +48,15 @@ INSTRUMENTATION_SCOPE: Final = "instrumentation.database"
 
 # Dialect names whose OpenTelemetry db.system.name differs from SQLAlchemy's.
 _SYSTEM_NAMES: Final[Mapping[str, str]] = {
-    "mssql": "microsoft.sql_server",
-    "oracle": "oracle.db",
+    "mssql": conventions.DB_SYSTEM_MSSQL,
+    "oracle": conventions.DB_SYSTEM_ORACLE,
 }
 _DEFAULT_PORTS: Final[Mapping[str, int]] = {
-    "postgresql": 5432,
-    "mysql": 3306,
-    "mariadb": 3306,
-    "microsoft.sql_server": 1433,
-    "oracle.db": 1521,
+    conventions.DB_SYSTEM_POSTGRESQL: 5432,
+    conventions.DB_SYSTEM_MYSQL: 3306,
+    conventions.DB_SYSTEM_MARIADB: 3306,
+    conventions.DB_SYSTEM_MSSQL: 1433,
+    conventions.DB_SYSTEM_ORACLE: 1521,
 }
 _SLOT: Final = "_instrumentation_engine"
 _lock = threading.Lock()
@@ -70,13 +70,13 @@ def system_name(engine: sa.Engine) -> str:
     """``db.system.name`` of ``engine`` (see the module doc)."""
     dialect = engine.dialect
     if dialect.name == "mariadb" or getattr(dialect, "is_mariadb", False):
-        return "mariadb"
+        return conventions.DB_SYSTEM_MARIADB
     return _SYSTEM_NAMES.get(dialect.name, dialect.name)
 
 
 def _engine_attributes(engine: sa.Engine, system: str) -> dict[str, Any]:
     url = engine.url
-    if system == "sqlite":
+    if system == conventions.DB_SYSTEM_SQLITE:
         database = url.database
         memory = database in (None, "", ":memory:") or url.query.get("mode") == "memory"
         namespace = ":memory:" if memory or database is None else Path(database).name
@@ -119,7 +119,7 @@ class EngineInstrumentation:
         self.statements = self._statement_telemetry()
         self.pool.attach(engine)
         self.statements.attach(engine)
-        if self.system == "mysql":
+        if self.system == conventions.DB_SYSTEM_MYSQL:
             # MariaDB speaks MySQL's protocol and dialect: only a connection tells them apart.
             event.listen(engine, "first_connect", self._on_first_connect)
         if tracer_provider is None and providers.global_providers_pending():

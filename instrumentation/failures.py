@@ -16,6 +16,8 @@ import threading
 import time
 from dataclasses import dataclass
 
+from instrumentation import conventions
+
 __all__ = ["LOG_INTERVAL_S", "failure_counts", "reset_failures", "telemetry_failed"]
 
 LOG_INTERVAL_S = 60.0
@@ -57,7 +59,7 @@ def telemetry_failed(place: str) -> None:
             place,
             unlogged,
             exc_info=True,
-            extra={"telemetry.failure.place": place},
+            extra={conventions.TELEMETRY_FAILURE_PLACE: place},
         )
     except Exception:  # nosec B110 - reporting a telemetry failure must not fail the host
         pass
