@@ -61,7 +61,8 @@ def telemetry_failed(place: str) -> None:
             exc_info=True,
             extra={conventions.TELEMETRY_FAILURE_PLACE: place},
         )
-    except Exception:  # nosec B110 - reporting a telemetry failure must not fail the host
+    # Reporting a telemetry failure must not fail the host either.
+    except Exception:  # nosec B110
         pass
 
 

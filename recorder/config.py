@@ -22,17 +22,19 @@ from typing import Any
 import marshmallow as ma
 from marshmallow import fields, validate
 
+from instrumentation import (
+    ConfigurationError,
+    DatabaseSettings,
+    LoggingSettings,
+    TelemetrySettings,
+)
 from instrumentation.envsettings import invalid_setting_line
-from instrumentation.errors import ConfigurationError
 from instrumentation.paths import absolute_path, absolute_sqlite_url
 from instrumentation.settings import (
     DEFAULT_CHANNEL_TIMEOUT,
     DEFAULT_CONNECTION_LIMIT,
     MAX_CONNECTION_LIMIT,
     MIN_CONNECTION_LIMIT,
-    DatabaseSettings,
-    LoggingSettings,
-    TelemetrySettings,
 )
 from instrumentation.urls import parse_database_url
 from recorder import __version__

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from flask import current_app
 
-from instrumentation.database import Database
+from instrumentation import Database
 from recorder.config import Settings
 from recorder.storage import BlobStore
 
