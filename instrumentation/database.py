@@ -1,8 +1,10 @@
 """One database: engine, pool, sessions, and their telemetry.
 
 A :class:`Database` turns :class:`~instrumentation.settings.DatabaseSettings` into a configured
-SQLAlchemy engine (SQLite or PostgreSQL via psycopg 3) with pool metrics, leak detection and a
-CLIENT span per statement, and hands out ORM sessions wrapped in ``db.session`` spans. The unit-
+SQLAlchemy engine (SQLite or PostgreSQL via psycopg 3), instruments it with
+:func:`~instrumentation.engines.instrument_engine` (pool metrics, leak detection, a CLIENT span
+per statement), and hands out ORM sessions wrapped in ``db.session`` spans. It is the
+opinionated factory; an application with an engine of its own calls ``instrument_engine``. The unit-
 of-work layer (:mod:`instrumentation.transactions`) builds on :meth:`Database.session`,
 :attr:`Database.tracer` and :attr:`Database.meter`.
 
@@ -97,7 +99,7 @@ def _parse_url(raw: str) -> URL:
     except ConfigurationError as e:
         # The raw value may hold a password, so it is not repeated here.
         raise ConfigurationError(
-            f"database URL is not valid: {e}; expected e.g. sqlite:///var/vrp.db "
+            f"database URL is not valid: {e}; expected e.g. sqlite:///var/app.db "
             "or postgresql://user@host/dbname"
         ) from None
     if url.drivername == "postgresql":
