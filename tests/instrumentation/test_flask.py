@@ -507,3 +507,57 @@ def test_instrumenting_twice_is_a_no_op_and_uninstrument_restores_the_app(
     assert list(request_started.receivers_for(app)) == []
     # The JSON error responses were asked for on their own and stay with the app.
     assert app.test_client().get("/api/busy").status_code == 503
+
+
+def _app_with_its_own_pages(telemetry: InMemoryTelemetry) -> Flask:
+    app = Flask("pages")
+
+    @app.get("/boom")
+    def boom() -> str:
+        raise RuntimeError("exploded")
+
+    @app.get("/busy")
+    def busy() -> str:
+        raise PoolExhaustedError("main", 2.0)
+
+    @app.errorhandler(500)
+    def sorry(error: Exception) -> tuple[str, int]:
+        return "<h1>Sorry</h1>", 500
+
+    instrument_app(
+        app, tracer_provider=telemetry.tracer_provider, meter_provider=telemetry.meter_provider
+    )
+    return app
+
+
+def test_instrument_app_registers_no_handler_and_records_the_crash_from_the_signal(
+    telemetry: InMemoryTelemetry,
+) -> None:
+    app = _app_with_its_own_pages(telemetry)
+    response = app.test_client().get("/boom")
+
+    assert (response.status_code, response.get_data(as_text=True)) == (500, "<h1>Sorry</h1>")
+    registered = {k: dict(v) for k, v in app.error_handler_spec[None].items() if v}
+    assert list(registered) == [500]
+    assert [handler.__name__ for handler in registered[500].values()] == ["sorry"]
+    span = server_span(telemetry)
+    assert span.status.status_code is StatusCode.ERROR
+    assert span.attributes["error.type"] == "RuntimeError"
+    uninstrument_app(app)
+
+
+def test_register_error_responses_never_replaces_the_apps_own_500_page(
+    telemetry: InMemoryTelemetry,
+) -> None:
+    app = _app_with_its_own_pages(telemetry)
+    register_error_responses(app)
+    client = app.test_client()
+
+    crash = client.get("/boom")
+    busy = client.get("/busy")
+
+    assert (crash.status_code, crash.get_data(as_text=True)) == (500, "<h1>Sorry</h1>")
+    assert busy.status_code == 503
+    assert busy.headers["Retry-After"] == "1"
+    assert busy.get_json()["status"] == "Service Unavailable"
+    uninstrument_app(app)
