@@ -27,8 +27,8 @@ What callers can rely on
     * ``http.server.request.duration`` (seconds) for every request, sampled or not.
     * ``flask.g.request_id`` and :func:`current_request_id`: the incoming ``X-Request-ID`` when
       it is a sane token (at most 128 of ``[A-Za-z0-9._:-]``), else a fresh uuid4 hex; it is
-      echoed in the ``X-Request-ID`` response header and set as span attribute
-      ``vrp.request.id``.
+      echoed in the ``X-Request-ID`` response header and set as the span attribute the app names
+      in ``request_id_attribute`` (the recorder: ``vrp.request.id``).
     * One INFO record on logger ``instrumentation.access`` per request, the canonical log line:
       it also carries the request's unit-of-work summary (``vrp.db.sessions``,
       ``vrp.db.transactions`` and per outcome, ``vrp.db.attempts``, ``vrp.db.retries``,
@@ -214,8 +214,10 @@ class _FlaskInstrumentation:
         tracer: trace.Tracer,
         duration: metrics.Histogram,
         excluded_routes: Collection[str],
+        request_id_attribute: str | None,
     ) -> None:
         self.wrapped: _WSGIApp = app.wsgi_app
+        self.request_id_attribute = request_id_attribute
         self.tracer = tracer
         self.duration = duration
         self.excluded_routes = frozenset(excluded_routes)
@@ -302,7 +304,10 @@ class _FlaskInstrumentation:
         if make_current:
             state.token = otel_context.attach(trace.set_span_in_context(span, parent))
         if span.is_recording():
-            span.set_attributes(_request_attributes(environ, route, raw_method, state.request_id))
+            attributes = _request_attributes(environ, route, raw_method, state.request_id)
+            if self.request_id_attribute is not None:
+                attributes[self.request_id_attribute] = state.request_id
+            span.set_attributes(attributes)
 
     def _finish(self, state: _RequestState) -> None:
         if state.excluded:
@@ -363,19 +368,24 @@ def instrument_app(
     tracer_provider: trace.TracerProvider | None = None,
     meter_provider: metrics.MeterProvider | None = None,
     excluded_routes: Collection[str] = (),
+    request_id_attribute: str | None = None,
 ) -> None:
     """Trace, measure and access-log every request of ``app``; its responses stay its own.
 
     ``tracer_provider`` / ``meter_provider`` default to the global ones (resolved lazily, so
     :func:`instrumentation.telemetry.setup` may run later). ``excluded_routes`` holds URL rules
-    exactly as registered. Idempotent per app: later calls change nothing, call
+    exactly as registered. ``request_id_attribute`` names the server span attribute that carries
+    the request id, for an app that wants it on spans (no standard name exists, so none by
+    default). Idempotent per app: later calls change nothing, call
     :func:`uninstrument_app` first to change the providers.
     """
     if EXTENSION_KEY in app.extensions:
         return
     tracer = trace.get_tracer(__name__, tracer_provider=tracer_provider)
     duration = _duration_histogram(metrics.get_meter(__name__, meter_provider=meter_provider))
-    instrumentation = _FlaskInstrumentation(app, tracer, duration, excluded_routes)
+    instrumentation = _FlaskInstrumentation(
+        app, tracer, duration, excluded_routes, request_id_attribute
+    )
     app.extensions[EXTENSION_KEY] = instrumentation
     app.wsgi_app = instrumentation  # type: ignore[method-assign]
     # Weakly held: the app and its extensions keep the receiver alive, and a collected app
@@ -503,7 +513,6 @@ def _request_attributes(
     attributes: dict[str, Any] = {
         conventions.URL_PATH: _url_path(environ),
         conventions.URL_SCHEME: environ.get("wsgi.url_scheme", "http"),
-        conventions.VRP_REQUEST_ID: request_id,
     }
     address, port = _server_address(environ)
     if address:

@@ -7,7 +7,7 @@ from typing import Any
 from flask import Flask
 from flask_smorest import Api
 
-from instrumentation import Database, instrument_app, register_error_responses
+from instrumentation import Database, conventions, instrument_app, register_error_responses
 from recorder import __version__, schema_version
 from recorder.api import health, jsonbody, limits, recordings, tags
 from recorder.api.context import EXTENSION, RecorderContext
@@ -58,6 +58,7 @@ def create_app(
         tracer_provider=tracer_provider,
         meter_provider=meter_provider,
         excluded_routes=("/healthz", "/metrics"),
+        request_id_attribute=conventions.VRP_REQUEST_ID,
     )
     # JSON 503 on pool exhaustion and JSON 500 on a crash, beside the recorder's own handlers.
     register_error_responses(app)

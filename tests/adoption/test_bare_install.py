@@ -5,6 +5,7 @@ app of tests/adoption/app.py runs on it, instrumented, answering as it does with
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import venv
@@ -15,6 +16,7 @@ import pytest
 from tests.adoption.otlp_receiver import running_receiver
 from tests.adoption.test_adoption import ROOT, run_app
 
+PACKAGES = ("recorder", "instrumentation", "dashboard", "backup")
 NOT_WANTED = ("dash", "plotly", "zstandard", "mutagen", "psycopg", "alembic", "flask_smorest")
 
 
@@ -30,8 +32,19 @@ def _pip(*arguments: str, python: Path | str) -> subprocess.CompletedProcess[str
 
 @pytest.mark.slow
 def test_the_bare_distribution_installs_alone_and_runs_the_adoption_app(tmp_path: Path) -> None:
+    # Built from a copy: a build leaves build/ and *.egg-info behind in the folder it reads.
+    source = tmp_path / "source"
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, source / name)
+    for package in PACKAGES:
+        shutil.copytree(
+            ROOT / package, source / package, ignore=shutil.ignore_patterns("__pycache__")
+        )
     dist = tmp_path / "dist"
-    built = _pip("wheel", "--quiet", "--no-deps", "-w", str(dist), str(ROOT), python=sys.executable)
+    built = _pip(
+        "wheel", "--quiet", "--no-deps", "-w", str(dist), str(source), python=sys.executable
+    )
     assert built.returncode == 0, built.stderr[-4000:]
     [wheel] = dist.glob("voice_recorder_pro-*.whl")
     environment = tmp_path / "bare"

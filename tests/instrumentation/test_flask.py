@@ -99,6 +99,7 @@ def instrumented_app() -> Iterator[InstrumentedApp]:
             tracer_provider=tracer_provider,
             meter_provider=telemetry.meter_provider,
             excluded_routes=["/healthz"],
+            request_id_attribute="vrp.request.id",
         )
         register_error_responses(app)
         apps.append(app)
