@@ -1,6 +1,7 @@
 # `make run` serves the whole stack on SQLite and local files; `make test` runs ruff, bandit and
 # every test.
-# Both create .venv on first use; `run` installs only what running needs, `test` adds the test
+# Both create .venv on first use; `run` installs everything the `vrp` command runs (the `[all]`
+# extra; a bare `pip install .` is the instrumentation library alone), `test` adds the test
 # extras. Each install is remembered by a stamp and redone when pyproject.toml changes.
 PYTHON ?= python3
 VENV := .venv
@@ -14,7 +15,7 @@ $(VENV)/bin/python:
 	$(VENV)/bin/pip install --quiet --upgrade pip
 
 $(RUN_STAMP): pyproject.toml | $(VENV)/bin/python
-	$(VENV)/bin/pip install --quiet -e .
+	$(VENV)/bin/pip install --quiet -e '.[all]'
 	touch $@
 
 $(TEST_STAMP): pyproject.toml $(RUN_STAMP)
@@ -40,7 +41,7 @@ CONTRIB_STAMP := $(CONTRIB_VENV)/.installed
 $(CONTRIB_STAMP): pyproject.toml benchmarks/contrib-requirements.txt
 	$(PYTHON) -m venv $(CONTRIB_VENV)
 	$(CONTRIB_VENV)/bin/pip install --quiet --upgrade pip
-	$(CONTRIB_VENV)/bin/pip install --quiet -e . -r benchmarks/contrib-requirements.txt
+	$(CONTRIB_VENV)/bin/pip install --quiet -e '.[all]' -r benchmarks/contrib-requirements.txt
 	touch $(CONTRIB_STAMP)
 
 bench-contrib: $(CONTRIB_STAMP)
@@ -57,7 +58,7 @@ WHEELHOUSE_STAMP := docker/wheelhouse/.built
 .PHONY: wheelhouse test-deploy
 
 $(WHEELHOUSE_STAMP): pyproject.toml $(RUN_STAMP)
-	$(VENV)/bin/pip wheel --quiet --wheel-dir docker/wheelhouse . 'setuptools>=68'
+	$(VENV)/bin/pip wheel --quiet --wheel-dir docker/wheelhouse '.[all]' 'setuptools>=68'
 	rm -f docker/wheelhouse/voice_recorder_pro-*.whl
 	touch $@
 

@@ -84,7 +84,7 @@ def standalone_scope(export_telemetry: bool) -> Iterator[None]:
     from instrumentation import logs, telemetry
     from instrumentation.settings import LoggingSettings, TelemetrySettings
 
-    logs.configure_logging(LoggingSettings(log_dir=None), service=SERVICE_NAME)
+    logs.configure_logging(LoggingSettings(log_dir=None, lean=True), service=SERVICE_NAME)
     telemetry.setup(TelemetrySettings(service_name=SERVICE_NAME, disabled=not export_telemetry))
     try:
         yield

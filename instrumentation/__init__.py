@@ -1,12 +1,27 @@
 """Observability and safe database work for any Flask + SQLAlchemy 2.x application.
 
+Adoption is two lines (see docs/adopting.md)::
+
+    instrumentation.init(app, service_name="shop")
+    instrumentation.instrument_engine(engine)
+
+* :func:`init`: telemetry, logging and signal handlers in the right order; returns a handle
+  whose ``shutdown()`` is idempotent.
+* :func:`instrument_engine` / :func:`uninstrument_engine`: statement spans and metrics, pool
+  metrics and leak detection on an engine the application created, any dialect.
 * :func:`setup` / :func:`shutdown`: OpenTelemetry tracer, meter and logger providers sharing
   one resource, OTLP/HTTP export, flush on shutdown and SIGTERM.
 * :func:`configure_logging`: JSON lines to a rotated file and stderr, with trace ids, request
   ids and redaction of secrets.
 * :class:`Database`: pooled connections, context-managed sessions, statement spans and metrics,
   leak detection; :func:`transactional` and ``Database.run_transaction`` for retried units.
-* :func:`instrument_app`: server spans, request ids, access logs and 503 on pool exhaustion.
+* :func:`instrument_app`: server spans, request ids, access logs; it changes no response.
+  :func:`register_error_responses` opts in to JSON 500/503 bodies.
+* :func:`run_transaction`, :func:`transactional`: retried units of work on a ``Database`` or
+  the application's own ``sessionmaker``.
+* :class:`Steps`: cheap INTERNAL spans for the steps of a request (parsing, probing, storage).
+* A failure inside telemetry never reaches the application: it is counted
+  (:func:`telemetry_stats`) and logged at most once a minute per place.
 
 The package knows nothing of the application it serves.
 """
@@ -17,7 +32,13 @@ from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from instrumentation.bootstrap import Instrumentation, init
     from instrumentation.database import Database, PoolStatus, open_databases
+    from instrumentation.engines import (
+        EngineInstrumentation,
+        instrument_engine,
+        uninstrument_engine,
+    )
     from instrumentation.errors import (
         CommitOutcomeUnknownError,
         ConfigurationError,
@@ -25,11 +46,24 @@ if TYPE_CHECKING:
         PoolExhaustedError,
         TransactionRetryError,
     )
-    from instrumentation.flask import instrument_app, record_error, uninstrument_app
+    from instrumentation.flask import (
+        instrument_app,
+        record_error,
+        register_error_responses,
+        uninstrument_app,
+    )
     from instrumentation.logs import configure_logging, shutdown_logging
     from instrumentation.requestid import current_request_id
     from instrumentation.settings import DatabaseSettings, LoggingSettings, TelemetrySettings
-    from instrumentation.telemetry import Telemetry, install_signal_handlers, setup, shutdown
+    from instrumentation.spans import Steps
+    from instrumentation.telemetry import (
+        Telemetry,
+        TelemetryStats,
+        install_signal_handlers,
+        setup,
+        shutdown,
+        telemetry_stats,
+    )
     from instrumentation.transactions import (
         is_transient,
         run_transaction,
@@ -42,6 +76,11 @@ if TYPE_CHECKING:
 # errors, conventions) does not pull in SQLAlchemy, Flask and the OpenTelemetry SDK: command
 # lines that serve nothing start faster.
 _SOURCES = {
+    "Instrumentation": "bootstrap",
+    "init": "bootstrap",
+    "EngineInstrumentation": "engines",
+    "instrument_engine": "engines",
+    "uninstrument_engine": "engines",
     "Database": "database",
     "PoolStatus": "database",
     "open_databases": "database",
@@ -52,6 +91,7 @@ _SOURCES = {
     "TransactionRetryError": "errors",
     "instrument_app": "flask",
     "record_error": "flask",
+    "register_error_responses": "flask",
     "uninstrument_app": "flask",
     "configure_logging": "logs",
     "shutdown_logging": "logs",
@@ -59,7 +99,10 @@ _SOURCES = {
     "DatabaseSettings": "settings",
     "LoggingSettings": "settings",
     "TelemetrySettings": "settings",
+    "Steps": "spans",
     "Telemetry": "telemetry",
+    "TelemetryStats": "telemetry",
+    "telemetry_stats": "telemetry",
     "install_signal_handlers": "telemetry",
     "setup": "telemetry",
     "shutdown": "telemetry",
@@ -85,26 +128,35 @@ __all__ = [
     "ConfigurationError",
     "Database",
     "DatabaseSettings",
+    "EngineInstrumentation",
+    "Instrumentation",
     "InstrumentationError",
     "LoggingSettings",
     "PoolExhaustedError",
     "PoolStatus",
+    "Steps",
     "Telemetry",
     "TelemetrySettings",
+    "TelemetryStats",
     "TransactionRetryError",
     "configure_logging",
     "current_request_id",
+    "init",
     "install_signal_handlers",
     "instrument_app",
+    "instrument_engine",
     "is_transient",
     "open_databases",
     "record_error",
+    "register_error_responses",
     "run_transaction",
     "run_transaction_with_check",
     "setup",
     "shutdown",
     "shutdown_logging",
+    "telemetry_stats",
     "transaction",
     "transactional",
     "uninstrument_app",
+    "uninstrument_engine",
 ]

@@ -138,6 +138,10 @@ VRP_ALERT_DELIVERY_OUTCOME: Final = "vrp.alert.delivery.outcome"
 
 DB_SYSTEM_SQLITE: Final = "sqlite"
 DB_SYSTEM_POSTGRESQL: Final = "postgresql"
+DB_SYSTEM_MYSQL: Final = "mysql"
+DB_SYSTEM_MARIADB: Final = "mariadb"
+DB_SYSTEM_MSSQL: Final = "microsoft.sql_server"
+DB_SYSTEM_ORACLE: Final = "oracle.db"
 SESSION_OUTCOMES: Final = ("commit", "rollback", "closed", "error")
 TRANSACTION_OUTCOMES: Final = ("commit", "rollback", "error")
 CONNECTION_STATE_IDLE: Final = "idle"
@@ -197,6 +201,8 @@ LOG_FIELDS: Final = (
 # The access record (one INFO record per HTTP request) adds the request's attributes above, its
 # duration, and the summary of the database work the request did (instrumentation.uow).
 LOG_DURATION_MS: Final = "duration_ms"
+# Where inside the instrumentation a contained failure happened (instrumentation.failures).
+TELEMETRY_FAILURE_PLACE: Final = "telemetry.failure.place"
 VRP_DB_SESSIONS: Final = "vrp.db.sessions"
 VRP_DB_TRANSACTIONS: Final = "vrp.db.transactions"
 VRP_DB_TRANSACTIONS_COMMIT: Final = "vrp.db.transactions.commit"

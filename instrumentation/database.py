@@ -1,8 +1,10 @@
 """One database: engine, pool, sessions, and their telemetry.
 
 A :class:`Database` turns :class:`~instrumentation.settings.DatabaseSettings` into a configured
-SQLAlchemy engine (SQLite or PostgreSQL via psycopg 3) with pool metrics, leak detection and a
-CLIENT span per statement, and hands out ORM sessions wrapped in ``db.session`` spans. The unit-
+SQLAlchemy engine (SQLite or PostgreSQL via psycopg 3), instruments it with
+:func:`~instrumentation.engines.instrument_engine` (pool metrics, leak detection, a CLIENT span
+per statement), and hands out ORM sessions wrapped in ``db.session`` spans. It is the
+opinionated factory; an application with an engine of its own calls ``instrument_engine``. The unit-
 of-work layer (:mod:`instrumentation.transactions`) builds on :meth:`Database.session`,
 :attr:`Database.tracer` and :attr:`Database.meter`.
 
@@ -24,7 +26,6 @@ import weakref
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
@@ -33,22 +34,22 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from sqlalchemy import event
 from sqlalchemy.engine import URL
 from sqlalchemy.orm import Session, sessionmaker
-from sqlalchemy.pool import Pool, QueuePool, StaticPool
+from sqlalchemy.pool import QueuePool
 
-from instrumentation import conventions, postgresql, sqlite, uow
+from instrumentation import conventions, postgresql, providers, sqlite, uow
+from instrumentation.engines import EngineInstrumentation, instrument_engine, uninstrument_engine
 from instrumentation.errors import ConfigurationError, PoolExhaustedError, is_client_error
-from instrumentation.pool import PoolTelemetry
+from instrumentation.failures import telemetry_failed
 from instrumentation.sampling import drops_unsampled_children, unsampled_parent
 from instrumentation.settings import DatabaseSettings
 from instrumentation.spans import Steps
-from instrumentation.statements import StatementTelemetry, error_type
+from instrumentation.statements import error_type
 from instrumentation.urls import parse_database_url, shown_url
 
 __all__ = ["Database", "PoolStatus", "open_databases"]
 
 _log = logging.getLogger(__name__)
 
-INSTRUMENTATION_SCOPE = "instrumentation.database"
 _SCOPE_KEY = "vrp.session_scope"
 
 T = TypeVar("T")
@@ -99,7 +100,7 @@ def _parse_url(raw: str) -> URL:
     except ConfigurationError as e:
         # The raw value may hold a password, so it is not repeated here.
         raise ConfigurationError(
-            f"database URL is not valid: {e}; expected e.g. sqlite:///var/vrp.db "
+            f"database URL is not valid: {e}; expected e.g. sqlite:///var/app.db "
             "or postgresql://user@host/dbname"
         ) from None
     if url.drivername == "postgresql":
@@ -112,12 +113,12 @@ def _parse_url(raw: str) -> URL:
     return url
 
 
-def _max_connections(pool_class: type[Pool], settings: DatabaseSettings) -> int | None:
-    if issubclass(pool_class, StaticPool):
-        return 1
-    if issubclass(pool_class, QueuePool) and settings.max_overflow >= 0:
-        return settings.pool_size + settings.max_overflow
-    return None
+def _stop_watching(ref: weakref.ref[EngineInstrumentation]) -> None:
+    # Held weakly: the instrumentation reaches the Database (its statement counter). Once it is
+    # collected, its watcher finds its pool telemetry gone and ends on its own.
+    instrumentation = ref()
+    if instrumentation is not None:
+        instrumentation.pool.stop_signal()
 
 
 def _on_commit(session: Session) -> None:
@@ -158,52 +159,28 @@ class Database:
         self.settings = settings
         self.name = settings.pool_name or shown_url(settings.url)
         self.system = url.get_backend_name()
-        self.tracer = trace.get_tracer(INSTRUMENTATION_SCOPE, tracer_provider=tracer_provider)
-        # Whether session, transaction and statement spans of unsampled traces may be skipped.
-        self.drops_unsampled_children = drops_unsampled_children(self.tracer)
-        self._steps = Steps(self.tracer)
-        self.meter = metrics.get_meter(INSTRUMENTATION_SCOPE, meter_provider=meter_provider)
-
         if self.system == "sqlite":
             base_pool, engine_arguments = sqlite.engine_arguments(url, settings)
-            namespace = ":memory:" if sqlite.is_memory_database(url) else url.database
-            engine_attributes: dict[str, Any] = {
-                conventions.DB_SYSTEM_NAME: conventions.DB_SYSTEM_SQLITE,
-                conventions.DB_NAMESPACE: Path(namespace).name if namespace else None,
-            }
         else:
             base_pool = QueuePool
             engine_arguments = postgresql.engine_arguments(url, settings)
-            engine_attributes = {
-                conventions.DB_SYSTEM_NAME: conventions.DB_SYSTEM_POSTGRESQL,
-                conventions.DB_NAMESPACE: url.database,
-                conventions.SERVER_ADDRESS: url.host,
-                conventions.SERVER_PORT: url.port or 5432,
-            }
-
-        self._pool_telemetry = PoolTelemetry(
-            meter=self.meter,
-            pool_name=self.name,
-            max_connections=_max_connections(base_pool, settings),
-            leak_seconds=settings.leak_seconds,
-            leak_stack=settings.leak_stack,
-        )
-        self.engine = sa.create_engine(
-            url, poolclass=self._pool_telemetry.pool_class(base_pool), **engine_arguments
-        )
+        self.engine = sa.create_engine(url, poolclass=base_pool, **engine_arguments)
         if self.system == "sqlite":
             sqlite.install(self.engine, settings, file_database=not sqlite.is_memory_database(url))
         else:
             postgresql.install(self.engine)
-        self._pool_telemetry.attach(self.engine)
-        self._statements = StatementTelemetry(
-            tracer=self.tracer,
-            meter=self.meter,
-            system=self.system,
-            engine_attributes={k: v for k, v in engine_attributes.items() if v is not None},
+        self._instrumentation = instrument_engine(
+            self.engine,
+            pool_name=self.name,
+            leak_seconds=settings.leak_seconds,
+            leak_stack=settings.leak_stack,
+            tracer_provider=tracer_provider,
+            meter_provider=meter_provider,
             on_statement=self._count_statement,
         )
-        self._statements.attach(self.engine)
+        self._take_providers()
+        if tracer_provider is None and providers.global_providers_pending():
+            providers.rebind_when_installed(self._rebind)
 
         self._sessionmaker = sessionmaker(bind=self.engine, expire_on_commit=False, autoflush=True)
         event.listen(self._sessionmaker, "after_commit", _on_commit)
@@ -213,7 +190,18 @@ class Database:
         self._disposed = False
         _OPEN.add(self)
         # A Database dropped without dispose() must not leave its leak-watch thread running.
-        weakref.finalize(self, self._pool_telemetry.stop_signal)
+        weakref.finalize(self, _stop_watching, weakref.ref(self._instrumentation))
+
+    def _take_providers(self) -> None:
+        self.tracer = self._instrumentation.tracer
+        self.meter = self._instrumentation.meter
+        # Whether session, transaction and statement spans of unsampled traces may be skipped.
+        self.drops_unsampled_children = drops_unsampled_children(self.tracer)
+        self._steps = Steps(self.tracer)
+
+    def _rebind(self) -> None:
+        # The engine's instrumentation re-binds itself (registered first, so it already has).
+        self._take_providers()
 
     def __repr__(self) -> str:
         return f"<Database {self.name!r} ({self.system})>"
@@ -265,7 +253,7 @@ class Database:
                 attributes=self._session_attributes,
             )
         except Exception:
-            _log.warning("session span failed to start; the session runs untraced", exc_info=True)
+            telemetry_failed("db.session span start")
             return trace.INVALID_SPAN
 
     def _close_after_failure(self, session: Session) -> None:
@@ -315,9 +303,7 @@ class Database:
                     },
                 )
         except Exception:
-            _log.warning(
-                "session telemetry failed; the session itself is unaffected", exc_info=True
-            )
+            telemetry_failed("db.session span end")
 
     def _count_statement(self) -> None:
         for scope in reversed(_SCOPES.get()):
@@ -355,7 +341,7 @@ class Database:
                 overflow=max(pool.overflow(), 0),
                 checked_in=pool.checkedin(),
             )
-        idle, used = self._pool_telemetry.connection_counts()
+        idle, used = self._instrumentation.pool.connection_counts()
         return PoolStatus(size=idle + used, checked_out=used, overflow=0, checked_in=idle)
 
     def ping(self) -> None:
@@ -394,5 +380,4 @@ class Database:
                 extra={"pool_name": self.name, "checked_out": checked_out},
             )
         self.engine.dispose()
-        self._statements.detach()
-        self._pool_telemetry.detach()
+        uninstrument_engine(self.engine)

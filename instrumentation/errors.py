@@ -38,7 +38,7 @@ class PoolExhaustedError(InstrumentationError):
     def __init__(self, pool_name: str, timeout: float) -> None:
         super().__init__(
             f"no database connection free in pool {pool_name!r} within {timeout:g}s; "
-            "retry later or raise VRP_DB_POOL_SIZE / VRP_DB_MAX_OVERFLOW"
+            "retry later or give the pool more connections (pool_size, max_overflow)"
         )
         self.pool_name = pool_name
         self.timeout = timeout

@@ -1,5 +1,5 @@
 """Flask integration: one SERVER span, one duration point, one request id and one access-log
-record per request, plus JSON error responses for pool exhaustion (503) and crashes (500).
+record per request; opt-in JSON error responses for pool exhaustion (503) and crashes (500).
 
 Call :func:`instrument_app` once per app after creating it (a second call is a no-op);
 :func:`uninstrument_app` undoes it, for tests.
@@ -34,8 +34,8 @@ What callers can rely on
     * ``http.server.request.duration`` (seconds) for every request, sampled or not.
     * ``flask.g.request_id`` and :func:`current_request_id`: the incoming ``X-Request-ID`` when
       it is a sane token (at most 128 of ``[A-Za-z0-9._:-]``), else a fresh uuid4 hex; it is
-      echoed in the ``X-Request-ID`` response header and set as span attribute
-      ``vrp.request.id``.
+      echoed in the ``X-Request-ID`` response header and set as the span attribute the app names
+      in ``request_id_attribute`` (the recorder: ``vrp.request.id``).
     * One INFO record on logger ``instrumentation.access`` per request, the canonical log line:
       it also carries the request's unit-of-work summary (``vrp.db.sessions``,
       ``vrp.db.transactions`` and per outcome, ``vrp.db.attempts``, ``vrp.db.retries``,
@@ -51,18 +51,21 @@ What callers can rely on
       is outside the span and the request id.
 
 Errors
-    :class:`~instrumentation.errors.PoolExhaustedError` and SQLAlchemy's pool
-    ``TimeoutError`` become ``503`` with ``Retry-After: 1`` and a WARNING record. Any other
-    unhandled exception becomes a JSON ``500`` carrying the request id and no stack trace; the
-    handler is registered for ``InternalServerError`` so that Flask's own path keeps working:
-    it logs the exception at ERROR with ``exc_info``, sends ``got_request_exception``, hands the
-    error to ``teardown_request`` functions, and re-raises instead when
-    ``PROPAGATE_EXCEPTIONS`` (testing, debug) is on - the span records the error either way.
-    flask-smorest's ``HTTPException`` handler keeps answering every 4xx and other 5xx.
+    :func:`instrument_app` registers no error handler: what the app answers is the app's.
+    An unhandled exception reaches the span and the metric through Flask's
+    ``got_request_exception`` signal (and through the middleware when ``PROPAGATE_EXCEPTIONS``
+    re-raises it). :func:`register_error_responses` is the opt-in for JSON bodies:
+    :class:`~instrumentation.errors.PoolExhaustedError` and SQLAlchemy's pool ``TimeoutError``
+    become ``503`` with ``Retry-After: 1`` and a WARNING record, any other unhandled exception a
+    JSON ``500`` carrying the request id and no stack trace. It never replaces a handler the app
+    registered before (for ``500``: any handler of that code). The ``500`` handler is registered
+    for ``InternalServerError`` so that Flask's own path keeps working: it logs the exception at
+    ERROR with ``exc_info``, sends ``got_request_exception``, hands the error to
+    ``teardown_request`` functions, and re-raises instead when ``PROPAGATE_EXCEPTIONS`` (testing,
+    debug) is on.
 
-Telemetry never breaks a request: a failure while tracing, measuring or logging is caught,
-counted in ``failures`` of the object kept in ``app.extensions`` and logged on
-``instrumentation.flask`` (WARNING for the first and every 1000th, DEBUG otherwise).
+Telemetry never breaks a request: a failure while tracing, measuring or logging is caught and
+handed to :func:`instrumentation.failures.telemetry_failed` (counted, logged once a minute).
 """
 
 from __future__ import annotations
@@ -80,16 +83,17 @@ from typing import Any
 
 import sqlalchemy.exc
 from flask import Flask, Response, g, jsonify, request
-from flask.signals import request_started
+from flask.signals import got_request_exception, request_started
 from opentelemetry import context as otel_context
 from opentelemetry import metrics, propagate, trace
 from opentelemetry.propagators.textmap import Getter
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from werkzeug.exceptions import InternalServerError
 
-from instrumentation import conventions, direct, uow
+from instrumentation import conventions, direct, providers, uow
 from instrumentation.bound import BoundHistogram
 from instrumentation.errors import PoolExhaustedError
+from instrumentation.failures import telemetry_failed
 from instrumentation.redaction import redact_text
 from instrumentation.requestid import REQUEST_ID, current_request_id
 from instrumentation.sampling import drops_unsampled_children
@@ -101,11 +105,12 @@ __all__ = [
     "RETRY_AFTER_SECONDS",
     "current_request_id",
     "instrument_app",
+    "register_error_responses",
     "uninstrument_app",
 ]
 
 REQUEST_ID_HEADER = "X-Request-ID"
-EXTENSION_KEY = "vrp.instrumentation.flask"
+EXTENSION_KEY = "instrumentation.flask"
 
 # Semantic-conventions advice for http.server.request.duration.
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10)
@@ -117,7 +122,6 @@ _KNOWN_METHODS = frozenset(
 _OTHER_METHOD = "_OTHER"
 _SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 _DEFAULT_PORTS = {"http": 80, "https": 443}
-_FAILURE_LOG_EVERY = 1000
 
 _logger = logging.getLogger(__name__)
 _access_logger = logging.getLogger("instrumentation.access")
@@ -145,7 +149,9 @@ class _RequestState:
     returned_ns: int = 0
 
 
-_current: ContextVar[_RequestState | None] = ContextVar("vrp_flask_request", default=None)
+_current: ContextVar[_RequestState | None] = ContextVar(
+    "instrumentation_flask_request", default=None
+)
 
 
 @dataclass(slots=True)
@@ -219,14 +225,15 @@ class _FlaskInstrumentation:
         tracer: trace.Tracer,
         duration: metrics.Histogram,
         excluded_routes: Collection[str],
+        request_id_attribute: str | None,
     ) -> None:
         self.wrapped: _WSGIApp = app.wsgi_app
+        self.request_id_attribute = request_id_attribute
         self.tracer = tracer
         self.duration = duration
         self.excluded_routes = frozenset(excluded_routes)
         self.drops_unsampled_children = drops_unsampled_children(tracer)
         self.active = True
-        self.failures = 0
         self._routes: dict[tuple[str, str | None], _Route] = {}
 
     def __call__(self, environ: dict[str, Any], start_response: _StartResponse) -> Iterable[bytes]:
@@ -343,7 +350,10 @@ class _FlaskInstrumentation:
         if make_current:
             state.token = otel_context.attach(trace.set_span_in_context(span, parent))
         if span.is_recording():
-            span.set_attributes(_request_attributes(environ, route, raw_method, state.request_id))
+            attributes = _request_attributes(environ, route, raw_method, state.request_id)
+            if self.request_id_attribute is not None:
+                attributes[self.request_id_attribute] = state.request_id
+            span.set_attributes(attributes)
 
     def _finish(self, state: _RequestState) -> None:
         if state.excluded:
@@ -390,19 +400,21 @@ class _FlaskInstrumentation:
             if state.token is not None:
                 otel_context.detach(state.token)
 
+    def rebind(self) -> None:
+        """Take the tracer and the duration histogram afresh from the global providers."""
+        self.tracer = trace.get_tracer(__name__)
+        self.duration = _duration_histogram(metrics.get_meter(__name__))
+        self._routes = {}
+
     def telemetry_failed(self, action: str) -> None:
-        """Count a telemetry failure and log it without flooding the log."""
-        self.failures += 1
-        level = logging.WARNING
-        if self.failures != 1 and self.failures % _FAILURE_LOG_EVERY:
-            level = logging.DEBUG
-        _logger.log(
-            level,
-            "could not %s (%d failure(s) so far); the request is served without it",
-            action,
-            self.failures,
-            exc_info=True,
-        )
+        """Hand a telemetry failure to the package's one failure path."""
+        telemetry_failed(f"flask: {action}")
+
+    def on_request_exception(self, sender: Flask, exception: BaseException, **_: Any) -> None:
+        """``got_request_exception`` receiver: the exception Flask is about to answer 500 for."""
+        state = _current.get()
+        if state is not None and state.instrumentation is self:
+            state.exception = exception
 
 
 def instrument_app(
@@ -411,25 +423,24 @@ def instrument_app(
     tracer_provider: trace.TracerProvider | None = None,
     meter_provider: metrics.MeterProvider | None = None,
     excluded_routes: Collection[str] = (),
+    request_id_attribute: str | None = None,
 ) -> None:
-    """Trace, measure and access-log every request of ``app``; answer 503/500 as JSON.
+    """Trace, measure and access-log every request of ``app``; its responses stay its own.
 
     ``tracer_provider`` / ``meter_provider`` default to the global ones (resolved lazily, so
     :func:`instrumentation.telemetry.setup` may run later). ``excluded_routes`` holds URL rules
-    exactly as registered. Idempotent per app: later calls change nothing, call
+    exactly as registered. ``request_id_attribute`` names the server span attribute that carries
+    the request id, for an app that wants it on spans (no standard name exists, so none by
+    default). Idempotent per app: later calls change nothing, call
     :func:`uninstrument_app` first to change the providers.
     """
     if EXTENSION_KEY in app.extensions:
         return
     tracer = trace.get_tracer(__name__, tracer_provider=tracer_provider)
-    meter = metrics.get_meter(__name__, meter_provider=meter_provider)
-    duration = meter.create_histogram(
-        conventions.HTTP_SERVER_REQUEST_DURATION,
-        unit="s",
-        description="Duration of HTTP server requests.",
-        explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
+    duration = _duration_histogram(metrics.get_meter(__name__, meter_provider=meter_provider))
+    instrumentation = _FlaskInstrumentation(
+        app, tracer, duration, excluded_routes, request_id_attribute
     )
-    instrumentation = _FlaskInstrumentation(app, tracer, duration, excluded_routes)
     app.extensions[EXTENSION_KEY] = instrumentation
     app.wsgi_app = instrumentation  # type: ignore[method-assign]
     # Shadows the method on this app only; uninstrument_app deletes it again.
@@ -439,16 +450,39 @@ def instrument_app(
     # Weakly held: the app and its extensions keep the receiver alive, and a collected app
     # leaves nothing behind in the process-wide signal.
     request_started.connect(instrumentation.on_request_started, sender=app)
-    app.register_error_handler(PoolExhaustedError, _service_unavailable)
-    app.register_error_handler(sqlalchemy.exc.TimeoutError, _service_unavailable)
-    app.register_error_handler(InternalServerError, _internal_server_error)
+    got_request_exception.connect(instrumentation.on_request_exception, sender=app)
+    if tracer_provider is None and providers.global_providers_pending():
+        providers.rebind_when_installed(instrumentation.rebind)
+
+
+def _duration_histogram(meter: metrics.Meter) -> metrics.Histogram:
+    return meter.create_histogram(
+        conventions.HTTP_SERVER_REQUEST_DURATION,
+        unit="s",
+        description="Duration of HTTP server requests.",
+        explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
+    )
+
+
+def register_error_responses(app: Flask) -> None:
+    """Answer pool exhaustion with a JSON 503 and crashes with a JSON 500 (see the module doc).
+
+    Opt-in, and only where ``app`` has no handler of its own: an exception class already
+    handled keeps its handler, and so does ``500`` when any handler of that code exists.
+    """
+    by_code = app.error_handler_spec[None]
+    for exc_class in (PoolExhaustedError, sqlalchemy.exc.TimeoutError):
+        if exc_class not in by_code[None]:
+            app.register_error_handler(exc_class, _service_unavailable)
+    if not by_code[500]:
+        app.register_error_handler(InternalServerError, _internal_server_error)
 
 
 def uninstrument_app(app: Flask) -> None:
     """Undo :func:`instrument_app`; a no-op for an app that is not instrumented.
 
     When another middleware has wrapped ``app.wsgi_app`` since, ours stays in the chain but
-    passes requests straight through. Error handlers replaced since are left alone.
+    passes requests straight through. Handlers of :func:`register_error_responses` stay.
     """
     instrumentation = app.extensions.pop(EXTENSION_KEY, None)
     if not isinstance(instrumentation, _FlaskInstrumentation):
@@ -461,14 +495,7 @@ def uninstrument_app(app: Flask) -> None:
         del app.dispatch_request
     # Without a sender: disconnecting from one sender would leave the receiver registered.
     request_started.disconnect(instrumentation.on_request_started)
-    by_code = app.error_handler_spec[None]
-    for code, exc_class, handler in (
-        (None, PoolExhaustedError, _service_unavailable),
-        (None, sqlalchemy.exc.TimeoutError, _service_unavailable),
-        (500, InternalServerError, _internal_server_error),
-    ):
-        if by_code[code].get(exc_class) is handler:
-            del by_code[code][exc_class]
+    got_request_exception.disconnect(instrumentation.on_request_exception)
 
 
 def record_error(error: BaseException) -> None:
@@ -548,7 +575,6 @@ def _request_attributes(
     attributes: dict[str, Any] = {
         conventions.URL_PATH: _url_path(environ),
         conventions.URL_SCHEME: environ.get("wsgi.url_scheme", "http"),
-        conventions.VRP_REQUEST_ID: request_id,
     }
     address, port = _server_address(environ)
     if address:

@@ -19,11 +19,13 @@ with orjson, and when both the file and stderr write JSON they share the bytes
 (:meth:`JsonLineFormatter.line` keeps them on the record). Its extra fields are collected once,
 by the redaction pass, and the JSON line and the OTLP handler both read that dict
 (:func:`~instrumentation.redaction.redacted_extras`). Looking up the caller (file, function,
-line) walks the stack on every record, so it is skipped (:data:`logging._srcfile` unset, the
-switch the standard library provides for this) unless the level is DEBUG or
-``LoggingSettings.caller`` asks for it; records at WARNING and above still get their caller,
-looked up by :class:`CallerFilter` only for them. In the same lean mode records do not look up
-the thread and process names (``logging.logThreads`` and friends), which no output here shows.
+line) walks the stack on every record; with ``LoggingSettings.lean`` it is skipped
+(:data:`logging._srcfile` unset, the switch the standard library provides for this) unless the
+level is DEBUG or ``LoggingSettings.caller`` asks for it; records at WARNING and above still get
+their caller, looked up by :class:`CallerFilter` only for them. In the same lean mode records do
+not look up the thread and process names (``logging.logThreads`` and friends), which no output
+here shows. These switches are process-wide, so every other handler loses those fields too:
+``lean`` is off unless the application asks for it.
 
 The level applies to the root logger. ``urllib3`` (the OTLP exporter's HTTP client, chatty on
 retries), ``werkzeug`` (its access lines repeat what the HTTP server spans and metrics record,
@@ -35,8 +37,9 @@ that waits for a worker thread: on a saturated server, one per request, which on
 where there is none to spare; its records pass once a minute (:class:`OncePerInterval`).
 
 Configuring again replaces this module's handlers and never touches handlers it did not add
-(pytest's ``caplog``, the OTLP handler of :mod:`instrumentation.telemetry`), so the two modules
-may be set up in either order.
+(the application's own, pytest's ``caplog``, the OTLP handler of :mod:`instrumentation.telemetry`):
+ours are added beside them, so the two modules may be set up in either order and an adopting
+application keeps its own log output as it was.
 """
 
 from __future__ import annotations
@@ -482,7 +485,7 @@ def configure_logging(settings: LoggingSettings, *, service: str) -> None:
             _install(_JsonStreamHandler(stream), json_formatter)
     if settings.flush_ms > 0:
         logbuffer.install(settings.flush_ms / 1000, direct.hand_over)
-    if not _wants_caller(settings, level):
+    if settings.lean and not _wants_caller(settings, level):
         for switch in _LEAN_SWITCHES:
             _saved_switches[switch] = getattr(logging, switch)
             setattr(logging, switch, None if switch == "_srcfile" else False)

@@ -11,12 +11,12 @@ Metrics (names and attributes per DESIGN.md, all with ``db.client.connection.poo
 * ``db.client.connection.max``: pool_size + max_overflow, added once, removed on detach.
 * ``db.client.connection.wait_time``: time to obtain a connection from the pool. No pool event
   fires *before* a checkout starts (``checkout`` fires at its end), so the measurement wraps
-  :meth:`Pool.connect`, which ``Engine.raw_connection`` calls for every connection a
-  ``Connection``/``Session`` takes. The wrap is a pool subclass built per instance by
-  :meth:`PoolTelemetry.pool_class`; ``Pool.recreate()`` (``engine.dispose()``) instantiates
-  ``self.__class__``, so the measurement survives a pool swap. The time includes waiting for a
-  free slot, opening a new connection and pre-ping; a checkout that times out is not a wait
-  sample but a ``db.client.connection.timeouts`` increment.
+  the ``connect`` method of the engine's pool *instance*, which ``Engine.raw_connection`` calls
+  for every connection a ``Connection``/``Session`` takes. An instance attribute, not a pool
+  subclass, so that it works on an engine the application created with any pool class;
+  ``engine.dispose()`` swaps in a new pool, and the ``engine_disposed`` event wraps that one too.
+  The time includes waiting for a free slot, opening a new connection and pre-ping; a checkout
+  that times out is not a wait sample but a ``db.client.connection.timeouts`` increment.
 * ``vrp.db.connection.leaks``: connections held longer than ``leak_seconds``.
 
 Leak scheme: a checkout stores ``time.monotonic()`` and the first stack frame outside
@@ -42,15 +42,23 @@ import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import FrameType
-from typing import Any, ClassVar
+from typing import Any
 
 import sqlalchemy as sa
 from opentelemetry import metrics
 from sqlalchemy import event
-from sqlalchemy.pool import ConnectionPoolEntry, Pool, PoolProxiedConnection
+from sqlalchemy.pool import (
+    ConnectionPoolEntry,
+    Pool,
+    PoolProxiedConnection,
+    QueuePool,
+    SingletonThreadPool,
+    StaticPool,
+)
 
 from instrumentation import conventions
 from instrumentation.bound import BoundHistogram
+from instrumentation.failures import telemetry_failed
 
 _log = logging.getLogger(__name__)
 
@@ -62,6 +70,8 @@ _LIBRARY_PREFIXES = (
     os.path.dirname(__file__) + os.sep,
     contextlib.__file__,
 )
+
+_OWNER = "_instrumentation_pool_telemetry"
 
 _EVENTS = ("connect", "checkout", "checkin", "close", "detach", "invalidate")
 
@@ -106,25 +116,24 @@ def _watch(ref: weakref.ref[PoolTelemetry], stop: threading.Event, interval: flo
         try:
             telemetry.report_leaks()
         except Exception:
-            _log.warning("leak check failed; retrying on the next tick", exc_info=True)
+            telemetry_failed("pool leak check")
         del telemetry
 
 
-class _TimedConnect:
-    """Pool mix-in measuring :meth:`Pool.connect`; see the module docstring."""
-
-    _vrp_telemetry: ClassVar[PoolTelemetry]
-
-    def connect(self) -> PoolProxiedConnection:
-        return self._vrp_telemetry.timed_connect(super().connect)  # type: ignore[misc]
+def max_connections(pool: Pool) -> int | None:
+    """The most connections ``pool`` opens at once, or ``None`` when it sets no bound."""
+    if isinstance(pool, StaticPool | SingletonThreadPool):
+        return 1
+    if isinstance(pool, QueuePool) and pool._max_overflow >= 0:
+        return pool.size() + pool._max_overflow
+    return None
 
 
 class PoolTelemetry:
     """Pool metrics and leak detection for one pool name.
 
-    Use :meth:`pool_class` as ``create_engine(poolclass=...)``, then :meth:`attach` the engine.
-    ``max_connections`` is ``None`` for pools without a bound; ``leak_seconds <= 0`` disables
-    leak detection.
+    :meth:`attach` it to an engine; ``max_connections`` is ``None`` for pools without a bound
+    (see :func:`max_connections`); ``leak_seconds <= 0`` disables leak detection.
     """
 
     def __init__(
@@ -157,6 +166,15 @@ class PoolTelemetry:
             unit="{connection}",
             description="Connections currently in the pool, by state.",
         )
+        self._create_instruments(meter)
+        self._lock = threading.Lock()
+        self._idle: set[ConnectionPoolEntry] = set()
+        self._used: dict[ConnectionPoolEntry, _Checkout] = {}
+        self._engine: sa.Engine | None = None
+        self._stop = threading.Event()
+        self._watcher: threading.Thread | None = None
+
+    def _create_instruments(self, meter: metrics.Meter) -> None:
         self._max = meter.create_up_down_counter(
             conventions.DB_CLIENT_CONNECTION_MAX,
             unit="{connection}",
@@ -179,26 +197,25 @@ class PoolTelemetry:
             unit="{connection}",
             description="Checkouts held longer than leak_seconds.",
         )
-        self._lock = threading.Lock()
-        self._idle: set[ConnectionPoolEntry] = set()
-        self._used: dict[ConnectionPoolEntry, _Checkout] = {}
-        self._engine: sa.Engine | None = None
-        self._stop = threading.Event()
-        self._watcher: threading.Thread | None = None
 
-    def pool_class(self, base: type[Pool]) -> type[Pool]:
-        """``base`` with :meth:`Pool.connect` timed into this instance's metrics."""
-        # SQLAlchemy names a pool's logger after its class's module; keeping the base's module
-        # keeps its lifecycle lines ("Pool disposed", ...) under ``sqlalchemy.pool``, where the
-        # logging set-up quiets them, instead of under ``instrumentation.pool``.
-        namespace = {"_vrp_telemetry": self, "__module__": base.__module__}
-        return type(f"Instrumented{base.__name__}", (_TimedConnect, base), namespace)
+    def rebind(self, meter: metrics.Meter) -> None:
+        """Record into ``meter``'s instruments from now on (see :mod:`instrumentation.providers`).
+
+        The connection count stays observed by the instrument made first: a proxy one turns
+        into the installed provider's with its callback, and a provider keeps one callback set
+        per instrument name. The maximum is published again, as a proxy dropped it.
+        """
+        self._create_instruments(meter)
+        if self._engine is not None and self._max_connections is not None:
+            self._guarded(self._max.add, self._max_connections, self._attributes)
 
     def attach(self, engine: sa.Engine) -> None:
         """Start listening on ``engine``'s pool events and publish the connection maximum."""
         for name in _EVENTS:
             event.listen(engine, name, getattr(self, f"_on_{name}"))
+        event.listen(engine, "engine_disposed", self._on_engine_disposed)
         self._engine = engine
+        self._time_connect(engine.pool)
         if self._max_connections is not None:
             self._max.add(self._max_connections, self._attributes)
 
@@ -214,6 +231,10 @@ class PoolTelemetry:
             return
         for name in _EVENTS:
             event.remove(engine, name, getattr(self, f"_on_{name}"))
+        event.remove(engine, "engine_disposed", self._on_engine_disposed)
+        # Only our own wrapper is taken off: one installed over it stays.
+        if getattr(engine.pool.connect, _OWNER, None) is self:
+            del engine.pool.connect
         with self._lock:
             self._idle.clear()
             self._used.clear()
@@ -237,7 +258,25 @@ class PoolTelemetry:
         with self._lock:
             return len(self._idle), len(self._used)
 
-    def timed_connect(self, connect: Callable[[], PoolProxiedConnection]) -> PoolProxiedConnection:
+    def _time_connect(self, pool: Pool) -> None:
+        # An instance attribute: a pool of another engine sharing the class is untouched, and
+        # detach recognises its own wrapper by the owner it carries.
+        connect = type(pool).connect.__get__(pool)
+        timed = self._timed_connect
+
+        def timed_connect() -> PoolProxiedConnection:
+            return timed(connect)
+
+        setattr(timed_connect, _OWNER, self)
+        pool.connect = timed_connect  # type: ignore[method-assign]
+
+    def _on_engine_disposed(self, engine: sa.Engine) -> None:
+        try:
+            self._time_connect(engine.pool)
+        except Exception:
+            telemetry_failed("pool engine_disposed")
+
+    def _timed_connect(self, connect: Callable[[], PoolProxiedConnection]) -> PoolProxiedConnection:
         """Call ``connect`` (a pool checkout), recording its wait time or its timeout."""
         started = time.perf_counter()
         try:
@@ -247,18 +286,17 @@ class PoolTelemetry:
                 self._guarded(self._timeouts.add, 1, self._attributes)
             raise
         if self._engine is not None:
-            self._guarded(self._record_wait, time.perf_counter() - started, self._attributes)
+            try:
+                self._wait_point.record(time.perf_counter() - started)
+            except Exception:
+                telemetry_failed("pool wait_time")
         return connection
-
-    def _record_wait(self, value: float, attributes: dict[str, str]) -> None:
-        # _guarded's shape; the pool's attributes are already bound in the point.
-        self._wait_point.record(value)
 
     def _guarded(self, record: Any, value: float, attributes: dict[str, str]) -> None:
         try:
             record(value, attributes)
         except Exception:
-            _log.warning("pool metric update failed; the pool is unaffected", exc_info=True)
+            telemetry_failed("pool metric")
 
     def _on_connect(self, dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
         with self._lock:
@@ -272,7 +310,7 @@ class PoolTelemetry:
         try:
             checkout = self._describe_checkout()
         except Exception:
-            _log.warning("leak tracking failed for a checkout", exc_info=True)
+            telemetry_failed("pool checkout")
             checkout = _Checkout(time.monotonic(), "unknown")
         with self._lock:
             self._idle.discard(record)

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-import psycopg
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import URL, ExceptionContext
@@ -37,8 +36,10 @@ _APPLICATION_NAME_MAX: Final = 63  # PostgreSQL truncates application_name to NA
 def engine_arguments(url: URL, settings: DatabaseSettings) -> dict[str, Any]:
     """``create_engine`` keyword arguments for a PostgreSQL ``url``: pool and session options."""
     connect_args: dict[str, Any] = {}
-    if "application_name" not in url.query:
-        name = f"vrp {settings.pool_name}" if settings.pool_name else "vrp"
+    if settings.application_name and "application_name" not in url.query:
+        name = settings.application_name
+        if settings.pool_name:
+            name = f"{name} {settings.pool_name}"
         connect_args["application_name"] = name[:_APPLICATION_NAME_MAX]
     if settings.statement_timeout_ms is not None:
         connect_args["options"] = f"-c statement_timeout={int(settings.statement_timeout_ms)}"
@@ -65,6 +66,9 @@ def ping_lost_connection(error: BaseException) -> bool:
     57P0x errors are subclasses) for every failure of the connection itself, with or without an
     SQLSTATE; an empty query cannot fail any other way, so the ping's connection is gone.
     """
+    # Imported here: only a psycopg engine reaches this, and the bare install has no psycopg.
+    import psycopg
+
     seen: set[int] = set()
     current: BaseException | None = error
     while current is not None and id(current) not in seen:

@@ -32,6 +32,9 @@ class DatabaseSettings:
     retry_initial_delay: float = 0.02
     retry_max_delay: float = 1.0
     pool_name: str | None = None
+    # PostgreSQL's application_name for the pool's connections (followed by the pool name when
+    # there is one); None sets none. A URL's own ?application_name= wins.
+    application_name: str | None = None
 
 
 @dataclass(frozen=True)
@@ -51,6 +54,10 @@ class LoggingSettings:
     # Records of the request path (the access record) are queued and written in a row every
     # flush_ms milliseconds; 0 writes each as it is made (see instrumentation.logbuffer).
     flush_ms: int = 200
+    # Turn off the standard library's per-record caller, thread and process look-ups
+    # (``logging._srcfile``, ``logThreads``, ...) process-wide, for speed. Opt-in: they are
+    # every other handler's too (see instrumentation.logs).
+    lean: bool = False
 
 
 @dataclass(frozen=True)

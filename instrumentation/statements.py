@@ -20,7 +20,6 @@ is computed once per distinct statement string and cached, so the hot path is a 
 
 from __future__ import annotations
 
-import logging
 import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -34,12 +33,11 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from sqlalchemy import event
 from sqlalchemy.engine import ExceptionContext, ExecutionContext
 
-from instrumentation import conventions
+from instrumentation import conventions, mysql
 from instrumentation.bound import BoundHistogram
+from instrumentation.failures import telemetry_failed
 from instrumentation.sampling import drops_unsampled_children, unsampled_parent
 from instrumentation.uow import note_statement
-
-_log = logging.getLogger(__name__)
 
 # Bucket boundaries recommended by the semantic conventions for db.client.operation.duration.
 DURATION_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0)
@@ -190,7 +188,11 @@ def _qualified_name(cls: type) -> str:
 
 
 def response_status_code(exc: BaseException) -> str | None:
-    """The SQLSTATE of a psycopg error or the SQLite result code name, if the driver gave one."""
+    """The SQLSTATE of a psycopg error, the SQLite result code name or the MySQL/MariaDB error
+    number (which the conventions prefer to its SQLSTATE), if the driver gave one."""
+    number = mysql.error_code(exc)
+    if number is not None:
+        return str(number)
     code = getattr(exc, "sqlstate", None) or getattr(exc, "sqlite_errorname", None)
     return code if isinstance(code, str) and code else None
 
@@ -214,22 +216,6 @@ class _Described:
     metric_attributes: dict[str, Any]
     duration_point: BoundHistogram
     counted: bool
-
-
-_warned: set[str] = set()
-
-
-def _listener_failed(where: str) -> None:
-    """Log a listener failure: with its traceback the first time per listener, then quietly."""
-    if where in _warned:
-        _log.debug("statement telemetry failed in %s", where, exc_info=True)
-        return
-    _warned.add(where)
-    _log.warning(
-        "statement telemetry failed in %s; the statement itself is unaffected",
-        where,
-        exc_info=True,
-    )
 
 
 class StatementTelemetry:
@@ -331,7 +317,7 @@ class StatementTelemetry:
                 )
             except Exception:
                 # A broken span pipeline must not cost the statement its duration metric.
-                _listener_failed("start_span")
+                telemetry_failed("statement start_span")
                 span = trace.INVALID_SPAN
             # The execution context carries the in-flight span from before to after/error;
             # SQLAlchemy passes no context for a few dialect-internal executions, for which the
@@ -339,7 +325,7 @@ class StatementTelemetry:
             holder: Any = context if context is not None else conn
             setattr(holder, _SLOT, (span, perf_counter(), described))
         except Exception:
-            _listener_failed("before_cursor_execute")
+            telemetry_failed("statement before_cursor_execute")
         return statement, parameters
 
     def _after(
@@ -361,7 +347,7 @@ class StatementTelemetry:
             note_statement(elapsed, described.counted)
             span.end()
         except Exception:
-            _listener_failed("after_cursor_execute")
+            telemetry_failed("statement after_cursor_execute")
 
     def _error(self, error: ExceptionContext) -> None:
         try:
@@ -382,7 +368,7 @@ class StatementTelemetry:
                 span.set_status(Status(StatusCode.ERROR, kind))
             span.end()
         except Exception:
-            _listener_failed("handle_error")
+            telemetry_failed("statement handle_error")
 
 
 def _take_statement(holder: Any) -> tuple[Span, float, _Described] | None:

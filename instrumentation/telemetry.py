@@ -52,7 +52,7 @@ import time
 import traceback
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from functools import partial
 from types import FrameType
 from typing import Any, TypeVar
@@ -97,7 +97,7 @@ from opentelemetry.sdk.trace.export import (
     SpanExportResult,
 )
 
-from instrumentation import conventions, logbuffer
+from instrumentation import conventions, failures, logbuffer, providers
 from instrumentation.bound import DrainsBoundPoints
 from instrumentation.errors import ConfigurationError
 from instrumentation.exporters import WireLogExporter, WireSpanExporter
@@ -145,7 +145,9 @@ class TelemetryStats:
 
     ``*_dropped`` never entered an export (queue full, or emitted after shutdown);
     ``*_failed`` were in an export call that failed; ``export_failures`` counts failed export
-    calls of every signal, metrics included.
+    calls of every signal, metrics included. ``telemetry_failures`` counts failures inside the
+    package's own instrumentation since the process started (a listener or middleware that
+    raised and was contained; per place in :func:`instrumentation.failures.failure_counts`).
     """
 
     spans_dropped: int = 0
@@ -153,6 +155,7 @@ class TelemetryStats:
     log_records_dropped: int = 0
     log_records_failed: int = 0
     export_failures: int = 0
+    telemetry_failures: int = 0
 
 
 class _LossCounter:
@@ -857,7 +860,9 @@ def setup(settings: TelemetrySettings) -> Telemetry:
         _install_globals(state.telemetry)
         _state = state
         atexit.register(shutdown)
-        return state.telemetry
+    # Outside the lock: components built earlier take their tracers and instruments afresh.
+    providers.rebind_all()
+    return state.telemetry
 
 
 def _stop_within(stops: Sequence[Callable[[], object]], deadline: float) -> None:
@@ -916,10 +921,11 @@ def _stop_providers(state: _State, timeout_ms: int) -> None:
 
 
 def telemetry_stats() -> TelemetryStats:
-    """Telemetry lost since :func:`setup` (all zero before it)."""
+    """Telemetry lost since :func:`setup` (export counts all zero before it)."""
     with _state_lock:
         state = _state
-    return state.counter.snapshot() if state is not None else TelemetryStats()
+    stats = state.counter.snapshot() if state is not None else TelemetryStats()
+    return replace(stats, telemetry_failures=sum(failures.failure_counts().values()))
 
 
 def install_signal_handlers(timeout_ms: int = 5000) -> bool:

@@ -32,7 +32,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.util._once import Once
 
-from instrumentation import conventions, logbuffer, logs, telemetry
+from instrumentation import conventions, failures, logbuffer, logs, telemetry
 from instrumentation.bound import DrainsBoundPoints
 
 
@@ -126,7 +126,8 @@ class InMemoryTelemetry:
 
 def reset_for_tests() -> None:
     """Undo :func:`~instrumentation.telemetry.setup`, its signal handler and
-    :func:`~instrumentation.logs.configure_logging`, so the next test may call them afresh.
+    :func:`~instrumentation.logs.configure_logging` and forget the telemetry failure counts, so the
+    next test may call them afresh.
 
     The OpenTelemetry API lets a process install each global provider once; this clears those
     "once" flags (private API state, read from opentelemetry-api 1.45). Tracers and meters
@@ -135,10 +136,14 @@ def reset_for_tests() -> None:
     """
     telemetry._forget_state()
     logs.shutdown_logging()
+    failures.reset_failures()
     trace_api._TRACER_PROVIDER_SET_ONCE = Once()
     trace_api._TRACER_PROVIDER = None
     metrics_api_internal._METER_PROVIDER_SET_ONCE = Once()
     metrics_api_internal._METER_PROVIDER = None
+    # The proxy keeps the meters handed out before a provider was set and replays them onto the
+    # next one: a fresh proxy, so that one test's instruments do not register in the next's.
+    metrics_api_internal._PROXY_METER_PROVIDER = metrics_api_internal._ProxyMeterProvider()
     logs_api_internal._LOGGER_PROVIDER_SET_ONCE = Once()
     logs_api_internal._LOGGER_PROVIDER = None
 

@@ -12,7 +12,8 @@ Python cannot run the body of a ``with`` block twice, so there are two entry poi
   COMMIT of it landed (see "A failed COMMIT" below).
 
 :func:`transactional` turns a service function ``fn(session, ...)`` into one that callers hand
-either a ``Database`` (a retried unit of its own) or a ``Session`` (joins the caller's unit).
+a ``Database`` or an application's own ``sessionmaker`` (a retried unit of its own, see
+:mod:`instrumentation.sessionmakers`) or a ``Session`` (joins the caller's unit).
 
 Nesting. A unit works in the current session of its ``Database`` (``db.current_session()``) or,
 if there is none, opens one around itself. The outermost unit owns the transaction; a unit
@@ -89,7 +90,7 @@ from typing import (
 
 import sqlalchemy as sa
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
-from sqlalchemy.orm import Session, SessionTransactionOrigin
+from sqlalchemy.orm import Session, SessionTransactionOrigin, sessionmaker
 from sqlalchemy.orm.exc import StaleDataError
 from tenacity import (
     RetryCallState,
@@ -100,7 +101,7 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
-from instrumentation import conventions
+from instrumentation import conventions, mysql
 from instrumentation.errors import (
     CommitOutcomeUnknownError,
     InstrumentationError,
@@ -108,6 +109,7 @@ from instrumentation.errors import (
     is_client_error,
 )
 from instrumentation.sampling import unsampled_parent
+from instrumentation.sessionmakers import SessionmakerUnits, units_of
 from instrumentation.sqlite import READONLY_OPTION
 from instrumentation.statements import error_type
 from instrumentation.uow import note_transaction
@@ -173,11 +175,13 @@ def is_transient(exc: BaseException) -> bool:
     """Whether running the whole unit of work again may succeed where this attempt failed.
 
     True for PostgreSQL serialization failures (SQLSTATE ``40001``) and deadlocks (``40P01``),
-    for a connection that was invalidated or dropped (SQLAlchemy ``connection_invalidated``,
-    SQLSTATE class ``08``, server shutdown ``57P01``-``57P03``) and for SQLite's busy / locked
-    errors. False for everything else, integrity and validation errors included. Wrappers are
-    looked through: :class:`sqlalchemy.exc.StatementError` ``.orig`` and ``__cause__`` chains,
-    except that a :class:`TransactionRetryError` (a unit that already gave up) is never transient.
+    for MySQL/MariaDB deadlocks (error ``1213``) and lock wait timeouts (``1205``), for a
+    connection that was invalidated or dropped (SQLAlchemy ``connection_invalidated``, SQLSTATE
+    class ``08``, server shutdown ``57P01``-``57P03``, MySQL ``2006``/``2013``) and for SQLite's
+    busy / locked errors. False for everything else, integrity and validation errors included.
+    Wrappers are looked through: :class:`sqlalchemy.exc.StatementError` ``.orig`` and
+    ``__cause__`` chains, except that a :class:`TransactionRetryError` (a unit that already gave
+    up) is never transient.
     """
     return _transience(exc) is not None
 
@@ -187,15 +191,22 @@ LandedCheck = Callable[Concatenate[Session, P], R | None]
 else ``None``; runs in a transaction of its own, with the unit's arguments."""
 
 
-@contextmanager
-def transaction(db: Database) -> Iterator[Session]:
-    """One attempt of a unit of work on ``db``; yields the session to work with.
+def _units(target: Database | sessionmaker[Session]) -> Database | SessionmakerUnits:
+    if isinstance(target, sessionmaker):
+        return units_of(target)
+    return target
 
-    Uses the current session of ``db`` in this context, or opens one around the unit. Commits
-    when the block ends normally, rolls back and re-raises when it raises. Never retries (a
-    ``with`` body cannot be re-run): use :func:`run_transaction` for that. Inside an active
+
+@contextmanager
+def transaction(target: Database | sessionmaker[Session]) -> Iterator[Session]:
+    """One attempt of a unit of work on ``target``; yields the session to work with.
+
+    Uses the current session of ``target`` in this context, or opens one around the unit.
+    Commits when the block ends normally, rolls back and re-raises when it raises. Never retries
+    (a ``with`` body cannot be re-run): use :func:`run_transaction` for that. Inside an active
     transaction it joins it through a SAVEPOINT (see the module doc).
     """
+    db = _units(target)
     current = db.current_session()
     if _unit_active(current):
         with current.begin_nested():
@@ -216,7 +227,11 @@ def transaction(db: Database) -> Iterator[Session]:
 
 
 def run_transaction(
-    db: Database, fn: Callable[Concatenate[Session, P], R], /, *args: P.args, **kwargs: P.kwargs
+    db: Database | sessionmaker[Session],
+    fn: Callable[Concatenate[Session, P], R],
+    /,
+    *args: P.args,
+    **kwargs: P.kwargs,
 ) -> R:
     """Run ``fn(session, *args, **kwargs)`` as a unit of work on ``db``, retrying transient errors.
 
@@ -236,11 +251,11 @@ def run_transaction(
     Inside an active transaction ``fn`` runs once, joined through a SAVEPOINT, and retrying is
     left to the outermost unit (see the module doc).
     """
-    return _run(db, fn, None, args, kwargs)
+    return _run(_units(db), fn, None, args, kwargs)
 
 
 def run_transaction_with_check(
-    db: Database,
+    db: Database | sessionmaker[Session],
     fn: Callable[Concatenate[Session, P], R],
     landed: LandedCheck[P, R],
     /,
@@ -255,11 +270,11 @@ def run_transaction_with_check(
     the retries run out before any check could answer does the call raise
     :class:`~instrumentation.errors.CommitOutcomeUnknownError`.
     """
-    return _run(db, fn, landed, args, kwargs)
+    return _run(_units(db), fn, landed, args, kwargs)
 
 
 def _run(
-    db: Database,
+    db: Database | SessionmakerUnits,
     fn: Callable[..., R],
     landed: Callable[..., R | None] | None,
     args: tuple[object, ...],
@@ -274,7 +289,7 @@ def _run(
 
 
 Service = Callable[Concatenate[Session, P], R]
-BoundService = Callable[Concatenate["Database | Session", P], R]
+BoundService = Callable[Concatenate["Database | sessionmaker[Session] | Session", P], R]
 
 
 @overload
@@ -294,12 +309,14 @@ def transactional(
     readonly: bool = False,
     landed: LandedCheck[P, R] | None = None,
 ) -> BoundService[P, R] | Callable[[Service[P, R]], BoundService[P, R]]:
-    """Decorate a service ``fn(session, ...)`` so that callers pass a ``Database`` or a ``Session``.
+    """Decorate a service ``fn(session, ...)`` so that callers pass a ``Database``, a
+    ``sessionmaker`` or a ``Session``.
 
-    Given a ``Database`` the call is a retried unit of its own (:func:`run_transaction`), so
-    ``fn`` may run more than once. Given a ``Session`` it joins the caller's unit: inside a
-    SAVEPOINT if a transaction is active, else in a plain ``session.begin()`` block that commits
-    on return; it neither retries nor records a ``db.transaction`` span there.
+    Given a ``Database`` or a ``sessionmaker`` the call is a retried unit of its own
+    (:func:`run_transaction`), so ``fn`` may run more than once. Given a ``Session`` it joins
+    the caller's unit: inside a SAVEPOINT if a transaction is active, else in a plain
+    ``session.begin()`` block that commits on return; it neither retries nor records a
+    ``db.transaction`` span there.
 
     ``@transactional(readonly=True)`` marks a unit that only reads: on SQLite its own
     transaction begins DEFERRED instead of IMMEDIATE, so it never queues behind writers (see
@@ -319,9 +336,11 @@ def _bind(
     unit = functools.partial(_read_only_unit, fn) if readonly else fn
 
     @functools.wraps(fn)
-    def wrapper(target: Database | Session, /, *args: P.args, **kwargs: P.kwargs) -> R:
+    def wrapper(
+        target: Database | sessionmaker[Session] | Session, /, *args: P.args, **kwargs: P.kwargs
+    ) -> R:
         if not isinstance(target, Session):
-            return _run(target, unit, landed, args, kwargs)
+            return _run(_units(target), unit, landed, args, kwargs)
         if target.in_transaction():
             with target.begin_nested():
                 return fn(target, *args, **kwargs)
@@ -348,6 +367,11 @@ def _transience(exc: BaseException) -> _Transience | None:
             return None
         seen.add(id(current))
         if isinstance(current, sa.exc.DBAPIError) and current.connection_invalidated:
+            return "disconnect"
+        code = mysql.error_code(current)
+        if code in mysql.CONFLICT_CODES:
+            return "conflict"
+        if code in mysql.DISCONNECT_CODES:
             return "disconnect"
         sqlstate = getattr(current, "sqlstate", None)
         if isinstance(sqlstate, str):
@@ -383,6 +407,9 @@ def _commit_answered(exc: BaseException) -> bool:
             current, sqlite3.Error
         ):
             return True
+        code = mysql.error_code(current)
+        if code is not None and mysql.is_server_answer(code) and code not in mysql.DISCONNECT_CODES:
+            return True
         if isinstance(current, sa.exc.StatementError) and current.orig is not None:
             current = current.orig
         else:
@@ -408,7 +435,9 @@ def _unit_active(session: Session | None) -> TypeGuard[Session]:
     return root is not None and root.origin is not SessionTransactionOrigin.AUTOBEGIN
 
 
-def _session_for(db: Database, current: Session | None) -> AbstractContextManager[Session]:
+def _session_for(
+    db: Database | SessionmakerUnits, current: Session | None
+) -> AbstractContextManager[Session]:
     """The current session as is (its owner closes it), or a new one closed with the unit."""
     if current is not None:
         return nullcontext(current)
@@ -416,7 +445,7 @@ def _session_for(db: Database, current: Session | None) -> AbstractContextManage
 
 
 @contextmanager
-def _unit(db: Database, session: Session) -> Iterator[_Unit]:
+def _unit(db: Database | SessionmakerUnits, session: Session) -> Iterator[_Unit]:
     """The span, timing and log record of an outermost unit about to begin on ``session``."""
     parent = unsampled_parent(db.drops_unsampled_children)
     started: AbstractContextManager[Span] = (
@@ -447,7 +476,7 @@ class _Unit:
 
     __slots__ = ("attempts", "committing", "db", "span", "start", "unresolved")
 
-    def __init__(self, db: Database, span: Span) -> None:
+    def __init__(self, db: Database | SessionmakerUnits, span: Span) -> None:
         self.db = db
         self.span = span
         self.start = time.monotonic()

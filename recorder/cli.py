@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     import sqlalchemy as sa
 
     from backup.source import BackupSource
-    from instrumentation.database import Database
+    from instrumentation import Database
     from recorder.config import Settings
 
 # Named, not __name__: `vrp up` runs the commands as `python -m recorder.cli` (``__main__``).
@@ -90,8 +90,7 @@ def _server_settings(service_name: str, host: str | None, port: int | None) -> S
 @contextmanager
 def _process(settings: Settings) -> Iterator[None]:
     """Logging and telemetry for the life of one process, flushed on the way out."""
-    from instrumentation import logs, telemetry
-    from instrumentation.errors import ConfigurationError
+    from instrumentation import ConfigurationError, logs, telemetry
 
     try:
         logs.configure_logging(settings.logging, service=settings.telemetry.service_name)
@@ -132,7 +131,7 @@ def _open_database(settings: Settings) -> Database:
 
     os.environ.setdefault("PGCONNECT_TIMEOUT", POSTGRES_CONNECT_TIMEOUT)
 
-    from instrumentation.database import Database
+    from instrumentation import Database
 
     try:
         database = Database(settings.database)
@@ -328,8 +327,7 @@ def _api_settings(settings: Settings, workers: int | None) -> Settings:
 def _serve_api_workers(settings: Settings) -> None:
     """``vrp api`` under gunicorn (:mod:`recorder.gunicorn_app`): the master logs, never
     exports; each worker sets up its own telemetry after the fork."""
-    from instrumentation import logs
-    from instrumentation.errors import ConfigurationError
+    from instrumentation import ConfigurationError, logs
     from recorder import gunicorn_app
     from recorder.errors import RecorderError
 
@@ -573,8 +571,7 @@ def up(host: str | None, port: int | None, dashboard_port: int | None, demo: boo
 def demo_traffic(api_url: str) -> None:
     """Sample recordings, one backup run and light traffic against the API (``vrp up --demo``)
     until SIGTERM or Ctrl-C."""
-    from instrumentation import logs
-    from instrumentation.errors import ConfigurationError
+    from instrumentation import ConfigurationError, logs
     from recorder.demo import DemoTraffic, run_until_signalled
 
     settings = _settings("vrp-demo")

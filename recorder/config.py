@@ -22,17 +22,19 @@ from typing import Any
 import marshmallow as ma
 from marshmallow import fields, validate
 
+from instrumentation import (
+    ConfigurationError,
+    DatabaseSettings,
+    LoggingSettings,
+    TelemetrySettings,
+)
 from instrumentation.envsettings import invalid_setting_line
-from instrumentation.errors import ConfigurationError
 from instrumentation.paths import absolute_path, absolute_sqlite_url
 from instrumentation.settings import (
     DEFAULT_CHANNEL_TIMEOUT,
     DEFAULT_CONNECTION_LIMIT,
     MAX_CONNECTION_LIMIT,
     MIN_CONNECTION_LIMIT,
-    DatabaseSettings,
-    LoggingSettings,
-    TelemetrySettings,
 )
 from instrumentation.urls import parse_database_url
 from recorder import __version__
@@ -210,6 +212,7 @@ def load_settings(
             leak_stack=data["VRP_DB_LEAK_STACK"],
             retry_attempts=data["VRP_DB_RETRY_ATTEMPTS"],
             retry_deadline=data["VRP_DB_RETRY_DEADLINE"],
+            application_name="vrp",
         ),
         logging=LoggingSettings(
             level=data["VRP_LOG_LEVEL"],
@@ -218,6 +221,7 @@ def load_settings(
             backup_count=data["VRP_LOG_BACKUP_COUNT"],
             stderr_format=data["VRP_LOG_FORMAT"],
             flush_ms=data["VRP_LOG_FLUSH_MS"],
+            lean=True,
         ),
         telemetry=TelemetrySettings(
             service_name=service_name,

@@ -42,7 +42,7 @@ from recorder.errors import RecorderError
 if TYPE_CHECKING:
     from flask import Flask
 
-    from instrumentation.database import Database
+    from instrumentation import Database
     from recorder.config import Settings
 
 logger = logging.getLogger(__name__)

@@ -32,9 +32,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from instrumentation import conventions
-from instrumentation.database import Database
-from instrumentation.spans import Steps
+from instrumentation import Database, Steps, conventions
 from recorder import services
 from recorder.audio import FORMATS, HEAD_BYTES, AudioFormat, AudioInfo, detect_format, probe
 from recorder.errors import UnsupportedMediaError

@@ -20,6 +20,13 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
 from instrumentation.database import open_databases
+from instrumentation.failures import reset_failures
+
+
+@pytest.fixture(autouse=True)
+def _fresh_telemetry_failure_counts() -> None:
+    """Each test sees its own telemetry failures, logged as if for the first time."""
+    reset_failures()
 
 
 @pytest.fixture(autouse=True)
@@ -70,6 +77,32 @@ def postgres_url() -> Iterator[str]:
     yield url.replace("postgresql+psycopg://", "postgresql://", 1)
     with admin.connect() as conn:
         conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+DEFAULT_MARIADB_URL = "mysql+pymysql://root@127.0.0.1:3306/test"
+
+
+@pytest.fixture(scope="session")
+def mariadb_url() -> Iterator[str]:
+    """A throw-away MariaDB database for this test session (``VRP_TEST_MARIADB_URL`` names the
+    server, default root without a password on 127.0.0.1:3306), as a ``mysql+pymysql://`` URL.
+    Mandatory in CI, skipped with the reason elsewhere when the server is not reachable."""
+    admin_url = make_url(os.environ.get("VRP_TEST_MARIADB_URL", DEFAULT_MARIADB_URL))
+    admin = sa.create_engine(admin_url, poolclass=sa.NullPool)
+    name = f"vrp_test_{uuid.uuid4().hex[:12]}"
+    try:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f"CREATE DATABASE `{name}`"))
+    except sa.exc.OperationalError as exc:
+        admin.dispose()
+        reason = f"MariaDB not reachable at {admin_url.render_as_string(hide_password=True)}"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"{reason} (mandatory in CI): {exc.orig}")
+        pytest.skip(reason)
+    yield admin_url.set(database=name).render_as_string(hide_password=False)
+    with admin.connect() as conn:
+        conn.execute(sa.text(f"DROP DATABASE IF EXISTS `{name}`"))
     admin.dispose()
 
 

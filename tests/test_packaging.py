@@ -18,6 +18,7 @@ import subprocess
 import tomllib
 import venv
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -107,9 +108,36 @@ assert not failures, failures
 """
 
 
-def _dependencies() -> list[str]:
+RUNTIME_EXTRAS = ("recorder", "dashboard", "backup")
+
+
+def _project() -> dict[str, Any]:
     with (ROOT / "pyproject.toml").open("rb") as file:
-        return list(tomllib.load(file)["project"]["dependencies"])
+        project: dict[str, Any] = tomllib.load(file)["project"]
+    return project
+
+
+def _dependencies() -> list[str]:
+    """The bare dependencies and those of every runtime extra (what ``[all]`` installs), once
+    each; the extras' references to the project itself left out."""
+    project = _project()
+    extras = project["optional-dependencies"]
+    found: list[str] = []
+    for requirement in [*project["dependencies"], *(r for x in RUNTIME_EXTRAS for r in extras[x])]:
+        if not requirement.startswith(project["name"]) and requirement not in found:
+            found.append(requirement)
+    return found
+
+
+def test_all_is_every_runtime_extra_and_test_pulls_all() -> None:
+    extras = _project()["optional-dependencies"]
+    assert extras["all"] == ["voice-recorder-pro[recorder,dashboard,backup]"]
+    assert "voice-recorder-pro[all]" in extras["test"]
+
+
+def test_the_bare_distribution_leaves_out_the_applications_heavy_dependencies() -> None:
+    bare = {_BOUND.match(r)["name"].lower() for r in _project()["dependencies"]}  # type: ignore[index]
+    assert not bare & {"dash", "plotly", "zstandard", "mutagen", "psycopg[binary]", "alembic"}
 
 
 def _lower_bounds() -> dict[str, str]:

@@ -7,9 +7,13 @@ from typing import Any
 from flask import Flask
 from opentelemetry import trace
 
-from instrumentation.database import Database
-from instrumentation.flask import instrument_app
-from instrumentation.spans import Steps
+from instrumentation import (
+    Database,
+    Steps,
+    conventions,
+    instrument_app,
+    register_error_responses,
+)
 from recorder import __version__, schema_version
 from recorder.api import health, jsonbody, limits, recordings, tags
 from recorder.api.context import EXTENSION, RecorderContext
@@ -66,7 +70,10 @@ def create_app(
         tracer_provider=tracer_provider,
         meter_provider=meter_provider,
         excluded_routes=("/healthz", "/metrics"),
+        request_id_attribute=conventions.VRP_REQUEST_ID,
     )
+    # JSON 503 on pool exhaustion and JSON 500 on a crash, beside the recorder's own handlers.
+    register_error_responses(app)
     if settings.api_metrics_enabled:
         from instrumentation.prometheus import add_metrics_route
 

@@ -6,8 +6,7 @@ from dataclasses import dataclass
 
 from flask import current_app
 
-from instrumentation.database import Database
-from instrumentation.spans import Steps
+from instrumentation import Database, Steps
 from recorder.config import Settings
 from recorder.storage import BlobStore
 from recorder.uploads import Uploads

@@ -14,8 +14,7 @@ from sqlalchemy.orm.exc import StaleDataError
 from werkzeug.exceptions import MethodNotAllowed, NotFound, RequestEntityTooLarge
 from werkzeug.http import HTTP_STATUS_CODES
 
-from instrumentation import record_error
-from instrumentation.errors import CommitOutcomeUnknownError, TransactionRetryError
+from instrumentation import CommitOutcomeUnknownError, TransactionRetryError, record_error
 from recorder.api.context import recorder_context
 from recorder.errors import (
     ConflictError,

@@ -21,8 +21,7 @@ import flask_smorest
 from flask import g
 from webargs.flaskparser import FlaskParser
 
-from instrumentation import conventions
-from instrumentation.spans import Steps
+from instrumentation import Steps, conventions
 from recorder.api.context import recorder_context
 
 # Where a view's wrapper leaves the serialize span it started for flask-smorest's wrapper.

@@ -13,7 +13,7 @@ from instrumentation import conventions
 ROOT = Path(__file__).resolve().parents[2]
 DOC = ROOT / "docs" / "telemetry.md"
 # Dotted names the page mentions that are not telemetry names (a logger).
-NOT_TELEMETRY = {"instrumentation.access"}
+NOT_TELEMETRY = {"instrumentation.access", "instrumentation.failures"}
 
 
 def _names() -> dict[str, str]:

@@ -379,15 +379,17 @@ def test_postgresql_statement_timeout_cancels_a_long_statement(
 
 
 @pytest.mark.postgres
-def test_postgresql_connections_carry_an_application_name(
+def test_postgresql_connections_carry_the_application_name_the_app_supplies(
     postgres_url: str, make_database: MakeDatabase
 ) -> None:
-    plain = make_database(postgres_url)
-    named = make_database(postgres_url, pool_name="api")
+    unnamed = make_database(postgres_url, pool_name="unnamed")
+    plain = make_database(postgres_url, application_name="vrp")
+    named = make_database(postgres_url, application_name="vrp", pool_name="api")
 
     def application_name(db: Database) -> str:
         with db.session() as session:
             return session.execute(sa.text("SHOW application_name")).scalar_one()
 
+    assert application_name(unnamed) == ""
     assert application_name(plain) == "vrp"
     assert application_name(named) == "vrp api"

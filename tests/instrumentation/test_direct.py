@@ -69,6 +69,7 @@ def service(
         stderr=True,
         stderr_format="json",
         flush_ms=request.param,
+        lean=True,
     )
     configure_logging(settings, service="vrp")
     otlp = OtlpLogHandler(telemetry.logger_provider)

@@ -23,10 +23,12 @@ from opentelemetry.trace import SpanKind, StatusCode
 from opentelemetry.trace import TracerProvider as ApiTracerProvider
 
 from instrumentation.errors import PoolExhaustedError
+from instrumentation.failures import failure_counts
 from instrumentation.flask import (
     EXTENSION_KEY,
     current_request_id,
     instrument_app,
+    register_error_responses,
     uninstrument_app,
 )
 from instrumentation.testing import InMemoryTelemetry
@@ -98,7 +100,9 @@ def instrumented_app() -> Iterator[InstrumentedApp]:
             tracer_provider=tracer_provider,
             meter_provider=telemetry.meter_provider,
             excluded_routes=["/healthz"],
+            request_id_attribute="vrp.request.id",
         )
+        register_error_responses(app)
         apps.append(app)
         return app
 
@@ -349,6 +353,7 @@ def test_duration_is_recorded_for_every_request_even_when_no_trace_is_sampled(
     unsampled = TracerProvider(sampler=ALWAYS_OFF, shutdown_on_exit=False)
     app = instrumented_app(unsampled, telemetry)
     client = app.test_client()
+    failures_before = sum(failure_counts().values())
 
     for _ in range(3):
         assert client.get("/api/items/1").status_code == 200
@@ -359,7 +364,7 @@ def test_duration_is_recorded_for_every_request_even_when_no_trace_is_sampled(
         for point in telemetry.metric_points(DURATION)
     }
     assert points == {200: 3, 500: 1}
-    assert app.extensions[EXTENSION_KEY].failures == 0
+    assert sum(failure_counts().values()) == failures_before
 
 
 def test_a_sane_incoming_request_id_is_honoured(client: FlaskClient) -> None:
@@ -470,6 +475,7 @@ def test_a_failing_span_processor_does_not_break_the_response(
         processor.on_start = lambda span, parent_context=None: None  # type: ignore[method-assign]
     telemetry.tracer_provider.add_span_processor(processor)
     app = instrumented_app(telemetry.tracer_provider, telemetry)
+    failures_before = _flask_failures()
 
     response = app.test_client().get("/api/items/1")
 
@@ -477,9 +483,12 @@ def test_a_failing_span_processor_does_not_break_the_response(
     assert response.get_json() == {"id": 1}
     # A broken start leaves no request span (so no step spans); a broken end fails each of the
     # request's three spans (the SERVER span and its route and finalize steps) once.
-    assert app.extensions[EXTENSION_KEY].failures == (1 if broken == "on_start" else 3)
+    assert _flask_failures() == failures_before + (1 if broken == "on_start" else 3)
     assert len(telemetry.metric_points(DURATION)) == 1
-    assert any(record.name == "instrumentation.flask" for record in caplog.records)
+
+
+def _flask_failures() -> int:
+    return sum(n for place, n in failure_counts().items() if place.startswith("flask: "))
 
 
 def test_instrumenting_twice_is_a_no_op_and_uninstrument_restores_the_app(
@@ -499,8 +508,62 @@ def test_instrumenting_twice_is_a_no_op_and_uninstrument_restores_the_app(
     assert telemetry.spans() == []
     assert EXTENSION_KEY not in app.extensions
     assert list(request_started.receivers_for(app)) == []
-    assert "dispatch_request" not in vars(app)
-    assert app.test_client().get("/api/busy").status_code == 500
+    # The JSON error responses were asked for on their own and stay with the app.
+    assert app.test_client().get("/api/busy").status_code == 503
+
+
+def _app_with_its_own_pages(telemetry: InMemoryTelemetry) -> Flask:
+    app = Flask("pages")
+
+    @app.get("/boom")
+    def boom() -> str:
+        raise RuntimeError("exploded")
+
+    @app.get("/busy")
+    def busy() -> str:
+        raise PoolExhaustedError("main", 2.0)
+
+    @app.errorhandler(500)
+    def sorry(error: Exception) -> tuple[str, int]:
+        return "<h1>Sorry</h1>", 500
+
+    instrument_app(
+        app, tracer_provider=telemetry.tracer_provider, meter_provider=telemetry.meter_provider
+    )
+    return app
+
+
+def test_instrument_app_registers_no_handler_and_records_the_crash_from_the_signal(
+    telemetry: InMemoryTelemetry,
+) -> None:
+    app = _app_with_its_own_pages(telemetry)
+    response = app.test_client().get("/boom")
+
+    assert (response.status_code, response.get_data(as_text=True)) == (500, "<h1>Sorry</h1>")
+    registered = {k: dict(v) for k, v in app.error_handler_spec[None].items() if v}
+    assert list(registered) == [500]
+    assert [handler.__name__ for handler in registered[500].values()] == ["sorry"]
+    span = server_span(telemetry)
+    assert span.status.status_code is StatusCode.ERROR
+    assert span.attributes["error.type"] == "RuntimeError"
+    uninstrument_app(app)
+
+
+def test_register_error_responses_never_replaces_the_apps_own_500_page(
+    telemetry: InMemoryTelemetry,
+) -> None:
+    app = _app_with_its_own_pages(telemetry)
+    register_error_responses(app)
+    client = app.test_client()
+
+    crash = client.get("/boom")
+    busy = client.get("/busy")
+
+    assert (crash.status_code, crash.get_data(as_text=True)) == (500, "<h1>Sorry</h1>")
+    assert busy.status_code == 503
+    assert busy.headers["Retry-After"] == "1"
+    assert busy.get_json()["status"] == "Service Unavailable"
+    uninstrument_app(app)
 
 
 def test_flasks_work_before_and_after_the_view_has_step_spans_that_meet_the_request_span(
@@ -533,7 +596,8 @@ def test_no_step_span_is_started_under_an_unsampled_request(
 
     unsampled = TracerProvider(sampler=CountingSampler(ALWAYS_OFF), shutdown_on_exit=False)
     app = instrumented_app(unsampled, telemetry)
+    failures_before = _flask_failures()
 
     assert app.test_client().get("/api/items/1").status_code == 200
     assert asked == ["GET /api/items/<int:item_id>"]
-    assert app.extensions[EXTENSION_KEY].failures == 0
+    assert _flask_failures() == failures_before

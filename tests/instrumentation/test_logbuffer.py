@@ -37,7 +37,9 @@ def clean_logging() -> Iterator[None]:
 
 
 def configure(tmp_path: Path, flush_ms: int) -> None:
-    settings = LoggingSettings(log_dir=tmp_path, stderr=False, level="INFO", flush_ms=flush_ms)
+    settings = LoggingSettings(
+        log_dir=tmp_path, stderr=False, level="INFO", flush_ms=flush_ms, lean=True
+    )
     configure_logging(settings, service="vrp")
 
 
@@ -197,7 +199,7 @@ from instrumentation.logs import configure_logging
 from instrumentation.settings import LoggingSettings
 
 configure_logging(
-    LoggingSettings(log_dir=Path({str(tmp_path)!r}), stderr=False, flush_ms={NEVER_MS}),
+    LoggingSettings(log_dir=Path({str(tmp_path)!r}), stderr=False, flush_ms={NEVER_MS}, lean=True),
     service="vrp",
 )
 direct.log(logging.getLogger("vrp.access"), logging.INFO, "GET /last", (), {{}})
@@ -211,7 +213,12 @@ def test_a_batch_reaches_the_file_and_stderr_with_one_write_each(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     settings = LoggingSettings(
-        log_dir=tmp_path, stderr=True, stderr_format="json", level="INFO", flush_ms=NEVER_MS
+        log_dir=tmp_path,
+        stderr=True,
+        stderr_format="json",
+        level="INFO",
+        flush_ms=NEVER_MS,
+        lean=True,
     )
     configure_logging(settings, service="vrp")
     writes: list[tuple[str, int]] = []
@@ -248,7 +255,12 @@ def test_a_batch_that_crosses_the_size_limit_rotates_where_its_line_would_cross_
     tmp_path: Path,
 ) -> None:
     settings = LoggingSettings(
-        log_dir=tmp_path, stderr=False, level="INFO", flush_ms=NEVER_MS, max_bytes=2000
+        log_dir=tmp_path,
+        stderr=False,
+        level="INFO",
+        flush_ms=NEVER_MS,
+        max_bytes=2000,
+        lean=True,
     )
     configure_logging(settings, service="vrp")
     with only_package_handlers():

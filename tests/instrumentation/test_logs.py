@@ -43,7 +43,9 @@ def redirect_stderr(monkeypatch: pytest.MonkeyPatch, stream: io.StringIO) -> io.
 
 
 def file_settings(tmp_path: Path, **overrides: Any) -> LoggingSettings:
-    return LoggingSettings(**{"log_dir": tmp_path, "stderr": False, "level": "INFO", **overrides})
+    return LoggingSettings(
+        **{"log_dir": tmp_path, "stderr": False, "level": "INFO", "lean": True, **overrides}
+    )
 
 
 def json_lines(path: Path) -> list[dict[str, Any]]:
@@ -159,6 +161,40 @@ def test_configure_and_shutdown_leave_foreign_handlers_in_place(
         assert [record.getMessage() for record in caplog.records] == ["seen by caplog too"]
     finally:
         logging.getLogger().removeHandler(foreign)
+
+
+def test_without_lean_the_process_wide_logging_switches_stay_as_the_app_set_them(
+    tmp_path: Path,
+) -> None:
+    switches = ("_srcfile", "logThreads", "logProcesses", "logMultiprocessing")
+    before = {name: getattr(logging, name) for name in switches}
+
+    configure_logging(file_settings(tmp_path, lean=False), service="shop")
+    during = {name: getattr(logging, name) for name in switches}
+    logging.getLogger("shop").warning("written with its caller")
+    shutdown_logging()
+
+    assert during == before
+    [line] = (tmp_path / "shop.log").read_text().splitlines()
+    assert json.loads(line)["message"] == "written with its caller"
+
+
+def test_an_apps_own_root_handler_keeps_its_output_beside_ours(tmp_path: Path) -> None:
+    own = tmp_path / "own.log"
+    handler = logging.FileHandler(own)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s %(message)s"))
+    logging.getLogger().addHandler(handler)
+    try:
+        configure_logging(file_settings(tmp_path, lean=False), service="shop")
+        logging.getLogger("shop").warning("stock is low for item %d", 7)
+        shutdown_logging()
+    finally:
+        logging.getLogger().removeHandler(handler)
+        handler.close()
+
+    assert own.read_text() == "WARNING shop stock is low for item 7\n"
+    [line] = (tmp_path / "shop.log").read_text().splitlines()
+    assert json.loads(line)["message"] == "stock is low for item 7"
 
 
 def test_shutdown_restores_the_root_level(tmp_path: Path) -> None:

@@ -284,8 +284,8 @@ class ExplodingProcessor(SpanProcessor):
 def test_a_failing_span_pipeline_never_breaks_the_session_or_its_statements(
     database_url: str, make_database: MakeDatabase, caplog: pytest.LogCaptureFixture
 ) -> None:
-    # The first failure per listener is a WARNING, repeats are DEBUG: capture both.
-    caplog.set_level(logging.DEBUG, logger="instrumentation")
+    # One WARNING per place and minute (instrumentation.failures).
+    caplog.set_level(logging.WARNING, logger="instrumentation")
     broken = InMemoryTelemetry()
     broken.tracer_provider.add_span_processor(ExplodingProcessor())
     db = make_database(database_url, telemetry_=broken)
@@ -294,8 +294,8 @@ def test_a_failing_span_pipeline_never_breaks_the_session_or_its_statements(
         assert session.execute(sa.text("SELECT 41 + 1")).scalar_one() == 42
 
     messages = [r.getMessage() for r in caplog.records]
-    assert any("session span failed to start" in m for m in messages)
-    assert any("statement telemetry failed in start_span" in m for m in messages)
+    assert any("telemetry failed in db.session span start" in m for m in messages)
+    assert any("telemetry failed in statement start_span" in m for m in messages)
     assert db.pool_status().checked_out == 0
     [point] = [
         p
