@@ -122,7 +122,7 @@ def copy_offsite(
     with tel.copy_span(remote.url, identity) as span:
         retrying = Retrying(
             stop=stop_after_attempt(attempts),
-            wait=wait_exponential_jitter(initial=backoff_seconds, max=backoff_seconds * 30),
+            wait=wait_exponential_jitter(multiplier=backoff_seconds, max=backoff_seconds * 30),
             retry=retry_if_exception_type(RemoteError),
             before_sleep=before_sleep,
             reraise=True,

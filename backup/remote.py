@@ -67,7 +67,7 @@ STATE_DIR: Final = "remotes"
 _OBJECT: Final = re.compile(r"[0-9a-f]{32}")
 _SNAPSHOT_SUFFIX: Final = ".json"
 # How often a copy records what it sent, so that a killed copy resends little.
-_STATE_EVERY_SECONDS: Final = 0.5
+_STATE_EVERY_SECONDS: Final = 2.0
 
 
 class NotARemoteError(RemoteError):
@@ -231,12 +231,13 @@ class CopyResult:
 class _SentObjects:
     """The host's map of what it sent to one remote (``remotes/<id>.json``): object key ->
     :class:`ObjectRef`. Keys are ``blob:<sha256>`` and ``artifact:<sha256 of stored bytes>``.
-    Saved every few seconds and at the end, so a killed copy resends only the last few."""
+    Saved as objects go and at the end, so a killed copy resends only the last few."""
 
     def __init__(self, backup_dir: Path, remote_id: str) -> None:
         self.path = backup_dir / STATE_DIR / f"{remote_id}.json"
         self.refs: dict[str, ObjectRef] = {}
         self._saved_at = time.monotonic()
+        self._unsaved = 0
         try:
             doc = orjson.loads(self.path.read_bytes())
             self.refs = {
@@ -251,12 +252,17 @@ class _SentObjects:
             )
 
     def save(self, *, force: bool = False) -> None:
-        if not force and time.monotonic() - self._saved_at < _STATE_EVERY_SECONDS:
+        self._unsaved += 1
+        # Every few seconds, and every 1/16 of the map (at least 8 objects): a killed copy
+        # resends at most that much, and rewriting the map stays linear in its size overall.
+        due = self._unsaved >= max(8, len(self.refs) // 16)
+        if not force and not due and time.monotonic() - self._saved_at < _STATE_EVERY_SECONDS:
             return
         make_private_dir(self.path.parent)
         doc = {"objects": {key: ref.__dict__ for key, ref in self.refs.items()}}
         write_atomic(self.path, orjson.dumps(doc))
         self._saved_at = time.monotonic()
+        self._unsaved = 0
 
 
 def _send(remote: Remote, data: bytes, recipients: list[x25519.Recipient]) -> ObjectRef:

@@ -22,6 +22,7 @@ sizes, read, write atomically, delete.
 
 from __future__ import annotations
 
+import io
 import posixpath
 import secrets
 import socket
@@ -69,6 +70,20 @@ class _CheckedSFTP(SFTPFileSystem):
         self.client.connect(self.host, **self.ssh_kwargs)
         self.ftp = self.client.open_sftp()
         self.ftp.get_channel().settimeout(self._request_timeout)
+
+    # Whole-object transfers through paramiko's pipelined put and prefetching get: fsspec's
+    # file objects wait for the server's answer to every 32 KiB request, ten times slower here.
+    def pipe_file(self, path: str, value: bytes, mode: str = "overwrite", **kwargs: Any) -> None:
+        self.ftp.putfo(io.BytesIO(value), self._strip_protocol(path), confirm=False)
+
+    def cat_file(
+        self, path: str, start: int | None = None, end: int | None = None, **kwargs: Any
+    ) -> bytes:
+        if start is not None or end is not None:
+            return bytes(super().cat_file(path, start=start, end=end, **kwargs))
+        buffer = io.BytesIO()
+        self.ftp.getfo(self._strip_protocol(path), buffer)
+        return buffer.getvalue()
 
     def close(self) -> None:
         self.client.close()
