@@ -14,7 +14,10 @@ only; no message here holds a key, only the file's path and what is wrong with i
 
 from __future__ import annotations
 
+import errno
+import os
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Final
 
@@ -104,3 +107,21 @@ def decrypt(data: bytes, identities: Sequence[x25519.Identity], name: str) -> by
             f"{name}: cannot be decrypted ({reason}); the object was changed or damaged, or the "
             f"identity file is not the key this remote was made for"
         ) from None
+
+
+def write_key_pair(identity_file: Path) -> str:
+    """Write a new identity (0600) to ``identity_file`` and its public key to
+    ``identity_file.pub``, as ``age-keygen`` does; the public key. FileExistsError if either
+    exists."""
+    identity = x25519.Identity.generate()
+    public = str(identity.to_public())
+    created = datetime.now(UTC).isoformat(timespec="seconds")
+    secret = f"# created: {created}\n# public key: {public}\n{identity}\n".encode("ascii")
+    public_file = identity_file.with_name(identity_file.name + ".pub")
+    if public_file.exists():
+        raise FileExistsError(errno.EEXIST, "exists", str(public_file))
+    fd = os.open(identity_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        out.write(secret)
+    public_file.write_text(f"# created: {created}\n{public}\n", encoding="ascii")
+    return public

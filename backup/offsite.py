@@ -20,7 +20,7 @@ from pathlib import Path
 from tenacity import (
     RetryCallState,
     Retrying,
-    retry_if_exception_type,
+    retry_if_exception,
     stop_after_attempt,
     wait_exponential_jitter,
 )
@@ -29,7 +29,14 @@ from backup.catalog import LOCK
 from backup.encryption import load_identities, load_recipients
 from backup.errors import BackupConfigError
 from backup.lock import run_lock
-from backup.remote import CopyResult, Remote, copy_backups, open_remote, prune_remote
+from backup.remote import (
+    CopyResult,
+    NotARemoteError,
+    Remote,
+    copy_backups,
+    open_remote,
+    prune_remote,
+)
 from backup.remote_store import RemoteError, RemoteStore, open_store
 from backup.retention import RetentionPolicy
 from backup.settings import BackupSettings, RemoteSettings
@@ -123,7 +130,10 @@ def copy_offsite(
         retrying = Retrying(
             stop=stop_after_attempt(attempts),
             wait=wait_exponential_jitter(multiplier=backoff_seconds, max=backoff_seconds * 30),
-            retry=retry_if_exception_type(RemoteError),
+            # A remote that is not one (no marker) stays so: only faults of the way are retried.
+            retry=retry_if_exception(
+                lambda exc: isinstance(exc, RemoteError) and not isinstance(exc, NotARemoteError)
+            ),
             before_sleep=before_sleep,
             reraise=True,
         )

@@ -54,6 +54,24 @@ def init_remote(as_json: bool) -> None:
         click.echo(f"{target.shown} is already a backup remote (id {target.id}); nothing changed")
 
 
+@backup.command("keygen")
+@click.argument("identity_file", type=click.Path(dir_okay=False, path_type=Path))
+def keygen_command(identity_file: Path) -> None:
+    """Make an age key pair for the offsite copy: IDENTITY_FILE (the private key, mode 0600,
+    keep it off the backup host) and IDENTITY_FILE.pub (the public key, for
+    VRP_BACKUP_REMOTE_RECIPIENTS_FILE). Refuses to overwrite either."""
+    from backup.encryption import write_key_pair
+
+    try:
+        public = write_key_pair(identity_file)
+    except FileExistsError as exc:
+        _fail(f"{exc.filename} exists; choose another file (a key is never overwritten)")
+    except OSError as exc:
+        _fail(f"cannot write {exc.filename or identity_file}: {exc.strerror or exc}")
+    click.echo(f"private key (identity): {identity_file}  (store it away from the backup host)")
+    click.echo(f"public key (recipient): {identity_file}.pub  {public}")
+
+
 @backup.command("copy")
 @click.option("--to", "url", help="Remote URL [default: VRP_BACKUP_REMOTE].")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object, for scripts.")
