@@ -11,11 +11,13 @@ sshd run as root refuses to start without its privilege-separation folder ``/run
 from __future__ import annotations
 
 import os
+import pwd
 import shutil
 import socket
 import subprocess
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,14 +73,11 @@ def _wait_for_banner(port: int, process: subprocess.Popen[bytes], deadline: floa
     raise RuntimeError("sshd did not answer within 10 s")
 
 
-@pytest.fixture
-def sftp_server(tmp_path: Path) -> Iterator[SftpServer]:
-    if not Path(SSHD).is_file() or shutil.which("ssh-keygen") is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("openssh-server is not installed (.ci/run installs it)")
-        pytest.skip("openssh-server is not installed (apt-get install openssh-server)")
-    home = tmp_path / "sshd"
-    home.mkdir()
+@contextmanager
+def running_sshd(home: Path, root: Path) -> Iterator[SftpServer]:
+    """sshd serving ``root`` (made here) with keys and configuration in ``home`` (made here),
+    ended on the way out. RuntimeError if it does not answer within 10 s."""
+    home.mkdir(parents=True)
     _keygen(home / "host_key", "vrp-test-host")
     _keygen(home / "user_key", "vrp-test-user")
     shutil.copy(home / "user_key.pub", home / "authorized_keys")
@@ -105,14 +104,11 @@ def sftp_server(tmp_path: Path) -> Iterator[SftpServer]:
     process = subprocess.Popen(
         [SSHD, "-D", "-e", "-f", str(home / "sshd_config")],
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
     )
     try:
         _wait_for_banner(port, process, time.monotonic() + 10)
-        root = tmp_path / "offsite"
-        root.mkdir()
-        import pwd
-
+        root.mkdir(parents=True, exist_ok=True)
         yield SftpServer(
             port=port,
             user=pwd.getpwuid(os.getuid()).pw_name,
@@ -127,3 +123,17 @@ def sftp_server(tmp_path: Path) -> Iterator[SftpServer]:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+def sshd_available() -> bool:
+    return Path(SSHD).is_file() and shutil.which("ssh-keygen") is not None
+
+
+@pytest.fixture
+def sftp_server(tmp_path: Path) -> Iterator[SftpServer]:
+    if not sshd_available():
+        if os.environ.get("CI") == "true":
+            pytest.fail("openssh-server is not installed (.ci/run installs it)")
+        pytest.skip("openssh-server is not installed (apt-get install openssh-server)")
+    with running_sshd(tmp_path / "sshd", tmp_path / "offsite") as server:
+        yield server
