@@ -182,9 +182,9 @@ class RemoteStore:
             return
 
     def close(self) -> None:
-        closer = getattr(self.fs, "close", None)
-        if isinstance(self.fs, _CheckedSFTP) and closer is not None:
-            closer()
+        """Close the SSH connection (the other kinds hold nothing to close)."""
+        if isinstance(self.fs, _CheckedSFTP):
+            self.fs.close()
 
 
 def _reason(exc: BaseException) -> str:
