@@ -110,7 +110,7 @@ def copy_offsite(
     def once() -> CopyResult:
         with opened(remote) as target:
             result = copy_backups(settings.backup_dir, target, recipients, should_stop=should_stop)
-            prune_remote(target, remote_policy(remote))
+            prune_remote(target, remote_policy(remote), objects=result.objects)
             return result
 
     def before_sleep(state: RetryCallState) -> None:

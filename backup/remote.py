@@ -202,6 +202,16 @@ def list_snapshots(remote: Remote) -> tuple[list[RemoteSnapshot], list[str]]:
     return sorted(found, key=lambda s: (s.created_at, s.id)), refused
 
 
+def snapshot_ids(remote: Remote) -> set[str]:
+    """The ids of the backups on the remote, from the names of their snapshot files alone."""
+    ids = set()
+    for name in remote.store.list(SNAPSHOTS):
+        backup_id = name.removeprefix(f"{SNAPSHOTS}/").removesuffix(_SNAPSHOT_SUFFIX)
+        if name.endswith(_SNAPSHOT_SUFFIX) and valid_id(backup_id):
+            ids.add(backup_id)
+    return ids
+
+
 def list_objects(remote: Remote) -> dict[str, int]:
     """Every object on the remote, by name, with its size."""
     objects = {}
@@ -226,6 +236,8 @@ class CopyResult:
     objects_skipped: int = 0
     bytes_sent: int = 0
     seconds: float = 0.0
+    # The remote's objects once the copy is done (name -> size), for the retention after it.
+    objects: dict[str, int] = field(default_factory=dict, repr=False)
 
 
 class _SentObjects:
@@ -290,7 +302,7 @@ def copy_backups(
     started = time.monotonic()
     result = CopyResult(remote.shown)
     catalog = Catalog(backup_dir)
-    present = {s.id for s in list_snapshots(remote)[0]}
+    present = snapshot_ids(remote)
     on_remote = list_objects(remote)
     sent = _SentObjects(backup_dir, remote.id)
     archive = catalog.blob_archive()
@@ -350,6 +362,7 @@ def copy_backups(
     finally:
         sent.save(force=True)
         result.seconds = time.monotonic() - started
+        result.objects = on_remote
     return result
 
 
@@ -362,11 +375,18 @@ class RemotePruneResult:
     deleted_objects: int
 
 
-def prune_remote(remote: Remote, policy: Any, *, dry_run: bool = False) -> RemotePruneResult:
+def prune_remote(
+    remote: Remote,
+    policy: Any,
+    *,
+    dry_run: bool = False,
+    objects: dict[str, int] | None = None,
+) -> RemotePruneResult:
     """Apply the remote's own GFS policy (:class:`backup.retention.RetentionPolicy`): the
     newest copy whose local backup was verified is never deleted; objects no remaining snapshot
     references go too. A snapshot file that cannot be read stops the deleting of objects (what
-    it references cannot be known). The caller holds the local run lock."""
+    it references cannot be known). The caller holds the local run lock; ``objects`` is a
+    listing it just made (a copy's), or None to list them here."""
     from backup.catalog import BackupInfo
     from backup.retention import plan_retention
 
@@ -384,7 +404,8 @@ def prune_remote(remote: Remote, policy: Any, *, dry_run: bool = False) -> Remot
         )
         for s in snapshots
     ]
-    objects = list_objects(remote)
+    if objects is None:
+        objects = list_objects(remote)
     plan = plan_retention(infos, policy, objects)
     deleted = tuple(info.id for info in plan.deleted)
     garbage = () if refused else sorted(plan.blobs_to_delete)
