@@ -171,3 +171,33 @@ def test_a_remote_that_is_not_initialised_is_refused_with_what_to_run(tmp_path: 
 
     with pytest.raises(NotARemoteError, match=r"vrp backup init --remote"):
         copy_offsite(replace(settings, remote=settings.remote))
+
+
+def test_each_scheduled_run_copies_to_the_remote_inside_its_run_span(tmp_path: Path) -> None:
+    from backup.scheduler import backup_job
+    from backup.telemetry import BackupTelemetry
+    from instrumentation.testing import InMemoryTelemetry
+
+    settings = _file_settings(tmp_path)
+    assert settings.remote is not None
+    init_remote(open_store(settings.remote))
+    telemetry = InMemoryTelemetry()
+    tel = BackupTelemetry(
+        tracer_provider=telemetry.tracer_provider, meter_provider=telemetry.meter_provider
+    )
+    app = make_sqlite_app(tmp_path / "app", rows=300, blobs=12, blob_bytes=64 * 1024)
+    job = backup_job(settings, app, telemetry=tel)
+    first, second = job(lambda: False), job(lambda: False)
+    # Nothing changed between the runs: the second copy sends no object, only its snapshot file.
+    with opened(settings.remote) as remote:
+        assert [s.id for s in list_snapshots(remote)[0]] == [first.backup_id, second.backup_id]
+    copies = telemetry.spans("backup.copy")
+    runs = {s.context.span_id for s in telemetry.spans("backup.run")}
+    assert [c.attributes["vrp.backup.copy.objects_sent"] for c in copies] == [13, 0]
+    assert all(c.parent is not None and c.parent.span_id in runs for c in copies)
+
+    off = replace(settings, remote=replace(settings.remote, copy_after_run=False))
+    third = backup_job(off, app, telemetry=tel)(lambda: False)
+    with opened(settings.remote) as remote:
+        assert third.backup_id not in {s.id for s in list_snapshots(remote)[0]}
+    assert len(telemetry.spans("backup.copy")) == 2
