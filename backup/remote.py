@@ -501,10 +501,15 @@ def _download(
         return None, FetchProblem(ref.path, str(exc).removeprefix(f"{ref.path}: "), blob)
 
 
-def _write_private(path: Path, data: bytes) -> None:
-    """``path`` written whole (temp name, fsync, rename) with mode 0600."""
+def _write_private(path: Path, data: bytes, tmp_dir: Path | None = None) -> None:
+    """``path`` written whole (a temp name in ``tmp_dir``, default beside it; fsync; rename)
+    with mode 0600."""
     make_private_dir(path.parent)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
+    if tmp_dir is None:
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
+    else:
+        make_private_dir(tmp_dir)
+        tmp = tmp_dir / f"{path.name}.{os.getpid()}.part"
     fd = open_private(tmp, exclusive=False)
     try:
         with os.fdopen(fd, "wb") as out:
@@ -551,7 +556,8 @@ def fetch_backup(
             if trouble is not None:
                 problem(trouble)
             elif data is not None:
-                _write_private(target, data)
+                # The temp file in the archive's tmp/, which runs sweep if this one dies.
+                _write_private(target, data, archive.tmp)
         progress(1)
     run_dir = catalog.runs_dir / snapshot.id
     if run_dir.is_dir():
