@@ -448,3 +448,26 @@ def test_restore_from_the_remote_alone_into_a_new_postgresql_database(
         with admin.connect() as conn:
             conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+def test_a_remote_that_accepts_but_never_answers_fails_within_its_timeout(
+    tmp_path: Path, app: BackupSource
+) -> None:
+    public, _ = _keys(tmp_path)
+    with socket.socket() as silent:  # accepts connections (the backlog), never says a word
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        port = silent.getsockname()[1]
+        settings = load_backup_settings(
+            {
+                "VRP_BACKUP_DIR": str(repository_dir(tmp_path / "backups")),
+                "VRP_BACKUP_REMOTE": f"sftp://backup@127.0.0.1:{port}/srv/vrp",
+                "VRP_BACKUP_REMOTE_RECIPIENTS_FILE": str(public),
+                "VRP_BACKUP_REMOTE_TIMEOUT": "1",
+            }
+        )
+        run_backup(settings, app)
+        started = time.monotonic()
+        with pytest.raises(RemoteError, match=f"127.0.0.1:{port}/srv/vrp"):
+            copy_offsite(settings, attempts=2, backoff_seconds=0.1)
+        assert time.monotonic() - started < 15
