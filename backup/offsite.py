@@ -109,8 +109,11 @@ def copy_offsite(
 
     def once() -> CopyResult:
         with opened(remote) as target:
-            result = copy_backups(settings.backup_dir, target, recipients, should_stop=should_stop)
-            prune_remote(target, remote_policy(remote), objects=result.objects)
+            policy = remote_policy(remote)
+            result = copy_backups(
+                settings.backup_dir, target, recipients, policy=policy, should_stop=should_stop
+            )
+            prune_remote(target, policy, objects=result.objects)
             return result
 
     def before_sleep(state: RetryCallState) -> None:

@@ -40,7 +40,7 @@ import re
 import secrets
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -51,7 +51,7 @@ import orjson
 from pyrage import x25519
 
 from backup import manifest as manifests
-from backup.catalog import RUNS, TMP, Catalog, valid_id
+from backup.catalog import RUNS, TMP, BackupInfo, Catalog, valid_id
 from backup.encryption import DecryptionError, decrypt, encrypt
 from backup.errors import BackupNotFoundError, ManifestError
 from backup.files import fsync_dir, make_private_dir, open_private, write_atomic
@@ -295,18 +295,33 @@ def copy_backups(
     remote: Remote,
     recipients: list[x25519.Recipient],
     *,
+    policy: Any = None,
     should_stop: Callable[[], bool] = lambda: False,
 ) -> CopyResult:
-    """Copy every complete local backup the remote lacks (newest first); the caller holds the
-    local run lock. Stops between two objects when ``should_stop()`` turns true."""
+    """Copy the complete local backups the remote lacks (newest first); the caller holds the
+    local run lock. Stops between two objects when ``should_stop()`` turns true.
+
+    With ``policy`` (the remote's :class:`~backup.retention.RetentionPolicy`), only the
+    backups that policy would keep among the remote's and these are sent: a local backup the
+    remote's retention dropped earlier is not sent again only to be deleted after the copy."""
     started = time.monotonic()
     result = CopyResult(remote.shown)
     catalog = Catalog(backup_dir)
-    present = snapshot_ids(remote)
     on_remote = list_objects(remote)
     sent = _SentObjects(backup_dir, remote.id)
     archive = catalog.blob_archive()
-    todo = [info for info in catalog.list() if info.id not in present]
+    if policy is None:
+        present = snapshot_ids(remote)
+        todo = [info for info in catalog.list() if info.id not in present]
+    else:
+        from backup.retention import plan_retention
+
+        snapshots = list_snapshots(remote)[0]
+        present = {s.id for s in snapshots}
+        missing = [info for info in catalog.list() if info.id not in present]
+        kept = plan_retention([*snapshot_infos(snapshots), *missing], policy).kept
+        wanted = {info.id for info in kept}
+        todo = [info for info in missing if info.id in wanted]
     result.snapshots_present = len(present)
 
     def ensure(key: str, read: Callable[[], bytes]) -> ObjectRef:
@@ -369,6 +384,24 @@ def copy_backups(
 # -- retention -----------------------------------------------------------------------------------
 
 
+def snapshot_infos(snapshots: Iterable[RemoteSnapshot]) -> list[BackupInfo]:
+    """The remote's backups as retention sees them: ``path`` is the snapshot file's name,
+    ``blobs`` the names of the objects it references."""
+    return [
+        BackupInfo(
+            id=s.id,
+            path=Path(s.path),
+            created_at=s.created_at,
+            trigger="copy",
+            verified=s.verified,
+            blobs=frozenset(o.name for o in s.objects),
+            bytes=s.stored_bytes,
+            stored_bytes=s.stored_bytes,
+        )
+        for s in snapshots
+    ]
+
+
 @dataclass(frozen=True)
 class RemotePruneResult:
     deleted_snapshots: tuple[str, ...]
@@ -387,23 +420,10 @@ def prune_remote(
     references go too. A snapshot file that cannot be read stops the deleting of objects (what
     it references cannot be known). The caller holds the local run lock; ``objects`` is a
     listing it just made (a copy's), or None to list them here."""
-    from backup.catalog import BackupInfo
     from backup.retention import plan_retention
 
     snapshots, refused = list_snapshots(remote)
-    infos = [
-        BackupInfo(
-            id=s.id,
-            path=Path(s.path),
-            created_at=s.created_at,
-            trigger="copy",
-            verified=s.verified,
-            blobs=frozenset(o.name for o in s.objects),
-            bytes=s.stored_bytes,
-            stored_bytes=s.stored_bytes,
-        )
-        for s in snapshots
-    ]
+    infos = snapshot_infos(snapshots)
     if objects is None:
         objects = list_objects(remote)
     plan = plan_retention(infos, policy, objects)

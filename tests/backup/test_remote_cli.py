@@ -156,7 +156,8 @@ def test_remote_retention_keeps_the_newest_verified_copy_and_drops_unreferenced_
         assert [s.id for s in list_snapshots(remote)[0]] == [second.backup_id]
         assert len(list_objects(remote)) == 12 + 1  # the first snapshot's database went
     unverified = run_backup(settings, app, verify=False)
-    copy_offsite(settings)
+    # The first backup, still local, is not sent again: the remote's retention would drop it.
+    assert copy_offsite(settings).snapshots_copied == [unverified.backup_id]
     with opened(settings.remote) as remote:
         kept = {s.id: s.verified for s in list_snapshots(remote)[0]}
     # last 1 keeps the unverified newest; the newest verified copy is never deleted.
