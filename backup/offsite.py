@@ -113,7 +113,7 @@ def copy_offsite(
             result = copy_backups(
                 settings.backup_dir, target, recipients, policy=policy, should_stop=should_stop
             )
-            prune_remote(target, policy, objects=result.objects)
+            prune_remote(target, policy, objects=result.objects, snapshots=result.snapshots)
             return result
 
     def before_sleep(state: RetryCallState) -> None:

@@ -236,8 +236,10 @@ class CopyResult:
     objects_skipped: int = 0
     bytes_sent: int = 0
     seconds: float = 0.0
-    # The remote's objects once the copy is done (name -> size), for the retention after it.
+    # The remote's objects once the copy is done (name -> size) and, when the copy read them,
+    # its snapshots: for the retention after it, which then lists nothing again.
     objects: dict[str, int] = field(default_factory=dict, repr=False)
+    snapshots: list[RemoteSnapshot] | None = field(default=None, repr=False)
 
 
 class _SentObjects:
@@ -316,7 +318,9 @@ def copy_backups(
     else:
         from backup.retention import plan_retention
 
-        snapshots = list_snapshots(remote)[0]
+        snapshots, refused = list_snapshots(remote)
+        if not refused:
+            result.snapshots = snapshots
         present = {s.id for s in snapshots}
         missing = [info for info in catalog.list() if info.id not in present]
         kept = plan_retention([*snapshot_infos(snapshots), *missing], policy).kept
@@ -367,6 +371,8 @@ def copy_backups(
                 sealed=encrypt(orjson.dumps(payload), recipients),
             )
             remote.store.write(snapshot.path, snapshot.to_json())
+            if result.snapshots is not None:
+                result.snapshots.append(snapshot)
             result.snapshots_copied.append(info.id)
             logger.info(
                 "backup %s copied to %s",
@@ -414,15 +420,18 @@ def prune_remote(
     *,
     dry_run: bool = False,
     objects: dict[str, int] | None = None,
+    snapshots: list[RemoteSnapshot] | None = None,
 ) -> RemotePruneResult:
     """Apply the remote's own GFS policy (:class:`backup.retention.RetentionPolicy`): the
     newest copy whose local backup was verified is never deleted; objects no remaining snapshot
     references go too. A snapshot file that cannot be read stops the deleting of objects (what
-    it references cannot be known). The caller holds the local run lock; ``objects`` is a
-    listing it just made (a copy's), or None to list them here."""
+    it references cannot be known). The caller holds the local run lock; ``objects`` and
+    ``snapshots`` are listings it just made (a copy's, none refused), or None to list here."""
     from backup.retention import plan_retention
 
-    snapshots, refused = list_snapshots(remote)
+    refused: list[str] = []
+    if snapshots is None:
+        snapshots, refused = list_snapshots(remote)
     infos = snapshot_infos(snapshots)
     if objects is None:
         objects = list_objects(remote)

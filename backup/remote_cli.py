@@ -93,7 +93,8 @@ def copy_command(url: str | None, as_json: bool) -> None:
         except BackupError as exc:
             _config_or_fail(exc)
     if as_json:
-        _print_json({k: v for k, v in result.__dict__.items() if k != "objects"})
+        shown = {k: v for k, v in result.__dict__.items() if k not in ("objects", "snapshots")}
+        _print_json(shown)
         return
     click.echo(
         f"copied {len(result.snapshots_copied)} backup(s) to {result.remote} "
