@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from pyrage import x25519
 from tenacity import (
     RetryCallState,
     Retrying,
@@ -168,6 +169,6 @@ def _held(backup_dir: Path, locked: bool) -> Iterator[None]:
         yield
 
 
-def identities_for(remote: RemoteSettings) -> list:
+def identities_for(remote: RemoteSettings) -> list[x25519.Identity]:
     """The age identities restoring and verifying need (exit 2 through BackupConfigError)."""
     return load_identities(remote.identity_file)
