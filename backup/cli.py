@@ -116,16 +116,27 @@ def backup() -> None:
     """Back up, list, verify and restore the database and its audio."""
 
 
+_REMOTE = click.option(
+    "--remote", is_flag=True, help="Work on the offsite copy (VRP_BACKUP_REMOTE) instead."
+)
+
+
 @backup.command("init")
+@_REMOTE
 @_JSON
-def init_command(as_json: bool) -> None:
+def init_command(remote: bool, as_json: bool) -> None:
     """Make VRP_BACKUP_DIR a backup repository (created if missing; a repository is kept).
 
     A folder holding the backups of an earlier version is adopted as it is; a folder holding
-    anything else is refused.
+    anything else is refused. With --remote, make VRP_BACKUP_REMOTE a backup remote.
     """
     from backup.repository import RepositoryError, init_repository
 
+    if remote:
+        from backup.remote_cli import init_remote
+
+        init_remote(as_json)
+        return
     config = settings()
     try:
         result = init_repository(config.backup_dir)
@@ -192,12 +203,18 @@ def run_command(verify: bool | None, as_json: bool) -> None:
 
 
 @backup.command("list")
+@_REMOTE
 @click.option("--json", "as_json", is_flag=True, help="One JSON array, for scripts.")
-def list_command(as_json: bool) -> None:
-    """List the complete backups, oldest first."""
+def list_command(remote: bool, as_json: bool) -> None:
+    """List the complete backups, oldest first (with --remote, those on the remote)."""
     from backup.catalog import Catalog
     from backup.repository import unusable
 
+    if remote:
+        from backup.remote_cli import list_remote
+
+        list_remote(as_json)
+        return
     config = settings()
     repository(config)
     try:
@@ -238,17 +255,24 @@ def _verified(backup: BackupInfo) -> str:
     is_flag=True,
     help="Check the whole repository: every manifest, snapshot and blob (each blob read once).",
 )
+@_REMOTE
 @_JSON
-def verify_command(backup_id: str | None, whole: bool, as_json: bool) -> None:
+def verify_command(backup_id: str | None, whole: bool, remote: bool, as_json: bool) -> None:
     """Recompute every checksum, open the snapshot, check every referenced blob.
 
-    Without BACKUP_ID, the newest backup; with --all, every backup.
+    Without BACKUP_ID, the newest backup; with --all, every backup. With --remote, the copies
+    on the remote: downloaded, decrypted (VRP_BACKUP_REMOTE_IDENTITY_FILE) and checked.
     """
     from backup.errors import BackupError
     from backup.verify import verify_backup
 
     if whole and backup_id is not None:
         raise click.UsageError("give a BACKUP_ID or --all, not both")
+    if remote:
+        from backup.remote_cli import verify_remote
+
+        verify_remote(backup_id, whole, as_json)
+        return
     config = settings()
     repository(config)
     source = host().source()
@@ -339,6 +363,12 @@ def _verify_all(config: BackupSettings, database_url: str, as_json: bool) -> Non
     help="Folder to restore the audio blobs into [default: VRP_STORAGE_DIR].",
 )
 @click.option("--force", is_flag=True, help="Replace an existing database, even the live one.")
+@click.option(
+    "--from-remote",
+    is_flag=True,
+    help="Download the backup from VRP_BACKUP_REMOTE into VRP_BACKUP_DIR first (needs "
+    "VRP_BACKUP_REMOTE_IDENTITY_FILE).",
+)
 @_JSON
 def restore_command(
     backup_id: str,
@@ -346,6 +376,7 @@ def restore_command(
     database_url: str | None,
     storage_dir: Path | None,
     force: bool,
+    from_remote: bool,
     as_json: bool,
 ) -> None:
     """Restore a backup into a new database file or database, and its audio."""
@@ -357,6 +388,10 @@ def restore_command(
         raise click.UsageError("give exactly one of --to PATH and --database-url URL")
     config = settings()
     repo = repository(config)
+    if from_remote:
+        from backup.remote_cli import fetch_for_restore
+
+        fetch_for_restore(backup_id)
     source = host().source()
     with host().process(SERVICE_NAME):
         try:
@@ -409,6 +444,7 @@ def mount(parent: click.Group, backup_host: BackupHost) -> None:
     """Add ``backup`` to the application's command group."""
     global _host
     _host = backup_host
+    from backup import remote_cli  # noqa: F401  (registers copy)
     from backup.schedule_cli import register  # prune and status
 
     register(backup)

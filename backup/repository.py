@@ -37,7 +37,7 @@ MARKER: Final = "repository.json"
 FORMAT: Final = 1
 # What an earlier version of this package left in a backup folder: adopted by ``init``.
 KNOWN_ENTRIES: Final = frozenset(
-    {"runs", "blobs", "tmp", "checks", ".lock", "scheduler-state.json", MARKER}
+    {"runs", "blobs", "tmp", "checks", "remotes", ".lock", "scheduler-state.json", MARKER}
 )
 
 

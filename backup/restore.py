@@ -111,8 +111,10 @@ def plan_restore(
                 f"backup {backup_id} is a SQLite snapshot; restore it with --to PATH"
             )
         target = str(to_path.absolute())
-        live = _same_sqlite_file(target, live_database_url)
         exists = Path(target).exists()
+        # The live database's file, when it exists: a missing one (a machine being rebuilt from
+        # the offsite copy) is restored into as any new file is.
+        live = exists and _same_sqlite_file(target, live_database_url)
         replaces = f"the SQLite database {target}" if exists else ""
     else:
         if database_url is None or to_path is not None:

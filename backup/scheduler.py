@@ -22,8 +22,10 @@ The ``schedule`` library says *when* (``every 6 hours``, ``daily at 02:00``, fro
 After each backup it verifies (``VRP_BACKUP_VERIFY``, done by the run itself), prunes
 (``VRP_BACKUP_PRUNE``; the prune proves the backup it keeps, see :mod:`backup.prune`) and runs
 the periodic check of one slot of the archive (``VRP_BACKUP_CHECK_ROTATION``, see
-:func:`backup.check.rotating_check`), all inside the run's lock. Each step is written to
-:mod:`backup.state`, which ``vrp backup status`` reads.
+:func:`backup.check.rotating_check`) and, with a remote set (``VRP_BACKUP_REMOTE``, unless
+``VRP_BACKUP_REMOTE_COPY=off``), copies what the remote lacks (:mod:`backup.offsite`: retried
+with backoff, a failure logged and never failing the backup), all inside the run's lock. Each
+step is written to :mod:`backup.state`, which ``vrp backup status`` reads.
 """
 
 from __future__ import annotations
@@ -322,12 +324,18 @@ def _round(delta: timedelta) -> timedelta:
 
 
 def backup_job(
-    settings: BackupSettings, source: BackupSource, *, telemetry: BackupTelemetry | None = None
+    settings: BackupSettings,
+    source: BackupSource,
+    *,
+    telemetry: BackupTelemetry | None = None,
+    copy_attempts: int = 3,
+    copy_backoff_seconds: float = 5.0,
 ) -> Job:
     """The real job: :func:`backup.run.run_backup` (which verifies when
     ``VRP_BACKUP_VERIFY``), then, inside the same lock and ``backup.run`` span, a prune when
     ``VRP_BACKUP_PRUNE`` and the periodic check, unless a stop was asked for."""
     from backup.check import rotating_check
+    from backup.offsite import copy_offsite
     from backup.prune import prune_locked
     from backup.run import run_backup
     from backup.telemetry import default
@@ -353,6 +361,21 @@ def backup_job(
             if not should_stop():
                 with _logged("periodic check after the backup"), tel.phase("check"):
                     rotating_check(settings)
+            remote = settings.remote
+            if remote is not None and remote.copy_after_run and not should_stop():
+                # After the local backup is published and its success recorded: a remote that
+                # is down, full or slow (every wait bounded by VRP_BACKUP_REMOTE_TIMEOUT) fails
+                # only the copy, which the next run retries.
+                with _logged("copy to the remote after the backup"):
+                    copy_offsite(
+                        settings,
+                        locked=True,
+                        attempts=copy_attempts,
+                        backoff_seconds=copy_backoff_seconds,
+                        telemetry=tel,
+                        identity=names,
+                        should_stop=should_stop,
+                    )
 
         try:
             result = run_backup(

@@ -32,6 +32,8 @@ _UNITS = {"minute": 60, "hour": 3600, "day": 86400}
 _EVERY = re.compile(r"every\s+(?:(\d+)\s+)?(minute|hour|day)s?")
 _DAILY = re.compile(r"daily\s+at\s+(\d{1,2}):(\d{2})")
 SCHEDULE_FORMS = "'every N minutes', 'every N hours', 'every N days' or 'daily at HH:MM'"
+_REMOTE_URL = re.compile(r"(?:sftp://[^/?#]{1,512}/|file:///|s3://[^/?#]{1,255})[^?#]{0,4096}")
+REMOTE_FORMS = "sftp://user@host[:port]/path, file:///path or s3://bucket/prefix"
 
 
 @dataclass(frozen=True)
@@ -97,6 +99,29 @@ class BackupSettings:
     prune_after_run: bool = True
     check_rotation: int = 7
     init_if_missing: bool = False
+    remote: RemoteSettings | None = None
+
+
+@dataclass(frozen=True)
+class RemoteSettings:
+    """The offsite copy (``VRP_BACKUP_REMOTE_*``); see :mod:`backup.remote`.
+
+    ``url`` may hold a password: show it only through :func:`instrumentation.urls.shown_url`.
+    The key files are paths (absolute); their content is read when a command needs it, never
+    taken from the command line. ``copy_after_run`` defaults to on once a remote is set.
+    """
+
+    url: str
+    recipients_file: Path | None = None
+    identity_file: Path | None = None
+    ssh_key_file: Path | None = None
+    known_hosts: Path | None = None
+    timeout: float = 30.0
+    copy_after_run: bool = True
+    keep_last: int = 7
+    keep_daily: int = 14
+    keep_weekly: int = 8
+    keep_monthly: int = 12
 
 
 class _Bool(fields.Boolean):
@@ -140,6 +165,24 @@ class BackupSettingsSchema(ma.Schema):
     VRP_BACKUP_CHECK_ROTATION = fields.Integer(
         load_default=7, validate=validate.Range(min=1, max=10_000)
     )
+    # The offsite copy: a URL (sftp://, file://, s3://) and the files holding its keys.
+    VRP_BACKUP_REMOTE = fields.String(
+        load_default=None, validate=validate.Regexp(_REMOTE_URL, error=REMOTE_FORMS)
+    )
+    VRP_BACKUP_REMOTE_RECIPIENTS_FILE = fields.String(load_default=None)
+    VRP_BACKUP_REMOTE_IDENTITY_FILE = fields.String(load_default=None)
+    VRP_BACKUP_REMOTE_SSH_KEY_FILE = fields.String(load_default=None)
+    VRP_BACKUP_REMOTE_KNOWN_HOSTS = fields.String(load_default=None)
+    VRP_BACKUP_REMOTE_TIMEOUT = fields.Float(
+        load_default=30.0, validate=validate.Range(min=0.1, max=3600)
+    )
+    VRP_BACKUP_REMOTE_COPY = _Bool(load_default=True)
+    VRP_BACKUP_REMOTE_KEEP_LAST = fields.Integer(
+        load_default=7, validate=validate.Range(min=1, max=10_000)
+    )
+    VRP_BACKUP_REMOTE_KEEP_DAILY = _count(14)
+    VRP_BACKUP_REMOTE_KEEP_WEEKLY = _count(8)
+    VRP_BACKUP_REMOTE_KEEP_MONTHLY = _count(12)
 
 
 _SCHEMA = BackupSettingsSchema()
@@ -173,4 +216,28 @@ def load_backup_settings(
         prune_after_run=data["VRP_BACKUP_PRUNE"],
         check_rotation=data["VRP_BACKUP_CHECK_ROTATION"],
         init_if_missing="VRP_BACKUP_DIR" not in raw,
+        remote=_remote(data, cwd),
+    )
+
+
+def _remote(data: dict[str, Any], cwd: Path | None) -> RemoteSettings | None:
+    if data["VRP_BACKUP_REMOTE"] is None:
+        return None
+
+    def path(name: str) -> Path | None:
+        value = data[name]
+        return None if value is None else absolute_path(value, cwd)
+
+    return RemoteSettings(
+        url=data["VRP_BACKUP_REMOTE"],
+        recipients_file=path("VRP_BACKUP_REMOTE_RECIPIENTS_FILE"),
+        identity_file=path("VRP_BACKUP_REMOTE_IDENTITY_FILE"),
+        ssh_key_file=path("VRP_BACKUP_REMOTE_SSH_KEY_FILE"),
+        known_hosts=path("VRP_BACKUP_REMOTE_KNOWN_HOSTS"),
+        timeout=data["VRP_BACKUP_REMOTE_TIMEOUT"],
+        copy_after_run=data["VRP_BACKUP_REMOTE_COPY"],
+        keep_last=data["VRP_BACKUP_REMOTE_KEEP_LAST"],
+        keep_daily=data["VRP_BACKUP_REMOTE_KEEP_DAILY"],
+        keep_weekly=data["VRP_BACKUP_REMOTE_KEEP_WEEKLY"],
+        keep_monthly=data["VRP_BACKUP_REMOTE_KEEP_MONTHLY"],
     )

@@ -29,6 +29,7 @@ from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode, TracerProvider
 
 from instrumentation import conventions
+from instrumentation.urls import shown_url
 
 SCOPE: Final = "backup"
 SPAN_RUN: Final = conventions.BACKUP_RUN_SPAN
@@ -38,6 +39,9 @@ PHASE_PREFIX: Final = "backup."
 METRIC_LAST_SUCCESS: Final = conventions.VRP_BACKUP_LAST_SUCCESS
 METRIC_DURATION: Final = conventions.VRP_BACKUP_DURATION
 METRIC_NEXT_RUN: Final = conventions.VRP_BACKUP_NEXT_RUN
+METRIC_REMOTE_LAST_SUCCESS: Final = conventions.VRP_BACKUP_REMOTE_LAST_SUCCESS
+SPAN_COPY: Final = conventions.BACKUP_COPY_SPAN
+ATTR_REMOTE: Final = conventions.VRP_BACKUP_REMOTE
 ATTR_REPOSITORY_ID: Final = conventions.VRP_BACKUP_REPOSITORY_ID
 ATTR_DATABASE: Final = conventions.VRP_BACKUP_DATABASE
 ATTR_ID: Final = conventions.VRP_BACKUP_ID
@@ -68,6 +72,7 @@ class BackupTelemetry:
     last_success: Any = field(init=False)
     duration: Any = field(init=False)
     next_run: Any = field(init=False)
+    remote_last_success: Any = field(init=False)
     # How many ``backup.run`` spans were started: tells a caller whether a failed run had one.
     runs_started: int = field(init=False, default=0)
 
@@ -85,6 +90,11 @@ class BackupTelemetry:
         )
         self.next_run = meter.create_gauge(
             METRIC_NEXT_RUN, unit="s", description="Unix time of the next scheduled backup"
+        )
+        self.remote_last_success = meter.create_gauge(
+            METRIC_REMOTE_LAST_SUCCESS,
+            unit="s",
+            description="Unix time of the last successful copy to the remote",
         )
 
     @contextmanager
@@ -114,6 +124,39 @@ class BackupTelemetry:
                 failed(span, exc)
                 raise
             span.set_attribute(ATTR_STATUS, STATUS_SUCCESS)
+
+    @contextmanager
+    def copy_span(self, remote_url: str, identity: Identity = NO_IDENTITY) -> Iterator[Span]:
+        """The ``backup.copy`` span, naming the remote without credentials; failed on error."""
+        with self.tracer.start_as_current_span(
+            SPAN_COPY,
+            kind=SpanKind.INTERNAL,
+            attributes={**identity, ATTR_REMOTE: shown_url(remote_url)},
+        ) as span:
+            try:
+                yield span
+            except BaseException as exc:
+                failed(span, exc)
+                raise
+
+    def copy_succeeded(self, span: Span, result: Any, attempts: int) -> None:
+        """The outcome of a copy (a :class:`backup.remote.CopyResult`) on its span."""
+        span.set_attributes(
+            {
+                ATTR_STATUS: STATUS_SUCCESS,
+                conventions.VRP_BACKUP_COPY_SNAPSHOTS: len(result.snapshots_copied),
+                conventions.VRP_BACKUP_COPY_OBJECTS_SENT: result.objects_sent,
+                conventions.VRP_BACKUP_COPY_OBJECTS_SKIPPED: result.objects_skipped,
+                conventions.VRP_BACKUP_COPY_BYTES_SENT: result.bytes_sent,
+                conventions.VRP_BACKUP_COPY_ATTEMPTS: attempts,
+            }
+        )
+
+    def record_copy_success(
+        self, remote_url: str, at: float, identity: Identity = NO_IDENTITY
+    ) -> None:
+        """``vrp.backup.remote.last_success`` for one remote (by its URL without credentials)."""
+        self.remote_last_success.set(at, {**identity, ATTR_REMOTE: shown_url(remote_url)})
 
     @contextmanager
     def phase(self, name: str) -> Iterator[Span]:

@@ -34,6 +34,24 @@ cache goes to a folder of the run (``PYTHONPYCACHEPREFIX``, so the source tree i
 filled by an untimed ``vrp backup run`` before the rounds. With the variable set and no cache,
 every process would compile the project's modules again: about 0.08 s of each run here.
 
+    3. Offsite copy: ``--remote-mb`` MiB (default 512) of incompressible blobs of 8 MiB and a
+       small database, backed up once (untimed), then copied over SFTP to a real OpenSSH server
+       started on a loopback port (Debian's ``sshd``, as the tests start it), timed
+       ``--rounds`` times each, alternating:
+
+       * ``pipeline``: ``tar -cf - vrp.db recordings | age -R key.pub > X.age && scp X.age
+         host:`` (archive, encrypt to the same age public key, send);
+       * ``vrp``: ``vrp backup copy`` into a new remote (``vrp backup init --remote``, untimed):
+         every object encrypted with age and sent whole under a temp name, then renamed.
+
+       The throughput figure is the ratio of the medians, ``vrp / pipeline``, on the wall time
+       of the process and on the copy's own time (without the interpreter start and imports);
+       no target: it is the price of an incremental, resumable, per-object format. Then,
+       ``--rounds`` times: one new recording (one 8 MiB blob and its row), ``vrp backup run``,
+       and a timed ``vrp backup copy``; the figure is the median of those copies' own time
+       against the median first copy's own time (as ``vrp backup copy`` reports them), target
+       under 5 %.
+
 The report ends with one JSON object (``--json`` prints only that) so that tests and scripts
 can read the figures.
 """
@@ -60,8 +78,10 @@ ROOT = Path(__file__).resolve().parents[1]
 VRP = [sys.executable, "-m", "recorder.cli"]
 PIPELINE = 'sqlite3 "$DB" ".backup $OUT/X" && zstd -q "$OUT/X" && sha256sum "$OUT/X.zst"'
 RUN_LINE = re.compile(r"(\d+) blobs copied, (\d+) already archived, .*, ([\d.]+)s$")
+COPY_LINE = re.compile(r"copied (\d+) backup\(s\).*: (\d+) object\(s\) sent, .*, ([\d.]+)s$")
 DB_TARGET = 0.8
 AUDIO_TARGET = 0.05
+INCREMENTAL_TARGET = 0.05
 BLOB_MB = 8
 ROWS_PER_BATCH = 100_000
 FILL = """
@@ -229,12 +249,104 @@ def measure_audio(work: Path, megabytes: int) -> dict[str, Any]:
     }
 
 
+def _copy(env: dict[str, str]) -> tuple[float, float, int]:
+    """One ``vrp backup copy``: wall seconds, its own seconds, objects sent."""
+    wall, line = _vrp(env, "backup", "copy")
+    match = COPY_LINE.search(line)
+    if match is None:
+        raise SystemExit(f"unexpected output of vrp backup copy: {line!r}")
+    return wall, float(match.group(3)), int(match.group(2))
+
+
+def measure_remote(work: Path, megabytes: int, rounds: int) -> dict[str, Any]:
+    # The tests' sshd, found by appending the checkout (this script's own folder comes first on
+    # the path, where "backup" is this file, so the package is reached through vrp alone).
+    if str(ROOT) not in sys.path:
+        sys.path.append(str(ROOT))
+    from tests.backup.sftp_server import running_sshd
+
+    env = build_audio(work / "remote", megabytes)
+    database = Path(env["VRP_DATABASE_URL"].removeprefix("sqlite:///"))
+    storage = Path(env["VRP_STORAGE_DIR"])
+    _vrp(env, "backup", "keygen", str(work / "remote" / "backup.key"))
+    shutil.copy(work / "remote" / "backup.key.pub", work / "remote" / "backup.pub")
+    _vrp(env, "backup", "run", "--no-verify")
+    size = sum(p.stat().st_size for p in storage.rglob("*") if p.is_file())
+    with running_sshd(work / "remote" / "sshd", work / "remote" / "offsite") as server:
+        env = {
+            **env,
+            **server.env(),
+            "VRP_BACKUP_REMOTE_RECIPIENTS_FILE": str(work / "remote" / "backup.pub"),
+        }
+        scp = (
+            f"scp -q -i {server.user_key} -P {server.port} "
+            f"-o UserKnownHostsFile={server.known_hosts} -o BatchMode=yes"
+        )
+        pipeline_cmd = (
+            f'tar -C "{database.parent}" -cf - "{database.name}" "{storage.name}" '
+            f'| age -R "{work / "remote" / "backup.pub"}" > "$OUT" '
+            f'&& {scp} "$OUT" {server.user}@127.0.0.1:"$DEST"'
+        )
+        pipeline, first = [], []
+        for index in range(rounds):
+            out = work / "remote" / "pipeline.tar.age"
+            _settle(out, server.root / f"tar-{index}")
+            started = time.perf_counter()
+            subprocess.run(
+                ["bash", "-c", pipeline_cmd],
+                env={**os.environ, "OUT": str(out), "DEST": str(server.root / f"tar-{index}")},
+                check=True,
+            )
+            pipeline.append(time.perf_counter() - started)
+            out.unlink()
+            round_env = {**env, "VRP_BACKUP_REMOTE": server.url(f"copy-{index}")}
+            _vrp(round_env, "backup", "init", "--remote")
+            _settle()
+            first.append(_copy(round_env))
+        incremental = []
+        for index in range(rounds):
+            sha256 = _put_blob(storage, os.urandom(BLOB_MB * 1024 * 1024))
+            connection = sqlite3.connect(database)
+            connection.execute(FILL, {"count": 1, "start": 10**6 + index, "sha256": sha256})
+            connection.commit()
+            connection.close()
+            _vrp(env, "backup", "run", "--no-verify")
+            _settle()
+            incremental.append(
+                _copy({**env, "VRP_BACKUP_REMOTE": server.url(f"copy-{rounds - 1}")})
+            )
+    first_own = statistics.median(t[1] for t in first)
+    incremental_own = statistics.median(t[1] for t in incremental)
+    ratio = incremental_own / max(first_own, 1e-9)
+    pipeline_median = statistics.median(pipeline)
+    throughput = statistics.median(t[0] for t in first) / pipeline_median
+    return {
+        "bytes": size,
+        "rounds": rounds,
+        "pipeline_seconds": [round(t, 3) for t in pipeline],
+        "first_copy_seconds": [round(t[0], 3) for t in first],
+        "first_copy_own_seconds": [round(t[1], 3) for t in first],
+        "first_copy_objects": first[0][2],
+        "incremental_copy_seconds": [round(t[0], 3) for t in incremental],
+        "incremental_copy_own_seconds": [round(t[1], 3) for t in incremental],
+        "incremental_copy_objects": [t[2] for t in incremental],
+        "throughput_ratio": round(throughput, 3),
+        "throughput_ratio_own": round(first_own / pipeline_median, 3),
+        "pipeline_mib_per_s": round(size / 2**20 / pipeline_median, 1),
+        "vrp_mib_per_s": round(size / 2**20 / first_own, 1),
+        "incremental_ratio": round(ratio, 4),
+        "incremental_target": INCREMENTAL_TARGET,
+        "incremental_met": ratio < INCREMENTAL_TARGET,
+    }
+
+
 def _check_tools() -> None:
-    missing = [tool for tool in ("sqlite3", "zstd", "sha256sum") if shutil.which(tool) is None]
+    tools = ("sqlite3", "zstd", "sha256sum", "tar", "age", "scp", "ssh-keygen", "/usr/sbin/sshd")
+    missing = [tool for tool in tools if shutil.which(tool) is None]
     if missing:
         raise SystemExit(
-            f"missing {', '.join(missing)} for the baseline pipeline; "
-            "Debian: apt-get install sqlite3 zstd"
+            f"missing {', '.join(missing)} for the baseline pipelines; "
+            "Debian: apt-get install sqlite3 zstd age openssh-client openssh-server"
         )
 
 
@@ -243,12 +355,14 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="small data, one round")
     parser.add_argument("--db-mb", type=int, default=None, help="database size (400)")
     parser.add_argument("--audio-mb", type=int, default=None, help="audio size (1024)")
+    parser.add_argument("--remote-mb", type=int, default=None, help="offsite copy size (512)")
     parser.add_argument("--rounds", type=int, default=None, help="timed rounds (5)")
     parser.add_argument("--workdir", type=Path, default=None, help="where to build the data")
     parser.add_argument("--json", action="store_true", help="print only the JSON report")
     args = parser.parse_args()
     db_mb = args.db_mb or (8 if args.quick else 400)
     audio_mb = args.audio_mb or (32 if args.quick else 1024)
+    remote_mb = args.remote_mb or (32 if args.quick else 512)
     rounds = args.rounds or (1 if args.quick else 5)
     _check_tools()
     with tempfile.TemporaryDirectory(prefix="vrp-bench-backup-", dir=args.workdir) as tmp:
@@ -256,7 +370,8 @@ def main() -> None:
         work.mkdir()
         database = measure_database(work, db_mb, rounds)
         audio = measure_audio(work, audio_mb)
-    report = {"quick": args.quick, "database": database, "audio": audio}
+        remote = measure_remote(work, remote_mb, rounds)
+    report = {"quick": args.quick, "database": database, "audio": audio, "remote": remote}
     if not args.json:
         mark = {True: "PASS", False: "MISS"}
         print(f"database {database['bytes'] / 2**20:.0f} MiB, {rounds} round(s), zstd level 3")
@@ -281,6 +396,22 @@ def main() -> None:
         print(
             f"  ratio second/first {audio['ratio']:.3f} (wall {audio['wall_ratio']:.3f}), "
             f"target < {AUDIO_TARGET} {mark[audio['met']]}"
+        )
+        print(f"offsite copy over SFTP, {remote['bytes'] / 2**20:.0f} MiB of audio")
+        print(f"  tar | age > X && scp X:      {remote['pipeline_seconds']} s")
+        print(
+            f"  vrp backup copy (first):     {remote['first_copy_seconds']} s "
+            f"({remote['first_copy_objects']} objects)"
+        )
+        print(
+            f"  ratio vrp/pipeline (medians) {remote['throughput_ratio']:.2f} wall, "
+            f"{remote['throughput_ratio_own']:.2f} on the copy's own time "
+            f"({remote['vrp_mib_per_s']} against {remote['pipeline_mib_per_s']} MiB/s)\n"
+            f"  incremental copy after one new recording: "
+            f"{remote['incremental_copy_own_seconds']} s own time "
+            f"({remote['incremental_copy_objects']} objects)\n"
+            f"  ratio incremental/first (medians, own time) {remote['incremental_ratio']:.3f}, "
+            f"target < {INCREMENTAL_TARGET} {mark[remote['incremental_met']]}"
         )
     print(json.dumps(report))
 

@@ -12,6 +12,9 @@ the next scheduled run) is computed per repository.
   Without the gauge, the end of the newest successful ``backup.run`` span stands in.
 * **Next run**: the value of ``vrp.backup.next_run`` received last (the scheduler sets it to 0
   when it stops: then there is none).
+* **Offsite copy**: per remote (``vrp.backup.remote``, its URL without credentials), the largest
+  ``vrp.backup.remote.last_success`` its repository reported; the newest of them is the age of
+  the newest offsite copy, shown beside the local one.
 * Telemetry of older versions carries no repository id: it is grouped as one repository whose
   id is ``null``.
 """
@@ -19,7 +22,7 @@ the next scheduled run) is computed per repository.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -45,6 +48,7 @@ class _Repository:
     next_run: float | None = None
     next_run_reported: int = -1
     runs: int = 0
+    offsite: dict[str, float] = field(default_factory=dict)
 
 
 def _state(age: float | None, expected: float) -> str:
@@ -87,10 +91,17 @@ def _repositories(conn: sa.Connection) -> dict[str | None, _Repository]:
     gauges = conn.execute(
         sa.select(series.c.id, series.c.name, series.c.attributes).where(
             series.c.source == "metric",
-            series.c.name.in_([names.VRP_BACKUP_LAST_SUCCESS, names.VRP_BACKUP_NEXT_RUN]),
+            series.c.name.in_(
+                [
+                    names.VRP_BACKUP_LAST_SUCCESS,
+                    names.VRP_BACKUP_NEXT_RUN,
+                    names.VRP_BACKUP_REMOTE_LAST_SUCCESS,
+                ]
+            ),
         )
     ).all()
     owner: dict[int, tuple[str, _Repository]] = {}
+    remote_of: dict[int, str] = {}
     for series_id, name, attributes in gauges:
         attrs = orjson.loads(attributes)
         repository_id = attrs.get(names.VRP_BACKUP_REPOSITORY_ID)
@@ -98,6 +109,8 @@ def _repositories(conn: sa.Connection) -> dict[str | None, _Repository]:
         if entry.database is None and attrs.get(names.VRP_BACKUP_DATABASE) is not None:
             entry.database = str(attrs[names.VRP_BACKUP_DATABASE])
         owner[series_id] = (name, entry)
+        if name == names.VRP_BACKUP_REMOTE_LAST_SUCCESS:
+            remote_of[series_id] = str(attrs.get(names.VRP_BACKUP_REMOTE, ""))
     if not owner:
         return found
     rows = conn.execute(
@@ -110,6 +123,10 @@ def _repositories(conn: sa.Connection) -> dict[str | None, _Repository]:
         if name == names.VRP_BACKUP_LAST_SUCCESS:
             if maximum is not None and math.isfinite(maximum) and maximum > 0:
                 entry.last_success = max(entry.last_success or 0.0, float(maximum))
+        elif name == names.VRP_BACKUP_REMOTE_LAST_SUCCESS:
+            if maximum is not None and math.isfinite(maximum) and maximum > 0:
+                remote = remote_of[series_id]
+                entry.offsite[remote] = max(entry.offsite.get(remote, 0.0), float(maximum))
         elif last_time is not None and last_time > entry.next_run_reported:
             entry.next_run_reported = last_time
             usable = last_value is not None and math.isfinite(last_value) and last_value > 0
@@ -120,6 +137,7 @@ def _repositories(conn: sa.Connection) -> dict[str | None, _Repository]:
 def _summary(entry: _Repository, expected: float, now: datetime) -> dict[str, Any]:
     last_success = entry.last_success if entry.last_success is not None else entry.last_run_success
     age = None if last_success is None else max(now.timestamp() - last_success, 0.0)
+    offsite = max(entry.offsite.values(), default=None)
     return {
         "repository_id": entry.id,
         "database": entry.database,
@@ -128,7 +146,17 @@ def _summary(entry: _Repository, expected: float, now: datetime) -> dict[str, An
         "state": _state(age, expected),
         "next_run": None if entry.next_run is None else iso(entry.next_run),
         "runs": entry.runs,
+        "offsite_last_success": None if offsite is None else iso(offsite),
+        "offsite_last_success_age_s": _age(offsite, now),
+        "remotes": [
+            {"remote": remote, "last_success": iso(at), "last_success_age_s": _age(at, now)}
+            for remote, at in sorted(entry.offsite.items())
+        ],
     }
+
+
+def _age(at: float | None, now: datetime) -> float | None:
+    return None if at is None else max(now.timestamp() - at, 0.0)
 
 
 def backups(
@@ -196,6 +224,8 @@ def backups(
         "last_success": None if head is None else head["last_success"],
         "last_success_age_s": None if head is None else head["last_success_age_s"],
         "next_run": None if head is None else head["next_run"],
+        "offsite_last_success": None if head is None else head["offsite_last_success"],
+        "offsite_last_success_age_s": None if head is None else head["offsite_last_success_age_s"],
         "expected_interval_s": expected_interval_s,
         "state": state,
         "has_telemetry": has_telemetry,

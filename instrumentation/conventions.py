@@ -37,6 +37,8 @@ BACKUP_RESTORE_SPAN: Final = "backup.restore"
 # Each phase of a run is a child span "backup.<phase>" carrying VRP_BACKUP_PHASE.
 BACKUP_PHASE_SPAN_PREFIX: Final = "backup."
 BACKUP_PHASES: Final = ("snapshot", "blobs", "manifest", "verify", "prune")
+# One copy of the local backups to the offsite remote (backup.remote), with its retention.
+BACKUP_COPY_SPAN: Final = "backup.copy"
 
 # The steps of a request outside the database, INTERNAL children of its SERVER span, so that
 # the request's time is explained. Every Flask request (instrumentation.flask): Flask's work
@@ -126,6 +128,15 @@ VRP_BACKUP_PHASE: Final = "vrp.backup.phase"
 # repository (from `vrp backup init`) and the database URL without credentials or query.
 VRP_BACKUP_REPOSITORY_ID: Final = "vrp.backup.repository.id"
 VRP_BACKUP_DATABASE: Final = "vrp.backup.database"
+# The offsite copy, on backup.copy and vrp.backup.remote.last_success: the remote's URL without
+# credentials, its id (from `vrp backup init --remote`), and what one copy sent or found there.
+VRP_BACKUP_REMOTE: Final = "vrp.backup.remote"
+VRP_BACKUP_REMOTE_ID: Final = "vrp.backup.remote.id"
+VRP_BACKUP_COPY_SNAPSHOTS: Final = "vrp.backup.copy.snapshots"
+VRP_BACKUP_COPY_OBJECTS_SENT: Final = "vrp.backup.copy.objects_sent"
+VRP_BACKUP_COPY_OBJECTS_SKIPPED: Final = "vrp.backup.copy.objects_skipped"
+VRP_BACKUP_COPY_BYTES_SENT: Final = "vrp.backup.copy.bytes_sent"
+VRP_BACKUP_COPY_ATTEMPTS: Final = "vrp.backup.copy.attempts"
 
 # -- Attributes: alert notifications (dashboard.notify) -----------------------------------------
 
@@ -165,6 +176,8 @@ VRP_BACKUP_LAST_SUCCESS: Final = "vrp.backup.last_success"
 VRP_BACKUP_DURATION: Final = "vrp.backup.duration"
 VRP_BACKUP_NEXT_RUN: Final = "vrp.backup.next_run"
 VRP_ALERT_NOTIFICATIONS: Final = "vrp.alert.notifications"
+# Unix time of the last successful copy to each remote (VRP_BACKUP_REMOTE attribute).
+VRP_BACKUP_REMOTE_LAST_SUCCESS: Final = "vrp.backup.remote.last_success"
 
 # The histograms of durations, in seconds: exported as base-2 exponential histograms by default
 # (see instrumentation.telemetry.duration_histogram_views).

@@ -47,7 +47,8 @@ def shown_value(name: str, value: str) -> str:
     """``value`` as it may appear in an error message or a log line."""
     if any(word in name.upper() for word in _SECRET_WORDS):
         return "***"
-    if name.upper().endswith(("_URL", "_ENDPOINT")):
+    # URLs by name: VRP_BACKUP_REMOTE is one too (sftp://user:password@host/path).
+    if name.upper().endswith(("_URL", "_ENDPOINT", "_REMOTE")):
         return shown_url(value)
     return value
 
