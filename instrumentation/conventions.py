@@ -129,9 +129,8 @@ VRP_BACKUP_PHASE: Final = "vrp.backup.phase"
 VRP_BACKUP_REPOSITORY_ID: Final = "vrp.backup.repository.id"
 VRP_BACKUP_DATABASE: Final = "vrp.backup.database"
 # The offsite copy, on backup.copy and vrp.backup.remote.last_success: the remote's URL without
-# credentials, its id (from `vrp backup init --remote`), and what one copy sent or found there.
+# credentials, and what one copy sent or found there.
 VRP_BACKUP_REMOTE: Final = "vrp.backup.remote"
-VRP_BACKUP_REMOTE_ID: Final = "vrp.backup.remote.id"
 VRP_BACKUP_COPY_SNAPSHOTS: Final = "vrp.backup.copy.snapshots"
 VRP_BACKUP_COPY_OBJECTS_SENT: Final = "vrp.backup.copy.objects_sent"
 VRP_BACKUP_COPY_OBJECTS_SKIPPED: Final = "vrp.backup.copy.objects_skipped"
