@@ -259,7 +259,7 @@ def _register_view_sync(app: dash.Dash, api: ApiClient) -> None:
         preset: str | None,
         range_options: list[dict[str, str]] | None,
     ) -> tuple[Any, ...]:
-        trigger = dash.ctx.triggered_id
+        trigger = _trigger(set(dash.ctx.triggered_prop_ids.values()))
         current = url_filters.Filters(range_value or url_filters.DEFAULT_RANGE, service or "")
         error: Any = ""
         if trigger in (None, URL_ID):
@@ -310,6 +310,17 @@ def _register_view_sync(app: dash.Dash, api: ApiClient) -> None:
             url_filters.iso_utc(absolute[0]) if absolute else dash.no_update,
             url_filters.iso_utc(absolute[1]) if absolute else dash.no_update,
         )
+
+
+# What one run of the URL callback acts on when several inputs fired at once (Dash batches
+# them): a person's click or choice over the URL it is about to change, and either over the
+# refresh timer.
+_TRIGGER_ORDER = (RESET_ID, APPLY_ID, RANGE_ID, SERVICE_ID, URL_ID, REFRESH_ID)
+
+
+def _trigger(fired: set[str]) -> str | None:
+    """The input to act on among those that fired; None on the first (initial) call."""
+    return next((name for name in _TRIGGER_ORDER if name in fired), None)
 
 
 def _services(api: ApiClient) -> list[str]:

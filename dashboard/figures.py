@@ -242,9 +242,10 @@ def add_previous(
     group_by: str | None = None,
     label: str = "",
 ) -> go.Figure:
-    """The previous period's ``field`` drawn over ``figure`` as dashed lines, shifted by
-    ``shift`` (the range's length) so that each point lies over the same moment of the current
-    period; one line per group, in the group's colour when the current period has it."""
+    """The previous period's ``field`` drawn over ``figure`` as thin, faint long-dashed lines
+    (p99 has the short dashes), shifted by ``shift`` (the range's length) so that each point
+    lies over the same moment of the current period; one line per group, in the group's colour
+    when the current period has it."""
     if not previous:
         return figure
     colors = {
@@ -258,7 +259,7 @@ def add_previous(
                 y=[r.get(field) for r in rows],
                 name=plain(f"{name} {label} previous period".replace("  ", " ").strip()),
                 mode="lines",
-                line={"color": colors.get(name, PREVIOUS_COLOR), "dash": "dash", "width": 1.5},
+                line={"color": colors.get(name, PREVIOUS_COLOR), "dash": "longdash", "width": 1.5},
                 opacity=0.7,
                 meta="previous",
             )

@@ -204,7 +204,7 @@ def test_the_previous_period_is_drawn_dashed_over_the_same_moments() -> None:
     added = {trace.name: trace for trace in figure.data[1:]}
     assert set(added) == {"api previous period", "gone previous period"}
     api = added["api previous period"]
-    assert api.line.dash == "dash" and api.line.color == figure.data[0].line.color
+    assert api.line.dash == "longdash" and api.line.color == figure.data[0].line.color
     assert list(api.x) == [datetime(2026, 11, 28, 21, 10)] and list(api.y) == [1.0]
     assert added["gone previous period"].line.color == figures.PREVIOUS_COLOR
 

@@ -292,7 +292,7 @@ def test_compare_draws_the_previous_period_dashed_and_the_cards_show_the_change(
         return [t for t in _traces(d, "overview-rate") if t["name"].endswith("previous period")]
 
     drawn = _wait(browser, previous, "the previous period on the rate chart")
-    assert isinstance(drawn, list) and drawn[0]["dash"] == "dash"
+    assert isinstance(drawn, list) and drawn[0]["dash"] == "longdash"
     low, high = (url_filters.parse_instant(v) for v in _x_range(browser, "overview-rate"))
     assert low is not None and high is not None
     shifted = [url_filters.parse_instant(str(x)) for x in drawn[0]["x"]]
@@ -332,11 +332,21 @@ def _outside(driver: WebDriver, ids: tuple[str, ...]) -> dict[str, list[float]]:
     )
 
 
-def _screenshot(driver: WebDriver, name: str) -> None:
-    """The window as it is (not the whole page) into the screenshots folder."""
+def _screenshot(driver: WebDriver, name: str, width: int) -> None:
+    """The whole page at ``width`` pixels into the screenshots folder (as the page tests do at
+    1400), then the window back to ``width`` x 768."""
     time.sleep(1.0)  # let Plotly finish drawing
-    test_ui.SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    assert driver.save_screenshot(str(test_ui.SCREENSHOTS / f"{name}.png"))
+    chrome, height = driver.execute_script(
+        "return [window.outerHeight - window.innerHeight,"
+        " Math.max(document.body.scrollHeight, document.documentElement.scrollHeight)];"
+    )
+    driver.set_window_size(width, max(700, min(int(height) + int(chrome), 4000)))
+    try:
+        time.sleep(0.5)  # the plots resize to the new window
+        test_ui.SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        assert driver.save_screenshot(str(test_ui.SCREENSHOTS / f"{name}.png"))
+    finally:
+        driver.set_window_size(width, 768)
 
 
 @pytest.fixture(scope="module")
@@ -372,7 +382,7 @@ def test_every_navbar_control_is_inside_a_1024_pixel_window(
         sign_out = browser.find_element(By.CSS_SELECTOR, ".nav-signout")
         browser.execute_script("arguments[0].id = 'nav-signout';", sign_out)
         assert _outside(browser, ("nav-signout",)) == {}
-        _screenshot(browser, "overview-1024")
+        _screenshot(browser, "overview-1024", 1024)
         # With an absolute range, its longer label and the reset button still fit.
         browser.get(f"{protected}/?from=2026-12-07T04:00:00Z&to=2026-12-07T04:45:30Z")
         _wait(browser, lambda d: d.find_element(By.ID, "filter-reset").is_displayed(), "reset")
@@ -399,9 +409,21 @@ def test_the_dark_theme_follows_the_system_colour_scheme(
     dark = {"features": [{"name": "prefers-color-scheme", "value": "dark"}]}
     browser.execute_cdp_cmd("Emulation.setEmulatedMedia", dark)
     try:
-        browser.get(f"{stack.base}/")
+        browser.get(f"{stack.base}/?range=15m")
         _element(browser, "#overview-services", "vrp-api")
-        _wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#overview-rate .xtick"), "axes")
+        # The screenshot shows the previous period too (the switch is kept per browser session).
+        compare = browser.find_element(By.ID, "overview-compare")
+        if not compare.is_selected():
+            _click(
+                browser,
+                lambda d: d.find_element(By.CSS_SELECTOR, "label[for=overview-compare]"),
+                "compare",
+            )
+        _wait(
+            browser,
+            lambda d: any("previous" in t["name"] for t in _traces(d, "overview-rate")),
+            "the previous period",
+        )
         colors = browser.execute_script(
             "const s = e => getComputedStyle(document.querySelector(e));"
             "return {body: s('body').backgroundColor, text: s('body').color,"
@@ -416,7 +438,7 @@ def test_the_dark_theme_follows_the_system_colour_scheme(
         assert _luminance(colors["text"]) > 0.7, colors
         assert _luminance(colors["tick"]) > 0.7, "chart text readable on the dark page"
         assert colors["paper"] in ("rgba(0, 0, 0, 0)", "transparent"), colors
-        _screenshot(browser, "overview-dark")
+        _screenshot(browser, "overview-dark", 1400)
     finally:
         browser.execute_cdp_cmd("Emulation.setEmulatedMedia", {"features": []})
     browser.get(f"{stack.base}/")
