@@ -240,6 +240,8 @@ def _register_view_sync(app: dash.Dash, api: ApiClient) -> None:
         Input(RANGE_ID, "value"),
         Input(SERVICE_ID, "value"),
         Input(APPLY_ID, "n_clicks"),
+        Input(FROM_ID, "n_submit"),
+        Input(TO_ID, "n_submit"),
         Input(RESET_ID, "n_clicks"),
         Input(REFRESH_ID, "n_intervals"),
         State(FROM_ID, "value"),
@@ -252,6 +254,8 @@ def _register_view_sync(app: dash.Dash, api: ApiClient) -> None:
         range_value: str | None,
         service: str | None,
         _apply: int | None,
+        _from_entered: int | None,
+        _to_entered: int | None,
         _reset: int | None,
         _tick: int | None,
         typed_from: str | None,
@@ -259,7 +263,12 @@ def _register_view_sync(app: dash.Dash, api: ApiClient) -> None:
         preset: str | None,
         range_options: list[dict[str, str]] | None,
     ) -> tuple[Any, ...]:
-        trigger = _trigger(set(dash.ctx.triggered_prop_ids.values()))
+        # Enter in either time field applies them, as the button does.
+        fired = {
+            APPLY_ID if name in (FROM_ID, TO_ID) else name
+            for name in dash.ctx.triggered_prop_ids.values()
+        }
+        trigger = _trigger(fired)
         current = url_filters.Filters(range_value or url_filters.DEFAULT_RANGE, service or "")
         error: Any = ""
         if trigger in (None, URL_ID):
