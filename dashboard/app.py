@@ -145,7 +145,7 @@ def _navbar(token_required: bool) -> dbc.Navbar:
     return dbc.Navbar(
         dbc.Container(
             [
-                dbc.NavbarBrand(TITLE, href="/"),
+                dbc.NavbarBrand(TITLE, href="/", id="nav-brand"),
                 dbc.Nav(
                     [_nav_item(index, page) for index, page in enumerate(PAGES)],
                     navbar=True,
@@ -199,6 +199,7 @@ def _register_shell(app: dash.Dash, api: ApiClient) -> None:
         return not is_open
 
     @app.callback(
+        Output("nav-brand", "href"),
         [Output(f"nav-{index}", "href") for index in range(len(PAGES))],
         [Output(f"nav-{index}", "active") for index in range(len(PAGES))],
         Input(URL_ID, "pathname"),
@@ -208,7 +209,8 @@ def _register_shell(app: dash.Dash, api: ApiClient) -> None:
         """Links that keep the view's range and service (not a page's own ``?trace=``)."""
         view = url_filters.view_query(search)
         here = (pathname or "/").rstrip("/") or "/"
-        return [page.path + view for page in PAGES] + [page.path == here for page in PAGES]
+        hrefs = [page.path + view for page in PAGES]
+        return ["/" + view, *hrefs, *(page.path == here for page in PAGES)]
 
     _register_view_sync(app, api)
 

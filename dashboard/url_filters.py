@@ -167,6 +167,19 @@ def view_query(search: str | None) -> str:
     return to_query(from_query(search))
 
 
+def flag(search: str | None, key: str) -> bool:
+    """Whether a page's own switch is on in the URL (``?compare=1``)."""
+    return dict(parse_qsl((search or "").lstrip("?"), max_num_fields=64)).get(key) == "1"
+
+
+def with_flag(search: str | None, key: str, on: bool) -> str:
+    """``search`` with a page's switch set (``key=1``) or left out, the rest kept."""
+    kept = [(k, v) for k, v in parse_qsl((search or "").lstrip("?"), max_num_fields=64) if k != key]
+    if on:
+        kept.append((key, "1"))
+    return "?" + urlencode(kept) if kept else ""
+
+
 def describe(range_value: str | None) -> str:
     """How a range reads in the dropdown and on the cards: ``last hour``, ``04:00-05:10 UTC``."""
     for value, label, _length in PRESETS:

@@ -20,7 +20,7 @@ from dash import Dash, Input, Output, dcc, html
 from dashboard import components as ui
 from dashboard import figures, url_filters
 from dashboard.apiclient import ApiClient, ApiReadError
-from dashboard.pages.base import FILTERS, Page, window
+from dashboard.pages.base import FILTERS, Page, switch_in_url, window
 
 ERROR_RATE_RED = 0.05
 COLUMNS = (
@@ -53,8 +53,6 @@ def layout() -> html.Div:
                         id=COMPARE_ID,
                         label="compare with previous period",
                         value=False,
-                        persistence=True,
-                        persistence_type="session",
                     ),
                 ],
                 className="d-flex align-items-center flex-wrap gap-2",
@@ -244,6 +242,8 @@ def _read(api: ApiClient, range_value: str, service: str, compare: bool) -> tupl
 
 
 def register(app: Dash, api: ApiClient) -> None:
+    switch_in_url(app, COMPARE_ID, "compare")
+
     @app.callback(Output("overview-body", "children"), *FILTERS, Input(COMPARE_ID, "value"))
     def refresh(range_value: str, service: str, _tick: int, compare: bool) -> Any:
         try:

@@ -13,7 +13,7 @@ from dash import Dash, Input, Output, dcc, html
 from dashboard import components as ui
 from dashboard import figures, url_filters
 from dashboard.apiclient import ApiClient, ApiReadError
-from dashboard.pages.base import FILTERS, Page, window
+from dashboard.pages.base import FILTERS, Page, switch_in_url, window
 
 STATUS_CLASSES = ("2xx", "3xx", "4xx", "5xx")
 COLUMNS = (
@@ -45,8 +45,6 @@ def layout() -> html.Div:
                         id="requests-compare",
                         label="compare with previous period",
                         value=False,
-                        persistence=True,
-                        persistence_type="session",
                     ),
                 ],
                 className="d-flex align-items-center flex-wrap gap-2",
@@ -66,6 +64,8 @@ def _traces_link(row: dict[str, Any]) -> str:
 
 
 def register(app: Dash, api: ApiClient) -> None:
+    switch_in_url(app, "requests-compare", "compare")
+
     @app.callback(Output("requests-body", "children"), *FILTERS, Input("requests-compare", "value"))
     def refresh(range_value: str, service: str, _tick: int, compare: bool) -> Any:
         params = window(range_value, service)

@@ -302,17 +302,16 @@ def test_compare_draws_the_previous_period_dashed_and_the_cards_show_the_change(
     assert all(x and earliest <= x <= high for x in shifted), "shifted onto the current period"
     assert any("p95 previous period" in t["name"] for t in _traces(browser, "overview-latency"))
     assert "vs previous" in _card(browser, "overview-card-requests")
-    # On Requests too, beside its own charts.
-    browser.get(f"{stack.base}/requests?range=15m")
+    assert _query(browser) == {"range": "15m", "compare": "1"}, "the comparison is shareable"
+    # On Requests too, beside its own charts; opened from a URL, the switch is on.
+    browser.get(f"{stack.base}/requests?range=15m&compare=1")
     _element(browser, "#requests-table", "POST /api/recordings")
-    _click(
-        browser, lambda d: d.find_element(By.CSS_SELECTOR, "label[for=requests-compare]"), "compare"
-    )
     _wait(
         browser,
         lambda d: [t for t in _traces(d, "requests-rate") if "previous period" in t["name"]],
         "the previous period on the Requests rate chart",
     )
+    assert browser.find_element(By.ID, "requests-compare").is_selected()
     _no_errors(browser)
 
 
@@ -410,16 +409,8 @@ def test_the_dark_theme_follows_the_system_colour_scheme(
     dark = {"features": [{"name": "prefers-color-scheme", "value": "dark"}]}
     browser.execute_cdp_cmd("Emulation.setEmulatedMedia", dark)
     try:
-        browser.get(f"{stack.base}/?range=15m")
+        browser.get(f"{stack.base}/?range=15m&compare=1")  # the screenshot shows both periods
         _element(browser, "#overview-services", "vrp-api")
-        # The screenshot shows the previous period too (the switch is kept per browser session).
-        compare = browser.find_element(By.ID, "overview-compare")
-        if not compare.is_selected():
-            _click(
-                browser,
-                lambda d: d.find_element(By.CSS_SELECTOR, "label[for=overview-compare]"),
-                "compare",
-            )
         _wait(
             browser,
             lambda d: any("previous" in t["name"] for t in _traces(d, "overview-rate")),

@@ -118,3 +118,13 @@ def test_the_rate_card_shows_the_last_whole_minute_not_the_range_average() -> No
     assert step == 60
     assert overview.current_rate(minute, until, step) == (3.5, datetime(2026, 12, 7, 4, 58))
     assert overview.bucket_seconds(minute[:1], timedelta(hours=24)) == 3600
+
+
+def test_a_page_switch_lives_in_the_url_beside_the_view() -> None:
+    search = uf.with_flag("?range=15m", "compare", True)
+    assert search == "?range=15m&compare=1" and uf.flag(search, "compare")
+    assert uf.with_flag(search, "compare", False) == "?range=15m"
+    assert uf.with_flag("?compare=1", "compare", False) == ""
+    assert not uf.flag("?compare=yes", "compare")
+    # The navigation bar's links carry the view, not a page's switch.
+    assert uf.view_query(search) == "?range=15m"
