@@ -181,7 +181,11 @@ def with_flag(search: str | None, key: str, on: bool) -> str:
 
 
 def describe(range_value: str | None) -> str:
-    """How a range reads in the dropdown and on the cards: ``last hour``, ``04:00-05:10 UTC``."""
+    """How a range reads in the dropdown: ``last hour``, ``Dec 07 04:00-05:10 UTC``.
+
+    Absolute ranges are shown to the minute so that the label fits the navigation bar; the URL
+    and the from/to fields keep the exact times.
+    """
     for value, label, _length in PRESETS:
         if value == range_value:
             return label
@@ -189,11 +193,8 @@ def describe(range_value: str | None) -> str:
     if found is None:
         return describe(DEFAULT_RANGE)
     since, until = found
-    first = since.strftime("%Y-%m-%d %H:%M:%S" if since.second else "%Y-%m-%d %H:%M")
-    same_day = since.date() == until.date()
-    clock = "%H:%M:%S" if until.second else "%H:%M"
-    last = until.strftime(clock if same_day else f"%Y-%m-%d {clock}")
-    return f"{first} to {last} UTC"
+    last = until.strftime("%H:%M" if since.date() == until.date() else "%b %d %H:%M")
+    return f"{since:%b %d %H:%M}-{last} UTC"
 
 
 def duration_text(span: timedelta) -> str:

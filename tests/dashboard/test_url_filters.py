@@ -33,7 +33,10 @@ def test_an_absolute_range_reads_from_the_url_as_an_interval_of_utc_times() -> N
         "until": "2026-12-07T04:30:00Z",
         "service": None,
     }
-    assert uf.describe(chosen.range_value) == "2026-12-07 04:00 to 04:30 UTC"
+    assert uf.describe(chosen.range_value) == "Dec 07 04:00-04:30 UTC"
+    assert (
+        uf.describe("2026-12-07T23:00:00Z/2026-12-08T01:00:30Z") == "Dec 07 23:00-Dec 08 01:00 UTC"
+    )
 
 
 def test_the_default_view_needs_no_query_string_and_a_page_keeps_its_own_parameters() -> None:
