@@ -16,17 +16,8 @@ from dash import dash_table, dcc, html
 from dash.dash_table.Format import Format, Scheme, Symbol, Trim
 
 from dashboard.apiclient import ApiReadError
-from dashboard.figures import parse_time
+from dashboard.figures import byte_unit, parse_time
 
-TIME_RANGES = (
-    ("15m", "last 15 minutes"),
-    ("1h", "last hour"),
-    ("6h", "last 6 hours"),
-    ("24h", "last 24 hours"),
-    ("7d", "last 7 days"),
-)
-DEFAULT_RANGE = "1h"
-ALL_SERVICES = ""
 NONE = "-"  # shown for a missing number
 
 
@@ -140,8 +131,15 @@ def table(
         markdown_options={"link_target": "_self"},
         cell_selectable=selectable or any(c.get("presentation") == "markdown" for c in columns),
         style_table={"overflowX": "auto"},
-        style_header={"fontWeight": "600", "backgroundColor": "#f8f9fa"},
+        # Bootstrap's variables, so that the tables follow the light or dark theme.
+        style_header={
+            "fontWeight": "600",
+            "backgroundColor": "var(--bs-tertiary-bg)",
+            "color": "var(--bs-body-color)",
+        },
+        style_data={"backgroundColor": "var(--bs-body-bg)", "color": "var(--bs-body-color)"},
         style_cell={
+            "borderColor": "var(--bs-border-color)",
             "fontFamily": "system-ui, sans-serif",
             "fontSize": "13px",
             "padding": "4px 8px",
@@ -158,8 +156,8 @@ def table(
             [
                 {
                     "if": {"state": "active"},
-                    "backgroundColor": "#e7f1ff",
-                    "border": "1px solid #0d6efd",
+                    "backgroundColor": "var(--vrp-selected-bg)",
+                    "border": "1px solid var(--bs-primary)",
                 }
             ]
             if selectable
@@ -168,21 +166,53 @@ def table(
     )
 
 
-def stat(label: str, value: str, *, color: str = "light", detail: str | None = None) -> dbc.Col:
-    """A small card holding one number."""
+def stat(
+    label: str,
+    value: str,
+    *,
+    color: str = "light",
+    detail: Any = None,
+    over: str | None = None,
+    card_id: str | None = None,
+) -> dbc.Col:
+    """A small card holding one number; ``over`` says what it is over (``over 1 h``)."""
     body = [html.Div(label, className="stat-label"), html.Div(value, className="stat-value")]
     if detail:
         body.append(html.Div(detail, className="stat-detail"))
+    if over:
+        body.append(html.Div(over, className="stat-over"))
     inverse = color not in ("light", "warning")
+    # "light" is the neutral card: the theme's tertiary background, light or dark.
+    neutral = color == "light"
     return dbc.Col(
-        dbc.Card(dbc.CardBody(body), color=color, inverse=inverse, className="stat-card"),
+        dbc.Card(
+            dbc.CardBody(body),
+            color=None if neutral else color,
+            inverse=inverse,
+            # Amber cards keep dark text in the dark theme too (light text on amber is unreadable).
+            className="stat-card bg-body-tertiary"
+            if neutral
+            else f"stat-card{' text-dark' if color == 'warning' else ''}",
+            **({"id": card_id} if card_id else {}),
+        ),
         xs=6,
-        md=3,
+        md=4,
+        lg=True,  # one row of equal cards from 992 px up
     )
 
 
-def graph(figure: Any, **kwargs: Any) -> dcc.Graph:
-    """A plot without Plotly's tool bar (drag to zoom, double-click to reset still work)."""
+OWN_RANGE = "own-range"
+
+
+def graph(figure: Any, *, own_range: bool = False, **kwargs: Any) -> dcc.Graph:
+    """A plot without Plotly's tool bar.
+
+    Dragging across a time chart zooms the whole view: the range becomes that absolute range,
+    in the URL and on every page (``assets/zoom.js``). A chart whose axis is not the shared
+    range (Backups' 30 days) passes ``own_range`` and zooms only itself.
+    """
+    if own_range:
+        kwargs["className"] = f"{kwargs.get('className', '')} {OWN_RANGE}".strip()
     return dcc.Graph(figure=figure, config={"displayModeBar": False}, **kwargs)
 
 
@@ -215,14 +245,29 @@ def fmt_percent(value: float | None) -> str:
 
 
 def fmt_bytes(value: float | None) -> str:
+    """``512 B``, ``40.0 KiB``, ``12.3 MiB``: the unit that fits the value."""
     if value is None:
         return NONE
-    size = float(value)
-    for unit in ("B", "KB", "MB", "GB"):
-        if size < 1000 or unit == "GB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1000
-    return f"{size:.1f} GB"
+    unit, size = byte_unit(value)
+    return f"{value:.0f} B" if size == 1 else f"{value / size:.1f} {unit}"
+
+
+def bytes_column(
+    name: str, column_id: str, values: Sequence[float | None]
+) -> tuple[dict[str, Any], int]:
+    """A numeric column for byte counts, and the size of its unit to divide them by.
+
+    The unit fits the column's largest value and the header names it (``stored KiB``), with
+    enough decimals that the smallest non-zero value does not read 0.00; the numbers still
+    sort as numbers.
+    """
+    present = [abs(v) for v in values if v]
+    unit, size = byte_unit(max(present, default=0))
+    smallest = min(present, default=size) / size
+    decimals = 0 if size == 1 else 2
+    while decimals and decimals < 6 and smallest < 10 ** (1 - decimals):
+        decimals += 1
+    return number(f"{name} {unit}", column_id, decimals), size
 
 
 def fmt_age(seconds: float | None) -> str:

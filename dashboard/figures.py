@@ -34,7 +34,20 @@ KIND_COLORS = {
     "CONSUMER": "#8c564b",
 }
 _MARGIN = {"l": 50, "r": 20, "t": 40, "b": 40}
-SINGLE_RUN_SPAN = timedelta(hours=1)
+RUNS_MARGIN = timedelta(minutes=30)
+PREVIOUS_COLOR = "#868e96"
+BYTE_UNITS = (("B", 1), ("KiB", 1024), ("MiB", 1024**2), ("GiB", 1024**3), ("TiB", 1024**4))
+XRange = tuple[datetime, datetime]
+
+
+def byte_unit(largest: float | None) -> tuple[str, int]:
+    """The binary unit (name, size) in which ``largest`` reads as 1 to 1023.9."""
+    size = abs(largest or 0)
+    found = BYTE_UNITS[0]
+    for unit in BYTE_UNITS:
+        if size >= unit[1]:
+            found = unit
+    return found
 
 
 def plain(text: object) -> str:
@@ -71,10 +84,21 @@ def empty_figure(message: str = "No data in this time range") -> go.Figure:
     return figure
 
 
-def _time_layout(figure: go.Figure, title: str, y_title: str, height: int = 300) -> go.Figure:
+def _time_layout(
+    figure: go.Figure,
+    title: str,
+    y_title: str,
+    height: int = 300,
+    x_range: XRange | None = None,
+) -> go.Figure:
+    """Titles, legend and size of a chart over time; with ``x_range`` the axis spans exactly
+    the chosen range (ending now for a preset), not the data's first to last point."""
+    xaxis: dict[str, Any] = {"title": {"text": "time (UTC)"}}
+    if x_range is not None:
+        xaxis["range"] = list(x_range)
     figure.update_layout(
         title={"text": plain(title), "x": 0.01, "font": {"size": 14}},
-        xaxis={"title": {"text": "time (UTC)"}},
+        xaxis=xaxis,
         yaxis={"title": {"text": plain(y_title)}, "rangemode": "tozero"},
         legend={"orientation": "h", "x": 1, "xanchor": "right", "y": 1.02, "yanchor": "bottom"},
         margin=_MARGIN,
@@ -100,6 +124,7 @@ def percentiles_figure(
     group_by: str | None = None,
     title: str = "Latency",
     percentiles: Sequence[tuple[str, str, str]] = PERCENTILES,
+    x_range: XRange | None = None,
 ) -> go.Figure:
     """p50 (dotted), p95 (solid) and p99 (dashed) over time, one colour per group
     (``percentiles`` chooses which of them)."""
@@ -121,7 +146,7 @@ def percentiles_figure(
                     connectgaps=False,
                 )
             )
-    return _time_layout(figure, title, "ms")
+    return _time_layout(figure, title, "ms", x_range=x_range)
 
 
 def lines_figure(
@@ -132,6 +157,7 @@ def lines_figure(
     title: str,
     y_title: str,
     percent: bool = False,
+    x_range: XRange | None = None,
 ) -> go.Figure:
     """One line per group of ``field`` over time (rates, error rates, pool gauges).
 
@@ -152,13 +178,13 @@ def lines_figure(
                 line={"color": PALETTE[index % len(PALETTE)], "width": 2},
             )
         )
-    _time_layout(figure, title, y_title)
+    _time_layout(figure, title, y_title, x_range=x_range)
     if percent:
         figure.update_yaxes(tickformat=".1~%", hoverformat=".2%")
     return figure
 
 
-def pool_figure(series: Sequence[Row]) -> go.Figure:
+def pool_figure(series: Sequence[Row], *, x_range: XRange | None = None) -> go.Figure:
     """Connections in use, idle and the maximum over time, per pool."""
     if not series:
         return empty_figure("No connection-pool metrics in this time range")
@@ -180,11 +206,16 @@ def pool_figure(series: Sequence[Row]) -> go.Figure:
                     line={"color": color, "dash": dash, "width": 2},
                 )
             )
-    return _time_layout(figure, "Connections", "connections")
+    return _time_layout(figure, "Connections", "connections", x_range=x_range)
 
 
 def stacked_counts_figure(
-    series: Sequence[Row], *, group_by: str, title: str, colors: Mapping[str, str] | None = None
+    series: Sequence[Row],
+    *,
+    group_by: str,
+    title: str,
+    colors: Mapping[str, str] | None = None,
+    x_range: XRange | None = None,
 ) -> go.Figure:
     """Counts per interval as stacked bars, one colour per value of ``group_by``."""
     if not series:
@@ -200,39 +231,109 @@ def stacked_counts_figure(
             )
         )
     figure.update_layout(barmode="stack")
-    return _time_layout(figure, title, "count")
+    return _time_layout(figure, title, "count", x_range=x_range)
 
 
-def backup_runs_figure(runs: Sequence[Row], field: str, *, title: str, y_title: str) -> go.Figure:
-    """One marker per backup run over time, green for success and red for failure."""
+def add_previous(
+    figure: go.Figure,
+    previous: Sequence[Row],
+    field: str,
+    *,
+    current: Sequence[Row],
+    shift: timedelta,
+    group_by: str | None = None,
+    label: str = "",
+) -> go.Figure:
+    """The previous period's ``field`` drawn over ``figure`` as thin, faint long-dashed lines
+    (p99 has the short dashes), shifted by ``shift`` (the range's length) so that each point
+    lies over the same moment of the current period; one line per group, in the group's colour
+    when the current period has it."""
+    if not previous:
+        return figure
+    colors = {
+        name: PALETTE[index % len(PALETTE)]
+        for index, name in enumerate(_grouped(current, group_by))
+    }
+    for name, rows in _grouped(previous, group_by).items():
+        figure.add_trace(
+            go.Scatter(
+                x=[parse_time(r["t"]) + shift for r in rows],
+                y=[r.get(field) for r in rows],
+                name=plain(f"{name} {label} previous period".replace("  ", " ").strip()),
+                mode="lines",
+                line={"color": colors.get(name, PREVIOUS_COLOR), "dash": "longdash", "width": 1.5},
+                opacity=0.7,
+                meta="previous",
+            )
+        )
+    return figure
+
+
+def backup_runs_figure(
+    runs: Sequence[Row],
+    field: str,
+    *,
+    title: str,
+    y_title: str | None = None,
+    now: datetime | None = None,
+) -> go.Figure:
+    """One marker per backup run over time: a line per repository through its successful runs
+    (two repositories never zigzag into one line), failed runs as red crosses.
+
+    Byte counts are shown in the binary unit that fits the largest run (B, KiB, MiB, GiB);
+    durations in seconds. The time axis ends now and begins a little before the first run.
+    """
     points = [r for r in runs if r.get(field) is not None and r.get("start")]
     if not points:
         return empty_figure("No backup runs in this time range")
+    if field.endswith("bytes"):
+        unit, size = byte_unit(max(abs(r[field]) for r in points))
+    else:
+        unit, size = "s", 1000
     figure = go.Figure()
-    for status, color in (("success", "#198754"), ("failed", N_PLUS_ONE_COLOR)):
-        chosen = [r for r in points if (r.get("status") == "success") == (status == "success")]
-        if not chosen:
+    repositories = _grouped(
+        [{**r, "t": r["start"], "_repo": str(r.get("repository_id") or "")[:8]} for r in points],
+        "_repo",
+    )
+    for index, (repository, rows) in enumerate(repositories.items()):
+        good = [r for r in rows if r.get("status") == "success"]
+        if not good:
             continue
-        chosen.sort(key=lambda r: r["start"])
-        scale = 1 / 1_000_000 if field.endswith("bytes") else 1 / 1000
+        color = PALETTE[index % len(PALETTE)]
         figure.add_trace(
             go.Scatter(
-                x=[parse_time(r["start"]) for r in chosen],
-                y=[r[field] * scale for r in chosen],
-                name=status,
-                mode="lines+markers" if status == "success" else "markers",
+                x=[parse_time(r["start"]) for r in good],
+                y=[r[field] / size for r in good],
+                name=plain(repository or "(unnamed)"),
+                legendgroup=repository,
+                mode="lines+markers",
                 marker={"color": color, "size": 9},
                 line={"color": color},
-                customdata=[plain(r.get("backup_id")) for r in chosen],
-                hovertemplate="%{customdata}<br>%{y:.3f} " + plain(y_title) + "<extra></extra>",
+                customdata=[plain(r.get("backup_id")) for r in good],
+                hovertemplate="%{customdata}<br>%{y:.3~f} " + unit + "<extra></extra>",
             )
         )
-    figure = _time_layout(figure, title, y_title, height=280)
-    times = [parse_time(r["start"]) for r in points]
-    if max(times) - min(times) < SINGLE_RUN_SPAN:
-        # One run (or runs seconds apart) would get an axis of milliseconds: show +-1 h around.
-        middle = min(times) + (max(times) - min(times)) / 2
-        figure.update_xaxes(range=[middle - SINGLE_RUN_SPAN, middle + SINGLE_RUN_SPAN])
+    failed = sorted((r for r in points if r.get("status") != "success"), key=lambda r: r["start"])
+    if failed:
+        figure.add_trace(
+            go.Scatter(
+                x=[parse_time(r["start"]) for r in failed],
+                y=[r[field] / size for r in failed],
+                name="failed",
+                mode="markers",
+                marker={"color": N_PLUS_ONE_COLOR, "size": 11, "symbol": "x"},
+                customdata=[
+                    plain(f"{r.get('backup_id')} ({str(r.get('repository_id') or '')[:8]})")
+                    for r in failed
+                ],
+                hovertemplate="%{customdata} failed<br>%{y:.3~f} " + unit + "<extra></extra>",
+            )
+        )
+    times = [t for t in (parse_time(r["start"]) for r in points) if t is not None]
+    end = max(max(times), (now or datetime.now(UTC)).astimezone(UTC).replace(tzinfo=None))
+    start = min(times)
+    start -= max((end - start) / 20, RUNS_MARGIN)
+    figure = _time_layout(figure, title, f"{y_title or ''} {unit}".strip(), 280, (start, end))
     return figure
 
 

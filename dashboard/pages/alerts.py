@@ -213,4 +213,6 @@ def register(app: Dash, api: ApiClient) -> None:
         )
 
 
-PAGE = Page(path="/alerts", title="Alerts", layout=layout, register=register)
+PAGE = Page(
+    path="/alerts", title="Alerts", layout=layout, register=register, badge="nav-alerts-badge"
+)

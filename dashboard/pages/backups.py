@@ -27,15 +27,17 @@ STATES = {
     "overdue": ("danger", "overdue"),
 }
 ALL = "__all__"
-COLUMNS = (
+# The runs' table; between the two halves, the byte columns in the unit that fits the runs
+# shown (see _columns_and_rows).
+COLUMNS_BEFORE_SIZES = (
     ui.text("backup", "backup_id"),
     ui.text("repository", "repository"),
     ui.text("trigger", "trigger"),
     ui.text("status", "status"),
     ui.time("start (UTC)", "start"),
     ui.number("duration s", "duration_s"),
-    ui.number("size MB", "mb"),
-    ui.number("stored MB", "stored_mb"),
+)
+COLUMNS_AFTER_SIZES = (
     ui.number("files", "files", 0),
     ui.text("verified", "verified_text"),
     ui.link("trace", "trace"),
@@ -99,16 +101,32 @@ def _status(body: dict[str, Any]) -> dbc.Alert:
     )
 
 
-def _row(run: dict[str, Any]) -> dict[str, Any]:
-    def mb(value: float | None) -> float | None:
-        return None if value is None else value / 1_000_000
+def _columns_and_rows(runs: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[Any]]:
+    """The runs' table: sizes in KiB for small runs, MiB or GiB for larger ones (never 0.00)."""
+    columns = list(COLUMNS_BEFORE_SIZES)
+    scales = {}
+    for name, field in (("size", "bytes"), ("stored", "stored_bytes")):
+        column, scales[field] = ui.bytes_column(name, f"_{field}", [r.get(field) for r in runs])
+        columns.append(column)
+    columns.extend(COLUMNS_AFTER_SIZES)
+    rows = [
+        {
+            **_row(run),
+            **{
+                f"_{field}": None if run.get(field) is None else run[field] / size
+                for field, size in scales.items()
+            },
+        }
+        for run in runs
+    ]
+    return columns, rows
 
+
+def _row(run: dict[str, Any]) -> dict[str, Any]:
     duration = run.get("duration_ms")
     return {
         **run,
         "duration_s": None if duration is None else duration / 1000,
-        "mb": mb(run.get("bytes")),
-        "stored_mb": mb(run.get("stored_bytes")),
         "verified_text": {True: "yes", False: "no"}.get(run.get("verified"), ui.NONE),
         "repository": _short(run.get("repository_id")),
         "trace": ui.trace_link(run.get("trace_id")),
@@ -168,7 +186,7 @@ def _body(body: dict[str, Any]) -> Any:
         ),
         ui.section(
             "Runs",
-            ui.table("backups-table", COLUMNS, [_row(r) for r in runs])
+            ui.table("backups-table", *_columns_and_rows(runs))
             if runs
             else ui.notice("No backup run in this time range."),
         ),
@@ -177,9 +195,8 @@ def _body(body: dict[str, Any]) -> Any:
                 dbc.Col(
                     ui.graph(
                         id="backups-sizes",
-                        figure=figures.backup_runs_figure(
-                            runs, "bytes", title="Backup size", y_title="MB"
-                        ),
+                        figure=figures.backup_runs_figure(runs, "bytes", title="Backup size"),
+                        own_range=True,
                     ),
                     lg=6,
                 ),
@@ -187,8 +204,9 @@ def _body(body: dict[str, Any]) -> Any:
                     ui.graph(
                         id="backups-durations",
                         figure=figures.backup_runs_figure(
-                            runs, "duration_ms", title="Backup duration", y_title="s"
+                            runs, "duration_ms", title="Backup duration"
                         ),
+                        own_range=True,
                     ),
                     lg=6,
                 ),

@@ -3,17 +3,28 @@
 A page is a path, a title, a ``layout()`` that builds its components, and ``register(app,
 api)`` that adds its callbacks to one Dash app (callbacks are per app, never global, so
 several apps can live in one process, as they do in the tests). Every page refreshes on the
-shared time range, service and auto-refresh inputs of :data:`FILTERS`.
+shared time range, service and auto-refresh inputs of :data:`FILTERS`; the range and the
+service live in the URL (:mod:`dashboard.url_filters`), and :func:`window` turns them into the
+JSON API's parameters, whether the range is a preset or absolute (typed, or a drag-to-zoom).
+
+A page's own switch can live in the URL too (:func:`switch_in_url`: Overview's and Requests'
+"compare with previous period" is ``?compare=1``), so that a shared URL shows the comparison.
+
+A page may also name a ``badge``: the id of a small counter shown beside its link in the
+navigation bar (a page's own callbacks set its text; empty hides it).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
-from dash import Dash, Input
+import dash
+from dash import Dash, Input, Output
 
+from dashboard import url_filters
 from dashboard.apiclient import ApiClient
 
 RANGE_ID = "filter-range"
@@ -34,8 +45,35 @@ class Page:
     title: str
     layout: Callable[[], Any]
     register: Callable[[Dash, ApiClient], None]
+    badge: str | None = None
 
 
 def window(range_value: str | None, service: str | None) -> dict[str, str | None]:
     """The common query parameters of the JSON API for the chosen range and service."""
-    return {"since": range_value or "1h", "service": service or None}
+    return url_filters.window(range_value, service)
+
+
+def x_range(range_value: str | None) -> tuple[datetime, datetime]:
+    """The time axis of a chart of the chosen range: naive UTC, ending now for a preset."""
+    since, until = url_filters.bounds(range_value, datetime.now(UTC))
+    return since.replace(tzinfo=None), until.replace(tzinfo=None)
+
+
+def switch_in_url(app: Dash, switch_id: str, key: str) -> None:
+    """Keep a page's ``dbc.Switch`` and ``?<key>=1`` in step: the URL sets the switch when the
+    page opens or the URL changes, and turning the switch rewrites the URL (other parameters
+    kept). The navigation bar's links do not carry it: it belongs to its page."""
+
+    @app.callback(
+        Output(switch_id, "value"),
+        Output(URL_ID, "search", allow_duplicate=True),
+        Input(URL_ID, "search"),
+        Input(switch_id, "value"),
+        prevent_initial_call="initial_duplicate",
+    )
+    def sync(search: str | None, value: bool | None) -> tuple[Any, Any]:
+        if switch_id in dash.ctx.triggered_prop_ids.values():
+            wanted = url_filters.with_flag(search, key, bool(value))
+            return dash.no_update, wanted if wanted != (search or "") else dash.no_update
+        on = url_filters.flag(search, key)
+        return (on if on != bool(value) else dash.no_update), dash.no_update

@@ -4,16 +4,17 @@ over time; backup spans (``backup.*``) in a section of their own, apart from HTT
 
 from __future__ import annotations
 
+from datetime import UTC
 from typing import Any
 from urllib.parse import urlencode
 
 import dash_bootstrap_components as dbc
-from dash import Dash, Output, dcc, html
+from dash import Dash, Input, Output, dcc, html
 
 from dashboard import components as ui
-from dashboard import figures
+from dashboard import figures, url_filters
 from dashboard.apiclient import ApiClient, ApiReadError
-from dashboard.pages.base import FILTERS, Page, window
+from dashboard.pages.base import FILTERS, Page, switch_in_url, window
 
 STATUS_CLASSES = ("2xx", "3xx", "4xx", "5xx")
 COLUMNS = (
@@ -50,7 +51,17 @@ BACKUP_COLUMNS = (
 def layout() -> html.Div:
     return html.Div(
         [
-            html.H3("Requests"),
+            html.Div(
+                [
+                    html.H3("Requests", className="me-auto"),
+                    dbc.Switch(
+                        id="requests-compare",
+                        label="compare with previous period",
+                        value=False,
+                    ),
+                ],
+                className="d-flex align-items-center flex-wrap gap-2",
+            ),
             html.P(
                 "Per route from http.server.request.duration; services that send only spans "
                 "are rolled up per span name (source: spans).",
@@ -66,15 +77,44 @@ def _traces_link(row: dict[str, Any]) -> str:
 
 
 def register(app: Dash, api: ApiClient) -> None:
-    @app.callback(Output("requests-body", "children"), *FILTERS)
-    def refresh(range_value: str, service: str, _tick: int) -> Any:
+    switch_in_url(app, "requests-compare", "compare")
+
+    @app.callback(Output("requests-body", "children"), *FILTERS, Input("requests-compare", "value"))
+    def refresh(range_value: str, service: str, _tick: int, compare: bool) -> Any:
         params = window(range_value, service)
         try:
             found = api.get("/api/operations", {**params, "top": TOP_ROUTES})
-            series = api.get("/api/summary", params)["series"]
+            summary = api.get("/api/summary", params)
+            before, shift = url_filters.previous_window(
+                range_value, service, figures.parse_time(summary["until"]).replace(tzinfo=UTC)
+            )
+            previous = api.get("/api/summary", before)["series"] if compare else []
         except ApiReadError as exc:
             return ui.read_error(exc)
         operations = found["operations"]
+        series = summary["series"]
+        span = (figures.parse_time(summary["since"]), figures.parse_time(summary["until"]))
+        latency = figures.percentiles_figure(
+            series, group_by="service", title="Latency p50 / p95 / p99", x_range=span
+        )
+        rates = figures.lines_figure(
+            series,
+            "rate_per_s",
+            group_by="service",
+            title="Requests per second",
+            y_title="req/s",
+            x_range=span,
+        )
+        for figure, field, label in ((latency, "p95_ms", "p95"), (rates, "rate_per_s", "")):
+            figures.add_previous(
+                figure,
+                previous,
+                field,
+                current=series,
+                shift=shift,
+                group_by="service",
+                label=label,
+            )
         rows = [
             {
                 **row,
@@ -87,40 +127,22 @@ def register(app: Dash, api: ApiClient) -> None:
             ui.section("Operations", ui.table("requests-table", COLUMNS, rows)),
             dbc.Row(
                 [
-                    dbc.Col(
-                        ui.graph(
-                            id="requests-latency",
-                            figure=figures.percentiles_figure(
-                                series, group_by="service", title="Latency p50 / p95 / p99"
-                            ),
-                        ),
-                        lg=7,
-                    ),
-                    dbc.Col(
-                        ui.graph(
-                            figure=figures.lines_figure(
-                                series,
-                                "rate_per_s",
-                                group_by="service",
-                                title="Requests per second",
-                                y_title="req/s",
-                            )
-                        ),
-                        lg=5,
-                    ),
+                    dbc.Col(ui.graph(id="requests-latency", figure=latency), lg=7),
+                    dbc.Col(ui.graph(id="requests-rate", figure=rates), lg=5),
                 ]
             ),
-            ui.graph(id="requests-route-latency", figure=_route_latency(found["series"])),
+            ui.graph(id="requests-route-latency", figure=_route_latency(found["series"], span)),
             _backups(found["backups"]),
         ]
 
 
-def _route_latency(series: list[dict[str, Any]]) -> Any:
+def _route_latency(series: list[dict[str, Any]], span: figures.XRange) -> Any:
     figure = figures.percentiles_figure(
         series,
         group_by="operation",
         title=f"Latency per route, p50 / p95 (the {TOP_ROUTES} busiest)",
         percentiles=figures.PERCENTILES[:2],
+        x_range=span,
     )
     # Two lines per route: the legend goes below the plot, where long routes fit.
     figure.update_layout(

@@ -10,7 +10,7 @@ from dash import Dash, Output, dcc, html
 from dashboard import components as ui
 from dashboard import figures
 from dashboard.apiclient import ApiClient, ApiReadError
-from dashboard.pages.base import FILTERS, Page, window
+from dashboard.pages.base import FILTERS, Page, window, x_range
 
 OUTCOME_COLUMNS = (
     ui.text("service", "service"),
@@ -58,6 +58,7 @@ def register(app: Dash, api: ApiClient) -> None:
             pool = api.get("/api/pool", params)
         except ApiReadError as exc:
             return ui.read_error(exc)
+        span = x_range(range_value)
         return [
             dbc.Row(
                 [
@@ -88,13 +89,17 @@ def register(app: Dash, api: ApiClient) -> None:
                     group_by="outcome",
                     title="Transactions per interval by outcome",
                     colors=OUTCOME_COLORS,
+                    x_range=span,
                 ),
             ),
             ui.section("Connection pools", ui.table("pool-table", POOL_COLUMNS, pool["pools"])),
             dbc.Row(
                 [
                     dbc.Col(
-                        ui.graph(id="pool-connections", figure=figures.pool_figure(pool["series"])),
+                        ui.graph(
+                            id="pool-connections",
+                            figure=figures.pool_figure(pool["series"], x_range=span),
+                        ),
                         lg=6,
                     ),
                     dbc.Col(
@@ -108,6 +113,7 @@ def register(app: Dash, api: ApiClient) -> None:
                                 group_by="_pool",
                                 title="Wait for a connection, p95",
                                 y_title="ms",
+                                x_range=span,
                             )
                         ),
                         lg=6,

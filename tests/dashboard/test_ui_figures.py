@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from typing import Any
 
 from dashboard import figures
@@ -209,31 +210,96 @@ def test_no_data_says_so() -> None:
     assert not figure.data
 
 
-def test_a_single_backup_run_gets_an_hour_either_side_not_a_millisecond_axis() -> None:
+NOW = datetime(2026, 11, 28, 22, 0)
+
+
+def test_backup_run_axes_end_now_and_begin_before_the_first_run() -> None:
     runs = [{"backup_id": "b1", "status": "success", "start": "2026-11-28T21:09:01.9475Z"}]
     runs[0]["duration_ms"] = 1200.0
-    figure = figures.backup_runs_figure(runs, "duration_ms", title="duration", y_title="s")
+    figure = figures.backup_runs_figure(runs, "duration_ms", title="duration", now=NOW)
     low, high = (figures.parse_time(str(v)) for v in figure.layout.xaxis.range)
-    assert low is not None and high is not None
-    assert (high - low).total_seconds() == 2 * 3600
-    assert low.hour == 20 and high.hour == 22
+    assert high == NOW, "the axis ends now, not an hour after the run"
+    assert low == datetime(2026, 11, 28, 20, 39, 1, 947500), "30 minutes before the only run"
     two_days = [
-        {**runs[0], "start": "2026-11-27T03:00:00Z"},
-        {**runs[0], "start": "2026-11-28T03:00:00Z"},
+        {**runs[0], "start": "2026-11-26T22:00:00Z"},
+        {**runs[0], "start": "2026-11-27T22:00:00Z"},
     ]
-    figure = figures.backup_runs_figure(two_days, "duration_ms", title="duration", y_title="s")
-    assert figure.layout.xaxis.range is None
+    figure = figures.backup_runs_figure(two_days, "duration_ms", title="duration", now=NOW)
+    low, high = (figures.parse_time(str(v)) for v in figure.layout.xaxis.range)
+    assert (low, high) == (datetime(2026, 11, 26, 19, 36), NOW), "a twentieth of the span before"
+    assert figure.layout.yaxis.title.text == "s"
 
 
-def test_backup_runs_are_green_or_red_by_status() -> None:
+def test_backup_runs_draw_one_line_per_repository_and_failures_as_red_crosses() -> None:
+    first, second = "1" * 32, "2" * 32
     runs = [
-        {"backup_id": "b1", "status": "success", "start": "2026-11-27T03:00:00Z", "bytes": 2e6},
-        {"backup_id": "b2", "status": "failed", "start": "2026-11-28T03:00:00Z", "bytes": 1e6},
+        {"backup_id": f"b{hour}", "status": "success", "start": f"2026-11-28T{hour:02d}:00:00Z"}
+        | {"bytes": 2e6 + hour, "repository_id": first if hour % 2 else second}
+        for hour in range(1, 9)
     ]
-    figure = figures.backup_runs_figure(runs, "bytes", title="size", y_title="MB")
+    runs.append({**runs[0], "backup_id": "b9", "status": "failed", "start": "2026-11-28T10:00Z"})
+    figure = figures.backup_runs_figure(runs, "bytes", title="size", now=NOW)
     by_name = {trace.name: trace for trace in figure.data}
-    assert list(by_name["success"].y) == [2.0]
-    assert list(by_name["failed"].y) == [1.0]
+    assert set(by_name) == {"11111111", "22222222", "failed"}
+    assert list(by_name["11111111"].customdata) == ["b1", "b3", "b5", "b7"]
+    assert list(by_name["22222222"].customdata) == ["b2", "b4", "b6", "b8"]
+    assert by_name["failed"].marker.symbol == "x" and by_name["failed"].marker.color == "#d62728"
+    assert figure.layout.yaxis.title.text == "MiB", "2 MB is 1.9 MiB"
+    assert by_name["11111111"].y[0] == (2e6 + 1) / 1024**2
+
+
+def test_backup_sizes_are_in_the_unit_that_fits_the_largest_run() -> None:
+    def unit(largest: float) -> str:
+        runs = [{"backup_id": "b", "status": "success", "start": "2026-11-28T21:00Z"}]
+        runs[0]["stored_bytes"] = largest
+        figure = figures.backup_runs_figure(runs, "stored_bytes", title="stored", now=NOW)
+        return str(figure.layout.yaxis.title.text)
+
+    assert [unit(v) for v in (0, 900, 40 * 1024, 12 * 1024**2, 3 * 1024**3)] == [
+        "B",
+        "B",
+        "KiB",
+        "MiB",
+        "GiB",
+    ]
+
+
+def test_time_charts_span_the_chosen_range_up_to_now() -> None:
+    series = [{"t": "2026-11-28T21:10:00Z", "service": "api", "rate_per_s": 1.0, "p95_ms": 2.0}]
+    chosen = (datetime(2026, 11, 28, 21, 0), NOW)
+    built = [
+        figures.percentiles_figure(series, x_range=chosen),
+        figures.lines_figure(series, "rate_per_s", title="r", y_title="req/s", x_range=chosen),
+        figures.pool_figure([{**series[0], "used": 1, "pool": "p"}], x_range=chosen),
+        figures.stacked_counts_figure(
+            [{**series[0], "count": 1}], group_by="service", title="t", x_range=chosen
+        ),
+    ]
+    for figure in built:
+        assert tuple(figures.parse_time(str(v)) for v in figure.layout.xaxis.range) == chosen
+
+
+def test_the_previous_period_is_drawn_dashed_over_the_same_moments() -> None:
+    current = [{"t": "2026-11-28T21:10:00Z", "service": "api", "rate_per_s": 3.0}]
+    previous = [
+        {"t": "2026-11-28T20:10:00Z", "service": "api", "rate_per_s": 1.0},
+        {"t": "2026-11-28T20:10:00Z", "service": "gone", "rate_per_s": 2.0},
+    ]
+    figure = figures.lines_figure(current, "rate_per_s", group_by="service", title="r", y_title="")
+    figures.add_previous(
+        figure,
+        previous,
+        "rate_per_s",
+        current=current,
+        shift=timedelta(hours=1),
+        group_by="service",
+    )
+    added = {trace.name: trace for trace in figure.data[1:]}
+    assert set(added) == {"api previous period", "gone previous period"}
+    api = added["api previous period"]
+    assert api.line.dash == "longdash" and api.line.color == figure.data[0].line.color
+    assert list(api.x) == [datetime(2026, 11, 28, 21, 10)] and list(api.y) == [1.0]
+    assert added["gone previous period"].line.color == figures.PREVIOUS_COLOR
 
 
 LINK = '<a href="https://evil.example/">click</a>'
@@ -278,7 +344,6 @@ def test_labels_of_untrusted_groups_are_escaped_in_every_figure() -> None:
             [{"start": row["t"], "status": "failed", "bytes": 1, "backup_id": LINK}],
             "bytes",
             title="size",
-            y_title="MB",
         ),
     ]
     for figure in built:
