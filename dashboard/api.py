@@ -44,9 +44,16 @@ MAX_RELATIVE = timedelta(days=3650)
 
 
 class _Instant(fields.Field):
-    """ISO 8601 with a time zone, or ``15m``/``1h``/``24h``/``7d`` before now (at most 10 years)."""
+    """ISO 8601 with a time zone, or ``15m``/``1h``/``24h``/``7d`` before now (at most 10 years).
 
-    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> datetime:
+    A relative instant loads as the :class:`timedelta` back from now: :class:`RangeArgs` turns
+    ``since`` and ``until`` into instants against one "now", so ``since=6h`` spans 6 h exactly
+    (two readings of the clock would make it longer, and pick the next rollup resolution).
+    """
+
+    def _deserialize(
+        self, value: Any, attr: str | None, data: Any, **kwargs: Any
+    ) -> datetime | timedelta:
         text = str(value).strip()
         if _RELATIVE.match(text):
             try:
@@ -55,7 +62,7 @@ class _Instant(fields.Field):
                 raise ma.ValidationError("must be a positive interval such as 15m or 1h") from None
             if back > MAX_RELATIVE:
                 raise ma.ValidationError("too far back: at most 3650d (10 years)")
-            return datetime.now(UTC) - back
+            return back
         try:
             moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
         except ValueError:
@@ -71,6 +78,11 @@ class _Instant(fields.Field):
             # 0001-01-01T00:00:00+14:00 or 9999-12-31T23:59:59-14:00: beyond datetime in UTC.
             moment = EARLIEST if moment.year == 1 else LATEST
         return min(max(moment, EARLIEST), LATEST)
+
+
+def _at(instant: datetime | timedelta | None, now: datetime) -> datetime | None:
+    """An instant as :class:`_Instant` loaded it, relative ones counted back from ``now``."""
+    return now - instant if isinstance(instant, timedelta) else instant
 
 
 class _Query(ma.Schema):
@@ -92,14 +104,16 @@ class RangeArgs(_Query):
 
     @ma.validates_schema
     def _ordered(self, data: dict[str, Any], **kwargs: Any) -> None:
-        since, until = data.get("since"), data.get("until")
+        now = datetime.now(UTC)
+        since, until = _at(data.get("since"), now), _at(data.get("until"), now)
         if since is not None and until is not None and since >= until:
             raise ma.ValidationError("must be after since", field_name="until")
 
     @ma.post_load
     def _window(self, data: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
-        until = data.pop("until", None) or datetime.now(UTC)
-        since = data.pop("since", None) or until - self.default_span
+        now = datetime.now(UTC)
+        until = _at(data.pop("until", None), now) or now
+        since = _at(data.pop("since", None), now) or until - self.default_span
         if since >= until:
             raise ma.ValidationError("must be before until", field_name="since")
         data["window"] = queries.TimeRange(since, until, data.pop("service", None))

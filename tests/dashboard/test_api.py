@@ -6,7 +6,7 @@ import math
 import random
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from hypothesis import given
@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from dashboard.app import create_app
 from dashboard.histograms import ExpHistogram
+from dashboard.intervals import parse_interval
 from dashboard.otlp import LogRecord, MetricPoint, decode_traces
 from dashboard.queries import TimeRange
 from dashboard.rollups import DAY, HOUR, MINUTE
@@ -54,6 +55,14 @@ def test_bad_range_or_service_is_a_422_naming_the_parameter(
         response = client.get(path, query_string=params)
     assert response.status_code == 422
     assert field in response.get_json()["errors"]["query"]
+
+
+@pytest.mark.parametrize("back", ["15m", "6h", "24h", "7d"])
+def test_a_relative_range_spans_exactly_its_length(live: Live, back: str) -> None:
+    with live.app.test_client() as client:
+        body = client.get("/api/summary", query_string={"since": back}).get_json()
+    since, until = (datetime.fromisoformat(body[key]) for key in ("since", "until"))
+    assert until - since == timedelta(seconds=parse_interval(back))
 
 
 @pytest.mark.parametrize(
