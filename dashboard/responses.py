@@ -328,6 +328,12 @@ class BackupRun(_Body):
     trace_id = _nullable(fields.String)
 
 
+class RemoteCopy(_Body):
+    remote = _required(fields.String, "the remote's URL, without credentials")
+    last_success = _required(Time, "the newest successful copy to it")
+    last_success_age_s = _required(fields.Float)
+
+
 class Repository(_Body):
     repository_id = _nullable(fields.String)
     database = _nullable(fields.String)
@@ -336,6 +342,9 @@ class Repository(_Body):
     state = _required(fields.String, "ok, late, overdue or none")
     next_run = _nullable(Time)
     runs = _required(fields.Integer)
+    offsite_last_success = _nullable(Time, "the newest offsite copy, on any remote")
+    offsite_last_success_age_s = _nullable(fields.Float)
+    remotes = _list(RemoteCopy, "the offsite copies of this repository, per remote")
 
 
 class BackupsResponse(_Body):
@@ -344,6 +353,8 @@ class BackupsResponse(_Body):
     repository = _nullable(fields.String)
     last_success = _nullable(Time)
     last_success_age_s = _nullable(fields.Float)
+    offsite_last_success = _nullable(Time, "the chosen repository's newest offsite copy")
+    offsite_last_success_age_s = _nullable(fields.Float)
     next_run = _nullable(Time)
     expected_interval_s = _required(fields.Float)
     state = _required(fields.String)
