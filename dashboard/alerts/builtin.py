@@ -6,6 +6,9 @@ Each reads what the page that explains it reads, over the alert window
 * ``BackupOverdue`` per repository: no successful backup for longer than the expected interval
   (``VRP_DASHBOARD_BACKUP_INTERVAL``) plus ``VRP_DASHBOARD_ALERT_BACKUP_GRACE`` (by default the
   interval again: twice the interval, when the Backups page says "overdue");
+* ``OffsiteCopyOverdue`` per repository and remote: no successful offsite copy
+  (``vrp.backup.remote.last_success``) for as long as ``BackupOverdue`` allows a local backup
+  (repositories never copied offsite have no such alert);
 * ``BackupFailed`` per repository: its newest run failed (resolved by a newer good run);
 * ``HighErrorRate`` per service: the share of 5xx answers above ``VRP_DASHBOARD_ALERT_ERROR_RATE``
   over at least ``VRP_DASHBOARD_ALERT_MIN_REQUESTS`` requests;
@@ -50,14 +53,19 @@ def _repository_labels(repository_id: str | None, database: str | None) -> dict[
     return {"repository": repository_id or "(unnamed)", "database": database or "unknown"}
 
 
-def backup_overdue(context: Context) -> list[Sample]:
+def _backup_limit_and_status(context: Context) -> tuple[float, dict]:
+    """How old a copy may get before it is overdue, and the Backups page's status."""
     expected = context.settings.backup_interval_seconds
     grace = context.settings.alerts.backup_grace_seconds
-    limit = expected + (expected if grace is None else grace)
     now_ns = int(context.now * NS)
     status = backup_status.backups(
         context.store, now_ns, now_ns, expected, datetime.fromtimestamp(context.now, UTC)
     )
+    return expected + (expected if grace is None else grace), status
+
+
+def backup_overdue(context: Context) -> list[Sample]:
+    limit, status = _backup_limit_and_status(context)
     samples = []
     for repository in status["repositories"]:
         age = repository["last_success_age_s"]
@@ -66,6 +74,19 @@ def backup_overdue(context: Context) -> list[Sample]:
         labels = _repository_labels(repository["repository_id"], repository["database"])
         never = {"summary": f"No successful backup of {labels['database']} yet"}
         samples.append(Sample(labels, age, "/backups", never if age is None else {}))
+    return samples
+
+
+def offsite_copy_overdue(context: Context) -> list[Sample]:
+    limit, status = _backup_limit_and_status(context)
+    samples = []
+    for repository in status["repositories"]:
+        for copy in repository["remotes"]:
+            if copy["last_success_age_s"] <= limit:
+                continue
+            labels = _repository_labels(repository["repository_id"], repository["database"])
+            labels["remote"] = copy["remote"]
+            samples.append(Sample(labels, copy["last_success_age_s"], "/backups"))
     return samples
 
 
@@ -206,6 +227,14 @@ _BUILTIN: tuple[tuple[str, str, str, float, Callable[[Context], list[Sample]], s
         0.0,
         backup_overdue,
         "age of the last good backup > backup interval + grace, per repository",
+    ),
+    (
+        "OffsiteCopyOverdue",
+        "critical",
+        "No offsite copy of {{ $labels.database }} to {{ $labels.remote }} for {{ $value }} s",
+        0.0,
+        offsite_copy_overdue,
+        "age of the newest copy to a remote > backup interval + grace, per repository and remote",
     ),
     (
         "BackupFailed",

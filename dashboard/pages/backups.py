@@ -47,6 +47,7 @@ REPOSITORY_COLUMNS = (
     ui.text("database", "database"),
     ui.text("state", "state"),
     ui.time("last good backup (UTC)", "last_success"),
+    ui.time("newest offsite copy (UTC)", "offsite_last_success"),
     ui.time("next run (UTC)", "next_run"),
     ui.number("runs", "runs", 0),
 )
@@ -93,6 +94,12 @@ def _status(body: dict[str, Any]) -> dbc.Alert:
         message = (
             f"Last good backup {age} ago, at {ui.fmt_time(body['last_success'])} UTC: {word} "
             f"(expected every {expected})."
+        )
+    if body.get("offsite_last_success"):
+        offsite_age = ui.fmt_age(body.get("offsite_last_success_age_s"))
+        message += (
+            f" Newest offsite copy {offsite_age} ago, at "
+            f"{ui.fmt_time(body['offsite_last_success'])} UTC."
         )
     if body.get("next_run"):
         message += f" Next scheduled run at {ui.fmt_time(body['next_run'])} UTC."

@@ -122,6 +122,32 @@ def test_backup_overdue_fires_per_repository_past_interval_and_grace(alerting: L
     assert not _firing(alerting, "BackupOverdue", now - 3 * HOUR + 1.5 * HOUR)
 
 
+def test_offsite_copy_overdue_fires_per_remote_whose_newest_copy_is_too_old(
+    alerting: Live,
+) -> None:
+    now = time.time()
+    with _process(alerting.url, "vrp-scheduler") as scheduler:
+        scheduler.run("fresh", "schedule", STACK_A, now - 60)
+        scheduler.telemetry.record_copy_success("file:///mnt/usb/vrp", now - 60, STACK_A)
+        scheduler.telemetry.record_copy_success(
+            "sftp://backup:s3cr3t-of-the-vault-0123456789@vault.example/srv",
+            now - 3 * HOUR,
+            STACK_A,
+        )
+        scheduler.run("fresh-b", "schedule", STACK_B, now - 60)
+        scheduler.export()
+
+    firing = _firing(alerting, "OffsiteCopyOverdue")
+
+    # One alert: the stale sftp remote of repository A, its password never shown; the fresh
+    # copy and repository B, which copies nowhere, have none.
+    [alert] = firing.values()
+    assert alert["labels"]["remote"] == "sftp://backup:***@vault.example/srv"
+    assert alert["labels"]["repository"] == "a" * 32
+    assert 3 * HOUR - 5 < alert["value"] < 3 * HOUR + 60
+    assert "s3cr3t" not in requests.get(f"{alerting.url}/api/alerts", timeout=5).text
+
+
 def test_backup_failed_fires_on_a_failed_newest_run_and_resolves_on_a_good_one(
     alerting: Live,
 ) -> None:
