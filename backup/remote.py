@@ -56,6 +56,7 @@ from backup.encryption import DecryptionError, decrypt, encrypt
 from backup.errors import BackupNotFoundError, ManifestError
 from backup.files import fsync_dir, make_private_dir, open_private, write_atomic
 from backup.remote_store import RemoteError, RemoteStore
+from instrumentation import conventions
 
 logger = logging.getLogger(__name__)
 
@@ -378,7 +379,10 @@ def copy_backups(
                 "backup %s copied to %s",
                 info.id,
                 remote.shown,
-                extra={"vrp.backup.id": info.id, "vrp.backup.remote": remote.shown},
+                extra={
+                    conventions.VRP_BACKUP_ID: info.id,
+                    conventions.VRP_BACKUP_REMOTE: remote.shown,
+                },
             )
     finally:
         sent.save(force=True)

@@ -74,6 +74,8 @@ from backup.telemetry import (
     identity,
 )
 from backup.verify import fail_sharers, verify_run_dir
+from instrumentation import conventions
+from instrumentation.urls import database_label, without_secrets
 
 logger = logging.getLogger(__name__)
 
@@ -147,7 +149,7 @@ def run_backup(
     settings: BackupSettings,
     source: BackupSource,
     *,
-    trigger: str = "manual",
+    trigger: str = conventions.BACKUP_TRIGGER_MANUAL,
     verify: bool = True,
     reporter: Reporter | None = None,
     on_event: Event | None = None,
@@ -285,8 +287,8 @@ def _run(
         blobs, blob_stored, copied = _copy_blobs(
             source, snapshot, archive, settings.compression_level, reporter, on_event
         )
-        span.set_attribute("vrp.backup.blobs.copied", copied)
-        span.set_attribute("vrp.backup.blobs.skipped", len(blobs) - copied)
+        span.set_attribute(conventions.VRP_BACKUP_BLOBS_COPIED, copied)
+        span.set_attribute(conventions.VRP_BACKUP_BLOBS_SKIPPED, len(blobs) - copied)
 
     event("manifest")
     with telemetry.phase("manifest"):
@@ -296,7 +298,7 @@ def _run(
             finished_at=datetime.now(UTC),
             trigger=trigger,
             engine=engine.name,
-            database=_database_name(source.database_url),
+            database=database_label(source.database_url),
             artifacts=(snapshot.artifact,),
             blobs=tuple(blobs),
             stored_bytes=snapshot.artifact.stored_bytes + blob_stored,
@@ -347,14 +349,9 @@ def _run(
 def _naming(url: str) -> Iterator[None]:
     """Name the database in what the application's query raises, on one line: a SQLAlchemy
     error's text holds the SQL and a link over several lines (and never its parameters)."""
-    from sqlalchemy.engine import make_url
     from sqlalchemy.exc import SQLAlchemyError
 
-    from instrumentation.urls import shown_url, without_secrets
-
-    parsed = make_url(url)
-    sqlite = parsed.get_backend_name() == "sqlite"
-    shown = parsed.database if sqlite else shown_url(parsed)
+    shown = database_label(url)
     try:
         yield
     except SourceNotReadyError as exc:
@@ -377,13 +374,3 @@ def _database_size(url: str) -> int | None:
         return database_path(url).stat().st_size
     except OSError:
         return None
-
-
-def _database_name(url: str) -> str:
-    """The database as the manifest shows it: a file name or ``name on host:port``, no secret."""
-    from sqlalchemy.engine import make_url
-
-    parsed = make_url(url)
-    if parsed.get_backend_name() == "sqlite":
-        return str(parsed.database)
-    return f"{parsed.database} on {parsed.host or 'localhost'}:{parsed.port or 5432}"

@@ -28,8 +28,9 @@ from dashboard.histograms import (
     quantiles,
     unpack_counts,
 )
+from dashboard.levels import SEVERITIES, level_of
 from dashboard.otlp import SPAN_KIND_CLIENT, SPAN_KIND_SERVER, STATUS_ERROR
-from dashboard.rollups import DAY, HOUR, MINUTE
+from dashboard.rollups import DAY, HOUR, MINUTE, PERCENTILES
 from dashboard.schema import (
     examples,
     logs,
@@ -44,7 +45,6 @@ from dashboard.trace_search import AttributeCondition
 from instrumentation import conventions as names
 
 MINUTE_ROLLUPS_UP_TO_S = 6 * 3600
-PERCENTILES = (0.5, 0.95, 0.99)
 SPAN_KINDS = {
     0: "UNSPECIFIED",
     1: "INTERNAL",
@@ -53,30 +53,6 @@ SPAN_KINDS = {
     4: "PRODUCER",
     5: "CONSUMER",
 }
-# One spelling of levels everywhere: Python's level names, which the instrumentation sends as
-# the OpenTelemetry severity text. A record's level is read from its severity number (the
-# OpenTelemetry ranges: 1-4 TRACE, 5-8 DEBUG, ... 21-24 FATAL, which Python calls CRITICAL),
-# so a sender that writes "WARN" or "warning" shows up as WARNING all the same.
-LEVELS = ("TRACE", "DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
-SEVERITIES = {level: 1 + 4 * index for index, level in enumerate(LEVELS)}
-# The OpenTelemetry short names, accepted as filters (in any case) for the same levels.
-LEVEL_ALIASES = {"WARN": "WARNING", "FATAL": "CRITICAL"}
-
-
-def canonical_level(name: str) -> str | None:
-    """``name`` (any case, Python's or OpenTelemetry's spelling) as one of :data:`LEVELS`."""
-    upper = name.strip().upper()
-    upper = LEVEL_ALIASES.get(upper, upper)
-    return upper if upper in SEVERITIES else None
-
-
-def level_of(severity_number: int, severity_text: str) -> str:
-    """The level a record is shown with: from its number, or its text when it has no number."""
-    if 1 <= severity_number <= 24:
-        return LEVELS[(severity_number - 1) // 4]
-    return canonical_level(severity_text) or (severity_text or "UNSPECIFIED")
-
-
 EXAMPLES_LIMIT = 20
 N_PLUS_ONE_LIMIT = 50
 _CHUNK = 500

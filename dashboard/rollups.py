@@ -44,7 +44,6 @@ if TYPE_CHECKING:
 MINUTE = 60
 HOUR = 3600
 DAY = 86400
-RESOLUTIONS = (MINUTE, HOUR, DAY)
 # Span attributes that split a span name's rollups (low-cardinality outcomes the panels count).
 SPAN_DIMENSIONS = (
     names.VRP_DB_TRANSACTION_OUTCOME,

@@ -38,6 +38,7 @@ from tenacity import retry, retry_if_exception, stop_after_attempt, wait_random_
 from dashboard import n_plus_one as n_plus_one_rules
 from dashboard import rollups
 from dashboard.errors import StoreError
+from dashboard.levels import severity_text
 from dashboard.otlp import SPAN_KIND_CLIENT, LogRecord, MetricPoint, SpanRecord
 from dashboard.otlp_spans import SharedAttributes
 from dashboard.rollup_cache import RollupCache
@@ -51,6 +52,7 @@ from dashboard.schema import (
     spans,
 )
 from instrumentation import conventions as names
+from instrumentation.urls import with_default_driver
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -86,10 +88,9 @@ def create_store_engine(url: str) -> sa.Engine:
     """
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
-        if parsed.drivername == "postgresql":
-            # postgresql:// means psycopg 3 here, as in the rest of the project.
-            parsed = parsed.set(drivername="postgresql+psycopg")
-        return sa.create_engine(parsed, pool_pre_ping=True, pool_size=8, max_overflow=8)
+        return sa.create_engine(
+            with_default_driver(parsed), pool_pre_ping=True, pool_size=8, max_overflow=8
+        )
     database = parsed.database
     if database and database != ":memory:" and not database.startswith("file:"):
         Path(database).parent.mkdir(parents=True, exist_ok=True)
@@ -443,7 +444,7 @@ class TelemetryStore:
                 "time_ns": r.time_ns,
                 "service": r.service,
                 "severity_number": r.severity_number,
-                "severity_text": r.severity_text or _severity_name(r.severity_number),
+                "severity_text": r.severity_text or severity_text(r.severity_number),
                 "body": r.body,
                 "trace_id": r.trace_id,
                 "span_id": r.span_id,
@@ -969,23 +970,6 @@ def _span_row(record: SpanRecord) -> tuple[Any, ...]:
         orjson.dumps(record.events).decode() if record.events else "[]",
         orjson.dumps(record.links).decode() if record.links else "[]",
     )
-
-
-_SEVERITY_NAMES = (
-    (21, "FATAL"),
-    (17, "ERROR"),
-    (13, "WARN"),
-    (9, "INFO"),
-    (5, "DEBUG"),
-    (1, "TRACE"),
-)
-
-
-def _severity_name(number: int) -> str:
-    for floor, name in _SEVERITY_NAMES:
-        if number >= floor:
-            return name
-    return "UNSPECIFIED"
 
 
 def _text(value: Any) -> str | None:

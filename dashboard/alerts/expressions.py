@@ -68,7 +68,7 @@ def _url(data: dict[str, Any], labels: dict[str, str], wanted: dict[str, Any]) -
     method = labels.get(names.HTTP_REQUEST_METHOD) or wanted.get(names.HTTP_REQUEST_METHOD)
     if route and method:
         return "/traces?" + urlencode({"operation": f"{method} {route}"})
-    if data["metric"].startswith("db.client.connection") or data["metric"].startswith("vrp.db"):
+    if data["metric"].startswith((names.DB_CLIENT_CONNECTION_NAMESPACE, names.VRP_DB_NAMESPACE)):
         return "/transactions"
     if data["metric"].startswith("db."):
         return "/queries"
