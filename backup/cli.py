@@ -32,13 +32,13 @@ from backup.commands import (
     backup,
     fail,
     host,
-    human_size,
     print_json,
     reporter,
     repository,
     settings,
     use_host,
 )
+from backup.progress import human_size
 
 if TYPE_CHECKING:
     from backup.catalog import BackupInfo

@@ -100,15 +100,6 @@ def print_json(value: object) -> None:
 JSON_OPTION = click.option("--json", "as_json", is_flag=True, help="One JSON object, for scripts.")
 
 
-def human_size(value: int) -> str:
-    amount = float(value)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if amount < 1024 or unit == "GiB":
-            return f"{amount:.0f} {unit}" if unit == "B" else f"{amount:.1f} {unit}"
-        amount /= 1024
-    return f"{value} B"
-
-
 @click.group()
 def backup() -> None:
     """Back up, list, verify and restore the database and its audio."""

@@ -18,11 +18,11 @@ from backup.commands import (
     backup,
     fail,
     host,
-    human_size,
     print_json,
     repository,
     settings,
 )
+from backup.progress import human_size
 
 
 def _config_orfail(exc: Exception) -> None:

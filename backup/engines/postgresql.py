@@ -341,16 +341,7 @@ class PostgresqlEngine:
         )
 
     def _drop_database(self, url: str) -> None:
-        name = make_url(url).database
-        engine = sa.create_engine(
-            self._maintenance_url(url), poolclass=NullPool, isolation_level="AUTOCOMMIT"
-        )
-        try:
-            with engine.connect() as connection:
-                quoted = connection.dialect.identifier_preparer.quote(str(name))
-                connection.execute(sa.text(f"DROP DATABASE IF EXISTS {quoted} WITH (FORCE)"))
-        finally:
-            engine.dispose()
+        self._on_server(url, "DROP DATABASE IF EXISTS {} WITH (FORCE)")
 
     def _pg_restore(
         self,
@@ -404,6 +395,11 @@ class PostgresqlEngine:
         return _sa_url(url).set(database="postgres")
 
     def _create_database(self, url: str) -> None:
+        self._on_server(url, "CREATE DATABASE {}")
+
+    def _on_server(self, url: str, statement: str) -> None:
+        """Run ``statement`` about the database of ``url`` (``{}``: its name, quoted) from the
+        server's maintenance database, outside a transaction as CREATE/DROP DATABASE need."""
         name = make_url(url).database
         engine = sa.create_engine(
             self._maintenance_url(url), poolclass=NullPool, isolation_level="AUTOCOMMIT"
@@ -411,7 +407,7 @@ class PostgresqlEngine:
         try:
             with engine.connect() as connection:
                 quoted = connection.dialect.identifier_preparer.quote(str(name))
-                connection.execute(sa.text(f"CREATE DATABASE {quoted}"))
+                connection.execute(sa.text(statement.format(quoted)))
         finally:
             engine.dispose()
 
