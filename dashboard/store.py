@@ -346,7 +346,7 @@ class TelemetryStore:
     def _write_derived(
         self,
         conn: sa.Connection,
-        aggs: dict[rollups.RollupKey, rollups.Agg],
+        aggs: dict[rollups.RollupKey, rollups.RollupCell],
         example_rows: list[dict[str, Any]],
         example_groups: dict[tuple[int, str, str, int], dict[str, Any]],
         backup_rows: list[dict[str, Any]],
@@ -354,7 +354,7 @@ class TelemetryStore:
         deferred_sessions: list[SpanRecord],
         services: dict[tuple[str, str], int],
     ) -> None:
-        rollups.apply(conn, self, aggs)
+        rollups.add_cells(conn, self, aggs)
         if example_rows and self.is_postgresql:
             conn.execute(insert_for(self.engine, examples).on_conflict_do_nothing(), example_rows)
             for resolution, trim in _TRIM_EXAMPLES.items():
@@ -363,7 +363,7 @@ class TelemetryStore:
                     conn.execute(trim, touched)
         elif example_rows:
             # Multi-row VALUES on the driver, not executemany: one step of SQLite, so the
-            # writer gives up the GIL once (see dashboard.rollups.apply); not SQLAlchemy's
+            # writer gives up the GIL once (see dashboard.rollups.add_cells); not SQLAlchemy's
             # multi-values insert either, which compiles anew for every row count (10 ms).
             # The trim likewise: one statement for all groups, not one step per group.
             _sqlite_execute(
@@ -469,7 +469,7 @@ class TelemetryStore:
 
         def work(conn: sa.Connection) -> int:
             deltas = rollups.deltas_from_points(conn, self, points)
-            rollups.apply(conn, self, rollups.aggregate_points(deltas, self.series))
+            rollups.add_cells(conn, self, rollups.aggregate_points(deltas, self.series))
             self._touch_services(
                 conn, _latest_seen((p.service, "metrics", p.time_ns) for p in points)
             )
@@ -552,7 +552,7 @@ class PreparedSpans:
     rows: list[tuple[Any, ...]]
     # The rows as multi-row INSERT statements with their parameters (SQLite stores only).
     sqlite_statements: list[tuple[str, list[Any]]]
-    rollups: dict[rollups.RollupKey, rollups.Agg]
+    rollups: dict[rollups.RollupKey, rollups.RollupCell]
     examples: list[dict[str, Any]]
     # (resolution, service, summary, start_s) -> the bind parameters that trim the group
     example_groups: dict[tuple[int, str, str, int], dict[str, Any]]
@@ -589,18 +589,18 @@ def _merged_latest(parts: Sequence[dict[tuple[str, str], int]]) -> dict[tuple[st
 
 
 def _merged_rollups(
-    parts: Sequence[dict[rollups.RollupKey, rollups.Agg]],
-) -> dict[rollups.RollupKey, rollups.Agg]:
+    parts: Sequence[dict[rollups.RollupKey, rollups.RollupCell]],
+) -> dict[rollups.RollupKey, rollups.RollupCell]:
     """The sum of several requests' rollups, leaving theirs untouched (a request may be
     written again alone if its group fails)."""
     if len(parts) == 1:
         return parts[0]
-    merged: dict[rollups.RollupKey, rollups.Agg] = {}
+    merged: dict[rollups.RollupKey, rollups.RollupCell] = {}
     for part in parts:
         for key, agg in part.items():
             total = merged.get(key)
             if total is None:
-                total = merged[key] = rollups.Agg()
+                total = merged[key] = rollups.RollupCell()
             total.merge(agg)
     return merged
 
