@@ -28,7 +28,7 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from operator import add
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 import orjson
 import sqlalchemy as sa
@@ -396,91 +396,109 @@ class _State:
 def deltas_from_points(
     conn: sa.Connection, store: TelemetryStore, points: Sequence[MetricPoint]
 ) -> list[tuple[int, int, RollupCell]]:
-    """Each point as the rollup contribution of its interval: (series id, time, RollupCell)."""
-    stateful = sorted({_stream_key(p) for p in points if _needs_state(p)})
-    states: dict[str, _State] = {}
-    if stateful:
-        placeholder = {
-            "start_ns": -1,
-            "time_ns": -1,
-            "count": 0,
-            "sum": 0.0,
-            "value": 0.0,
-            "min": None,
-            "max": None,
-            "zero_count": 0,
-            "bucket_offset": 0,
-            "buckets": None,
-        }
-        conn.execute(
-            insert_for(store.engine, stream_state).on_conflict_do_nothing(),
-            [{"key": key, **placeholder} for key in stateful],
-        )
-        query = (
-            sa.select(stream_state)
-            .where(stream_state.c.key.in_(stateful))
-            .order_by(stream_state.c.key)
-        )
-        if store.is_postgresql:
-            query = query.with_for_update()
-        for row in conn.execute(query):
-            states[row.key] = _State(
-                row.start_ns,
-                row.time_ns,
-                row.count,
-                row.sum,
-                row.value,
-                row.min,
-                row.max,
-                row.zero_count,
-                row.bucket_offset,
-                unpack_counts(row.buckets),
-            )
+    """Each point as the rollup contribution of its interval: (series id, time, RollupCell).
+
+    Cumulative streams are read against their last stored state (locked for the transaction)
+    and that state is moved on to the newest point.
+    """
+    states = _locked_states(
+        conn, store, sorted({_stream_key(p) for p in points if _needs_state(p)})
+    )
     result = []
     for point in sorted(points, key=lambda p: p.time_ns):
         info = store.series.point_series(point)
         state = states.get(_stream_key(point)) if _needs_state(point) else None
-        agg = _contribution(point, state)
-        if agg is not None:
-            result.append((info.id, point.time_ns, agg))
+        cell = _contribution(point, state)
+        if cell is not None:
+            result.append((info.id, point.time_ns, cell))
             if point.name in TOTALLED_METRICS:
                 total = store.series.total_series(point).id
-                result.append((total, point.time_ns, replace(agg, counts=list(agg.counts))))
-    changed = [(key, s) for key, s in sorted(states.items()) if s.changed]
-    if changed:
-        conn.execute(
-            stream_state.update()
-            .where(stream_state.c.key == sa.bindparam("b_key"))
-            .values(
-                start_ns=sa.bindparam("start_ns"),
-                time_ns=sa.bindparam("time_ns"),
-                count=sa.bindparam("count"),
-                sum=sa.bindparam("sum"),
-                value=sa.bindparam("value"),
-                min=sa.bindparam("min"),
-                max=sa.bindparam("max"),
-                zero_count=sa.bindparam("zero_count"),
-                bucket_offset=sa.bindparam("bucket_offset"),
-                buckets=sa.bindparam("buckets"),
-            ),
-            [
-                {
-                    "b_key": key,
-                    "start_ns": s.start_ns,
-                    "time_ns": s.time_ns,
-                    "count": s.count,
-                    "sum": s.sum,
-                    "value": s.value,
-                    "min": s.min,
-                    "max": s.max,
-                    "zero_count": s.zero_count,
-                    "bucket_offset": s.offset,
-                    "buckets": pack_counts(s.counts) if s.counts else None,
-                }
-                for key, s in changed
-            ],
-        )
+                result.append((total, point.time_ns, replace(cell, counts=list(cell.counts))))
+    _save_states(conn, [(key, s) for key, s in sorted(states.items()) if s.changed])
     return result
+
+
+_EMPTY_STATE: Final = {
+    "start_ns": -1,
+    "time_ns": -1,
+    "count": 0,
+    "sum": 0.0,
+    "value": 0.0,
+    "min": None,
+    "max": None,
+    "zero_count": 0,
+    "bucket_offset": 0,
+    "buckets": None,
+}
+
+
+def _locked_states(
+    conn: sa.Connection, store: TelemetryStore, keys: list[str]
+) -> dict[str, _State]:
+    """The stored state of each stream in ``keys`` (an empty one for a new stream), its row
+    locked FOR UPDATE on PostgreSQL so that two receivers move one stream in turn."""
+    if not keys:
+        return {}
+    conn.execute(
+        insert_for(store.engine, stream_state).on_conflict_do_nothing(),
+        [{"key": key, **_EMPTY_STATE} for key in keys],
+    )
+    query = sa.select(stream_state).where(stream_state.c.key.in_(keys)).order_by(stream_state.c.key)
+    if store.is_postgresql:
+        query = query.with_for_update()
+    return {
+        row.key: _State(
+            row.start_ns,
+            row.time_ns,
+            row.count,
+            row.sum,
+            row.value,
+            row.min,
+            row.max,
+            row.zero_count,
+            row.bucket_offset,
+            unpack_counts(row.buckets),
+        )
+        for row in conn.execute(query)
+    }
+
+
+def _save_states(conn: sa.Connection, changed: list[tuple[str, _State]]) -> None:
+    """Write back the states a batch moved on."""
+    if not changed:
+        return
+    conn.execute(
+        stream_state.update()
+        .where(stream_state.c.key == sa.bindparam("b_key"))
+        .values(
+            start_ns=sa.bindparam("start_ns"),
+            time_ns=sa.bindparam("time_ns"),
+            count=sa.bindparam("count"),
+            sum=sa.bindparam("sum"),
+            value=sa.bindparam("value"),
+            min=sa.bindparam("min"),
+            max=sa.bindparam("max"),
+            zero_count=sa.bindparam("zero_count"),
+            bucket_offset=sa.bindparam("bucket_offset"),
+            buckets=sa.bindparam("buckets"),
+        ),
+        [
+            {
+                "b_key": key,
+                "start_ns": s.start_ns,
+                "time_ns": s.time_ns,
+                "count": s.count,
+                "sum": s.sum,
+                "value": s.value,
+                "min": s.min,
+                "max": s.max,
+                "zero_count": s.zero_count,
+                "bucket_offset": s.offset,
+                "buckets": pack_counts(s.counts) if s.counts else None,
+            }
+            for key, s in changed
+        ],
+    )
 
 
 def _needs_state(point: MetricPoint) -> bool:
