@@ -1,5 +1,5 @@
-# `make run` serves the whole stack on SQLite and local files; `make test` runs ruff, bandit and
-# every test.
+# `make run` serves the whole stack on SQLite and local files; `make test` runs ruff, bandit,
+# the import layering contracts (lint-imports) and every test.
 # Both create .venv on first use; `run` installs everything the `vrp` command runs (the `[all]`
 # extra; a bare `pip install .` is the instrumentation library alone), `test` adds the test
 # extras. Each install is remembered by a stamp and redone when pyproject.toml changes.
@@ -29,6 +29,7 @@ test: $(TEST_STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/bandit --quiet --configfile pyproject.toml --recursive recorder instrumentation dashboard backup
+	$(VENV)/bin/lint-imports
 	$(VENV)/bin/pytest
 
 bench: $(TEST_STAMP)

@@ -8,122 +8,48 @@ refused restore, a backup folder that is not a repository or cannot be used), 2 
 (one line naming the variable). ``--json`` prints one JSON value on stdout
 (:mod:`backup.json_output`); failures stay one line on stderr with the same exit codes.
 
-This module imports only click at the top so that ``vrp --help`` stays fast; everything else is
+This module imports only click and the light command modules at the top so that ``vrp --help``
+stays fast; everything else is
 imported inside the commands.
 """
 
 from __future__ import annotations
 
 import gc
-import sys
-from collections.abc import Callable
-from contextlib import AbstractContextManager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING
 
 import click
 
+from backup import remote_cli, schedule_cli
+from backup.commands import (
+    CONFIG_EXIT,
+    FAILURE_EXIT,
+    JSON_OPTION,
+    REMOTE_OPTION,
+    SERVICE_NAME,
+    BackupHost,
+    backup,
+    fail,
+    host,
+    print_json,
+    reporter,
+    repository,
+    settings,
+    use_host,
+)
+from backup.progress import human_size
+
 if TYPE_CHECKING:
     from backup.catalog import BackupInfo
-    from backup.progress import Reporter
-    from backup.repository import Repository
     from backup.settings import BackupSettings
-    from backup.source import BackupSource
 
-CONFIG_EXIT = 2
-FAILURE_EXIT = 1
-SERVICE_NAME = "vrp-cli"
-
-
-@dataclass(frozen=True)
-class BackupHost:
-    """What the application hands the backup commands.
-
-    ``source()`` validates the application's settings (exiting 2 on a bad one) and returns its
-    database and blob folder; ``process(service_name)`` is a context manager that sets up
-    logging and telemetry for the command and flushes them on the way out.
-    """
-
-    source: Callable[[], BackupSource]
-    process: Callable[[str], AbstractContextManager[object]]
-
-
-_host: BackupHost | None = None
-
-
-def host() -> BackupHost:
-    """The host given to :func:`mount` (commands registered on this group use it too)."""
-    if _host is None:
-        raise click.UsageError("the backup commands were not mounted by an application")
-    return _host
-
-
-def _fail(message: str, code: int = FAILURE_EXIT) -> NoReturn:
-    click.echo(f"vrp: {message}", err=True)
-    sys.exit(code)
-
-
-def settings() -> BackupSettings:
-    """The validated ``VRP_BACKUP_*`` settings; exit 2 naming a bad variable."""
-    from backup.errors import BackupConfigError
-    from backup.settings import load_backup_settings
-
-    try:
-        return load_backup_settings()
-    except BackupConfigError as exc:
-        _fail(f"invalid configuration: {exc}", CONFIG_EXIT)
-
-
-def repository(config: BackupSettings) -> Repository:
-    """The repository the command works in (made first for the default folder); exit 1 with
-    one line when the folder is not a repository or cannot be used."""
-    from backup.repository import RepositoryError, repository_for
-
-    try:
-        return repository_for(config.backup_dir, init_if_missing=config.init_if_missing)
-    except RepositoryError as exc:
-        _fail(str(exc))
-
-
-def _reporter(as_json: bool) -> Reporter:
-    """Progress on stderr, none in JSON mode (stderr then holds only a failure's line)."""
-    from backup.progress import NullReporter, for_stream
-
-    return NullReporter() if as_json else for_stream(sys.stderr)
-
-
-def _print_json(value: object) -> None:
-    from backup.json_output import dumps
-
-    click.echo(dumps(value))
-
-
-_JSON = click.option("--json", "as_json", is_flag=True, help="One JSON object, for scripts.")
-
-
-def _size(value: int) -> str:
-    amount = float(value)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if amount < 1024 or unit == "GiB":
-            return f"{amount:.0f} {unit}" if unit == "B" else f"{amount:.1f} {unit}"
-        amount /= 1024
-    return f"{value} B"
-
-
-@click.group()
-def backup() -> None:
-    """Back up, list, verify and restore the database and its audio."""
-
-
-_REMOTE = click.option(
-    "--remote", is_flag=True, help="Work on the offsite copy (VRP_BACKUP_REMOTE) instead."
-)
+__all__ = ["CONFIG_EXIT", "FAILURE_EXIT", "SERVICE_NAME", "BackupHost", "backup", "mount"]
 
 
 @backup.command("init")
-@_REMOTE
-@_JSON
+@REMOTE_OPTION
+@JSON_OPTION
 def init_command(remote: bool, as_json: bool) -> None:
     """Make VRP_BACKUP_DIR a backup repository (created if missing; a repository is kept).
 
@@ -133,19 +59,17 @@ def init_command(remote: bool, as_json: bool) -> None:
     from backup.repository import RepositoryError, init_repository
 
     if remote:
-        from backup.remote_cli import init_remote
-
-        init_remote(as_json)
+        remote_cli.init_remote(as_json)
         return
     config = settings()
     try:
         result = init_repository(config.backup_dir)
     except RepositoryError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     if as_json:
         from backup.json_output import init_json
 
-        _print_json(init_json(result))
+        print_json(init_json(result))
         return
     repo = result.repository
     if not result.created:
@@ -162,11 +86,12 @@ def init_command(remote: bool, as_json: bool) -> None:
     default=None,
     help="Verify the backup before publishing it [default: VRP_BACKUP_VERIFY].",
 )
-@_JSON
+@JSON_OPTION
 def run_command(verify: bool | None, as_json: bool) -> None:
     """Take a backup now (manual trigger)."""
     from backup.errors import BackupError
     from backup.run import run_backup
+    from instrumentation import conventions
 
     config = settings()
     repository(config)
@@ -183,27 +108,27 @@ def run_command(verify: bool | None, as_json: bool) -> None:
             result = run_backup(
                 config,
                 source,
-                trigger="manual",
+                trigger=conventions.BACKUP_TRIGGER_MANUAL,
                 verify=config.verify_after_run if verify is None else verify,
-                reporter=_reporter(as_json),
+                reporter=reporter(as_json),
             )
         except BackupError as exc:
-            _fail(f"backup failed: {exc}")
+            fail(f"backup failed: {exc}")
     if as_json:
         from backup.json_output import run_json
 
-        _print_json(run_json(result))
+        print_json(run_json(result))
         return
     click.echo(
-        f"backup {result.backup_id}: {result.files} files, {_size(result.bytes)}, "
-        f"{_size(result.stored_bytes)} stored, {result.blobs_copied} blobs copied, "
+        f"backup {result.backup_id}: {result.files} files, {human_size(result.bytes)}, "
+        f"{human_size(result.stored_bytes)} stored, {result.blobs_copied} blobs copied, "
         f"{result.blobs_skipped} already archived, "
         f"{'verified' if result.verified else 'not verified'}, {result.seconds:.2f}s"
     )
 
 
 @backup.command("list")
-@_REMOTE
+@REMOTE_OPTION
 @click.option("--json", "as_json", is_flag=True, help="One JSON array, for scripts.")
 def list_command(remote: bool, as_json: bool) -> None:
     """List the complete backups, oldest first (with --remote, those on the remote)."""
@@ -211,20 +136,18 @@ def list_command(remote: bool, as_json: bool) -> None:
     from backup.repository import unusable
 
     if remote:
-        from backup.remote_cli import list_remote
-
-        list_remote(as_json)
+        remote_cli.list_remote(as_json)
         return
     config = settings()
     repository(config)
     try:
         backups = Catalog(config.backup_dir).list()
     except OSError as exc:
-        _fail(str(unusable(config.backup_dir, exc)))
+        fail(str(unusable(config.backup_dir, exc)))
     if as_json:
         from backup.json_output import backup_json
 
-        _print_json([backup_json(b) for b in backups])
+        print_json([backup_json(b) for b in backups])
         return
     if not backups:
         click.echo("no backups yet; take one with `vrp backup run`")
@@ -235,8 +158,8 @@ def list_command(remote: bool, as_json: bool) -> None:
         checked = f"{b.checked_at:%Y-%m-%d %H:%M}" if b.checked_at else "never"
         click.echo(
             f"{b.id:<24} {b.created_at:%Y-%m-%d %H:%M:%S} {b.trigger:<8} "
-            f"{_verified(b):<8} {checked:<16} {b.files:>6} {_size(b.bytes):>10} "
-            f"{_size(b.stored_bytes):>10}"
+            f"{_verified(b):<8} {checked:<16} {b.files:>6} {human_size(b.bytes):>10} "
+            f"{human_size(b.stored_bytes):>10}"
         )
 
 
@@ -255,8 +178,8 @@ def _verified(backup: BackupInfo) -> str:
     is_flag=True,
     help="Check the whole repository: every manifest, snapshot and blob (each blob read once).",
 )
-@_REMOTE
-@_JSON
+@REMOTE_OPTION
+@JSON_OPTION
 def verify_command(backup_id: str | None, whole: bool, remote: bool, as_json: bool) -> None:
     """Recompute every checksum, open the snapshot, check every referenced blob.
 
@@ -269,9 +192,7 @@ def verify_command(backup_id: str | None, whole: bool, remote: bool, as_json: bo
     if whole and backup_id is not None:
         raise click.UsageError("give a BACKUP_ID or --all, not both")
     if remote:
-        from backup.remote_cli import verify_remote
-
-        verify_remote(backup_id, whole, as_json)
+        remote_cli.verify_remote(backup_id, whole, as_json)
         return
     config = settings()
     repository(config)
@@ -286,25 +207,25 @@ def verify_command(backup_id: str | None, whole: bool, remote: bool, as_json: bo
                 config,
                 backup_id,
                 database_url=source.database_url,
-                reporter=_reporter(as_json),
+                reporter=reporter(as_json),
             )
         except BackupError as exc:
-            _fail(str(exc))
+            fail(str(exc))
         except OSError as exc:
-            _fail(f"verify failed on {exc.filename or config.backup_dir}: {exc.strerror or exc}")
+            fail(f"verify failed on {exc.filename or config.backup_dir}: {exc.strerror or exc}")
     if as_json:
         from backup.json_output import verify_json
 
-        _print_json(verify_json(report))
+        print_json(verify_json(report))
         if not report.ok:
-            _fail(f"backup {backup_id} failed verification: {len(report.problems)} problem(s)")
+            fail(f"backup {backup_id} failed verification: {len(report.problems)} problem(s)")
         return
     if report.ok:
-        click.echo(f"backup {backup_id} verified: {report.files} files, {_size(report.bytes)}")
+        click.echo(f"backup {backup_id} verified: {report.files} files, {human_size(report.bytes)}")
         return
     for problem in report.problems:
         click.echo(str(problem))
-    _fail(f"backup {backup_id} failed verification: {len(report.problems)} problem(s)")
+    fail(f"backup {backup_id} failed verification: {len(report.problems)} problem(s)")
 
 
 def _newest_id(config: BackupSettings) -> str:
@@ -312,14 +233,14 @@ def _newest_id(config: BackupSettings) -> str:
 
     backups = Catalog(config.backup_dir).list()
     if not backups:
-        _fail("no backups yet; take one with `vrp backup run`")
+        fail("no backups yet; take one with `vrp backup run`")
     return backups[-1].id
 
 
 def _verify_all(config: BackupSettings, database_url: str, as_json: bool) -> None:
     from backup.check import verify_repository
 
-    result = verify_repository(config, database_url=database_url, reporter=_reporter(as_json))
+    result = verify_repository(config, database_url=database_url, reporter=reporter(as_json))
     summary = (
         f"{len(result.reports)} backup(s), {result.blobs_read} blob(s) read: "
         f"{len(result.failed) + len(result.unreadable)} failed"
@@ -327,7 +248,7 @@ def _verify_all(config: BackupSettings, database_url: str, as_json: bool) -> Non
     if as_json:
         from backup.json_output import verify_json
 
-        _print_json(
+        print_json(
             {
                 "ok": result.ok,
                 "blobs_read": result.blobs_read,
@@ -343,7 +264,7 @@ def _verify_all(config: BackupSettings, database_url: str, as_json: bool) -> Non
         for name in result.unreadable:
             click.echo(f"{name}  FAILED\n  runs/{name}: the manifest cannot be read")
     if not result.ok:
-        _fail(f"repository check failed: {summary}")
+        fail(f"repository check failed: {summary}")
     if not as_json:
         click.echo(f"repository verified: {summary}")
 
@@ -369,7 +290,7 @@ def _verify_all(config: BackupSettings, database_url: str, as_json: bool) -> Non
     help="Download the backup from VRP_BACKUP_REMOTE into VRP_BACKUP_DIR first (needs "
     "VRP_BACKUP_REMOTE_IDENTITY_FILE).",
 )
-@_JSON
+@JSON_OPTION
 def restore_command(
     backup_id: str,
     to_path: Path | None,
@@ -389,9 +310,7 @@ def restore_command(
     config = settings()
     repo = repository(config)
     if from_remote:
-        from backup.remote_cli import fetch_for_restore
-
-        fetch_for_restore(backup_id)
+        remote_cli.fetch_for_restore(backup_id)
     source = host().source()
     with host().process(SERVICE_NAME):
         try:
@@ -406,23 +325,23 @@ def restore_command(
             if plan.replaces:
                 click.echo(f"vrp: this restore replaces {plan.replaces}", err=True)
                 if not force:
-                    _fail("refusing to replace it without --force")
+                    fail("refusing to replace it without --force")
             result = restore_backup(
                 config,
                 plan,
                 force=force,
                 blob_path=source.blob_path,
-                reporter=_reporter(as_json),
+                reporter=reporter(as_json),
                 identity=identity(repo.id, source.database_url),
             )
         except BackupError as exc:
-            _fail(f"restore failed: {exc}")
+            fail(f"restore failed: {exc}")
         except OSError as exc:
-            _fail(f"restore failed on {exc.filename or backup_id}: {exc.strerror or exc}")
+            fail(f"restore failed on {exc.filename or backup_id}: {exc.strerror or exc}")
     if as_json:
         from backup.json_output import restore_json
 
-        _print_json(restore_json(plan, result, _target(result.target)))
+        print_json(restore_json(plan, result, _target(result.target)))
         return
     replaced = f", replacing {result.replaced}" if result.replaced else ""
     click.echo(
@@ -442,10 +361,6 @@ def _target(target: str) -> str:
 
 def mount(parent: click.Group, backup_host: BackupHost) -> None:
     """Add ``backup`` to the application's command group."""
-    global _host
-    _host = backup_host
-    from backup import remote_cli  # noqa: F401  (registers copy)
-    from backup.schedule_cli import register  # prune and status
-
-    register(backup)
+    use_host(backup_host)
+    schedule_cli.register(backup)  # prune and status; remote_cli's commands are on the group
     parent.add_command(backup)

@@ -64,7 +64,12 @@ def fsync_dir(directory: Path) -> None:
 
 def write_atomic(path: Path, data: bytes) -> None:
     """Replace ``path`` with ``data``: temp file, fsync, rename, directory fsync."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    write_through(path.with_name(f".{path.name}.tmp-{os.getpid()}"), path, data)
+
+
+def write_through(tmp: Path, path: Path, data: bytes) -> None:
+    """Write ``data`` to ``tmp`` (mode 0600), fsync it, rename it to ``path`` and fsync the
+    folder; ``tmp`` is removed when any step fails."""
     fd = open_private(tmp, exclusive=False)
     try:
         with os.fdopen(fd, "wb", closefd=True) as out:

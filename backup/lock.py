@@ -18,6 +18,7 @@ from pathlib import Path
 from backup.errors import BackupLockedError
 from backup.files import FILE_MODE, make_private_dir
 from backup.repository import unusable
+from instrumentation import conventions
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +53,7 @@ def run_lock(path: Path) -> Iterator[int | None]:
                 "taking over the backup lock %s left by process %d, which is no longer running",
                 path,
                 previous,
-                extra={"vrp.backup.lock.previous_pid": previous},
+                extra={conventions.VRP_BACKUP_LOCK_PREVIOUS_PID: previous},
             )
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)

@@ -42,6 +42,7 @@ from backup.remote_store import RemoteError, RemoteStore, open_store
 from backup.retention import RetentionPolicy
 from backup.settings import BackupSettings, RemoteSettings
 from backup.telemetry import NO_IDENTITY, BackupTelemetry, Identity, default
+from instrumentation import conventions
 
 logger = logging.getLogger(__name__)
 
@@ -126,7 +127,7 @@ def copy_offsite(
             attempts,
             wait,
             error,
-            extra={"error.type": type(error).__qualname__},
+            extra={conventions.ERROR_TYPE: type(error).__qualname__},
         )
 
     started = time.monotonic()
@@ -155,7 +156,7 @@ def copy_offsite(
         result.objects_sent,
         result.bytes_sent,
         result.objects_skipped,
-        extra={"vrp.backup.remote": result.remote},
+        extra={conventions.VRP_BACKUP_REMOTE: result.remote},
     )
     return result
 

@@ -21,15 +21,20 @@ Advance = Callable[[int], None]
 PLAIN_INTERVAL_SECONDS: Final = 5.0
 
 
-def _amount(value: int, unit: Unit) -> str:
-    if unit == "files":
-        return f"{value} file{'s' if value != 1 else ''}"
+def human_size(value: int) -> str:
+    """``value`` bytes in B, KiB, MiB or GiB, as the commands print sizes."""
     size = float(value)
     for suffix in ("B", "KiB", "MiB", "GiB"):
         if size < 1024 or suffix == "GiB":
             return f"{size:.0f} {suffix}" if suffix == "B" else f"{size:.1f} {suffix}"
         size /= 1024
     return f"{value} B"
+
+
+def _amount(value: int, unit: Unit) -> str:
+    if unit == "files":
+        return f"{value} file{'s' if value != 1 else ''}"
+    return human_size(value)
 
 
 class Reporter(Protocol):

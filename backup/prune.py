@@ -31,6 +31,7 @@ from backup.retention import RetentionPlan, RetentionPolicy, plan_retention
 from backup.scratch import remove_leftovers
 from backup.settings import BackupSettings
 from backup.telemetry import BackupTelemetry
+from instrumentation import conventions
 
 logger = logging.getLogger(__name__)
 
@@ -129,7 +130,7 @@ def prune_locked(
                 "pruned backup %s (%s)",
                 decision.backup.id,
                 "; ".join(decision.reasons),
-                extra={"vrp.backup.id": decision.backup.id},
+                extra={conventions.VRP_BACKUP_ID: decision.backup.id},
             )
         checks.remove_orphans(settings.backup_dir, {b.id for b in current.kept})
         deleted_blobs = 0
@@ -141,9 +142,9 @@ def prune_locked(
                 freed += size
         span.set_attributes(
             {
-                "vrp.backup.pruned": len(current.deleted),
-                "vrp.backup.pruned_blobs": deleted_blobs,
-                "vrp.backup.freed_bytes": freed,
+                conventions.VRP_BACKUP_PRUNED: len(current.deleted),
+                conventions.VRP_BACKUP_PRUNED_BLOBS: deleted_blobs,
+                conventions.VRP_BACKUP_FREED_BYTES: freed,
             }
         )
     logger.info(

@@ -54,8 +54,9 @@ from backup import manifest as manifests
 from backup.catalog import RUNS, TMP, BackupInfo, Catalog, valid_id
 from backup.encryption import DecryptionError, decrypt, encrypt
 from backup.errors import BackupNotFoundError, ManifestError
-from backup.files import fsync_dir, make_private_dir, open_private, write_atomic
+from backup.files import fsync_dir, make_private_dir, write_atomic, write_through
 from backup.remote_store import RemoteError, RemoteStore
+from instrumentation import conventions
 
 logger = logging.getLogger(__name__)
 
@@ -378,7 +379,10 @@ def copy_backups(
                 "backup %s copied to %s",
                 info.id,
                 remote.shown,
-                extra={"vrp.backup.id": info.id, "vrp.backup.remote": remote.shown},
+                extra={
+                    conventions.VRP_BACKUP_ID: info.id,
+                    conventions.VRP_BACKUP_REMOTE: remote.shown,
+                },
             )
     finally:
         sent.save(force=True)
@@ -539,17 +543,7 @@ def _write_private(path: Path, data: bytes, tmp_dir: Path | None = None) -> None
     else:
         make_private_dir(tmp_dir)
         tmp = tmp_dir / f"{path.name}.{os.getpid()}.part"
-    fd = open_private(tmp, exclusive=False)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)
+    write_through(tmp, path, data)
 
 
 def fetch_backup(

@@ -1,7 +1,7 @@
 """The offsite side of ``vrp backup``: ``copy``, and the ``--remote`` / ``--from-remote`` forms
 of ``init``, ``list``, ``verify`` and ``restore`` (see :mod:`backup.remote`).
 
-Exit codes as :mod:`backup.cli`: 2 for a missing or bad setting or key file (one line naming
+Exit codes as :mod:`backup.commands`: 2 for a missing or bad setting or key file (one line naming
 it), 1 for a remote that cannot be reached or a backup that fails verification. The remote's
 URL is only ever shown without its credentials.
 """
@@ -12,25 +12,25 @@ from pathlib import Path
 
 import click
 
-from backup.cli import (
+from backup.commands import (
     CONFIG_EXIT,
     SERVICE_NAME,
-    _fail,
-    _print_json,
-    _size,
     backup,
+    fail,
     host,
+    print_json,
     repository,
     settings,
 )
+from backup.progress import human_size
 
 
-def _config_or_fail(exc: Exception) -> None:
+def _config_orfail(exc: Exception) -> None:
     from backup.errors import BackupConfigError
 
     if isinstance(exc, BackupConfigError):
-        _fail(f"invalid configuration: {exc}", CONFIG_EXIT)
-    _fail(str(exc))
+        fail(f"invalid configuration: {exc}", CONFIG_EXIT)
+    fail(str(exc))
 
 
 def init_remote(as_json: bool) -> None:
@@ -45,9 +45,9 @@ def init_remote(as_json: bool) -> None:
         with connected(remote) as store:
             target, created = make(store)
     except BackupError as exc:
-        _config_or_fail(exc)
+        _config_orfail(exc)
     if as_json:
-        _print_json({"remote": target.shown, "id": target.id, "created": created})
+        print_json({"remote": target.shown, "id": target.id, "created": created})
     elif created:
         click.echo(f"created backup remote {target.id} at {target.shown}")
     else:
@@ -65,9 +65,9 @@ def keygen_command(identity_file: Path) -> None:
     try:
         public = write_key_pair(identity_file)
     except FileExistsError as exc:
-        _fail(f"{exc.filename} exists; choose another file (a key is never overwritten)")
+        fail(f"{exc.filename} exists; choose another file (a key is never overwritten)")
     except OSError as exc:
-        _fail(f"cannot write {exc.filename or identity_file}: {exc.strerror or exc}")
+        fail(f"cannot write {exc.filename or identity_file}: {exc.strerror or exc}")
     click.echo(f"private key (identity): {identity_file}  (store it away from the backup host)")
     click.echo(f"public key (recipient): {identity_file}.pub  {public}")
 
@@ -91,15 +91,15 @@ def copy_command(url: str | None, as_json: bool) -> None:
         try:
             result = copy_offsite(config, url=url, identity=identity(repo.id, source.database_url))
         except BackupError as exc:
-            _config_or_fail(exc)
+            _config_orfail(exc)
     if as_json:
         shown = {k: v for k, v in result.__dict__.items() if k not in ("objects", "snapshots")}
-        _print_json(shown)
+        print_json(shown)
         return
     click.echo(
         f"copied {len(result.snapshots_copied)} backup(s) to {result.remote} "
         f"({result.snapshots_present} already there): {result.objects_sent} object(s) sent, "
-        f"{_size(result.bytes_sent)}, {result.objects_skipped} already there, "
+        f"{human_size(result.bytes_sent)}, {result.objects_skipped} already there, "
         f"{result.seconds:.2f}s"
     )
 
@@ -115,9 +115,9 @@ def list_remote(as_json: bool) -> None:
         with opened(remote_settings(config)) as target:
             snapshots, refused = list_snapshots(target)
     except BackupError as exc:
-        _config_or_fail(exc)
+        _config_orfail(exc)
     if as_json:
-        _print_json(
+        print_json(
             [
                 {
                     "id": s.id,
@@ -138,7 +138,8 @@ def list_remote(as_json: bool) -> None:
     for s in snapshots:
         click.echo(
             f"{s.id:<24} {s.created_at:%Y-%m-%d %H:%M:%S} {s.copied_at:%Y-%m-%d %H:%M} "
-            f"{'yes' if s.verified else 'no':<8} {len(s.objects):>7} {_size(s.stored_bytes):>10}"
+            f"{'yes' if s.verified else 'no':<8} {len(s.objects):>7} "
+            f"{human_size(s.stored_bytes):>10}"
         )
     for name in refused:
         click.echo(f"{name}: unreadable snapshot file (run `vrp backup verify --remote --all`)")
@@ -157,12 +158,12 @@ def verify_remote(backup_id: str | None, whole: bool, as_json: bool) -> None:
         with host().process(SERVICE_NAME), opened(remote) as target:
             reports = verify_snapshots(target, identities, backup_id=backup_id, whole=whole)
     except BackupNotFoundError as exc:
-        _fail(f"{exc} on the remote; `vrp backup list --remote` shows them")
+        fail(f"{exc} on the remote; `vrp backup list --remote` shows them")
     except BackupError as exc:
-        _config_or_fail(exc)
+        _config_orfail(exc)
     failed = [r for r in reports if not r.ok]
     if as_json:
-        _print_json(
+        print_json(
             {
                 "remote": target.shown,
                 "ok": not failed,
@@ -178,9 +179,9 @@ def verify_remote(backup_id: str | None, whole: bool, as_json: bool) -> None:
             for problem in report.problems:
                 click.echo(f"  {problem}")
     if not reports:
-        _fail(f"no backups on {target.shown} yet; copy them with `vrp backup copy`")
+        fail(f"no backups on {target.shown} yet; copy them with `vrp backup copy`")
     if failed:
-        _fail(f"{len(failed)} of {len(reports)} backup(s) on {target.shown} failed verification")
+        fail(f"{len(failed)} of {len(reports)} backup(s) on {target.shown} failed verification")
     if not as_json:
         click.echo(f"{len(reports)} backup(s) on {target.shown} verified")
 
@@ -206,4 +207,4 @@ def fetch_for_restore(backup_id: str) -> None:
             )
             fetch_backup(target, snapshot, identities, Path(config.backup_dir))
     except BackupError as exc:
-        _config_or_fail(exc)
+        _config_orfail(exc)

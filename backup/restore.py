@@ -50,6 +50,7 @@ from backup.telemetry import (
     Identity,
     default,
 )
+from instrumentation.urls import database_address
 
 logger = logging.getLogger(__name__)
 
@@ -86,12 +87,7 @@ def _same_sqlite_file(target: str, live_url: str | None) -> bool:
 def _same_pg_database(target: str, live_url: str | None) -> bool:
     if live_url is None or backend_name(live_url) != "postgresql":
         return False
-    a, b = make_url(target), make_url(live_url)
-    return (a.host or "localhost", a.port or 5432, a.database) == (
-        b.host or "localhost",
-        b.port or 5432,
-        b.database,
-    )
+    return database_address(target) == database_address(live_url)
 
 
 def plan_restore(

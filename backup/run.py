@@ -40,7 +40,7 @@ from backup import checks
 from backup import manifest as manifests
 from backup.blobs import BlobArchive
 from backup.catalog import LOCK, Catalog
-from backup.engines import Event, Snapshot, backend_name, engine_for
+from backup.engines import Engine, Event, Snapshot, backend_name, engine_for
 from backup.errors import (
     BackupError,
     BackupSpaceError,
@@ -74,6 +74,8 @@ from backup.telemetry import (
     identity,
 )
 from backup.verify import fail_sharers, verify_run_dir
+from instrumentation import conventions
+from instrumentation.urls import database_label, without_secrets
 
 logger = logging.getLogger(__name__)
 
@@ -147,7 +149,7 @@ def run_backup(
     settings: BackupSettings,
     source: BackupSource,
     *,
-    trigger: str = "manual",
+    trigger: str = conventions.BACKUP_TRIGGER_MANUAL,
     verify: bool = True,
     reporter: Reporter | None = None,
     on_event: Event | None = None,
@@ -176,17 +178,26 @@ def run_backup(
     with run_lock(settings.backup_dir / LOCK):
         started = time.monotonic()
         with telemetry.run_span(backup_id, trigger, names) as span:
-            work = catalog.tmp_dir / backup_id
+            run = _Run(
+                settings=settings,
+                source=source,
+                catalog=catalog,
+                archive=archive,
+                backup_id=backup_id,
+                started_at=started_at,
+                trigger=trigger,
+                verify=verify,
+                reporter=reporter,
+                on_event=on_event,
+                telemetry=telemetry,
+            )
             try:
                 # Held from before the snapshot until the backup is published: the application
                 # keeps what it deletes meanwhile, so every blob the snapshot references is there.
                 with source.hold_blobs():
-                    result = _run(
-                        settings, source, catalog, archive, work, backup_id, started_at,
-                        trigger, verify, reporter, on_event, telemetry,
-                    )  # fmt: skip
+                    result = _run(run)
             except BaseException as exc:
-                shutil.rmtree(work, ignore_errors=True)
+                shutil.rmtree(run.work, ignore_errors=True)
                 error = _as_backup_error(exc, settings.backup_dir)
                 failed(span, error)
                 seconds = time.monotonic() - started
@@ -241,120 +252,161 @@ def _as_backup_error(exc: BaseException, backup_dir: Path) -> BaseException:
     return exc
 
 
-def _run(
-    settings: BackupSettings,
-    source: BackupSource,
-    catalog: Catalog,
-    archive: BlobArchive,
-    work: Path,
-    backup_id: str,
-    started_at: datetime,
-    trigger: str,
-    verify: bool,
-    reporter: Reporter,
-    on_event: Event | None,
-    telemetry: BackupTelemetry,
-) -> BackupResult:
-    def event(name: str) -> None:
-        if on_event is not None:
-            on_event(name)
+@dataclass(frozen=True, kw_only=True)
+class _Run:
+    """One run in progress: what its steps share, from the lock to the publication."""
 
-    engine = engine_for(source.database_url)
-    make_private_dir(settings.backup_dir)
+    settings: BackupSettings
+    source: BackupSource
+    catalog: Catalog
+    archive: BlobArchive
+    backup_id: str
+    started_at: datetime
+    trigger: str
+    verify: bool
+    reporter: Reporter
+    on_event: Event | None
+    telemetry: BackupTelemetry
+
+    @property
+    def work(self) -> Path:
+        """Where the run is written until it is published (removed by the caller on failure)."""
+        return self.catalog.tmp_dir / self.backup_id
+
+    def event(self, name: str) -> None:
+        if self.on_event is not None:
+            self.on_event(name)
+
+
+def _run(run: _Run) -> BackupResult:
+    """The steps of a run, each a phase span: snapshot, blobs, manifest, verify, publish."""
+    engine = engine_for(run.source.database_url)
+    make_private_dir(run.settings.backup_dir)
     # We hold the lock: no other run is alive.
-    remove_leftovers(catalog.tmp_dir, archive, partial(engine.drop_scratch, source.database_url))
-    make_private_dir(work)
-
-    event("snapshot")
-    with telemetry.phase("snapshot") as span:
-        size = _database_size(source.database_url)
-        with reporter.task("snapshot", size, "bytes") as advance, _naming(source.database_url):
-            snapshot = engine.snapshot(
-                source.database_url,
-                work,
-                level=settings.compression_level,
-                referenced_blobs=source.referenced_blobs,
-                progress=advance,
-                on_event=on_event,
-            )
-        span.set_attribute(ATTR_BYTES, snapshot.artifact.bytes)
-        span.set_attribute(ATTR_STORED_BYTES, snapshot.artifact.stored_bytes)
-
-    event("blobs")
-    with telemetry.phase("blobs") as span:
-        blobs, blob_stored, copied = _copy_blobs(
-            source, snapshot, archive, settings.compression_level, reporter, on_event
-        )
-        span.set_attribute("vrp.backup.blobs.copied", copied)
-        span.set_attribute("vrp.backup.blobs.skipped", len(blobs) - copied)
-
-    event("manifest")
-    with telemetry.phase("manifest"):
-        manifest = Manifest(
-            id=backup_id,
-            created_at=started_at,
-            finished_at=datetime.now(UTC),
-            trigger=trigger,
-            engine=engine.name,
-            database=_database_name(source.database_url),
-            artifacts=(snapshot.artifact,),
-            blobs=tuple(blobs),
-            stored_bytes=snapshot.artifact.stored_bytes + blob_stored,
-            tables=snapshot.tables,
-        )
-        manifests.write(work, manifest)
-        fsync_dir(work)
-    event("manifest:written")
-
-    if verify:
-        event("verify")
-        with telemetry.phase("verify") as span:
-            report = verify_run_dir(
-                work, archive, database_url=source.database_url, full=True, reporter=reporter
-            )
-            span.set_attribute(ATTR_VERIFIED, report.ok)
-            if not report.ok:
-                # A damaged archived blob fails the published backups that share it too.
-                fail_sharers(catalog, report.problems, checks.SCOPE_RUN)
-                raise VerifyError(
-                    f"backup {backup_id} failed its verification: "
-                    + "; ".join(str(p) for p in report.problems[:5]),
-                    report,
-                )
-            checks.record(settings.backup_dir, work, ok=True, scope=checks.SCOPE_RUN)
-
-    event("publish")
-    make_private_dir(catalog.runs_dir)
-    final = catalog.runs_dir / backup_id
-    os.rename(work, final)
-    fsync_dir(catalog.runs_dir)
-    fsync_dir(catalog.tmp_dir)
+    remove_leftovers(
+        run.catalog.tmp_dir, run.archive, partial(engine.drop_scratch, run.source.database_url)
+    )
+    make_private_dir(run.work)
+    snapshot = _snapshot(run, engine)
+    blobs, blob_stored, copied = _archive_blobs(run, snapshot)
+    manifest = _write_manifest(run, engine.name, snapshot, blobs, blob_stored)
+    if run.verify:
+        _verify(run)
+    final = _publish(run)
     return BackupResult(
-        backup_id=backup_id,
+        backup_id=run.backup_id,
         path=final,
-        trigger=trigger,
+        trigger=run.trigger,
         bytes=manifest.bytes,
         stored_bytes=manifest.stored_bytes,
         files=manifest.files,
         blobs_copied=copied,
         blobs_skipped=len(blobs) - copied,
-        verified=verify,
+        verified=run.verify,
         seconds=0.0,
     )
+
+
+def _snapshot(run: _Run, engine: Engine) -> Snapshot:
+    url = run.source.database_url
+    run.event("snapshot")
+    with run.telemetry.phase("snapshot") as span:
+        size = _database_size(url)
+        with run.reporter.task("snapshot", size, "bytes") as advance, _naming(url):
+            snapshot = engine.snapshot(
+                url,
+                run.work,
+                level=run.settings.compression_level,
+                referenced_blobs=run.source.referenced_blobs,
+                progress=advance,
+                on_event=run.on_event,
+            )
+        span.set_attribute(ATTR_BYTES, snapshot.artifact.bytes)
+        span.set_attribute(ATTR_STORED_BYTES, snapshot.artifact.stored_bytes)
+    return snapshot
+
+
+def _archive_blobs(run: _Run, snapshot: Snapshot) -> tuple[list[BlobEntry], int, int]:
+    run.event("blobs")
+    with run.telemetry.phase("blobs") as span:
+        blobs, blob_stored, copied = _copy_blobs(
+            run.source,
+            snapshot,
+            run.archive,
+            run.settings.compression_level,
+            run.reporter,
+            run.on_event,
+        )
+        span.set_attribute(conventions.VRP_BACKUP_BLOBS_COPIED, copied)
+        span.set_attribute(conventions.VRP_BACKUP_BLOBS_SKIPPED, len(blobs) - copied)
+    return blobs, blob_stored, copied
+
+
+def _write_manifest(
+    run: _Run, engine_name: str, snapshot: Snapshot, blobs: list[BlobEntry], blob_stored: int
+) -> Manifest:
+    """The manifest, written last into the run's folder: without it the run is no backup."""
+    run.event("manifest")
+    with run.telemetry.phase("manifest"):
+        manifest = Manifest(
+            id=run.backup_id,
+            created_at=run.started_at,
+            finished_at=datetime.now(UTC),
+            trigger=run.trigger,
+            engine=engine_name,
+            database=database_label(run.source.database_url),
+            artifacts=(snapshot.artifact,),
+            blobs=tuple(blobs),
+            stored_bytes=snapshot.artifact.stored_bytes + blob_stored,
+            tables=snapshot.tables,
+        )
+        manifests.write(run.work, manifest)
+        fsync_dir(run.work)
+    run.event("manifest:written")
+    return manifest
+
+
+def _verify(run: _Run) -> None:
+    """Read the run back in full; raise :class:`VerifyError` when anything does not match."""
+    run.event("verify")
+    with run.telemetry.phase("verify") as span:
+        report = verify_run_dir(
+            run.work,
+            run.archive,
+            database_url=run.source.database_url,
+            full=True,
+            reporter=run.reporter,
+        )
+        span.set_attribute(ATTR_VERIFIED, report.ok)
+        if not report.ok:
+            # A damaged archived blob fails the published backups that share it too.
+            fail_sharers(run.catalog, report.problems, checks.SCOPE_RUN)
+            raise VerifyError(
+                f"backup {run.backup_id} failed its verification: "
+                + "; ".join(str(p) for p in report.problems[:5]),
+                report,
+            )
+        checks.record(run.settings.backup_dir, run.work, ok=True, scope=checks.SCOPE_RUN)
+
+
+def _publish(run: _Run) -> Path:
+    """Move the finished run among the backups (one rename) and return where it is now."""
+    run.event("publish")
+    make_private_dir(run.catalog.runs_dir)
+    final = run.catalog.runs_dir / run.backup_id
+    os.rename(run.work, final)
+    fsync_dir(run.catalog.runs_dir)
+    fsync_dir(run.catalog.tmp_dir)
+    return final
 
 
 @contextmanager
 def _naming(url: str) -> Iterator[None]:
     """Name the database in what the application's query raises, on one line: a SQLAlchemy
     error's text holds the SQL and a link over several lines (and never its parameters)."""
-    from sqlalchemy.engine import make_url
     from sqlalchemy.exc import SQLAlchemyError
 
-    from instrumentation.urls import shown_url, without_secrets
-
-    parsed = make_url(url)
-    sqlite = parsed.get_backend_name() == "sqlite"
-    shown = parsed.database if sqlite else shown_url(parsed)
+    shown = database_label(url)
     try:
         yield
     except SourceNotReadyError as exc:
@@ -377,13 +429,3 @@ def _database_size(url: str) -> int | None:
         return database_path(url).stat().st_size
     except OSError:
         return None
-
-
-def _database_name(url: str) -> str:
-    """The database as the manifest shows it: a file name or ``name on host:port``, no secret."""
-    from sqlalchemy.engine import make_url
-
-    parsed = make_url(url)
-    if parsed.get_backend_name() == "sqlite":
-        return str(parsed.database)
-    return f"{parsed.database} on {parsed.host or 'localhost'}:{parsed.port or 5432}"

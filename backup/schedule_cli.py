@@ -2,8 +2,8 @@
 
 The first two join the ``backup`` group of :mod:`backup.cli` (see :func:`register`); the
 application mounts :data:`scheduler_command` next to its other servers. They use the same
-:class:`~backup.cli.BackupHost` as the other backup commands. Only click is imported at the top,
-so that ``vrp --help`` stays fast.
+:class:`~backup.commands.BackupHost` as the other backup commands. Only click and
+:mod:`backup.commands` are imported at the top, so that ``vrp --help`` stays fast.
 """
 
 from __future__ import annotations
@@ -12,6 +12,8 @@ import sys
 from typing import TYPE_CHECKING
 
 import click
+
+from backup.commands import CONFIG_EXIT, FAILURE_EXIT, SERVICE_NAME, host, repository, settings
 
 if TYPE_CHECKING:
     from backup.prune import PruneResult
@@ -39,7 +41,6 @@ def _plan_lines(result: PruneResult) -> list[str]:
 @click.option("--json", "as_json", is_flag=True, help="One JSON object, for scripts.")
 def prune_command(dry_run: bool, as_json: bool) -> None:
     """Delete the backups the retention policy (VRP_BACKUP_KEEP_*) no longer keeps."""
-    from backup.cli import SERVICE_NAME, host, repository, settings
 
     config = settings()
     repository(config)
@@ -74,7 +75,6 @@ def _prune(
     config: BackupSettings, *, dry_run: bool, database_url: str | None = None
 ) -> PruneResult:
     """Plan or prune; exit 1 with one line when the folder or the lock cannot be used."""
-    from backup.cli import FAILURE_EXIT
     from backup.errors import BackupError
     from backup.prune import prune
     from backup.repository import unusable
@@ -93,7 +93,6 @@ def _prune(
 @click.option("--json", "as_json", is_flag=True, help="One JSON object, for scripts.")
 def status_command(as_json: bool) -> None:
     """Show what the scheduler did last and will do next, and the newest backup."""
-    from backup.cli import FAILURE_EXIT, settings
     from backup.errors import BackupError
     from backup.status import format_status, read_status
 
@@ -118,7 +117,6 @@ def scheduler_command() -> None:
     Runs one at once when the newest backup is older than the schedule's period. Never runs
     two backups at the same time, even with several schedulers on one backup folder.
     """
-    from backup.cli import CONFIG_EXIT, FAILURE_EXIT, host, settings
     from backup.errors import BackupConfigError
     from backup.repository import RepositoryError
     from backup.scheduler import check_backup_dir, run_scheduler

@@ -46,6 +46,7 @@ import schedule
 from backup.errors import BackupConfigError, BackupError, BackupLockedError
 from backup.settings import BackupSettings, Schedule
 from backup.state import SchedulerState, unusable_dir_error, write_state
+from instrumentation import conventions
 from instrumentation.redaction import redact_text
 
 if TYPE_CHECKING:
@@ -243,7 +244,10 @@ class BackupScheduler:
                 f"{delay:g}",
                 _describe(exc),
                 exc_info=not expected,
-                extra={"error.type": type(exc).__qualname__, "vrp.backup.status": "failed"},
+                extra={
+                    conventions.ERROR_TYPE: type(exc).__qualname__,
+                    conventions.VRP_BACKUP_STATUS: conventions.BACKUP_STATUS_FAILED,
+                },
             )
             self._record(
                 status="idle",
@@ -267,7 +271,10 @@ class BackupScheduler:
             (ended - started).total_seconds(),
             result.verified,
             "skipped" if result.pruned is None else result.pruned,
-            extra={"vrp.backup.id": result.backup_id, "vrp.backup.status": "success"},
+            extra={
+                conventions.VRP_BACKUP_ID: result.backup_id,
+                conventions.VRP_BACKUP_STATUS: conventions.BACKUP_STATUS_SUCCESS,
+            },
         )
         self._record(
             status="idle",
@@ -381,7 +388,7 @@ def backup_job(
             result = run_backup(
                 settings,
                 source,
-                trigger="schedule",
+                trigger=conventions.BACKUP_TRIGGER_SCHEDULE,
                 verify=settings.verify_after_run,
                 after_publish=after_publish,
                 telemetry=tel,
@@ -394,15 +401,15 @@ def backup_job(
             error: Exception = exc
             if isinstance(exc, OSError):
                 error = unusable_dir_error(settings.backup_dir, exc)
-            tel.run_failed_to_start("schedule", error, names)
+            tel.run_failed_to_start(conventions.BACKUP_TRIGGER_SCHEDULE, error, names)
             # As run_backup logs a run that failed once started.
             logger.error(
                 "backup failed before it could start: %s",
                 _describe(error),
                 extra={
-                    "vrp.backup.status": "failed",
-                    "vrp.backup.trigger": "schedule",
-                    "error.type": type(error).__qualname__,
+                    conventions.VRP_BACKUP_STATUS: conventions.BACKUP_STATUS_FAILED,
+                    conventions.VRP_BACKUP_TRIGGER: conventions.BACKUP_TRIGGER_SCHEDULE,
+                    conventions.ERROR_TYPE: type(error).__qualname__,
                 },
             )
             if error is exc:
@@ -428,7 +435,7 @@ def _logged(step: str) -> Iterator[None]:
             step,
             _describe(exc),
             exc_info=not isinstance(exc, BackupError),
-            extra={"error.type": type(exc).__qualname__},
+            extra={conventions.ERROR_TYPE: type(exc).__qualname__},
         )
 
 

@@ -13,21 +13,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 from backup.catalog import BackupInfo, Catalog
+from backup.lock import other_process_running
 from backup.repository import RepositoryError, open_repository
 from backup.settings import BackupSettings
 from backup.state import SchedulerState, read_state, unusable_dir_error
 
 _LIVE_STATUSES = ("starting", "running", "idle")
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 @dataclass(frozen=True)
@@ -86,7 +77,7 @@ def read_status(settings: BackupSettings) -> Status:
         state is not None
         and state.status in _LIVE_STATUSES
         and state.pid != os.getpid()
-        and _pid_alive(state.pid)
+        and other_process_running(state.pid)
     )
     return Status(
         backup_dir=str(settings.backup_dir),

@@ -29,13 +29,13 @@ from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode, TracerProvider
 
 from instrumentation import conventions
-from instrumentation.urls import shown_url
+from instrumentation.urls import shown_url, without_credentials
 
 SCOPE: Final = "backup"
 SPAN_RUN: Final = conventions.BACKUP_RUN_SPAN
 SPAN_RESTORE: Final = conventions.BACKUP_RESTORE_SPAN
 # Phase spans are ours, below backup.run: backup.snapshot, backup.blobs, ..., backup.prune.
-PHASE_PREFIX: Final = "backup."
+PHASE_PREFIX: Final = conventions.BACKUP_PHASE_SPAN_PREFIX
 METRIC_LAST_SUCCESS: Final = conventions.VRP_BACKUP_LAST_SUCCESS
 METRIC_DURATION: Final = conventions.VRP_BACKUP_DURATION
 METRIC_NEXT_RUN: Final = conventions.VRP_BACKUP_NEXT_RUN
@@ -51,7 +51,7 @@ ATTR_BYTES: Final = conventions.VRP_BACKUP_BYTES
 ATTR_STORED_BYTES: Final = conventions.VRP_BACKUP_STORED_BYTES
 ATTR_FILES: Final = conventions.VRP_BACKUP_FILES
 ATTR_VERIFIED: Final = conventions.VRP_BACKUP_VERIFIED
-ATTR_PHASE: Final = "vrp.backup.phase"
+ATTR_PHASE: Final = conventions.VRP_BACKUP_PHASE
 ATTR_ERROR_TYPE: Final = conventions.ERROR_TYPE
 STATUS_SUCCESS: Final = conventions.BACKUP_STATUS_SUCCESS
 STATUS_FAILED: Final = conventions.BACKUP_STATUS_FAILED
@@ -197,11 +197,7 @@ class BackupTelemetry:
 def identity(repository_id: str | None, database_url: str) -> dict[str, str]:
     """The attributes naming what a run backs up: its repository and its database (the URL
     without user, password or query, which may hold secrets)."""
-    from sqlalchemy.engine import URL, make_url
-
-    given = make_url(database_url)
-    url = URL.create(given.drivername, host=given.host, port=given.port, database=given.database)
-    attributes = {ATTR_DATABASE: url.render_as_string(hide_password=True)}
+    attributes = {ATTR_DATABASE: without_credentials(database_url)}
     if repository_id:
         attributes[ATTR_REPOSITORY_ID] = repository_id
     return attributes

@@ -22,7 +22,7 @@ from flask_smorest import Api, Blueprint, abort
 from marshmallow import fields, validate
 from webargs.flaskparser import FlaskParser
 
-from dashboard import backup_status, queries, responses
+from dashboard import backup_status, levels, queries, responses
 from dashboard.errors import TraceNotFoundError
 from dashboard.settings import DashboardSettings, parse_interval
 from dashboard.store import TelemetryStore
@@ -128,10 +128,10 @@ class _Level(fields.String):
     """A level in any case, Python's spelling or OpenTelemetry's; loaded as Python's."""
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
-        level = queries.canonical_level(str(super()._deserialize(value, attr, data, **kwargs)))
+        level = levels.canonical_level(str(super()._deserialize(value, attr, data, **kwargs)))
         if level is None:
             raise ma.ValidationError(
-                f"must be one of {', '.join(queries.LEVELS)} (any case; WARN and FATAL too)"
+                f"must be one of {', '.join(levels.LEVELS)} (any case; WARN and FATAL too)"
             )
         return level
 

@@ -21,6 +21,7 @@ Flask ``before_request`` check and the receiver's own check, in this process's m
 
 from __future__ import annotations
 
+import hmac
 import ipaddress
 import math
 import threading
@@ -94,3 +95,28 @@ class TokenAttempts:
             self._failures[key] = failures
             while len(self._failures) > MAX_NETWORKS:
                 self._failures.popitem(last=False)
+
+
+def token_matches(candidate: str | None, token: str) -> bool:
+    """``candidate`` is ``token``, compared in constant time."""
+    return candidate is not None and hmac.compare_digest(candidate.encode(), token.encode())
+
+
+def check_bearer(
+    authorization: str, token: str, attempts: TokenAttempts, address: str | None
+) -> int | None:
+    """The one bearer-token check of the dashboard (its pages, its API, the OTLP receiver).
+
+    None when the ``Authorization`` header value carries the bearer ``token``; else how many
+    seconds ``address`` must wait before its next guess (a 429), or 0 for a plain refusal (a
+    401), after counting the wrong token. A missing header is a refusal that counts nothing.
+    """
+    scheme, _, given = authorization.partition(" ")
+    if scheme.lower() == "bearer" and token_matches(given.strip(), token):
+        return None
+    if not authorization:
+        return 0
+    wait = attempts.retry_after(address)
+    if not wait:
+        attempts.failed(address)
+    return wait

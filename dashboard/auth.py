@@ -20,7 +20,6 @@ required: the CLI refuses a non-loopback bind in that case.
 from __future__ import annotations
 
 import hashlib
-import hmac
 import unicodedata
 from urllib.parse import quote, urlsplit
 
@@ -29,7 +28,7 @@ from itsdangerous import BadSignature, URLSafeTimedSerializer
 from markupsafe import escape
 from werkzeug.wrappers import Response
 
-from dashboard.attempts import TokenAttempts
+from dashboard.attempts import TokenAttempts, check_bearer, token_matches
 from dashboard.sessions import Sessions
 from dashboard.settings import DashboardSettings
 
@@ -77,14 +76,11 @@ class TokenAuth:
     """
 
     def __init__(self, token: str, attempts: TokenAttempts, *, cookie_secure: bool = False) -> None:
-        self._token = token.encode()
+        self._token = token
         self._serializer = URLSafeTimedSerializer(_key(token), salt=_SALT)
         self._attempts = attempts
         self._sessions = Sessions(COOKIE_MAX_AGE_S)
         self._cookie_secure = cookie_secure
-
-    def token_matches(self, candidate: str | None) -> bool:
-        return candidate is not None and hmac.compare_digest(candidate.encode(), self._token)
 
     def _session_id(self, request: flask.Request) -> str | None:
         """The id of the session the request's cookie names, if the signature holds."""
@@ -105,14 +101,11 @@ class TokenAuth:
     def _refuse_bearer(self, request: flask.Request) -> Response | None:
         """None for the right bearer token; else a 429 when wrong tokens from the client's
         network are refused for now, or a 401 once the failure is counted."""
-        scheme, _, credentials = request.headers.get("Authorization", "").partition(" ")
-        if scheme.lower() == "bearer" and self.token_matches(credentials.strip()):
+        authorization = request.headers.get("Authorization", "")
+        wait = check_bearer(authorization, self._token, self._attempts, request.remote_addr)
+        if wait is None:
             return None
-        wait = self._attempts.retry_after(request.remote_addr)
-        if wait:
-            return too_many(wait)
-        self._attempts.failed(request.remote_addr)
-        return unauthorized()
+        return too_many(wait) if wait else unauthorized()
 
     def guard(self) -> Response | None:
         """``before_request``: None lets the request through, else the refusal to send."""
@@ -136,7 +129,7 @@ class TokenAuth:
         next_path = local_path(request.values.get("next", "/"))
         if request.method == "GET":
             return _login_page(next_path, error=None, status=200)
-        if not self.token_matches(request.form.get("token")):
+        if not token_matches(request.form.get("token"), self._token):
             wait = self._attempts.retry_after(request.remote_addr)
             if wait:
                 page = _login_page(

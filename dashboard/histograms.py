@@ -27,7 +27,6 @@ STORE_SCALE = 5
 # Indexes are clamped to 2**-40 .. 2**40 (seconds: under a picosecond to 35,000 years), so a
 # hostile point cannot make a dense bucket array of billions of entries.
 MAX_INDEX = 40 << STORE_SCALE
-MIN_INDEX = -MAX_INDEX
 _LN2 = math.log(2.0)
 
 

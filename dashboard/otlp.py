@@ -39,6 +39,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from dashboard.errors import PayloadDecodeError
 from dashboard.otlp_spans import AttributeCache, LeanTraceRequest
+from instrumentation import conventions as names
 
 MAX_ATTRIBUTES = 1024
 # The store's integers (SQLite INTEGER, PostgreSQL BIGINT) are signed 64-bit.
@@ -248,7 +249,7 @@ def attributes(pairs: Any) -> dict[str, Any]:
 
 
 def _service(resource_attributes: dict[str, Any]) -> str:
-    name = resource_attributes.get("service.name")
+    name = resource_attributes.get(names.SERVICE_NAME)
     return name if isinstance(name, str) and name else UNKNOWN_SERVICE
 
 

@@ -28,8 +28,9 @@ from dashboard.histograms import (
     quantiles,
     unpack_counts,
 )
+from dashboard.levels import SEVERITIES, level_of
 from dashboard.otlp import SPAN_KIND_CLIENT, SPAN_KIND_SERVER, STATUS_ERROR
-from dashboard.rollups import DAY, HOUR, MINUTE
+from dashboard.rollups import DAY, HOUR, MINUTE, PERCENTILES
 from dashboard.schema import (
     examples,
     logs,
@@ -44,7 +45,6 @@ from dashboard.trace_search import AttributeCondition
 from instrumentation import conventions as names
 
 MINUTE_ROLLUPS_UP_TO_S = 6 * 3600
-PERCENTILES = (0.5, 0.95, 0.99)
 SPAN_KINDS = {
     0: "UNSPECIFIED",
     1: "INTERNAL",
@@ -53,30 +53,6 @@ SPAN_KINDS = {
     4: "PRODUCER",
     5: "CONSUMER",
 }
-# One spelling of levels everywhere: Python's level names, which the instrumentation sends as
-# the OpenTelemetry severity text. A record's level is read from its severity number (the
-# OpenTelemetry ranges: 1-4 TRACE, 5-8 DEBUG, ... 21-24 FATAL, which Python calls CRITICAL),
-# so a sender that writes "WARN" or "warning" shows up as WARNING all the same.
-LEVELS = ("TRACE", "DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
-SEVERITIES = {level: 1 + 4 * index for index, level in enumerate(LEVELS)}
-# The OpenTelemetry short names, accepted as filters (in any case) for the same levels.
-LEVEL_ALIASES = {"WARN": "WARNING", "FATAL": "CRITICAL"}
-
-
-def canonical_level(name: str) -> str | None:
-    """``name`` (any case, Python's or OpenTelemetry's spelling) as one of :data:`LEVELS`."""
-    upper = name.strip().upper()
-    upper = LEVEL_ALIASES.get(upper, upper)
-    return upper if upper in SEVERITIES else None
-
-
-def level_of(severity_number: int, severity_text: str) -> str:
-    """The level a record is shown with: from its number, or its text when it has no number."""
-    if 1 <= severity_number <= 24:
-        return LEVELS[(severity_number - 1) // 4]
-    return canonical_level(severity_text) or (severity_text or "UNSPECIFIED")
-
-
 EXAMPLES_LIMIT = 20
 N_PLUS_ONE_LIMIT = 50
 _CHUNK = 500
@@ -201,7 +177,7 @@ def _series(
 
 
 @dataclass(slots=True)
-class Row:
+class RollupRow:
     series: Series
     t: int
     count: int
@@ -244,7 +220,7 @@ _ROLLUP_COLUMNS = (
 )
 
 
-def _rows(conn: sa.Connection, found: Sequence[Series], window: TimeRange) -> list[Row]:
+def _rows(conn: sa.Connection, found: Sequence[Series], window: TimeRange) -> list[RollupRow]:
     """The non-empty rollup rows of ``found`` in the window, one per series and time bucket.
 
     Read as plain tuples: a 7-day panel reads hundreds of rows per call.
@@ -252,7 +228,7 @@ def _rows(conn: sa.Connection, found: Sequence[Series], window: TimeRange) -> li
     by_id = {s.id: s for s in found}
     ids = sorted(by_id)
     plan = [(window.resolution, window.first_bucket, window.last_bucket)]
-    result: list[Row] = []
+    result: list[RollupRow] = []
     for start in range(0, len(ids), _CHUNK):
         query = sa.select(*_ROLLUP_COLUMNS).where(
             _segments(ids[start : start + _CHUNK], plan), rollup.c.count > 0
@@ -260,7 +236,7 @@ def _rows(conn: sa.Connection, found: Sequence[Series], window: TimeRange) -> li
         for values in conn.execute(query).all():
             p50, p95, p99 = values[14:17]
             result.append(
-                Row(
+                RollupRow(
                     by_id[values[0]],
                     *values[1:14],
                     None if p50 is None or p95 is None or p99 is None else (p50, p95, p99),
@@ -270,7 +246,7 @@ def _rows(conn: sa.Connection, found: Sequence[Series], window: TimeRange) -> li
 
 
 @dataclass(slots=True)
-class Acc:
+class RollupTotal:
     """Adds up rollup rows of one quantity; quantiles in milliseconds.
 
     Exponential buckets are summed as they come (:class:`PackedSum`), never kept per row, so a
@@ -296,7 +272,7 @@ class Acc:
     buckets: PackedSum = field(default_factory=PackedSum)
     explicit: list[ExplicitHistogram] = field(default_factory=list)
 
-    def add(self, row: Row) -> None:
+    def add(self, row: RollupRow) -> None:
         self.count += row.count
         self.errors += row.errors
         self.client_errors += row.client_errors
@@ -405,9 +381,9 @@ def _explicit(
     return ExplicitHistogram(found.bounds, dense, count, total, low, high)
 
 
-def _totals(
+def window_totals(
     conn: sa.Connection, found: Sequence[Series], window: TimeRange, key: Callable[[Series], Any]
-) -> dict[Any, Acc]:
+) -> dict[Any, RollupTotal]:
     """Totals over the window, along :meth:`TimeRange.total_plan`, of ``found`` grouped by ``key``.
 
     Counts, sums and extremes are added up by the database, one row per series; bucket arrays
@@ -433,7 +409,7 @@ def _totals(
         sa.func.max(rollup.c.p95),
         sa.func.max(rollup.c.p99),
     )
-    groups: dict[Any, Acc] = defaultdict(Acc)
+    groups: dict[Any, RollupTotal] = defaultdict(RollupTotal)
     per_series: dict[int, tuple[Any, ...]] = {}
     for start in range(0, len(ids), _CHUNK):
         query = (
@@ -460,8 +436,8 @@ def _totals(
     # series' own for explicit ones (their bounds may differ between series of one group). Zero
     # counts are taken from the same rows, so that a histogram is of one snapshot even where
     # the totals above were read from an earlier one (PostgreSQL's read committed).
-    targets: dict[int, Acc] = {}
-    explicit: dict[int, Acc] = {}
+    targets: dict[int, RollupTotal] = {}
+    explicit: dict[int, RollupTotal] = {}
     mixed = {key(by_id[sid]) for sid in per_series if by_id[sid].histogram == "explicit"}
     for sid in per_series:
         s = by_id[sid]
@@ -473,7 +449,7 @@ def _totals(
             acc.zero_count = 0
             targets[sid] = acc
         elif s.histogram == "explicit":
-            targets[sid] = explicit[sid] = Acc()
+            targets[sid] = explicit[sid] = RollupTotal()
     wanted = sorted(targets)
     for start in range(0, len(wanted), _CHUNK):
         query = sa.select(
@@ -517,8 +493,8 @@ def _service(found: Series) -> str:
     return found.service
 
 
-def _grouped(rows: Iterable[Row], key: Any) -> dict[Any, Acc]:
-    groups: dict[Any, Acc] = defaultdict(Acc)
+def _grouped(rows: Iterable[RollupRow], key: Any) -> dict[Any, RollupTotal]:
+    groups: dict[Any, RollupTotal] = defaultdict(RollupTotal)
     for row in rows:
         groups[key(row)].add(row)
     return groups
@@ -566,7 +542,7 @@ def summary(store: TelemetryStore, window: TimeRange) -> dict[str, Any]:
             conn, window, names.HTTP_SERVER_REQUEST_DURATION, [SPAN_KIND_SERVER], source="total"
         )
         fetched = [
-            (source, _rows(conn, found, window), _totals(conn, found, window, _service))
+            (source, _rows(conn, found, window), window_totals(conn, found, window, _service))
             for source, found in (("metrics", metric_series), ("spans", span_series))
         ]
     result = []
@@ -574,7 +550,7 @@ def summary(store: TelemetryStore, window: TimeRange) -> dict[str, Any]:
     for source, rows, totals in fetched:
         for service, acc in sorted(totals.items()):
             result.append({"service": service, "source": source, **acc.http_stats(window.seconds)})
-        by_bucket: dict[tuple[int, str], list[Row]] = defaultdict(list)
+        by_bucket: dict[tuple[int, str], list[RollupRow]] = defaultdict(list)
         for row in rows:
             by_bucket[(row.t, row.series.service)].append(row)
         for (t, service), members in by_bucket.items():
@@ -601,7 +577,7 @@ def summary(store: TelemetryStore, window: TimeRange) -> dict[str, Any]:
     }
 
 
-def _summary_point(rows: Sequence[Row], seconds: float) -> dict[str, Any]:
+def _summary_point(rows: Sequence[RollupRow], seconds: float) -> dict[str, Any]:
     """Rate, error and client error rates and percentiles of one service's rows in one time
     bucket.
 
@@ -620,7 +596,7 @@ def _summary_point(rows: Sequence[Row], seconds: float) -> dict[str, Any]:
             "p95_ms": p95 * to_ms,
             "p99_ms": p99 * to_ms,
         }
-    acc = Acc()
+    acc = RollupTotal()
     for member in rows:
         acc.add(member)
     stats = acc.http_stats(seconds)
@@ -672,9 +648,11 @@ def operations(store: TelemetryStore, window: TimeRange, top: int = 5) -> dict[s
                 return found.service, _operation_name(found.attributes)
             return found.service, found.name
 
-        by_operation = _totals(conn, metric_series, window, operation_of)
-        by_span = _totals(conn, span_series, window, lambda s: (s.service, s.name, s.span_kind))
-        by_backup = _totals(conn, backup_series, window, lambda s: (s.service, s.name))
+        by_operation = window_totals(conn, metric_series, window, operation_of)
+        by_span = window_totals(
+            conn, span_series, window, lambda s: (s.service, s.name, s.span_kind)
+        )
+        by_backup = window_totals(conn, backup_series, window, lambda s: (s.service, s.name))
         busiest = {
             key
             for key, _ in sorted(
@@ -815,7 +793,7 @@ def queries(store: TelemetryStore, window: TimeRange, summary: str | None = None
         if summary is not None:
             found = [s for s in found if summary_of(s) == summary]
         result = []
-        for (service, text), acc in _totals(
+        for (service, text), acc in window_totals(
             conn, found, window, lambda s: (s.service, summary_of(s))
         ).items():
             stats = acc.stats(window.seconds)
@@ -921,7 +899,7 @@ def pool(store: TelemetryStore, window: TimeRange) -> dict[str, Any]:
     with store.read() as conn:
         rows = _rows(conn, _series(conn, "metric", wanted, window.service), window)
 
-    def field_of(row: Row) -> str:
+    def field_of(row: RollupRow) -> str:
         name = row.series.name
         if name == names.DB_CLIENT_CONNECTION_COUNT:
             return str(row.series.attributes.get(names.DB_CLIENT_CONNECTION_STATE, "used"))
@@ -932,7 +910,7 @@ def pool(store: TelemetryStore, window: TimeRange) -> dict[str, Any]:
             names.VRP_DB_CONNECTION_LEAKS: "leaks",
         }[name]
 
-    def pool_of(row: Row) -> tuple[str, str]:
+    def pool_of(row: RollupRow) -> tuple[str, str]:
         attrs = row.series.attributes
         return row.series.service, str(attrs.get(names.DB_CLIENT_CONNECTION_POOL_NAME, ""))
 
@@ -940,7 +918,7 @@ def pool(store: TelemetryStore, window: TimeRange) -> dict[str, Any]:
     by_time = _grouped(rows, lambda r: (r.t, *pool_of(r), field_of(r)))
     pools = sorted({(s, p) for s, p, _ in totals})
 
-    def gauge(acc: Acc | None) -> float | None:
+    def gauge(acc: RollupTotal | None) -> float | None:
         return None if acc is None else acc.last_value
 
     result = []
@@ -991,7 +969,7 @@ def transactions(store: TelemetryStore, window: TimeRange) -> dict[str, Any]:
             window,
         )
 
-    def outcome(row: Row) -> str:
+    def outcome(row: RollupRow) -> str:
         return str(row.series.attributes[names.VRP_DB_TRANSACTION_OUTCOME])
 
     outcomes = [

@@ -13,7 +13,6 @@ or wrong, 429 for a wrong one from a network that sent too many (:mod:`dashboard
 
 from __future__ import annotations
 
-import hmac
 import logging
 import zlib
 from collections.abc import Callable
@@ -33,7 +32,7 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
 from dashboard import otlp
-from dashboard.attempts import TokenAttempts
+from dashboard.attempts import TokenAttempts, check_bearer
 from dashboard.errors import (
     PayloadDecodeError,
     PayloadTooLargeError,
@@ -156,13 +155,11 @@ def check_token(
     Called by the handler and, under :mod:`instrumentation.serving`, as soon as the headers
     are in (:mod:`dashboard.limits`), so an unauthenticated client never gets to send a body.
     """
-    scheme, _, given = authorization.partition(" ")
-    right = scheme.lower() == "bearer" and hmac.compare_digest(
-        given.strip().encode(), token.encode()
-    )
     # The right token always passes, even from an address with failures: a neighbour's wrong
     # guesses must never lock the stack's own exporters out.
-    wait = 0 if right or not authorization else attempts.retry_after(address)
+    wait = check_bearer(authorization, token, attempts, address)
+    if wait is None:
+        return None
     if wait:
         return TokenRefusal(
             429,
@@ -170,16 +167,12 @@ def check_token(
             f"too many wrong tokens from this address; retry in {wait} s",
             (("Retry-After", str(wait)),),
         )
-    if not right:
-        if authorization:
-            attempts.failed(address)
-        return TokenRefusal(
-            401,
-            16,
-            "missing or wrong bearer token: set the exporter's Authorization "
-            "header to 'Bearer <VRP_DASHBOARD_TOKEN>'",
-        )
-    return None
+    return TokenRefusal(
+        401,
+        16,
+        "missing or wrong bearer token: set the exporter's Authorization "
+        "header to 'Bearer <VRP_DASHBOARD_TOKEN>'",
+    )
 
 
 def create_receiver_blueprint(

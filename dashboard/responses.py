@@ -15,6 +15,8 @@ from typing import Any
 import marshmallow as ma
 from marshmallow import fields
 
+from instrumentation import conventions as names
+
 Time = fields.String  # ISO 8601 UTC, as dashboard.queries.iso writes it
 
 
@@ -129,7 +131,7 @@ class OperationsResponse(_Body):
 
 class QueryShape(_Stats):
     service = _required(fields.String)
-    summary = _required(fields.String, "db.query.summary")
+    summary = _required(fields.String, names.DB_QUERY_SUMMARY)
     total_ms = _required(fields.Float, "count x mean: the time spent in all")
     mean_ms = _nullable(fields.Float)
 

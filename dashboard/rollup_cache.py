@@ -26,7 +26,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from dashboard.rollups import Agg, RollupKey
+    from dashboard.rollups import RollupCell, RollupKey
 
 # Entries kept at most; the cache is emptied when a commit would leave more.
 MAX_ENTRIES = 16384
@@ -36,8 +36,8 @@ class RollupCache:
     """Rollup rows as last written by this store's writer (SQLite only)."""
 
     def __init__(self) -> None:
-        self._entries: dict[RollupKey, Agg] = {}
-        self._staged: dict[RollupKey, Agg] = {}
+        self._entries: dict[RollupKey, RollupCell] = {}
+        self._staged: dict[RollupKey, RollupCell] = {}
         # (connection, data_version, commits) after the commit that made the entries.
         self._valid_for: tuple[Any, int, int] | None = None
         self._opened_for: tuple[Any, int, int] | None = None
@@ -68,12 +68,12 @@ class RollupCache:
         self._opened_in = transaction
         self._staged.clear()
 
-    def lookup(self, key: RollupKey) -> Agg | None:
+    def lookup(self, key: RollupKey) -> RollupCell | None:
         """A copy of the entry for ``key``: merging into it leaves the cache as it is."""
         agg = self._staged.get(key) or self._entries.get(key)
         return None if agg is None else replace(agg, counts=list(agg.counts))
 
-    def stage(self, key: RollupKey, agg: Agg) -> None:
+    def stage(self, key: RollupKey, agg: RollupCell) -> None:
         """``agg`` is what this transaction writes for ``key``; it must not change later."""
         self._staged[key] = agg
 

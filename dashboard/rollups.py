@@ -28,7 +28,7 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from operator import add
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 import orjson
 import sqlalchemy as sa
@@ -44,7 +44,6 @@ if TYPE_CHECKING:
 MINUTE = 60
 HOUR = 3600
 DAY = 86400
-RESOLUTIONS = (MINUTE, HOUR, DAY)
 # Span attributes that split a span name's rollups (low-cardinality outcomes the panels count).
 SPAN_DIMENSIONS = (
     names.VRP_DB_TRANSACTION_OUTCOME,
@@ -69,7 +68,7 @@ EXPLICIT = "explicit"
 
 
 @dataclass(slots=True)
-class Agg:
+class RollupCell:
     """A mergeable rollup: counts and a dense histogram (``counts`` from bucket ``offset``)."""
 
     count: int = 0
@@ -85,7 +84,7 @@ class Agg:
     last_value: float | None = None
     last_time: int | None = None
 
-    def merge(self, other: Agg) -> None:
+    def merge(self, other: RollupCell) -> None:
         self.count += other.count
         self.sum += other.sum
         self.errors += other.errors
@@ -259,7 +258,7 @@ RollupKey = tuple[int, int, int]  # (series id, resolution, t in unix seconds)
 
 def aggregate_spans(
     records: Sequence[SpanRecord], series_ids: Sequence[int]
-) -> dict[RollupKey, Agg]:
+) -> dict[RollupKey, RollupCell]:
     """Minute and hour rollups of span durations (seconds), errors = spans with ERROR status;
     client errors and redirects = spans with a 4xx or 3xx ``http.response.status_code``.
 
@@ -284,11 +283,11 @@ def aggregate_spans(
                 if tally is None:
                     tally = classes[key] = [0, 0]
                 tally[status >= 400] += 1
-    minutes: dict[RollupKey, Agg] = {}
+    minutes: dict[RollupKey, RollupCell] = {}
     for key, durations in groups.items():
         seconds = [d / 1e9 for d in durations]
         positive = [value for value in seconds if value > 0]
-        agg = Agg(
+        agg = RollupCell(
             count=len(seconds),
             sum=sum(seconds),
             min=min(seconds),
@@ -329,7 +328,7 @@ def _store_indexes(values: list[float]) -> list[int]:
     ]
 
 
-def with_hours(minutes: dict[RollupKey, Agg]) -> dict[RollupKey, Agg]:
+def with_hours(minutes: dict[RollupKey, RollupCell]) -> dict[RollupKey, RollupCell]:
     """The minute rollups plus the hour and day rollups they add up to.
 
     Day rollups let totals over days read a few rows per series instead of one per hour.
@@ -340,15 +339,15 @@ def with_hours(minutes: dict[RollupKey, Agg]) -> dict[RollupKey, Agg]:
             key = (series_id, coarser, t // coarser * coarser)
             total = result.get(key)
             if total is None:
-                total = result[key] = Agg()
+                total = result[key] = RollupCell()
             total.merge(agg)
     return result
 
 
 def aggregate_points(
-    deltas: Iterable[tuple[int, int, Agg]], _catalog: SeriesCatalog
-) -> dict[RollupKey, Agg]:
-    minutes: dict[RollupKey, Agg] = {}
+    deltas: Iterable[tuple[int, int, RollupCell]], _catalog: SeriesCatalog
+) -> dict[RollupKey, RollupCell]:
+    minutes: dict[RollupKey, RollupCell] = {}
     for series_id, time_ns, agg in deltas:
         key = (series_id, MINUTE, time_ns // 60_000_000_000 * 60)
         existing = minutes.get(key)
@@ -396,92 +395,110 @@ class _State:
 
 def deltas_from_points(
     conn: sa.Connection, store: TelemetryStore, points: Sequence[MetricPoint]
-) -> list[tuple[int, int, Agg]]:
-    """Each point as the rollup contribution of its interval: (series id, time, Agg)."""
-    stateful = sorted({_stream_key(p) for p in points if _needs_state(p)})
-    states: dict[str, _State] = {}
-    if stateful:
-        placeholder = {
-            "start_ns": -1,
-            "time_ns": -1,
-            "count": 0,
-            "sum": 0.0,
-            "value": 0.0,
-            "min": None,
-            "max": None,
-            "zero_count": 0,
-            "bucket_offset": 0,
-            "buckets": None,
-        }
-        conn.execute(
-            insert_for(store.engine, stream_state).on_conflict_do_nothing(),
-            [{"key": key, **placeholder} for key in stateful],
-        )
-        query = (
-            sa.select(stream_state)
-            .where(stream_state.c.key.in_(stateful))
-            .order_by(stream_state.c.key)
-        )
-        if store.is_postgresql:
-            query = query.with_for_update()
-        for row in conn.execute(query):
-            states[row.key] = _State(
-                row.start_ns,
-                row.time_ns,
-                row.count,
-                row.sum,
-                row.value,
-                row.min,
-                row.max,
-                row.zero_count,
-                row.bucket_offset,
-                unpack_counts(row.buckets),
-            )
+) -> list[tuple[int, int, RollupCell]]:
+    """Each point as the rollup contribution of its interval: (series id, time, RollupCell).
+
+    Cumulative streams are read against their last stored state (locked for the transaction)
+    and that state is moved on to the newest point.
+    """
+    states = _locked_states(
+        conn, store, sorted({_stream_key(p) for p in points if _needs_state(p)})
+    )
     result = []
     for point in sorted(points, key=lambda p: p.time_ns):
         info = store.series.point_series(point)
         state = states.get(_stream_key(point)) if _needs_state(point) else None
-        agg = _contribution(point, state)
-        if agg is not None:
-            result.append((info.id, point.time_ns, agg))
+        cell = _contribution(point, state)
+        if cell is not None:
+            result.append((info.id, point.time_ns, cell))
             if point.name in TOTALLED_METRICS:
                 total = store.series.total_series(point).id
-                result.append((total, point.time_ns, replace(agg, counts=list(agg.counts))))
-    changed = [(key, s) for key, s in sorted(states.items()) if s.changed]
-    if changed:
-        conn.execute(
-            stream_state.update()
-            .where(stream_state.c.key == sa.bindparam("b_key"))
-            .values(
-                start_ns=sa.bindparam("start_ns"),
-                time_ns=sa.bindparam("time_ns"),
-                count=sa.bindparam("count"),
-                sum=sa.bindparam("sum"),
-                value=sa.bindparam("value"),
-                min=sa.bindparam("min"),
-                max=sa.bindparam("max"),
-                zero_count=sa.bindparam("zero_count"),
-                bucket_offset=sa.bindparam("bucket_offset"),
-                buckets=sa.bindparam("buckets"),
-            ),
-            [
-                {
-                    "b_key": key,
-                    "start_ns": s.start_ns,
-                    "time_ns": s.time_ns,
-                    "count": s.count,
-                    "sum": s.sum,
-                    "value": s.value,
-                    "min": s.min,
-                    "max": s.max,
-                    "zero_count": s.zero_count,
-                    "bucket_offset": s.offset,
-                    "buckets": pack_counts(s.counts) if s.counts else None,
-                }
-                for key, s in changed
-            ],
-        )
+                result.append((total, point.time_ns, replace(cell, counts=list(cell.counts))))
+    _save_states(conn, [(key, s) for key, s in sorted(states.items()) if s.changed])
     return result
+
+
+_EMPTY_STATE: Final = {
+    "start_ns": -1,
+    "time_ns": -1,
+    "count": 0,
+    "sum": 0.0,
+    "value": 0.0,
+    "min": None,
+    "max": None,
+    "zero_count": 0,
+    "bucket_offset": 0,
+    "buckets": None,
+}
+
+
+def _locked_states(
+    conn: sa.Connection, store: TelemetryStore, keys: list[str]
+) -> dict[str, _State]:
+    """The stored state of each stream in ``keys`` (an empty one for a new stream), its row
+    locked FOR UPDATE on PostgreSQL so that two receivers move one stream in turn."""
+    if not keys:
+        return {}
+    conn.execute(
+        insert_for(store.engine, stream_state).on_conflict_do_nothing(),
+        [{"key": key, **_EMPTY_STATE} for key in keys],
+    )
+    query = sa.select(stream_state).where(stream_state.c.key.in_(keys)).order_by(stream_state.c.key)
+    if store.is_postgresql:
+        query = query.with_for_update()
+    return {
+        row.key: _State(
+            row.start_ns,
+            row.time_ns,
+            row.count,
+            row.sum,
+            row.value,
+            row.min,
+            row.max,
+            row.zero_count,
+            row.bucket_offset,
+            unpack_counts(row.buckets),
+        )
+        for row in conn.execute(query)
+    }
+
+
+def _save_states(conn: sa.Connection, changed: list[tuple[str, _State]]) -> None:
+    """Write back the states a batch moved on."""
+    if not changed:
+        return
+    conn.execute(
+        stream_state.update()
+        .where(stream_state.c.key == sa.bindparam("b_key"))
+        .values(
+            start_ns=sa.bindparam("start_ns"),
+            time_ns=sa.bindparam("time_ns"),
+            count=sa.bindparam("count"),
+            sum=sa.bindparam("sum"),
+            value=sa.bindparam("value"),
+            min=sa.bindparam("min"),
+            max=sa.bindparam("max"),
+            zero_count=sa.bindparam("zero_count"),
+            bucket_offset=sa.bindparam("bucket_offset"),
+            buckets=sa.bindparam("buckets"),
+        ),
+        [
+            {
+                "b_key": key,
+                "start_ns": s.start_ns,
+                "time_ns": s.time_ns,
+                "count": s.count,
+                "sum": s.sum,
+                "value": s.value,
+                "min": s.min,
+                "max": s.max,
+                "zero_count": s.zero_count,
+                "bucket_offset": s.offset,
+                "buckets": pack_counts(s.counts) if s.counts else None,
+            }
+            for key, s in changed
+        ],
+    )
 
 
 def _needs_state(point: MetricPoint) -> bool:
@@ -497,13 +514,13 @@ def _stream_key(point: MetricPoint) -> str:
     return hashlib.sha256(point.stream.encode()).hexdigest()
 
 
-def _contribution(point: MetricPoint, state: _State | None) -> Agg | None:
+def _contribution(point: MetricPoint, state: _State | None) -> RollupCell | None:
     if point.kind == "gauge" or (point.kind == "sum" and not point.monotonic):
         value = point.value
         if state is not None:
             value = state.value + point.value
             state.value, state.time_ns, state.changed = value, point.time_ns, True
-        return Agg(
+        return RollupCell(
             count=1, sum=value, min=value, max=value, last_value=value, last_time=point.time_ns
         )
     if point.kind == "sum":
@@ -516,10 +533,10 @@ def _contribution(point: MetricPoint, state: _State | None) -> Agg | None:
                 delta = point.value - state.value
             state.start_ns, state.time_ns, state.value = point.start_ns, point.time_ns, point.value
             state.changed = True
-        return Agg(count=1, sum=delta, last_value=point.value, last_time=point.time_ns)
+        return RollupCell(count=1, sum=delta, last_value=point.value, last_time=point.time_ns)
     zero, offset, counts = _point_histogram(point)
     status_class = _status_class(point.attributes)
-    agg = Agg(
+    agg = RollupCell(
         count=point.count,
         sum=point.sum,
         min=point.min,
@@ -566,7 +583,9 @@ def _contribution(point: MetricPoint, state: _State | None) -> Agg | None:
     return agg if point.count else None
 
 
-def _subtract(current: Agg, previous: tuple[Any, ...], point: MetricPoint) -> Agg | None:
+def _subtract(
+    current: RollupCell, previous: tuple[Any, ...], point: MetricPoint
+) -> RollupCell | None:
     """``current - previous`` of one cumulative histogram stream, or None if it was a reset."""
     count, total, low, high, zero, offset, counts = previous
     delta_counts = list(current.counts)
@@ -582,7 +601,7 @@ def _subtract(current: Agg, previous: tuple[Any, ...], point: MetricPoint) -> Ag
     while delta_counts and delta_counts[0] == 0:
         delta_counts.pop(0)
         delta_offset += 1
-    delta = Agg(
+    delta = RollupCell(
         count=current.count - count,
         sum=current.sum - total,
         # A stream has one attribute set, hence one status class: all of its delta or none.
@@ -605,7 +624,7 @@ def _subtract(current: Agg, previous: tuple[Any, ...], point: MetricPoint) -> Ag
     return delta
 
 
-def _edges(point: MetricPoint, delta: Agg) -> tuple[float, float]:
+def _edges(point: MetricPoint, delta: RollupCell) -> tuple[float, float]:
     if not delta.counts:
         return 0.0, 0.0
     first, last = delta.offset, delta.offset + len(delta.counts) - 1
@@ -619,48 +638,77 @@ def _edges(point: MetricPoint, delta: Agg) -> tuple[float, float]:
     return low, high
 
 
-def apply(conn: sa.Connection, store: TelemetryStore, aggs: dict[RollupKey, Agg]) -> None:
-    """Merge ``aggs`` into the stored rollups (see the module docstring for the locking)."""
-    if not aggs:
+def add_cells(
+    conn: sa.Connection, store: TelemetryStore, cells: dict[RollupKey, RollupCell]
+) -> None:
+    """Merge ``cells`` into the stored rollups (see the module docstring for the locking)."""
+    if not cells:
         return
-    keys = sorted(aggs)
+    keys = sorted(cells)
     if store.is_postgresql:
-        # Rows to lock FOR UPDATE below; SQLite's transaction already holds the write lock.
+        _insert_empty_cells(conn, store, keys)
+    stored = _stored_cells(conn, store, keys)
+    exponential = store.series.exponential
+    merged = []
+    for key in keys:
+        cell = stored.get(key) or RollupCell()
+        cell.merge(cells[key])
+        if store.rollup_cache is not None:
+            store.rollup_cache.stage(key, cell)
+        merged.append(_row_values(key, cell, exponential=key[0] in exponential))
+    if store.is_postgresql:
         conn.execute(
-            insert_for(store.engine, rollup).on_conflict_do_nothing(),
-            [
-                {
-                    "series_id": s,
-                    "resolution": r,
-                    "start_s": t,
-                    "count": 0,
-                    "sum": 0.0,
-                    "min": None,
-                    "max": None,
-                    "errors": 0,
-                    "client_errors": 0,
-                    "redirects": 0,
-                    "zero_count": 0,
-                    "bucket_offset": 0,
-                    "buckets": None,
-                    "last_value": None,
-                    "last_time": None,
-                }
-                for s, r, t in keys
-            ],
+            _UPDATE_ROLLUP, [dict(zip(_UPDATE_PARAMS, row, strict=True)) for row in merged]
         )
-    stored: dict[RollupKey, Agg] = {}
+    else:
+        _sqlite_upsert(conn, merged)
+
+
+def _insert_empty_cells(conn: sa.Connection, store: TelemetryStore, keys: list[RollupKey]) -> None:
+    """Empty rows for the ``keys`` not stored yet, for :func:`_stored_cells` to lock FOR UPDATE
+    (PostgreSQL; SQLite's transaction already holds the write lock)."""
+    conn.execute(
+        insert_for(store.engine, rollup).on_conflict_do_nothing(),
+        [
+            {
+                "series_id": s,
+                "resolution": r,
+                "start_s": t,
+                "count": 0,
+                "sum": 0.0,
+                "min": None,
+                "max": None,
+                "errors": 0,
+                "client_errors": 0,
+                "redirects": 0,
+                "zero_count": 0,
+                "bucket_offset": 0,
+                "buckets": None,
+                "last_value": None,
+                "last_time": None,
+            }
+            for s, r, t in keys
+        ],
+    )
+
+
+def _stored_cells(
+    conn: sa.Connection, store: TelemetryStore, keys: list[RollupKey]
+) -> dict[RollupKey, RollupCell]:
+    """The stored cells of ``keys``: from the rollup cache where it holds them, else read (and
+    locked FOR UPDATE on PostgreSQL) in chunks of 500."""
+    stored: dict[RollupKey, RollupCell] = {}
     cache = store.rollup_cache
     unknown = keys
     if cache is not None:
         cache.open(conn.get_transaction(), conn.connection.driver_connection)
         unknown = []
         for key in keys:
-            agg = cache.lookup(key)
-            if agg is None:
+            cell = cache.lookup(key)
+            if cell is None:
                 unknown.append(key)
             else:
-                stored[key] = agg
+                stored[key] = cell
     for chunk_start in range(0, len(unknown), 500):
         chunk = unknown[chunk_start : chunk_start + 500]
         query = (
@@ -671,59 +719,57 @@ def apply(conn: sa.Connection, store: TelemetryStore, aggs: dict[RollupKey, Agg]
         if store.is_postgresql:
             query = query.with_for_update()
         for row in conn.execute(query):
-            stored[(row.series_id, row.resolution, row.start_s)] = row_to_agg(row)
-    merged = []
-    exponential = store.series.exponential
-    for key in keys:
-        agg = stored.get(key) or Agg()
-        agg.merge(aggs[key])
-        if cache is not None:
-            cache.stage(key, agg)
-        p50 = p95 = p99 = None
-        if key[0] in exponential and agg.count:
-            p50, p95, p99 = ExpHistogram(
-                STORE_SCALE,
-                agg.offset,
-                agg.counts,
-                agg.zero_count,
-                agg.count,
-                agg.sum,
-                agg.min,
-                agg.max,
-            ).quantiles(PERCENTILES)
-        merged.append(
-            (
-                *key,
-                agg.count,
-                agg.sum,
-                agg.min,
-                agg.max,
-                agg.errors,
-                agg.client_errors,
-                agg.redirects,
-                agg.zero_count,
-                agg.offset,
-                pack_counts(agg.counts) if agg.counts else None,
-                agg.last_value,
-                agg.last_time,
-                p50,
-                p95,
-                p99,
-            )
-        )
-    if store.is_postgresql:
-        conn.execute(
-            _UPDATE_ROLLUP, [dict(zip(_UPDATE_PARAMS, row, strict=True)) for row in merged]
-        )
-        return
-    # One statement per 50 rows rather than an executemany of one step per row: every step
-    # gives up the GIL, and the writer thread waits to take it back from the request threads
-    # (30 rollups of a 4,096-span group: 2.2 against 3.1 ms alone, 89 against 344 ms next to
-    # one busy Python thread, in a microbenchmark).
+            stored[(row.series_id, row.resolution, row.start_s)] = cell_from_row(row)
+    return stored
+
+
+def _row_values(key: RollupKey, cell: RollupCell, *, exponential: bool) -> tuple[Any, ...]:
+    """The rollup row of ``cell`` in column order (:data:`_UPDATE_PARAMS`), with the
+    percentiles precomputed for an exponential series."""
+    p50 = p95 = p99 = None
+    if exponential and cell.count:
+        p50, p95, p99 = ExpHistogram(
+            STORE_SCALE,
+            cell.offset,
+            cell.counts,
+            cell.zero_count,
+            cell.count,
+            cell.sum,
+            cell.min,
+            cell.max,
+        ).quantiles(PERCENTILES)
+    return (
+        *key,
+        cell.count,
+        cell.sum,
+        cell.min,
+        cell.max,
+        cell.errors,
+        cell.client_errors,
+        cell.redirects,
+        cell.zero_count,
+        cell.offset,
+        pack_counts(cell.counts) if cell.counts else None,
+        cell.last_value,
+        cell.last_time,
+        p50,
+        p95,
+        p99,
+    )
+
+
+def _sqlite_upsert(conn: sa.Connection, rows: list[tuple[Any, ...]]) -> None:
+    """Write ``rows`` into SQLite's rollup table, replacing the rows of their keys.
+
+    One statement per 50 rows rather than an executemany of one step per row: every step
+    gives up the GIL, and the writer thread waits to take it back from the request threads
+    (30 rollups of a 4,096-span group: 2.2 against 3.1 ms alone, 89 against 344 ms next to
+    one busy Python thread, in a microbenchmark).
+    """
     cursor = conn.connection.driver_connection.cursor()
     try:
-        for start in range(0, len(merged), _SQLITE_UPSERT_ROWS):
-            chunk = merged[start : start + _SQLITE_UPSERT_ROWS]
+        for start in range(0, len(rows), _SQLITE_UPSERT_ROWS):
+            chunk = rows[start : start + _SQLITE_UPSERT_ROWS]
             cursor.execute(
                 _sqlite_upsert_sql(len(chunk)), list(itertools.chain.from_iterable(chunk))
             )
@@ -774,8 +820,8 @@ def _sqlite_upsert_sql(rows: int) -> str:
     )
 
 
-def row_to_agg(row: Any) -> Agg:
-    return Agg(
+def cell_from_row(row: Any) -> RollupCell:
+    return RollupCell(
         count=row.count,
         sum=row.sum,
         min=row.min,

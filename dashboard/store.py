@@ -38,6 +38,7 @@ from tenacity import retry, retry_if_exception, stop_after_attempt, wait_random_
 from dashboard import n_plus_one as n_plus_one_rules
 from dashboard import rollups
 from dashboard.errors import StoreError
+from dashboard.levels import severity_text
 from dashboard.otlp import SPAN_KIND_CLIENT, LogRecord, MetricPoint, SpanRecord
 from dashboard.otlp_spans import SharedAttributes
 from dashboard.rollup_cache import RollupCache
@@ -51,6 +52,7 @@ from dashboard.schema import (
     spans,
 )
 from instrumentation import conventions as names
+from instrumentation.urls import with_default_driver
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -86,10 +88,9 @@ def create_store_engine(url: str) -> sa.Engine:
     """
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
-        if parsed.drivername == "postgresql":
-            # postgresql:// means psycopg 3 here, as in the rest of the project.
-            parsed = parsed.set(drivername="postgresql+psycopg")
-        return sa.create_engine(parsed, pool_pre_ping=True, pool_size=8, max_overflow=8)
+        return sa.create_engine(
+            with_default_driver(parsed), pool_pre_ping=True, pool_size=8, max_overflow=8
+        )
     database = parsed.database
     if database and database != ":memory:" and not database.startswith("file:"):
         Path(database).parent.mkdir(parents=True, exist_ok=True)
@@ -345,7 +346,7 @@ class TelemetryStore:
     def _write_derived(
         self,
         conn: sa.Connection,
-        aggs: dict[rollups.RollupKey, rollups.Agg],
+        aggs: dict[rollups.RollupKey, rollups.RollupCell],
         example_rows: list[dict[str, Any]],
         example_groups: dict[tuple[int, str, str, int], dict[str, Any]],
         backup_rows: list[dict[str, Any]],
@@ -353,7 +354,7 @@ class TelemetryStore:
         deferred_sessions: list[SpanRecord],
         services: dict[tuple[str, str], int],
     ) -> None:
-        rollups.apply(conn, self, aggs)
+        rollups.add_cells(conn, self, aggs)
         if example_rows and self.is_postgresql:
             conn.execute(insert_for(self.engine, examples).on_conflict_do_nothing(), example_rows)
             for resolution, trim in _TRIM_EXAMPLES.items():
@@ -362,7 +363,7 @@ class TelemetryStore:
                     conn.execute(trim, touched)
         elif example_rows:
             # Multi-row VALUES on the driver, not executemany: one step of SQLite, so the
-            # writer gives up the GIL once (see dashboard.rollups.apply); not SQLAlchemy's
+            # writer gives up the GIL once (see dashboard.rollups.add_cells); not SQLAlchemy's
             # multi-values insert either, which compiles anew for every row count (10 ms).
             # The trim likewise: one statement for all groups, not one step per group.
             _sqlite_execute(
@@ -443,7 +444,7 @@ class TelemetryStore:
                 "time_ns": r.time_ns,
                 "service": r.service,
                 "severity_number": r.severity_number,
-                "severity_text": r.severity_text or _severity_name(r.severity_number),
+                "severity_text": r.severity_text or severity_text(r.severity_number),
                 "body": r.body,
                 "trace_id": r.trace_id,
                 "span_id": r.span_id,
@@ -468,7 +469,7 @@ class TelemetryStore:
 
         def work(conn: sa.Connection) -> int:
             deltas = rollups.deltas_from_points(conn, self, points)
-            rollups.apply(conn, self, rollups.aggregate_points(deltas, self.series))
+            rollups.add_cells(conn, self, rollups.aggregate_points(deltas, self.series))
             self._touch_services(
                 conn, _latest_seen((p.service, "metrics", p.time_ns) for p in points)
             )
@@ -551,7 +552,7 @@ class PreparedSpans:
     rows: list[tuple[Any, ...]]
     # The rows as multi-row INSERT statements with their parameters (SQLite stores only).
     sqlite_statements: list[tuple[str, list[Any]]]
-    rollups: dict[rollups.RollupKey, rollups.Agg]
+    rollups: dict[rollups.RollupKey, rollups.RollupCell]
     examples: list[dict[str, Any]]
     # (resolution, service, summary, start_s) -> the bind parameters that trim the group
     example_groups: dict[tuple[int, str, str, int], dict[str, Any]]
@@ -588,18 +589,18 @@ def _merged_latest(parts: Sequence[dict[tuple[str, str], int]]) -> dict[tuple[st
 
 
 def _merged_rollups(
-    parts: Sequence[dict[rollups.RollupKey, rollups.Agg]],
-) -> dict[rollups.RollupKey, rollups.Agg]:
+    parts: Sequence[dict[rollups.RollupKey, rollups.RollupCell]],
+) -> dict[rollups.RollupKey, rollups.RollupCell]:
     """The sum of several requests' rollups, leaving theirs untouched (a request may be
     written again alone if its group fails)."""
     if len(parts) == 1:
         return parts[0]
-    merged: dict[rollups.RollupKey, rollups.Agg] = {}
+    merged: dict[rollups.RollupKey, rollups.RollupCell] = {}
     for part in parts:
         for key, agg in part.items():
             total = merged.get(key)
             if total is None:
-                total = merged[key] = rollups.Agg()
+                total = merged[key] = rollups.RollupCell()
             total.merge(agg)
     return merged
 
@@ -969,23 +970,6 @@ def _span_row(record: SpanRecord) -> tuple[Any, ...]:
         orjson.dumps(record.events).decode() if record.events else "[]",
         orjson.dumps(record.links).decode() if record.links else "[]",
     )
-
-
-_SEVERITY_NAMES = (
-    (21, "FATAL"),
-    (17, "ERROR"),
-    (13, "WARN"),
-    (9, "INFO"),
-    (5, "DEBUG"),
-    (1, "TRACE"),
-)
-
-
-def _severity_name(number: int) -> str:
-    for floor, name in _SEVERITY_NAMES:
-        if number >= floor:
-            return name
-    return "UNSPECIFIED"
 
 
 def _text(value: Any) -> str | None:

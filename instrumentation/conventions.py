@@ -124,6 +124,15 @@ VRP_BACKUP_STORED_BYTES: Final = "vrp.backup.stored_bytes"
 VRP_BACKUP_FILES: Final = "vrp.backup.files"
 VRP_BACKUP_VERIFIED: Final = "vrp.backup.verified"
 VRP_BACKUP_PHASE: Final = "vrp.backup.phase"
+# On the backup.blobs phase: audio files copied into the blob archive, and those already there.
+VRP_BACKUP_BLOBS_COPIED: Final = "vrp.backup.blobs.copied"
+VRP_BACKUP_BLOBS_SKIPPED: Final = "vrp.backup.blobs.skipped"
+# On the backup.prune phase: backups and blobs removed, and the bytes that freed.
+VRP_BACKUP_PRUNED: Final = "vrp.backup.pruned"
+VRP_BACKUP_PRUNED_BLOBS: Final = "vrp.backup.pruned_blobs"
+VRP_BACKUP_FREED_BYTES: Final = "vrp.backup.freed_bytes"
+# On the warning that a run took over a lock left by a process no longer running.
+VRP_BACKUP_LOCK_PREVIOUS_PID: Final = "vrp.backup.lock.previous_pid"
 # What a run backed up, on backup.run, backup.restore and the backup metrics: the id of the
 # repository (from `vrp backup init`) and the database URL without credentials or query.
 VRP_BACKUP_REPOSITORY_ID: Final = "vrp.backup.repository.id"
@@ -177,6 +186,10 @@ VRP_BACKUP_NEXT_RUN: Final = "vrp.backup.next_run"
 VRP_ALERT_NOTIFICATIONS: Final = "vrp.alert.notifications"
 # Unix time of the last successful copy to each remote (VRP_BACKUP_REMOTE attribute).
 VRP_BACKUP_REMOTE_LAST_SUCCESS: Final = "vrp.backup.remote.last_success"
+# Families of metrics, by the start of their names: the connection pool's, and the project's own
+# database metrics (transactions, leaks).
+DB_CLIENT_CONNECTION_NAMESPACE: Final = "db.client.connection"
+VRP_DB_NAMESPACE: Final = "vrp.db"
 
 # The histograms of durations, in seconds: exported as base-2 exponential histograms by default
 # (see instrumentation.telemetry.duration_histogram_views).

@@ -44,7 +44,7 @@ from instrumentation.sampling import drops_unsampled_children, unsampled_parent
 from instrumentation.settings import DatabaseSettings
 from instrumentation.spans import Steps
 from instrumentation.statements import error_type
-from instrumentation.urls import parse_database_url, shown_url
+from instrumentation.urls import parse_database_url, shown_url, with_default_driver
 
 __all__ = ["Database", "PoolStatus", "open_databases"]
 
@@ -103,8 +103,7 @@ def _parse_url(raw: str) -> URL:
             f"database URL is not valid: {e}; expected e.g. sqlite:///var/app.db "
             "or postgresql://user@host/dbname"
         ) from None
-    if url.drivername == "postgresql":
-        url = url.set(drivername="postgresql+psycopg")
+    url = with_default_driver(url)
     if url.get_backend_name() not in ("sqlite", "postgresql"):
         raise ConfigurationError(
             f"database URL {shown_url(url)!r} uses an unsupported "

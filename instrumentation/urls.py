@@ -23,6 +23,8 @@ from instrumentation.errors import ConfigurationError
 from instrumentation.redaction import MASK, is_secret_key, redact_text, redact_url
 
 _MAX_PORT = 65535
+_POSTGRESQL_DRIVER = "postgresql+psycopg"
+_DEFAULT_PORTS = {"postgresql": 5432, "mysql": 3306}
 
 
 def parse_database_url(value: str) -> URL:
@@ -35,6 +37,46 @@ def parse_database_url(value: str) -> URL:
     if url.port is not None and not 0 < url.port <= _MAX_PORT:
         raise ConfigurationError(f"port {url.port} is out of range 1-{_MAX_PORT}")
     return url
+
+
+def with_default_driver(url: URL) -> URL:
+    """``url`` with a bare ``postgresql://`` read as psycopg 3 (``postgresql+psycopg://``).
+
+    SQLAlchemy's default PostgreSQL driver is psycopg2, which the project does not install; every
+    package opens PostgreSQL through psycopg 3, so a URL naming no driver gets that one.
+    """
+    if url.drivername == "postgresql":
+        return url.set(drivername=_POSTGRESQL_DRIVER)
+    return url
+
+
+def database_address(value: str | URL) -> tuple[str, int | None, str | None]:
+    """``(host, port, database)`` of a server database, with the dialect's defaults filled in,
+    so that two URLs naming one database by other spellings compare equal."""
+    url = make_url(value)
+    return (
+        url.host or "localhost",
+        url.port or _DEFAULT_PORTS.get(url.get_backend_name()),
+        url.database,
+    )
+
+
+def database_label(value: str | URL) -> str:
+    """The database for a person: a SQLite file's path, or ``name on host:port``; never a user,
+    password or query (which may hold secrets)."""
+    url = make_url(value)
+    if url.get_backend_name() == "sqlite":
+        return str(url.database)
+    host, port, database = database_address(url)
+    return f"{database} on {host}:{port}" if port else f"{database} on {host}"
+
+
+def without_credentials(value: str | URL) -> str:
+    """``value`` as a URL with its driver, host, port and database only: what telemetry may
+    carry to name a database (user and query are left out, as either may hold a secret)."""
+    url = make_url(value)
+    bare = URL.create(url.drivername, host=url.host, port=url.port, database=url.database)
+    return bare.render_as_string(hide_password=True)
 
 
 def shown_url(value: str | URL) -> str:

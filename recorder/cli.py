@@ -163,12 +163,12 @@ def _read_only_engine(raw_url: str) -> sa.Engine | None:
     import sqlalchemy as sa
     from sqlalchemy.engine import make_url
 
+    from instrumentation.urls import with_default_driver
+
     url = make_url(raw_url)
     if url.get_backend_name() != "sqlite":
         os.environ.setdefault("PGCONNECT_TIMEOUT", POSTGRES_CONNECT_TIMEOUT)
-        if url.drivername == "postgresql":
-            url = url.set(drivername="postgresql+psycopg")
-        return sa.create_engine(url, poolclass=sa.NullPool)
+        return sa.create_engine(with_default_driver(url), poolclass=sa.NullPool)
     database = url.database or ""
     if database in ("", ":memory:") or url.query.get("mode") == "memory":
         return None

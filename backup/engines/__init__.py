@@ -129,3 +129,13 @@ def engine_for(url: str) -> Engine:
 def engine_named(name: str) -> Engine:
     """The engine that wrote a manifest (its ``engine`` field)."""
     return engine_for(f"{name}://")
+
+
+def compare_row_counts(expected: dict[str, int], actual: dict[str, int], where: str) -> list[str]:
+    """One problem per table whose rows in ``actual`` (the database ``where`` names: "in the
+    snapshot", "restored") differ from the manifest's ``expected``; empty when all match."""
+    return [
+        f"table {name}: {expected[name]} rows in the manifest, {actual.get(name)} {where}"
+        for name in sorted(expected)
+        if actual.get(name) != expected[name]
+    ]

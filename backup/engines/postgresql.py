@@ -37,33 +37,25 @@ import sqlalchemy as sa
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.pool import NullPool
 
-from backup.engines import Event, Snapshot
+from backup.engines import Event, Snapshot, compare_row_counts
 from backup.errors import EngineError, RestoreError
 from backup.files import open_private
 from backup.manifest import Artifact
 from backup.scratch import note_database
 from backup.source import ReferencedBlobs
 from backup.stream import Progress, StreamResult, compress_stream, decompress_stream
+from instrumentation.urls import database_label, with_default_driver
 
 logger = logging.getLogger(__name__)
 
 ARTIFACT: Final = "database.pgdump.zst"
 _VERSION: Final = re.compile(r"\(PostgreSQL\)\s+(\d+)")
-_SYSTEM_SCHEMAS: Final = ("pg_catalog", "information_schema")
 _SCRATCH_NAME: Final = re.compile(r"vrp_verify_[0-9a-f]{12}")
 _PR_SET_PDEATHSIG: Final = 1
 
 
 def _sa_url(url: str) -> URL:
-    parsed = make_url(url)
-    if parsed.drivername == "postgresql":
-        parsed = parsed.set(drivername="postgresql+psycopg")
-    return parsed
-
-
-def _shown(url: str) -> str:
-    parsed = make_url(url)
-    return f"{parsed.database} on {parsed.host or 'localhost'}:{parsed.port or 5432}"
+    return with_default_driver(make_url(url))
 
 
 def _libpq(url: str) -> tuple[str, dict[str, str]]:
@@ -223,7 +215,7 @@ class PostgresqlEngine:
                     )
         except sa.exc.OperationalError as exc:
             raise EngineError(
-                f"cannot reach the database {_shown(url)}: {type(exc.orig).__name__}; "
+                f"cannot reach the database {database_label(url)}: {type(exc.orig).__name__}; "
                 "check VRP_DATABASE_URL and that the server is running"
             ) from exc
         artifact = Artifact(
@@ -300,11 +292,7 @@ class PostgresqlEngine:
     def check_restored(self, target: str, tables: dict[str, int]) -> list[str]:
         with _engine(target) as engine, engine.connect() as connection:
             actual = row_counts(connection)
-        return [
-            f"table {name}: {tables[name]} rows in the manifest, {actual.get(name)} restored"
-            for name in sorted(tables)
-            if actual.get(name) != tables[name]
-        ]
+        return compare_row_counts(tables, actual, "restored")
 
     def restore(
         self, artifact: Path, target: str, *, force: bool, progress: Progress | None
@@ -317,17 +305,19 @@ class PostgresqlEngine:
         elif existing:
             if not force:
                 raise RestoreError(
-                    f"the database {_shown(target)} holds {existing} table(s); restore into a "
-                    "new database, or add --force to replace them"
+                    f"the database {database_label(target)} holds {existing} table(s); restore "
+                    "into a new database, or add --force to replace them"
                 )
-            replaced = f"the {existing} table(s) of the database {_shown(target)}"
+            replaced = f"the {existing} table(s) of the database {database_label(target)}"
             logger.warning("restore replaces %s", replaced)
         options = ["--no-owner", "--exit-on-error", "--single-transaction"]
         if replaced:
             options += ["--clean", "--if-exists"]
         problems = self._pg_restore(artifact, options, url=target, progress=progress)
         if problems:
-            raise RestoreError(f"pg_restore into {_shown(target)} failed: {'; '.join(problems)}")
+            raise RestoreError(
+                f"pg_restore into {database_label(target)} failed: {'; '.join(problems)}"
+            )
         self._committed.add(target)
         return replaced
 
@@ -342,25 +332,16 @@ class PostgresqlEngine:
             self._drop_database(staged)
             self._created.discard(staged)
             self._committed.discard(staged)
-            return f"the database {_shown(target)} that this restore created was dropped"
+            return f"the database {database_label(target)} that this restore created was dropped"
         if staged not in self._committed:
-            return f"nothing was written to the database {_shown(target)}"
+            return f"nothing was written to the database {database_label(target)}"
         return (
-            f"the database {_shown(target)} existed before and now holds this restore, which "
-            "did not pass its checks; check it or drop it"
+            f"the database {database_label(target)} existed before and now holds this restore, "
+            "which did not pass its checks; check it or drop it"
         )
 
     def _drop_database(self, url: str) -> None:
-        name = make_url(url).database
-        engine = sa.create_engine(
-            self._maintenance_url(url), poolclass=NullPool, isolation_level="AUTOCOMMIT"
-        )
-        try:
-            with engine.connect() as connection:
-                quoted = connection.dialect.identifier_preparer.quote(str(name))
-                connection.execute(sa.text(f"DROP DATABASE IF EXISTS {quoted} WITH (FORCE)"))
-        finally:
-            engine.dispose()
+        self._on_server(url, "DROP DATABASE IF EXISTS {} WITH (FORCE)")
 
     def _pg_restore(
         self,
@@ -407,13 +388,18 @@ class PostgresqlEngine:
             if "does not exist" in str(exc.orig):
                 return None
             raise RestoreError(
-                f"cannot reach the database {_shown(url)}: {type(exc.orig).__name__}"
+                f"cannot reach the database {database_label(url)}: {type(exc.orig).__name__}"
             ) from exc
 
     def _maintenance_url(self, url: str) -> URL:
         return _sa_url(url).set(database="postgres")
 
     def _create_database(self, url: str) -> None:
+        self._on_server(url, "CREATE DATABASE {}")
+
+    def _on_server(self, url: str, statement: str) -> None:
+        """Run ``statement`` about the database of ``url`` (``{}``: its name, quoted) from the
+        server's maintenance database, outside a transaction as CREATE/DROP DATABASE need."""
         name = make_url(url).database
         engine = sa.create_engine(
             self._maintenance_url(url), poolclass=NullPool, isolation_level="AUTOCOMMIT"
@@ -421,7 +407,7 @@ class PostgresqlEngine:
         try:
             with engine.connect() as connection:
                 quoted = connection.dialect.identifier_preparer.quote(str(name))
-                connection.execute(sa.text(f"CREATE DATABASE {quoted}"))
+                connection.execute(sa.text(statement.format(quoted)))
         finally:
             engine.dispose()
 

@@ -50,7 +50,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
 from backup import partials
-from backup.engines import Event, Snapshot
+from backup.engines import Event, Snapshot, compare_row_counts
 from backup.errors import EngineError, RestoreError
 from backup.files import fsync_dir, make_private_dir, open_private, remove_empty_dirs
 from backup.manifest import Artifact
@@ -272,7 +272,7 @@ class SqliteEngine:
         try:
             problems = [f"integrity check: {p}" for p in integrity_problems(connection)]
             if not problems:
-                problems += _compare_counts(tables, row_counts(connection))
+                problems += compare_row_counts(tables, row_counts(connection), "in the snapshot")
         except sqlite3.DatabaseError as exc:
             problems = [f"cannot open the snapshot as a SQLite database: {exc}"]
         finally:
@@ -289,7 +289,7 @@ class SqliteEngine:
         # restore() ran the integrity check before the file took its place.
         connection = _open_copy(Path(target))
         try:
-            return _compare_counts(tables, row_counts(connection))
+            return compare_row_counts(tables, row_counts(connection), "in the snapshot")
         finally:
             connection.close()
 
@@ -367,11 +367,3 @@ def _decompress_to(artifact: Path, target: Path, progress: Progress | None) -> N
         decompress_stream(src, out.write, progress=progress)
         out.flush()
         os.fsync(out.fileno())
-
-
-def _compare_counts(expected: dict[str, int], actual: dict[str, int]) -> list[str]:
-    return [
-        f"table {name}: {expected[name]} rows in the manifest, {actual.get(name)} in the snapshot"
-        for name in sorted(expected)
-        if actual.get(name) != expected[name]
-    ]

@@ -124,8 +124,8 @@ def high_error_rate(context: Context) -> list[Sample]:
         metric_series, span_series = queries._duration_series(
             conn, window, names.HTTP_SERVER_REQUEST_DURATION, [SPAN_KIND_SERVER], source="total"
         )
-        totals = queries._totals(conn, span_series, window, queries._service)
-        totals.update(queries._totals(conn, metric_series, window, queries._service))
+        totals = queries.window_totals(conn, span_series, window, queries._service)
+        totals.update(queries.window_totals(conn, metric_series, window, queries._service))
     samples = []
     for service, acc in sorted(totals.items()):
         if acc.count < settings.min_requests:
@@ -144,11 +144,11 @@ def slow_route(context: Context) -> list[Sample]:
         metric_series, span_series = queries._duration_series(
             conn, window, names.HTTP_SERVER_REQUEST_DURATION, [SPAN_KIND_SERVER]
         )
-        totals = queries._totals(
+        totals = queries.window_totals(
             conn, span_series, window, lambda found: (found.service, found.name)
         )
         totals.update(
-            queries._totals(
+            queries.window_totals(
                 conn,
                 metric_series,
                 window,

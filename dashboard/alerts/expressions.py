@@ -17,11 +17,11 @@ from typing import Any
 from urllib.parse import urlencode
 
 from dashboard.alerts.rules import OPERATORS, Context, Rule, Sample
-from dashboard.queries import Acc, Series, TimeRange, _series, _totals
+from dashboard.queries import RollupTotal, Series, TimeRange, _series, window_totals
 from instrumentation import conventions as names
 
 
-def _value(acc: Acc, aggregate: str, seconds: float) -> float | None:
+def _value(acc: RollupTotal, aggregate: str, seconds: float) -> float | None:
     if aggregate == "count":
         return float(acc.count)
     if aggregate == "rate":
@@ -68,7 +68,7 @@ def _url(data: dict[str, Any], labels: dict[str, str], wanted: dict[str, Any]) -
     method = labels.get(names.HTTP_REQUEST_METHOD) or wanted.get(names.HTTP_REQUEST_METHOD)
     if route and method:
         return "/traces?" + urlencode({"operation": f"{method} {route}"})
-    if data["metric"].startswith("db.client.connection") or data["metric"].startswith("vrp.db"):
+    if data["metric"].startswith((names.DB_CLIENT_CONNECTION_NAMESPACE, names.VRP_DB_NAMESPACE)):
         return "/transactions"
     if data["metric"].startswith("db."):
         return "/queries"
@@ -96,7 +96,7 @@ def user_rule(data: dict[str, Any]) -> Rule:
             found = [s for s in _series(conn, source, [name], service) if _matches(s, wanted)]
             if not found:
                 return []
-            totals = _totals(
+            totals = window_totals(
                 conn, found, window, lambda s: tuple(_group_value(s, key) for key in group_by)
             )
         samples = []

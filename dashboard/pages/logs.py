@@ -18,8 +18,8 @@ from dash.exceptions import PreventUpdate
 from dashboard import components as ui
 from dashboard import figures
 from dashboard.apiclient import ApiClient, ApiReadError
+from dashboard.levels import LEVELS
 from dashboard.pages.base import FILTERS, REFRESH_ID, URL_ID, Page, window
-from dashboard.queries import LEVELS
 
 PAGE_SIZE = 100
 CHOICES = LEVELS[1:]  # TRACE records are kept, but nobody filters for "TRACE and above"

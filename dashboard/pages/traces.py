@@ -18,6 +18,7 @@ from dashboard import components as ui
 from dashboard import figures
 from dashboard.apiclient import ApiClient, ApiReadError
 from dashboard.pages.base import FILTERS, REFRESH_ID, URL_ID, Page, window
+from instrumentation import conventions as names
 
 PAGE_SIZE = 100
 RESULT_COLUMNS = (
@@ -153,7 +154,7 @@ def _span_rows(trace: dict[str, Any], flagged: set[str]) -> list[dict[str, Any]]
                 "offset_ms": span.get("offset_ms"),
                 "duration_ms": span.get("duration_ms"),
                 "status": ("N+1 " if span["span_id"] in flagged else "") + str(span.get("status")),
-                "statement": attributes.get("db.query.text", ""),
+                "statement": attributes.get(names.DB_QUERY_TEXT, ""),
             }
         )
     return rows

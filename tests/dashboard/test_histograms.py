@@ -24,7 +24,7 @@ from dashboard.histograms import (
     quantiles,
 )
 from dashboard.otlp import MetricPoint, SpanRecord
-from dashboard.rollups import DAY, HOUR, MINUTE, Agg, aggregate_spans, with_hours
+from dashboard.rollups import DAY, HOUR, MINUTE, RollupCell, aggregate_spans, with_hours
 
 QS = (0.5, 0.95, 0.99)
 # Durations in seconds from 0.1 ms to 60 s, the range the contract promises 2% over.
@@ -85,7 +85,7 @@ def test_minute_rollups_merged_into_hours_keep_percentiles_within_2_percent(
 
     rollups = aggregate_spans(records, [1] * len(records))
     minute_aggs = [agg for (_, resolution, _), agg in rollups.items() if resolution == MINUTE]
-    hour = Agg()
+    hour = RollupCell()
     for agg in minute_aggs:
         hour.merge(agg)
     hours = with_hours({(1, MINUTE, i * 60): a for i, a in enumerate(minute_aggs)})

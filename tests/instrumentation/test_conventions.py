@@ -14,6 +14,16 @@ ROOT = Path(__file__).resolve().parents[2]
 DOC = ROOT / "docs" / "telemetry.md"
 # Dotted names the page mentions that are not telemetry names (a logger).
 NOT_TELEMETRY = {"instrumentation.access", "instrumentation.failures"}
+PACKAGES = ("instrumentation", "recorder", "dashboard", "backup")
+DOTTED = re.compile(r"[a-z_]+(?:\.[a-z_]+)+")
+# Dotted literals in the packages that look like telemetry names but are not.
+NOT_TELEMETRY_LITERALS = {
+    ("instrumentation/database.py", "vrp.session_scope"),  # a key of Session.info
+    ("recorder/cli.py", "vrp.needs_no_config"),  # a key of click's context
+    ("dashboard/otlp_spans.py", "vrp.dashboard.lean"),  # a protobuf package name
+    # Still a literal: figures.py is being reworked on another branch; use DB_QUERY_TEXT there.
+    ("dashboard/figures.py", "db.query.text"),
+}
 
 
 def _names() -> dict[str, str]:
@@ -26,7 +36,7 @@ def _names() -> dict[str, str]:
 
 
 def _dotted(value: str) -> bool:
-    return re.fullmatch(r"[a-z_]+(\.[a-z_]+)+", value) is not None
+    return DOTTED.fullmatch(value) is not None
 
 
 def test_every_name_is_documented() -> None:
@@ -48,33 +58,54 @@ def test_duration_histograms_are_metrics_of_the_contract() -> None:
     assert conventions.DB_CLIENT_CONNECTION_WAIT_TIME in conventions.DURATION_HISTOGRAMS
 
 
-def _literals(path: Path) -> list[tuple[int, str]]:
-    """Contract names written as string literals in ``path`` (docstrings aside)."""
-    names = {value for value in _names().values() if _dotted(value)}
-    tree = ast.parse(path.read_text())
+def _namespaces() -> frozenset[str]:
+    """The first parts of the contract's dotted names (``vrp``, ``db``, ``http``, ...): a dotted
+    literal starting with one of them is a telemetry name, known to conventions.py or not."""
+    return frozenset(value.partition(".")[0] for value in _names().values() if _dotted(value))
+
+
+def _literals(module: str, source: str) -> list[tuple[int, str]]:
+    """Telemetry names written as string literals in ``source``, the text of ``module`` (a path
+    below the root), docstrings and the known look-alikes aside."""
+    namespaces = _namespaces()
+    tree = ast.parse(source)
     docstrings = {
         id(node.body[0].value)
         for node in ast.walk(tree)
         if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
         and ast.get_docstring(node, clean=False) is not None
     }
-    return [
+    return sorted(
         (node.lineno, node.value)
         for node in ast.walk(tree)
         if isinstance(node, ast.Constant)
         and isinstance(node.value, str)
         and id(node) not in docstrings
-        and node.value in names
-    ]
+        and _dotted(node.value)
+        and node.value.partition(".")[0] in namespaces
+        and (module, node.value) not in NOT_TELEMETRY_LITERALS
+    )
 
 
-@pytest.mark.parametrize(
-    "module",
-    sorted(
-        path.name
-        for path in (ROOT / "instrumentation").glob("*.py")
+def _modules() -> list[str]:
+    return sorted(
+        path.relative_to(ROOT).as_posix()
+        for package in PACKAGES
+        for path in (ROOT / package).rglob("*.py")
         if path.name != "conventions.py"
-    ),
-)
-def test_instrumentation_modules_take_names_from_conventions(module: str) -> None:
-    assert _literals(ROOT / "instrumentation" / module) == []
+    )
+
+
+@pytest.mark.parametrize("module", _modules())
+def test_every_package_takes_telemetry_names_from_conventions(module: str) -> None:
+    assert _literals(module, (ROOT / module).read_text()) == []
+
+
+def test_a_telemetry_name_unknown_to_conventions_is_found() -> None:
+    source = (
+        '"""vrp.backup.id"""\n'
+        'span.set_attribute("vrp.backup.blobs.renamed", 1)\n'
+        'log(extra={"db.query.text": query, "not.a.namespace": 1})\n'
+    )
+    found = _literals("backup/example.py", source)
+    assert found == [(2, "vrp.backup.blobs.renamed"), (3, "db.query.text")]

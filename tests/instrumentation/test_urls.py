@@ -4,7 +4,15 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from instrumentation.errors import ConfigurationError
-from instrumentation.urls import parse_database_url, shown_url, without_secrets
+from instrumentation.urls import (
+    database_address,
+    database_label,
+    parse_database_url,
+    shown_url,
+    with_default_driver,
+    without_credentials,
+    without_secrets,
+)
 
 
 @pytest.mark.parametrize(
@@ -58,3 +66,45 @@ def test_a_malformed_url_is_one_configuration_error_without_the_password(
     assert reason in str(caught.value)
     assert "pw-in-url" not in str(caught.value)
     assert "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("url", "driver"),
+    [
+        ("postgresql://vrp@db/vrp", "postgresql+psycopg"),
+        ("postgresql+psycopg://vrp@db/vrp", "postgresql+psycopg"),
+        ("postgresql+pg8000://vrp@db/vrp", "postgresql+pg8000"),
+        ("mysql+pymysql://root@db/vrp", "mysql+pymysql"),
+        ("sqlite:///var/vrp.db", "sqlite"),
+    ],
+)
+def test_a_bare_postgresql_url_means_psycopg_3_and_a_named_driver_is_kept(
+    url: str, driver: str
+) -> None:
+    assert with_default_driver(make_url(url)).drivername == driver
+
+
+@pytest.mark.parametrize(
+    ("url", "label"),
+    [
+        ("sqlite:////srv/vrp/vrp.db", "/srv/vrp/vrp.db"),
+        ("postgresql://vrp:pw@db/vrp?password=pw", "vrp on db:5432"),
+        ("postgresql+psycopg://vrp@db:6432/vrp", "vrp on db:6432"),
+        ("postgresql:///vrp", "vrp on localhost:5432"),
+        ("mysql+pymysql://root:pw@db/vrp", "vrp on db:3306"),
+    ],
+)
+def test_database_label_names_the_database_without_user_or_secret(url: str, label: str) -> None:
+    assert database_label(url) == label
+
+
+def test_database_address_compares_two_spellings_of_one_database() -> None:
+    assert database_address("postgresql://a:x@localhost/vrp") == database_address(
+        "postgresql+psycopg://b@localhost:5432/vrp?sslmode=require"
+    )
+    assert database_address("postgresql://db/vrp") != database_address("postgresql://db/other")
+
+
+def test_without_credentials_keeps_driver_host_port_and_database_only() -> None:
+    url = "postgresql+psycopg://vrp:pw@db:6432/vrp?sslpassword=key&application_name=x"
+    assert without_credentials(url) == "postgresql+psycopg://db:6432/vrp"
