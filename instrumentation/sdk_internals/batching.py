@@ -26,6 +26,10 @@ __all__ = ["CONCERN", "count_drops"]
 
 CONCERN = "batch processor drop counting"
 
+# Where the hook is: the processor's BatchProcessor, and its metrics hook.
+_BATCH = "_batch_processor"
+_HOOK = "_metrics"
+
 _lock = threading.Lock()
 _hook_ok: bool | None = None
 
@@ -58,14 +62,14 @@ def count_drops(processor: Any, on_drop: Callable[[int], None]) -> bool:
 
 
 def _install(processor: Any, on_drop: Callable[[int], None]) -> bool:
-    batch = getattr(processor, "_batch_processor", None)
-    hook = getattr(batch, "_metrics", None)
+    batch = getattr(processor, _BATCH, None)
+    hook = getattr(batch, _HOOK, None)
     if hook is None or not callable(getattr(hook, "drop_items", None)):
         sdk_internals.fall_back(
             CONCERN, "the batch processor has no metrics hook", "dropped telemetry is not counted"
         )
         return False
-    batch._metrics = DropCountingMetrics(hook, on_drop)
+    setattr(batch, _HOOK, DropCountingMetrics(hook, on_drop))
     return True
 
 

@@ -52,20 +52,24 @@ def is_request_too_large(data: bytes, limit: int) -> bool:
     return check(data, limit)
 
 
+# What the wire export reads of an SDK exporter, and what each must be.
+_EXPORT_STATE: tuple[tuple[str, Callable[[Any], bool]], ...] = (
+    ("_shutdown", lambda value: isinstance(value, bool)),
+    ("_max_request_size", lambda value: isinstance(value, int)),
+    ("_client", lambda value: callable(getattr(value, "export", None))),
+    ("_metrics", lambda value: callable(getattr(value, "export_operation", None))),
+)
+_PREFERENCES = ("_preferred_temporality", "_preferred_aggregation")
+
+
 def _export_state_problem(exporter: Any) -> str | None:
     if _IMPORT_PROBLEM is not None:
         return _IMPORT_PROBLEM
-    try:
-        if not isinstance(exporter._shutdown, bool):
-            return "_shutdown is not a bool"
-        if not isinstance(exporter._max_request_size, int):
-            return "_max_request_size is not an int"
-        if not callable(exporter._client.export):
-            return "_client.export is not callable"
-        if not callable(exporter._metrics.export_operation):
-            return "_metrics.export_operation is not callable"
-    except AttributeError as exc:
-        return f"AttributeError: {exc}"
+    for name, expected in _EXPORT_STATE:
+        if not hasattr(exporter, name):
+            return f"the exporter has no {name}"
+        if not expected(getattr(exporter, name)):
+            return f"the exporter's {name} is of another shape"
     return None
 
 
@@ -82,8 +86,7 @@ def wire_export_usable(exporter: Any) -> bool:
 
 def metric_preferences(exporter: Any) -> tuple[Any, Any] | None:
     """``exporter``'s preferred temporality and aggregation (constructor keyword values)."""
-    temporality = getattr(exporter, "_preferred_temporality", None)
-    aggregation = getattr(exporter, "_preferred_aggregation", None)
+    temporality, aggregation = (getattr(exporter, name, None) for name in _PREFERENCES)
     if isinstance(temporality, dict) and isinstance(aggregation, dict):
         return temporality, aggregation
     sdk_internals.fall_back(

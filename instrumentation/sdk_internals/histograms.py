@@ -52,7 +52,6 @@ class Unusable(Exception):
 class Resolution:
     """What a bound histogram needs to aggregate a point without ``Histogram.record``."""
 
-    is_enabled: Callable[[], bool]
     consumer: Any
     storages: Any
     cleaned: dict[str, Any]
@@ -110,7 +109,7 @@ def resolve(histogram: Any, attributes: Mapping[str, Any]) -> Resolution:
             raise Unusable("_is_enabled or the exemplar filter is not callable")
     except (AttributeError, TypeError) as exc:
         raise Unusable(f"{type(exc).__name__}: {exc}") from exc
-    return Resolution(is_enabled, consumer, storages, cleaned, tuple(routes))
+    return Resolution(consumer, storages, cleaned, tuple(routes))
 
 
 def _aggregation_maker(match: Any) -> Callable[[Any, dict[str, Any]], Any]:

@@ -35,6 +35,9 @@ __all__ = ["CONCERN", "batch_queues", "check_sdk", "severity_number"]
 
 CONCERN = "log records queued directly"
 
+# The batch processor's queue, an attribute of each BatchLogRecordProcessor.
+_QUEUE = "_batch_processor"
+
 _lock = threading.Lock()
 _direct_ok: bool | None = None
 
@@ -69,7 +72,7 @@ def _find_queues(logger: SdkLogger) -> tuple[Any, ...] | None:
         processors = logger._multi_log_record_processor._log_record_processors
         if not processors or any(type(p) is not BatchLogRecordProcessor for p in processors):
             return None
-        queues = tuple(processor._batch_processor for processor in processors)
+        queues = tuple(getattr(processor, _QUEUE) for processor in processors)
     except AttributeError:
         return None
     if not all(callable(getattr(queue, "emit", None)) for queue in queues):
