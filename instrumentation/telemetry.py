@@ -113,6 +113,8 @@ from instrumentation.sdk_internals import logs as sdk_logs
 from instrumentation.settings import TelemetrySettings
 
 _logger = logging.getLogger(__name__)
+# Set while the SDK exports (None where the API no longer has it: see sdk_internals.api).
+_SUPPRESS_KEY = sdk_api.SUPPRESS_INSTRUMENTATION_KEY
 
 WARNING_INTERVAL_S = 60.0
 _SIGNAL_PATHS = {"traces": "v1/traces", "metrics": "v1/metrics", "logs": "v1/logs"}
@@ -287,9 +289,7 @@ class _ExportPathFilter(logging.Filter):
     """Keeps records of the export path out of the OTLP log pipeline (see the module doc)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if sdk_api.SUPPRESS_INSTRUMENTATION_KEY is not None and get_value(
-            sdk_api.SUPPRESS_INSTRUMENTATION_KEY
-        ):
+        if _SUPPRESS_KEY is not None and get_value(_SUPPRESS_KEY):
             return False
         name = record.name
         return name != __name__ and name.partition(".")[0] not in _EXPORT_PATH_ROOTS

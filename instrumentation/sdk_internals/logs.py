@@ -61,10 +61,6 @@ def batch_queues(logger: SdkLogger) -> tuple[Any, ...] | None:
     nothing (see the module doc); ``None`` for the public ``Logger.emit``."""
     if _direct_ok is False:
         return None
-    return _find_queues(logger)
-
-
-def _find_queues(logger: SdkLogger) -> tuple[Any, ...] | None:
     try:
         # By name: the class lives in a private module of the SDK.
         if not logger._is_enabled() or type(logger._logger_metrics).__name__ != "NoOpLoggerMetrics":
@@ -106,7 +102,7 @@ def _self_test() -> str | None:
     provider.add_log_record_processor(BatchLogRecordProcessor(exporter))
     try:
         logger = provider.get_logger(__name__)
-        queues = _find_queues(logger) if isinstance(logger, SdkLogger) else None
+        queues = batch_queues(logger) if isinstance(logger, SdkLogger) else None
         if queues is None:
             return "the batch processor's queue was not found"
         record = LogRecord(body="self-test", severity_number=SeverityNumber.INFO)
