@@ -115,6 +115,9 @@ from instrumentation.settings import TelemetrySettings
 _logger = logging.getLogger(__name__)
 # Set while the SDK exports (None where the API no longer has it: see sdk_internals.api).
 _SUPPRESS_KEY = sdk_api.SUPPRESS_INSTRUMENTATION_KEY
+# Per log record: module globals, one lookup each.
+_batch_queues = sdk_logs.batch_queues
+_severity_number = sdk_logs.severity_number
 
 WARNING_INTERVAL_S = 60.0
 _SIGNAL_PATHS = {"traces": "v1/traces", "metrics": "v1/metrics", "logs": "v1/logs"}
@@ -443,14 +446,14 @@ class OtlpLogHandler(logging.Handler):
                 return
             made_in = logbuffer.made_in(record)
             context = get_current() if made_in is None else made_in
-            queues = sdk_logs.batch_queues(logger) if isinstance(logger, SdkLogger) else None
+            queues = _batch_queues(logger) if isinstance(logger, SdkLogger) else None
             api_record = _LeanLogRecord(
                 int(record.created * 1e9),
                 # What the batch processor would store: no context, only the span's ids.
                 context if queues is None else _EMPTY_CONTEXT,
                 trace_api.get_current_span(context).get_span_context(),
                 _SEVERITY_TEXT.get(record.levelname, record.levelname),
-                sdk_logs.severity_number(record.levelno),
+                _severity_number(record.levelno),
                 self._body(record),
                 self._attributes(record),
             )

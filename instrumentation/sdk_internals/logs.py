@@ -71,8 +71,6 @@ def batch_queues(logger: SdkLogger) -> tuple[Any, ...] | None:
         queues = tuple(getattr(processor, _QUEUE) for processor in processors)
     except AttributeError:
         return None
-    if not all(callable(getattr(queue, "emit", None)) for queue in queues):
-        return None
     return queues
 
 
