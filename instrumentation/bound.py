@@ -8,9 +8,11 @@ aggregation key; only then is the value added to its aggregation. The instrument
 the same few attribute sets over and over (one per statement, pool and route with status), so
 :class:`BoundHistogram` does the attribute work once and, per point, hands the SDK's own
 aggregation the same measurement ``record`` would have made. This is hand-written because no
-library offers it; it reads SDK internals, so it checks them when it first records and falls
-back to ``Histogram.record`` for good if they are not what it expects (another SDK version,
-a no-op or proxy instrument). ``tests/instrumentation/test_bound.py`` compares what both paths
+library offers it; it reads SDK internals (:mod:`instrumentation.sdk_internals.histograms`),
+so before the first binding a self-test records through both paths of a throw-away provider,
+and every binding checks the names it uses: on any difference (another SDK version) points
+take ``Histogram.record`` for good, with one WARNING naming the SDK version; a no-op or proxy
+instrument takes it silently. ``tests/instrumentation/test_bound.py`` compares what both paths
 export, cumulative and delta, and that the pinned SDK takes the fast path.
 
 Measured in a loop (``thread_time``, the histogram of ``db.client.operation.duration`` with its
@@ -37,28 +39,18 @@ import math
 import os
 import threading
 from collections import deque
-from collections.abc import Callable, Mapping
-from functools import partial
+from collections.abc import Mapping
 from time import time_ns
 from typing import Any
 
 from opentelemetry.context import Context, get_current
 from opentelemetry.metrics import Histogram
-from opentelemetry.sdk.metrics.view import DefaultAggregation
+
+from instrumentation import sdk_internals
+from instrumentation.sdk_internals import histograms as sdk_histograms
+from instrumentation.sdk_internals.histograms import Measurement, Unusable
 
 _log = logging.getLogger(__name__)
-
-try:  # SDK internals (see the module doc); without them every point takes Histogram.record.
-    from opentelemetry.attributes import _clean_attribute_value
-    from opentelemetry.sdk.metrics._internal._view_instrument_match import _hash_attributes
-    from opentelemetry.sdk.metrics._internal.instrument import Histogram as _SdkHistogram
-    from opentelemetry.sdk.metrics._internal.measurement import Measurement
-except ImportError:  # pragma: no cover - depends on the installed SDK
-    _SdkHistogram = None
-
-# One aggregation target: the view match, the aggregation key, the attributes it keeps, whether
-# collections discard its aggregations, and what makes its aggregation (under the match's lock).
-_Route = tuple[Any, Any, dict[str, Any], bool, Callable[[Any, dict[str, Any]], Any]]
 
 MAX_PENDING = 100_000
 """Most points queued for the next collection (about 10 MB); more and the recorder drains."""
@@ -134,7 +126,7 @@ class BoundHistogram:
         self._cleaned: dict[str, Any] = {}
         self._consumer: Any = None
         self._storages: Any = None
-        self._routes: tuple[_Route, ...] | None = None
+        self._routes: tuple[sdk_histograms.Route, ...] | None = None
         self._unusable = False
         self._deferred = False
 
@@ -151,7 +143,8 @@ class BoundHistogram:
             histogram.record(value, self._attributes, context)
             return
         consumer = self._consumer
-        # Disabled instruments, and values the SDK warns about, take its own path.
+        # Disabled instruments, and values the SDK warns about, take its own path. Binding
+        # checked that _is_enabled is there (sdk_internals.histograms.resolve).
         if not histogram._is_enabled() or not 0 <= value < math.inf:
             histogram.record(value, self._attributes, context)
             return
@@ -190,79 +183,90 @@ class BoundHistogram:
 
     def _resolve(self) -> bool:
         """Find the aggregations' view matches; ``False`` (and fall back for good) if unusable."""
-        histogram: Any = self._histogram
         self._routes = None
         self._unusable = True
-        if _SdkHistogram is None or not isinstance(histogram, _SdkHistogram):
+        if not sdk_histograms.is_sdk_histogram(self._histogram) or not _sdk_checked():
             return False
+        return self._bind()
+
+    def _bind(self) -> bool:
         try:
-            consumer = histogram._measurement_consumer
-            storages = consumer._reader_storages
-            cleaned = dict(_clean_attribute_value(self._attributes, None))
-            routes: list[_Route] = []
-            for storage in list(storages.values()):
-                for match in storage._get_or_init_view_instrument_match(histogram):
-                    keys = match._view._attribute_keys
-                    kept = (
-                        dict(cleaned)
-                        if keys is None
-                        else {key: value for key, value in cleaned.items() if key in keys}
-                    )
-                    if not all(hasattr(match, name) for name in _MATCH_INTERNALS):
-                        raise AttributeError("_ViewInstrumentMatch")
-                    routes.append(
-                        (
-                            match,
-                            _hash_attributes(kept),
-                            kept,
-                            bool(getattr(match, "_reset_on_collect", False)),
-                            _aggregation_maker(match),
-                        )
-                    )
-            if not callable(consumer._sdk_config.exemplar_filter.should_sample):
-                raise TypeError("exemplar_filter")
-        except (AttributeError, TypeError):
-            _log.debug("the SDK's internals differ: points take Histogram.record", exc_info=True)
+            found = sdk_histograms.resolve(self._histogram, self._attributes)
+        except Unusable as exc:
+            sdk_internals.fall_back(
+                sdk_histograms.CONCERN, str(exc), "points take Histogram.record"
+            )
             return False
-        self._cleaned = cleaned
-        self._storages = storages
-        self._consumer = consumer
-        self._deferred = bool(storages) and all(
-            isinstance(reader, DrainsBoundPoints) for reader in storages
+        self._cleaned = found.cleaned
+        self._storages = found.storages
+        self._consumer = found.consumer
+        self._deferred = bool(found.storages) and all(
+            isinstance(reader, DrainsBoundPoints) for reader in found.storages
         )
-        self._routes = tuple(routes)
+        self._routes = found.routes
         self._unusable = False
         return True
 
 
-# What record() uses of each view match, checked when it binds.
-_MATCH_INTERNALS = ("_attributes_aggregation", "_lock", "_view", "_instrument")
+_self_test_lock = threading.Lock()
+_sdk_ok: bool | None = None
 
 
-def _aggregation_maker(match: Any) -> Callable[[Any, dict[str, Any]], Any]:
-    """What makes ``match``'s aggregation for a new attribute set, called under its lock.
-
-    SDK 1.45.2 has a method for it (with the cardinality limit); 1.45.0 and 1.45.1, which the
-    project's lower bound admits and the contrib instrumentations' venv runs, make it inline in
-    ``consume_measurement``, as :func:`_make_inline` does.
-    """
-    method = getattr(match, "_get_or_create_aggregation", None)
-    if callable(method):
-        return method  # type: ignore[no-any-return]
-    return partial(_make_inline, match)
+def _sdk_checked() -> bool:
+    """Whether the installed SDK passed :func:`_self_test` (run once, at the first binding)."""
+    global _sdk_ok
+    if _sdk_ok is None:
+        with _self_test_lock:
+            if _sdk_ok is None:
+                _sdk_ok = _self_test()
+    return _sdk_ok
 
 
-def _make_inline(match: Any, key: Any, attributes: dict[str, Any]) -> Any:
-    """``consume_measurement``'s aggregation for a new attribute set in SDK 1.45.0 and 1.45.1."""
-    aggregation = match._attributes_aggregation.get(key)
-    if aggregation is not None:
-        return aggregation
-    view = match._view
-    kind = view._aggregation
-    if isinstance(kind, DefaultAggregation):
-        kind = match._instrument_class_aggregation[match._instrument.__class__]
-    aggregation = kind._create_aggregation(
-        match._instrument, attributes, view._exemplar_reservoir_factory, time_ns()
-    )
-    match._attributes_aggregation[key] = aggregation
-    return aggregation
+_SELF_TEST_VALUES = (0.0005, 0.25, 0.25, 3.0, 12.5)
+
+
+def _self_test() -> bool:
+    """Points through the fast path (mixed with ``record``) of a throw-away provider export what
+    ``record`` alone exports."""
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    problem = sdk_histograms.import_problem()
+    if problem is None:
+        try:
+            exported = []
+            for fast in (True, False):
+                reader = InMemoryMetricReader()
+                provider = MeterProvider(metric_readers=[reader], shutdown_on_exit=False)
+                histogram = provider.get_meter(__name__).create_histogram("self_test", unit="s")
+                point = BoundHistogram(histogram, {"self_test": "yes"})
+                if fast and not point._bind():
+                    return False
+                # Both paths into one aggregation: a key the SDK no longer computes the same
+                # way would split it in two.
+                for index, value in enumerate(_SELF_TEST_VALUES):
+                    if fast and index % 2:
+                        point.record(value)
+                    else:
+                        histogram.record(value, {"self_test": "yes"})
+                exported.append(_histogram_points(reader))
+                provider.shutdown()
+            if exported[0] != exported[1] or not exported[0]:
+                problem = "the fast path exported other points than Histogram.record"
+        except Exception as exc:  # any surprise in the SDK's internals: the public path
+            problem = f"{type(exc).__name__}: {exc}"
+    if problem is not None:
+        sdk_internals.fall_back(sdk_histograms.CONCERN, problem, "points take Histogram.record")
+        return False
+    return True
+
+
+def _histogram_points(reader: Any) -> list[tuple[Any, ...]]:
+    data = reader.get_metrics_data()
+    return [
+        (dict(point.attributes), point.count, point.sum, tuple(point.bucket_counts))
+        for resource_metrics in data.resource_metrics
+        for scope_metrics in resource_metrics.scope_metrics
+        for metric in scope_metrics.metrics
+        for point in metric.data.data_points
+    ]

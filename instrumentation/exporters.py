@@ -12,26 +12,22 @@ is sent is always what the SDK would send.
 ``export()`` below follows the SDK's ``export()`` of version 1.45 line for line; only the
 encoding call differs. Records are logged through the SDK exporters' own loggers so that the
 telemetry bootstrap's filters for those loggers (rate limit, kept out of the OTLP log pipeline)
-apply unchanged.
+apply unchanged. The exporter state it reads is checked when an exporter is built
+(:func:`instrumentation.sdk_internals.exporters.wire_export_usable`); without it the exporter
+runs the SDK's own ``export()``.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from opentelemetry.exporter.otlp.proto.common._log_encoder import encode_logs as sdk_encode_logs
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import (
     encode_spans as sdk_encode_spans,
 )
 from opentelemetry.exporter.otlp.proto.http import _log_exporter, trace_exporter
-
-# Private helpers of the SDK exporter, reused so that the size limit behaves exactly as there.
-from opentelemetry.exporter.otlp.proto.http._common import (
-    RequestPayloadTooLargeError,
-    _is_request_too_large,
-)
 from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk._logs import ReadableLogRecord
@@ -41,6 +37,11 @@ from opentelemetry.sdk.trace.export import SpanExportResult
 from opentelemetry.semconv.attributes.http_attributes import HTTP_RESPONSE_STATUS_CODE
 
 from instrumentation import otlp_wire
+from instrumentation.sdk_internals.exporters import (
+    RequestPayloadTooLargeError,
+    is_request_too_large,
+    wire_export_usable,
+)
 
 __all__ = ["WireLogExporter", "WireSpanExporter"]
 
@@ -48,14 +49,6 @@ _span_logger = logging.getLogger(trace_exporter.__name__)
 _log_logger = logging.getLogger(_log_exporter.__name__)
 
 _ItemT = TypeVar("_ItemT")
-
-# What ``export()`` below uses of the SDK exporter's state. A later SDK that renames any of it
-# gets the SDK's own ``export()`` (and encoder) instead of a broken one.
-_SDK_STATE = ("_shutdown", "_metrics", "_client", "_max_request_size")
-
-
-def _has_sdk_state(exporter: object) -> bool:
-    return all(hasattr(exporter, name) for name in _SDK_STATE)
 
 
 def _serialize(
@@ -99,7 +92,7 @@ def _export(
             return False
 
         limit = exporter._max_request_size
-        if _is_request_too_large(serialized_data, limit):
+        if is_request_too_large(serialized_data, limit):
             logger.warning(
                 "Dropping %s batch: serialized size %d bytes exceeds max_request_size %d bytes.",
                 kind,
@@ -127,8 +120,12 @@ def _export(
 class WireSpanExporter(OTLPSpanExporter):
     """``OTLPSpanExporter`` serializing with :func:`instrumentation.otlp_wire.encode_spans`."""
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._wire = wire_export_usable(self)
+
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        if not _has_sdk_state(self):
+        if not self._wire:
             return super().export(spans)
         sent = _export(self, spans, otlp_wire.encode_spans, _sdk_spans, _span_logger, "span")
         return SpanExportResult.SUCCESS if sent else SpanExportResult.FAILURE
@@ -137,8 +134,12 @@ class WireSpanExporter(OTLPSpanExporter):
 class WireLogExporter(OTLPLogExporter):
     """``OTLPLogExporter`` serializing with :func:`instrumentation.otlp_wire.encode_logs`."""
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._wire = wire_export_usable(self)
+
     def export(self, batch: Sequence[ReadableLogRecord]) -> LogRecordExportResult:
-        if not _has_sdk_state(self):
+        if not self._wire:
             return super().export(batch)
         sent = _export(self, batch, otlp_wire.encode_logs, _sdk_logs, _log_logger, "logs")
         return LogRecordExportResult.SUCCESS if sent else LogRecordExportResult.FAILURE

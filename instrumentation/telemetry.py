@@ -60,7 +60,7 @@ from typing import Any, TypeVar
 from opentelemetry import _logs as logs_api
 from opentelemetry import metrics as metrics_api
 from opentelemetry import trace as trace_api
-from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY, Context, get_current, get_value
+from opentelemetry.context import Context, get_current, get_value
 from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
 from opentelemetry.sdk._logs import Logger as SdkLogger
 from opentelemetry.sdk._logs import (
@@ -69,9 +69,6 @@ from opentelemetry.sdk._logs import (
     ReadableLogRecord,
     ReadWriteLogRecord,
 )
-
-# The SDK's level-to-severity mapping, which it does not re-export.
-from opentelemetry.sdk._logs._internal import std_to_otel
 from opentelemetry.sdk._logs.export import (
     BatchLogRecordProcessor,
     ConsoleLogRecordExporter,
@@ -109,9 +106,18 @@ from instrumentation.redaction import (
     redacted_extras,
     scalar_extras,
 )
+from instrumentation.sdk_internals import api as sdk_api
+from instrumentation.sdk_internals import batching as sdk_batching
+from instrumentation.sdk_internals import exporters as sdk_exporters
+from instrumentation.sdk_internals import logs as sdk_logs
 from instrumentation.settings import TelemetrySettings
 
 _logger = logging.getLogger(__name__)
+# Set while the SDK exports (None where the API no longer has it: see sdk_internals.api).
+_SUPPRESS_KEY = sdk_api.SUPPRESS_INSTRUMENTATION_KEY
+# Per log record: module globals, one lookup each.
+_batch_queues = sdk_logs.batch_queues
+_severity_number = sdk_logs.severity_number
 
 WARNING_INTERVAL_S = 60.0
 _SIGNAL_PATHS = {"traces": "v1/traces", "metrics": "v1/metrics", "logs": "v1/logs"}
@@ -189,46 +195,6 @@ class _LossCounter:
             return TelemetryStats(**self._counts)
 
 
-class _DropCountingMetrics:
-    """Stands in for the SDK batch processor's own metrics hook and counts drops through it.
-
-    opentelemetry-sdk 1.45's ``BatchProcessor.emit`` calls ``self._metrics.drop_items(1)`` for
-    each item it discards (queue full or already shut down) and nothing extra otherwise, so
-    this costs nothing on the normal path. The SDK's queue-full test is not atomic, so under
-    contention a drop can be reported that a concurrent export made unnecessary; the count is
-    then a few high, never low. It is a private hook: where it is missing
-    (:func:`_count_drops`), drops go uncounted and one warning says so.
-    """
-
-    def __init__(self, inner: Any, on_drop: Callable[[int], None]) -> None:
-        self._inner = inner
-        self._on_drop = on_drop
-
-    def register_queue_size(self, get_queue_size: Callable[[], int]) -> None:
-        self._inner.register_queue_size(get_queue_size)
-
-    def drop_items(self, count: int, error_type: str = "queue_full") -> None:
-        self._on_drop(count)
-        self._inner.drop_items(count, error_type)
-
-    def finish_items(self, count: int) -> None:
-        self._inner.finish_items(count)
-
-
-def _count_drops(
-    processor: BatchSpanProcessor | BatchLogRecordProcessor, on_drop: Callable[[int], None]
-) -> None:
-    batch = getattr(processor, "_batch_processor", None)
-    hook = getattr(batch, "_metrics", None)
-    if hook is None:
-        _logger.warning(
-            "this opentelemetry-sdk version has no batch processor metrics hook; "
-            "dropped telemetry will not be counted"
-        )
-        return
-    batch._metrics = _DropCountingMetrics(hook, on_drop)
-
-
 class _ExportGuard:
     """Shared by the counting exporters: counts failed calls and makes shutdown idempotent."""
 
@@ -294,12 +260,12 @@ class _CountingLogExporter(LogRecordExporter):
 
 
 class _CountingMetricExporter(MetricExporter):
-    def __init__(self, inner: MetricExporter, counter: _LossCounter) -> None:
+    def __init__(
+        self, inner: MetricExporter, counter: _LossCounter, preferences: tuple[Any, Any]
+    ) -> None:
         # The reader asks the exporter for these, so the wrapper must carry the inner's choice.
-        super().__init__(
-            preferred_temporality=inner._preferred_temporality,
-            preferred_aggregation=inner._preferred_aggregation,
-        )
+        temporality, aggregation = preferences
+        super().__init__(preferred_temporality=temporality, preferred_aggregation=aggregation)
         self._inner = inner
         self._guard = _ExportGuard(counter, None)
 
@@ -326,7 +292,7 @@ class _ExportPathFilter(logging.Filter):
     """Keeps records of the export path out of the OTLP log pipeline (see the module doc)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if get_value(_SUPPRESS_INSTRUMENTATION_KEY):
+        if _SUPPRESS_KEY is not None and get_value(_SUPPRESS_KEY):
             return False
         name = record.name
         return name != __name__ and name.partition(".")[0] not in _EXPORT_PATH_ROOTS
@@ -407,6 +373,7 @@ class OtlpLogHandler(logging.Handler):
         self.addFilter(CallerFilter())
         self.addFilter(RedactionFilter())
         self._installed_filters = list(self.filters)
+        sdk_logs.check_sdk()
 
     def _logger(self, name: str) -> logs_api.Logger | None:
         logger = self._provider.get_logger(name)
@@ -486,7 +453,7 @@ class OtlpLogHandler(logging.Handler):
                 context if queues is None else _EMPTY_CONTEXT,
                 trace_api.get_current_span(context).get_span_context(),
                 _SEVERITY_TEXT.get(record.levelname, record.levelname),
-                std_to_otel(record.levelno),
+                _severity_number(record.levelno),
                 self._body(record),
                 self._attributes(record),
             )
@@ -517,28 +484,6 @@ class OtlpLogHandler(logging.Handler):
 HANDLER_CODE.add(OtlpLogHandler.handle.__code__)
 
 
-def _batch_queues(logger: SdkLogger) -> tuple[Any, ...] | None:
-    """The batch queues ``logger``'s records end in, when handing a record to them changes nothing.
-
-    ``Logger.emit`` checks that the logger is enabled, counts the record if the SDK's own
-    metrics are on, and hands it to each processor; the batch processor's ``on_emit`` copies it
-    with an empty context into a ``ReadableLogRecord`` and queues that. When the logger is
-    enabled, counts nothing, and every processor is the SDK's ``BatchLogRecordProcessor``, the
-    handler builds that ``ReadableLogRecord`` itself and queues it: three objects and two calls
-    fewer per record. ``None`` (the SDK's path) for anything else, or SDK internals that differ.
-    """
-    try:
-        # By name: the class lives in a private module of the SDK.
-        if not logger._is_enabled() or type(logger._logger_metrics).__name__ != "NoOpLoggerMetrics":
-            return None
-        processors = logger._multi_log_record_processor._log_record_processors
-        if not processors or any(type(p) is not BatchLogRecordProcessor for p in processors):
-            return None
-        return tuple(processor._batch_processor for processor in processors)
-    except AttributeError:
-        return None
-
-
 _EMPTY_CONTEXT = Context()
 _VALID_TYPES = frozenset({str, int, float, bool, type(None)})
 # The OpenTelemetry log data model's severity texts for Python's level names.
@@ -561,7 +506,7 @@ class _State:
     settings: TelemetrySettings
     telemetry: Telemetry
     counter: _LossCounter
-    exporters: list[_CountingSpanExporter | _CountingLogExporter | _CountingMetricExporter] = field(
+    exporters: list[_CountingSpanExporter | _CountingLogExporter | MetricExporter] = field(
         default_factory=list
     )
     log_handler: OtlpLogHandler | None = None
@@ -661,11 +606,18 @@ class PeriodicMetricReader(DrainsBoundPoints, PeriodicExportingMetricReader):
     :mod:`instrumentation.bound`)."""
 
 
+def _counting_metric_exporter(inner: MetricExporter, counter: _LossCounter) -> MetricExporter:
+    """``inner`` with its failed exports counted, or ``inner`` itself where the SDK does not let
+    the wrapper carry its preferences (see :mod:`instrumentation.sdk_internals.exporters`)."""
+    preferences = sdk_exporters.metric_preferences(inner)
+    return inner if preferences is None else _CountingMetricExporter(inner, counter, preferences)
+
+
 def _metric_pipeline(
     settings: TelemetrySettings, resource: Resource, counter: _LossCounter
-) -> tuple[MeterProvider, list[_CountingMetricExporter]]:
+) -> tuple[MeterProvider, list[MetricExporter]]:
     exporters = [
-        _CountingMetricExporter(exporter, counter)
+        _counting_metric_exporter(exporter, counter)
         for exporter in _chosen_exporters(
             settings, "metrics", OTLPMetricExporter, ConsoleMetricExporter
         )
@@ -766,7 +718,7 @@ def _trace_pipeline(
             export_timeout_millis=settings.export_timeout_ms,
             meter_provider=meter_provider,
         )
-        _count_drops(processor, lambda count: counter.add(spans_dropped=count))
+        sdk_batching.count_drops(processor, lambda count: counter.add(spans_dropped=count))
         provider.add_span_processor(processor)
     return provider, exporters
 
@@ -796,7 +748,7 @@ def _log_pipeline(
             max_queue_size=settings.max_queue_size,
             meter_provider=meter_provider,
         )
-        _count_drops(processor, lambda count: counter.add(log_records_dropped=count))
+        sdk_batching.count_drops(processor, lambda count: counter.add(log_records_dropped=count))
         provider.add_log_record_processor(processor)
     return provider, exporters
 

@@ -19,9 +19,6 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from opentelemetry import trace as trace_api
-from opentelemetry._logs import _internal as logs_api_internal
-from opentelemetry.metrics import _internal as metrics_api_internal
 from opentelemetry.sdk._logs import LoggerProvider, ReadableLogRecord
 from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, SimpleLogRecordProcessor
 from opentelemetry.sdk.metrics import MeterProvider
@@ -30,10 +27,10 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.util._once import Once
 
-from instrumentation import conventions, failures, logbuffer, logs, telemetry
+from instrumentation import conventions, failures, logbuffer, logs, sdk_internals, telemetry
 from instrumentation.bound import DrainsBoundPoints
+from instrumentation.sdk_internals import api as sdk_api
 
 
 def _test_resource() -> Resource:
@@ -130,22 +127,16 @@ def reset_for_tests() -> None:
     next test may call them afresh.
 
     The OpenTelemetry API lets a process install each global provider once; this clears those
-    "once" flags (private API state, read from opentelemetry-api 1.45). Tracers and meters
+    "once" flags (private API state, see
+    :func:`instrumentation.sdk_internals.api.reset_global_providers`). Tracers and meters
     obtained from the *global* providers before the reset keep pointing at the old providers,
     so tests should pass providers explicitly where they can.
     """
     telemetry._forget_state()
     logs.shutdown_logging()
     failures.reset_failures()
-    trace_api._TRACER_PROVIDER_SET_ONCE = Once()
-    trace_api._TRACER_PROVIDER = None
-    metrics_api_internal._METER_PROVIDER_SET_ONCE = Once()
-    metrics_api_internal._METER_PROVIDER = None
-    # The proxy keeps the meters handed out before a provider was set and replays them onto the
-    # next one: a fresh proxy, so that one test's instruments do not register in the next's.
-    metrics_api_internal._PROXY_METER_PROVIDER = metrics_api_internal._ProxyMeterProvider()
-    logs_api_internal._LOGGER_PROVIDER_SET_ONCE = Once()
-    logs_api_internal._LOGGER_PROVIDER = None
+    sdk_internals.reset_fallbacks()
+    sdk_api.reset_global_providers()
 
 
 @contextmanager

@@ -20,8 +20,9 @@ from opentelemetry.sdk.metrics.view import (
     View,
 )
 
-from instrumentation import bound
+from instrumentation import bound, sdk_internals
 from instrumentation.bound import BoundHistogram, pending
+from instrumentation.sdk_internals import histograms
 from instrumentation.telemetry import duration_histogram_views
 from instrumentation.testing import DrainingInMemoryMetricReader
 
@@ -142,9 +143,11 @@ def test_bound_points_export_what_record_exports(
             assert _outcome(bound_reader) == _outcome(plain_reader)
     assert _outcome(bound_reader) == _outcome(plain_reader)
     if any(0 <= value < math.inf for value in values):
-        assert bound.fast or other.fast
+        # On an SDK past the pin the fast path may have fallen back (and said so).
+        assert bound.fast or other.fast or histograms.CONCERN in sdk_internals.fallbacks()
 
 
+@pytest.mark.pinned_sdk
 @pytest.mark.parametrize("queued", [False, True], ids=["at-once", "queued"])
 def test_the_pinned_sdk_takes_the_fast_path(queued: bool) -> None:
     histogram, reader = _pipeline("contract", AggregationTemporality.CUMULATIVE, queued=queued)
@@ -157,6 +160,7 @@ def test_the_pinned_sdk_takes_the_fast_path(queued: bool) -> None:
     assert pending() == 0
 
 
+@pytest.mark.pinned_sdk
 def test_a_reader_added_later_gets_the_points_too() -> None:
     first = InMemoryMetricReader()
     provider = MeterProvider(metric_readers=[first], views=duration_histogram_views())
@@ -193,6 +197,7 @@ def test_a_forked_child_starts_with_an_empty_queue_and_a_free_lock() -> None:
     assert [p[2:4] for p in _points(reader)] == [(1, 1.0)]
 
 
+@pytest.mark.pinned_sdk
 def test_an_sdk_that_makes_aggregations_inline_gets_the_same_points() -> None:
     # SDK 1.45.0 and 1.45.1 have no _get_or_create_aggregation: consume_measurement makes the
     # aggregation inline, and so does the bound path's stand-in for it.
