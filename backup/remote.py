@@ -41,7 +41,7 @@ import secrets
 import shutil
 import time
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Executor, Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -213,10 +213,11 @@ def snapshot_ids(remote: Remote) -> set[str]:
     return ids
 
 
-def list_objects(remote: Remote) -> dict[str, int]:
-    """Every object on the remote, by name, with its size."""
+def list_objects(remote: Remote, pool: Executor | None = None) -> dict[str, int]:
+    """Every object on the remote, by name, with its size (its fan-out folders listed on
+    ``pool``'s threads when given)."""
     objects = {}
-    for path, size in remote.store.list(DATA).items():
+    for path, size in remote.store.list(DATA, pool).items():
         name = path.rsplit("/", 1)[-1]
         if _OBJECT.fullmatch(name) and path == f"{DATA}/{name[:2]}/{name}":
             objects[name] = size
@@ -367,94 +368,96 @@ def copy_backups(
     started = time.monotonic()
     result = CopyResult(remote.shown, remote.id)
     catalog = Catalog(backup_dir)
-    on_remote = list_objects(remote)
-    sent = _SentObjects(backup_dir, remote.id)
-    archive = catalog.blob_archive()
-    if policy is None:
-        present = snapshot_ids(remote)
-        todo = [info for info in catalog.list() if info.id not in present]
-    else:
-        from backup.retention import plan_retention
+    # One pool for the listing and the uploads: over SFTP each of its threads opens one
+    # channel, used for both. Leaving the block waits for uploads under way (none is left
+    # running past the copy).
+    with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="vrp-copy") as pool:
+        on_remote = list_objects(remote, pool)
+        sent = _SentObjects(backup_dir, remote.id)
+        archive = catalog.blob_archive()
+        if policy is None:
+            present = snapshot_ids(remote)
+            todo = [info for info in catalog.list() if info.id not in present]
+        else:
+            from backup.retention import plan_retention
 
-        snapshots, refused = list_snapshots(remote)
-        if not refused:
-            result.snapshots = snapshots
-        present = {s.id for s in snapshots}
-        missing = [info for info in catalog.list() if info.id not in present]
-        kept = plan_retention([*snapshot_infos(snapshots), *missing], policy).kept
-        wanted = {info.id for info in kept}
-        todo = [info for info in missing if info.id in wanted]
-    result.snapshots_present = len(present)
+            snapshots, refused = list_snapshots(remote)
+            if not refused:
+                result.snapshots = snapshots
+            present = {s.id for s in snapshots}
+            missing = [info for info in catalog.list() if info.id not in present]
+            kept = plan_retention([*snapshot_infos(snapshots), *missing], policy).kept
+            wanted = {info.id for info in kept}
+            todo = [info for info in missing if info.id in wanted]
+        result.snapshots_present = len(present)
 
-    def record(key: str, ref: ObjectRef) -> None:
-        sent.refs[key] = ref
-        on_remote[ref.name] = ref.bytes
-        result.objects_sent += 1
-        result.bytes_sent += ref.bytes
-        sent.save()
+        def record(key: str, ref: ObjectRef) -> None:
+            sent.refs[key] = ref
+            on_remote[ref.name] = ref.bytes
+            result.objects_sent += 1
+            result.bytes_sent += ref.bytes
+            sent.save()
 
-    def already_sent(key: str) -> ObjectRef | None:
-        ref = sent.refs.get(key)
-        if ref is not None and on_remote.get(ref.name) == ref.bytes:
-            return ref
-        return None
+        def already_sent(key: str) -> ObjectRef | None:
+            ref = sent.refs.get(key)
+            if ref is not None and on_remote.get(ref.name) == ref.bytes:
+                return ref
+            return None
 
-    def upload(read: Callable[[], bytes]) -> Callable[[], ObjectRef]:
-        return lambda: _send(remote, read, recipients)
+        def upload(read: Callable[[], bytes]) -> Callable[[], ObjectRef]:
+            return lambda: _send(remote, read, recipients)
 
-    pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="vrp-copy")
-    try:
-        for info in reversed(todo):
-            manifest = manifests.read(info.path)
-            manifest_bytes = (info.path / manifests.MANIFEST_NAME).read_bytes()
-            needed = {f"blob:{blob.sha256}" for blob in manifest.blobs}
-            needed |= {f"artifact:{a.sha256}" for a in manifest.artifacts}
-            jobs: dict[str, Callable[[], ObjectRef]] = {}
-            for blob in manifest.blobs:
-                key = f"blob:{blob.sha256}"
-                if already_sent(key) is None:
-                    jobs[key] = upload(archive.path_for(blob.sha256).read_bytes)
-            for artifact in manifest.artifacts:
-                key = f"artifact:{artifact.sha256}"
-                if already_sent(key) is None:
-                    path = manifests.resolve_inside(info.path, artifact.path)
-                    jobs[key] = upload(path.read_bytes)
-            result.objects_skipped += len(needed) - len(jobs)
-            if not _send_all(pool, concurrency, jobs.items(), record, should_stop):
-                return result
-            blobs = {blob.sha256: sent.refs[f"blob:{blob.sha256}"] for blob in manifest.blobs}
-            artifacts = {a.path: sent.refs[f"artifact:{a.sha256}"] for a in manifest.artifacts}
-            payload = {
-                "manifest": base64.b64encode(manifest_bytes).decode("ascii"),
-                "artifacts": {path: ref.name for path, ref in artifacts.items()},
-                "blobs": {sha: ref.name for sha, ref in blobs.items()},
-            }
-            refs = {ref.name: ref for ref in (*artifacts.values(), *blobs.values())}
-            snapshot = RemoteSnapshot(
-                id=info.id,
-                created_at=info.created_at,
-                copied_at=datetime.now(UTC),
-                verified=info.verified,
-                objects=tuple(sorted(refs.values(), key=lambda r: r.name)),
-                sealed=encrypt(orjson.dumps(payload), recipients),
-            )
-            remote.store.write(snapshot.path, snapshot.to_json())
-            if result.snapshots is not None:
-                result.snapshots.append(snapshot)
-            result.snapshots_copied.append(info.id)
-            logger.info(
-                "backup %s copied to %s",
-                info.id,
-                remote.shown,
-                extra={"vrp.backup.id": info.id, "vrp.backup.remote": remote.shown},
-            )
-    finally:
-        pool.shutdown(cancel_futures=True)
-        sent.save(force=True)
-        result.newest = max((*present, *result.snapshots_copied), default=None)
-        result.seconds = time.monotonic() - started
-        result.objects = on_remote
-    return result
+        try:
+            for info in reversed(todo):
+                manifest = manifests.read(info.path)
+                manifest_bytes = (info.path / manifests.MANIFEST_NAME).read_bytes()
+                needed = {f"blob:{blob.sha256}" for blob in manifest.blobs}
+                needed |= {f"artifact:{a.sha256}" for a in manifest.artifacts}
+                jobs: dict[str, Callable[[], ObjectRef]] = {}
+                for blob in manifest.blobs:
+                    key = f"blob:{blob.sha256}"
+                    if already_sent(key) is None:
+                        jobs[key] = upload(archive.path_for(blob.sha256).read_bytes)
+                for artifact in manifest.artifacts:
+                    key = f"artifact:{artifact.sha256}"
+                    if already_sent(key) is None:
+                        path = manifests.resolve_inside(info.path, artifact.path)
+                        jobs[key] = upload(path.read_bytes)
+                result.objects_skipped += len(needed) - len(jobs)
+                if not _send_all(pool, concurrency, jobs.items(), record, should_stop):
+                    return result
+                blobs = {blob.sha256: sent.refs[f"blob:{blob.sha256}"] for blob in manifest.blobs}
+                artifacts = {a.path: sent.refs[f"artifact:{a.sha256}"] for a in manifest.artifacts}
+                payload = {
+                    "manifest": base64.b64encode(manifest_bytes).decode("ascii"),
+                    "artifacts": {path: ref.name for path, ref in artifacts.items()},
+                    "blobs": {sha: ref.name for sha, ref in blobs.items()},
+                }
+                refs = {ref.name: ref for ref in (*artifacts.values(), *blobs.values())}
+                snapshot = RemoteSnapshot(
+                    id=info.id,
+                    created_at=info.created_at,
+                    copied_at=datetime.now(UTC),
+                    verified=info.verified,
+                    objects=tuple(sorted(refs.values(), key=lambda r: r.name)),
+                    sealed=encrypt(orjson.dumps(payload), recipients),
+                )
+                remote.store.write(snapshot.path, snapshot.to_json())
+                if result.snapshots is not None:
+                    result.snapshots.append(snapshot)
+                result.snapshots_copied.append(info.id)
+                logger.info(
+                    "backup %s copied to %s",
+                    info.id,
+                    remote.shown,
+                    extra={"vrp.backup.id": info.id, "vrp.backup.remote": remote.shown},
+                )
+        finally:
+            sent.save(force=True)
+            result.newest = max((*present, *result.snapshots_copied), default=None)
+            result.seconds = time.monotonic() - started
+            result.objects = on_remote
+        return result
 
 
 # -- retention -----------------------------------------------------------------------------------

@@ -33,6 +33,7 @@ import secrets
 import socket
 import threading
 from collections.abc import Iterator
+from concurrent.futures import Executor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Final
@@ -148,13 +149,25 @@ class RemoteStore:
         except (TimeoutError, OSError, EOFError, paramiko.SSHException) as exc:
             raise RemoteError(f"{doing} on the remote {self.shown} failed: {_reason(exc)}") from exc
 
-    def list(self, folder: str) -> dict[str, int]:
-        """Every file below ``folder`` (relative names) with its size; empty when it is missing."""
+    def list(self, folder: str, pool: Executor | None = None) -> dict[str, int]:
+        """Every file below ``folder`` (relative names) with its size; empty when it is missing.
+
+        With ``pool``, a folder of folders (the remote's fan-out) is listed one subfolder per
+        task, so that the round trips of a listing over SFTP overlap; an object store (one
+        paginated listing of the whole prefix) is listed at once either way."""
         with self._errors(f"listing {folder}/"):
             base = self._path(folder)
             if not self.fs.exists(base):
                 return {}
-            found = self.fs.find(base, detail=True)
+            if pool is None or self._atomic_put:
+                found = self.fs.find(base, detail=True)
+            else:
+                found = {}
+                entries = self.fs.ls(base, detail=True)
+                found.update({e["name"]: e for e in entries if e.get("type") == "file"})
+                folders = [e["name"] for e in entries if e.get("type") == "directory"]
+                for below in pool.map(lambda path: self.fs.find(path, detail=True), folders):
+                    found.update(below)
         prefix = self.root.rstrip("/") + "/"
         return {
             path.removeprefix(prefix).lstrip("/"): int(info.get("size") or 0)
