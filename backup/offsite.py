@@ -15,6 +15,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 
 from pyrage import x25519
@@ -27,6 +28,7 @@ from tenacity import (
 )
 
 from backup.catalog import LOCK
+from backup.copies import LastCopy, record_copy
 from backup.encryption import load_identities, load_recipients
 from backup.errors import BackupConfigError
 from backup.lock import run_lock
@@ -113,7 +115,12 @@ def copy_offsite(
         with opened(remote) as target:
             policy = remote_policy(remote)
             result = copy_backups(
-                settings.backup_dir, target, recipients, policy=policy, should_stop=should_stop
+                settings.backup_dir,
+                target,
+                recipients,
+                policy=policy,
+                concurrency=remote.concurrency,
+                should_stop=should_stop,
             )
             prune_remote(target, policy, objects=result.objects, snapshots=result.snapshots)
             return result
@@ -146,6 +153,10 @@ def copy_offsite(
             result = retrying(once)
         tel.copy_succeeded(span, result, retrying.statistics.get("attempt_number", 1))
     tel.record_copy_success(remote.url, time.time(), identity)
+    record_copy(
+        settings.backup_dir,
+        LastCopy(result.remote_id, result.remote, datetime.now(UTC), result.newest),
+    )
     logger.info(
         "copy to %s done in %.1fs: %d backup(s) copied, %d already there, %d object(s) sent "
         "(%d bytes), %d already there",

@@ -41,6 +41,7 @@ import secrets
 import shutil
 import time
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Executor, Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -52,6 +53,7 @@ from pyrage import x25519
 
 from backup import manifest as manifests
 from backup.catalog import RUNS, TMP, BackupInfo, Catalog, valid_id
+from backup.copies import STATE_DIR
 from backup.encryption import DecryptionError, decrypt, encrypt
 from backup.errors import BackupNotFoundError, ManifestError
 from backup.files import fsync_dir, make_private_dir, write_atomic, write_through
@@ -64,7 +66,6 @@ MARKER: Final = "vrp-remote.json"
 FORMAT: Final = 1
 DATA: Final = "data"
 SNAPSHOTS: Final = "snapshots"
-STATE_DIR: Final = "remotes"
 _OBJECT: Final = re.compile(r"[0-9a-f]{32}")
 _SNAPSHOT_SUFFIX: Final = ".json"
 # How often a copy records what it sent, so that a killed copy resends little.
@@ -213,10 +214,11 @@ def snapshot_ids(remote: Remote) -> set[str]:
     return ids
 
 
-def list_objects(remote: Remote) -> dict[str, int]:
-    """Every object on the remote, by name, with its size."""
+def list_objects(remote: Remote, pool: Executor | None = None) -> dict[str, int]:
+    """Every object on the remote, by name, with its size (its fan-out folders listed on
+    ``pool``'s threads when given)."""
     objects = {}
-    for path, size in remote.store.list(DATA).items():
+    for path, size in remote.store.list(DATA, pool).items():
         name = path.rsplit("/", 1)[-1]
         if _OBJECT.fullmatch(name) and path == f"{DATA}/{name[:2]}/{name}":
             objects[name] = size
@@ -231,8 +233,11 @@ class CopyResult:
     """What one copy did. ``objects_sent`` counts blobs and artifacts uploaded."""
 
     remote: str
+    remote_id: str = ""
     snapshots_copied: list[str] = field(default_factory=list)
     snapshots_present: int = 0
+    # The newest backup on the remote once the copy is done (None: the remote holds none).
+    newest: str | None = None
     objects_sent: int = 0
     objects_skipped: int = 0
     bytes_sent: int = 0
@@ -280,9 +285,12 @@ class _SentObjects:
         self._unsaved = 0
 
 
-def _send(remote: Remote, data: bytes, recipients: list[x25519.Recipient]) -> ObjectRef:
-    """Encrypt and upload one object under a new random name; its size is checked there."""
-    sealed = encrypt(data, recipients)
+def _send(
+    remote: Remote, read: Callable[[], bytes], recipients: list[x25519.Recipient]
+) -> ObjectRef:
+    """Read, encrypt and upload one object under a new random name; its size is checked there.
+    Runs in a worker thread of the copy's pool."""
+    sealed = encrypt(read(), recipients)
     ref = ObjectRef(secrets.token_hex(16), len(sealed), hashlib.sha256(sealed).hexdigest())
     remote.store.write(ref.path, sealed)
     size = remote.store.size(ref.path)
@@ -293,102 +301,167 @@ def _send(remote: Remote, data: bytes, recipients: list[x25519.Recipient]) -> Ob
     return ref
 
 
+def _send_all(
+    pool: ThreadPoolExecutor,
+    limit: int,
+    jobs: Iterable[tuple[str, Callable[[], ObjectRef]]],
+    done: Callable[[str, ObjectRef], None],
+    should_stop: Callable[[], bool],
+) -> bool:
+    """Run the upload ``jobs`` (key, upload) on ``pool``, at most ``limit`` at a time (each
+    holds its object in memory), calling ``done(key, ref)`` in this thread as each ends.
+    Stops starting uploads when ``should_stop()`` turns true or one fails; the uploads under
+    way are waited for and recorded either way (a finished upload is never sent again), then
+    the first error is raised. False when stopped."""
+    pending: dict[Future[ObjectRef], str] = {}
+    queue = iter(jobs)
+    error: Exception | None = None
+    stopped = False
+    try:
+        while True:
+            while error is None and not stopped and len(pending) < limit:
+                job = next(queue, None)
+                if job is None:
+                    break
+                if should_stop():
+                    stopped = True
+                    break
+                pending[pool.submit(job[1])] = job[0]
+            if not pending:
+                break
+            finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for future in finished:
+                key = pending.pop(future)
+                try:
+                    ref = future.result()
+                except Exception as exc:  # raised below, once the uploads under way end
+                    error = error or exc
+                    continue
+                done(key, ref)
+    finally:
+        for future in pending:
+            future.cancel()
+    if error is not None:
+        raise error
+    return not stopped
+
+
 def copy_backups(
     backup_dir: Path,
     remote: Remote,
     recipients: list[x25519.Recipient],
     *,
     policy: Any = None,
+    concurrency: int = 4,
     should_stop: Callable[[], bool] = lambda: False,
 ) -> CopyResult:
     """Copy the complete local backups the remote lacks (newest first); the caller holds the
     local run lock. Stops between two objects when ``should_stop()`` turns true.
 
+    ``concurrency`` objects are read, encrypted and uploaded at a time (a thread pool; over
+    SFTP one channel per thread), which hides the round trips of each object's upload, rename
+    and size check. A backup's snapshot file is still written only after every object it
+    references is on the remote, so the order "objects first, snapshot last" holds per backup.
+
     With ``policy`` (the remote's :class:`~backup.retention.RetentionPolicy`), only the
     backups that policy would keep among the remote's and these are sent: a local backup the
     remote's retention dropped earlier is not sent again only to be deleted after the copy."""
     started = time.monotonic()
-    result = CopyResult(remote.shown)
+    result = CopyResult(remote.shown, remote.id)
     catalog = Catalog(backup_dir)
-    on_remote = list_objects(remote)
-    sent = _SentObjects(backup_dir, remote.id)
-    archive = catalog.blob_archive()
-    if policy is None:
-        present = snapshot_ids(remote)
-        todo = [info for info in catalog.list() if info.id not in present]
-    else:
-        from backup.retention import plan_retention
+    # One pool for the listing and the uploads: over SFTP each of its threads opens one
+    # channel, used for both. Leaving the block waits for uploads under way (none is left
+    # running past the copy).
+    with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="vrp-copy") as pool:
+        on_remote = list_objects(remote, pool)
+        sent = _SentObjects(backup_dir, remote.id)
+        archive = catalog.blob_archive()
+        if policy is None:
+            present = snapshot_ids(remote)
+            todo = [info for info in catalog.list() if info.id not in present]
+        else:
+            from backup.retention import plan_retention
 
-        snapshots, refused = list_snapshots(remote)
-        if not refused:
-            result.snapshots = snapshots
-        present = {s.id for s in snapshots}
-        missing = [info for info in catalog.list() if info.id not in present]
-        kept = plan_retention([*snapshot_infos(snapshots), *missing], policy).kept
-        wanted = {info.id for info in kept}
-        todo = [info for info in missing if info.id in wanted]
-    result.snapshots_present = len(present)
+            snapshots, refused = list_snapshots(remote)
+            if not refused:
+                result.snapshots = snapshots
+            present = {s.id for s in snapshots}
+            missing = [info for info in catalog.list() if info.id not in present]
+            kept = plan_retention([*snapshot_infos(snapshots), *missing], policy).kept
+            wanted = {info.id for info in kept}
+            todo = [info for info in missing if info.id in wanted]
+        result.snapshots_present = len(present)
 
-    def ensure(key: str, read: Callable[[], bytes]) -> ObjectRef:
-        ref = sent.refs.get(key)
-        if ref is not None and on_remote.get(ref.name) == ref.bytes:
-            result.objects_skipped += 1
-            return ref
-        ref = _send(remote, read(), recipients)
-        sent.refs[key] = ref
-        on_remote[ref.name] = ref.bytes
-        result.objects_sent += 1
-        result.bytes_sent += ref.bytes
-        sent.save()
-        return ref
+        def record(key: str, ref: ObjectRef) -> None:
+            sent.refs[key] = ref
+            on_remote[ref.name] = ref.bytes
+            result.objects_sent += 1
+            result.bytes_sent += ref.bytes
+            sent.save()
 
-    try:
-        for info in reversed(todo):
-            manifest = manifests.read(info.path)
-            manifest_bytes = (info.path / manifests.MANIFEST_NAME).read_bytes()
-            artifacts: dict[str, ObjectRef] = {}
-            blobs: dict[str, ObjectRef] = {}
-            for blob in manifest.blobs:
-                if should_stop():
+        def already_sent(key: str) -> ObjectRef | None:
+            ref = sent.refs.get(key)
+            if ref is not None and on_remote.get(ref.name) == ref.bytes:
+                return ref
+            return None
+
+        def upload(read: Callable[[], bytes]) -> Callable[[], ObjectRef]:
+            return lambda: _send(remote, read, recipients)
+
+        try:
+            for info in reversed(todo):
+                manifest = manifests.read(info.path)
+                manifest_bytes = (info.path / manifests.MANIFEST_NAME).read_bytes()
+                needed = {f"blob:{blob.sha256}" for blob in manifest.blobs}
+                needed |= {f"artifact:{a.sha256}" for a in manifest.artifacts}
+                jobs: dict[str, Callable[[], ObjectRef]] = {}
+                for blob in manifest.blobs:
+                    key = f"blob:{blob.sha256}"
+                    if already_sent(key) is None:
+                        jobs[key] = upload(archive.path_for(blob.sha256).read_bytes)
+                for artifact in manifest.artifacts:
+                    key = f"artifact:{artifact.sha256}"
+                    if already_sent(key) is None:
+                        path = manifests.resolve_inside(info.path, artifact.path)
+                        jobs[key] = upload(path.read_bytes)
+                result.objects_skipped += len(needed) - len(jobs)
+                if not _send_all(pool, concurrency, jobs.items(), record, should_stop):
                     return result
-                blobs[blob.sha256] = ensure(
-                    f"blob:{blob.sha256}", archive.path_for(blob.sha256).read_bytes
+                blobs = {blob.sha256: sent.refs[f"blob:{blob.sha256}"] for blob in manifest.blobs}
+                artifacts = {a.path: sent.refs[f"artifact:{a.sha256}"] for a in manifest.artifacts}
+                payload = {
+                    "manifest": base64.b64encode(manifest_bytes).decode("ascii"),
+                    "artifacts": {path: ref.name for path, ref in artifacts.items()},
+                    "blobs": {sha: ref.name for sha, ref in blobs.items()},
+                }
+                refs = {ref.name: ref for ref in (*artifacts.values(), *blobs.values())}
+                snapshot = RemoteSnapshot(
+                    id=info.id,
+                    created_at=info.created_at,
+                    copied_at=datetime.now(UTC),
+                    verified=info.verified,
+                    objects=tuple(sorted(refs.values(), key=lambda r: r.name)),
+                    sealed=encrypt(orjson.dumps(payload), recipients),
                 )
-            for artifact in manifest.artifacts:
-                path = manifests.resolve_inside(info.path, artifact.path)
-                artifacts[artifact.path] = ensure(f"artifact:{artifact.sha256}", path.read_bytes)
-            payload = {
-                "manifest": base64.b64encode(manifest_bytes).decode("ascii"),
-                "artifacts": {path: ref.name for path, ref in artifacts.items()},
-                "blobs": {sha: ref.name for sha, ref in blobs.items()},
-            }
-            refs = {ref.name: ref for ref in (*artifacts.values(), *blobs.values())}
-            snapshot = RemoteSnapshot(
-                id=info.id,
-                created_at=info.created_at,
-                copied_at=datetime.now(UTC),
-                verified=info.verified,
-                objects=tuple(sorted(refs.values(), key=lambda r: r.name)),
-                sealed=encrypt(orjson.dumps(payload), recipients),
-            )
-            remote.store.write(snapshot.path, snapshot.to_json())
-            if result.snapshots is not None:
-                result.snapshots.append(snapshot)
-            result.snapshots_copied.append(info.id)
-            logger.info(
-                "backup %s copied to %s",
-                info.id,
-                remote.shown,
-                extra={
-                    conventions.VRP_BACKUP_ID: info.id,
-                    conventions.VRP_BACKUP_REMOTE: remote.shown,
-                },
-            )
-    finally:
-        sent.save(force=True)
-        result.seconds = time.monotonic() - started
-        result.objects = on_remote
-    return result
+                remote.store.write(snapshot.path, snapshot.to_json())
+                if result.snapshots is not None:
+                    result.snapshots.append(snapshot)
+                result.snapshots_copied.append(info.id)
+                logger.info(
+                    "backup %s copied to %s",
+                    info.id,
+                    remote.shown,
+                    extra={
+                        conventions.VRP_BACKUP_ID: info.id,
+                        conventions.VRP_BACKUP_REMOTE: remote.shown,
+                    },
+                )
+        finally:
+            sent.save(force=True)
+            result.newest = max((*present, *result.snapshots_copied), default=None)
+            result.seconds = time.monotonic() - started
+            result.objects = on_remote
+        return result
 
 
 # -- retention -----------------------------------------------------------------------------------

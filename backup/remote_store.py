@@ -17,6 +17,11 @@ sizes, read, write atomically, delete.
 * **Bounded waits.** Connecting, authenticating and every SFTP request time out after
   ``VRP_BACKUP_REMOTE_TIMEOUT`` seconds, so an unreachable or stalled remote fails a copy
   instead of hanging the scheduler.
+* **Several transfers at once.** A copy sends ``VRP_BACKUP_REMOTE_CONCURRENCY`` objects at a
+  time from a thread pool (:mod:`backup.remote`); the store may be used from several threads.
+  Over SFTP each thread gets its own SFTP channel on the one SSH connection (paramiko's SFTP
+  client pairs requests with answers per channel, so threads must not share one); the local
+  file system and s3fs are safe to share as they are.
 * Every failure is a :class:`RemoteError` naming the remote by its URL without credentials.
 """
 
@@ -26,7 +31,9 @@ import io
 import posixpath
 import secrets
 import socket
+import threading
 from collections.abc import Iterator
+from concurrent.futures import Executor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Final
@@ -49,7 +56,8 @@ class RemoteError(BackupError):
 
 
 class _CheckedSFTP(SFTPFileSystem):
-    """fsspec's SFTP file system with known-hosts checking and time-outs on every request."""
+    """fsspec's SFTP file system with known-hosts checking, time-outs on every request, and one
+    SFTP channel per thread (``ftp`` is the calling thread's, opened on first use)."""
 
     cachable = False
 
@@ -58,6 +66,9 @@ class _CheckedSFTP(SFTPFileSystem):
     ) -> None:
         self._known_hosts = known_hosts
         self._request_timeout = request_timeout
+        self._local = threading.local()
+        self._channels: list[paramiko.SFTPClient] = []
+        self._channels_lock = threading.Lock()
         super().__init__(host, **ssh_kwargs)
 
     def _connect(self) -> None:
@@ -68,8 +79,25 @@ class _CheckedSFTP(SFTPFileSystem):
             self.client.load_host_keys(str(self._known_hosts))
         self.client.set_missing_host_key_policy(paramiko.RejectPolicy())
         self.client.connect(self.host, **self.ssh_kwargs)
-        self.ftp = self.client.open_sftp()
-        self.ftp.get_channel().settimeout(self._request_timeout)
+        self._local.ftp = self._open_channel()
+
+    def _open_channel(self) -> paramiko.SFTPClient:
+        ftp = self.client.open_sftp()
+        ftp.get_channel().settimeout(self._request_timeout)
+        with self._channels_lock:
+            self._channels.append(ftp)
+        return ftp
+
+    @property
+    def ftp(self) -> paramiko.SFTPClient:
+        ftp = getattr(self._local, "ftp", None)
+        if ftp is None:
+            ftp = self._local.ftp = self._open_channel()
+        return ftp
+
+    @ftp.setter
+    def ftp(self, value: paramiko.SFTPClient) -> None:
+        self._local.ftp = value
 
     # Whole-object transfers through paramiko's pipelined put and prefetching get: fsspec's
     # file objects wait for the server's answer to every 32 KiB request, ten times slower here.
@@ -86,6 +114,10 @@ class _CheckedSFTP(SFTPFileSystem):
         return buffer.getvalue()
 
     def close(self) -> None:
+        with self._channels_lock:
+            channels, self._channels = self._channels, []
+        for ftp in channels:
+            ftp.close()
         self.client.close()
 
 
@@ -99,6 +131,9 @@ class RemoteStore:
         self.shown = shown_url(url)
         self._atomic_put = atomic_put
         self._made: set[str] = set()
+        # Folders are made one at a time: two threads making the same folder over SFTP race
+        # between its existence check and its mkdir, and the loser's mkdir fails.
+        self._making = threading.Lock()
 
     def _path(self, name: str) -> str:
         return posixpath.join(self.root, name)
@@ -114,13 +149,25 @@ class RemoteStore:
         except (TimeoutError, OSError, EOFError, paramiko.SSHException) as exc:
             raise RemoteError(f"{doing} on the remote {self.shown} failed: {_reason(exc)}") from exc
 
-    def list(self, folder: str) -> dict[str, int]:
-        """Every file below ``folder`` (relative names) with its size; empty when it is missing."""
+    def list(self, folder: str, pool: Executor | None = None) -> dict[str, int]:
+        """Every file below ``folder`` (relative names) with its size; empty when it is missing.
+
+        With ``pool``, a folder of folders (the remote's fan-out) is listed one subfolder per
+        task, so that the round trips of a listing over SFTP overlap; an object store (one
+        paginated listing of the whole prefix) is listed at once either way."""
         with self._errors(f"listing {folder}/"):
             base = self._path(folder)
             if not self.fs.exists(base):
                 return {}
-            found = self.fs.find(base, detail=True)
+            if pool is None or self._atomic_put:
+                found = self.fs.find(base, detail=True)
+            else:
+                found = {}
+                entries = self.fs.ls(base, detail=True)
+                found.update({e["name"]: e for e in entries if e.get("type") == "file"})
+                folders = [e["name"] for e in entries if e.get("type") == "directory"]
+                for below in pool.map(lambda path: self.fs.find(path, detail=True), folders):
+                    found.update(below)
         prefix = self.root.rstrip("/") + "/"
         return {
             path.removeprefix(prefix).lstrip("/"): int(info.get("size") or 0)
@@ -172,8 +219,10 @@ class RemoteStore:
     def _makedirs(self, path: str) -> None:
         if path in self._made or self._atomic_put:
             return
-        self.fs.makedirs(path, exist_ok=True)
-        self._made.add(path)
+        with self._making:
+            if path not in self._made:
+                self.fs.makedirs(path, exist_ok=True)
+                self._made.add(path)
 
     def _remove_quietly(self, path: str) -> None:
         try:

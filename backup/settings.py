@@ -117,6 +117,7 @@ class RemoteSettings:
     ssh_key_file: Path | None = None
     known_hosts: Path | None = None
     timeout: float = 30.0
+    concurrency: int = 4
     copy_after_run: bool = True
     keep_last: int = 7
     keep_daily: int = 14
@@ -175,6 +176,10 @@ class BackupSettingsSchema(ma.Schema):
     VRP_BACKUP_REMOTE_KNOWN_HOSTS = fields.String(load_default=None)
     VRP_BACKUP_REMOTE_TIMEOUT = fields.Float(
         load_default=30.0, validate=validate.Range(min=0.1, max=3600)
+    )
+    # Objects a copy sends at once (each held in memory while it is encrypted and sent).
+    VRP_BACKUP_REMOTE_CONCURRENCY = fields.Integer(
+        load_default=4, validate=validate.Range(min=1, max=32)
     )
     VRP_BACKUP_REMOTE_COPY = _Bool(load_default=True)
     VRP_BACKUP_REMOTE_KEEP_LAST = fields.Integer(
@@ -235,6 +240,7 @@ def _remote(data: dict[str, Any], cwd: Path | None) -> RemoteSettings | None:
         ssh_key_file=path("VRP_BACKUP_REMOTE_SSH_KEY_FILE"),
         known_hosts=path("VRP_BACKUP_REMOTE_KNOWN_HOSTS"),
         timeout=data["VRP_BACKUP_REMOTE_TIMEOUT"],
+        concurrency=data["VRP_BACKUP_REMOTE_CONCURRENCY"],
         copy_after_run=data["VRP_BACKUP_REMOTE_COPY"],
         keep_last=data["VRP_BACKUP_REMOTE_KEEP_LAST"],
         keep_daily=data["VRP_BACKUP_REMOTE_KEEP_DAILY"],

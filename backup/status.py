@@ -13,10 +13,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 from backup.catalog import BackupInfo, Catalog
+from backup.copies import LastCopy, read_copies
 from backup.lock import other_process_running
 from backup.repository import RepositoryError, open_repository
 from backup.settings import BackupSettings
 from backup.state import SchedulerState, read_state, unusable_dir_error
+from instrumentation.urls import shown_url
 
 _LIVE_STATUSES = ("starting", "running", "idle")
 
@@ -33,6 +35,11 @@ class Status:
     backups: int
     newest: BackupInfo | None
     newest_verified: BackupInfo | None
+    # The last copy to each remote this repository was copied to (from the local records:
+    # status connects to no remote).
+    offsite: tuple[LastCopy, ...] = ()
+    # VRP_BACKUP_REMOTE, without credentials, when it is set.
+    remote: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -44,6 +51,8 @@ class Status:
             "backups": self.backups,
             "newest_backup": _backup_json(self.newest),
             "newest_verified_backup": _backup_json(self.newest_verified),
+            "remote": self.remote,
+            "offsite": [copy.to_json() for copy in self.offsite],
         }
 
 
@@ -88,6 +97,8 @@ def read_status(settings: BackupSettings) -> Status:
         backups=len(backups),
         newest=backups[-1] if backups else None,
         newest_verified=verified[-1] if verified else None,
+        offsite=tuple(read_copies(settings.backup_dir)),
+        remote=shown_url(settings.remote.url) if settings.remote is not None else None,
     )
 
 
@@ -164,6 +175,25 @@ def format_status(status: Status, now: datetime | None = None) -> list[str]:
         )
         if status.newest_verified is not None and status.newest_verified is not newest:
             lines.append(f"newest verified: {status.newest_verified.id}")
+    lines.extend(_offsite_lines(status, now))
+    return lines
+
+
+def _offsite_lines(status: Status, now: datetime) -> list[str]:
+    """One line per remote: its newest copy's age, and when the last copy to it ended."""
+    lines = []
+    for copy in status.offsite:
+        created = copy.newest_created_at
+        if copy.newest_backup is None or created is None:
+            newest = "holds no backup"
+        else:
+            newest = f"newest {copy.newest_backup} ({_ago(created, now)})"
+        lines.append(
+            f"offsite {copy.remote}: {newest}; last copy {_when(copy.copied_at)} "
+            f"({_ago(copy.copied_at, now)})"
+        )
+    if status.remote is not None and all(c.remote != status.remote for c in status.offsite):
+        lines.append(f"offsite {status.remote}: no copy yet (`vrp backup copy`, or the scheduler)")
     return lines
 
 

@@ -42,7 +42,10 @@ every process would compile the project's modules again: about 0.08 s of each ru
        * ``pipeline``: ``tar -cf - vrp.db recordings | age -R key.pub > X.age && scp X.age
          host:`` (archive, encrypt to the same age public key, send);
        * ``vrp``: ``vrp backup copy`` into a new remote (``vrp backup init --remote``, untimed):
-         every object encrypted with age and sent whole under a temp name, then renamed.
+         every object encrypted with age and sent whole under a temp name, then renamed,
+         ``VRP_BACKUP_REMOTE_CONCURRENCY`` objects at a time (its default, 4);
+       * with ``--remote-serial``, also ``vrp`` with ``VRP_BACKUP_REMOTE_CONCURRENCY=1`` (one
+         object after another, as copies ran before), for the gain of sending several at once.
 
        The throughput figure is the ratio of the medians, ``vrp / pipeline``, on the wall time
        of the process and on the copy's own time (without the interpreter start and imports);
@@ -258,7 +261,7 @@ def _copy(env: dict[str, str]) -> tuple[float, float, int]:
     return wall, float(match.group(3)), int(match.group(2))
 
 
-def measure_remote(work: Path, megabytes: int, rounds: int) -> dict[str, Any]:
+def measure_remote(work: Path, megabytes: int, rounds: int, serial: bool) -> dict[str, Any]:
     # The tests' sshd, found by appending the checkout (this script's own folder comes first on
     # the path, where "backup" is this file, so the package is reached through vrp alone).
     if str(ROOT) not in sys.path:
@@ -287,7 +290,7 @@ def measure_remote(work: Path, megabytes: int, rounds: int) -> dict[str, Any]:
             f'| age -R "{work / "remote" / "backup.pub"}" > "$OUT" '
             f'&& {scp} "$OUT" {server.user}@127.0.0.1:"$DEST"'
         )
-        pipeline, first = [], []
+        pipeline, first, first_serial = [], [], []
         for index in range(rounds):
             out = work / "remote" / "pipeline.tar.age"
             _settle(out, server.root / f"tar-{index}")
@@ -303,6 +306,15 @@ def measure_remote(work: Path, megabytes: int, rounds: int) -> dict[str, Any]:
             _vrp(round_env, "backup", "init", "--remote")
             _settle()
             first.append(_copy(round_env))
+            if serial:
+                serial_env = {
+                    **env,
+                    "VRP_BACKUP_REMOTE": server.url(f"serial-{index}"),
+                    "VRP_BACKUP_REMOTE_CONCURRENCY": "1",
+                }
+                _vrp(serial_env, "backup", "init", "--remote")
+                _settle()
+                first_serial.append(_copy(serial_env))
         incremental = []
         for index in range(rounds):
             sha256 = _put_blob(storage, os.urandom(BLOB_MB * 1024 * 1024))
@@ -320,10 +332,13 @@ def measure_remote(work: Path, megabytes: int, rounds: int) -> dict[str, Any]:
     ratio = incremental_own / max(first_own, 1e-9)
     pipeline_median = statistics.median(pipeline)
     throughput = statistics.median(t[0] for t in first) / pipeline_median
+    serial_own = statistics.median(t[1] for t in first_serial) if first_serial else None
     return {
         "bytes": size,
         "rounds": rounds,
         "pipeline_seconds": [round(t, 3) for t in pipeline],
+        "first_copy_serial_own_seconds": [round(t[1], 3) for t in first_serial],
+        "concurrency_speedup": round(serial_own / first_own, 3) if serial_own else None,
         "first_copy_seconds": [round(t[0], 3) for t in first],
         "first_copy_own_seconds": [round(t[1], 3) for t in first],
         "first_copy_objects": first[0][2],
@@ -357,6 +372,9 @@ def main() -> None:
     parser.add_argument("--audio-mb", type=int, default=None, help="audio size (1024)")
     parser.add_argument("--remote-mb", type=int, default=None, help="offsite copy size (512)")
     parser.add_argument("--rounds", type=int, default=None, help="timed rounds (5)")
+    parser.add_argument(
+        "--remote-serial", action="store_true", help="also time first copies one object at a time"
+    )
     parser.add_argument("--workdir", type=Path, default=None, help="where to build the data")
     parser.add_argument("--json", action="store_true", help="print only the JSON report")
     args = parser.parse_args()
@@ -370,7 +388,7 @@ def main() -> None:
         work.mkdir()
         database = measure_database(work, db_mb, rounds)
         audio = measure_audio(work, audio_mb)
-        remote = measure_remote(work, remote_mb, rounds)
+        remote = measure_remote(work, remote_mb, rounds, args.remote_serial)
     report = {"quick": args.quick, "database": database, "audio": audio, "remote": remote}
     if not args.json:
         mark = {True: "PASS", False: "MISS"}
@@ -401,8 +419,14 @@ def main() -> None:
         print(f"  tar | age > X && scp X:      {remote['pipeline_seconds']} s")
         print(
             f"  vrp backup copy (first):     {remote['first_copy_seconds']} s "
-            f"({remote['first_copy_objects']} objects)"
+            f"({remote['first_copy_objects']} objects), own time "
+            f"{remote['first_copy_own_seconds']} s"
         )
+        if remote["first_copy_serial_own_seconds"]:
+            print(
+                f"  one object at a time (first): {remote['first_copy_serial_own_seconds']} s "
+                f"own time; concurrency speed-up (medians) {remote['concurrency_speedup']:.2f}"
+            )
         print(
             f"  ratio vrp/pipeline (medians) {remote['throughput_ratio']:.2f} wall, "
             f"{remote['throughput_ratio_own']:.2f} on the copy's own time "

@@ -71,7 +71,9 @@ from instrumentation.settings import LoggingSettings
 CONTEXT_FIELDS = frozenset({"trace_id", "span_id"})
 """Record attributes :class:`TraceContextFilter` adds (other handlers may want to skip them)."""
 
-_QUIETED_LOGGERS = ("urllib3", "werkzeug", "sqlalchemy", "alembic")
+# paramiko (the offsite copy's SFTP) logs every connection and every SFTP channel at INFO: a
+# copy with several channels would add a dozen records per run.
+_QUIETED_LOGGERS = ("urllib3", "werkzeug", "sqlalchemy", "alembic", "paramiko")
 # Loggers that write a record per event under load: each message passes once a minute.
 _RATE_LIMITED_LOGGERS = ("waitress.queue",)
 RATE_LIMIT_INTERVAL_S = 60.0

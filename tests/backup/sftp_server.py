@@ -6,18 +6,29 @@ internal SFTP server, ``StrictModes no``), in the foreground (``sshd -D -e``) so
 fixture owns the process and ends it; no system service or system file is touched, except that
 sshd run as root refuses to start without its privilege-separation folder ``/run/sshd``
 (which the system service would create at boot), made empty here when missing.
+
+To try the README's offsite runbook by hand against the same server::
+
+    .venv/bin/python -m tests.backup.sftp_server /tmp/vrp-sshd /tmp/vrp-offsite-root
+
+prints the ``export`` lines of the remote settings (one folder ``offsite`` under the second
+argument) and serves until Ctrl-C.
 """
 
 from __future__ import annotations
 
 import os
 import pwd
+import shlex
 import shutil
+import signal
 import socket
 import subprocess
+import sys
+import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -137,3 +148,23 @@ def sftp_server(tmp_path: Path) -> Iterator[SftpServer]:
         pytest.skip("openssh-server is not installed (apt-get install openssh-server)")
     with running_sshd(tmp_path / "sshd", tmp_path / "offsite") as server:
         yield server
+
+
+def main(argv: list[str]) -> int:
+    """``python -m tests.backup.sftp_server HOME ROOT``: serve until Ctrl-C or SIGTERM."""
+    if len(argv) != 2:
+        sys.stderr.write("usage: python -m tests.backup.sftp_server HOME ROOT\n")
+        return 2
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    with running_sshd(Path(argv[0]).absolute(), Path(argv[1]).absolute()) as server:
+        for name, value in server.env("offsite").items():
+            sys.stdout.write(f"export {name}={shlex.quote(value)}\n")
+        sys.stdout.flush()
+        with suppress(KeyboardInterrupt):
+            stop.wait()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

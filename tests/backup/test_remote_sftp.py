@@ -10,9 +10,11 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -31,12 +33,13 @@ from backup.remote import (
     list_objects,
     list_snapshots,
 )
-from backup.remote_store import RemoteError, open_store
+from backup.remote_store import RemoteError, RemoteStore, open_store
 from backup.remote_verify import verify_snapshots
 from backup.restore import plan_restore, restore_backup
 from backup.run import run_backup
 from backup.settings import BackupSettings, load_backup_settings
 from backup.source import BackupSource
+from backup.status import format_status, read_status
 from tests.backup.helpers import (
     flip_byte,
     make_sqlite_app,
@@ -129,6 +132,66 @@ def test_copy_sends_everything_once_then_only_the_new_recording(
     with opened(settings.remote) as remote:  # type: ignore[arg-type]
         assert len(list_snapshots(remote)[0]) == 2
         assert len(list_objects(remote)) == BLOBS + 3
+
+
+def test_a_first_copy_sends_as_many_objects_at_once_as_its_concurrency_allows(
+    tmp_path: Path, app: BackupSource, sftp_server: SftpServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = _settings(tmp_path, sftp_server, VRP_BACKUP_REMOTE_CONCURRENCY="3")
+    assert settings.remote is not None and settings.remote.concurrency == 3
+    with connected(settings.remote) as store:
+        init_remote(store)
+    run_backup(settings, app)
+    lock = threading.Lock()
+    uploading: set[str] = set()
+    most, threads = 0, set()
+    real_write = RemoteStore.write
+
+    def write(store: RemoteStore, name: str, data: bytes) -> None:
+        nonlocal most
+        with lock:
+            uploading.add(name)
+            most = max(most, len(uploading))
+            threads.add(threading.get_ident())
+            # The snapshot file is written when no object is under way, never beside one.
+            assert not name.startswith("snapshots/") or uploading == {name}
+        try:
+            real_write(store, name, data)
+        finally:
+            with lock:
+                uploading.discard(name)
+
+    monkeypatch.setattr(RemoteStore, "write", write)
+    result = copy_offsite(settings)
+    assert result.objects_sent == BLOBS + 1
+    assert most == 3 and len(threads) == 4  # three workers and the caller (the snapshot)
+    with opened(settings.remote) as remote:
+        [report] = verify_snapshots(remote, identities_for(settings.remote))
+    assert report.ok, report.problems
+
+
+def test_status_shows_the_age_of_the_newest_offsite_copy_per_remote(
+    tmp_path: Path, settings: BackupSettings, app: BackupSource, sftp_server: SftpServer
+) -> None:
+    before = format_status(read_status(settings))
+    assert f"offsite {sftp_server.url()}: no copy yet" in before[-1]
+    run_backup(settings, app)
+    result = copy_offsite(settings)
+    usb = f"file://{tmp_path / 'usb'}"
+    assert settings.remote is not None
+    init_remote(open_store(settings.remote, usb))
+    copy_offsite(settings, url=usb)
+    status = read_status(settings)
+    lines = format_status(status, datetime.now(UTC) + timedelta(hours=3))
+    [backup_id] = result.snapshots_copied
+    assert [c.remote for c in status.offsite] == [usb, sftp_server.url()]
+    assert lines[-2:] == [
+        f"offsite {copy.remote}: newest {backup_id} (3h 0m ago); last copy "
+        f"{copy.copied_at.strftime('%Y-%m-%d %H:%M:%S UTC')} (3h 0m ago)"
+        for copy in status.offsite
+    ]
+    offsite = status.to_json()["offsite"]
+    assert [o["newest_backup"] for o in offsite] == [backup_id, backup_id]
 
 
 COPY_CHILD = """

@@ -44,6 +44,8 @@ def test_schedules_parse_into_a_period(text: str, period: timedelta) -> None:
         ("VRP_BACKUP_COMPRESSION_LEVEL", "23", "less than or equal to 22"),
         ("VRP_BACKUP_KEEP_LAST", "0", "greater than or equal to 1"),
         ("VRP_BACKUP_VERIFY", "maybe", "boolean"),
+        ("VRP_BACKUP_REMOTE_CONCURRENCY", "0", "greater than or equal to 1"),
+        ("VRP_BACKUP_REMOTE_CONCURRENCY", "33", "less than or equal to 32"),
         ("VRP_BACKUP_KEPP_DAILY", "3", "unknown setting"),
     ],
 )

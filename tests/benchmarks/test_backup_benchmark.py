@@ -23,6 +23,7 @@ def test_quick_backup_benchmark_reports_both_comparisons(tmp_path: Path) -> None
             "4",
             "--audio-mb",
             "24",
+            "--remote-serial",
             "--workdir",
             str(tmp_path),
         ],
@@ -45,6 +46,10 @@ def test_quick_backup_benchmark_reports_both_comparisons(tmp_path: Path) -> None
     assert audio["second"]["copied"] == 0 and audio["second"]["skipped"] == 3
     assert audio["ratio"] >= 0 and audio["target"] == 0.05
     assert isinstance(audio["met"], bool)
+    remote = report["remote"]
+    assert len(remote["first_copy_own_seconds"]) == len(remote["first_copy_serial_own_seconds"])
+    assert remote["concurrency_speedup"] > 0
+    assert remote["incremental_copy_objects"] == [2]  # the new blob and the new database
     assert list(tmp_path.iterdir()) == []
 
 
