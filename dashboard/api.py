@@ -46,9 +46,11 @@ MAX_RELATIVE = timedelta(days=3650)
 class _Instant(fields.Field):
     """ISO 8601 with a time zone, or ``15m``/``1h``/``24h``/``7d`` before now (at most 10 years).
 
-    A relative instant loads as the :class:`timedelta` back from now: :class:`RangeArgs` turns
-    ``since`` and ``until`` into instants against one "now", so ``since=6h`` spans 6 h exactly
-    (two readings of the clock would make it longer, and pick the next rollup resolution).
+    A relative instant loads as the :class:`timedelta` back: :class:`RangeArgs` counts both back
+    from one reading of "now", so ``since=6h`` spans 6 h exactly (two readings of the clock
+    would make it longer, and pick the next rollup resolution); a relative ``since`` with an
+    ISO ``until`` counts back from that instant (``since=1h&until=<instant>``: the hour
+    before it).
     """
 
     def _deserialize(
@@ -80,9 +82,17 @@ class _Instant(fields.Field):
         return min(max(moment, EARLIEST), LATEST)
 
 
-def _at(instant: datetime | timedelta | None, now: datetime) -> datetime | None:
-    """An instant as :class:`_Instant` loaded it, relative ones counted back from ``now``."""
-    return now - instant if isinstance(instant, timedelta) else instant
+def _window_of(
+    since: datetime | timedelta | None, until: datetime | timedelta | None
+) -> tuple[datetime, datetime]:
+    """``since`` and ``until`` as :class:`_Instant` loaded them, made instants: relative ones
+    back from one reading of now, except a relative ``since`` with an ISO ``until``, back from
+    that. A missing ``until`` is now; a missing ``since`` is ``until`` itself."""
+    now = datetime.now(UTC)
+    end = now - until if isinstance(until, timedelta) else until or now
+    origin = end if isinstance(until, datetime) else now
+    start = origin - since if isinstance(since, timedelta) else since or end
+    return start, end
 
 
 class _Query(ma.Schema):
@@ -94,7 +104,7 @@ class NoArgs(_Query):
 
 
 class RangeArgs(_Query):
-    since = _Instant(metadata={"description": "ISO 8601 with zone, or 15m/1h/24h/7d"})
+    since = _Instant(metadata={"description": "ISO 8601 with zone, or 15m/1h/24h/7d before until"})
     until = _Instant(metadata={"description": "ISO 8601 with zone, or relative; default now"})
     service = fields.String(
         validate=validate.Regexp(_SERVICE_NAME, error="must be 1-255 printable chars")
@@ -104,16 +114,15 @@ class RangeArgs(_Query):
 
     @ma.validates_schema
     def _ordered(self, data: dict[str, Any], **kwargs: Any) -> None:
-        now = datetime.now(UTC)
-        since, until = _at(data.get("since"), now), _at(data.get("until"), now)
-        if since is not None and until is not None and since >= until:
+        since, until = _window_of(data.get("since"), data.get("until"))
+        if data.get("since") is not None and data.get("until") is not None and since >= until:
             raise ma.ValidationError("must be after since", field_name="until")
 
     @ma.post_load
     def _window(self, data: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
-        now = datetime.now(UTC)
-        until = _at(data.pop("until", None), now) or now
-        since = _at(data.pop("since", None), now) or until - self.default_span
+        since, until = _window_of(
+            data.pop("since", None) or self.default_span, data.pop("until", None)
+        )
         if since >= until:
             raise ma.ValidationError("must be before until", field_name="since")
         data["window"] = queries.TimeRange(since, until, data.pop("service", None))

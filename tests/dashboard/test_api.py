@@ -65,6 +65,13 @@ def test_a_relative_range_spans_exactly_its_length(live: Live, back: str) -> Non
     assert until - since == timedelta(seconds=parse_interval(back))
 
 
+def test_a_relative_since_with_an_iso_until_counts_back_from_that_instant(live: Live) -> None:
+    until = "2026-11-28T20:00:00+00:00"
+    with live.app.test_client() as client:
+        body = client.get("/api/summary", query_string={"since": "1h", "until": until}).get_json()
+    assert (body["since"], body["until"]) == ("2026-11-28T19:00:00+00:00", until)
+
+
 @pytest.mark.parametrize(
     ("path", "params", "field"),
     [
