@@ -244,14 +244,6 @@ def fmt_percent(value: float | None) -> str:
     return NONE if value is None else f"{100 * value:.2f}%"
 
 
-def fmt_bytes(value: float | None) -> str:
-    """``512 B``, ``40.0 KiB``, ``12.3 MiB``: the unit that fits the value."""
-    if value is None:
-        return NONE
-    unit, size = byte_unit(value)
-    return f"{value:.0f} B" if size == 1 else f"{value / size:.1f} {unit}"
-
-
 def bytes_column(
     name: str, column_id: str, values: Sequence[float | None]
 ) -> tuple[dict[str, Any], int]:

@@ -20,6 +20,8 @@ from typing import Any
 
 import plotly.graph_objects as go
 
+from instrumentation import conventions as names
+
 Row = Mapping[str, Any]
 
 PERCENTILES = (("p50_ms", "p50", "dot"), ("p95_ms", "p95", "solid"), ("p99_ms", "p99", "dash"))
@@ -406,7 +408,7 @@ def _span_hover(span: Row, flagged: set[str]) -> str:
         f"{plain(span.get('service', ''))})",
         f"start +{fmt_duration(span['offset_ms'])}, duration {fmt_duration(span['duration_ms'])}",
     ]
-    text = attributes.get("db.query.text")
+    text = attributes.get(names.DB_QUERY_TEXT)
     if text:
         lines.append(plain(str(text)[:160]))
     if span["span_id"] in flagged:

@@ -87,15 +87,6 @@ def test_durations_read_as_people_say_them() -> None:
     assert texts == ["1 min", "90 s", "15 min", "1 h", "90 min", "1 day", "7 days"]
 
 
-def test_byte_counts_take_the_unit_that_fits() -> None:
-    assert [ui.fmt_bytes(v) for v in (512, 40 * 1024, 12.5 * 1024**2, 3 * 1024**3)] == [
-        "512 B",
-        "40.0 KiB",
-        "12.5 MiB",
-        "3.0 GiB",
-    ]
-
-
 def _specifier(column: dict) -> str:
     return str(column["format"].to_plotly_json()["specifier"])
 

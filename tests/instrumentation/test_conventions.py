@@ -21,8 +21,6 @@ NOT_TELEMETRY_LITERALS = {
     ("instrumentation/database.py", "vrp.session_scope"),  # a key of Session.info
     ("recorder/cli.py", "vrp.needs_no_config"),  # a key of click's context
     ("dashboard/otlp_spans.py", "vrp.dashboard.lean"),  # a protobuf package name
-    # Still a literal: figures.py is being reworked on another branch; use DB_QUERY_TEXT there.
-    ("dashboard/figures.py", "db.query.text"),
 }
 
 
