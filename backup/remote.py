@@ -189,18 +189,31 @@ def _parse_snapshot(name: str, raw: bytes) -> RemoteSnapshot:
     return snapshot
 
 
-def list_snapshots(remote: Remote) -> tuple[list[RemoteSnapshot], list[str]]:
-    """The complete backups on the remote, oldest first, and the snapshot files refused."""
-    found, refused = [], []
+def list_snapshots(
+    remote: Remote, pool: Executor | None = None
+) -> tuple[list[RemoteSnapshot], list[str]]:
+    """The complete backups on the remote, oldest first, and the snapshot files refused (the
+    files read on ``pool``'s threads when given: one round trip each, overlapped)."""
+    names = []
     for name in sorted(remote.store.list(SNAPSHOTS)):
         backup_id = name.removeprefix(f"{SNAPSHOTS}/").removesuffix(_SNAPSHOT_SUFFIX)
-        if not name.endswith(_SNAPSHOT_SUFFIX) or not valid_id(backup_id):
-            continue
+        if name.endswith(_SNAPSHOT_SUFFIX) and valid_id(backup_id):
+            names.append(name)
+
+    def parse(name: str) -> RemoteSnapshot | str:
         try:
-            found.append(_parse_snapshot(name, remote.store.read(name)))
+            return _parse_snapshot(name, remote.store.read(name))
         except (ManifestError, FileNotFoundError) as exc:
             logger.warning("skipping %s on the remote: %s", name, exc)
-            refused.append(name)
+            return name
+
+    parsed = pool.map(parse, names) if pool is not None else map(parse, names)
+    found, refused = [], []
+    for item in parsed:
+        if isinstance(item, str):
+            refused.append(item)
+        else:
+            found.append(item)
     return sorted(found, key=lambda s: (s.created_at, s.id)), refused
 
 
@@ -382,7 +395,7 @@ def copy_backups(
         else:
             from backup.retention import plan_retention
 
-            snapshots, refused = list_snapshots(remote)
+            snapshots, refused = list_snapshots(remote, pool)
             if not refused:
                 result.snapshots = snapshots
             present = {s.id for s in snapshots}

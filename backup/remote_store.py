@@ -78,7 +78,19 @@ class _CheckedSFTP(SFTPFileSystem):
         else:
             self.client.load_host_keys(str(self._known_hosts))
         self.client.set_missing_host_key_policy(paramiko.RejectPolicy())
-        self.client.connect(self.host, **self.ssh_kwargs)
+        # Our own socket, with Nagle's algorithm off (paramiko leaves it on, and sshd turns it
+        # off only for terminal sessions): the handshake and every small request (a listing,
+        # a rename, a size check) otherwise wait for delayed ACKs; on loopback this took the
+        # connection and its first SFTP channel from 0.11-0.17 s to 0.07 s.
+        sock = socket.create_connection(
+            (self.host, self.ssh_kwargs.get("port", _SFTP_PORT)), self.ssh_kwargs.get("timeout")
+        )
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        try:
+            self.client.connect(self.host, sock=sock, **self.ssh_kwargs)
+        except BaseException:
+            sock.close()
+            raise
         self._local.ftp = self._open_channel()
 
     def _open_channel(self) -> paramiko.SFTPClient:
@@ -157,15 +169,21 @@ class RemoteStore:
         paginated listing of the whole prefix) is listed at once either way."""
         with self._errors(f"listing {folder}/"):
             base = self._path(folder)
-            if not self.fs.exists(base):
-                return {}
             if pool is None or self._atomic_put:
+                if not self.fs.exists(base):
+                    return {}
+                self._made.add(base)
                 found = self.fs.find(base, detail=True)
             else:
                 found = {}
-                entries = self.fs.ls(base, detail=True)
+                try:
+                    entries = self.fs.ls(base, detail=True)
+                except FileNotFoundError:
+                    return {}
                 found.update({e["name"]: e for e in entries if e.get("type") == "file"})
                 folders = [e["name"] for e in entries if e.get("type") == "directory"]
+                # Folders just seen need no look before a write into them (see _makedirs).
+                self._made.update([base, *folders])
                 for below in pool.map(lambda path: self.fs.find(path, detail=True), folders):
                     found.update(below)
         prefix = self.root.rstrip("/") + "/"
@@ -220,9 +238,11 @@ class RemoteStore:
         if path in self._made or self._atomic_put:
             return
         with self._making:
-            if path not in self._made:
+            # One look for a folder that is there (the usual case): fsspec's makedirs looks
+            # at every folder of the path from the root, one round trip each.
+            if path not in self._made and not self.fs.isdir(path):
                 self.fs.makedirs(path, exist_ok=True)
-                self._made.add(path)
+            self._made.add(path)
 
     def _remove_quietly(self, path: str) -> None:
         try:
