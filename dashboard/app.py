@@ -326,7 +326,9 @@ def _register_view_sync(app: dash.Dash, api: ApiClient) -> None:
             return dash.no_update if new == old else new
 
         return (
-            changed(new_search, search or ""),
+            # The same parameters in another order are the same view: rewriting the URL would
+            # re-render the page and reset its own controls (a switch read from ``?compare=1``).
+            dash.no_update if url_filters.same_query(new_search, search) else new_search,
             changed(chosen.range_value, range_value),
             changed(options, range_options),
             changed(chosen.service, service),

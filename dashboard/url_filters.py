@@ -162,6 +162,15 @@ def to_query(filters: Filters, search: str | None = None) -> str:
     return "?" + urlencode(kept) if kept else ""
 
 
+def same_query(one: str | None, other: str | None) -> bool:
+    """Whether two query strings hold the same parameters, whatever their order."""
+
+    def pairs(search: str | None) -> list[tuple[str, str]]:
+        return sorted(parse_qsl((search or "").lstrip("?"), max_num_fields=64))
+
+    return pairs(one) == pairs(other)
+
+
 def view_query(search: str | None) -> str:
     """Only the view's parameters of ``search``: what links to other pages carry along."""
     return to_query(from_query(search))

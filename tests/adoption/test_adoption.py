@@ -71,7 +71,7 @@ def adoption_database(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[s
     return system, str(request.getfixturevalue("mariadb_url"))
 
 
-def _without_instrumentation_frames(log: str) -> str:
+def without_instrumentation_frames(log: str) -> str:
     """``log`` less the traceback frames of the instrumentation's own code: the step spans
     around the view wrap ``dispatch_request``, so a traceback the app logs has one frame more
     (docs/adopting.md says so); every line the app writes is otherwise the same."""
@@ -100,7 +100,7 @@ def test_adopting_changes_no_response_and_no_line_of_the_apps_own_log(
     assert statuses == [200, 201, 201, 200, 404, 404, 500, 200]
     assert "<h1>Sorry</h1>" in str(plain.answers[6]["body"])
     assert "<h1>No such page</h1>" in str(plain.answers[4]["body"])
-    assert _without_instrumentation_frames(adopted.app_log) == plain.app_log
+    assert without_instrumentation_frames(adopted.app_log) == plain.app_log
     assert "INFO notes note 2 created\n" in plain.app_log
     assert "ERROR notes Exception on /crash [GET]" in plain.app_log
 

@@ -122,3 +122,9 @@ def test_a_page_switch_lives_in_the_url_beside_the_view() -> None:
     assert not uf.flag("?compare=yes", "compare")
     # The navigation bar's links carry the view, not a page's switch.
     assert uf.view_query(search) == "?range=15m"
+
+
+def test_the_same_parameters_in_another_order_are_the_same_query() -> None:
+    assert uf.same_query("?range=15m&compare=1", "?compare=1&range=15m")
+    assert uf.same_query("", None)
+    assert not uf.same_query("?range=15m&compare=1", "?range=15m")
