@@ -58,6 +58,8 @@ STORAGE_LOCK_SPAN: Final = "storage.lock"
 STORAGE_DELETE_SPAN: Final = "storage.delete"
 STORAGE_OPEN_SPAN: Final = "storage.open"
 STORAGE_CHECK_SPAN: Final = "storage.check"
+# A readiness probe's checks together (its db.ping and storage.check are children).
+HEALTH_CHECK_SPAN: Final = "health.check"
 
 # Span events.
 RETRY_EVENT: Final = "retry"

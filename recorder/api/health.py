@@ -35,14 +35,15 @@ class Ready(MethodView):
     def get(self) -> tuple[dict[str, Any], int]:
         ctx = recorder_context()
         checks: dict[str, str] = {}
-        for name, check in (("database", ctx.db.ping), ("storage", _check_storage)):
-            try:
-                check()
-            except Exception as exc:  # readiness reports any failure instead of raising it
-                logger.warning("readiness check %s failed: %s", name, type(exc).__name__)
-                checks[name] = f"failed: {type(exc).__name__}"
-            else:
-                checks[name] = "ok"
+        with ctx.steps(conventions.HEALTH_CHECK_SPAN):
+            for name, check in (("database", ctx.db.ping), ("storage", _check_storage)):
+                try:
+                    check()
+                except Exception as exc:  # readiness reports any failure instead of raising it
+                    logger.warning("readiness check %s failed: %s", name, type(exc).__name__)
+                    checks[name] = f"failed: {type(exc).__name__}"
+                else:
+                    checks[name] = "ok"
         ready = all(value == "ok" for value in checks.values())
         return {"status": "ok" if ready else "unavailable", "checks": checks}, 200 if ready else 503
 
