@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import resource
 import shlex
 import shutil
 import signal
@@ -27,7 +28,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,10 +85,24 @@ def _wait_for_banner(port: int, process: subprocess.Popen[bytes], deadline: floa
     raise RuntimeError("sshd did not answer within 10 s")
 
 
+def _file_size_limit(limit: int) -> Callable[[], None]:
+    """For the sshd child: no file it writes grows past ``limit`` bytes (a write beyond fails
+    with EFBIG, SIGXFSZ being ignored), as on a remote whose disk is full."""
+
+    def apply() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    return apply
+
+
 @contextmanager
-def running_sshd(home: Path, root: Path) -> Iterator[SftpServer]:
+def running_sshd(
+    home: Path, root: Path, *, file_size_limit: int | None = None
+) -> Iterator[SftpServer]:
     """sshd serving ``root`` (made here) with keys and configuration in ``home`` (made here),
-    ended on the way out. RuntimeError if it does not answer within 10 s."""
+    ended on the way out. RuntimeError if it does not answer within 10 s. With
+    ``file_size_limit``, the server cannot write a file larger than that: a full remote."""
     home.mkdir(parents=True)
     _keygen(home / "host_key", "vrp-test-host")
     _keygen(home / "user_key", "vrp-test-user")
@@ -116,6 +131,7 @@ def running_sshd(home: Path, root: Path) -> Iterator[SftpServer]:
         [SSHD, "-D", "-e", "-f", str(home / "sshd_config")],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        preexec_fn=None if file_size_limit is None else _file_size_limit(file_size_limit),
     )
     try:
         _wait_for_banner(port, process, time.monotonic() + 10)

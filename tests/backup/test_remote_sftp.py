@@ -48,7 +48,7 @@ from tests.backup.helpers import (
     sqlite_rows,
     write_blob,
 )
-from tests.backup.sftp_server import SftpServer, sftp_server
+from tests.backup.sftp_server import SftpServer, running_sshd, sftp_server
 
 __all__ = ["sftp_server"]
 
@@ -396,6 +396,30 @@ def test_an_unreachable_remote_fails_only_the_copy_never_the_scheduled_backup(
     assert "s3cr3t" not in caplog.text
     assert "copy to the remote after the backup failed" in caplog.text
     assert not telemetry.metric_points("vrp.backup.remote.last_success")
+
+
+def test_a_full_remote_fails_only_the_copy_and_lists_no_partial_backup(
+    tmp_path: Path, app: BackupSource, caplog: pytest.LogCaptureFixture
+) -> None:
+    from backup.scheduler import backup_job
+
+    # The remote takes the small objects but no file past 64 KiB: the audio blobs (128 KiB)
+    # fail half-way through the copy, as on a disk that is full.
+    with running_sshd(tmp_path / "sshd", tmp_path / "full", file_size_limit=64 * 1024) as server:
+        settings = _settings(tmp_path, server, VRP_BACKUP_REMOTE_TIMEOUT="10")
+        assert settings.remote is not None
+        with connected(settings.remote) as store:
+            init_remote(store)
+        job = backup_job(settings, app, copy_attempts=2, copy_backoff_seconds=0.1)
+
+        result = job(lambda: False)
+
+        assert result.verified
+        assert [b.id for b in Catalog(settings.backup_dir).list()] == [result.backup_id]
+        assert "copy to the remote after the backup failed" in caplog.text
+        with opened(settings.remote) as remote:
+            snapshots, refused = list_snapshots(remote)
+        assert (snapshots, refused) == ([], []), "no backup is listed until all of it is there"
 
 
 def test_a_copy_reports_its_span_and_the_remote_last_success(
