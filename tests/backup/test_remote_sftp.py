@@ -134,6 +134,32 @@ def test_copy_sends_everything_once_then_only_the_new_recording(
         assert len(list_objects(remote)) == BLOBS + 3
 
 
+def test_an_object_deleted_on_the_remote_is_sent_again_with_the_next_backup(
+    settings: BackupSettings, app: BackupSource, sftp_server: SftpServer
+) -> None:
+    run_backup(settings, app)
+    copy_offsite(settings)
+    # An audio blob's object (names reveal nothing; its size does: the blob and age's header).
+    lost = next(
+        p
+        for p in (sftp_server.root / "remote" / DATA).rglob("*")
+        if p.is_file() and BLOB_BYTES < p.stat().st_size < BLOB_BYTES + 4096
+    )
+    lost.unlink()
+
+    _add_recording(app)
+    run_backup(settings, app)
+    result = copy_offsite(settings)
+
+    # The new blob, the new database snapshot, and the blob whose object went missing.
+    assert (len(result.snapshots_copied), result.objects_sent) == (1, 3)
+    with opened(settings.remote) as remote:  # type: ignore[arg-type]
+        reports = verify_snapshots(remote, identities_for(settings.remote), whole=True)  # type: ignore[arg-type]
+    # The older backup names the lost object (verify says so); the newest is whole.
+    assert [r.ok for r in reports] in ([False, True], [True, False])
+    assert any(lost.name in str(problem) for r in reports for problem in r.problems)
+
+
 def test_a_first_copy_sends_as_many_objects_at_once_as_its_concurrency_allows(
     tmp_path: Path, app: BackupSource, sftp_server: SftpServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
