@@ -47,6 +47,7 @@ from prometheus_client.exposition import generate_latest
 
 from instrumentation import conventions
 from instrumentation.bound import DrainsBoundPoints
+from instrumentation.sdk_internals import prometheus as sdk_prometheus
 
 METRICS_PATH = "/metrics"
 # What generate_latest writes, whatever newer format prometheus-client names as its latest.
@@ -156,7 +157,9 @@ class PrometheusReader(DrainsBoundPoints, PrometheusMetricReader):
             resource_attribute_filter=SERIES_RESOURCE_LABELS.__contains__,
             registry=registry(),
         )
+        sdk_prometheus.check()
 
+    # The SDK's only hook between collection and export (sdk_internals.prometheus checks it).
     def _receive_metrics(
         self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any
     ) -> None:

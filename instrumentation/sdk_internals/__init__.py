@@ -24,13 +24,15 @@ Private names, by module, and the public path each falls back to:
   ``export()``; the metric exporter unwrapped (its failed exports uncounted).
 * :mod:`.api` - ``_SUPPRESS_INSTRUMENTATION_KEY``; the API's global-provider "set once" flags
   (tests' reset only). Fallback: the export-path filter by logger name alone; no reset.
+* :mod:`.prometheus` - ``MetricReader._receive_metrics``, the abstract method every reader
+  implements, overridden by ``instrumentation.prometheus`` to re-bucket the exponential duration
+  histograms. Fallback: the histograms reach the Prometheus exporter unconverted.
 
 Modules named ``_logs`` / ``_log_exporter`` / ``_log_encoder`` are the SDK's only home for the
 logs signal, still experimental upstream: they are its public path, imported where used.
-``instrumentation.prometheus`` overrides ``MetricReader._receive_metrics``, the abstract method
-every reader implements. ``pyproject.toml`` pins the SDK to the minor version these checks were
-written against; ``.ci/run`` runs the telemetry tests on the newest release (README, "Upgrading
-the OpenTelemetry SDK").
+``pyproject.toml`` pins the SDK to the minor version these checks were written against;
+``.ci/run`` runs the telemetry tests on the newest release (README, "Upgrading the OpenTelemetry
+SDK").
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from instrumentation import bound, sdk_internals
 from instrumentation.exporters import WireLogExporter, WireSpanExporter
-from instrumentation.sdk_internals import batching, exporters, histograms, logs
+from instrumentation.sdk_internals import batching, exporters, histograms, logs, prometheus
 
 __all__ = ["CONCERNS", "check_all", "main"]
 
@@ -25,6 +25,7 @@ CONCERNS = (
     logs.CONCERN,
     exporters.EXPORT_CONCERN,
     exporters.PREFERENCES_CONCERN,
+    prometheus.CONCERN,
 )
 
 # Exporters built for their state only: nothing is ever sent to this address.
@@ -46,6 +47,7 @@ def check_all() -> dict[str, str]:
     metric_exporter = OTLPMetricExporter(endpoint=_UNUSED_ENDPOINT)
     exporters.metric_preferences(metric_exporter)
     metric_exporter.shutdown()
+    prometheus.check()
     found = sdk_internals.fallbacks()
     return {concern: found.get(concern, "fast") for concern in CONCERNS}
 

@@ -24,9 +24,11 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from instrumentation import bound, conventions, sdk_internals, telemetry
 from instrumentation.bound import BoundHistogram
+from instrumentation.prometheus import PrometheusReader, exposition
 from instrumentation.sdk_internals import batching, checks, histograms
 from instrumentation.sdk_internals import exporters as sdk_exporters
 from instrumentation.sdk_internals import logs as sdk_logs
+from instrumentation.sdk_internals import prometheus as sdk_prometheus
 from instrumentation.telemetry import OtlpLogHandler, duration_histogram_views
 from tests.instrumentation import test_telemetry as telemetry_tests
 
@@ -48,6 +50,7 @@ def fresh_self_tests(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setattr(bound, "_sdk_ok", None)
     monkeypatch.setattr(batching, "_hook_ok", None)
     monkeypatch.setattr(sdk_logs, "_direct_ok", None)
+    monkeypatch.setattr(sdk_prometheus, "_hook_ok", None)
     sdk_internals.reset_fallbacks()
     yield
     sdk_internals.reset_fallbacks()
@@ -194,6 +197,22 @@ def test_a_renamed_batch_queue_sends_log_records_through_logger_emit(
     assert {item.log_record.severity_text for item in finished} == {"INFO"}
     provider.shutdown()
     _warned_once_per_concern(caplog, sdk_logs.CONCERN)
+
+
+def test_a_renamed_receive_hook_is_found_and_the_reader_still_serves_the_other_metrics(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(sdk_prometheus, "RECEIVE_HOOK", _renamed("_receive_metrics"))
+    reader = PrometheusReader()
+    provider = MeterProvider(metric_readers=[reader])
+    try:
+        provider.get_meter("test").create_counter("vrp.test.renamed").add(5)
+        text = exposition().decode()
+    finally:
+        provider.shutdown()
+    assert "vrp_test_renamed_total" in text
+    assert not sdk_prometheus.check()
+    _warned_once_per_concern(caplog, sdk_prometheus.CONCERN)
 
 
 @pytest.mark.pinned_sdk
