@@ -10,12 +10,14 @@ from __future__ import annotations
 
 from typing import Final
 
+from instrumentation import conventions as names
+
 LEVELS: Final = ("TRACE", "DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 # The lowest severity number of each level.
 SEVERITIES: Final = {level: 1 + 4 * index for index, level in enumerate(LEVELS)}
 # The OpenTelemetry short names, accepted as filters (in any case) for the same levels.
-LEVEL_ALIASES: Final = {"WARN": "WARNING", "FATAL": "CRITICAL"}
-_OTEL_NAMES: Final = {level: alias for alias, level in LEVEL_ALIASES.items()}
+LEVEL_ALIASES: Final = {text: level for level, text in names.SEVERITY_TEXTS.items()}
+_OTEL_NAMES: Final = names.SEVERITY_TEXTS
 _MAX_SEVERITY: Final = 24
 UNSPECIFIED: Final = "UNSPECIFIED"
 

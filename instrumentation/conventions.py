@@ -214,6 +214,9 @@ LOG_SERVICE: Final = "service"
 LOG_TRACE_ID: Final = "trace_id"
 LOG_SPAN_ID: Final = "span_id"
 LOG_REQUEST_ID: Final = "request_id"
+# The OpenTelemetry logs data model's severity texts where they differ from Python's level names:
+# the instrumentation sends these, the dashboard shows both spellings under Python's name.
+SEVERITY_TEXTS: Final = {"WARNING": "WARN", "CRITICAL": "FATAL"}
 LOG_FIELDS: Final = (
     LOG_TIMESTAMP,
     LOG_LEVEL,

@@ -452,7 +452,7 @@ class OtlpLogHandler(logging.Handler):
                 # What the batch processor would store: no context, only the span's ids.
                 context if queues is None else _EMPTY_CONTEXT,
                 trace_api.get_current_span(context).get_span_context(),
-                _SEVERITY_TEXT.get(record.levelname, record.levelname),
+                _SEVERITY_TEXTS.get(record.levelname, record.levelname),
                 _severity_number(record.levelno),
                 self._body(record),
                 self._attributes(record),
@@ -485,9 +485,8 @@ HANDLER_CODE.add(OtlpLogHandler.handle.__code__)
 
 
 _EMPTY_CONTEXT = Context()
+_SEVERITY_TEXTS = conventions.SEVERITY_TEXTS  # one global lookup per record
 _VALID_TYPES = frozenset({str, int, float, bool, type(None)})
-# The OpenTelemetry log data model's severity texts for Python's level names.
-_SEVERITY_TEXT = {"WARNING": "WARN", "CRITICAL": "FATAL"}
 
 
 def _exception_attributes(record: logging.LogRecord, exc_info: Any) -> dict[str, str]:
