@@ -23,7 +23,11 @@ Adoption is two lines (see docs/adopting.md)::
 * A failure inside telemetry never reaches the application: it is counted
   (:func:`telemetry_stats`) and logged at most once a minute per place.
 
-The package knows nothing of the application it serves.
+The package knows nothing of the application it serves. Its public API is these root names and
+the submodules ``conventions`` (telemetry names), ``settings``, ``errors``, ``urls``, ``paths``,
+``envsettings``, ``serving`` (a bounded WSGI server), ``prometheus`` and ``testing``; every
+other submodule is internal. The recorder keeps to it (an import-linter contract in
+``pyproject.toml``).
 """
 
 from __future__ import annotations

@@ -90,19 +90,20 @@ def _server_settings(service_name: str, host: str | None, port: int | None) -> S
 @contextmanager
 def _process(settings: Settings) -> Iterator[None]:
     """Logging and telemetry for the life of one process, flushed on the way out."""
-    from instrumentation import ConfigurationError, logs, telemetry
+    from instrumentation import ConfigurationError, init
 
     try:
-        logs.configure_logging(settings.logging, service=settings.telemetry.service_name)
+        handle = init(
+            service_name=settings.telemetry.service_name,
+            telemetry_settings=settings.telemetry,
+            logging_settings=settings.logging,
+        )
     except ConfigurationError as exc:
         _fail(f"invalid configuration: {exc}", CONFIG_EXIT)
-    telemetry.setup(settings.telemetry)
-    telemetry.install_signal_handlers()
     try:
         yield
     finally:
-        telemetry.shutdown()
-        logs.shutdown_logging()
+        handle.shutdown()
 
 
 def _unreachable(url: str, exc: BaseException) -> NoReturn:
@@ -327,12 +328,12 @@ def _api_settings(settings: Settings, workers: int | None) -> Settings:
 def _serve_api_workers(settings: Settings) -> None:
     """``vrp api`` under gunicorn (:mod:`recorder.gunicorn_app`): the master logs, never
     exports; each worker sets up its own telemetry after the fork."""
-    from instrumentation import ConfigurationError, logs
+    from instrumentation import ConfigurationError, configure_logging, shutdown_logging
     from recorder import gunicorn_app
     from recorder.errors import RecorderError
 
     try:
-        logs.configure_logging(settings.logging, service=settings.telemetry.service_name)
+        configure_logging(settings.logging, service=settings.telemetry.service_name)
     except ConfigurationError as exc:
         _fail(f"invalid configuration: {exc}", CONFIG_EXIT)
     try:
@@ -340,7 +341,7 @@ def _serve_api_workers(settings: Settings) -> None:
     except RecorderError as exc:
         _fail(str(exc))
     finally:
-        logs.shutdown_logging()
+        shutdown_logging()
 
 
 @main.command()
@@ -571,18 +572,18 @@ def up(host: str | None, port: int | None, dashboard_port: int | None, demo: boo
 def demo_traffic(api_url: str) -> None:
     """Sample recordings, one backup run and light traffic against the API (``vrp up --demo``)
     until SIGTERM or Ctrl-C."""
-    from instrumentation import ConfigurationError, logs
+    from instrumentation import ConfigurationError, configure_logging, shutdown_logging
     from recorder.demo import DemoTraffic, run_until_signalled
 
     settings = _settings("vrp-demo")
     try:
-        logs.configure_logging(settings.logging, service=settings.telemetry.service_name)
+        configure_logging(settings.logging, service=settings.telemetry.service_name)
     except ConfigurationError as exc:
         _fail(f"invalid configuration: {exc}", CONFIG_EXIT)
     try:
         run_until_signalled(DemoTraffic(api_url, backup_argv=_vrp("backup", "run")))
     finally:
-        logs.shutdown_logging()
+        shutdown_logging()
 
 
 def _init_backup_repository() -> None:

@@ -42,7 +42,7 @@ from recorder.errors import RecorderError
 if TYPE_CHECKING:
     from flask import Flask
 
-    from instrumentation import Database
+    from instrumentation import Database, Instrumentation
     from recorder.config import Settings
 
 logger = logging.getLogger(__name__)
@@ -84,15 +84,18 @@ class WorkerState:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.database: Database | None = None
-        self.started = False
+        self.instrumentation: Instrumentation | None = None
 
     def start(self, slot: int) -> None:
-        from instrumentation import logs, telemetry
+        from instrumentation import init
 
-        logging_settings = replace(self.settings.logging, file_name=f"vrp-api.{slot}.log")
-        logs.configure_logging(logging_settings, service=self.settings.telemetry.service_name)
-        telemetry.setup(self.settings.telemetry)
-        self.started = True
+        # Gunicorn's arbiter owns the workers' signals: it stops a worker through stop().
+        self.instrumentation = init(
+            service_name=self.settings.telemetry.service_name,
+            telemetry_settings=self.settings.telemetry,
+            logging_settings=replace(self.settings.logging, file_name=f"vrp-api.{slot}.log"),
+            signal_handlers=False,
+        )
 
     def app(self, open_database: Callable[[Settings], Database]) -> Flask:
         from recorder.api import create_app
@@ -103,15 +106,12 @@ class WorkerState:
         return app
 
     def stop(self) -> None:
-        from instrumentation import logs, telemetry
-
-        if not self.started:
+        if self.instrumentation is None:
             return
-        self.started = False
         if self.database is not None:
             self.database.dispose()
-        telemetry.shutdown()
-        logs.shutdown_logging()
+        self.instrumentation.shutdown()
+        self.instrumentation = None
 
 
 def _tune_gc() -> None:

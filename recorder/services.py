@@ -29,7 +29,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from instrumentation.transactions import transactional
+from instrumentation import transactional
 from recorder.audio import AudioFormat, AudioInfo
 from recorder.errors import (
     ConflictError,
