@@ -4,7 +4,7 @@ Every endpoint is a GET whose query parameters are validated by marshmallow: a b
 parameter the endpoint does not know (a misspelt filter must not silently widen the answer),
 is a 422 naming the parameter, never a 500. ``since``/``until`` take ISO 8601 with a zone or a
 relative ``15m``/``1h``/``24h``/``7d`` (now minus that); the default is the last hour up to now.
-The documents returned are built by :mod:`dashboard.queries`; their schemas, which the OpenAPI
+The documents returned are built by :mod:`dashboard.reads`; their schemas, which the OpenAPI
 document carries, are in :mod:`dashboard.responses`.
 """
 
@@ -22,8 +22,10 @@ from flask_smorest import Api, Blueprint, abort
 from marshmallow import fields, validate
 from webargs.flaskparser import FlaskParser
 
-from dashboard import backup_status, levels, queries, responses
+from dashboard import backup_status, levels, responses
 from dashboard.errors import TraceNotFoundError
+from dashboard.reads import database, logs, traces, traffic
+from dashboard.reads.window import TimeRange
 from dashboard.settings import DashboardSettings, parse_interval
 from dashboard.store import TelemetryStore
 from dashboard.trace_search import MAX_CONDITIONS, AttributeCondition
@@ -125,7 +127,7 @@ class RangeArgs(_Query):
         )
         if since >= until:
             raise ma.ValidationError("must be before until", field_name="since")
-        data["window"] = queries.TimeRange(since, until, data.pop("service", None))
+        data["window"] = TimeRange(since, until, data.pop("service", None))
         return data
 
 
@@ -227,7 +229,7 @@ blp = _Blueprint("api", __name__, url_prefix="/api", description="Telemetry read
 def _answers(schema: type[ma.Schema]) -> Callable[[F], F]:
     """Document the 200 body as ``schema`` of :mod:`dashboard.responses`.
 
-    Documented, not dumped: the documents are returned as :mod:`dashboard.queries` builds them,
+    Documented, not dumped: the documents are returned as :mod:`dashboard.reads` builds them,
     and the tests validate real ones against these schemas.
     """
     body = {"description": "OK", "content": {"application/json": {"schema": schema}}}
@@ -241,7 +243,7 @@ class ServicesView(MethodView):
     @_answers(responses.ServicesResponse)
     def get(self, _args: dict[str, Any]) -> dict[str, Any]:
         """Services that sent telemetry, with what they sent and when last."""
-        return queries.services(_store())
+        return traffic.services(_store())
 
 
 @blp.route("/summary")
@@ -251,7 +253,7 @@ class SummaryView(MethodView):
     @_answers(responses.SummaryResponse)
     def get(self, args: dict[str, Any]) -> dict[str, Any]:
         """Rate, error rate and p50/p95/p99 per service, and over time."""
-        return queries.summary(_store(), args["window"])
+        return traffic.summary(_store(), args["window"])
 
 
 @blp.route("/operations")
@@ -262,7 +264,7 @@ class OperationsView(MethodView):
     def get(self, args: dict[str, Any]) -> dict[str, Any]:
         """Per route and method (from the HTTP metric), or per span name (spans-only); the
         busiest ones over time; backup spans apart."""
-        return queries.operations(_store(), args["window"], top=args["top"])
+        return traffic.operations(_store(), args["window"], top=args["top"])
 
 
 @blp.route("/queries")
@@ -272,7 +274,7 @@ class QueriesView(MethodView):
     @_answers(responses.QueriesResponse)
     def get(self, args: dict[str, Any]) -> dict[str, Any]:
         """Per ``db.query.summary``; slowest examples; N+1 sessions."""
-        return queries.queries(_store(), args["window"], args.get("summary"))
+        return database.queries(_store(), args["window"], args.get("summary"))
 
 
 @blp.route("/pool")
@@ -282,7 +284,7 @@ class PoolView(MethodView):
     @_answers(responses.PoolResponse)
     def get(self, args: dict[str, Any]) -> dict[str, Any]:
         """Connections by state, wait time, timeouts and leaks per pool."""
-        return queries.pool(_store(), args["window"])
+        return database.pool(_store(), args["window"])
 
 
 @blp.route("/transactions")
@@ -292,7 +294,7 @@ class TransactionsView(MethodView):
     @_answers(responses.TransactionsResponse)
     def get(self, args: dict[str, Any]) -> dict[str, Any]:
         """Transaction outcomes and retries by ``error.type``."""
-        return queries.transactions(_store(), args["window"])
+        return database.transactions(_store(), args["window"])
 
 
 @blp.route("/logs")
@@ -302,7 +304,7 @@ class LogsView(MethodView):
     @_answers(responses.LogsResponse)
     def get(self, args: dict[str, Any]) -> dict[str, Any]:
         """Log records, newest first, a page at a time; their volume per level over time."""
-        return queries.log_records(
+        return logs.log_records(
             _store(),
             args["window"],
             level=args.get("level"),
@@ -321,7 +323,7 @@ class TracesView(MethodView):
     def get(self, args: dict[str, Any]) -> dict[str, Any]:
         """Traces by root span, slowest first, a page at a time (``has_more``, ``next_offset``);
         an ``attribute`` search reads at most the newest spans of the range (``search``)."""
-        return queries.traces(
+        return traces.traces(
             _store(),
             args["window"],
             operation=args.get("operation"),
@@ -349,7 +351,7 @@ class TraceView(MethodView):
                 errors={"path": {"trace_id": ["must be 32 lower-case hex digits"]}},
             )
         try:
-            return queries.trace(_store(), trace_id)
+            return traces.trace(_store(), trace_id)
         except TraceNotFoundError as exc:
             abort(404, message=str(exc))
             raise AssertionError("unreachable") from exc

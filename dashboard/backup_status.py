@@ -29,7 +29,7 @@ from typing import Any
 import orjson
 import sqlalchemy as sa
 
-from dashboard.queries import iso, iso_ns
+from dashboard.reads.window import iso, iso_ns
 from dashboard.rollups import DAY
 from dashboard.schema import backup_runs, rollup, series
 from dashboard.store import TelemetryStore

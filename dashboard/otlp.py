@@ -52,6 +52,14 @@ JSON = "application/json"
 # OTLP enum values (opentelemetry/proto/trace/v1/trace.proto, metrics.proto).
 SPAN_KIND_SERVER = 2
 SPAN_KIND_CLIENT = 3
+SPAN_KINDS = {
+    0: "UNSPECIFIED",
+    1: "INTERNAL",
+    2: "SERVER",
+    3: "CLIENT",
+    4: "PRODUCER",
+    5: "CONSUMER",
+}
 STATUS_ERROR = 2
 TEMPORALITY_DELTA = 1
 TEMPORALITY_CUMULATIVE = 2

@@ -41,9 +41,10 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from werkzeug.wrappers import Response
 
-from dashboard import queries
 from dashboard.attempts import TokenAttempts
 from dashboard.auth import too_many, unauthorized
+from dashboard.reads import traffic
+from dashboard.reads.window import TimeRange
 from dashboard.receiver import REJECTED_KEY, check_token
 from dashboard.schema import backup_runs
 from dashboard.settings import DashboardSettings
@@ -164,7 +165,7 @@ class StoreCollector:
             labels=["service", "source"],
         )
         now = datetime.now(UTC)
-        summary = queries.summary(self._store, queries.TimeRange(now - RECENT, now))
+        summary = traffic.summary(self._store, TimeRange(now - RECENT, now))
         chosen: dict[str, dict[str, Any]] = {}
         for row in summary["services"]:
             # The metrics are true whatever the trace sampler kept; spans only for a service

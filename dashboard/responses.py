@@ -1,6 +1,6 @@
 """The bodies ``/api/`` answers with, as marshmallow schemas: the contract in ``/api/openapi.json``.
 
-They document what :mod:`dashboard.queries` and :mod:`dashboard.backup_status` return; the
+They document what :mod:`dashboard.reads` and :mod:`dashboard.backup_status` return; the
 endpoints hand their documents to Flask as they are (a 7-day panel holds thousands of
 numbers, and dumping each through marshmallow would cost more than reading them), and the test
 suite holds the two together by validating real responses against these schemas. Every schema
@@ -17,7 +17,7 @@ from marshmallow import fields
 
 from instrumentation import conventions as names
 
-Time = fields.String  # ISO 8601 UTC, as dashboard.queries.iso writes it
+Time = fields.String  # ISO 8601 UTC, as dashboard.reads.window.iso writes it
 
 
 def _nullable(field: type[fields.Field], description: str | None = None, **kwargs: Any) -> Any:

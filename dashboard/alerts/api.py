@@ -29,7 +29,7 @@ from dashboard.alerts.evaluator import AlertEvaluator, silenced_fingerprints
 from dashboard.alerts.state import FIRING, PENDING, RESOLVED, Alert
 from dashboard.alerts.store import Silence
 from dashboard.api import NoArgs, _StrictParser
-from dashboard.queries import iso
+from dashboard.reads.window import iso
 from dashboard.settings import parse_interval
 
 RECENT_S = 24 * 3600

@@ -32,9 +32,12 @@ from urllib.parse import urlencode
 
 import sqlalchemy as sa
 
-from dashboard import backup_status, queries
+from dashboard import backup_status
 from dashboard.alerts.rules import Context, Rule, Sample
 from dashboard.otlp import SPAN_KIND_SERVER
+from dashboard.reads.database import pool
+from dashboard.reads.rollups import duration_series, operation_name, service_of, window_totals
+from dashboard.reads.window import TimeRange
 from dashboard.schema import backup_runs, services_seen
 from dashboard.settings import AlertSettings
 from instrumentation import conventions as names
@@ -42,9 +45,9 @@ from instrumentation import conventions as names
 NS = 1_000_000_000
 
 
-def _window(context: Context) -> queries.TimeRange:
+def _window(context: Context) -> TimeRange:
     seconds = context.settings.alerts.window_seconds
-    return queries.TimeRange(
+    return TimeRange(
         datetime.fromtimestamp(context.now - seconds, UTC), datetime.fromtimestamp(context.now, UTC)
     )
 
@@ -121,11 +124,11 @@ def high_error_rate(context: Context) -> list[Sample]:
     window = _window(context)
     # The totals of /api/summary's services, without its series over time.
     with context.store.read() as conn:
-        metric_series, span_series = queries._duration_series(
+        metric_series, span_series = duration_series(
             conn, window, names.HTTP_SERVER_REQUEST_DURATION, [SPAN_KIND_SERVER], source="total"
         )
-        totals = queries.window_totals(conn, span_series, window, queries._service)
-        totals.update(queries.window_totals(conn, metric_series, window, queries._service))
+        totals = window_totals(conn, span_series, window, service_of)
+        totals.update(window_totals(conn, metric_series, window, service_of))
     samples = []
     for service, acc in sorted(totals.items()):
         if acc.count < settings.min_requests:
@@ -141,18 +144,16 @@ def slow_route(context: Context) -> list[Sample]:
     window = _window(context)
     # /api/operations' server operations, without its other span kinds.
     with context.store.read() as conn:
-        metric_series, span_series = queries._duration_series(
+        metric_series, span_series = duration_series(
             conn, window, names.HTTP_SERVER_REQUEST_DURATION, [SPAN_KIND_SERVER]
         )
-        totals = queries.window_totals(
-            conn, span_series, window, lambda found: (found.service, found.name)
-        )
+        totals = window_totals(conn, span_series, window, lambda found: (found.service, found.name))
         totals.update(
-            queries.window_totals(
+            window_totals(
                 conn,
                 metric_series,
                 window,
-                lambda found: (found.service, queries._operation_name(found.attributes)),
+                lambda found: (found.service, operation_name(found.attributes)),
             )
         )
     samples = []
@@ -169,7 +170,7 @@ def slow_route(context: Context) -> list[Sample]:
 
 
 def pool_exhausted(context: Context) -> list[Sample]:
-    body = queries.pool(context.store, _window(context))
+    body = pool(context.store, _window(context))
     samples = []
     for entry in body["pools"]:
         used, maximum, timeouts = entry["used"], entry["max"], entry["timeouts"]

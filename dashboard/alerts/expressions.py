@@ -17,7 +17,9 @@ from typing import Any
 from urllib.parse import urlencode
 
 from dashboard.alerts.rules import OPERATORS, Context, Rule, Sample
-from dashboard.queries import RollupTotal, Series, TimeRange, _series, window_totals
+from dashboard.reads.rollups import select_series, window_totals
+from dashboard.reads.totals import RollupTotal, Series
+from dashboard.reads.window import TimeRange
 from instrumentation import conventions as names
 
 
@@ -93,7 +95,7 @@ def user_rule(data: dict[str, Any]) -> Rule:
         since = datetime.fromtimestamp(context.now - window_s, UTC)
         window = TimeRange(since, until, service)
         with context.store.read() as conn:
-            found = [s for s in _series(conn, source, [name], service) if _matches(s, wanted)]
+            found = [s for s in select_series(conn, source, [name], service) if _matches(s, wanted)]
             if not found:
                 return []
             totals = window_totals(

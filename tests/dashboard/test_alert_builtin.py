@@ -216,6 +216,33 @@ def test_slow_route_fires_for_the_route_whose_p95_is_over_the_threshold(alerting
     assert alert["url"] == "/traces?operation=GET+%2Fapi%2Fslow"
 
 
+def test_slow_route_names_a_metric_route_as_its_server_span_would_be_named(
+    alerting: Live,
+) -> None:
+    meters = _Meters(alerting.url, "vrp-api")
+    histogram = meters.meter.create_histogram(c.HTTP_SERVER_REQUEST_DURATION, unit="s")
+    for route, seconds in (("/api/slow", 2.0), ("/api/fast", 0.01)):
+        for _ in range(20):
+            histogram.record(
+                seconds,
+                {
+                    c.HTTP_REQUEST_METHOD: "GET",
+                    c.HTTP_ROUTE: route,
+                    c.HTTP_RESPONSE_STATUS_CODE: 200,
+                },
+            )
+    meters.export()
+
+    now = time.time()
+    assert not _firing(alerting, "SlowRoute", now), "for: 10m"
+    firing = _firing(alerting, "SlowRoute", now + 600)
+
+    assert list(firing) == ["operation=GET /api/slow,service=vrp-api"]
+    alert = firing["operation=GET /api/slow,service=vrp-api"]
+    assert 1900 < alert["value"] < 2100
+    assert alert["url"] == "/traces?operation=GET+%2Fapi%2Fslow"
+
+
 def test_pool_exhausted_fires_on_wait_timeouts_and_on_every_connection_in_use(
     alerting: Live,
 ) -> None:

@@ -16,7 +16,7 @@ from dashboard.app import create_app
 from dashboard.histograms import ExpHistogram
 from dashboard.intervals import parse_interval
 from dashboard.otlp import LogRecord, MetricPoint, decode_traces
-from dashboard.queries import TimeRange
+from dashboard.reads.window import TimeRange
 from dashboard.rollups import DAY, HOUR, MINUTE
 from dashboard.settings import DashboardSettings
 from dashboard.store import TelemetryStore

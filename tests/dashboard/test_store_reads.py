@@ -6,7 +6,8 @@ import sqlite3
 import time
 from datetime import UTC, datetime, timedelta
 
-from dashboard import queries
+from dashboard.reads import traces, traffic
+from dashboard.reads.window import TimeRange
 from dashboard.store import TelemetryStore
 
 
@@ -19,11 +20,11 @@ def test_queries_answer_while_another_connection_holds_the_write_lock(
     try:
         writer.execute("BEGIN IMMEDIATE")
         now = datetime.now(UTC)
-        window = queries.TimeRange(since=now - timedelta(hours=1), until=now)
+        window = TimeRange(since=now - timedelta(hours=1), until=now)
         started = time.monotonic()
-        assert queries.services(store)["services"] == []
-        assert queries.summary(store, window) is not None
-        assert queries.traces(store, window) is not None
+        assert traffic.services(store)["services"] == []
+        assert traffic.summary(store, window) is not None
+        assert traces.traces(store, window) is not None
         elapsed = time.monotonic() - started
     finally:
         writer.execute("ROLLBACK")
