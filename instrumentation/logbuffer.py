@@ -142,7 +142,7 @@ class RecordBuffer:
         with self._lock:
             if self._thread is None:
                 self._thread = threading.Thread(
-                    target=self._run, name="vrp-log-writer", daemon=True
+                    target=self._run, name="instrumentation-log-writer", daemon=True
                 )
                 self._thread.start()
 

@@ -365,7 +365,7 @@ class PoolTelemetry:
             self._watcher = threading.Thread(
                 target=_watch,
                 args=(weakref.ref(self), self._stop, min(self._leak_seconds / 2, 5.0)),
-                name=f"vrp-leak-watch {self.pool_name}",
+                name=f"instrumentation-leak-watch {self.pool_name}",
                 daemon=True,
             )
             self._watcher.start()

@@ -193,7 +193,7 @@ def test_leak_watcher_thread_starts_on_first_checkout_and_stops_on_dispose(
     db = make_database(database_url, leak_seconds=0.2, pool_name="watched")
 
     def watchers() -> list[threading.Thread]:
-        return [t for t in threading.enumerate() if t.name == "vrp-leak-watch watched"]
+        return [t for t in threading.enumerate() if t.name == "instrumentation-leak-watch watched"]
 
     assert watchers() == []
     db.ping()
