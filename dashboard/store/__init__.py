@@ -26,15 +26,10 @@ from typing import Any, TypeVar
 
 import orjson
 import sqlalchemy as sa
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from tenacity import retry, retry_if_exception, stop_after_attempt, wait_random_exponential
 
 from dashboard import n_plus_one as n_plus_one_rules
 from dashboard import rollups
-from dashboard.errors import StoreError
 from dashboard.levels import severity_text
 from dashboard.otlp import SPAN_KIND_CLIENT, LogRecord, MetricPoint, SpanRecord
 from dashboard.otlp_spans import SharedAttributes
@@ -48,6 +43,7 @@ from dashboard.schema import (
     services_seen,
     spans,
 )
+from dashboard.store import schema_version
 from dashboard.store.engine import (
     READ_OPTION,
     Checkpointer,
@@ -59,7 +55,6 @@ from instrumentation import conventions as names
 
 T = TypeVar("T")
 
-VERSION_TABLE = "dashboard_alembic_version"
 SESSION_SPAN = names.DB_SESSION_SPAN
 BACKUP_SPAN = names.BACKUP_RUN_SPAN
 # Slowest statements kept per (service, summary) and minute / hour: a 6-hour range reads at most
@@ -67,15 +62,6 @@ BACKUP_SPAN = names.BACKUP_RUN_SPAN
 EXAMPLES_PER_GROUP = {rollups.MINUTE: 1, rollups.HOUR: 3}
 _MOST_EXAMPLES = max(EXAMPLES_PER_GROUP.values())
 _MINUTE_NS = rollups.MINUTE * 1_000_000_000
-
-
-def alembic_config(url: str | None = None) -> Config:
-    config = Config()
-    config.set_main_option("script_location", "dashboard:migrations")
-    config.set_main_option("version_table", VERSION_TABLE)
-    if url is not None:
-        config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
-    return config
 
 
 class TelemetryStore:
@@ -103,25 +89,11 @@ class TelemetryStore:
 
     def upgrade(self) -> None:
         """Create or upgrade the schema to the newest revision (idempotent)."""
-        config = alembic_config()
-        with self.engine.begin() as conn:
-            if self.is_postgresql:
-                # Receivers starting together on one PostgreSQL store upgrade one at a time.
-                conn.execute(sa.text("SELECT pg_advisory_xact_lock(8050)"))
-            config.attributes["connection"] = conn
-            command.upgrade(config, "head")
+        schema_version.upgrade(self.engine)
 
     def check_current(self) -> None:
-        head = ScriptDirectory.from_config(alembic_config()).get_current_head()
-        with self.engine.connect() as conn:
-            current = MigrationContext.configure(
-                conn, opts={"version_table": VERSION_TABLE}
-            ).get_current_revision()
-        if current != head:
-            raise StoreError(
-                f"telemetry store schema is at revision {current or 'none'}, this version "
-                f"needs {head}: start the dashboard once to upgrade it"
-            )
+        """Raise :class:`~dashboard.errors.StoreError` unless the schema is the newest."""
+        schema_version.check_current(self.engine)
 
     def start_checkpoints(self) -> None:
         """On a SQLite file, checkpoint the WAL from a thread of its own (idempotent)."""
