@@ -2,12 +2,13 @@
 
 Statement examples (the slowest few per group), backup runs, N+1 findings and when each service
 was last seen: none of this needs the database, so the receiver derives it on the request's
-thread (:meth:`TelemetryStore.prepare_spans`) and the writer only inserts it.
+thread (:func:`dashboard.store.writes.prepare_spans`) and the writer only inserts it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from dashboard import n_plus_one as n_plus_one_rules
@@ -26,6 +27,51 @@ _MINUTE_NS = rollups.MINUTE * 1_000_000_000
 ExampleGroup = tuple[int, str, str, int]
 # When each (service, source) was seen last, in nanoseconds.
 LatestSeen = dict[tuple[str, str], int]
+
+
+@dataclass(slots=True)
+class DerivedRows:
+    """What a batch of spans adds to the rollups and the derived tables."""
+
+    rollups: dict[rollups.RollupKey, rollups.RollupCell]
+    examples: list[dict[str, Any]]
+    # (resolution, service, summary, start_s) -> the bind parameters that trim the group
+    example_groups: dict[ExampleGroup, dict[str, Any]]
+    backup_runs: list[dict[str, Any]]
+    n_plus_one: list[dict[str, Any]]
+    # Sessions whose statements are not all in the records: checked against the stored trace.
+    deferred_sessions: list[SpanRecord]
+    services: LatestSeen
+
+
+def derive(records: Sequence[SpanRecord], series_ids: Sequence[int]) -> DerivedRows:
+    """The :class:`DerivedRows` of ``records``, as if every one were new; ``series_ids`` are
+    their series (:meth:`dashboard.rollups.SeriesCatalog.resolve_spans`)."""
+    examples, groups = example_rows(records)
+    findings, deferred = n_plus_one_rows(records)
+    return DerivedRows(
+        rollups=rollups.aggregate_spans(records, series_ids),
+        examples=examples,
+        example_groups=groups,
+        backup_runs=backup_rows(records),
+        n_plus_one=findings,
+        deferred_sessions=deferred,
+        services=latest_span_ends(records),
+    )
+
+
+def merged(parts: Sequence[DerivedRows]) -> DerivedRows:
+    """The rows of several requests together, leaving theirs untouched (a request may be
+    written again alone if its group fails)."""
+    return DerivedRows(
+        rollups=_merged_rollups([p.rollups for p in parts]),
+        examples=[row for p in parts for row in p.examples],
+        example_groups={key: group for p in parts for key, group in p.example_groups.items()},
+        backup_runs=[row for p in parts for row in p.backup_runs],
+        n_plus_one=[row for p in parts for row in p.n_plus_one],
+        deferred_sessions=[session for p in parts for session in p.deferred_sessions],
+        services=_merged_latest([p.services for p in parts]),
+    )
 
 
 def example_rows(
@@ -202,28 +248,27 @@ def latest_span_ends(records: Iterable[SpanRecord]) -> LatestSeen:
     return {(service, "spans"): end for service, end in latest.items()}
 
 
-def merged_latest(parts: Sequence[LatestSeen]) -> LatestSeen:
+def _merged_latest(parts: Sequence[LatestSeen]) -> LatestSeen:
     """The latest times of several requests, ``parts[0]`` itself when there is one."""
     if len(parts) == 1:
         return parts[0]
     return latest_seen((s, src, t) for part in parts for (s, src), t in part.items())
 
 
-def merged_rollups(
+def _merged_rollups(
     parts: Sequence[dict[rollups.RollupKey, rollups.RollupCell]],
 ) -> dict[rollups.RollupKey, rollups.RollupCell]:
-    """The sum of several requests' rollups, leaving theirs untouched (a request may be
-    written again alone if its group fails)."""
+    """The sum of several requests' rollups, ``parts[0]`` itself when there is one."""
     if len(parts) == 1:
         return parts[0]
-    merged: dict[rollups.RollupKey, rollups.RollupCell] = {}
+    sums: dict[rollups.RollupKey, rollups.RollupCell] = {}
     for part in parts:
         for key, cell in part.items():
-            total = merged.get(key)
+            total = sums.get(key)
             if total is None:
-                total = merged[key] = rollups.RollupCell()
+                total = sums[key] = rollups.RollupCell()
             total.merge(cell)
-    return merged
+    return sums
 
 
 def _text(value: Any) -> str | None:

@@ -130,7 +130,7 @@ def _trim_sql(groups: int) -> str:
 
     A row goes when at least as many rows of its group as the group keeps are slower
     (``RANK() > keep``): rows as slow as the last one kept stay, as with PostgreSQL's trim
-    (:func:`dashboard.store._trim_examples`).
+    (:mod:`dashboard.store.span_inserts`).
     """
     keep = " ".join(f"WHEN {r} THEN {k}" for r, k in EXAMPLES_PER_GROUP.items())
     groups_sql = ", ".join(["(?, ?, ?, ?)"] * groups)
