@@ -129,7 +129,8 @@ logs = sa.Table(
 )
 
 # The slowest statements per (service, summary) and minute, and per hour: at most
-# dashboard.store.EXAMPLES_PER_GROUP rows each, so a panel reads a bounded number of rows.
+# dashboard.store.derived_rows.EXAMPLES_PER_GROUP rows each, so a panel reads a bounded
+# number of rows.
 examples = sa.Table(
     "telemetry_query_examples",
     metadata,

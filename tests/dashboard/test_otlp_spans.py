@@ -12,7 +12,7 @@ from opentelemetry.proto.trace.v1 import trace_pb2
 
 from dashboard import otlp, otlp_spans
 from dashboard.errors import PayloadDecodeError
-from dashboard.store import _span_row
+from dashboard.store.span_rows import span_row
 
 
 def _value(value: Any) -> AnyValue:
@@ -186,7 +186,7 @@ def test_spans_with_one_attribute_list_share_one_read_only_object() -> None:
     assert isinstance(shared, otlp_spans.SharedAttributes)
     assert shared == {"db.query.text": "SELECT 1", "rows": 3}
     assert shared.json == orjson.dumps(dict(shared)).decode()
-    assert _span_row(records[0])[10] == shared.json
+    assert span_row(records[0])[10] == shared.json
     with pytest.raises(TypeError):
         shared["rows"] = 4
     with pytest.raises(TypeError):

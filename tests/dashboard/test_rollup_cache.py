@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from dashboard import rollup_cache, rollups
 from dashboard.otlp import SpanRecord, decode_traces
 from dashboard.schema import rollup
-from dashboard.store import TelemetryStore
+from dashboard.store import TelemetryStore, writes
 from tests.dashboard.otlp_bodies import request_trace, traces_request
 
 START_NS = (time.time_ns() - 3600 * 10**9) // 60_000_000_000 * 60_000_000_000
@@ -97,7 +97,7 @@ def test_a_failed_write_leaves_nothing_behind_in_the_cache(
         raise RuntimeError("disk full")
 
     with monkeypatch.context() as patch:
-        patch.setattr(store, "_touch_services", fail)
+        patch.setattr(writes, "touch_services", fail)
         with pytest.raises(RuntimeError):
             store.write_spans(records(2))
     store.write_spans(records(3))

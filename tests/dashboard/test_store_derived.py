@@ -11,7 +11,8 @@ import sqlalchemy as sa
 
 from dashboard.otlp import SPAN_KIND_CLIENT, SpanRecord
 from dashboard.schema import examples, spans
-from dashboard.store import EXAMPLES_PER_GROUP, TelemetryStore
+from dashboard.store import TelemetryStore
+from dashboard.store.derived_rows import EXAMPLES_PER_GROUP
 from instrumentation import conventions as names
 
 HOUR_NS = 3600 * 10**9

@@ -8,7 +8,8 @@ from alembic import command
 
 from dashboard.errors import StoreError
 from dashboard.schema import metadata
-from dashboard.store import VERSION_TABLE, TelemetryStore, alembic_config
+from dashboard.store import TelemetryStore
+from dashboard.store.schema_version import VERSION_TABLE, alembic_config
 
 
 def test_store_upgrades_downgrades_and_upgrades_again_with_its_own_version_table(

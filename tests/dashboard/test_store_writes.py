@@ -9,7 +9,8 @@ import sqlalchemy as sa
 
 from dashboard.otlp import decode_traces
 from dashboard.schema import spans
-from dashboard.store import TelemetryStore, _record_of_row, _span_row
+from dashboard.store import TelemetryStore
+from dashboard.store.span_rows import record_of_row, span_row
 from tests.dashboard.conftest import Live
 from tests.dashboard.otlp_bodies import kv, request_trace, traces_request
 
@@ -90,4 +91,4 @@ def test_a_row_says_all_its_record_does() -> None:
         }
     ]
     for record in records:
-        assert _record_of_row(_span_row(record)) == record._replace(events=list(record.events))
+        assert record_of_row(span_row(record)) == record._replace(events=list(record.events))

@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
-from dashboard import store as store_module
 from dashboard import writer as writer_module
 from dashboard.otlp import PROTOBUF, decode_traces
 from dashboard.store import TelemetryStore
+from dashboard.store import engine as store_engine
 from dashboard.writer import GroupWriter
 from tests.dashboard.otlp_bodies import request_trace, traces_request
 
@@ -85,8 +85,8 @@ def test_with_nothing_being_decoded_a_request_is_written_at_once(
 def test_a_receiver_store_checkpoints_its_wal_beside_the_writer(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(store_module, "CHECKPOINT_WAL_BYTES", 1)
-    monkeypatch.setattr(store_module, "CHECKPOINT_EVERY_S", 0.01)
+    monkeypatch.setattr(store_engine, "CHECKPOINT_WAL_BYTES", 1)
+    monkeypatch.setattr(store_engine, "CHECKPOINT_EVERY_S", 0.01)
     store = TelemetryStore(f"sqlite:///{tmp_path}/telemetry.db")
     store.upgrade()
     database = tmp_path / "telemetry.db"
