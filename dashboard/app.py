@@ -225,10 +225,10 @@ def _register_shell(app: dash.Dash, api: ApiClient) -> None:
     )
     def nav_links(pathname: str | None, search: str | None) -> list[str | bool]:
         """Links that keep the view's range and service (not a page's own ``?trace=``)."""
-        view = url_filters.view_query(search)
+        view = url_filters.from_query(search)
         here = (pathname or "/").rstrip("/") or "/"
-        hrefs = [page.path + view for page in PAGES]
-        return ["/" + view, *hrefs, *(page.path == here for page in PAGES)]
+        hrefs = [url_filters.with_view(page.path, view) for page in PAGES]
+        return [url_filters.with_view("/", view), *hrefs, *(page.path == here for page in PAGES)]
 
     _register_view_sync(app, api)
 

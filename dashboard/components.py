@@ -1,5 +1,8 @@
 """Building blocks shared by the pages: tables, stat cards, alerts, number formats, links.
 
+Links from one page to another (:func:`page_link`, :func:`trace_link`) carry the view's range
+and service, so that the page they open shows the same time.
+
 Every table is a ``dash_table.DataTable`` sorted in the browser (``sort_action="native"``);
 numbers are sent as numbers so that they sort as numbers, and formatted by the column's
 ``format`` rather than turned into strings here.
@@ -15,8 +18,10 @@ import dash_bootstrap_components as dbc
 from dash import dash_table, dcc, html
 from dash.dash_table.Format import Format, Scheme, Symbol, Trim
 
+from dashboard import url_filters
 from dashboard.apiclient import ApiReadError
 from dashboard.figures import byte_unit, parse_time
+from dashboard.url_filters import Filters
 
 NONE = "-"  # shown for a missing number
 
@@ -84,24 +89,35 @@ def fmt_time(value: str | None) -> str:
 
 
 def link(name: str, column_id: str) -> dict[str, Any]:
-    """A column of Markdown links (see :func:`trace_link`)."""
+    """A column of Markdown links (see :func:`page_link`)."""
     return {"name": name, "id": column_id, "type": "text", "presentation": "markdown"}
 
 
-def trace_href(trace_id: str, span_id: str | None = None) -> str:
-    """The Traces page's URL of one trace; ``span_id`` is highlighted in its waterfall."""
+def page_link(label: str, href: str, view: Filters) -> str:
+    """A Markdown link to another page (``href``: its path and own parameters) that keeps the
+    view's range and service, as the navigation bar's links do."""
+    return f"[{label}]({url_filters.with_view(href, view)})"
+
+
+def trace_href(trace_id: str, span_id: str | None = None, *, view: Filters) -> str:
+    """The Traces page's URL of one trace in ``view``; ``span_id`` is highlighted in its
+    waterfall."""
     query = {"trace": trace_id} if not span_id else {"trace": trace_id, "span": span_id}
-    return "/traces?" + urlencode(query)
+    return url_filters.with_view("/traces?" + urlencode(query), view)
 
 
 def trace_link(
-    trace_id: str | None, label: str | None = None, *, span_id: str | None = None
+    trace_id: str | None,
+    label: str | None = None,
+    *,
+    view: Filters,
+    span_id: str | None = None,
 ) -> str:
     """A Markdown link that opens the trace's waterfall ('' when there is no trace), with the
     span ``span_id`` (the row's own: a statement, a log record's span) highlighted."""
     if not trace_id:
         return ""
-    return f"[{label or trace_id[:16]}]({trace_href(trace_id, span_id)})"
+    return f"[{label or trace_id[:16]}]({trace_href(trace_id, span_id, view=view)})"
 
 
 def table(

@@ -5,6 +5,9 @@
 drag-to-zoom on a chart); ``service`` narrows every page to one service. Copying the URL gives
 the same view; the defaults (the last hour, all services) are left out of it.
 
+Links from one page to another carry the view (:func:`with_view`), so that following one keeps
+the range and the service, as the navigation bar's links do.
+
 In the navigation bar the range is one dropdown value: a preset (``1h``) or an absolute range
 written as an ISO 8601 interval, ``<from>/<to>`` in UTC. The pages hand that value to
 :func:`window` and :func:`previous_window` and never parse the URL themselves.
@@ -31,6 +34,7 @@ DEFAULT_RANGE = "1h"
 ALL_SERVICES = ""
 MAX_SERVICE_LENGTH = 255  # as the API accepts
 KEYS = ("range", "from", "to", "service")
+_RANGE_KEYS = frozenset(KEYS[:3])
 _LENGTHS = {value: length for value, _label, length in PRESETS}
 _INTERVAL = "/"
 
@@ -171,9 +175,22 @@ def same_query(one: str | None, other: str | None) -> bool:
     return pairs(one) == pairs(other)
 
 
-def view_query(search: str | None) -> str:
-    """Only the view's parameters of ``search``: what links to other pages carry along."""
-    return to_query(from_query(search))
+def with_view(href: str, view: Filters) -> str:
+    """``href`` (a page's path and its own parameters, ``/traces?trace=..``) carrying ``view``:
+    every link from one page to another, the navigation bar's and those in tables alike, so
+    that the page it opens shows the same range and service.
+
+    A range or a service the link names itself (an alert's ``/?service=vrp-api``) is kept: it
+    is what the link is about.
+    """
+    path, _, search = href.partition("?")
+    own = {key for key, _value in parse_qsl(search, max_num_fields=64)}
+    named = from_query(search)
+    carried = Filters(
+        named.range_value if own & _RANGE_KEYS else view.range_value,
+        named.service if "service" in own else view.service,
+    )
+    return path + to_query(carried, search)
 
 
 def flag(search: str | None, key: str) -> bool:

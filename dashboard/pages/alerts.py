@@ -15,7 +15,8 @@ from dash import Dash, Input, Output, State, dcc, html
 
 from dashboard import components as ui
 from dashboard.apiclient import ApiClient, ApiReadError
-from dashboard.pages.base import REFRESH_ID, Page
+from dashboard.pages.base import FILTERS, Page, view
+from dashboard.url_filters import Filters
 
 DURATIONS = (("1h", "1 hour"), ("4h", "4 hours"), ("24h", "1 day"), ("7d", "7 days"))
 STATE_COLORS = {"firing": "danger", "pending": "warning", "resolved": "success"}
@@ -100,12 +101,12 @@ def _labels_text(labels: dict[str, str]) -> str:
     return ", ".join(f"{k}={v}" for k, v in sorted(labels.items()) if k not in _SHOWN_APART)
 
 
-def _row(alert: dict[str, Any]) -> dict[str, Any]:
+def _row(alert: dict[str, Any], filters: Filters) -> dict[str, Any]:
     return {
         **alert,
         "labels_text": _labels_text(alert["labels"]),
         "summary": alert["annotations"].get("summary", ""),
-        "link": f"[{_explains(alert['url'])}]({alert['url']})",
+        "link": ui.page_link(_explains(alert["url"]), alert["url"], filters),
         "silenced_text": "silenced" if alert["silenced"] else "",
     }
 
@@ -116,7 +117,7 @@ def _explains(url: str) -> str:
     return url.split("?", 1)[0].strip("/").capitalize() or "Overview"
 
 
-def _body(body: dict[str, Any]) -> Any:
+def _body(body: dict[str, Any], filters: Filters) -> Any:
     counts = body["counts"]
     cards = dbc.Row(
         [
@@ -139,7 +140,12 @@ def _body(body: dict[str, Any]) -> Any:
         cards,
         ui.section(
             "Alerts",
-            ui.table("alerts-table", COLUMNS, [_row(a) for a in alerts], wrap=("labels_text",))
+            ui.table(
+                "alerts-table",
+                COLUMNS,
+                [_row(a, filters) for a in alerts],
+                wrap=("labels_text",),
+            )
             if alerts
             else ui.notice("No alert is firing, pending or recently resolved.", color="success"),
         ),
@@ -174,17 +180,18 @@ def register(app: Dash, api: ApiClient) -> None:
     @app.callback(
         Output("alerts-body", "children"),
         Output("alerts-silence-rule", "options"),
-        Input(REFRESH_ID, "n_intervals"),
+        # The range and service are not the alerts': the links to other pages carry them.
+        *FILTERS,
         Input("alerts-silence-result", "children"),
     )
-    def refresh(_tick: int, _silenced: Any) -> Any:
+    def refresh(range_value: str, service: str, _tick: int, _silenced: Any) -> Any:
         try:
             body = api.get("/api/alerts")
             rules = api.get("/api/alerts/rules")["rules"]
         except ApiReadError as exc:
             return ui.read_error(exc), []
         options = [{"label": r["name"], "value": r["name"]} for r in rules]
-        return _body(body), options
+        return _body(body, view(range_value, service)), options
 
     @app.callback(
         Output("alerts-silence-result", "children"),

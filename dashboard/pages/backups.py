@@ -18,7 +18,8 @@ from dash import Dash, Input, Output, dcc, html
 from dashboard import components as ui
 from dashboard import figures
 from dashboard.apiclient import ApiClient, ApiReadError
-from dashboard.pages.base import REFRESH_ID, Page
+from dashboard.pages.base import FILTERS, Page, view
+from dashboard.url_filters import Filters
 
 HISTORY = "30d"
 STATES = {
@@ -108,7 +109,9 @@ def _status(body: dict[str, Any]) -> dbc.Alert:
     )
 
 
-def _columns_and_rows(runs: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[Any]]:
+def _columns_and_rows(
+    runs: list[dict[str, Any]], filters: Filters
+) -> tuple[list[dict[str, Any]], list[Any]]:
     """The runs' table: sizes in KiB for small runs, MiB or GiB for larger ones (never 0.00)."""
     columns = list(COLUMNS_BEFORE_SIZES)
     scales = {}
@@ -118,7 +121,7 @@ def _columns_and_rows(runs: list[dict[str, Any]]) -> tuple[list[dict[str, Any]],
     columns.extend(COLUMNS_AFTER_SIZES)
     rows = [
         {
-            **_row(run),
+            **_row(run, filters),
             **{
                 f"_{field}": None if run.get(field) is None else run[field] / size
                 for field, size in scales.items()
@@ -129,14 +132,14 @@ def _columns_and_rows(runs: list[dict[str, Any]]) -> tuple[list[dict[str, Any]],
     return columns, rows
 
 
-def _row(run: dict[str, Any]) -> dict[str, Any]:
+def _row(run: dict[str, Any], filters: Filters) -> dict[str, Any]:
     duration = run.get("duration_ms")
     return {
         **run,
         "duration_s": None if duration is None else duration / 1000,
         "verified_text": {True: "yes", False: "no"}.get(run.get("verified"), ui.NONE),
         "repository": _short(run.get("repository_id")),
-        "trace": ui.trace_link(run.get("trace_id")),
+        "trace": ui.trace_link(run.get("trace_id"), view=filters),
     }
 
 
@@ -153,10 +156,11 @@ def register(app: Dash, api: ApiClient) -> None:
     @app.callback(
         Output("backups-body", "children"),
         Output("backups-repository", "options"),
-        Input(REFRESH_ID, "n_intervals"),
         Input("backups-repository", "value"),
+        # Not for the data (always 30 days back): for the links to traces, which keep the view.
+        *FILTERS,
     )
-    def refresh(_tick: int, chosen: str | None) -> Any:
+    def refresh(chosen: str | None, range_value: str, service: str, _tick: int) -> Any:
         params = {"since": HISTORY}
         if chosen and chosen != ALL:
             params["repository"] = chosen
@@ -169,10 +173,10 @@ def register(app: Dash, api: ApiClient) -> None:
             for s in body["repositories"]
             if s["repository_id"] is not None
         ]
-        return _body(body), options
+        return _body(body, view(range_value, service)), options
 
 
-def _body(body: dict[str, Any]) -> Any:
+def _body(body: dict[str, Any], filters: Filters) -> Any:
     if not body["has_telemetry"]:
         return ui.notice(
             "No backup telemetry has arrived yet: no backup.run span and no "
@@ -193,7 +197,7 @@ def _body(body: dict[str, Any]) -> Any:
         ),
         ui.section(
             "Runs",
-            ui.table("backups-table", *_columns_and_rows(runs))
+            ui.table("backups-table", *_columns_and_rows(runs, filters))
             if runs
             else ui.notice("No backup run in this time range."),
         ),

@@ -5,7 +5,9 @@ api)`` that adds its callbacks to one Dash app (callbacks are per app, never glo
 several apps can live in one process, as they do in the tests). Every page refreshes on the
 shared time range, service and auto-refresh inputs of :data:`FILTERS`; the range and the
 service live in the URL (:mod:`dashboard.url_filters`), and :func:`window` turns them into the
-JSON API's parameters, whether the range is a preset or absolute (typed, or a drag-to-zoom).
+JSON API's parameters, whether the range is a preset or absolute (typed, or a drag-to-zoom);
+:func:`x_range` into a time chart's axis, and :func:`view` into what a link to another page
+carries.
 
 A page's own switch can live in the URL too (:func:`switch_in_url`: Overview's and Requests'
 "compare with previous period" is ``?compare=1``), so that a shared URL shows the comparison.
@@ -51,6 +53,14 @@ class Page:
 def window(range_value: str | None, service: str | None) -> dict[str, str | None]:
     """The common query parameters of the JSON API for the chosen range and service."""
     return url_filters.window(range_value, service)
+
+
+def view(range_value: str | None, service: str | None) -> url_filters.Filters:
+    """The chosen range and service as the links to other pages carry them
+    (:func:`dashboard.url_filters.with_view`)."""
+    return url_filters.Filters(
+        range_value or url_filters.DEFAULT_RANGE, service or url_filters.ALL_SERVICES
+    )
 
 
 def x_range(range_value: str | None) -> tuple[datetime, datetime]:

@@ -19,7 +19,7 @@ from dashboard import components as ui
 from dashboard import figures
 from dashboard.apiclient import ApiClient, ApiReadError
 from dashboard.levels import LEVELS
-from dashboard.pages.base import FILTERS, REFRESH_ID, URL_ID, Page, window
+from dashboard.pages.base import FILTERS, REFRESH_ID, URL_ID, Page, view, window
 
 PAGE_SIZE = 100
 CHOICES = LEVELS[1:]  # TRACE records are kept, but nobody filters for "TRACE and above"
@@ -183,11 +183,14 @@ def register(app: Dash, api: ApiClient) -> None:
             found = api.get("/api/logs", params)
         except ApiReadError as exc:
             return ui.read_error(exc), None, "", offset, True, True
+        filters = view(range_value, service)
         rows = [
             {
                 **record,
                 "id": str(index),
-                "trace": ui.trace_link(record.get("trace_id"), span_id=record.get("span_id")),
+                "trace": ui.trace_link(
+                    record.get("trace_id"), view=filters, span_id=record.get("span_id")
+                ),
                 "attributes": orjson.dumps(record["attributes"]).decode(),
             }
             for index, record in enumerate(found["logs"])

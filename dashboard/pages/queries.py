@@ -18,7 +18,8 @@ from dash import Dash, Input, Output, State, dcc, html
 from dashboard import components as ui
 from dashboard import figures
 from dashboard.apiclient import ApiClient, ApiReadError
-from dashboard.pages.base import FILTERS, Page, window
+from dashboard.pages.base import FILTERS, Page, view, window
+from dashboard.url_filters import Filters
 
 COLUMNS = (
     ui.text("query", "summary"),
@@ -87,13 +88,15 @@ def in_seconds(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _with_links(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _with_links(rows: list[dict[str, Any]], filters: Filters) -> list[dict[str, Any]]:
     return [
         in_seconds(
             {
                 **row,
                 "trace": ui.trace_link(
-                    row.get("trace_id"), span_id=row.get("span_id") or row.get("session_span_id")
+                    row.get("trace_id"),
+                    view=filters,
+                    span_id=row.get("span_id") or row.get("session_span_id"),
                 ),
             }
         )
@@ -101,7 +104,7 @@ def _with_links(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     ]
 
 
-def _n_plus_one(findings: list[dict[str, Any]]) -> Any:
+def _n_plus_one(findings: list[dict[str, Any]], filters: Filters) -> Any:
     if not findings:
         return None
     return ui.section(
@@ -113,14 +116,14 @@ def _n_plus_one(findings: list[dict[str, Any]]) -> Any:
         ui.table(
             "queries-n-plus-one-table",
             N_PLUS_ONE_COLUMNS,
-            _with_links(findings),
+            _with_links(findings, filters),
             wrap=("query_text",),
         ),
     )
 
 
-def _detail(summary: str | None, body: dict[str, Any]) -> list[Any]:
-    examples = _with_links(body["examples"])
+def _detail(summary: str | None, body: dict[str, Any], filters: Filters) -> list[Any]:
+    examples = _with_links(body["examples"], filters)
     if summary is None:
         return [
             ui.section(
@@ -153,7 +156,7 @@ def register(app: Dash, api: ApiClient) -> None:
         except ApiReadError as exc:
             return [], ui.read_error(exc)
         rows = [in_seconds({**row, "id": row["summary"]}) for row in body["queries"]]
-        return rows, _n_plus_one(body["n_plus_one"])
+        return rows, _n_plus_one(body["n_plus_one"], view(range_value, service))
 
     @app.callback(
         Output("queries-selected", "data"),
@@ -172,7 +175,7 @@ def register(app: Dash, api: ApiClient) -> None:
             body = api.get("/api/queries", params)
         except ApiReadError as exc:
             return ui.read_error(exc)
-        return _detail(summary, body)
+        return _detail(summary, body, view(range_value, service))
 
 
 PAGE = Page(path="/queries", title="Queries", layout=layout, register=register)

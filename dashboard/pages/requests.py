@@ -14,7 +14,8 @@ from dash import Dash, Input, Output, dcc, html
 from dashboard import components as ui
 from dashboard import figures, url_filters
 from dashboard.apiclient import ApiClient, ApiReadError
-from dashboard.pages.base import FILTERS, Page, switch_in_url, window
+from dashboard.pages.base import FILTERS, Page, switch_in_url, view, window
+from dashboard.url_filters import Filters
 
 STATUS_CLASSES = ("2xx", "3xx", "4xx", "5xx")
 COLUMNS = (
@@ -72,8 +73,8 @@ def layout() -> html.Div:
     )
 
 
-def _traces_link(row: dict[str, Any]) -> str:
-    return f"[traces](/traces?{urlencode({'operation': row['operation']})})"
+def _traces_link(row: dict[str, Any], filters: Filters) -> str:
+    return ui.page_link("traces", "/traces?" + urlencode({"operation": row["operation"]}), filters)
 
 
 def register(app: Dash, api: ApiClient) -> None:
@@ -92,6 +93,7 @@ def register(app: Dash, api: ApiClient) -> None:
         except ApiReadError as exc:
             return ui.read_error(exc)
         operations = found["operations"]
+        filters = view(range_value, service)
         series = summary["series"]
         span = (figures.parse_time(summary["since"]), figures.parse_time(summary["until"]))
         latency = figures.percentiles_figure(
@@ -119,7 +121,7 @@ def register(app: Dash, api: ApiClient) -> None:
             {
                 **row,
                 **{f"status_{name}": row["status_classes"][name] for name in STATUS_CLASSES},
-                "traces": _traces_link(row),
+                "traces": _traces_link(row, filters),
             }
             for row in operations
         ]
@@ -132,7 +134,7 @@ def register(app: Dash, api: ApiClient) -> None:
                 ]
             ),
             ui.graph(id="requests-route-latency", figure=_route_latency(found["series"], span)),
-            _backups(found["backups"]),
+            _backups(found["backups"], filters),
         ]
 
 
@@ -153,12 +155,12 @@ def _route_latency(series: list[dict[str, Any]], span: figures.XRange) -> Any:
     return figure
 
 
-def _backups(backups: list[dict[str, Any]]) -> html.Div:
+def _backups(backups: list[dict[str, Any]], filters: Filters) -> html.Div:
     rows = [
         {
             **row,
             **{f"{p}_s": None if row[f"{p}_ms"] is None else row[f"{p}_ms"] / 1000 for p in PS},
-            "traces": _traces_link(row),
+            "traces": _traces_link(row, filters),
         }
         for row in backups
     ]

@@ -15,9 +15,10 @@ import dash_bootstrap_components as dbc
 from dash import Dash, Input, Output, State, callback_context, dcc, html
 
 from dashboard import components as ui
-from dashboard import figures
+from dashboard import figures, url_filters
 from dashboard.apiclient import ApiClient, ApiReadError
-from dashboard.pages.base import FILTERS, REFRESH_ID, URL_ID, Page, window
+from dashboard.pages.base import FILTERS, REFRESH_ID, URL_ID, Page, view, window
+from dashboard.url_filters import Filters
 from instrumentation import conventions as names
 
 PAGE_SIZE = 100
@@ -160,7 +161,7 @@ def _span_rows(trace: dict[str, Any], flagged: set[str]) -> list[dict[str, Any]]
     return rows
 
 
-def _waterfall(trace: dict[str, Any], selected: str | None) -> list[Any]:
+def _waterfall(trace: dict[str, Any], selected: str | None, filters: Filters) -> list[Any]:
     findings = trace.get("n_plus_one") or []
     flagged = figures.n_plus_one_span_ids(findings)
     alerts = [
@@ -175,7 +176,7 @@ def _waterfall(trace: dict[str, Any], selected: str | None) -> list[Any]:
         )
         for finding in findings
     ]
-    logs_href = "/logs?" + urlencode({"trace": trace["trace_id"]})
+    logs_href = url_filters.with_view("/logs?" + urlencode({"trace": trace["trace_id"]}), filters)
     return [
         html.Div(
             [
@@ -223,9 +224,9 @@ def _pairs(attributes: dict[str, Any], table_id: str) -> Any:
     )
 
 
-def span_detail(span: dict[str, Any], highlighted: bool) -> dbc.Card:
+def span_detail(span: dict[str, Any], highlighted: bool, filters: Filters) -> dbc.Card:
     """The span's identity, timing, attributes, events and links (each opening the linked
-    span in its trace), as plain text."""
+    span in its trace, in the same view), as plain text."""
     events = span.get("events") or []
     links = span.get("links") or []
     facts = (
@@ -273,9 +274,8 @@ def span_detail(span: dict[str, Any], highlighted: bool) -> dbc.Card:
                             [
                                 dcc.Link(
                                     f"trace {link['trace_id']} span {link['span_id']}",
-                                    href="/traces?"
-                                    + urlencode(
-                                        {"trace": link["trace_id"], "span": link["span_id"]}
+                                    href=ui.trace_href(
+                                        link["trace_id"], link["span_id"], view=filters
                                     ),
                                     refresh=True,
                                 ),
@@ -341,7 +341,7 @@ def register(app: Dash, api: ApiClient) -> None:
                 message = f"Trace {trace_id} is not in the store (pruned, or not sampled)."
                 return ui.notice(message), None
             return ui.read_error(exc), None
-        return _waterfall(trace, query.get("span")), trace
+        return _waterfall(trace, query.get("span"), url_filters.from_query(search)), trace
 
     @app.callback(
         Output("traces-span-detail", "children"),
@@ -357,7 +357,9 @@ def register(app: Dash, api: ApiClient) -> None:
         by_id = {span["span_id"]: span for span in (trace or {}).get("spans", [])}
         if chosen not in by_id:
             return None, figures.waterfall_figure(trace or {}, selected=linked)
-        detail = span_detail(by_id[chosen], highlighted=chosen == linked)
+        detail = span_detail(
+            by_id[chosen], highlighted=chosen == linked, filters=url_filters.from_query(search)
+        )
         return detail, figures.waterfall_figure(trace, selected=chosen)
 
     @app.callback(
@@ -370,7 +372,9 @@ def register(app: Dash, api: ApiClient) -> None:
         linked = _query(search).get("span")
         by_id = {span["span_id"]: span for span in (trace or {}).get("spans", [])}
         if linked in by_id:
-            return span_detail(by_id[linked], highlighted=True)
+            return span_detail(
+                by_id[linked], highlighted=True, filters=url_filters.from_query(search)
+            )
         if linked and trace:
             return ui.notice(f"Span {linked} is not in this trace.")
         return None
@@ -378,13 +382,14 @@ def register(app: Dash, api: ApiClient) -> None:
     @app.callback(
         Output("traces-goto", "href"),
         Input("traces-scatter", "clickData"),
+        State(URL_ID, "search"),
         prevent_initial_call=True,
     )
-    def open_trace(click: dict[str, Any] | None) -> Any:
+    def open_trace(click: dict[str, Any] | None, search: str | None) -> Any:
         trace_id = _clicked_span(click)
         if trace_id is None:
             return None
-        return ui.trace_href(trace_id)
+        return ui.trace_href(trace_id, view=url_filters.from_query(search))
 
     @app.callback(
         Output("traces-results", "children"),
@@ -432,10 +437,11 @@ def register(app: Dash, api: ApiClient) -> None:
             found = api.get("/api/traces", params)
         except ApiReadError as exc:
             return ui.read_error(exc), [], 0, True, True
+        filters = view(range_value, service)
         rows = [
             {
                 **row,
-                "trace": ui.trace_link(row["trace_id"]),
+                "trace": ui.trace_link(row["trace_id"], view=filters),
                 "error_flag": "error" if row.get("error") else "",
                 "n_plus_one_flag": "N+1" if row.get("n_plus_one") else "",
             }

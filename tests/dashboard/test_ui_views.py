@@ -1,10 +1,11 @@
 """Views people share and compare, in a real browser (Debian's headless Chromium).
 
 The time range and the service live in the URL: opening one sets the selectors and the data,
-changing a selector rewrites it, the navigation keeps it, a drag across a chart sets an
-absolute range. Overview compares with the previous period; the navigation bar fits a
-1024-pixel window; the dark theme follows the system's colour scheme. The dashboard is fed
-the page tests' telemetry (:mod:`tests.dashboard.ui_telemetry`) by the real SDK exporters.
+changing a selector rewrites it, the navigation and the links in tables keep it, a drag across
+a chart sets an absolute range. Overview compares with the
+previous period; the navigation bar fits a 1024-pixel window; the dark theme follows the
+system's colour scheme. The dashboard is fed the page tests' telemetry
+(:mod:`tests.dashboard.ui_telemetry`) by the real SDK exporters.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from tests.dashboard.test_ui import (
     Running,
     _click,
     _element,
+    _first,
     _holding,
     _no_errors,
     _readable,
@@ -241,6 +243,41 @@ def test_dragging_across_a_chart_sets_an_absolute_range_and_reset_returns_to_the
     _wait(browser, lambda d: _query(d) == {}, "the preset's URL (the default: no query)")
     _wait(browser, lambda d: _shown(d, "filter-range") == "last hour", "the preset")
     assert not browser.find_element(By.ID, "filter-reset").is_displayed()
+    _no_errors(browser)
+
+
+def test_links_in_tables_keep_the_range_and_the_service(
+    window_1400: WebDriver, stack: Running
+) -> None:
+    browser = window_1400
+    browser.get(f"{stack.base}/requests?range=6h&service=vrp-api")
+    row = _holding("#requests-table tr", "POST /api/recordings", "a")
+    _wait(
+        browser,
+        lambda d: (found := row(d)) and "range=6h" in str(found.get_attribute("href")),
+        "the route's traces link in the 6 hours' view",
+    )
+    _click(browser, row, "the route's traces link")
+    _wait(browser, lambda d: urlparse(d.current_url).path == "/traces", "the Traces page")
+    assert _query(browser) == {
+        "operation": "POST /api/recordings",
+        "range": "6h",
+        "service": "vrp-api",
+    }
+    _wait(browser, lambda d: _shown(d, "filter-range") == "last 6 hours", "the range kept")
+    assert _shown(browser, "filter-service") == "vrp-api"
+    # An absolute range too: a slow statement's trace link on Queries.
+    now = datetime.now(UTC).replace(microsecond=0)
+    since, until = now - timedelta(minutes=55), now - timedelta(minutes=1)
+    absolute = {"from": url_filters.iso_utc(since), "to": url_filters.iso_utc(until)}
+    browser.get(f"{stack.base}/queries?from={absolute['from']}&to={absolute['to']}")
+    trace_id = stack.sent.slow_trace_id
+    _click(browser, _first(f'#queries-examples a[href*="{trace_id}"]'), "the slow trace link")
+    _wait(browser, lambda d: _query(d).get("trace") == trace_id, "the trace page")
+    assert {k: v for k, v in _query(browser).items() if k in absolute} == absolute
+    label = url_filters.describe(url_filters.absolute_value(since, until))
+    _wait(browser, lambda d: _shown(d, "filter-range") == label, f"the range shown as {label}")
+    _element(browser, "#traces-waterfall-graph", f"Trace {trace_id}")
     _no_errors(browser)
 
 

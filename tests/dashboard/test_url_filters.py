@@ -43,7 +43,21 @@ def test_the_default_view_needs_no_query_string_and_a_page_keeps_its_own_paramet
     assert uf.to_query(uf.Filters()) == ""
     trace = "?trace=" + "ab" * 16
     assert uf.to_query(uf.Filters("15m"), trace + "&range=6h") == trace + "&range=15m"
-    assert uf.view_query(trace + "&service=api") == "?service=api"
+    assert uf.with_view("/", uf.from_query(trace + "&service=api")) == "/?service=api"
+
+
+def test_a_link_to_another_page_carries_the_view_and_keeps_its_own_parameters() -> None:
+    trace = "/traces?trace=" + "ab" * 16 + "&span=" + "cd" * 8
+    assert uf.with_view(trace, uf.Filters("6h", "vrp-api")) == trace + "&range=6h&service=vrp-api"
+    absolute = uf.from_query("?from=2026-12-07T04:00:00Z&to=2026-12-07T04:30:00Z")
+    assert uf.with_view("/traces?operation=GET+%2Fx", absolute) == (
+        "/traces?operation=GET+%2Fx&from=2026-12-07T04%3A00%3A00Z&to=2026-12-07T04%3A30%3A00Z"
+    )
+    assert uf.with_view("/logs?trace=ab", uf.Filters()) == "/logs?trace=ab", "the default view"
+    # An alert's link to its service's Overview keeps that service, and takes the range.
+    assert uf.with_view("/?service=vrp-api", uf.Filters("24h", "vrp-worker")) == (
+        "/?range=24h&service=vrp-api"
+    )
 
 
 @pytest.mark.parametrize(
@@ -121,7 +135,7 @@ def test_a_page_switch_lives_in_the_url_beside_the_view() -> None:
     assert uf.with_flag("?compare=1", "compare", False) == ""
     assert not uf.flag("?compare=yes", "compare")
     # The navigation bar's links carry the view, not a page's switch.
-    assert uf.view_query(search) == "?range=15m"
+    assert uf.with_view("/requests", uf.from_query(search)) == "/requests?range=15m"
 
 
 def test_the_same_parameters_in_another_order_are_the_same_query() -> None:
