@@ -518,7 +518,7 @@ def waterfall_figure(trace: Row, selected: str | None = None) -> go.Figure:
     return figure
 
 
-def trace_scatter_figure(traces: Sequence[Row]) -> go.Figure:
+def trace_scatter_figure(traces: Sequence[Row], *, x_range: XRange | None = None) -> go.Figure:
     """The duration of each trace over its start time (errors red); a point's ``customdata``
     is its trace id, so a click opens it."""
     points = [t for t in traces if t.get("start")]
@@ -545,6 +545,8 @@ def trace_scatter_figure(traces: Sequence[Row]) -> go.Figure:
                 hoverinfo="text",
             )
         )
-    figure = _time_layout(figure, "Duration of the matching traces", "ms", height=280)
+    figure = _time_layout(
+        figure, "Duration of the matching traces", "ms", height=280, x_range=x_range
+    )
     figure.update_layout(hovermode="closest")
     return figure

@@ -19,7 +19,7 @@ from dashboard import components as ui
 from dashboard import figures
 from dashboard.apiclient import ApiClient, ApiReadError
 from dashboard.levels import LEVELS
-from dashboard.pages.base import FILTERS, REFRESH_ID, URL_ID, Page, view, window
+from dashboard.pages.base import FILTERS, REFRESH_ID, URL_ID, Page, view, window, x_range
 
 PAGE_SIZE = 100
 CHOICES = LEVELS[1:]  # TRACE records are kept, but nobody filters for "TRACE and above"
@@ -204,7 +204,11 @@ def register(app: Dash, api: ApiClient) -> None:
         volume = ui.graph(
             id="logs-volume",
             figure=figures.stacked_counts_figure(
-                found["histogram"], group_by="level", title="Records per level", colors=LEVEL_COLORS
+                found["histogram"],
+                group_by="level",
+                title="Records per level",
+                colors=LEVEL_COLORS,
+                x_range=x_range(range_value),
             ),
         )
         return (

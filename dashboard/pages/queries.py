@@ -18,7 +18,7 @@ from dash import Dash, Input, Output, State, dcc, html
 from dashboard import components as ui
 from dashboard import figures
 from dashboard.apiclient import ApiClient, ApiReadError
-from dashboard.pages.base import FILTERS, Page, view, window
+from dashboard.pages.base import FILTERS, Page, view, window, x_range
 from dashboard.url_filters import Filters
 
 COLUMNS = (
@@ -135,7 +135,11 @@ def _detail(summary: str | None, body: dict[str, Any], filters: Filters) -> list
         html.H4(summary, id="queries-detail-title", className="mt-2"),
         ui.graph(
             id="queries-latency",
-            figure=figures.percentiles_figure(body["series"], title=f"{summary}: p50 / p95 / p99"),
+            figure=figures.percentiles_figure(
+                body["series"],
+                title=f"{summary}: p50 / p95 / p99",
+                x_range=x_range(filters.range_value),
+            ),
         ),
         ui.section(
             "Slowest examples",

@@ -17,7 +17,7 @@ from dash import Dash, Input, Output, State, callback_context, dcc, html
 from dashboard import components as ui
 from dashboard import figures, url_filters
 from dashboard.apiclient import ApiClient, ApiReadError
-from dashboard.pages.base import FILTERS, REFRESH_ID, URL_ID, Page, view, window
+from dashboard.pages.base import FILTERS, REFRESH_ID, URL_ID, Page, view, window, x_range
 from dashboard.url_filters import Filters
 from instrumentation import conventions as names
 
@@ -469,7 +469,10 @@ def register(app: Dash, api: ApiClient) -> None:
         content = ui.section(
             title,
             *notes,
-            ui.graph(id="traces-scatter", figure=figures.trace_scatter_figure(found["traces"])),
+            ui.graph(
+                id="traces-scatter",
+                figure=figures.trace_scatter_figure(found["traces"], x_range=x_range(range_value)),
+            ),
             table,
         )
         return content, suggestions, offset, offset == 0, not found.get("has_more")

@@ -274,6 +274,9 @@ def test_time_charts_span_the_chosen_range_up_to_now() -> None:
         figures.stacked_counts_figure(
             [{**series[0], "count": 1}], group_by="service", title="t", x_range=chosen
         ),
+        figures.trace_scatter_figure(
+            [{"trace_id": "a" * 32, "start": series[0]["t"], "duration_ms": 3.0}], x_range=chosen
+        ),
     ]
     for figure in built:
         assert tuple(figures.parse_time(str(v)) for v in figure.layout.xaxis.range) == chosen

@@ -2,7 +2,7 @@
 
 The time range and the service live in the URL: opening one sets the selectors and the data,
 changing a selector rewrites it, the navigation and the links in tables keep it, a drag across
-a chart sets an absolute range. Overview compares with the
+a chart sets an absolute range, and every time chart spans it. Overview compares with the
 previous period; the navigation bar fits a 1024-pixel window; the dark theme follows the
 system's colour scheme. The dashboard is fed the page tests' telemetry
 (:mod:`tests.dashboard.ui_telemetry`) by the real SDK exporters.
@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from urllib.parse import parse_qs, urlparse
 
@@ -278,6 +278,30 @@ def test_links_in_tables_keep_the_range_and_the_service(
     label = url_filters.describe(url_filters.absolute_value(since, until))
     _wait(browser, lambda d: _shown(d, "filter-range") == label, f"the range shown as {label}")
     _element(browser, "#traces-waterfall-graph", f"Trace {trace_id}")
+    _no_errors(browser)
+
+
+def test_the_queries_logs_and_traces_charts_span_the_chosen_range(
+    window_1400: WebDriver, stack: Running
+) -> None:
+    browser = window_1400
+    now = datetime.now(UTC).replace(microsecond=0)
+    # To the next second: the log records were sent (not backdated) as the module began.
+    since, until = now - timedelta(minutes=55), now + timedelta(seconds=1)
+    view = f"?from={url_filters.iso_utc(since)}&to={url_filters.iso_utc(until)}"
+
+    def spans(graph: str) -> Callable[[WebDriver], bool]:
+        # An empty chart's axis is numbers (-1 to 6): not times.
+        expected = [since, until]
+        return lambda d: [url_filters.parse_instant(str(v)) for v in _x_range(d, graph)] == expected
+
+    browser.get(f"{stack.base}/logs{view}")
+    _wait(browser, spans("logs-volume"), "the records per level over the chosen range")
+    browser.get(f"{stack.base}/traces{view}")
+    _wait(browser, spans("traces-scatter"), "the traces' durations over the chosen range")
+    browser.get(f"{stack.base}/queries{view}")
+    _click(browser, _holding("#queries-table td", ui_telemetry.SLOW_QUERY), "the slow query")
+    _wait(browser, spans("queries-latency"), "the query's latency over the chosen range")
     _no_errors(browser)
 
 
