@@ -60,14 +60,17 @@ class ApiClient:
             raise ApiReadError(path, response.status_code, _message(body, response.status))
         return body
 
-    def send(self, method: str, path: str, body: Mapping[str, object]) -> dict[str, Any]:
-        """``method path`` with a JSON ``body`` (the Alerts page's silences); the decoded
-        answer, ``{}`` for a 204; :class:`ApiReadError` on any other 4xx or 5xx answer."""
+    def send(
+        self, method: str, path: str, body: Mapping[str, object] | None = None
+    ) -> dict[str, Any]:
+        """``method path`` with a JSON ``body``, if any (the Alerts page's silences, made and
+        ended); the decoded answer, ``{}`` for a 204; :class:`ApiReadError` on any other 4xx or
+        5xx answer."""
         with self._server.test_client() as client:
             response = client.open(
                 path,
                 method=method,
-                json=dict(body),
+                json=None if body is None else dict(body),
                 headers=self._headers,
                 environ_base=_IN_PROCESS,
             )

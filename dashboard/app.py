@@ -24,6 +24,7 @@ from dashboard.alert_events import AlertNotifier
 from dashboard.apiclient import ApiClient, ApiReadError
 from dashboard.auth import LOGOUT_PATH, install_auth
 from dashboard.pages import PAGES
+from dashboard.pages.alerts import CHANGED_ID as ALERTS_CHANGED_ID
 from dashboard.pages.alerts import PAGE as ALERTS_PAGE
 from dashboard.pages.base import RANGE_ID, REFRESH_ID, SERVICE_ID, URL_ID, Page
 from dashboard.server import create_server
@@ -173,6 +174,7 @@ def _layout(settings: DashboardSettings) -> html.Div:
             dcc.Location(id=URL_ID, refresh=False),
             dcc.Interval(id=REFRESH_ID, interval=settings.refresh_seconds * 1000),
             dcc.Store(id=PRESET_ID, storage_type="session", data=url_filters.DEFAULT_RANGE),
+            dcc.Store(id=ALERTS_CHANGED_ID),
             _navbar(bool(settings.token)),
             dbc.Container(id="page", fluid=True, className="pb-4"),
         ]
@@ -198,8 +200,9 @@ def _register_shell(app: dash.Dash, api: ApiClient) -> None:
         Output(ALERTS_BADGE_ID, "color"),
         Input(REFRESH_ID, "n_intervals"),
         Input(URL_ID, "pathname"),
+        Input(ALERTS_CHANGED_ID, "data"),
     )
-    def firing(_tick: int, _path: str | None) -> tuple[str, str]:
+    def firing(_tick: int, _path: str | None, _changed: Any) -> tuple[str, str]:
         try:
             counts = api.get("/api/alerts")["counts"]
         except ApiReadError:

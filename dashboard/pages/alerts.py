@@ -1,17 +1,24 @@
 """Alerts: what fires now, what is pending and what resolved lately, each with the page or trace
-that explains it; silencing a rule for a time; notifications that could not be delivered.
+that explains it; silencing a rule for a time, and ending a silence; notifications that could
+not be delivered.
 
 Everything comes from ``/api/alerts`` and ``/api/alerts/rules``; a silence is made with
-``POST /api/alerts/silences``, as a script would. The navbar's badge (:mod:`dashboard.app`)
-counts the firing alerts that no silence covers.
+``POST /api/alerts/silences`` and ended with ``DELETE /api/alerts/silences/<id>``, as a script
+would. The navbar's badge (:mod:`dashboard.app`) counts the firing alerts that no silence
+covers; it and the page are read again as soon as a silence is made or ended
+(:data:`CHANGED_ID`), not at the next refresh.
 """
 
 from __future__ import annotations
 
+import time
 from typing import Any
+from urllib.parse import quote
 
+import dash
 import dash_bootstrap_components as dbc
-from dash import Dash, Input, Output, State, dcc, html
+from dash import ALL, Dash, Input, Output, State, dcc, html
+from dash.exceptions import PreventUpdate
 
 from dashboard import components as ui
 from dashboard.apiclient import ApiClient, ApiReadError
@@ -31,12 +38,11 @@ COLUMNS = (
     ui.number("value", "value", 3),
     ui.text("labels", "labels_text"),
 )
-SILENCE_COLUMNS = (
-    ui.text("rule", "rule_text"),
-    ui.text("alert", "fingerprint_text"),
-    ui.text("comment", "comment"),
-    ui.time("until (UTC)", "ends_at"),
-)
+SILENCE_HEADERS = ("rule", "alert", "comment", "until (UTC)", "")
+# A store in the app's shell (the badge is there too), set when a silence is made or ended.
+CHANGED_ID = "alerts-changed"
+# The "End" button of each silence: {"type": END_TYPE, "silence": <id>, "of": <what it covers>}.
+END_TYPE = "alerts-silence-end"
 DELIVERY_COLUMNS = (
     ui.time("at (UTC)", "at"),
     ui.text("channel", "channel"),
@@ -117,6 +123,46 @@ def _explains(url: str) -> str:
     return url.split("?", 1)[0].strip("/").capitalize() or "Overview"
 
 
+def _covers(silence: dict[str, Any]) -> str:
+    """What a silence covers, as the table and the result line name it."""
+    if silence["rule"]:
+        return str(silence["rule"])
+    return f"alert {(silence['fingerprint'] or ui.NONE)[:16]}"
+
+
+def _silences(silences: list[dict[str, Any]]) -> dbc.Table:
+    """The silences in force, each with a button that ends it (a plain table: a DataTable's
+    cells cannot hold buttons, and there are few silences to sort)."""
+    rows = [
+        html.Tr(
+            [
+                html.Td(s["rule"] or ui.NONE),
+                html.Td((s["fingerprint"] or ui.NONE)[:16]),
+                html.Td(s["comment"], className="text-break"),
+                html.Td(ui.fmt_time(s["ends_at"])),
+                html.Td(
+                    dbc.Button(
+                        "End",
+                        id={"type": END_TYPE, "silence": s["id"], "of": _covers(s)},
+                        size="sm",
+                        color="secondary",
+                        outline=True,
+                        title="end this silence now: its alerts are notified again",
+                    )
+                ),
+            ]
+        )
+        for s in silences
+    ]
+    return dbc.Table(
+        [html.Thead(html.Tr([html.Th(h) for h in SILENCE_HEADERS])), html.Tbody(rows)],
+        id="alerts-silences",
+        size="sm",
+        bordered=True,
+        className="alerts-silences",
+    )
+
+
 def _body(body: dict[str, Any], filters: Filters) -> Any:
     counts = body["counts"]
     cards = dbc.Row(
@@ -151,15 +197,7 @@ def _body(body: dict[str, Any], filters: Filters) -> Any:
         ),
     ]
     if body["silences"]:
-        rows = [
-            {
-                **s,
-                "rule_text": s["rule"] or ui.NONE,
-                "fingerprint_text": (s["fingerprint"] or ui.NONE)[:16],
-            }
-            for s in body["silences"]
-        ]
-        parts.append(ui.section("Silences", ui.table("alerts-silences", SILENCE_COLUMNS, rows)))
+        parts.append(ui.section("Silences", _silences(body["silences"])))
     failed = body["failed_deliveries"]
     parts.append(
         ui.section(
@@ -182,9 +220,9 @@ def register(app: Dash, api: ApiClient) -> None:
         Output("alerts-silence-rule", "options"),
         # The range and service are not the alerts': the links to other pages carry them.
         *FILTERS,
-        Input("alerts-silence-result", "children"),
+        Input(CHANGED_ID, "data"),
     )
-    def refresh(range_value: str, service: str, _tick: int, _silenced: Any) -> Any:
+    def refresh(range_value: str, service: str, _tick: int, _changed: Any) -> Any:
         try:
             body = api.get("/api/alerts")
             rules = api.get("/api/alerts/rules")["rules"]
@@ -195,6 +233,7 @@ def register(app: Dash, api: ApiClient) -> None:
 
     @app.callback(
         Output("alerts-silence-result", "children"),
+        Output(CHANGED_ID, "data"),
         Input("alerts-silence-button", "n_clicks"),
         State("alerts-silence-rule", "value"),
         State("alerts-silence-duration", "value"),
@@ -203,7 +242,8 @@ def register(app: Dash, api: ApiClient) -> None:
     )
     def silence(_clicks: int, rule: str | None, duration: str, comment: str | None) -> Any:
         if not rule:
-            return dbc.Alert("Choose a rule to silence.", color="warning", className="mb-2")
+            warning = dbc.Alert("Choose a rule to silence.", color="warning", className="mb-2")
+            return warning, dash.no_update
         try:
             made = api.send(
                 "POST",
@@ -211,13 +251,39 @@ def register(app: Dash, api: ApiClient) -> None:
                 {"rule": rule, "duration": duration, "comment": comment or ""},
             )
         except ApiReadError as exc:
-            return ui.read_error(exc)
-        return dbc.Alert(
+            return ui.read_error(exc), dash.no_update
+        done = dbc.Alert(
             f"{rule} silenced until {ui.fmt_time(made['ends_at'])} UTC.",
             color="info",
             className="mb-2",
             id="alerts-silence-done",
         )
+        return done, time.time()
+
+    @app.callback(
+        Output("alerts-silence-result", "children", allow_duplicate=True),
+        Output(CHANGED_ID, "data", allow_duplicate=True),
+        Input({"type": END_TYPE, "silence": ALL, "of": ALL}, "n_clicks"),
+        prevent_initial_call=True,
+    )
+    def end(_clicks: list[int | None]) -> Any:
+        # The buttons are drawn anew with every refresh of the table: only a click ends.
+        if not any(fired["value"] for fired in dash.ctx.triggered):
+            raise PreventUpdate
+        ended = dash.ctx.triggered_id
+        try:
+            api.send("DELETE", "/api/alerts/silences/" + quote(str(ended["silence"]), safe=""))
+        except ApiReadError as exc:
+            if exc.status != 404:
+                return ui.read_error(exc), dash.no_update
+            message, color = f"The silence of {ended['of']} had already ended.", "warning"
+        else:
+            message, color = (
+                f"The silence of {ended['of']} ended: its alerts are notified again.",
+                "info",
+            )
+        result = dbc.Alert(message, color=color, className="mb-2", id="alerts-silence-ended")
+        return result, time.time()
 
 
 PAGE = Page(

@@ -2,7 +2,8 @@
 
 A backup scheduler's failed run reaches the dashboard through the SDK's OTLP exporters; one
 evaluation later the page lists the firing alerts with the trace that explains the failure,
-the navbar's badge counts them, and silencing a rule from the page takes it out of the count.
+the navbar's badge counts them, silencing a rule from the page takes it out of the count, and
+ending a silence from the page puts it back.
 """
 
 from __future__ import annotations
@@ -13,9 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import requests
 from dash.testing.application_runners import ThreadedRunner
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.ui import Select
 
 from backup.telemetry import STATUS_FAILED
@@ -131,4 +134,72 @@ def test_silencing_a_rule_from_the_page_takes_it_out_of_the_badge(
     failing.notifier.batches.clear()
     failing.server.alerts.evaluate(time.time())
     assert [e.rule for e in failing.notifier.batches[-1]] == ["BackupFailed"]
+    _no_errors(chromium)
+
+
+def test_ending_a_silence_from_the_page_notifies_its_alerts_again(
+    chromium: WebDriver, failing: Running
+) -> None:
+    comment = "looking into the failed run"
+    made = requests.post(
+        f"{failing.base}/api/alerts/silences",
+        json={"rule": "BackupFailed", "duration": "1h", "comment": comment},
+        timeout=5,
+    )
+    assert made.status_code == 201, made.text
+    chromium.get(f"{failing.base}/alerts?range=24h")
+    _wait(chromium, _row_holding("BackupFailed", "silenced"), "the silenced alert")
+    # The link that explains the alert keeps the view's range, as every link to a page does.
+    explained = _holding("#alerts-table tr", "BackupFailed", "a")(chromium)
+    assert isinstance(explained, WebElement) and "range=24h" in explained.get_attribute("href")
+
+    _click(chromium, _holding("#alerts-silences tr", comment, "button"), "End")
+
+    _element(chromium, "#alerts-silence-ended", "The silence of BackupFailed ended")
+    _wait(
+        chromium,
+        lambda d: comment not in d.find_element(By.ID, "alerts-body").text,
+        "the silence gone from the table",
+    )
+    _wait(
+        chromium,
+        lambda d: (
+            _row_holding("BackupFailed", "firing")(d)
+            and not _row_holding("BackupFailed", "silenced")(d)
+        ),
+        "the alert no longer silenced",
+    )
+    body = requests.get(f"{failing.base}/api/alerts", timeout=5).json()
+    assert made.json()["id"] not in [s["id"] for s in body["silences"]]
+    assert not next(a for a in body["alerts"] if a["rule"] == "BackupFailed")["silenced"]
+    counted = str(body["counts"]["firing"] - body["counts"]["silenced"])
+    _wait(chromium, lambda d: _badge(d) == counted, f"the badge counting {counted}")
+    _no_errors(chromium)
+
+
+def test_ending_a_silence_a_script_ended_first_says_so(
+    chromium: WebDriver, failing: Running
+) -> None:
+    comment = "ended by a script meanwhile"
+    made = requests.post(
+        f"{failing.base}/api/alerts/silences",
+        json={"rule": "BackupFailed", "duration": "1h", "comment": comment},
+        timeout=5,
+    ).json()
+    chromium.get(f"{failing.base}/alerts")
+    _element(chromium, "#alerts-silences", comment)
+    # No refresh may redraw the table between the script's DELETE and the click.
+    _click(chromium, lambda d: d.find_element(By.CSS_SELECTOR, "label[for=auto-refresh]"), "off")
+    _wait(chromium, lambda d: not d.find_element(By.ID, "auto-refresh").is_selected(), "no refresh")
+    ended = requests.delete(f"{failing.base}/api/alerts/silences/{made['id']}", timeout=5)
+    assert ended.status_code == 204
+
+    _click(chromium, _holding("#alerts-silences tr", comment, "button"), "End")
+
+    _element(chromium, "#alerts-silence-ended", "The silence of BackupFailed had already ended")
+    _wait(
+        chromium,
+        lambda d: comment not in d.find_element(By.ID, "alerts-body").text,
+        "the table read again",
+    )
     _no_errors(chromium)
