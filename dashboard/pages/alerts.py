@@ -240,7 +240,11 @@ def register(app: Dash, api: ApiClient) -> None:
         State("alerts-silence-comment", "value"),
         prevent_initial_call=True,
     )
-    def silence(_clicks: int, rule: str | None, duration: str, comment: str | None) -> Any:
+    def silence(clicks: int | None, rule: str | None, duration: str, comment: str | None) -> Any:
+        # Dash calls this when the page's layout is drawn (its output, the shell's store, was
+        # there first), not only on a click: only a click makes a silence.
+        if not clicks:
+            raise PreventUpdate
         if not rule:
             warning = dbc.Alert("Choose a rule to silence.", color="warning", className="mb-2")
             return warning, dash.no_update

@@ -99,6 +99,8 @@ def test_firing_alerts_are_listed_with_their_trace_and_counted_in_the_navbar(
     _wait(chromium, lambda d: _badge(d) == "2", "the badge counting two firing alerts")
     assert "bg-danger" in chromium.find_element(By.CSS_SELECTOR, BADGE).get_attribute("class")
     _element(chromium, "#alerts-deliveries, .notice", "Every notification was delivered")
+    # Nothing was clicked: the silence form says nothing yet.
+    assert chromium.find_element(By.ID, "alerts-silence-result").text == ""
     _no_errors(chromium)
     _screenshot(chromium, "alerts")
 
