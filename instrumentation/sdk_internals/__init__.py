@@ -39,9 +39,10 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from importlib import metadata
 
-__all__ = ["fall_back", "fallbacks", "reset_fallbacks", "sdk_version"]
+__all__ = ["SelfTest", "fall_back", "fallbacks", "reset_fallbacks", "sdk_version"]
 
 _log = logging.getLogger(__name__)
 _lock = threading.Lock()
@@ -85,3 +86,30 @@ def reset_fallbacks() -> None:
     """Forget which concerns fell back (for tests, which re-run the self-tests)."""
     with _lock:
         _fallbacks.clear()
+
+
+class SelfTest:
+    """A self-test's verdict: run once per process on first call (thread-safe), then kept.
+
+    ``run`` returns whether the private path may be used (it reports its own fallback). The
+    log records' direct path keeps a module global instead: it reads its verdict per record.
+    """
+
+    def __init__(self, run: Callable[[], bool]) -> None:
+        self._run = run
+        self._lock = threading.Lock()
+        self._verdict: bool | None = None
+
+    def __call__(self) -> bool:
+        verdict = self._verdict
+        if verdict is None:
+            with self._lock:
+                if self._verdict is None:
+                    self._verdict = self._run()
+                verdict = self._verdict
+        return verdict
+
+    def reset(self) -> None:
+        """Forget the verdict (for tests that change the SDK under it)."""
+        with self._lock:
+            self._verdict = None

@@ -12,7 +12,6 @@ uncounted (the spans and records themselves are unaffected) and one WARNING says
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -29,9 +28,6 @@ CONCERN = "batch processor drop counting"
 # Where the hook is: the processor's BatchProcessor, and its metrics hook.
 _BATCH = "_batch_processor"
 _HOOK = "_metrics"
-
-_lock = threading.Lock()
-_hook_ok: bool | None = None
 
 
 class DropCountingMetrics:
@@ -78,22 +74,6 @@ class _NoExport(SpanExporter):
         return SpanExportResult.SUCCESS
 
 
-def _check_sdk() -> bool:
-    global _hook_ok
-    if _hook_ok is None:
-        with _lock:
-            if _hook_ok is None:
-                _hook_ok = _self_test()
-    return _hook_ok
-
-
-def reset_check() -> None:
-    """Forget the self-test's verdict (for tests that change the SDK under it)."""
-    global _hook_ok
-    with _lock:
-        _hook_ok = None
-
-
 def _self_test() -> bool:
     dropped: list[int] = []
     processor = BatchSpanProcessor(_NoExport())
@@ -112,3 +92,7 @@ def _self_test() -> bool:
         problem = f"a span ended after shutdown was reported as {dropped!r} dropped"
     sdk_internals.fall_back(CONCERN, problem, "dropped telemetry is not counted")
     return False
+
+
+_check_sdk = sdk_internals.SelfTest(_self_test)
+reset_check = _check_sdk.reset

@@ -13,7 +13,6 @@ exponential histograms what that release does: the other metrics are unaffected)
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
 from opentelemetry.exporter.prometheus import PrometheusMetricReader
@@ -29,26 +28,7 @@ CONCERN = "prometheus histogram re-bucketing"
 # The reader method an override must replace to see what each collection produced.
 RECEIVE_HOOK = "_receive_metrics"
 
-_lock = threading.Lock()
-_hook_ok: bool | None = None
 _PROBE_METRIC = "sdk_internals.check"
-
-
-def check() -> bool:
-    """Whether a reader's ``_receive_metrics`` override sees each collection; checked once."""
-    global _hook_ok
-    if _hook_ok is None:
-        with _lock:
-            if _hook_ok is None:
-                _hook_ok = _self_test()
-    return _hook_ok
-
-
-def reset_check() -> None:
-    """Forget the self-test's verdict (for tests that change the SDK under it)."""
-    global _hook_ok
-    with _lock:
-        _hook_ok = None
 
 
 def _self_test() -> bool:
@@ -85,3 +65,8 @@ def _self_test() -> bool:
         CONCERN, problem, "duration histograms reach the Prometheus exporter unconverted"
     )
     return False
+
+
+# Whether a reader's `_receive_metrics` override sees each collection; checked once.
+check = sdk_internals.SelfTest(_self_test)
+reset_check = check.reset

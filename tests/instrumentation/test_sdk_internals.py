@@ -48,11 +48,13 @@ VALUES = [0.0004 * 1.37**index for index in range(400)]
 def fresh_self_tests(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Every self-test runs again under the test's SDK, and forgets what it found afterwards."""
     monkeypatch.setattr(bound, "_sdk_ok", None)
-    monkeypatch.setattr(batching, "_hook_ok", None)
     monkeypatch.setattr(sdk_logs, "_direct_ok", None)
-    monkeypatch.setattr(sdk_prometheus, "_hook_ok", None)
+    for module in (batching, sdk_prometheus):
+        module.reset_check()
     sdk_internals.reset_fallbacks()
     yield
+    for module in (batching, sdk_prometheus):
+        module.reset_check()
     sdk_internals.reset_fallbacks()
 
 
