@@ -24,7 +24,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 import dash
-from dash import Dash, Input, Output
+import dash_bootstrap_components as dbc
+from dash import Dash, Input, Output, State, dcc
 
 from dashboard import url_filters
 from dashboard.apiclient import ApiClient
@@ -69,21 +70,45 @@ def x_range(range_value: str | None) -> tuple[datetime, datetime]:
     return since.replace(tzinfo=None), until.replace(tzinfo=None)
 
 
+def url_switch(switch_id: str, label: str) -> list[Any]:
+    """A page's switch kept in the URL by :func:`switch_in_url`, to put in the page's layout.
+
+    Beside it, a store that stays empty until the switch has been set from the URL: Dash counts
+    a switch drawn with its page as having fired (its callback also reads the URL, outside the
+    page), so without the store the switch's first ``False`` would read as a person turning it
+    off and drop ``?compare=1`` from the URL the page was opened with.
+    """
+    return [
+        dbc.Switch(id=switch_id, label=label, value=False),
+        dcc.Store(id=_read_id(switch_id)),
+    ]
+
+
+def _read_id(switch_id: str) -> str:
+    return f"{switch_id}-read"
+
+
 def switch_in_url(app: Dash, switch_id: str, key: str) -> None:
-    """Keep a page's ``dbc.Switch`` and ``?<key>=1`` in step: the URL sets the switch when the
-    page opens or the URL changes, and turning the switch rewrites the URL (other parameters
+    """Keep a page's :func:`url_switch` and ``?<key>=1`` in step: the URL sets the switch when
+    the page opens or the URL changes, and turning the switch rewrites the URL (other parameters
     kept). The navigation bar's links do not carry it: it belongs to its page."""
 
     @app.callback(
         Output(switch_id, "value"),
         Output(URL_ID, "search", allow_duplicate=True),
+        Output(_read_id(switch_id), "data"),
         Input(URL_ID, "search"),
         Input(switch_id, "value"),
+        State(_read_id(switch_id), "data"),
         prevent_initial_call="initial_duplicate",
     )
-    def sync(search: str | None, value: bool | None) -> tuple[Any, Any]:
-        if switch_id in dash.ctx.triggered_prop_ids.values():
+    def sync(search: str | None, value: bool | None, read: bool | None) -> tuple[Any, Any, Any]:
+        if read and switch_id in dash.ctx.triggered_prop_ids.values():
             wanted = url_filters.with_flag(search, key, bool(value))
-            return dash.no_update, wanted if wanted != (search or "") else dash.no_update
+            return (
+                dash.no_update,
+                wanted if wanted != (search or "") else dash.no_update,
+                dash.no_update,
+            )
         on = url_filters.flag(search, key)
-        return (on if on != bool(value) else dash.no_update), dash.no_update
+        return (on if on != bool(value) else dash.no_update), dash.no_update, True

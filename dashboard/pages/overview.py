@@ -20,7 +20,7 @@ from dash import Dash, Input, Output, dcc, html
 from dashboard import components as ui
 from dashboard import figures, url_filters
 from dashboard.apiclient import ApiClient, ApiReadError
-from dashboard.pages.base import FILTERS, Page, switch_in_url, window
+from dashboard.pages.base import FILTERS, Page, switch_in_url, url_switch, window
 
 ERROR_RATE_RED = 0.05
 COLUMNS = (
@@ -49,11 +49,7 @@ def layout() -> html.Div:
             html.Div(
                 [
                     html.H3("Overview", className="me-auto"),
-                    dbc.Switch(
-                        id=COMPARE_ID,
-                        label="compare with previous period",
-                        value=False,
-                    ),
+                    *url_switch(COMPARE_ID, "compare with previous period"),
                 ],
                 className="d-flex align-items-center flex-wrap gap-2",
             ),

@@ -14,7 +14,7 @@ from dash import Dash, Input, Output, dcc, html
 from dashboard import components as ui
 from dashboard import figures, url_filters
 from dashboard.apiclient import ApiClient, ApiReadError
-from dashboard.pages.base import FILTERS, Page, switch_in_url, view, window
+from dashboard.pages.base import FILTERS, Page, switch_in_url, url_switch, view, window
 from dashboard.url_filters import Filters
 
 STATUS_CLASSES = ("2xx", "3xx", "4xx", "5xx")
@@ -55,11 +55,7 @@ def layout() -> html.Div:
             html.Div(
                 [
                     html.H3("Requests", className="me-auto"),
-                    dbc.Switch(
-                        id="requests-compare",
-                        label="compare with previous period",
-                        value=False,
-                    ),
+                    *url_switch("requests-compare", "compare with previous period"),
                 ],
                 className="d-flex align-items-center flex-wrap gap-2",
             ),
