@@ -24,7 +24,10 @@ What is measured
          through the same handlers at the same level; see ``benchmarks/replay.py``). They cost
          what the telemetry contract costs with no logic of ours, so ``full`` - ``replay`` is
          the part of the overhead our instrumentation is responsible for. The templates are
-         captured once per run, before the rounds, from an app instrumented as ``full``.
+         captured once per run, before the rounds, from an app instrumented as ``full``;
+       * ``nosteps`` (with ``--no-steps``): ``full`` with ``VRP_STEP_SPANS=false``, the
+         request's step spans left out (5.25 fewer spans per request): what they cost, and a
+         figure comparable with those taken before they existed.
 
        Rounds interleave the configurations (off, full, ratio10, replay, replay10, off, ...) so
        that machine noise hits all of them alike; each app is warmed up untimed first. Every
@@ -155,10 +158,14 @@ SINK_SCRIPT = Path(__file__).with_name("sink.py")
 OPERATIONS = ("create", "get", "list", "update")
 REQUESTS_PER_CYCLE = len(OPERATIONS)
 CONFIGURATIONS = ("off", "full", "ratio10", "replay", "replay10")
+# --no-steps: full with VRP_STEP_SPANS=false (the request's step spans left out).
+NO_STEPS = "nosteps"
+# The configurations instrumented by us, with the SDK's pipelines.
+OURS = ("full", "ratio10", NO_STEPS)
 # --contrib: the app instrumented by the OpenTelemetry contrib packages (benchmarks/contrib.py).
 CONTRIB_CONFIGURATIONS = ("contrib", "contrib10")
 # Sampling of each configuration that has SDK pipelines (replays use their original's).
-SAMPLED = {"full": "all", "ratio10": "10%", "contrib": "all", "contrib10": "10%"}
+SAMPLED = {"full": "all", "ratio10": "10%", NO_STEPS: "all", "contrib": "all", "contrib10": "10%"}
 # Configurations whose app is the un-instrumented one with the captured telemetry replayed.
 REPLAYED = {"replay": "full", "replay10": "ratio10"}
 FLOOR_SPANS = 20_000
@@ -494,7 +501,8 @@ def _settings(name: str, root: Path) -> Settings:
         "VRP_LOG_DIR": str(directory / "log"),
         "VRP_LOG_LEVEL": "INFO",
         "VRP_LOG_FORMAT": "json",
-        "OTEL_SDK_DISABLED": "false" if name in ("full", "ratio10") else "true",
+        "OTEL_SDK_DISABLED": "false" if name in OURS else "true",
+        "VRP_STEP_SPANS": "false" if name == NO_STEPS else "true",
     }
     return load_settings(env, service_name=SERVICE)
 
@@ -557,7 +565,7 @@ def build_target(
     settings = _settings(name, root)
     sampler = _sampler(name)
     pipelines = None if sampler is None else build_pipelines(endpoint, sampler)
-    ours = name in ("full", "ratio10")
+    ours = name in OURS
     if pipelines is None or not ours:
         db, client = _app(settings, trace_api.NoOpTracerProvider(), metrics_api.NoOpMeterProvider())
     else:
@@ -962,6 +970,13 @@ def print_targets(
         rows.append(
             ("ratio10 / contrib10", ratio10.median_us / by_name["contrib10"].median_us, 1.0)
         )
+    if NO_STEPS in by_name:
+        lean = by_name[NO_STEPS]
+        rows.append(
+            ("nosteps / off (full, no step spans)", lean.median_us / off.median_us, TARGET_FULL)
+        )
+        if "contrib" in by_name:
+            rows.append(("nosteps / contrib", lean.median_us / by_name["contrib"].median_us, 1.0))
     if record is not None:
         rows.append(
             ("one record in a request, export incl., us", record.in_request_us, TARGET_RECORD_US)
@@ -1114,6 +1129,7 @@ class Plan:
     log_sinks: frozenset[str] = LOG_SINKS
     sdk_calls: bool = False
     contrib: bool = False
+    no_steps: bool = False
     record_cost: bool = False
     record_loop: int = 2_000
     record_cold: int = 200
@@ -1121,6 +1137,8 @@ class Plan:
     @property
     def configurations(self) -> tuple[str, ...]:
         names = CONFIGURATIONS
+        if self.no_steps:
+            names += (NO_STEPS,)
         if self.contrib:
             names += CONTRIB_CONFIGURATIONS
         return names
@@ -1164,6 +1182,12 @@ def parse_plan(argv: list[str] | None) -> Plan:
         "flask and -sqlalchemy instead of ours (needs .venv-contrib: make bench-contrib)",
     )
     parser.add_argument(
+        "--no-steps",
+        action="store_true",
+        help="add nosteps: full with VRP_STEP_SPANS=false, to see what the request's step spans "
+        "cost (and compare with figures taken before they existed)",
+    )
+    parser.add_argument(
         "--sdk-calls",
         action="store_true",
         help="also time the SDK's calls inside full's requests and in a loop (see "
@@ -1181,6 +1205,7 @@ def parse_plan(argv: list[str] | None) -> Plan:
             log_sinks=log_sinks,
             sdk_calls=args.sdk_calls,
             contrib=args.contrib,
+            no_steps=args.no_steps,
             record_cost=record_cost,
             record_loop=300,
             record_cold=20,
@@ -1195,6 +1220,7 @@ def parse_plan(argv: list[str] | None) -> Plan:
         log_sinks=log_sinks,
         sdk_calls=args.sdk_calls,
         contrib=args.contrib,
+        no_steps=args.no_steps,
         record_cost=record_cost,
     )
 

@@ -62,6 +62,7 @@ def init(
     logging_settings: LoggingSettings | None = None,
     signal_handlers: bool = True,
     excluded_routes: Collection[str] = (),
+    step_spans: bool = True,
 ) -> Instrumentation:
     """Set up telemetry (and logging, signal handlers, ``app``) for this process.
 
@@ -72,7 +73,8 @@ def init(
     added beside the application's own (:func:`instrumentation.configure_logging`). Signal
     handlers can only be installed from the main thread; elsewhere this is logged and skipped.
     ``app`` is instrumented with :func:`instrumentation.instrument_app`, which changes none of
-    its responses. Calling :func:`init` again returns a handle on the first set-up.
+    its responses (``excluded_routes`` and ``step_spans`` are passed on to it). Calling
+    :func:`init` again returns a handle on the first set-up.
     """
     settings = telemetry_settings or TelemetrySettings(service_name=service_name)
     settings = replace(
@@ -88,7 +90,7 @@ def init(
     if app is not None:
         from instrumentation.flask import instrument_app
 
-        instrument_app(app, excluded_routes=excluded_routes)
+        instrument_app(app, excluded_routes=excluded_routes, step_spans=step_spans)
     return Instrumentation(
         telemetry=built,
         app=app,

@@ -424,6 +424,7 @@ def instrument_app(
     meter_provider: metrics.MeterProvider | None = None,
     excluded_routes: Collection[str] = (),
     request_id_attribute: str | None = None,
+    step_spans: bool = True,
 ) -> None:
     """Trace, measure and access-log every request of ``app``; its responses stay its own.
 
@@ -431,8 +432,10 @@ def instrument_app(
     :func:`instrumentation.telemetry.setup` may run later). ``excluded_routes`` holds URL rules
     exactly as registered. ``request_id_attribute`` names the server span attribute that carries
     the request id, for an app that wants it on spans (no standard name exists, so none by
-    default). Idempotent per app: later calls change nothing, call
-    :func:`uninstrument_app` first to change the providers.
+    default). ``step_spans=False`` leaves out the request's two step spans
+    (``http.request.route`` and ``http.response.finalize``) for an app that wants fewer spans
+    per request; the server span and its children are unchanged. Idempotent per app: later
+    calls change nothing, call :func:`uninstrument_app` first to change the providers.
     """
     if EXTENSION_KEY in app.extensions:
         return
@@ -443,10 +446,11 @@ def instrument_app(
     )
     app.extensions[EXTENSION_KEY] = instrumentation
     app.wsgi_app = instrumentation  # type: ignore[method-assign]
-    # Shadows the method on this app only; uninstrument_app deletes it again.
-    app.dispatch_request = partial(  # type: ignore[method-assign]
-        instrumentation.dispatch, app.dispatch_request
-    )
+    if step_spans:
+        # Shadows the method on this app only; uninstrument_app deletes it again.
+        app.dispatch_request = partial(  # type: ignore[method-assign]
+            instrumentation.dispatch, app.dispatch_request
+        )
     # Weakly held: the app and its extensions keep the receiver alive, and a collected app
     # leaves nothing behind in the process-wide signal.
     request_started.connect(instrumentation.on_request_started, sender=app)

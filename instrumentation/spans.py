@@ -44,12 +44,17 @@ _log = logging.getLogger(__name__)
 
 
 class Steps:
-    """Starts INTERNAL step spans from one tracer; call it with a span name (see module doc)."""
+    """Starts INTERNAL step spans from one tracer; call it with a span name (see module doc).
 
-    __slots__ = ("_drops_unsampled_children", "_tracer")
+    ``enabled=False`` starts none (an application that wants fewer spans per request): every
+    step runs under its caller's span, as if it were untraced.
+    """
 
-    def __init__(self, tracer: trace.Tracer) -> None:
+    __slots__ = ("_drops_unsampled_children", "_enabled", "_tracer")
+
+    def __init__(self, tracer: trace.Tracer, *, enabled: bool = True) -> None:
         self._tracer = tracer
+        self._enabled = enabled
         self._drops_unsampled_children = drops_unsampled_children(tracer)
 
     def start(self, name: str, attributes: Mapping[str, Any] | None = None) -> Span:
@@ -60,6 +65,8 @@ class Steps:
         unsampled trace, and ``INVALID_SPAN`` if the span could not be started: ending either is
         harmless.
         """
+        if not self._enabled:
+            return trace.INVALID_SPAN
         try:
             parent = unsampled_parent(self._drops_unsampled_children)
             if parent is not None:

@@ -104,6 +104,7 @@ class SettingsSchema(ma.Schema):
     )
     VRP_API_WORKERS = fields.Integer(load_default=1, validate=validate.Range(min=1, max=64))
     VRP_API_METRICS_ENABLED = _Bool(load_default=False)
+    VRP_STEP_SPANS = _Bool(load_default=True)
     VRP_MAX_UPLOAD_BYTES = fields.Integer(
         load_default=200 * 1024 * 1024, validate=validate.Range(min=1024)
     )
@@ -162,6 +163,8 @@ class Settings:
     api_workers: int = 1
     # `vrp api` serves /metrics to Prometheus (instrumentation.prometheus).
     api_metrics_enabled: bool = False
+    # The request's INTERNAL step spans (parse, storage, serialize, ...; docs/telemetry.md).
+    step_spans: bool = True
 
     def for_service(self, service_name: str) -> Settings:
         """The same settings for another process of the stack (``vrp-dashboard``, ...)."""
@@ -239,4 +242,5 @@ def load_settings(
         api_channel_timeout=data["VRP_API_CHANNEL_TIMEOUT"],
         api_workers=data["VRP_API_WORKERS"],
         api_metrics_enabled=data["VRP_API_METRICS_ENABLED"],
+        step_spans=data["VRP_STEP_SPANS"],
     )

@@ -56,7 +56,10 @@ def create_app(
         JSON_SORT_KEYS=False,
     )
     store = BlobStore(settings.storage_dir, settings.max_upload_bytes)
-    steps = Steps(trace.get_tracer("recorder", __version__, tracer_provider=tracer_provider))
+    steps = Steps(
+        trace.get_tracer("recorder", __version__, tracer_provider=tracer_provider),
+        enabled=settings.step_spans,
+    )
     app.extensions[EXTENSION] = RecorderContext(
         settings=settings, db=db, store=store, uploads=Uploads(db, store, steps), steps=steps
     )
@@ -71,6 +74,7 @@ def create_app(
         meter_provider=meter_provider,
         excluded_routes=("/healthz", "/metrics"),
         request_id_attribute=conventions.VRP_REQUEST_ID,
+        step_spans=settings.step_spans,
     )
     # JSON 503 on pool exhaustion and JSON 500 on a crash, beside the recorder's own handlers.
     register_error_responses(app)

@@ -90,6 +90,7 @@ def test_quick_run_reports_every_configuration_and_loses_nothing() -> None:
             "--quick",
             "--sdk-calls",
             "--logs",
+            "--no-steps",
         ],
         capture_output=True,
         text=True,
@@ -102,25 +103,28 @@ def test_quick_run_reports_every_configuration_and_loses_nothing() -> None:
     rows = {
         match["name"]: (float(match["spans"]), float(match["points"]), float(match["logs"]))
         for match in re.finditer(
-            r"^(?P<name>off|full|ratio10|replay|replay10)\s+\d+\s.*"
+            r"^(?P<name>off|full|ratio10|replay|replay10|nosteps)\s+\d+\s.*"
             r"\s(?P<spans>\d+\.\d\d)\s+(?P<points>\d+\.\d\d)\s+(?P<logs>\d+\.\d\d)$",
             out,
             re.MULTILINE,
         )
     }
-    assert set(rows) == set(overhead.CONFIGURATIONS)
+    assert set(rows) == {*overhead.CONFIGURATIONS, overhead.NO_STEPS}
     assert rows["off"] == (0, 0, 0)
     assert rows["replay"][0] == rows["full"][0] > 3
     assert rows["replay"][1] == rows["full"][1] > 3
     # The canonical log line: one record per request.
     assert rows["full"][2] == rows["ratio10"][2] == rows["replay"][2] == 1
+    # Without step spans: 9 fewer on a create, 3 on a get, 4 on a list, 5 on an update; the
+    # metric points and the log record stay.
+    assert rows["nosteps"] == (rows["full"][0] - 21 / 4, rows["full"][1], 1)
     delivered = re.search(
         r"sink received spans (\d+) of (\d+) ended, log records (\d+) of (\d+)", out
     )
     assert delivered is not None
     assert delivered[1] == delivered[2]
     assert delivered[3] == delivered[4]
-    assert "full / off" in out and "ratio10 / off" in out
+    assert "full / off" in out and "ratio10 / off" in out and "nosteps / off" in out
     assert re.search(r"^  in a loop, on the caller\s+\d+\.\d us$", out, re.MULTILINE)
     per_request = re.search(r"^  in full's requests, on .* \((\d\.\d\d) records", out, re.M)
     assert per_request is not None

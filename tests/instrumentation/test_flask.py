@@ -601,3 +601,22 @@ def test_no_step_span_is_started_under_an_unsampled_request(
     assert app.test_client().get("/api/items/1").status_code == 200
     assert asked == ["GET /api/items/<int:item_id>"]
     assert _flask_failures() == failures_before
+
+
+def test_step_spans_false_leaves_the_route_and_finalize_spans_out_and_keeps_the_rest(
+    telemetry: InMemoryTelemetry,
+) -> None:
+    app = create_app(telemetry.tracer_provider)
+    instrument_app(
+        app,
+        tracer_provider=telemetry.tracer_provider,
+        meter_provider=telemetry.meter_provider,
+        step_spans=False,
+    )
+    try:
+        assert "dispatch_request" not in vars(app), "nothing wraps the view without step spans"
+        assert app.test_client().get("/api/items/7").status_code == 200
+        assert [span.name for span in telemetry.spans()] == ["GET /api/items/<int:item_id>"]
+        assert server_span(telemetry).attributes["http.response.status_code"] == 200
+    finally:
+        uninstrument_app(app)

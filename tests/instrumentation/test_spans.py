@@ -83,3 +83,19 @@ def test_no_step_span_is_started_in_a_trace_the_sampler_dropped() -> None:
         assert steps.start("http.response.serialize") is request
 
     assert sampler.asked == ["GET /x"]
+
+
+def test_disabled_steps_start_no_span_and_leave_the_callers_span_current(
+    telemetry: InMemoryTelemetry,
+) -> None:
+    tracer = telemetry.tracer_provider.get_tracer("t")
+    steps = Steps(tracer, enabled=False)
+
+    with tracer.start_as_current_span("GET /x") as parent, steps("storage.write") as step:
+        assert not step.is_recording()
+        assert trace.get_current_span() is parent
+    with pytest.raises(OSError), steps("storage.write"):
+        raise OSError("disk full")
+    steps.start("http.response.serialize").end()
+
+    assert [span.name for span in telemetry.spans()] == ["GET /x"]
