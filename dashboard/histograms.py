@@ -280,7 +280,10 @@ class ExplicitHistogram:
         for bucket, n in enumerate(self.counts):
             if n and seen + n >= rank:
                 lower, upper = self._edges(bucket)
-                return _clamp(lower + (upper - lower) * (rank - seen) / n, self.min, self.max)
+                # Rounding may carry the interpolation past its bucket's edge (0.0005 +
+                # 0.0045 is 0.005000000000000001): the estimate stays inside its bucket.
+                estimate = _clamp(lower + (upper - lower) * (rank - seen) / n, lower, upper)
+                return _clamp(estimate, self.min, self.max)
             seen += n
         return self.max
 
