@@ -348,6 +348,7 @@ def n_plus_one_span_ids(findings: Sequence[Row]) -> set[str]:
 # the statements of an N+1 finding and failed spans, which stand out whatever their kind.
 N_PLUS_ONE_LABEL = "N+1 statement"
 ERROR_LABEL = "error"
+_LEGEND_ORDER = (*KIND_COLORS, "UNSPECIFIED", ERROR_LABEL, N_PLUS_ONE_LABEL)
 # A bar is at least this share of the trace's duration wide, so that a 20 us statement in a
 # 300 ms request stays visible (its label still says 20 us).
 MIN_BAR_FRACTION = 0.004
@@ -433,68 +434,106 @@ def waterfall_figure(trace: Row, selected: str | None = None) -> go.Figure:
     flagged = n_plus_one_span_ids(trace.get("n_plus_one") or [])
     end = max(float(s["offset_ms"]) + max(float(s["duration_ms"]), 0.0) for s in spans)
     least = max(end, 1e-6) * MIN_BAR_FRACTION
+    figure = go.Figure()
+    for category, rows in _rows_by_category(spans, flagged).items():
+        figure.add_trace(
+            _category_bars(category, rows, spans, least=least, selected=selected, flagged=flagged)
+        )
+    _waterfall_layout(
+        figure,
+        f"Trace {plain(trace.get('trace_id', ''))}",
+        _marked_labels(spans, selected),
+        _highlight_shapes(spans, selected),
+        end,
+    )
+    return figure
+
+
+def _rows_by_category(spans: Sequence[Row], flagged: set[str]) -> dict[str, list[int]]:
+    """The rows of the spans of each legend category, the categories in the legend's order."""
     categories: dict[str, list[int]] = defaultdict(list)
     for row, span in enumerate(spans):
         categories[_span_category(span, flagged)].append(row)
-    order = [*KIND_COLORS, "UNSPECIFIED", ERROR_LABEL, N_PLUS_ONE_LABEL]
-    figure = go.Figure()
-    for category in sorted(categories, key=order.index):
-        rows = categories[category]
-        chosen = [spans[row] for row in rows]
-        figure.add_trace(
-            go.Bar(
-                orientation="h",
-                y=rows,
-                x=[max(float(s["duration_ms"]), least) for s in chosen],
-                base=[float(s["offset_ms"]) for s in chosen],
-                name=category,
-                marker={
-                    "color": _category_color(category),
-                    "line": {
-                        "color": "#000000",
-                        "width": [2 if s["span_id"] == selected else 0 for s in chosen],
-                    },
-                },
-                text=[fmt_duration(float(s["duration_ms"])) for s in chosen],
-                textposition="outside",
-                cliponaxis=False,
-                textfont={"size": 11},
-                hovertext=[_span_hover(s, flagged) for s in chosen],
-                hoverinfo="text",
-                customdata=[s["span_id"] for s in chosen],
-            )
-        )
-    labels = _span_labels(spans)
-    shapes = []
-    for row, span in enumerate(spans):
-        if span["span_id"] == selected:
-            labels[row] = HIGHLIGHT_MARK + labels[row]
-            shapes.append(
-                {
-                    "type": "rect",
-                    "xref": "paper",
-                    "yref": "y",
-                    "x0": 0,
-                    "x1": 1,
-                    "y0": row - 0.5,
-                    "y1": row + 0.5,
-                    "fillcolor": HIGHLIGHT_COLOR,
-                    "line": {"width": 0},
-                    "layer": "below",
-                    "name": "highlighted span",
-                }
-            )
-    figure.update_layout(
-        title={
-            "text": f"Trace {plain(trace.get('trace_id', ''))}",
-            "x": 0.01,
-            "font": {"size": 14},
+    return {
+        category: categories[category] for category in sorted(categories, key=_LEGEND_ORDER.index)
+    }
+
+
+def _category_bars(
+    category: str,
+    rows: list[int],
+    spans: Sequence[Row],
+    *,
+    least: float,
+    selected: str | None,
+    flagged: set[str],
+) -> go.Bar:
+    """The bars of one category, the spans on its ``rows``: each at least ``least`` wide and
+    labelled with its duration, the ``selected`` span's outlined."""
+    chosen = [spans[row] for row in rows]
+    return go.Bar(
+        orientation="h",
+        y=rows,
+        x=[max(float(s["duration_ms"]), least) for s in chosen],
+        base=[float(s["offset_ms"]) for s in chosen],
+        name=category,
+        marker={
+            "color": _category_color(category),
+            "line": {
+                "color": "#000000",
+                "width": [2 if s["span_id"] == selected else 0 for s in chosen],
+            },
         },
+        text=[fmt_duration(float(s["duration_ms"])) for s in chosen],
+        textposition="outside",
+        cliponaxis=False,
+        textfont={"size": 11},
+        hovertext=[_span_hover(s, flagged) for s in chosen],
+        hoverinfo="text",
+        customdata=[s["span_id"] for s in chosen],
+    )
+
+
+def _marked_labels(spans: Sequence[Row], selected: str | None) -> list[str]:
+    """The rows' labels (:func:`_span_labels`), the ``selected`` span's marked."""
+    return [
+        HIGHLIGHT_MARK + label if span["span_id"] == selected else label
+        for span, label in zip(spans, _span_labels(spans), strict=True)
+    ]
+
+
+def _highlight_shapes(spans: Sequence[Row], selected: str | None) -> list[dict[str, Any]]:
+    """A shaded band across the plot behind the row of the ``selected`` span."""
+    return [
+        {
+            "type": "rect",
+            "xref": "paper",
+            "yref": "y",
+            "x0": 0,
+            "x1": 1,
+            "y0": row - 0.5,
+            "y1": row + 0.5,
+            "fillcolor": HIGHLIGHT_COLOR,
+            "line": {"width": 0},
+            "layer": "below",
+            "name": "highlighted span",
+        }
+        for row, span in enumerate(spans)
+        if span["span_id"] == selected
+    ]
+
+
+def _waterfall_layout(
+    figure: go.Figure, title: str, labels: list[str], shapes: list[dict[str, Any]], end: float
+) -> None:
+    """Title, axes, legend and size of a waterfall of one row per label, ``end`` ms long."""
+    figure.update_layout(
+        title={"text": title, "x": 0.01, "font": {"size": 14}},
         # Room on the right for the duration labels of the bars that end last.
         xaxis={"title": {"text": "ms since the trace started"}, "range": [0, end * 1.12]},
         yaxis={
             "tickmode": "array",
-            "tickvals": list(range(len(spans))),
+            "tickvals": list(range(len(labels))),
             "ticktext": labels,
             "autorange": "reversed",
             "tickfont": {"family": "monospace", "size": 11},
@@ -511,11 +550,10 @@ def waterfall_figure(trace: Row, selected: str | None = None) -> go.Figure:
         barmode="overlay",
         bargap=0.25,
         margin={"l": 20, "r": 20, "t": 60, "b": 40},
-        height=max(240, 80 + 22 * len(spans)),
+        height=max(240, 80 + 22 * len(labels)),
         template="plotly_white",
     )
     figure.update_yaxes(automargin=True)
-    return figure
 
 
 def trace_scatter_figure(traces: Sequence[Row], *, x_range: XRange | None = None) -> go.Figure:

@@ -24,6 +24,12 @@ from instrumentation import conventions as names
 # Above this many spans in the range, SQLite finds the slowest roots by their duration index.
 ROOTS_BY_DURATION_FROM_SPANS = 20_000
 
+# The root spans the list is made of, and whether a span of a root's trace failed.
+_ROOTS = spans.alias("roots")
+_ERRORED = sa.exists().where(
+    spans.c.trace_id == _ROOTS.c.trace_id, spans.c.status_code == STATUS_ERROR
+)
+
 
 def traces(
     store: TelemetryStore,
@@ -40,107 +46,168 @@ def traces(
     whether more match). ``operation`` is the root span's name in any case; ``attributes`` a
     span of the trace must match (:mod:`dashboard.trace_search`, a bounded scan: ``search``
     says which spans it read). ``operations`` lists root span names to suggest."""
-    roots = spans.alias("roots")
-    errored = sa.exists().where(
-        spans.c.trace_id == roots.c.trace_id, spans.c.status_code == STATUS_ERROR
-    )
     with store.read() as conn:
-        since_ns = window.since_ns
-        scan_from = None
-        if attributes:
-            scan_from = trace_search.nth_newest_start(
-                conn, window.since_ns, window.until_ns, trace_search.SCAN_SPANS
-            )
-            since_ns = max(since_ns, scan_from or since_ns)
-        start, name = roots.c.start_ns, roots.c.name
-        sqlite = store.engine.dialect.name == "sqlite"
-        wide = (
-            sqlite
-            and trace_search.nth_newest_start(
-                conn, since_ns, window.until_ns, ROOTS_BY_DURATION_FROM_SPANS
-            )
-            is not None
+        scan_from = _attribute_scan_from(conn, window, attributes)
+        since_ns = max(window.since_ns, scan_from or window.since_ns)
+        start, name = _root_columns(conn, store.engine, since_ns, window.until_ns)
+        query = _slowest_roots(start, since_ns, window.until_ns, limit=limit, offset=offset)
+        query = _filtered(
+            query,
+            name,
+            service=window.service,
+            operation=operation,
+            min_duration_ms=min_duration_ms,
+            status=status,
         )
-        if sqlite and not wide:
-            # A narrow range: its spans by the start-time index, not every root of the
-            # operation by the name index (0.5 s for an hour of 7 days of 1M spans).
-            name = sa.literal_column("+roots.name", sa.String)
-        if wide:
-            # SQLite plans with no statistics and reads a range of the start-time index
-            # whatever its width, then sorts every root in it (1.4 s for 7 days of 1M spans).
-            # Over a range this full, walking the roots' duration index from the slowest and
-            # skipping those outside the range finds a page sooner (0.3 ms): the unary "+"
-            # keeps SQLite off the start-time index (https://sqlite.org/optoverview.html).
-            start = sa.literal_column("+roots.start_ns", sa.BigInteger)
-        query = (
-            sa.select(roots)
-            .where(roots.c.is_root == sa.true(), start >= since_ns, start <= window.until_ns)
-            .order_by(roots.c.duration_ms.desc(), roots.c.trace_id)
-            .limit(limit + 1)  # one more than asked tells whether more match
-            .offset(offset)
-        )
-        if window.service is not None:
-            query = query.where(roots.c.service == window.service)
-        if operation is not None:
-            query = query.where(sa.func.lower(name) == operation.lower())
-        if min_duration_ms is not None:
-            query = query.where(roots.c.duration_ms >= min_duration_ms)
-        if status == "error":
-            query = query.where(errored)
-        elif status == "ok":
-            query = query.where(~errored)
         if attributes:
             matching = trace_search.matching_trace_ids(conn, attributes, since_ns, window.until_ns)
-            query = query.where(trace_search.among(roots.c.trace_id, matching, store.engine))
-        found = conn.execute(query).all()
-        has_more = len(found) > limit
-        found = found[:limit]
-        ids = [r.trace_id for r in found]
-        counts: dict[str, tuple[int, int]] = {}
-        flagged: set[str] = set()
-        if ids:
-            stats = (
-                sa.select(
-                    spans.c.trace_id,
-                    sa.func.count(),
-                    sa.func.sum(sa.case((spans.c.status_code == STATUS_ERROR, 1), else_=0)),
-                )
-                .where(spans.c.trace_id.in_(ids))
-                .group_by(spans.c.trace_id)
-            )
-            counts = {trace: (n, errors or 0) for trace, n, errors in conn.execute(stats)}
-            flagged = set(
-                conn.execute(
-                    sa.select(n_plus_one.c.trace_id).where(n_plus_one.c.trace_id.in_(ids))
-                ).scalars()
-            )
+            query = query.where(trace_search.among(_ROOTS.c.trace_id, matching, store.engine))
+        found, has_more = _page(conn, query, limit)
+        counts, flagged = _trace_stats(conn, [r.trace_id for r in found])
         suggestions = _operations(conn, window.service)
     return {
-        "traces": [
-            {
-                "trace_id": r.trace_id,
-                "service": r.service,
-                "root_name": r.name,
-                "start": iso_ns(r.start_ns),
-                "duration_ms": r.duration_ms,
-                "span_count": counts.get(r.trace_id, (1, 0))[0],
-                "error": counts.get(r.trace_id, (1, 0))[1] > 0,
-                "n_plus_one": r.trace_id in flagged,
-            }
-            for r in found
-        ],
+        "traces": [_listed_trace(r, counts, flagged) for r in found],
         "offset": offset,
         "limit": limit,
         "has_more": has_more,
         "next_offset": offset + limit if has_more else None,
-        "search": {
-            "attributes": [str(condition) for condition in attributes],
-            "scan_limit_spans": trace_search.SCAN_SPANS,
-            # Set when the range holds more spans than an attribute search reads: traces that
-            # started before this were not searched.
-            "searched_since": None if scan_from is None else iso_ns(scan_from),
-        },
+        "search": _search_summary(attributes, scan_from),
         "operations": suggestions,
+    }
+
+
+def _attribute_scan_from(
+    conn: sa.Connection, window: TimeRange, attributes: Sequence[AttributeCondition]
+) -> int | None:
+    """Where an attribute search starts reading: the start of the range's
+    :data:`~dashboard.trace_search.SCAN_SPANS`-th newest span; None without ``attributes`` or
+    when the range holds fewer spans (the whole range is read)."""
+    if not attributes:
+        return None
+    return trace_search.nth_newest_start(
+        conn, window.since_ns, window.until_ns, trace_search.SCAN_SPANS
+    )
+
+
+def _root_columns(
+    conn: sa.Connection, engine: sa.Engine, since_ns: int, until_ns: int
+) -> tuple[sa.ColumnElement[int], sa.ColumnElement[str]]:
+    """The roots' start time and name as the query compares them. On SQLite one of them is
+    written with a unary "+", which keeps the planner off its index for this range."""
+    start: sa.ColumnElement[int] = _ROOTS.c.start_ns
+    name: sa.ColumnElement[str] = _ROOTS.c.name
+    if engine.dialect.name != "sqlite":
+        return start, name
+    wide = (
+        trace_search.nth_newest_start(conn, since_ns, until_ns, ROOTS_BY_DURATION_FROM_SPANS)
+        is not None
+    )
+    if not wide:
+        # A narrow range: its spans by the start-time index, not every root of the
+        # operation by the name index (0.5 s for an hour of 7 days of 1M spans).
+        return start, sa.literal_column("+roots.name", sa.String)
+    # SQLite plans with no statistics and reads a range of the start-time index
+    # whatever its width, then sorts every root in it (1.4 s for 7 days of 1M spans).
+    # Over a range this full, walking the roots' duration index from the slowest and
+    # skipping those outside the range finds a page sooner (0.3 ms): the unary "+"
+    # keeps SQLite off the start-time index (https://sqlite.org/optoverview.html).
+    return sa.literal_column("+roots.start_ns", sa.BigInteger), name
+
+
+def _slowest_roots(
+    start: sa.ColumnElement[int], since_ns: int, until_ns: int, *, limit: int, offset: int
+) -> sa.Select[Any]:
+    """The roots that started in the range, slowest first: the page from ``offset`` on."""
+    return (
+        sa.select(_ROOTS)
+        .where(_ROOTS.c.is_root == sa.true(), start >= since_ns, start <= until_ns)
+        .order_by(_ROOTS.c.duration_ms.desc(), _ROOTS.c.trace_id)
+        .limit(limit + 1)  # one more than asked tells whether more match
+        .offset(offset)
+    )
+
+
+def _filtered(
+    query: sa.Select[Any],
+    name: sa.ColumnElement[str],
+    *,
+    service: str | None,
+    operation: str | None,
+    min_duration_ms: float | None,
+    status: str | None,
+) -> sa.Select[Any]:
+    """``query`` narrowed to the roots that match each filter given (None: any)."""
+    if service is not None:
+        query = query.where(_ROOTS.c.service == service)
+    if operation is not None:
+        query = query.where(sa.func.lower(name) == operation.lower())
+    if min_duration_ms is not None:
+        query = query.where(_ROOTS.c.duration_ms >= min_duration_ms)
+    if status == "error":
+        query = query.where(_ERRORED)
+    elif status == "ok":
+        query = query.where(~_ERRORED)
+    return query
+
+
+def _page(conn: sa.Connection, query: sa.Select[Any], limit: int) -> tuple[Sequence[Any], bool]:
+    """The first ``limit`` rows of ``query`` and whether it found more."""
+    found = conn.execute(query).all()
+    return found[:limit], len(found) > limit
+
+
+def _trace_stats(
+    conn: sa.Connection, ids: Sequence[str]
+) -> tuple[dict[str, tuple[int, int]], set[str]]:
+    """The number of spans and of failed spans of each trace of ``ids``, and those of them
+    with an N+1 finding."""
+    if not ids:
+        return {}, set()
+    stats = (
+        sa.select(
+            spans.c.trace_id,
+            sa.func.count(),
+            sa.func.sum(sa.case((spans.c.status_code == STATUS_ERROR, 1), else_=0)),
+        )
+        .where(spans.c.trace_id.in_(ids))
+        .group_by(spans.c.trace_id)
+    )
+    counts = {trace: (n, errors or 0) for trace, n, errors in conn.execute(stats)}
+    flagged = set(
+        conn.execute(
+            sa.select(n_plus_one.c.trace_id).where(n_plus_one.c.trace_id.in_(ids))
+        ).scalars()
+    )
+    return counts, flagged
+
+
+def _listed_trace(
+    root: Any, counts: dict[str, tuple[int, int]], flagged: set[str]
+) -> dict[str, Any]:
+    """One trace of the list: its root span, with its counts from :func:`_trace_stats`."""
+    span_count, errors = counts.get(root.trace_id, (1, 0))
+    return {
+        "trace_id": root.trace_id,
+        "service": root.service,
+        "root_name": root.name,
+        "start": iso_ns(root.start_ns),
+        "duration_ms": root.duration_ms,
+        "span_count": span_count,
+        "error": errors > 0,
+        "n_plus_one": root.trace_id in flagged,
+    }
+
+
+def _search_summary(
+    attributes: Sequence[AttributeCondition], scan_from: int | None
+) -> dict[str, Any]:
+    """What an attribute search looked for and which spans it read."""
+    return {
+        "attributes": [str(condition) for condition in attributes],
+        "scan_limit_spans": trace_search.SCAN_SPANS,
+        # Set when the range holds more spans than an attribute search reads: traces that
+        # started before this were not searched.
+        "searched_since": None if scan_from is None else iso_ns(scan_from),
     }
 
 
