@@ -108,7 +108,8 @@ def _custom_range() -> dbc.Collapse:
     )
 
 
-def _navbar(token_required: bool) -> dbc.Navbar:
+def _filters(token_required: bool) -> list[Any]:
+    """The navigation bar's filters and auto-refresh, and sign out when a token is required."""
     filters = [
         dcc.Dropdown(
             id=RANGE_ID,
@@ -147,6 +148,10 @@ def _navbar(token_required: bool) -> dbc.Navbar:
     ]
     if token_required:
         filters.append(html.A("sign out", href=LOGOUT_PATH, className="nav-signout"))
+    return filters
+
+
+def _navbar(token_required: bool) -> dbc.Navbar:
     return dbc.Navbar(
         dbc.Container(
             [
@@ -156,7 +161,7 @@ def _navbar(token_required: bool) -> dbc.Navbar:
                     navbar=True,
                     className="me-auto nav-pages",
                 ),
-                html.Div(filters, className="filters"),
+                html.Div(_filters(token_required), className="filters"),
                 _custom_range(),
             ],
             fluid=True,
@@ -293,57 +298,92 @@ def _register_view_sync(app: dash.Dash, api: ApiClient) -> None:
         }
         trigger = _trigger(fired)
         current = url_filters.Filters(range_value or url_filters.DEFAULT_RANGE, service or "")
-        error: Any = ""
-        if trigger in (None, URL_ID):
-            chosen = url_filters.from_query(search)
-        elif trigger == APPLY_ID:
-            since = url_filters.parse_instant(typed_from)
-            until = url_filters.parse_instant(typed_to)
-            if since is None or until is None:
-                bad = "from" if since is None else "to"
-                error = f"{bad}: not a time; type ISO 8601 such as 2026-12-07T04:00:00Z"
-                chosen = current
-            elif since >= until:
-                error = "to: must be after from"
-                chosen = current
-            else:
-                absolute = url_filters.absolute_value(since, until)
-                chosen = url_filters.Filters(absolute, current.service)
-        elif trigger == RESET_ID:
-            back = preset if url_filters.is_preset(preset) else url_filters.DEFAULT_RANGE
-            chosen = url_filters.Filters(str(back), current.service)
-        else:
-            chosen = current
-        if trigger == REFRESH_ID:
-            return (
-                *(dash.no_update,) * 4,
-                _service_options(_services(api), chosen.service),
-                *(dash.no_update,) * 5,
-            )
-        new_search = url_filters.to_query(chosen, search)
-        absolute = chosen.absolute
-        options = _range_options(chosen.range_value)
-
-        def changed(new: Any, old: Any) -> Any:
-            # An output set to its own value still fires every page's callback again.
-            return dash.no_update if new == old else new
-
-        return (
-            # The same parameters in another order are the same view: rewriting the URL would
-            # re-render the page and reset its own controls (a switch read from ``?compare=1``).
-            dash.no_update if url_filters.same_query(new_search, search) else new_search,
-            changed(chosen.range_value, range_value),
-            changed(options, range_options),
-            changed(chosen.service, service),
+        chosen, error = _chosen_filters(trigger, search, current, typed_from, typed_to, preset)
+        service_options = (
             _service_options(_services(api), chosen.service)
-            if trigger in (None, URL_ID)
-            else dash.no_update,
-            dash.no_update if absolute else chosen.range_value,
-            {} if absolute else HIDDEN,
-            error,
-            url_filters.iso_utc(absolute[0]) if absolute else dash.no_update,
-            url_filters.iso_utc(absolute[1]) if absolute else dash.no_update,
+            if trigger in (None, URL_ID, REFRESH_ID)
+            else dash.no_update
         )
+        if trigger == REFRESH_ID:
+            return (*(dash.no_update,) * 4, service_options, *(dash.no_update,) * 5)
+        return _view_outputs(
+            chosen,
+            error,
+            service_options,
+            search=search,
+            range_value=range_value,
+            range_options=range_options,
+            service=service,
+        )
+
+
+def _chosen_filters(
+    trigger: str | None,
+    search: str | None,
+    current: url_filters.Filters,
+    typed_from: str | None,
+    typed_to: str | None,
+    preset: str | None,
+) -> tuple[url_filters.Filters, str]:
+    """The filters to show after ``trigger``, and the error to show beside the typed times."""
+    if trigger in (None, URL_ID):
+        return url_filters.from_query(search), ""
+    if trigger == APPLY_ID:
+        return _applied_range(current, typed_from, typed_to)
+    if trigger == RESET_ID:
+        back = preset if url_filters.is_preset(preset) else url_filters.DEFAULT_RANGE
+        return url_filters.Filters(str(back), current.service), ""
+    return current, ""
+
+
+def _applied_range(
+    current: url_filters.Filters, typed_from: str | None, typed_to: str | None
+) -> tuple[url_filters.Filters, str]:
+    """The typed times as an absolute range, or the current filters and what is wrong."""
+    since = url_filters.parse_instant(typed_from)
+    until = url_filters.parse_instant(typed_to)
+    if since is None or until is None:
+        bad = "from" if since is None else "to"
+        return current, f"{bad}: not a time; type ISO 8601 such as 2026-12-07T04:00:00Z"
+    if since >= until:
+        return current, "to: must be after from"
+    return url_filters.Filters(url_filters.absolute_value(since, until), current.service), ""
+
+
+def _changed(new: Any, old: Any) -> Any:
+    # An output set to its own value still fires every page's callback again.
+    return dash.no_update if new == old else new
+
+
+def _view_outputs(
+    chosen: url_filters.Filters,
+    error: str,
+    service_options: Any,
+    *,
+    search: str | None,
+    range_value: str | None,
+    range_options: list[dict[str, str]] | None,
+    service: str | None,
+) -> tuple[Any, ...]:
+    """The view sync's outputs for the filters chosen; the URL's query, the range, its options
+    and the service (as shown now) are sent only when they change."""
+    new_search = url_filters.to_query(chosen, search)
+    absolute = chosen.absolute
+    options = _range_options(chosen.range_value)
+    return (
+        # The same parameters in another order are the same view: rewriting the URL would
+        # re-render the page and reset its own controls (a switch read from ``?compare=1``).
+        dash.no_update if url_filters.same_query(new_search, search) else new_search,
+        _changed(chosen.range_value, range_value),
+        _changed(options, range_options),
+        _changed(chosen.service, service),
+        service_options,
+        dash.no_update if absolute else chosen.range_value,
+        {} if absolute else HIDDEN,
+        error,
+        url_filters.iso_utc(absolute[0]) if absolute else dash.no_update,
+        url_filters.iso_utc(absolute[1]) if absolute else dash.no_update,
+    )
 
 
 # What one run of the URL callback acts on when several inputs fired at once (Dash batches

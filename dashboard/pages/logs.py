@@ -20,6 +20,7 @@ from dashboard import figures
 from dashboard.apiclient import ApiClient, ApiReadError
 from dashboard.levels import LEVELS
 from dashboard.pages.base import FILTERS, REFRESH_ID, URL_ID, Page, view, window, x_range
+from dashboard.url_filters import Filters
 
 PAGE_SIZE = 100
 CHOICES = LEVELS[1:]  # TRACE records are kept, but nobody filters for "TRACE and above"
@@ -141,7 +142,50 @@ def detail_rows(record: dict[str, Any]) -> list[dict[str, str]]:
     return rows
 
 
+def _record_rows(logs: list[dict[str, Any]], filters: Filters) -> list[dict[str, Any]]:
+    """The page's records as table rows, each with a link to its trace and span."""
+    return [
+        {
+            **record,
+            "id": str(index),
+            "trace": ui.trace_link(
+                record.get("trace_id"), view=filters, span_id=record.get("span_id")
+            ),
+            "attributes": orjson.dumps(record["attributes"]).decode(),
+        }
+        for index, record in enumerate(logs)
+    ]
+
+
+def _records(rows: list[dict[str, Any]]) -> list[Any]:
+    table = ui.table(
+        "logs-table", COLUMNS, rows, page_size=PAGE_SIZE, selectable=True, wrap=("message",)
+    )
+    table.style_data_conditional = [*table.style_data_conditional, *LEVEL_STYLES]
+    # A page of records scrolls in its own box, so the detail below stays in view.
+    table.style_table = {**table.style_table, "maxHeight": "560px", "overflowY": "auto"}
+    return [html.P("Click a record for all its attributes.", className="text-muted"), table]
+
+
+def _volume(histogram: list[dict[str, Any]], range_value: str) -> Any:
+    return ui.graph(
+        id="logs-volume",
+        figure=figures.stacked_counts_figure(
+            histogram,
+            group_by="level",
+            title="Records per level",
+            colors=LEVEL_COLORS,
+            x_range=x_range(range_value),
+        ),
+    )
+
+
 def register(app: Dash, api: ApiClient) -> None:
+    _register_records(app, api)
+    _register_detail(app, api)
+
+
+def _register_records(app: Dash, api: ApiClient) -> None:
     @app.callback(
         Output("logs-body", "children"),
         Output("logs-volume-body", "children"),
@@ -183,43 +227,17 @@ def register(app: Dash, api: ApiClient) -> None:
             found = api.get("/api/logs", params)
         except ApiReadError as exc:
             return ui.read_error(exc), None, "", offset, True, True
-        filters = view(range_value, service)
-        rows = [
-            {
-                **record,
-                "id": str(index),
-                "trace": ui.trace_link(
-                    record.get("trace_id"), view=filters, span_id=record.get("span_id")
-                ),
-                "attributes": orjson.dumps(record["attributes"]).decode(),
-            }
-            for index, record in enumerate(found["logs"])
-        ]
-        table = ui.table(
-            "logs-table", COLUMNS, rows, page_size=PAGE_SIZE, selectable=True, wrap=("message",)
-        )
-        table.style_data_conditional = [*table.style_data_conditional, *LEVEL_STYLES]
-        # A page of records scrolls in its own box, so the detail below stays in view.
-        table.style_table = {**table.style_table, "maxHeight": "560px", "overflowY": "auto"}
-        volume = ui.graph(
-            id="logs-volume",
-            figure=figures.stacked_counts_figure(
-                found["histogram"],
-                group_by="level",
-                title="Records per level",
-                colors=LEVEL_COLORS,
-                x_range=x_range(range_value),
-            ),
-        )
         return (
-            [html.P("Click a record for all its attributes.", className="text-muted"), table],
-            volume,
+            _records(_record_rows(found["logs"], view(range_value, service))),
+            _volume(found["histogram"], range_value),
             _position(found, trace_id),
             offset,
             offset == 0,
             not found["truncated"],
         )
 
+
+def _register_detail(app: Dash, api: ApiClient) -> None:
     @app.callback(
         Output("logs-detail", "children"),
         Input("logs-table", "active_cell"),

@@ -55,87 +55,105 @@ def layout() -> html.Div:
             dcc.Store(id="traces-trace-data"),
             dcc.Store(id="traces-offset", data=0),
             html.H3("Traces"),
-            dbc.Row(
-                [
-                    dbc.Col(
-                        [
-                            dbc.Input(
-                                id="traces-operation",
-                                placeholder="operation (root span name, any case)",
-                                debounce=True,
-                                type="text",
-                                list="traces-operations",
-                                autoComplete="off",
-                            ),
-                            html.Datalist(id="traces-operations"),
-                        ],
-                        md=3,
-                    ),
-                    dbc.Col(
-                        [
-                            dbc.Input(
-                                id="traces-attribute",
-                                placeholder="attribute: http.response.status_code=404",
-                                debounce=True,
-                                type="text",
-                                autoComplete="off",
-                            ),
-                            dbc.FormText(ATTRIBUTE_HELP),
-                        ],
-                        md=4,
-                    ),
-                    dbc.Col(
-                        dbc.Input(
-                            id="traces-min-duration",
-                            placeholder="min duration ms",
-                            debounce=True,
-                            type="number",
-                            min=0,
-                        ),
-                        md=2,
-                    ),
-                    dbc.Col(
-                        dcc.Dropdown(
-                            id="traces-status",
-                            options=[
-                                {"label": "any status", "value": ""},
-                                {"label": "ok", "value": "ok"},
-                                {"label": "error", "value": "error"},
-                            ],
-                            value="",
-                            clearable=False,
-                        ),
-                        md=2,
-                    ),
-                ],
-                className="g-2 mb-3",
-            ),
+            _search_row(),
             dcc.Loading(html.Div(id="traces-waterfall"), delay_show=500),
             html.Div(id="traces-span-detail", className="mb-4"),
             dcc.Loading(html.Div(id="traces-results"), delay_show=500),
-            html.Div(
-                [
-                    dbc.Button(
-                        "previous 100",
-                        id="traces-previous",
-                        color="secondary",
-                        outline=True,
-                        size="sm",
-                        className="me-2",
-                        disabled=True,
-                    ),
-                    dbc.Button(
-                        "next 100",
-                        id="traces-next",
-                        color="secondary",
-                        outline=True,
-                        size="sm",
-                        disabled=True,
-                    ),
-                ],
-                className="mb-4",
-            ),
+            _paging_buttons(),
         ]
+    )
+
+
+def _search_row() -> dbc.Row:
+    """The search's fields: operation, span attribute, minimum duration and status."""
+    return dbc.Row(
+        [
+            _operation_column(),
+            _attribute_column(),
+            dbc.Col(
+                dbc.Input(
+                    id="traces-min-duration",
+                    placeholder="min duration ms",
+                    debounce=True,
+                    type="number",
+                    min=0,
+                ),
+                md=2,
+            ),
+            dbc.Col(
+                dcc.Dropdown(
+                    id="traces-status",
+                    options=[
+                        {"label": "any status", "value": ""},
+                        {"label": "ok", "value": "ok"},
+                        {"label": "error", "value": "error"},
+                    ],
+                    value="",
+                    clearable=False,
+                ),
+                md=2,
+            ),
+        ],
+        className="g-2 mb-3",
+    )
+
+
+def _operation_column() -> dbc.Col:
+    """The operation field, suggesting the operations seen (set with the search results)."""
+    return dbc.Col(
+        [
+            dbc.Input(
+                id="traces-operation",
+                placeholder="operation (root span name, any case)",
+                debounce=True,
+                type="text",
+                list="traces-operations",
+                autoComplete="off",
+            ),
+            html.Datalist(id="traces-operations"),
+        ],
+        md=3,
+    )
+
+
+def _attribute_column() -> dbc.Col:
+    return dbc.Col(
+        [
+            dbc.Input(
+                id="traces-attribute",
+                placeholder="attribute: http.response.status_code=404",
+                debounce=True,
+                type="text",
+                autoComplete="off",
+            ),
+            dbc.FormText(ATTRIBUTE_HELP),
+        ],
+        md=4,
+    )
+
+
+def _paging_buttons() -> html.Div:
+    return html.Div(
+        [
+            dbc.Button(
+                "previous 100",
+                id="traces-previous",
+                color="secondary",
+                outline=True,
+                size="sm",
+                className="me-2",
+                disabled=True,
+            ),
+            dbc.Button(
+                "next 100",
+                id="traces-next",
+                color="secondary",
+                outline=True,
+                size="sm",
+                disabled=True,
+            ),
+        ],
+        className="mb-4",
     )
 
 
@@ -207,9 +225,13 @@ def _value(value: Any) -> str:
     return value if isinstance(value, str) else repr(value)
 
 
+def _none() -> html.P:
+    return html.P("none", className="text-muted")
+
+
 def _pairs(attributes: dict[str, Any], table_id: str) -> Any:
     if not attributes:
-        return html.P("none", className="text-muted")
+        return _none()
     return dbc.Table(
         html.Tbody(
             [
@@ -222,6 +244,38 @@ def _pairs(attributes: dict[str, Any], table_id: str) -> Any:
         bordered=True,
         className="mb-2",
     )
+
+
+def _events(events: list[dict[str, Any]]) -> list[Any]:
+    return [
+        html.Div(
+            [
+                html.B(event.get("name", "")),
+                html.Span(
+                    f" at {ui.fmt_time(event.get('time'))}",
+                    className="text-muted small",
+                ),
+                _pairs(event.get("attributes") or {}, f"traces-event-{i}"),
+            ]
+        )
+        for i, event in enumerate(events)
+    ] or [_none()]
+
+
+def _links(links: list[dict[str, Any]], filters: Filters) -> list[Any]:
+    return [
+        html.Div(
+            [
+                dcc.Link(
+                    f"trace {link['trace_id']} span {link['span_id']}",
+                    href=ui.trace_href(link["trace_id"], link["span_id"], view=filters),
+                    refresh=True,
+                ),
+                _pairs(link.get("attributes") or {}, f"traces-link-{i}"),
+            ]
+        )
+        for i, link in enumerate(links)
+    ] or [_none()]
 
 
 def span_detail(span: dict[str, Any], highlighted: bool, filters: Filters) -> dbc.Card:
@@ -251,41 +305,9 @@ def span_detail(span: dict[str, Any], highlighted: bool, filters: Filters) -> db
                 html.H6("Attributes"),
                 _pairs(span.get("attributes") or {}, "traces-span-attributes"),
                 html.H6(f"Events ({len(events)})"),
-                *(
-                    [
-                        html.Div(
-                            [
-                                html.B(event.get("name", "")),
-                                html.Span(
-                                    f" at {ui.fmt_time(event.get('time'))}",
-                                    className="text-muted small",
-                                ),
-                                _pairs(event.get("attributes") or {}, f"traces-event-{i}"),
-                            ]
-                        )
-                        for i, event in enumerate(events)
-                    ]
-                    or [html.P("none", className="text-muted")]
-                ),
+                *_events(events),
                 html.H6(f"Links ({len(links)})"),
-                *(
-                    [
-                        html.Div(
-                            [
-                                dcc.Link(
-                                    f"trace {link['trace_id']} span {link['span_id']}",
-                                    href=ui.trace_href(
-                                        link["trace_id"], link["span_id"], view=filters
-                                    ),
-                                    refresh=True,
-                                ),
-                                _pairs(link.get("attributes") or {}, f"traces-link-{i}"),
-                            ]
-                        )
-                        for i, link in enumerate(links)
-                    ]
-                    or [html.P("none", className="text-muted")]
-                ),
+                *_links(links, filters),
             ]
         ),
         id="traces-span-card",
@@ -314,7 +336,67 @@ def _page_offset(triggered: str | None, offset: int | None, has_more: bool) -> i
     return 0
 
 
+def _spans_by_id(trace: Any) -> dict[str, dict[str, Any]]:
+    return {span["span_id"]: span for span in (trace or {}).get("spans", [])}
+
+
+def _result_rows(traces: list[dict[str, Any]], filters: Filters) -> list[dict[str, Any]]:
+    return [
+        {
+            **row,
+            "trace": ui.trace_link(row["trace_id"], view=filters),
+            "error_flag": "error" if row.get("error") else "",
+            "n_plus_one_flag": "N+1" if row.get("n_plus_one") else "",
+        }
+        for row in traces
+    ]
+
+
+def _scan_notes(found: dict[str, Any]) -> list[Any]:
+    """A warning when the attribute search read only the newest spans of the range."""
+    searched_since = (found.get("search") or {}).get("searched_since")
+    if not searched_since:
+        return []
+    return [
+        ui.notice(
+            "This range holds more spans than an attribute search reads "
+            f"({found['search']['scan_limit_spans']:,}): searched the spans since "
+            f"{ui.fmt_time(searched_since)} UTC.",
+            color="warning",
+        )
+    ]
+
+
+def _results(found: dict[str, Any], offset: int, range_value: str, service: str) -> Any:
+    """One page of found traces: its title, the scatter and the table."""
+    rows = _result_rows(found["traces"], view(range_value, service))
+    first = offset + 1 if rows else 0
+    title = f"Slowest traces {first}-{offset + len(rows)}"
+    if found.get("has_more"):
+        title += " (more on the next page)"
+    table = ui.table("traces-table", RESULT_COLUMNS, rows, page_size=PAGE_SIZE)
+    # A page of 100 scrolls within a box of its own, not the whole page.
+    table.style_table = {"overflowX": "auto", "overflowY": "auto", "maxHeight": "560px"}
+    return ui.section(
+        title,
+        *_scan_notes(found),
+        ui.graph(
+            id="traces-scatter",
+            figure=figures.trace_scatter_figure(found["traces"], x_range=x_range(range_value)),
+        ),
+        table,
+    )
+
+
 def register(app: Dash, api: ApiClient) -> None:
+    _register_prefill(app, api)
+    _register_waterfall(app, api)
+    _register_span_detail(app, api)
+    _register_open_trace(app, api)
+    _register_search(app, api)
+
+
+def _register_prefill(app: Dash, api: ApiClient) -> None:
     @app.callback(
         Output("traces-operation", "value"),
         Output("traces-attribute", "value"),
@@ -324,6 +406,8 @@ def register(app: Dash, api: ApiClient) -> None:
         query = _query(search)
         return query.get("operation"), query.get("attribute")
 
+
+def _register_waterfall(app: Dash, api: ApiClient) -> None:
     @app.callback(
         Output("traces-waterfall", "children"),
         Output("traces-trace-data", "data"),
@@ -343,6 +427,8 @@ def register(app: Dash, api: ApiClient) -> None:
             return ui.read_error(exc), None
         return _waterfall(trace, query.get("span"), url_filters.from_query(search)), trace
 
+
+def _register_span_detail(app: Dash, api: ApiClient) -> None:
     @app.callback(
         Output("traces-span-detail", "children"),
         Output("traces-waterfall-graph", "figure"),
@@ -354,7 +440,7 @@ def register(app: Dash, api: ApiClient) -> None:
     def clicked(click: dict[str, Any] | None, trace: Any, search: str | None) -> Any:
         linked = _query(search).get("span")
         chosen = _clicked_span(click) or linked
-        by_id = {span["span_id"]: span for span in (trace or {}).get("spans", [])}
+        by_id = _spans_by_id(trace)
         if chosen not in by_id:
             return None, figures.waterfall_figure(trace or {}, selected=linked)
         detail = span_detail(
@@ -370,7 +456,7 @@ def register(app: Dash, api: ApiClient) -> None:
     )
     def linked_span(trace: Any, search: str | None) -> Any:
         linked = _query(search).get("span")
-        by_id = {span["span_id"]: span for span in (trace or {}).get("spans", [])}
+        by_id = _spans_by_id(trace)
         if linked in by_id:
             return span_detail(
                 by_id[linked], highlighted=True, filters=url_filters.from_query(search)
@@ -379,6 +465,8 @@ def register(app: Dash, api: ApiClient) -> None:
             return ui.notice(f"Span {linked} is not in this trace.")
         return None
 
+
+def _register_open_trace(app: Dash, api: ApiClient) -> None:
     @app.callback(
         Output("traces-goto", "href"),
         Input("traces-scatter", "clickData"),
@@ -391,6 +479,8 @@ def register(app: Dash, api: ApiClient) -> None:
             return None
         return ui.trace_href(trace_id, view=url_filters.from_query(search))
 
+
+def _register_search(app: Dash, api: ApiClient) -> None:
     @app.callback(
         Output("traces-results", "children"),
         Output("traces-operations", "children"),
@@ -437,44 +527,8 @@ def register(app: Dash, api: ApiClient) -> None:
             found = api.get("/api/traces", params)
         except ApiReadError as exc:
             return ui.read_error(exc), [], 0, True, True
-        filters = view(range_value, service)
-        rows = [
-            {
-                **row,
-                "trace": ui.trace_link(row["trace_id"], view=filters),
-                "error_flag": "error" if row.get("error") else "",
-                "n_plus_one_flag": "N+1" if row.get("n_plus_one") else "",
-            }
-            for row in found["traces"]
-        ]
         suggestions = [html.Option(value=name) for name in found.get("operations", [])]
-        first = offset + 1 if rows else 0
-        title = f"Slowest traces {first}-{offset + len(rows)}"
-        if found.get("has_more"):
-            title += " (more on the next page)"
-        searched_since = (found.get("search") or {}).get("searched_since")
-        notes = []
-        if searched_since:
-            notes.append(
-                ui.notice(
-                    "This range holds more spans than an attribute search reads "
-                    f"({found['search']['scan_limit_spans']:,}): searched the spans since "
-                    f"{ui.fmt_time(searched_since)} UTC.",
-                    color="warning",
-                )
-            )
-        table = ui.table("traces-table", RESULT_COLUMNS, rows, page_size=PAGE_SIZE)
-        # A page of 100 scrolls within a box of its own, not the whole page.
-        table.style_table = {"overflowX": "auto", "overflowY": "auto", "maxHeight": "560px"}
-        content = ui.section(
-            title,
-            *notes,
-            ui.graph(
-                id="traces-scatter",
-                figure=figures.trace_scatter_figure(found["traces"], x_range=x_range(range_value)),
-            ),
-            table,
-        )
+        content = _results(found, offset, range_value, service)
         return content, suggestions, offset, offset == 0, not found.get("has_more")
 
 
