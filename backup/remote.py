@@ -52,6 +52,7 @@ import orjson
 from pyrage import x25519
 
 from backup import manifest as manifests
+from backup.blobs import BlobArchive
 from backup.catalog import RUNS, TMP, BackupInfo, Catalog, valid_id
 from backup.copies import STATE_DIR
 from backup.encryption import DecryptionError, decrypt, encrypt
@@ -359,6 +360,125 @@ def _send_all(
     return not stopped
 
 
+def _backups_to_copy(
+    catalog: Catalog, remote: Remote, pool: Executor, policy: Any, result: CopyResult
+) -> tuple[set[str], list[BackupInfo]]:
+    """The ids of the backups on the remote, and the local backups it lacks that ``policy``
+    (when given) would keep, oldest first. With ``policy`` the remote's snapshots are read,
+    and kept in ``result`` when none was refused."""
+    if policy is None:
+        present = snapshot_ids(remote)
+        return present, [info for info in catalog.list() if info.id not in present]
+    from backup.retention import plan_retention
+
+    snapshots, refused = list_snapshots(remote, pool)
+    if not refused:
+        result.snapshots = snapshots
+    present = {s.id for s in snapshots}
+    missing = [info for info in catalog.list() if info.id not in present]
+    kept = plan_retention([*snapshot_infos(snapshots), *missing], policy).kept
+    wanted = {info.id for info in kept}
+    return present, [info for info in missing if info.id in wanted]
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Copy:
+    """One copy in progress: what its steps share, from the listing to the last snapshot file.
+    ``on_remote`` (the remote's objects, name -> size) grows as objects are sent."""
+
+    remote: Remote
+    recipients: list[x25519.Recipient]
+    pool: ThreadPoolExecutor
+    concurrency: int
+    should_stop: Callable[[], bool]
+    result: CopyResult
+    on_remote: dict[str, int]
+    sent: _SentObjects
+    archive: BlobArchive
+
+    def copy_backup(self, info: BackupInfo) -> bool:
+        """Send the objects of one backup the remote lacks, then its snapshot file; False when
+        stopped before all its objects were sent (no snapshot file is written then)."""
+        manifest = manifests.read(info.path)
+        manifest_bytes = (info.path / manifests.MANIFEST_NAME).read_bytes()
+        jobs = self._uploads(info, manifest)
+        if not _send_all(self.pool, self.concurrency, jobs.items(), self._record, self.should_stop):
+            return False
+        self._write_snapshot(info, manifest, manifest_bytes)
+        return True
+
+    def _uploads(
+        self, info: BackupInfo, manifest: manifests.Manifest
+    ) -> dict[str, Callable[[], ObjectRef]]:
+        """The uploads (object key -> upload) of the backup's blobs, then its artifacts, that
+        are not on the remote yet; the others are counted as skipped."""
+        needed = {f"blob:{blob.sha256}" for blob in manifest.blobs}
+        needed |= {f"artifact:{a.sha256}" for a in manifest.artifacts}
+        jobs: dict[str, Callable[[], ObjectRef]] = {}
+        for blob in manifest.blobs:
+            key = f"blob:{blob.sha256}"
+            if self._already_sent(key) is None:
+                jobs[key] = self._upload(self.archive.path_for(blob.sha256).read_bytes)
+        for artifact in manifest.artifacts:
+            key = f"artifact:{artifact.sha256}"
+            if self._already_sent(key) is None:
+                path = manifests.resolve_inside(info.path, artifact.path)
+                jobs[key] = self._upload(path.read_bytes)
+        self.result.objects_skipped += len(needed) - len(jobs)
+        return jobs
+
+    def _already_sent(self, key: str) -> ObjectRef | None:
+        ref = self.sent.refs.get(key)
+        if ref is not None and self.on_remote.get(ref.name) == ref.bytes:
+            return ref
+        return None
+
+    def _upload(self, read: Callable[[], bytes]) -> Callable[[], ObjectRef]:
+        return lambda: _send(self.remote, read, self.recipients)
+
+    def _record(self, key: str, ref: ObjectRef) -> None:
+        self.sent.refs[key] = ref
+        self.on_remote[ref.name] = ref.bytes
+        self.result.objects_sent += 1
+        self.result.bytes_sent += ref.bytes
+        self.sent.save()
+
+    def _write_snapshot(
+        self, info: BackupInfo, manifest: manifests.Manifest, manifest_bytes: bytes
+    ) -> None:
+        """The backup's snapshot file, written once every object it references is there: the
+        map from its blobs and artifacts to their objects sealed with the manifest."""
+        blobs = {blob.sha256: self.sent.refs[f"blob:{blob.sha256}"] for blob in manifest.blobs}
+        artifacts = {a.path: self.sent.refs[f"artifact:{a.sha256}"] for a in manifest.artifacts}
+        payload = {
+            "manifest": base64.b64encode(manifest_bytes).decode("ascii"),
+            "artifacts": {path: ref.name for path, ref in artifacts.items()},
+            "blobs": {sha: ref.name for sha, ref in blobs.items()},
+        }
+        refs = {ref.name: ref for ref in (*artifacts.values(), *blobs.values())}
+        snapshot = RemoteSnapshot(
+            id=info.id,
+            created_at=info.created_at,
+            copied_at=datetime.now(UTC),
+            verified=info.verified,
+            objects=tuple(sorted(refs.values(), key=lambda r: r.name)),
+            sealed=encrypt(orjson.dumps(payload), self.recipients),
+        )
+        self.remote.store.write(snapshot.path, snapshot.to_json())
+        if self.result.snapshots is not None:
+            self.result.snapshots.append(snapshot)
+        self.result.snapshots_copied.append(info.id)
+        logger.info(
+            "backup %s copied to %s",
+            info.id,
+            self.remote.shown,
+            extra={
+                conventions.VRP_BACKUP_ID: info.id,
+                conventions.VRP_BACKUP_REMOTE: self.remote.shown,
+            },
+        )
+
+
 def copy_backups(
     backup_dir: Path,
     remote: Remote,
@@ -386,94 +506,28 @@ def copy_backups(
     # channel, used for both. Leaving the block waits for uploads under way (none is left
     # running past the copy).
     with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="vrp-copy") as pool:
-        on_remote = list_objects(remote, pool)
-        sent = _SentObjects(backup_dir, remote.id)
-        archive = catalog.blob_archive()
-        if policy is None:
-            present = snapshot_ids(remote)
-            todo = [info for info in catalog.list() if info.id not in present]
-        else:
-            from backup.retention import plan_retention
-
-            snapshots, refused = list_snapshots(remote, pool)
-            if not refused:
-                result.snapshots = snapshots
-            present = {s.id for s in snapshots}
-            missing = [info for info in catalog.list() if info.id not in present]
-            kept = plan_retention([*snapshot_infos(snapshots), *missing], policy).kept
-            wanted = {info.id for info in kept}
-            todo = [info for info in missing if info.id in wanted]
+        copy = _Copy(
+            remote=remote,
+            recipients=recipients,
+            pool=pool,
+            concurrency=concurrency,
+            should_stop=should_stop,
+            result=result,
+            on_remote=list_objects(remote, pool),
+            sent=_SentObjects(backup_dir, remote.id),
+            archive=catalog.blob_archive(),
+        )
+        present, todo = _backups_to_copy(catalog, remote, pool, policy, result)
         result.snapshots_present = len(present)
-
-        def record(key: str, ref: ObjectRef) -> None:
-            sent.refs[key] = ref
-            on_remote[ref.name] = ref.bytes
-            result.objects_sent += 1
-            result.bytes_sent += ref.bytes
-            sent.save()
-
-        def already_sent(key: str) -> ObjectRef | None:
-            ref = sent.refs.get(key)
-            if ref is not None and on_remote.get(ref.name) == ref.bytes:
-                return ref
-            return None
-
-        def upload(read: Callable[[], bytes]) -> Callable[[], ObjectRef]:
-            return lambda: _send(remote, read, recipients)
-
         try:
             for info in reversed(todo):
-                manifest = manifests.read(info.path)
-                manifest_bytes = (info.path / manifests.MANIFEST_NAME).read_bytes()
-                needed = {f"blob:{blob.sha256}" for blob in manifest.blobs}
-                needed |= {f"artifact:{a.sha256}" for a in manifest.artifacts}
-                jobs: dict[str, Callable[[], ObjectRef]] = {}
-                for blob in manifest.blobs:
-                    key = f"blob:{blob.sha256}"
-                    if already_sent(key) is None:
-                        jobs[key] = upload(archive.path_for(blob.sha256).read_bytes)
-                for artifact in manifest.artifacts:
-                    key = f"artifact:{artifact.sha256}"
-                    if already_sent(key) is None:
-                        path = manifests.resolve_inside(info.path, artifact.path)
-                        jobs[key] = upload(path.read_bytes)
-                result.objects_skipped += len(needed) - len(jobs)
-                if not _send_all(pool, concurrency, jobs.items(), record, should_stop):
+                if not copy.copy_backup(info):
                     return result
-                blobs = {blob.sha256: sent.refs[f"blob:{blob.sha256}"] for blob in manifest.blobs}
-                artifacts = {a.path: sent.refs[f"artifact:{a.sha256}"] for a in manifest.artifacts}
-                payload = {
-                    "manifest": base64.b64encode(manifest_bytes).decode("ascii"),
-                    "artifacts": {path: ref.name for path, ref in artifacts.items()},
-                    "blobs": {sha: ref.name for sha, ref in blobs.items()},
-                }
-                refs = {ref.name: ref for ref in (*artifacts.values(), *blobs.values())}
-                snapshot = RemoteSnapshot(
-                    id=info.id,
-                    created_at=info.created_at,
-                    copied_at=datetime.now(UTC),
-                    verified=info.verified,
-                    objects=tuple(sorted(refs.values(), key=lambda r: r.name)),
-                    sealed=encrypt(orjson.dumps(payload), recipients),
-                )
-                remote.store.write(snapshot.path, snapshot.to_json())
-                if result.snapshots is not None:
-                    result.snapshots.append(snapshot)
-                result.snapshots_copied.append(info.id)
-                logger.info(
-                    "backup %s copied to %s",
-                    info.id,
-                    remote.shown,
-                    extra={
-                        conventions.VRP_BACKUP_ID: info.id,
-                        conventions.VRP_BACKUP_REMOTE: remote.shown,
-                    },
-                )
         finally:
-            sent.save(force=True)
+            copy.sent.save(force=True)
             result.newest = max((*present, *result.snapshots_copied), default=None)
             result.seconds = time.monotonic() - started
-            result.objects = on_remote
+            result.objects = copy.on_remote
         return result
 
 

@@ -35,6 +35,7 @@ from functools import partial
 from pathlib import Path
 
 import zstandard
+from opentelemetry.trace import Span
 
 from backup import checks
 from backup import manifest as manifests
@@ -69,6 +70,7 @@ from backup.telemetry import (
     STATUS_FAILED,
     STATUS_SUCCESS,
     BackupTelemetry,
+    Identity,
     default,
     failed,
     identity,
@@ -172,70 +174,93 @@ def run_backup(
     repository = repository_for(settings.backup_dir, init_if_missing=settings.init_if_missing)
     names = identity(repository.id, source.database_url)
     catalog = Catalog(settings.backup_dir)
-    archive = catalog.blob_archive()
     started_at = datetime.now(UTC)
-    backup_id = new_backup_id(started_at)
+    run = _Run(
+        settings=settings,
+        source=source,
+        catalog=catalog,
+        archive=catalog.blob_archive(),
+        backup_id=new_backup_id(started_at),
+        started_at=started_at,
+        trigger=trigger,
+        verify=verify,
+        reporter=reporter,
+        on_event=on_event,
+        telemetry=telemetry,
+    )
     with run_lock(settings.backup_dir / LOCK):
         started = time.monotonic()
-        with telemetry.run_span(backup_id, trigger, names) as span:
-            run = _Run(
-                settings=settings,
-                source=source,
-                catalog=catalog,
-                archive=archive,
-                backup_id=backup_id,
-                started_at=started_at,
-                trigger=trigger,
-                verify=verify,
-                reporter=reporter,
-                on_event=on_event,
-                telemetry=telemetry,
-            )
-            try:
-                # Held from before the snapshot until the backup is published: the application
-                # keeps what it deletes meanwhile, so every blob the snapshot references is there.
-                with source.hold_blobs():
-                    result = _run(run)
-            except BaseException as exc:
-                shutil.rmtree(run.work, ignore_errors=True)
-                error = _as_backup_error(exc, settings.backup_dir)
-                failed(span, error)
-                seconds = time.monotonic() - started
-                telemetry.record_run(STATUS_FAILED, seconds, None, names)
-                logger.error(
-                    "backup %s failed after %.1fs: %s",
-                    backup_id,
-                    seconds,
-                    error,
-                    extra={ATTR_ID: backup_id, ATTR_STATUS: STATUS_FAILED,
-                           ATTR_TRIGGER: trigger, ATTR_ERROR_TYPE: type(error).__name__},
-                )  # fmt: skip
-                if error is exc:
-                    raise
-                raise error from exc
-            seconds = time.monotonic() - started
-            span.set_attributes(
-                {
-                    ATTR_STATUS: STATUS_SUCCESS,
-                    ATTR_BYTES: result.bytes,
-                    ATTR_STORED_BYTES: result.stored_bytes,
-                    ATTR_FILES: result.files,
-                    ATTR_VERIFIED: result.verified,
-                }
-            )
-            telemetry.record_run(STATUS_SUCCESS, seconds, time.time(), names)
-            logger.info(
-                "backup %s done in %.1fs: %d files, %d bytes, %d stored (%d blobs copied, "
-                "%d already archived)%s",
-                backup_id, seconds, result.files, result.bytes, result.stored_bytes,
-                result.blobs_copied, result.blobs_skipped, ", verified" if result.verified else "",
-                extra={ATTR_ID: backup_id, ATTR_STATUS: STATUS_SUCCESS, ATTR_TRIGGER: trigger,
-                       ATTR_BYTES: result.bytes, ATTR_STORED_BYTES: result.stored_bytes,
-                       ATTR_VERIFIED: result.verified},
-            )  # fmt: skip
+        with telemetry.run_span(run.backup_id, trigger, names) as span:
+            result, seconds = _run_and_report(run, span, names, started)
             if after_publish is not None:
                 after_publish()
     return BackupResult(**{**result.__dict__, "seconds": seconds, "repository_id": repository.id})
+
+
+def _run_and_report(
+    run: _Run, span: Span, names: Identity, started: float
+) -> tuple[BackupResult, float]:
+    """Run the steps and report the outcome on ``span``, in the metrics and in one log record;
+    the result and the seconds since ``started``. A failed run's folder is removed and its
+    error raised (an OSError as the :class:`BackupError` that says what to do)."""
+    try:
+        # Held from before the snapshot until the backup is published: the application
+        # keeps what it deletes meanwhile, so every blob the snapshot references is there.
+        with run.source.hold_blobs():
+            result = _run(run)
+    except BaseException as exc:
+        error = _discard_failed_run(run, exc, span, names, started)
+        if error is exc:
+            raise
+        raise error from exc
+    seconds = time.monotonic() - started
+    _report_success(run, result, span, names, seconds)
+    return result, seconds
+
+
+def _discard_failed_run(
+    run: _Run, exc: BaseException, span: Span, names: Identity, started: float
+) -> BaseException:
+    """Remove the failed run's folder and report its failure; the error to raise for it."""
+    shutil.rmtree(run.work, ignore_errors=True)
+    error = _as_backup_error(exc, run.settings.backup_dir)
+    failed(span, error)
+    seconds = time.monotonic() - started
+    run.telemetry.record_run(STATUS_FAILED, seconds, None, names)
+    logger.error(
+        "backup %s failed after %.1fs: %s",
+        run.backup_id,
+        seconds,
+        error,
+        extra={ATTR_ID: run.backup_id, ATTR_STATUS: STATUS_FAILED,
+               ATTR_TRIGGER: run.trigger, ATTR_ERROR_TYPE: type(error).__name__},
+    )  # fmt: skip
+    return error
+
+
+def _report_success(
+    run: _Run, result: BackupResult, span: Span, names: Identity, seconds: float
+) -> None:
+    """Report the published run on ``span``, in the metrics and in one log record."""
+    span.set_attributes(
+        {
+            ATTR_STATUS: STATUS_SUCCESS,
+            ATTR_BYTES: result.bytes,
+            ATTR_STORED_BYTES: result.stored_bytes,
+            ATTR_FILES: result.files,
+            ATTR_VERIFIED: result.verified,
+        }
+    )
+    run.telemetry.record_run(STATUS_SUCCESS, seconds, time.time(), names)
+    logger.info(
+        "backup %s done in %.1fs: %d files, %d bytes, %d stored (%d blobs copied, "
+        "%d already archived)%s",
+        run.backup_id, seconds, result.files, result.bytes, result.stored_bytes,
+        result.blobs_copied, result.blobs_skipped, ", verified" if result.verified else "",
+        extra={ATTR_ID: run.backup_id, ATTR_STATUS: STATUS_SUCCESS, ATTR_TRIGGER: run.trigger,
+               ATTR_BYTES: result.bytes, ATTR_STORED_BYTES: result.stored_bytes,
+               ATTR_VERIFIED: result.verified},
+    )  # fmt: skip
 
 
 def _as_backup_error(exc: BaseException, backup_dir: Path) -> BaseException:

@@ -38,6 +38,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from types import FrameType
 from typing import TYPE_CHECKING
 
@@ -50,6 +51,7 @@ from instrumentation import conventions
 from instrumentation.redaction import redact_text
 
 if TYPE_CHECKING:
+    from backup.prune import PruneResult
     from backup.source import BackupSource
     from backup.telemetry import BackupTelemetry
 
@@ -341,56 +343,32 @@ def backup_job(
     """The real job: :func:`backup.run.run_backup` (which verifies when
     ``VRP_BACKUP_VERIFY``), then, inside the same lock and ``backup.run`` span, a prune when
     ``VRP_BACKUP_PRUNE`` and the periodic check, unless a stop was asked for."""
-    from backup.check import rotating_check
-    from backup.offsite import copy_offsite
-    from backup.prune import prune_locked
     from backup.run import run_backup
     from backup.telemetry import default
 
     tel = telemetry or default()
     names = _identity(settings, source)
+    after = _steps_after_backup(
+        settings,
+        source,
+        telemetry=telemetry,
+        tel=tel,
+        names=names,
+        copy_attempts=copy_attempts,
+        copy_backoff_seconds=copy_backoff_seconds,
+    )
 
     def job(should_stop: Callable[[], bool]) -> JobResult:
         pruned: list[int] = []
         spans_before = tel.runs_started
         started_at = _utcnow()
-
-        def after_publish() -> None:
-            if settings.prune_after_run and not should_stop():
-                with _logged("prune after the backup"):
-                    result = prune_locked(
-                        settings,
-                        tel=telemetry,
-                        database_url=source.database_url,
-                        checked_since=started_at,
-                    )
-                    pruned.append(len(result.deleted_backups))
-            if not should_stop():
-                with _logged("periodic check after the backup"), tel.phase("check"):
-                    rotating_check(settings)
-            remote = settings.remote
-            if remote is not None and remote.copy_after_run and not should_stop():
-                # After the local backup is published and its success recorded: a remote that
-                # is down, full or slow (every wait bounded by VRP_BACKUP_REMOTE_TIMEOUT) fails
-                # only the copy, which the next run retries.
-                with _logged("copy to the remote after the backup"):
-                    copy_offsite(
-                        settings,
-                        locked=True,
-                        attempts=copy_attempts,
-                        backoff_seconds=copy_backoff_seconds,
-                        telemetry=tel,
-                        identity=names,
-                        should_stop=should_stop,
-                    )
-
         try:
             result = run_backup(
                 settings,
                 source,
                 trigger=conventions.BACKUP_TRIGGER_SCHEDULE,
                 verify=settings.verify_after_run,
-                after_publish=after_publish,
+                after_publish=partial(after.run, should_stop, started_at, pruned),
                 telemetry=tel,
             )
         except BackupLockedError:
@@ -398,30 +376,100 @@ def backup_job(
         except Exception as exc:
             if tel.runs_started != spans_before:
                 raise  # the run's span reported the failure
-            error: Exception = exc
-            if isinstance(exc, OSError):
-                error = unusable_dir_error(settings.backup_dir, exc)
-            tel.run_failed_to_start(conventions.BACKUP_TRIGGER_SCHEDULE, error, names)
-            # As run_backup logs a run that failed once started.
-            logger.error(
-                "backup failed before it could start: %s",
-                _describe(error),
-                extra={
-                    conventions.VRP_BACKUP_STATUS: conventions.BACKUP_STATUS_FAILED,
-                    conventions.VRP_BACKUP_TRIGGER: conventions.BACKUP_TRIGGER_SCHEDULE,
-                    conventions.ERROR_TYPE: type(error).__qualname__,
-                },
-            )
+            error = _report_failed_start(settings, tel, names, exc)
             if error is exc:
                 raise
             raise error from exc
-        return JobResult(
-            backup_id=result.backup_id,
-            verified=result.verified,
-            pruned=pruned[0] if pruned else None,
-        )
+        return JobResult(result.backup_id, result.verified, pruned[0] if pruned else None)
 
     return job
+
+
+@dataclass(frozen=True, kw_only=True)
+class _StepsAfterBackup:
+    """What a scheduled job does once its backup is published, inside the run's lock and
+    ``backup.run`` span: each step bound to what stays the same from one run to the next."""
+
+    settings: BackupSettings
+    tel: BackupTelemetry
+    prune: Callable[..., PruneResult]
+    check: Callable[[], object]
+    copy: Callable[..., object]
+
+    def run(self, should_stop: Callable[[], bool], started_at: datetime, pruned: list[int]) -> None:
+        """The prune (how many backups it deleted appended to ``pruned``), the periodic check
+        and the copy to the remote, each skipped once a stop was asked for; a failed step is
+        logged, not raised."""
+        if self.settings.prune_after_run and not should_stop():
+            with _logged("prune after the backup"):
+                result = self.prune(checked_since=started_at)
+                pruned.append(len(result.deleted_backups))
+        if not should_stop():
+            with _logged("periodic check after the backup"), self.tel.phase("check"):
+                self.check()
+        remote = self.settings.remote
+        if remote is not None and remote.copy_after_run and not should_stop():
+            # After the local backup is published and its success recorded: a remote that
+            # is down, full or slow (every wait bounded by VRP_BACKUP_REMOTE_TIMEOUT) fails
+            # only the copy, which the next run retries.
+            with _logged("copy to the remote after the backup"):
+                self.copy(should_stop=should_stop)
+
+
+def _steps_after_backup(
+    settings: BackupSettings,
+    source: BackupSource,
+    *,
+    telemetry: BackupTelemetry | None,
+    tel: BackupTelemetry,
+    names: dict[str, str],
+    copy_attempts: int,
+    copy_backoff_seconds: float,
+) -> _StepsAfterBackup:
+    """The steps after each of :func:`backup_job`'s backups; the prune is handed ``telemetry``
+    as the job was (None: the prune's default)."""
+    from backup.check import rotating_check
+    from backup.offsite import copy_offsite
+    from backup.prune import prune_locked
+
+    return _StepsAfterBackup(
+        settings=settings,
+        tel=tel,
+        prune=partial(prune_locked, settings, tel=telemetry, database_url=source.database_url),
+        check=partial(rotating_check, settings),
+        copy=partial(
+            copy_offsite,
+            settings,
+            locked=True,
+            attempts=copy_attempts,
+            backoff_seconds=copy_backoff_seconds,
+            telemetry=tel,
+            identity=names,
+        ),
+    )
+
+
+def _report_failed_start(
+    settings: BackupSettings, tel: BackupTelemetry, names: dict[str, str], exc: Exception
+) -> Exception:
+    """Report a scheduled run that failed before its ``backup.run`` span could start (the
+    backup folder or its lock unusable) with a failed span and an error log; the error to
+    raise for it."""
+    error: Exception = exc
+    if isinstance(exc, OSError):
+        error = unusable_dir_error(settings.backup_dir, exc)
+    tel.run_failed_to_start(conventions.BACKUP_TRIGGER_SCHEDULE, error, names)
+    # As run_backup logs a run that failed once started.
+    logger.error(
+        "backup failed before it could start: %s",
+        _describe(error),
+        extra={
+            conventions.VRP_BACKUP_STATUS: conventions.BACKUP_STATUS_FAILED,
+            conventions.VRP_BACKUP_TRIGGER: conventions.BACKUP_TRIGGER_SCHEDULE,
+            conventions.ERROR_TYPE: type(error).__qualname__,
+        },
+    )
+    return error
 
 
 @contextmanager
